@@ -1,0 +1,137 @@
+"""Turn what users pass as ``data`` into tensors (or a stream of batches), with clear errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ._errors import ConfigError, DataError
+
+
+@dataclass
+class Prepared:
+    """Either in-memory tensors ``x`` (N, C, H, W) in [0, 1] and ``y`` (N,) or None, or a loader."""
+
+    x: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+    loader: Iterable | None = None
+    image_shape: tuple[int, int, int] | None = None
+
+    @property
+    def in_memory(self) -> bool:
+        return self.x is not None
+
+
+def check_images(x: torch.Tensor, where: str = "images") -> torch.Tensor:
+    """Validate an image batch: (N, C, H, W), C in {1, 3}, values in [0, 1]; uint8 is scaled."""
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{where} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255)
+    elif not x.is_floating_point():
+        raise DataError(f"{where} must be float in [0, 1] or uint8, got dtype {x.dtype}")
+    if x.dim() != 4:
+        raise DataError(
+            f"{where} must be shaped (N, C, H, W), got shape {tuple(x.shape)}"
+            + ("; add the channel dimension with x.unsqueeze(1)" if x.dim() == 3 else "")
+        )
+    if x.shape[0] == 0:
+        raise DataError(f"{where}: the data set is empty")
+    if x.shape[1] not in (1, 3):
+        raise DataError(f"{where} must have 1 or 3 channels (N, C, H, W), got C={x.shape[1]}")
+    lo, hi = float(x.min()), float(x.max())
+    if not (lo >= -1e-4 and hi <= 1 + 1e-4):
+        raise DataError(
+            f"{where} must lie in [0, 1] (the decoder ends in a sigmoid), got values in "
+            f"[{lo:.3g}, {hi:.3g}]; pass unnormalised images and give the classifier's "
+            "normalisation as input_norm=(mean, std)"
+        )
+    return x
+
+
+def _first_item(ds: Dataset) -> Any:
+    try:
+        return ds[0]
+    except IndexError:
+        raise DataError("the data set is empty") from None
+
+
+def prepare(data: Any, *, need_labels: bool, max_bytes: int) -> Prepared:
+    """Normalise ``data`` (pair of tensors, tensor, Dataset, DataLoader) for training.
+
+    A Dataset is materialised into tensors when it fits ``max_bytes``; a DataLoader is streamed.
+    """
+    if isinstance(data, torch.Tensor):
+        data = (data, None)
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        x, y = data
+        x = check_images(x)
+        if y is not None:
+            y = torch.as_tensor(y).long().view(-1)
+            if y.shape[0] != x.shape[0]:
+                raise DataError(f"got {x.shape[0]} images but {y.shape[0]} labels")
+        if need_labels and y is None:
+            raise ConfigError("alpha > 0 needs class labels: pass (images, labels)")
+        return Prepared(x=x, y=y, image_shape=tuple(x.shape[1:]))  # type: ignore[arg-type]
+    if isinstance(data, DataLoader) or (not isinstance(data, Dataset) and hasattr(data, "__iter__")):
+        it = iter(data)
+        try:
+            first = next(it)
+        except StopIteration:
+            raise DataError("the data loader yields no batches: the data set is empty") from None
+        xb, yb = _split_batch(first, need_labels)
+        xb = check_images(xb, "the first batch's images")
+        return Prepared(loader=data, image_shape=tuple(xb.shape[1:]))  # type: ignore[arg-type]
+    if isinstance(data, Dataset):
+        if hasattr(data, "tensors") and callable(data.tensors):
+            x, y = data.tensors()
+            return prepare((x, y), need_labels=need_labels, max_bytes=max_bytes)
+        n = len(data)  # type: ignore[arg-type]
+        if n == 0:
+            raise DataError("the data set is empty")
+        first = _first_item(data)
+        xi, yi = _split_item(first, need_labels)
+        est = xi.numel() * 4 * n
+        if est <= max_bytes:
+            xs, ys = [], []
+            for xb, yb in DataLoader(data, batch_size=512, shuffle=False):  # type: ignore[arg-type]
+                xs.append(xb)
+                ys.append(yb)
+            x = torch.cat(xs)
+            y = torch.cat(ys) if ys[0] is not None else None
+            return prepare((x, y), need_labels=need_labels, max_bytes=max_bytes)
+        loader = DataLoader(data, batch_size=128, shuffle=True)  # type: ignore[arg-type]
+        return Prepared(loader=loader, image_shape=tuple(check_images(xi.unsqueeze(0)).shape[1:]))  # type: ignore[arg-type]
+    raise DataError(
+        f"cannot use data of type {type(data).__name__}: give a pair of tensors (images, labels), "
+        "an image tensor, a Dataset of (image, label) or a DataLoader"
+    )
+
+
+def _split_item(item: Any, need_labels: bool) -> tuple[torch.Tensor, Any]:
+    if isinstance(item, torch.Tensor):
+        if need_labels:
+            raise ConfigError("alpha > 0 needs class labels: the data set must yield (image, label)")
+        return item, None
+    if isinstance(item, (tuple, list)) and len(item) >= 2:
+        return item[0], item[1]
+    if isinstance(item, (tuple, list)) and len(item) == 1:
+        return _split_item(item[0], need_labels)
+    raise DataError(f"a data set item must be an image tensor or (image, label), got {type(item).__name__}")
+
+
+def _split_batch(batch: Any, need_labels: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    x, y = _split_item(batch, need_labels)
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"batches must hold image tensors, got {type(x).__name__}")
+    return x, (torch.as_tensor(y).long() if y is not None else None)
+
+
+def iterate_batches(loader: Iterable, need_labels: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Yield validated (images, labels) batches from a loader."""
+    for batch in loader:
+        x, y = _split_batch(batch, need_labels)
+        yield check_images(x, "a batch's images"), y

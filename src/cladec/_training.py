@@ -1,0 +1,312 @@
+"""The training engine shared by ClaDec, RefAE and the classifier trainer.
+
+It runs epochs of minibatch steps of a loss function over
+
+* in-memory tensors (the fast, usual case): batches are gathered by index from tensors that live
+  on the training device when they fit (else in pinned host memory, copied ahead asynchronously),
+  with a seeded shuffling order that is the same on every device and path; or
+* any iterable of batches (a user's DataLoader): streamed as given.
+
+Two paths do the same arithmetic:
+
+* ``fast=True`` (default): no host synchronisation per step (per-step losses go to a device
+  buffer, read every ``log_every`` steps), on CUDA bf16 autocast, a fused/capturable optimiser and
+  the whole step (gather, forward, backward, optimiser) captured once in a CUDA graph and replayed.
+* ``fast=False``: a plain eager loop that reads the loss after every step (for debugging).
+
+A non-finite loss stops training with :class:`~cladec._errors.TrainingError` naming the epoch
+and step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from ._errors import TrainingError
+
+LossFn = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+def step_decay_epochs(epochs: int) -> int:
+    """The authors' step decay period: lr × 0.1 after every ``E//3 + E//10 + 2`` epochs."""
+    return epochs // 3 + epochs // 10 + 2
+
+
+@dataclass
+class EngineConfig:
+    epochs: int
+    batch_size: int = 128
+    fast: bool = True
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    cuda_graph: bool = True
+    log_every: int = 50
+    verbose: bool = True
+    desc: str = "train"
+    seed: int | None = None
+    lr_decay: str | None = None  # None or "step"
+    shuffle: bool = True
+
+
+@dataclass
+class EngineResult:
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+
+
+class Engine:
+    """Minibatch training over tensors or an iterable of batches (see module docstring).
+
+    Args:
+        loss_fn: Maps a batch dict (keys as in ``tensors``) to ``(total_loss, parts)`` where
+            ``parts`` maps names to scalar tensors (logged).
+        optimizer: The optimiser over the trainable parameters.
+        train_modules: Modules to put in train mode while training (others are left as they are).
+        device: Training device.
+        config: :class:`EngineConfig`.
+        part_names: Names of the logged parts, in order.
+    """
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        optimizer: torch.optim.Optimizer,
+        train_modules: list[nn.Module],
+        device: torch.device,
+        config: EngineConfig,
+        part_names: list[str],
+    ) -> None:
+        self.loss_fn = loss_fn
+        self.opt = optimizer
+        self.train_modules = train_modules
+        self.device = torch.device(device)
+        self.cfg = config
+        self.part_names = ["loss"] + list(part_names)
+        self.on_cuda = self.device.type == "cuda"
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _autocast(self):
+        enabled = self.cfg.amp and self.on_cuda
+        return torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=False
+        )
+
+    def _compute(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        with self._autocast():
+            total, parts = self.loss_fn(batch)
+        total.backward()
+        self.opt.step()
+        return torch.stack([total.detach().float()] + [parts[n].detach().float() for n in self.part_names[1:]])
+
+    def _eager_step(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        self.opt.zero_grad(set_to_none=not self._graph_grads)
+        return self._compute(batch)
+
+    def _set_lr_decay(self, epoch: int) -> bool:
+        if self.cfg.lr_decay == "step" and (epoch + 1) % step_decay_epochs(self.cfg.epochs) == 0:
+            for g in self.opt.param_groups:
+                if isinstance(g["lr"], torch.Tensor):
+                    g["lr"].mul_(0.1)
+                else:
+                    g["lr"] *= 0.1
+            return True
+        return False
+
+    def _lr(self) -> float:
+        lr = self.opt.param_groups[0]["lr"]
+        return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+
+    # -- main ----------------------------------------------------------------------------------
+    def run(
+        self,
+        tensors: Mapping[str, torch.Tensor] | None = None,
+        batches: Callable[[], Iterable[Mapping[str, torch.Tensor]]] | None = None,
+    ) -> EngineResult:
+        """Train for ``config.epochs`` epochs over ``tensors`` or over ``batches()``."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        res = EngineResult()
+        t0 = time.perf_counter()
+        self._graph = None
+        self._graph_grads = False
+        self._graph_lr_dirty = False
+        gen = torch.Generator()
+        gen.manual_seed(cfg.seed if cfg.seed is not None else torch.initial_seed() % 2**63)
+        for m in self.train_modules:
+            m.train()
+        n = None
+        if tensors is not None:
+            n = next(iter(tensors.values())).shape[0]
+            resident = all(t.device == self.device for t in tensors.values())
+            steps_per_epoch = math.ceil(n / cfg.batch_size)
+        else:
+            steps_per_epoch = None
+        bar = tqdm(
+            total=cfg.epochs * steps_per_epoch if steps_per_epoch else None,
+            desc=cfg.desc,
+            disable=not cfg.verbose,
+            leave=True,
+            dynamic_ncols=True,
+            unit="step",
+        )
+        try:
+            for epoch in range(cfg.epochs):
+                if tensors is not None:
+                    assert n is not None
+                    order = torch.randperm(n, generator=gen) if cfg.shuffle else torch.arange(n)
+                    losses = self._epoch_tensors(tensors, order, resident, epoch, bar)
+                else:
+                    losses = self._epoch_batches(batches(), epoch, bar)  # type: ignore[misc]
+                if losses.numel() == 0:
+                    raise TrainingError("an epoch had no batches: the data set is empty")
+                self._check_finite(losses, epoch, upto=None)
+                mean = losses.double().mean(0).tolist()
+                rec = {"epoch": epoch + 1, "lr": self._lr()}
+                rec.update({k: float(v) for k, v in zip(self.part_names, mean)})
+                res.history.append(rec)
+                res.steps += losses.shape[0]
+                if self._set_lr_decay(epoch):
+                    self._graph_lr_dirty = True
+                bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k not in ("epoch",)}, refresh=False)
+                if cfg.verbose:
+                    bar.set_description(f"{cfg.desc} epoch {epoch + 1}/{cfg.epochs}")
+        finally:
+            bar.close()
+            if self.on_cuda:
+                torch.cuda.synchronize(self.device)
+            self._graph = None
+        res.seconds = time.perf_counter() - t0
+        return res
+
+    def _check_finite(self, losses: torch.Tensor, epoch: int, upto: int | None) -> None:
+        tot = losses[:, 0] if upto is None else losses[:upto, 0]
+        finite = torch.isfinite(tot)
+        if not bool(finite.all()):
+            step = int((~finite).nonzero()[0, 0])
+            raise TrainingError(
+                f"{self.cfg.desc}: the loss became {float(tot[step])} at epoch {epoch + 1}, step "
+                f"{step + 1}; training stopped. Lower the learning rate, check the inputs for "
+                "NaN/inf, or use a smaller alpha."
+            )
+
+    def _epoch_batches(self, it: Iterable[Mapping[str, torch.Tensor]], epoch: int, bar) -> torch.Tensor:
+        rows = []
+        for i, batch in enumerate(it):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            row = self._eager_step(batch)
+            rows.append(row)
+            if not self.cfg.fast or (i + 1) % self.cfg.log_every == 0:
+                part = torch.stack(rows).cpu()
+                self._check_finite(part, epoch, upto=None)
+                self._postfix(bar, part[-1])
+            bar.update(1)
+        if not rows:
+            return torch.zeros(0, len(self.part_names))
+        return torch.stack(rows).cpu()
+
+    def _postfix(self, bar, row: torch.Tensor) -> None:
+        if self.cfg.verbose:
+            bar.set_postfix({k: f"{float(v):.4g}" for k, v in zip(self.part_names, row)}, refresh=False)
+
+    def _gather(self, tensors, idx: torch.Tensor, resident: bool) -> dict[str, torch.Tensor]:
+        if resident:
+            idx = idx.to(self.device, non_blocking=True)
+            return {k: v.index_select(0, idx) for k, v in tensors.items()}
+        out = {}
+        for k, v in tensors.items():
+            b = v.index_select(0, idx)
+            if self.on_cuda:
+                b = b.pin_memory().to(self.device, non_blocking=True)
+            out[k] = b
+        return out
+
+    def _epoch_tensors(self, tensors, order: torch.Tensor, resident: bool, epoch: int, bar) -> torch.Tensor:
+        cfg = self.cfg
+        B = cfg.batch_size
+        n = order.numel()
+        steps = math.ceil(n / B)
+        buf = torch.zeros(steps, len(self.part_names), device=self.device)
+        use_graph = cfg.fast and cfg.cuda_graph and self.on_cuda and resident
+        if use_graph:
+            order_dev = order.to(self.device)
+        nxt = self._gather(tensors, order[:B], resident) if not use_graph else None
+        done = 0
+        for i in range(steps):
+            lo, hi = i * B, min((i + 1) * B, n)
+            if use_graph and hi - lo == B:
+                buf[i].copy_(self._graph_step(tensors, order_dev[lo:hi]))
+            else:
+                batch = nxt if nxt is not None else self._gather(tensors, order[lo:hi], resident)
+                # prefetch the next batch (host gather + async copy) before this step runs
+                nxt = self._gather(tensors, order[hi : hi + B], resident) if (not use_graph and hi < n) else None
+                buf[i].copy_(self._eager_step(batch))
+            if not cfg.fast or (i + 1) % cfg.log_every == 0 or i == steps - 1:
+                if not cfg.fast or cfg.verbose or (i + 1) % (cfg.log_every * 4) == 0:
+                    part = buf[: i + 1].cpu()  # one host synchronisation per log_every steps
+                    self._check_finite(part, epoch, upto=None)
+                    self._postfix(bar, part[-1])
+                bar.update(i + 1 - done)
+                done = i + 1
+        return buf.cpu()
+
+    # -- CUDA graph ----------------------------------------------------------------------------
+    def _graph_step(self, tensors, idx: torch.Tensor) -> torch.Tensor:
+        if self._graph is not None and self._graph_lr_dirty and not self._lr_is_tensor():
+            self._graph = None  # the learning rate is baked into the graph: capture again
+        self._graph_lr_dirty = False
+        if self._graph is None:
+            # the warm-up step inside _capture trains on this batch; replays start with the next
+            return self._capture(tensors, idx)
+        self._static_idx.copy_(idx)
+        self._graph.replay()
+        return self._graph_out
+
+    def _lr_is_tensor(self) -> bool:
+        return isinstance(self.opt.param_groups[0]["lr"], torch.Tensor)
+
+    def _capture(self, tensors, idx: torch.Tensor) -> torch.Tensor:
+        self._static_idx = idx.clone()
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            # warm-up (cuDNN autotuning, optimiser state): one real training step on this batch
+            self.opt.zero_grad(set_to_none=True)
+            out = self._compute({k: v.index_select(0, self._static_idx) for k, v in tensors.items()})
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            self._graph_out = self._compute({k: v.index_select(0, self._static_idx) for k, v in tensors.items()})
+        self._graph = graph
+        self._graph_grads = True
+        return out
+
+
+def make_optimizer(
+    kind: str,
+    params: list[torch.nn.Parameter],
+    *,
+    lr: float,
+    weight_decay: float,
+    device: torch.device,
+    fast: bool,
+    momentum: float = 0.9,
+) -> torch.optim.Optimizer:
+    """Adam or SGD; on CUDA with ``fast`` fused (and capturable, for CUDA graphs)."""
+    cuda_fast = fast and torch.device(device).type == "cuda"
+    if kind == "adam":
+        if cuda_fast:
+            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True, capturable=True)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if kind == "sgd":
+        if cuda_fast:
+            return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimiser {kind!r}")

@@ -1,0 +1,390 @@
+"""Layer capture: run a model up to one layer and return that layer's output.
+
+A layer is given as a dotted module name (``"features.7"``, ``"layer3.1.conv2"``) or as the module
+object itself; it is resolved to, and stored as, its name. Capture uses a forward hook and stops the
+forward pass as soon as the layer has produced its output, so nothing after the layer is computed.
+
+Layer outputs may be
+
+* ``(N, C, H, W)`` feature maps,
+* ``(N, D)`` vectors,
+* ``(N, T, D)`` token sequences (vision transformers): the patch tokens are laid back on their
+  ``g×g`` grid as ``(N, D, g, g)``. Extra tokens in front of the patch tokens (a class token,
+  distillation or register tokens) are handled explicitly by ``prefix_tokens``: ``"drop"``
+  (default) discards them, ``"channels"`` broadcasts them over the grid as extra channels so the
+  decoder sees them too. The number of extra tokens is inferred when ``T - k`` is a perfect square
+  for exactly one ``k`` in 0..8, otherwise it must be given as ``num_prefix_tokens``.
+
+A module that is called several times in one forward pass (a shared block) is captured at its
+first call.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ._errors import ConfigError, DataError
+
+__all__ = ["LayerCapture", "list_layers", "resolve_layer", "LayerInfo"]
+
+
+class _StopForward(Exception):
+    """Raised inside the forward hook to stop the forward pass once the layer is computed."""
+
+
+def resolve_layer(model: nn.Module, layer: str | nn.Module) -> str:
+    """Resolve a layer given as a dotted name or as a module to its dotted name.
+
+    Args:
+        model: The classifier.
+        layer: A dotted module name such as ``"layer3.1.conv2"`` or a submodule of ``model``.
+
+    Returns:
+        The layer's dotted name in ``model.named_modules()``.
+
+    Raises:
+        ConfigError: If the name is unknown (the message lists the closest valid names) or the
+            module is not part of ``model``.
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+        >>> resolve_layer(m, m[1])
+        '1'
+    """
+    names = {name: mod for name, mod in model.named_modules() if name}
+    if isinstance(layer, nn.Module):
+        for name, mod in names.items():
+            if mod is layer:
+                return name
+        if layer is model:
+            raise ConfigError("the layer is the whole model; pick one of its submodules")
+        raise ConfigError(
+            f"the module {type(layer).__name__} given as layer is not a submodule of the model"
+        )
+    if not isinstance(layer, str):
+        raise ConfigError(f"layer must be a dotted module name or an nn.Module, got {type(layer).__name__}")
+    if layer in names:
+        return layer
+    close = difflib.get_close_matches(layer, list(names), n=6, cutoff=0.4)
+    hint = close if close else list(names)[:12]
+    raise ConfigError(
+        f"unknown layer {layer!r}; closest valid layer names: {', '.join(hint)}"
+        + ("" if close else " ...")
+        + " (see cladec.list_layers(model, example_input) for all)"
+    )
+
+
+@dataclass
+class LayerInfo:
+    """A layer's name, module type and output shape (without the batch dimension)."""
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+
+
+def list_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]:
+    """List every submodule reached by a forward pass with its output shape.
+
+    Args:
+        model: The classifier.
+        example_input: One batch (N ≥ 1) of valid input, e.g. ``torch.zeros(1, 1, 28, 28)``.
+
+    Returns:
+        A list of :class:`LayerInfo` in the order the modules are called (a block before its children); modules whose output is not a tensor report
+        an empty shape.
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> [(l.name, l.shape) for l in list_layers(m, torch.zeros(1, 2, 2))]
+        [('0', (4,)), ('1', (2,))]
+    """
+    order: list[str] = []
+    types: dict[str, str] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    handles = []
+
+    def make_hooks(name: str):
+        def pre(mod, inp):
+            if name not in types:
+                order.append(name)
+                types[name] = type(mod).__name__
+
+        def post(mod, inp, out):
+            if name not in shapes:
+                if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+                    out = out[0]
+                shapes[name] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
+
+        return pre, post
+
+    for name, mod in model.named_modules():
+        if name:
+            pre, post = make_hooks(name)
+            handles.append(mod.register_forward_pre_hook(pre))
+            handles.append(mod.register_forward_hook(post))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example_input.to(_model_device(model)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return [LayerInfo(n, types[n], shapes.get(n, ())) for n in order]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _infer_prefix(T: int) -> int | None:
+    cands = [k for k in range(0, 9) if T - k > 0 and math.isqrt(T - k) ** 2 == T - k]
+    return cands[0] if len(cands) == 1 else None
+
+
+class LayerCapture:
+    """Context manager that captures one layer's output and stops the forward pass there.
+
+    Args:
+        model: The classifier (any ``nn.Module``).
+        layer: Dotted module name or the module itself; stored as :attr:`layer` (the name).
+        neurons: Optional subset of the layer's units: channel indices or a boolean mask over
+            channels for maps and token grids, feature indices for vectors.
+        prefix_tokens: For ``(N, T, D)`` outputs: ``"drop"`` or ``"channels"`` (see module doc).
+        num_prefix_tokens: Number of extra tokens before the patch tokens, if it cannot be inferred.
+        input_norm: Optional ``(mean, std)`` per input channel; inputs in [0, 1] are normalised so
+            before they reach the model.
+
+    Example:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 2))
+        >>> with LayerCapture(m, "1") as cap:
+        ...     a = cap(torch.rand(2, 1, 4, 4))
+        >>> tuple(a.shape)
+        (2, 4, 4, 4)
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | nn.Module,
+        *,
+        neurons: Sequence[int] | torch.Tensor | None = None,
+        prefix_tokens: str = "drop",
+        num_prefix_tokens: int | None = None,
+        input_norm: tuple[Sequence[float], Sequence[float]] | None = None,
+    ) -> None:
+        self.model = model
+        self.layer = resolve_layer(model, layer)
+        self._module = dict(model.named_modules())[self.layer]
+        if prefix_tokens not in ("drop", "channels"):
+            raise ConfigError(f"prefix_tokens must be 'drop' or 'channels', got {prefix_tokens!r}")
+        self.prefix_tokens = prefix_tokens
+        self.num_prefix_tokens = num_prefix_tokens
+        self.input_norm = _norm_pair(input_norm)
+        self._raw_neurons = neurons
+        self.neurons: list[int] | None = None
+        self._neuron_index: torch.Tensor | None = None
+        self._handle = None
+        self._out: torch.Tensor | None = None
+        self.raw_shape: tuple[int, ...] | None = None
+        self.output_shape: tuple[int, ...] | None = None
+
+    # -- context manager -------------------------------------------------------------------
+    def __enter__(self) -> "LayerCapture":
+        self.attach()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.detach()
+
+    def attach(self) -> None:
+        """Register the forward hook (done by ``with``)."""
+        if self._handle is None:
+            self._handle = self._module.register_forward_hook(self._hook)
+
+    def detach(self) -> None:
+        """Remove the forward hook (done when the ``with`` block ends)."""
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+    def _hook(self, mod, inp, out):
+        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+            out = out[0]
+        if not isinstance(out, torch.Tensor):
+            raise ConfigError(
+                f"layer {self.layer!r} ({type(mod).__name__}) returns {type(out).__name__}, not a tensor"
+            )
+        self._out = out
+        raise _StopForward
+
+    # -- running -----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The device of the model (inputs are moved there)."""
+        return _model_device(self.model)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the classifier's input normalisation (identity when none was given)."""
+        if self.input_norm is None:
+            return x
+        mean, std = self.input_norm
+        shape = (1, -1) + (1,) * (x.dim() - 2)
+        return (x - mean.to(x.device, x.dtype).view(shape)) / std.to(x.device, x.dtype).view(shape)
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the model on ``x`` (images in [0, 1]) until the layer and return its raw output."""
+        attached = self._handle is not None
+        if not attached:
+            self.attach()
+        self._out = None
+        try:
+            self.model(self.normalize(x))
+        except _StopForward:
+            pass
+        except RuntimeError as e:
+            raise DataError(
+                f"the model rejected input of shape {tuple(x.shape)}: {e}. "
+                "Give images shaped (N, C, H, W) with the channels and size the classifier was built for."
+            ) from None
+        finally:
+            if not attached:
+                self.detach()
+        if self._out is None:
+            raise ConfigError(
+                f"layer {self.layer!r} was never reached in the forward pass; pick a layer that "
+                "the model's forward() calls (see cladec.list_layers)"
+            )
+        out, self._out = self._out, None
+        return out
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Return the (processed) activations the decoder sees: gridded tokens, selected neurons."""
+        return self.process(self.raw(x))
+
+    def process(self, out: torch.Tensor) -> torch.Tensor:
+        """Turn a raw layer output into decoder input (token grid, neuron subset)."""
+        if self.raw_shape is None:
+            self._setup(tuple(out.shape[1:]))
+        elif tuple(out.shape[1:]) != self.raw_shape:
+            raise DataError(
+                f"layer {self.layer!r} produced shape {tuple(out.shape[1:])}, but {self.raw_shape} "
+                "was seen before; all inputs must have the same image size"
+            )
+        if out.dim() == 3:
+            out = self._grid(out)
+        if self._neuron_index is not None:
+            out = out.index_select(1, self._neuron_index.to(out.device))
+        return out
+
+    def _grid(self, out: torch.Tensor) -> torch.Tensor:
+        n, T, D = out.shape
+        k = self.num_prefix_tokens
+        prefix, patches = out[:, :k], out[:, k:]
+        g = math.isqrt(T - k)
+        grid = patches.transpose(1, 2).reshape(n, D, g, g)
+        if self.prefix_tokens == "channels" and k > 0:
+            extra = prefix.reshape(n, k * D, 1, 1).expand(n, k * D, g, g)
+            grid = torch.cat([grid, extra], 1)
+        return grid
+
+    def _setup(self, raw_shape: tuple[int, ...]) -> None:
+        self.raw_shape = raw_shape
+        if len(raw_shape) == 2:
+            T, D = raw_shape
+            k = self.num_prefix_tokens
+            if k is None:
+                k = _infer_prefix(T)
+                if k is None:
+                    raise ConfigError(
+                        f"layer {self.layer!r} outputs {T} tokens, which is not a square grid plus a "
+                        "unique number of extra tokens; pass num_prefix_tokens="
+                    )
+            if T - k <= 0 or math.isqrt(T - k) ** 2 != T - k:
+                raise ConfigError(
+                    f"layer {self.layer!r} outputs {T} tokens; with num_prefix_tokens={k} the remaining "
+                    f"{T - k} patch tokens do not form a square grid"
+                )
+            self.num_prefix_tokens = k
+            g = math.isqrt(T - k)
+            extra = k * D if (self.prefix_tokens == "channels" and k) else 0
+            shape: tuple[int, ...] = (D + extra, g, g)
+        elif len(raw_shape) in (1, 3):
+            shape = raw_shape
+        else:
+            raise ConfigError(
+                f"layer {self.layer!r} outputs shape {raw_shape} per image; supported are (C, H, W) "
+                "maps, (D,) vectors and (T, D) token sequences"
+            )
+        units = shape[0]
+        if self._raw_neurons is not None:
+            idx = _neuron_indices(self._raw_neurons, units, self.layer)
+            self.neurons = idx
+            self._neuron_index = torch.tensor(idx, dtype=torch.long)
+            shape = (len(idx),) + tuple(shape[1:])
+        self.output_shape = tuple(shape)
+
+    def probe(self, x: torch.Tensor) -> tuple[int, ...]:
+        """Run one small batch to learn the layer's shapes; returns the decoder input shape."""
+        with torch.no_grad():
+            self(x[:2].to(self.device))
+        assert self.output_shape is not None
+        return self.output_shape
+
+
+def _neuron_indices(neurons, units: int, layer: str) -> list[int]:
+    t = torch.as_tensor(neurons)
+    if t.dtype == torch.bool:
+        if t.dim() != 1 or t.numel() != units:
+            raise ConfigError(
+                f"a boolean neuron mask must have one entry per unit of layer {layer!r} ({units}), "
+                f"got shape {tuple(t.shape)}"
+            )
+        idx = torch.nonzero(t).flatten().tolist()
+    else:
+        if t.dim() == 0:
+            t = t.view(1)
+        if t.dim() != 1 or t.is_floating_point():
+            raise ConfigError("neurons must be a list of integer unit indices or a boolean mask")
+        idx = t.tolist()
+        bad = [i for i in idx if not -units <= i < units]
+        if bad:
+            raise ConfigError(
+                f"neuron indices {bad[:8]} are out of range for layer {layer!r}, which has {units} "
+                f"units (valid: 0..{units - 1})"
+            )
+        idx = [i % units for i in idx]
+        if len(set(idx)) != len(idx):
+            raise ConfigError("neuron indices contain duplicates")
+    if not idx:
+        raise ConfigError(f"the neuron selection for layer {layer!r} is empty")
+    return idx
+
+
+def _norm_pair(input_norm) -> tuple[torch.Tensor, torch.Tensor] | None:
+    if input_norm is None:
+        return None
+    try:
+        mean, std = input_norm
+        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
+        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
+    except (TypeError, ValueError):
+        raise ConfigError("input_norm must be a pair (mean, std) of per-channel sequences") from None
+    if mean_t.numel() != std_t.numel() or (std_t <= 0).any():
+        raise ConfigError("input_norm: mean and std need the same length and std must be > 0")
+    return mean_t, std_t

@@ -1,0 +1,189 @@
+"""Decoder builder: from any activation shape to any image shape.
+
+Follows the authors' decoder: a dense head for vectors and 1×1 maps (``Linear`` to
+``max(D, base_width)`` features on a 1×1 seed) or a 3×3 conv head for spatial maps, then stride-2
+transposed convolutions (kernel 4, ReLU) that double the size at each stage, widths ``base_width ·
+2^k`` halving towards the image, a last transposed conv to the image channels and a sigmoid, so
+outputs lie in [0, 1]. Exact output sizes are reached for any H×W: each stage maps ``h → 2h`` or
+``h → 2h − 1`` (padding/output padding chosen per stage); a seed whose size does not fit the chain
+is resized once after the head.
+
+Two changes make small-data training reliable (see ``FINDINGS.md``: a plain setup collapses to a
+black image for 1×1 layers): the output bias starts at the logit of the data's mean pixel value per
+channel (set by :meth:`Decoder.init_output_bias`), and hidden stages may use BatchNorm
+(``norm="batch"``; the authors' choice, ``norm=None``, is the default).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._errors import ConfigError
+
+__all__ = ["DecoderSpec", "Decoder", "build_decoder"]
+
+
+@dataclass
+class DecoderSpec:
+    """Everything needed to rebuild a decoder (stored in a save's JSON).
+
+    Attributes:
+        in_shape: Activation shape without batch, ``(D,)`` or ``(C, H, W)``.
+        out_shape: Image shape ``(C, H, W)``.
+        base_width: Channels of the last hidden stage (authors: 64).
+        max_width: Cap on hidden channels (keeps large images affordable).
+        norm: ``None`` (authors) or ``"batch"``.
+    """
+
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, int, int]
+    base_width: int = 64
+    max_width: int = 512
+    norm: str | None = None
+    kind: str = field(default="cladec")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["in_shape"] = list(self.in_shape)
+        d["out_shape"] = list(self.out_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DecoderSpec":
+        return cls(
+            in_shape=tuple(d["in_shape"]),
+            out_shape=tuple(d["out_shape"]),  # type: ignore[arg-type]
+            base_width=int(d.get("base_width", 64)),
+            max_width=int(d.get("max_width", 512)),
+            norm=d.get("norm"),
+            kind=d.get("kind", "cladec"),
+        )
+
+
+def _chain(target: int, n: int) -> list[int]:
+    """Sizes from the seed to ``target`` over ``n`` halvings (ceil), seed first."""
+    sizes = [target]
+    for _ in range(n):
+        sizes.append(math.ceil(sizes[-1] / 2))
+    return sizes[::-1]
+
+
+def _up(cin: int, cout: int, h_in: tuple[int, int], h_out: tuple[int, int], bias: bool = True) -> nn.ConvTranspose2d:
+    # kernel 4, stride 2: out = 2h + 2 - 2p + op. p=1, op=0 -> 2h; p=2, op=1 -> 2h - 1.
+    pads, ops = [], []
+    for a, b in zip(h_in, h_out):
+        if b == 2 * a:
+            pads.append(1), ops.append(0)
+        elif b == 2 * a - 1:
+            pads.append(2), ops.append(1)
+        else:  # pragma: no cover - the chain construction never asks for this
+            raise AssertionError((a, b))
+    return nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=tuple(pads), output_padding=tuple(ops), bias=bias)
+
+
+class Decoder(nn.Module):
+    """The decoder network built from a :class:`DecoderSpec` (use :func:`build_decoder`)."""
+
+    def __init__(self, spec: DecoderSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        in_shape, (C, H, W) = tuple(spec.in_shape), spec.out_shape
+        if len(in_shape) not in (1, 3) or any(int(s) <= 0 for s in in_shape):
+            raise ConfigError(f"decoder input shape must be (D,) or (C, H, W), got {in_shape}")
+        if C not in (1, 3) or H < 1 or W < 1:
+            raise ConfigError(f"image shape must be (C, H, W) with C in 1 or 3, got {spec.out_shape}")
+        if spec.norm not in (None, "batch"):
+            raise ConfigError(f"norm must be None or 'batch', got {spec.norm!r}")
+        self.dense = len(in_shape) == 1 or (in_shape[1] == 1 and in_shape[2] == 1)
+        flat = int(math.prod(in_shape))
+        if self.dense:
+            head_ch = max(flat, spec.base_width)
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, head_ch), nn.ReLU(inplace=True))
+            seed = (1, 1)
+            n = max(math.ceil(math.log2(max(H, W))), 1)
+        else:
+            head_ch = in_shape[0]
+            self.head = nn.Sequential(nn.Conv2d(head_ch, head_ch, 3, padding=1), nn.ReLU(inplace=True))
+            seed = (in_shape[1], in_shape[2])
+            ratio = max(H / seed[0], W / seed[1])
+            n = max(round(math.log2(ratio)), 0) if ratio > 1 else 0
+        hs, ws = _chain(H, n), _chain(W, n)
+        self._dense_ch = head_ch
+        # a spatial seed that does not sit on the size chain is resized once after the head
+        self.resize = (hs[0], ws[0]) if (hs[0], ws[0]) != seed else None
+        layers: list[nn.Module] = []
+        cin = head_ch
+        for i in range(n):
+            last = i == n - 1
+            cout = C if last else min(spec.base_width * 2 ** (n - 2 - i), spec.max_width)
+            layers.append(_up(cin, cout, (hs[i], ws[i]), (hs[i + 1], ws[i + 1])))
+            if not last:
+                if spec.norm == "batch":
+                    layers.append(nn.BatchNorm2d(cout))
+                layers.append(nn.ReLU(inplace=True))
+            cin = cout
+        if n == 0:
+            layers.append(nn.Conv2d(cin, C, 3, padding=1))
+        self.up = nn.Sequential(*layers)
+        self.out = nn.Sigmoid()
+
+    @property
+    def output_layer(self) -> nn.Module:
+        return self.up[-1]
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        x = self.head(a)
+        if self.dense:
+            x = x.view(x.shape[0], self._dense_ch, 1, 1)
+        if self.resize is not None:
+            x = nn.functional.interpolate(x, size=self.resize, mode="bilinear", align_corners=False)
+        return self.out(self.up(x))
+
+    @torch.no_grad()
+    def init_output_bias(self, mean_pixel: torch.Tensor | float) -> None:
+        """Start the output at the data's mean pixel value (per channel) instead of 0.5.
+
+        Args:
+            mean_pixel: A float or a tensor of ``C`` values in (0, 1).
+        """
+        layer = self.output_layer
+        if layer.bias is None:
+            return
+        m = torch.as_tensor(mean_pixel, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
+        layer.bias.copy_(torch.logit(m).expand_as(layer.bias).to(layer.bias))
+
+
+def build_decoder(
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, int, int],
+    *,
+    base_width: int = 64,
+    max_width: int = 512,
+    norm: str | None = None,
+) -> Decoder:
+    """Build a decoder from an activation shape to an image shape.
+
+    Args:
+        in_shape: Activation shape without the batch dimension: ``(D,)`` or ``(C, H, W)``.
+        out_shape: Image shape ``(C, H, W)``, ``C`` in {1, 3}, any ``H×W``.
+        base_width: Channels of the last hidden stage (authors' default 64); earlier stages double it.
+        max_width: Upper bound on hidden channels.
+        norm: ``None`` (authors) or ``"batch"`` for BatchNorm after each hidden stage.
+
+    Returns:
+        A :class:`Decoder` whose output has shape ``(N, *out_shape)`` with values in [0, 1].
+
+    Example:
+        >>> d = build_decoder((512,), (1, 28, 28))
+        >>> tuple(d(torch.zeros(2, 512)).shape)
+        (2, 1, 28, 28)
+    """
+    return Decoder(
+        DecoderSpec(tuple(int(s) for s in in_shape), tuple(int(s) for s in out_shape),  # type: ignore[arg-type]
+                    base_width=base_width, max_width=max_width, norm=norm)
+    )

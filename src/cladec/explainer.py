@@ -1,0 +1,617 @@
+"""ClaDec and its reference auto-encoder (RefAE).
+
+* :class:`ClaDec` trains a decoder on the activations of one layer of a frozen classifier to
+  reconstruct the input: loss ``(1 − α)·MSE(x̂, x) + α·CE(C(x̂), y)``.
+* :class:`RefAE` is the control: the classifier's modules up to the layer, freshly initialised and
+  trainable, plus the same decoder architecture, trained on reconstruction only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._errors import ConfigError, DataError
+from ._inputs import Prepared, check_images, iterate_batches, prepare
+from ._training import Engine, EngineConfig, make_optimizer
+from .capture import LayerCapture, _model_device
+from .decoder import Decoder, DecoderSpec, build_decoder
+
+__all__ = ["ClaDec", "RefAE", "CollapseWarning"]
+
+DEFAULT_CACHE_BUDGET = 2 * 1024**3
+
+
+class CollapseWarning(UserWarning):
+    """The decoder's output hardly varies across images: it has collapsed to one constant image."""
+
+
+class _DecoderExplainer:
+    kind = "base"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | nn.Module,
+        *,
+        neurons: Sequence[int] | torch.Tensor | None = None,
+        decoder: nn.Module | None = None,
+        base_width: int = 64,
+        decoder_norm: str | None = None,
+        input_norm: tuple[Sequence[float], Sequence[float]] | None = None,
+        image_shape: tuple[int, int, int] | None = None,
+        prefix_tokens: str = "drop",
+        num_prefix_tokens: int | None = None,
+        cache_budget: int = DEFAULT_CACHE_BUDGET,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.capture = LayerCapture(
+            self._encoder_model(),
+            layer,
+            neurons=neurons,
+            prefix_tokens=prefix_tokens,
+            num_prefix_tokens=num_prefix_tokens,
+            input_norm=input_norm,
+        )
+        self.layer = self.capture.layer
+        self.base_width = int(base_width)
+        self.decoder_norm = decoder_norm
+        self.cache_budget = int(cache_budget)
+        self.decoder: nn.Module | None = decoder
+        self._custom_decoder = decoder is not None
+        if decoder is not None and not isinstance(decoder, nn.Module):
+            raise ConfigError(f"decoder must be an nn.Module, got {type(decoder).__name__}")
+        self.image_shape: tuple[int, int, int] | None = None
+        self.history: list[dict[str, Any]] = []
+        self.fit_config: dict[str, Any] = {}
+        self.fitted = False
+        self.collapsed = False
+        self._act_cache: tuple[tuple, torch.Tensor] | None = None
+        if image_shape is not None:
+            self.build(image_shape)
+
+    # -- structure -----------------------------------------------------------------------------
+    def _encoder_model(self) -> nn.Module:
+        return self.model
+
+    @property
+    def neurons(self) -> list[int] | None:
+        """The selected unit indices (None = all units)."""
+        return self.capture.neurons
+
+    @property
+    def input_norm(self):
+        n = self.capture.input_norm
+        return None if n is None else (n[0].tolist(), n[1].tolist())
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the classifier; the decoder lives there too."""
+        return _model_device(self.model)
+
+    @property
+    def activation_shape(self) -> tuple[int, ...]:
+        """Shape (without batch) of what the decoder sees: after token gridding and neuron selection."""
+        if self.capture.output_shape is None:
+            raise ConfigError("the explainer is not built yet: call fit() or pass image_shape=")
+        return self.capture.output_shape
+
+    def build(self, image_shape: Sequence[int]) -> None:
+        """Probe the layer with a zero image of ``image_shape`` and build the decoder."""
+        image_shape = tuple(int(s) for s in image_shape)
+        if len(image_shape) != 3:
+            raise ConfigError(f"image_shape must be (C, H, W), got {image_shape}")
+        if self.image_shape is not None and self.image_shape != image_shape:
+            raise DataError(
+                f"this explainer was built for images of shape {self.image_shape}, got {image_shape}"
+            )
+        model = self.capture.model
+        was = model.training
+        model.eval()
+        try:
+            act_shape = self.capture.probe(torch.zeros(2, *image_shape, device=self.device))
+        finally:
+            model.train(was)
+        self.image_shape = image_shape  # type: ignore[assignment]
+        if self.decoder is None:
+            self.decoder = build_decoder(
+                act_shape, image_shape, base_width=self.base_width, norm=self.decoder_norm  # type: ignore[arg-type]
+            )
+        self.decoder.to(self.device)
+
+    @property
+    def decoder_spec(self) -> dict[str, Any]:
+        if isinstance(self.decoder, Decoder) and not self._custom_decoder:
+            return self.decoder.spec.to_dict()
+        return {"kind": "custom", "class": type(self.decoder).__qualname__}
+
+    # -- running -------------------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The activations the decoder sees for images ``x`` (no gradient)."""
+        x = check_images(x)
+        self._ensure_built(tuple(x.shape[1:]))
+        return self._batched(x, self._encode_batch)
+
+    def decode(self, a: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Decode activations ``a`` (as returned by :meth:`encode`) into images."""
+        self._require_built()
+        outs = []
+        dec = self.decoder
+        was = dec.training
+        dec.eval()
+        try:
+            with torch.no_grad():
+                for i in range(0, a.shape[0], batch_size):
+                    outs.append(dec(a[i : i + batch_size].to(self.device)).to(a.device))
+        finally:
+            dec.train(was)
+        return torch.cat(outs)
+
+    def reconstruct(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Reconstruct images from the layer's activations.
+
+        Args:
+            x: Images ``(N, C, H, W)`` in [0, 1] (uint8 is scaled).
+            batch_size: Images per internal batch (bounds memory for large inputs).
+
+        Returns:
+            A tensor shaped like ``x`` with values in [0, 1], on ``x``'s device.
+
+        Example:
+            >>> x_hat = explainer.reconstruct(images)  # doctest: +SKIP
+        """
+        x = check_images(x)
+        self._ensure_built(tuple(x.shape[1:]))
+        self._require_built()
+
+        def one(xb: torch.Tensor) -> torch.Tensor:
+            return self.decoder(self._encode_batch(xb))
+
+        return self._batched(x, one, batch_size)
+
+    def _batched(self, x: torch.Tensor, fn, batch_size: int = 256) -> torch.Tensor:
+        mods = [self.capture.model, self.decoder]
+        states = [m.training for m in mods]
+        for m in mods:
+            m.eval()
+        outs = []
+        try:
+            with torch.no_grad():
+                for i in range(0, x.shape[0], batch_size):
+                    outs.append(fn(x[i : i + batch_size].to(self.device, non_blocking=True)).to(x.device))
+        finally:
+            for m, s in zip(mods, states):
+                m.train(s)
+        return torch.cat(outs)
+
+    def _encode_batch(self, xb: torch.Tensor) -> torch.Tensor:
+        return self.capture(xb)
+
+    def _ensure_built(self, image_shape: tuple[int, ...]) -> None:
+        if self.image_shape is None:
+            self.build(image_shape)
+        elif tuple(image_shape) != tuple(self.image_shape):
+            raise DataError(
+                f"images have shape {tuple(image_shape)} but this explainer was built for "
+                f"{tuple(self.image_shape)} (C, H, W)"
+            )
+
+    def _require_built(self) -> None:
+        if self.decoder is None or self.image_shape is None:
+            raise ConfigError("the explainer is not built yet: call fit() first or pass image_shape=")
+
+    # -- training ------------------------------------------------------------------------------
+    def _parts(self) -> list[str]:
+        return ["mse"]
+
+    def fit(
+        self,
+        data: Any,
+        epochs: int = 5,
+        *,
+        batch_size: int = 128,
+        lr: float = 3e-4,
+        weight_decay: float = 1e-5,
+        lr_decay: str | None = None,
+        seed: int | None = 0,
+        verbose: bool = True,
+        fast: bool = True,
+        log_every: int = 50,
+    ):
+        """Train the decoder (and, for RefAE, the encoder).
+
+        Args:
+            data: A pair of tensors ``(images, labels)``, an image tensor (α = 0 only), a Dataset of
+                ``(image, label)`` or a DataLoader. Images ``(N, C, H, W)`` in [0, 1].
+            epochs: Passes over the data.
+            batch_size: Minibatch size (authors: 128).
+            lr: Adam learning rate (authors: 3e-4).
+            weight_decay: Adam weight decay (authors: 1e-5).
+            lr_decay: ``None`` or ``"step"`` (× 0.1 every ``E//3 + E//10 + 2`` epochs, as the authors).
+            seed: Seeds the decoder's initialisation and the shuffling order (None: not seeded).
+            verbose: Show a progress bar with epoch, loss and its parts.
+            fast: Use the fast path (no per-step host sync; on CUDA bf16, fused Adam, CUDA graphs).
+                ``fast=False`` runs the plain eager loop, for debugging.
+            log_every: Steps between progress updates on the fast path.
+
+        Returns:
+            ``self``, trained; per-epoch losses are in :attr:`history`.
+
+        Example:
+            >>> ClaDec(model, "conv4", alpha=0.001).fit((x, y), epochs=5)  # doctest: +SKIP
+        """
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if lr_decay not in (None, "step"):
+            raise ConfigError(f"lr_decay must be None or 'step', got {lr_decay!r}")
+        prepared = prepare(data, need_labels=self._needs_labels(), max_bytes=self.cache_budget * 4)
+        if seed is not None:
+            torch.manual_seed(seed)
+        fresh = self.decoder is None
+        self._ensure_built(prepared.image_shape)  # type: ignore[arg-type]
+        if fresh and not self._custom_decoder and prepared.in_memory:
+            self.decoder.init_output_bias(prepared.x.mean(dim=(0, 2, 3)))  # type: ignore[union-attr]
+        dev = self.device
+        params = self._trainable_params()
+        opt = make_optimizer("adam", params, lr=lr, weight_decay=weight_decay, device=dev, fast=fast)
+        cfg = EngineConfig(
+            epochs=epochs, batch_size=batch_size, fast=fast, log_every=log_every, verbose=verbose,
+            desc=self.kind, seed=seed, lr_decay=lr_decay,
+        )
+        with self._training_mode():
+            engine = Engine(self._loss, opt, self._train_modules(), dev, cfg, self._parts())
+            if prepared.in_memory:
+                res = engine.run(tensors=self._train_tensors(prepared))
+            else:
+                res = engine.run(batches=lambda: self._stream(prepared))
+        start = len(self.history)
+        for i, h in enumerate(res.history):
+            h["epoch"] = start + i + 1
+        self.history.extend(res.history)
+        self.fit_config = dict(
+            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay,
+            seed=seed, fast=fast, n_train=int(prepared.x.shape[0]) if prepared.in_memory else None,
+            seconds=round(res.seconds, 3), steps=res.steps, device=str(dev),
+        )
+        self.fitted = True
+        self._check_collapse(prepared)
+        return self
+
+    def _needs_labels(self) -> bool:
+        return False
+
+    def _trainable_params(self) -> list[nn.Parameter]:
+        return [p for p in self.decoder.parameters() if p.requires_grad]
+
+    def _train_modules(self) -> list[nn.Module]:
+        return [self.decoder]
+
+    def _training_mode(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def _stream(self, prepared: Prepared):
+        for xb, yb in iterate_batches(prepared.loader, self._needs_labels()):
+            batch = {"x": xb}
+            if yb is not None and self._needs_labels():
+                batch["y"] = yb
+            yield batch
+
+    def _place(self, t: torch.Tensor) -> torch.Tensor:
+        """Move a training tensor to the device when it fits the budget (else keep it on the host)."""
+        if self.device.type == "cpu":
+            return t.cpu()
+        if t.numel() * t.element_size() <= self.cache_budget:
+            return t.to(self.device)
+        return t.cpu().pin_memory()
+
+    def _train_tensors(self, prepared: Prepared) -> dict[str, torch.Tensor]:
+        return {"x": self._place(prepared.x)}
+
+    def _check_collapse(self, prepared: Prepared) -> None:
+        if prepared.in_memory:
+            xs = prepared.x[:256]
+        else:
+            xs, _ = next(iterate_batches(prepared.loader, False))
+        rec = self.reconstruct(xs)
+        spread = float(rec.std(dim=0).mean())
+        data_spread = float(xs.std(dim=0).mean())
+        self.collapsed = spread < 0.02 * max(data_spread, 1e-6)
+        if self.collapsed:
+            warnings.warn(
+                f"{self.kind} for layer {self.layer!r} collapsed: its reconstructions hardly vary across "
+                f"images (mean per-pixel std {spread:.2e} vs {data_spread:.2e} in the data). Train "
+                "longer, on more images, or with decoder_norm='batch'.",
+                CollapseWarning,
+                stacklevel=3,
+            )
+
+    # -- persistence ---------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        self._require_built()
+        return {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
+
+    def config(self) -> dict[str, Any]:
+        """The JSON-serialisable configuration written by :meth:`save`."""
+        from ._version import __version__
+
+        self._require_built()
+        return {
+            "format": "cladec-explainer",
+            "format_version": 1,
+            "kind": self.kind,
+            "cladec_version": __version__,
+            "model_class": type(self.model).__name__,
+            "layer": self.layer,
+            "neurons": self.neurons,
+            "prefix_tokens": self.capture.prefix_tokens,
+            "num_prefix_tokens": self.capture.num_prefix_tokens,
+            "input_norm": self.input_norm,
+            "layer_shape": list(self.capture.raw_shape or ()),
+            "activation_shape": list(self.activation_shape),
+            "image_shape": list(self.image_shape or ()),
+            "decoder": self.decoder_spec,
+            "base_width": self.base_width,
+            "decoder_norm": self.decoder_norm,
+            "fitted": self.fitted,
+            "collapsed": self.collapsed,
+            "fit_config": self.fit_config,
+            "history": self.history,
+        }
+
+    def save(self, path) -> None:
+        """Save weights (``weights.safetensors``) and configuration (``cladec.json``) to directory ``path``.
+
+        The directory appears complete or not at all (written to a temporary directory, then renamed).
+
+        Args:
+            path: Target directory (replaced if it exists).
+
+        Example:
+            >>> explainer.save("runs/conv4-cladec")  # doctest: +SKIP
+        """
+        from ._io import atomic_dir, save_tensors, write_json
+
+        cfg = self.config()
+        tensors = self.state_tensors()
+        with atomic_dir(path) as tmp:
+            save_tensors(tmp / "weights.safetensors", tensors)
+            write_json(tmp / "cladec.json", cfg)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(layer={self.layer!r}, neurons={self.neurons}, "
+            f"activation_shape={self.capture.output_shape}, image_shape={self.image_shape}, fitted={self.fitted})"
+        )
+
+
+class ClaDec(_DecoderExplainer):
+    """Decode a frozen classifier's layer back into images (Schneider & Vlachos 2022).
+
+    Args:
+        model: The trained classifier; it is never modified (kept frozen in eval mode while fitting).
+        layer: Dotted module name or the module itself (stored as the name).
+        alpha: Weight of the classification loss in ``(1 − α)·MSE + α·CE``, in [0, 1]
+            (authors: 0.001; 0 = pure reconstruction).
+        neurons: Optional subset of the layer's units (channel indices or a boolean mask for maps and
+            token grids, feature indices for vectors); the decoder sees only those.
+        decoder: Optional user-supplied decoder module mapping activations to images in [0, 1].
+        base_width: Width of the built decoder's last hidden stage (authors: 64).
+        decoder_norm: ``None`` (authors) or ``"batch"``.
+        input_norm: ``(mean, std)`` if the classifier expects normalised inputs; images and
+            reconstructions (both in [0, 1]) are normalised so before they reach the classifier.
+        image_shape: ``(C, H, W)``; builds the decoder now instead of at the first fit.
+        prefix_tokens, num_prefix_tokens: Handling of class/register tokens for token outputs
+            (see :mod:`cladec.capture`).
+        cache_budget: Bytes the activation cache (and device-resident images) may take; above it
+            activations are computed per batch (streamed).
+
+    Example:
+        >>> import cladec
+        >>> ds = cladec.data.load_dataset("fashion-mnist-mini")  # doctest: +SKIP
+        >>> exp = cladec.ClaDec(classifier, "conv4", alpha=0.001).fit(ds, epochs=2)  # doctest: +SKIP
+        >>> x_hat = exp.reconstruct(x)  # doctest: +SKIP
+    """
+
+    kind = "cladec"
+
+    def __init__(self, model: nn.Module, layer: str | nn.Module, alpha: float = 0.001, **kwargs: Any) -> None:
+        try:
+            alpha = float(alpha)
+        except (TypeError, ValueError):
+            raise ConfigError(f"alpha must be a number in [0, 1], got {alpha!r}") from None
+        if not 0.0 <= alpha <= 1.0 or math.isnan(alpha):
+            raise ConfigError(f"alpha must lie in [0, 1] (0 = pure reconstruction), got {alpha}")
+        self.alpha = alpha
+        super().__init__(model, layer, **kwargs)
+
+    def _needs_labels(self) -> bool:
+        return self.alpha > 0
+
+    def _parts(self) -> list[str]:
+        return ["mse", "ce"]
+
+    def _training_mode(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def frozen():
+            model = self.model
+            was = model.training
+            flags = [(p, p.requires_grad) for p in model.parameters()]
+            model.eval()
+            for p, _ in flags:
+                p.requires_grad_(False)
+            try:
+                yield
+            finally:
+                for p, f in flags:
+                    p.requires_grad_(f)
+                model.train(was)
+
+        return frozen()
+
+    def _train_tensors(self, prepared: Prepared) -> dict[str, torch.Tensor]:
+        x = prepared.x
+        t = {"x": self._place(x)}
+        if self.alpha > 0:
+            t["y"] = self._place(prepared.y)
+        act = self._cached_activations(x)
+        if act is not None:
+            t["a"] = act
+        return t
+
+    def _cached_activations(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Activations for all of ``x``, computed once and kept while they fit ``cache_budget``."""
+        shape = self.activation_shape
+        nbytes = x.shape[0] * math.prod(shape) * 4
+        if nbytes > self.cache_budget:
+            return None
+        key = (x.data_ptr(), tuple(x.shape), x._version, str(x.device), self.layer, tuple(self.neurons or ()))
+        if self._act_cache is not None and self._act_cache[0] == key:
+            return self._act_cache[1]
+        act = self._place(self.encode(x.to(self.device) if self.device.type != "cpu" else x))
+        self._act_cache = (key, act)
+        return act
+
+    def _loss(self, batch):
+        x = batch["x"]
+        if "a" in batch:
+            a = batch["a"]
+        else:
+            with torch.no_grad():
+                a = self.capture(x)
+        x_hat = self.decoder(a)
+        mse = F.mse_loss(x_hat.float(), x)
+        if self.alpha > 0:
+            logits = self.model(self.capture.normalize(x_hat))
+            ce = F.cross_entropy(logits.float(), batch["y"])
+            total = (1 - self.alpha) * mse + self.alpha * ce
+        else:
+            ce = torch.zeros((), device=x.device)
+            total = mse
+        return total, {"mse": mse, "ce": ce}
+
+    def config(self) -> dict[str, Any]:
+        cfg = super().config()
+        cfg["alpha"] = self.alpha
+        return cfg
+
+
+def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
+    if seed is not None:
+        torch.manual_seed(seed)
+    for m in module.modules():
+        if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
+            m.reset_parameters()
+        if isinstance(m, nn.modules.batchnorm._NormBase):
+            m.reset_running_stats()
+    for p in module.parameters():
+        p.requires_grad_(True)
+    return module
+
+
+class RefAE(_DecoderExplainer):
+    """Reference auto-encoder: the classifier's modules up to the layer, freshly initialised and
+    trainable, plus the same decoder architecture, trained on reconstruction only.
+
+    Args:
+        model: The classifier whose architecture is copied (its weights are not used or changed).
+        layer: Dotted module name or module of ``model``.
+        **kwargs: As for :class:`ClaDec` (without ``alpha``).
+
+    Example:
+        >>> ref = cladec.RefAE.like(explainer).fit((x, y), epochs=2)  # doctest: +SKIP
+    """
+
+    kind = "refae"
+
+    def __init__(self, model: nn.Module, layer: str | nn.Module, *, init_seed: int | None = None, **kwargs: Any) -> None:
+        if isinstance(layer, nn.Module):
+            from .capture import resolve_layer
+
+            layer = resolve_layer(model, layer)
+        self.encoder = _reinitialise(copy.deepcopy(model), init_seed)
+        super().__init__(model, layer, **kwargs)
+        self.encoder.to(self.device)
+        self._encoder_params: list[nn.Parameter] | None = None
+
+    def _encoder_model(self) -> nn.Module:
+        return self.encoder
+
+    @classmethod
+    def like(cls, explainer: _DecoderExplainer, **overrides: Any) -> "RefAE":
+        """A RefAE matching ``explainer``: same model architecture, layer, neurons and decoder architecture.
+
+        Args:
+            explainer: A :class:`ClaDec` (built or not).
+            **overrides: Constructor arguments to change.
+
+        Returns:
+            An untrained :class:`RefAE`.
+
+        Example:
+            >>> ref = RefAE.like(cladec_explainer)  # doctest: +SKIP
+        """
+        decoder = None
+        if explainer._custom_decoder and explainer.decoder is not None:
+            decoder = _reinitialise(copy.deepcopy(explainer.decoder))
+        cap = explainer.capture
+        kwargs: dict[str, Any] = dict(
+            neurons=explainer.neurons if explainer.neurons is not None else cap._raw_neurons,
+            decoder=decoder,
+            base_width=explainer.base_width,
+            decoder_norm=explainer.decoder_norm,
+            input_norm=explainer.input_norm,
+            image_shape=explainer.image_shape,
+            prefix_tokens=cap.prefix_tokens,
+            num_prefix_tokens=cap.num_prefix_tokens,
+            cache_budget=explainer.cache_budget,
+        )
+        kwargs.update(overrides)
+        return cls(explainer.model, explainer.layer, **kwargs)
+
+    def _reached_params(self) -> list[nn.Parameter]:
+        """Encoder parameters that the forward pass up to the layer actually uses."""
+        if self._encoder_params is None:
+            for p in self.encoder.parameters():
+                p.grad = None
+            was = self.encoder.training
+            self.encoder.eval()
+            try:
+                x = torch.rand(2, *self.image_shape, device=self.device)  # type: ignore[misc]
+                self.capture(x).float().sum().backward()
+            finally:
+                self.encoder.train(was)
+            self._encoder_params = [p for p in self.encoder.parameters() if p.grad is not None]
+            for p in self.encoder.parameters():
+                p.grad = None
+        return self._encoder_params
+
+    def _trainable_params(self) -> list[nn.Parameter]:
+        return self._reached_params() + super()._trainable_params()
+
+    def _train_modules(self) -> list[nn.Module]:
+        return [self.encoder, self.decoder]
+
+    def _loss(self, batch):
+        x = batch["x"]
+        x_hat = self.decoder(self.capture(x))
+        mse = F.mse_loss(x_hat.float(), x)
+        return mse, {"mse": mse}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        t = super().state_tensors()
+        t.update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
+        return t

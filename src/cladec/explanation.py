@@ -1,0 +1,196 @@
+"""Explanations: the triplet original | RefAE | ClaDec for a batch of images."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ._errors import ConfigError
+from ._inputs import check_images
+
+__all__ = ["Explanation", "explain"]
+
+
+@dataclass
+class Explanation:
+    """Images, reconstructions, the classifier's predictions on each and per-image errors.
+
+    Attributes:
+        x: Originals ``(N, C, H, W)`` in [0, 1].
+        x_cladec: ClaDec reconstructions (X̂_E).
+        x_refae: RefAE reconstructions (X̂_R) or None.
+        labels: True labels or None.
+        pred_x, pred_cladec, pred_refae: The classifier's predicted classes.
+        mse_cladec, mse_refae: Per-image mean squared error to the original.
+        classes: Class names (index → name) or None.
+        layer: The explained layer's name.
+    """
+
+    x: torch.Tensor
+    x_cladec: torch.Tensor
+    x_refae: torch.Tensor | None
+    labels: torch.Tensor | None
+    pred_x: torch.Tensor
+    pred_cladec: torch.Tensor
+    pred_refae: torch.Tensor | None
+    mse_cladec: torch.Tensor
+    mse_refae: torch.Tensor | None
+    classes: list[str] | None = None
+    layer: str = ""
+    alpha: float | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def class_name(self, i: int) -> str:
+        i = int(i)
+        return self.classes[i] if self.classes and 0 <= i < len(self.classes) else str(i)
+
+    def summary(self) -> dict:
+        """Mean errors and the classifier's accuracy / agreement on each image set."""
+        out: dict = {"n": len(self), "layer": self.layer, "alpha": self.alpha,
+                     "mse_cladec": float(self.mse_cladec.mean())}
+        if self.mse_refae is not None:
+            out["mse_refae"] = float(self.mse_refae.mean())
+        out["agreement_cladec"] = float((self.pred_cladec == self.pred_x).float().mean())
+        if self.pred_refae is not None:
+            out["agreement_refae"] = float((self.pred_refae == self.pred_x).float().mean())
+        if self.labels is not None:
+            out["accuracy_original"] = float((self.pred_x == self.labels).float().mean())
+            out["accuracy_cladec"] = float((self.pred_cladec == self.labels).float().mean())
+            if self.pred_refae is not None:
+                out["accuracy_refae"] = float((self.pred_refae == self.labels).float().mean())
+        return out
+
+    def save_grid(self, path: str | Path, n: int | None = None, columns: int = 4, dpi: int = 110) -> Path:
+        """Save a labelled PNG grid: for each image, original | RefAE | ClaDec side by side.
+
+        Under each image: the true class (if known) and the classifier's prediction on it.
+
+        Args:
+            path: Output ``.png`` file (written atomically).
+            n: Number of images (default: all).
+            columns: Triplets per row.
+            dpi: Resolution.
+
+        Returns:
+            The path written.
+
+        Example:
+            >>> cladec.explain(x, cladec=exp, refae=ref, labels=y).save_grid("triplets.png")  # doctest: +SKIP
+        """
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        from ._io import atomic_path
+
+        n = len(self) if n is None else max(1, min(int(n), len(self)))
+        cols = max(1, min(columns, n))
+        rows = (n + cols - 1) // cols
+        per = 3 if self.x_refae is not None else 2
+        fig, axes = plt.subplots(rows, cols * per, figsize=(cols * per * 1.25, rows * 1.55), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for i in range(n):
+            r, c = divmod(i, cols)
+            panels = [("original", self.x[i], self.pred_x[i])]
+            if self.x_refae is not None:
+                panels.append(("RefAE", self.x_refae[i], self.pred_refae[i]))  # type: ignore[index]
+            panels.append(("ClaDec", self.x_cladec[i], self.pred_cladec[i]))
+            for j, (name, img, pred) in enumerate(panels):
+                ax = axes[r, c * per + j]
+                arr = img.detach().float().clamp(0, 1).cpu()
+                if arr.shape[0] == 1:
+                    ax.imshow(arr[0].numpy(), cmap="gray", vmin=0, vmax=1)
+                else:
+                    ax.imshow(arr.permute(1, 2, 0).numpy())
+                title = name if r == 0 else ""
+                ok = self.labels is None or int(pred) == int(self.labels[i])
+                lines = []
+                if j == 0 and self.labels is not None:
+                    lines.append(f"true: {self.class_name(self.labels[i])}"[:18])
+                lines.append(f"pred: {self.class_name(pred)}"[:18])
+                ax.set_title(title, fontsize=7, pad=2)
+                ax.text(0.5, -0.04, "\n".join(lines), transform=ax.transAxes, ha="center", va="top",
+                        fontsize=5.5, color="black" if ok else "crimson")
+        head = f"layer {self.layer}" + (f", α = {self.alpha:g}" if self.alpha is not None else "")
+        fig.suptitle(f"original | RefAE | ClaDec  ({head})" if per == 3 else f"original | ClaDec ({head})",
+                     fontsize=8)
+        fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=1.6)
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi)
+        plt.close(fig)
+        return path
+
+
+def _predict(model, x: torch.Tensor, normalize, batch_size: int) -> torch.Tensor:
+    from .capture import _model_device
+
+    dev = _model_device(model)
+    was = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch_size):
+                out.append(model(normalize(x[i : i + batch_size].to(dev))).argmax(1).cpu())
+    finally:
+        model.train(was)
+    return torch.cat(out)
+
+
+def explain(
+    x: torch.Tensor,
+    *,
+    cladec,
+    refae=None,
+    labels: torch.Tensor | Sequence[int] | None = None,
+    classes: Sequence[str] | None = None,
+    batch_size: int = 256,
+) -> Explanation:
+    """Explain images: reconstruct them with ClaDec (and RefAE) and classify all of them.
+
+    Args:
+        x: Images ``(N, C, H, W)`` in [0, 1].
+        cladec: A fitted :class:`~cladec.ClaDec`.
+        refae: An optional fitted :class:`~cladec.RefAE` for the same layer.
+        labels: Optional true labels.
+        classes: Optional class names.
+        batch_size: Images per internal batch.
+
+    Returns:
+        An :class:`Explanation`.
+
+    Example:
+        >>> e = cladec.explain(x[:16], cladec=exp, refae=ref, labels=y[:16])  # doctest: +SKIP
+        >>> e.save_grid("triplets.png")  # doctest: +SKIP
+    """
+    x = check_images(x).cpu()
+    if refae is not None and refae.layer != cladec.layer:
+        raise ConfigError(f"the RefAE explains layer {refae.layer!r}, the ClaDec {cladec.layer!r}: use one layer")
+    x_e = cladec.reconstruct(x, batch_size=batch_size).cpu()
+    x_r = refae.reconstruct(x, batch_size=batch_size).cpu() if refae is not None else None
+    model, norm = cladec.model, cladec.capture.normalize
+    y = torch.as_tensor(labels).long().view(-1).cpu() if labels is not None else None
+    if y is not None and y.shape[0] != x.shape[0]:
+        raise ConfigError(f"got {x.shape[0]} images but {y.shape[0]} labels")
+    return Explanation(
+        x=x,
+        x_cladec=x_e,
+        x_refae=x_r,
+        labels=y,
+        pred_x=_predict(model, x, norm, batch_size),
+        pred_cladec=_predict(model, x_e, norm, batch_size),
+        pred_refae=_predict(model, x_r, norm, batch_size) if x_r is not None else None,
+        mse_cladec=(x_e - x).pow(2).flatten(1).mean(1),
+        mse_refae=(x_r - x).pow(2).flatten(1).mean(1) if x_r is not None else None,
+        classes=list(classes) if classes is not None else None,
+        layer=cladec.layer,
+        alpha=getattr(cladec, "alpha", None),
+    )
