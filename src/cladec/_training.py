@@ -45,6 +45,8 @@ class EngineConfig:
     fast: bool = True
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     cuda_graph: bool = True
+    channels_last: bool | None = None  # None: on for the fast path on CUDA
+    compile: bool = False  # torch.compile the loss (forward + backward) before graph capture
     log_every: int = 50
     verbose: bool = True
     desc: str = "train"
@@ -81,14 +83,20 @@ class Engine:
         device: torch.device,
         config: EngineConfig,
         part_names: list[str],
+        on_epoch_end: Callable[[dict], dict] | None = None,
     ) -> None:
+        self.on_epoch_end = on_epoch_end
         self.loss_fn = loss_fn
         self.opt = optimizer
         self.train_modules = train_modules
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.cfg = config
         self.part_names = ["loss"] + list(part_names)
         self.on_cuda = self.device.type == "cuda"
+        cl = config.channels_last
+        self.use_channels_last = (config.fast and self.on_cuda) if cl is None else bool(cl)
 
     # -- helpers -------------------------------------------------------------------------------
     def _autocast(self):
@@ -141,6 +149,11 @@ class Engine:
         gen.manual_seed(cfg.seed if cfg.seed is not None else torch.initial_seed() % 2**63)
         for m in self.train_modules:
             m.train()
+        if self.use_channels_last:
+            for m in self.train_modules:
+                m.to(memory_format=torch.channels_last)
+        if cfg.compile and cfg.fast:
+            self.loss_fn = torch.compile(self.loss_fn)
         n = None
         if tensors is not None:
             n = next(iter(tensors.values())).shape[0]
@@ -158,6 +171,7 @@ class Engine:
         )
         try:
             for epoch in range(cfg.epochs):
+                t_epoch = time.perf_counter()
                 if tensors is not None:
                     assert n is not None
                     order = torch.randperm(n, generator=gen) if cfg.shuffle else torch.arange(n)
@@ -168,8 +182,10 @@ class Engine:
                     raise TrainingError("an epoch had no batches: the data set is empty")
                 self._check_finite(losses, epoch, upto=None)
                 mean = losses.double().mean(0).tolist()
-                rec = {"epoch": epoch + 1, "lr": self._lr()}
+                rec = {"epoch": epoch + 1, "lr": self._lr(), "seconds": round(time.perf_counter() - t_epoch, 4)}
                 rec.update({k: float(v) for k, v in zip(self.part_names, mean)})
+                if self.on_epoch_end is not None:
+                    rec = self.on_epoch_end(rec)
                 res.history.append(rec)
                 res.steps += losses.shape[0]
                 if self._set_lr_decay(epoch):
@@ -217,13 +233,15 @@ class Engine:
 
     def _gather(self, tensors, idx: torch.Tensor, resident: bool) -> dict[str, torch.Tensor]:
         if resident:
-            idx = idx.to(self.device, non_blocking=True)
             return {k: v.index_select(0, idx) for k, v in tensors.items()}
         out = {}
         for k, v in tensors.items():
-            b = v.index_select(0, idx)
-            if self.on_cuda:
-                b = b.pin_memory().to(self.device, non_blocking=True)
+            if v.device.type == "cpu":
+                b = v.index_select(0, idx)
+                if self.on_cuda:
+                    b = b.pin_memory().to(self.device, non_blocking=True)
+            else:  # a small tensor (labels) may sit on the device while the images stream
+                b = v.index_select(0, idx.to(v.device, non_blocking=True))
             out[k] = b
         return out
 
@@ -234,14 +252,14 @@ class Engine:
         steps = math.ceil(n / B)
         buf = torch.zeros(steps, len(self.part_names), device=self.device)
         use_graph = cfg.fast and cfg.cuda_graph and self.on_cuda and resident
-        if use_graph:
-            order_dev = order.to(self.device)
+        if resident and self.on_cuda:
+            order = order.to(self.device)  # one copy per epoch; batches are gathered on the device
         nxt = self._gather(tensors, order[:B], resident) if not use_graph else None
         done = 0
         for i in range(steps):
             lo, hi = i * B, min((i + 1) * B, n)
             if use_graph and hi - lo == B:
-                buf[i].copy_(self._graph_step(tensors, order_dev[lo:hi]))
+                buf[i].copy_(self._graph_step(tensors, order[lo:hi]))
             else:
                 batch = nxt if nxt is not None else self._gather(tensors, order[lo:hi], resident)
                 # prefetch the next batch (host gather + async copy) before this step runs

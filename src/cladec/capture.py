@@ -12,8 +12,9 @@ Layer outputs may be
   ``g×g`` grid as ``(N, D, g, g)``. Extra tokens in front of the patch tokens (a class token,
   distillation or register tokens) are handled explicitly by ``prefix_tokens``: ``"drop"``
   (default) discards them, ``"channels"`` broadcasts them over the grid as extra channels so the
-  decoder sees them too. The number of extra tokens is inferred when ``T - k`` is a perfect square
-  for exactly one ``k`` in 0..8, otherwise it must be given as ``num_prefix_tokens``.
+  decoder sees them too. The number of extra tokens ``k`` is inferred as the smallest ``k`` in 0..8
+  for which ``T - k`` is a perfect square (197 tokens → 1 class token + 14×14; 17 → 1 + 4×4); give
+  ``num_prefix_tokens`` for other layouts (e.g. 1 class + 4 register tokens).
 
 A module that is called several times in one forward pass (a shared block) is captured at its
 first call.
@@ -152,8 +153,11 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _infer_prefix(T: int) -> int | None:
-    cands = [k for k in range(0, 9) if T - k > 0 and math.isqrt(T - k) ** 2 == T - k]
-    return cands[0] if len(cands) == 1 else None
+    """The smallest k in 0..8 such that T - k tokens form a square grid (None if there is none)."""
+    for k in range(0, 9):
+        if T - k > 0 and math.isqrt(T - k) ** 2 == T - k:
+            return k
+    return None
 
 
 class LayerCapture:
@@ -199,6 +203,8 @@ class LayerCapture:
         self._raw_neurons = neurons
         self.neurons: list[int] | None = None
         self._neuron_index: torch.Tensor | None = None
+        self._index_cache: dict[torch.device, torch.Tensor] = {}
+        self._norm_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._handle = None
         self._out: torch.Tensor | None = None
         self.raw_shape: tuple[int, ...] | None = None
@@ -243,9 +249,13 @@ class LayerCapture:
         """Apply the classifier's input normalisation (identity when none was given)."""
         if self.input_norm is None:
             return x
-        mean, std = self.input_norm
-        shape = (1, -1) + (1,) * (x.dim() - 2)
-        return (x - mean.to(x.device, x.dtype).view(shape)) / std.to(x.device, x.dtype).view(shape)
+        key = (x.device, x.dtype, x.dim())
+        if key not in self._norm_cache:  # device copies made once (none inside a CUDA graph capture)
+            mean, std = self.input_norm
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            self._norm_cache[key] = (mean.to(x.device, x.dtype).view(shape), std.to(x.device, x.dtype).view(shape))
+        mean, std = self._norm_cache[key]
+        return (x - mean) / std
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """Run the model on ``x`` (images in [0, 1]) until the layer and return its raw output."""
@@ -289,7 +299,9 @@ class LayerCapture:
         if out.dim() == 3:
             out = self._grid(out)
         if self._neuron_index is not None:
-            out = out.index_select(1, self._neuron_index.to(out.device))
+            if out.device not in self._index_cache:
+                self._index_cache[out.device] = self._neuron_index.to(out.device)
+            out = out.index_select(1, self._index_cache[out.device])
         return out
 
     def _grid(self, out: torch.Tensor) -> torch.Tensor:
@@ -312,8 +324,8 @@ class LayerCapture:
                 k = _infer_prefix(T)
                 if k is None:
                     raise ConfigError(
-                        f"layer {self.layer!r} outputs {T} tokens, which is not a square grid plus a "
-                        "unique number of extra tokens; pass num_prefix_tokens="
+                        f"layer {self.layer!r} outputs {T} tokens, which is not a square grid plus 0-8 "
+                        "extra tokens; pass num_prefix_tokens= (the number of tokens before the patches)"
                     )
             if T - k <= 0 or math.isqrt(T - k) ** 2 != T - k:
                 raise ConfigError(

@@ -1,0 +1,341 @@
+"""Speed benchmark: cladec's fast training path against a plain PyTorch loop doing the same work.
+
+Phases (Fashion-MNIST at 32×32, the paper's VGG-style classifier, batch 128, α = 0.001):
+
+* ``classifier`` — SGD training of the classifier;
+* ``cladec`` — ClaDec on a layer (default: the last conv block, 512-d);
+* ``refae`` — the reference auto-encoder for the same layer;
+* ``cladec-streamed`` — ClaDec with a cache budget too small for the activations (streamed path).
+
+For each phase the fast path (``fast=True``) and a plain loop written out below run in the same process
+on the same data; the table reports images/s, steady-state seconds per epoch (epochs after the first,
+which includes warm-up, activation caching and CUDA-graph capture), peak memory and the final quality
+(test MSE, the classifier's accuracy on reconstructions) so that speed is never bought with quality.
+``--pipeline-epochs N`` also times the whole pipeline (classifier + RefAE + ClaDec, N epochs each).
+
+Examples::
+
+    python benchmarks/speed.py --device cpu --train 4096 --epochs 2            # CPU, 2 cores
+    python benchmarks/speed.py --device cuda --train 60000 --epochs 5 --pipeline-epochs 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+import cladec  # noqa: E402
+from cladec.capture import LayerCapture  # noqa: E402
+from cladec.classifier import train_classifier  # noqa: E402
+from cladec.data import load_dataset  # noqa: E402
+from cladec.decoder import build_decoder  # noqa: E402
+from cladec.models import create_model  # noqa: E402
+
+
+def sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def reset_peak(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+
+
+def peak_mb(dev: torch.device) -> float:
+    if dev.type == "cuda":
+        return torch.cuda.max_memory_allocated(dev) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process peak RSS
+
+
+def autocast(dev):
+    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+
+
+# --------------------------------------------------------------------------------------------------
+# The plain loops: what a user would write by hand, GPU-resident data, loss read every step.
+# --------------------------------------------------------------------------------------------------
+def plain_classifier(model, x, y, epochs, bs, lr=0.1):
+    dev = x.device
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    times = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        model.train()
+        perm = torch.randperm(len(x), device=dev)
+        for i in range(0, len(x), bs):
+            b = perm[i : i + bs]
+            with autocast(dev):
+                loss = F.cross_entropy(model(x[b]).float(), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss.item()
+        sync(dev)
+        times.append(time.perf_counter() - t)
+    model.eval()
+    return times
+
+
+def plain_cladec(model, layer, x, y, epochs, bs, alpha=0.001, lr=3e-4):
+    dev = x.device
+    cap = LayerCapture(model, layer)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with torch.no_grad():
+        a_shape = cap(x[:2]).shape[1:]
+    dec = build_decoder(tuple(a_shape), tuple(x.shape[1:])).to(dev)
+    dec.init_output_bias(x.mean(dim=(0, 2, 3)))  # the same initialisation as cladec's
+    opt = torch.optim.Adam(dec.parameters(), lr=lr, weight_decay=1e-5)
+    times = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        dec.train()
+        perm = torch.randperm(len(x), device=dev)
+        for i in range(0, len(x), bs):
+            b = perm[i : i + bs]
+            xb, yb = x[b], y[b]
+            with autocast(dev):
+                with torch.no_grad():
+                    a = cap(xb)
+                xh = dec(a)
+                mse = F.mse_loss(xh.float(), xb)
+                ce = F.cross_entropy(model(xh).float(), yb)
+                loss = (1 - alpha) * mse + alpha * ce
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss.item()
+        sync(dev)
+        times.append(time.perf_counter() - t)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    dec.eval()
+    return times, lambda xs: dec(cap(xs))
+
+
+def plain_refae(model, layer, x, epochs, bs, lr=3e-4):
+    dev = x.device
+    ref = cladec.RefAE(model, layer, image_shape=tuple(x.shape[1:]))  # same fresh encoder + decoder
+    enc, dec, cap = ref.encoder, ref.decoder, ref.capture
+    dec.init_output_bias(x.mean(dim=(0, 2, 3)))  # the same initialisation as cladec's
+    params = ref._reached_params() + list(dec.parameters())
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-5)
+    times = []
+    for _ in range(epochs):
+        t = time.perf_counter()
+        enc.train()
+        dec.train()
+        perm = torch.randperm(len(x), device=dev)
+        for i in range(0, len(x), bs):
+            xb = x[perm[i : i + bs]]
+            with autocast(dev):
+                loss = F.mse_loss(dec(cap(xb)).float(), xb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss.item()
+        sync(dev)
+        times.append(time.perf_counter() - t)
+    enc.eval()
+    dec.eval()
+    return times, lambda xs: dec(cap(xs))
+
+
+# --------------------------------------------------------------------------------------------------
+def quality(recon, model, xt, yt, bs=1000):
+    with torch.no_grad():
+        outs = [recon(xt[i : i + bs]).float() for i in range(0, len(xt), bs)]
+        r = torch.cat(outs)
+        acc = float((torch.cat([model(r[i : i + bs]).argmax(1) for i in range(0, len(r), bs)]) == yt).float().mean())
+    return float((r - xt).pow(2).mean()), acc
+
+
+def steady(times):
+    return sum(times[1:]) / len(times[1:]) if len(times) > 1 else times[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--data-root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--train", type=int, default=60000)
+    ap.add_argument("--test", type=int, default=2000)
+    ap.add_argument("--epochs", type=int, default=3, help="epochs per timed phase (≥ 2 for a steady-state figure)")
+    ap.add_argument("--classifier-epochs", type=int, default=None)
+    ap.add_argument("--layer", default="conv4")
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--phases", default="classifier,cladec,refae,cladec-streamed")
+    ap.add_argument("--pipeline-epochs", type=int, default=0)
+    ap.add_argument("--variants", default="default", help="fast-path variants to time: default,nocl,compile")
+    ap.add_argument("--max-pipeline-s", type=float, default=0, help="shorten the pipeline run to fit this budget")
+    ap.add_argument("--json", default=None, help="also write the results as JSON here")
+    args = ap.parse_args()
+
+    dev = torch.device(args.device)
+    torch.manual_seed(0)
+    tr = load_dataset("fashion-mnist", root=args.data_root, split="train", size=32, limit=args.train)
+    te = load_dataset("fashion-mnist", root=args.data_root, split="test", size=32, limit=args.test)
+    x, y = (t.to(dev) for t in tr.tensors())
+    xt, yt = (t.to(dev) for t in te.tensors())
+    E, bs = args.epochs, args.batch_size
+    phases = args.phases.split(",")
+    rows = []
+
+    def row(phase, path, times, n, extra=None):
+        r = {"phase": phase, "path": path, "images_per_s": n / steady(times), "s_per_epoch": steady(times),
+             "first_epoch_s": times[0], "peak_mb": peak_mb(dev), "device": str(dev)}
+        r.update(extra or {})
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+
+    variants = {"default": {}, "nocl": {"channels_last": False}, "compile": {"compile": True}}
+    chosen = [v for v in args.variants.split(",") if v]
+
+    def vname(v):
+        return "cladec" if v == "default" else f"cladec-{v}"
+
+    # classifier ------------------------------------------------------------------------------
+    ce = args.classifier_epochs or E
+    for v in (chosen if "classifier" in phases else ["default"]):
+        torch.manual_seed(0)
+        m = create_model("vgg-paper", in_channels=1, num_classes=10).to(dev)
+        reset_peak(dev)
+        try:
+            hist = train_classifier(m, (x, y), ce, test_data=(xt, yt), batch_size=bs, verbose=False, seed=0,
+                                    **variants[v])
+        except Exception as ex:  # a variant that fails is reported, not fatal
+            print(f"# classifier variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
+            continue
+        if v == "default":
+            clf = m
+        with torch.no_grad():
+            acc = float((torch.cat([m(xt[i:i+1000]).argmax(1) for i in range(0, len(xt), 1000)]) == yt).float().mean())
+        if "classifier" in phases:
+            row("classifier", vname(v), hist["seconds"], len(x), {"test_acc": acc})
+    if "classifier" in phases:
+        torch.manual_seed(0)
+        m2 = create_model("vgg-paper", in_channels=1, num_classes=10).to(dev)
+        reset_peak(dev)
+        t_plain = plain_classifier(m2, x, y, E, bs)
+        with torch.no_grad():
+            acc2 = float((m2(xt).argmax(1) == yt).float().mean())
+        row("classifier", "plain", t_plain, len(x), {"test_acc": acc2})
+    clf.eval()
+
+    # ClaDec ------------------------------------------------------------------------------------
+    if "cladec" in phases:
+        for v in chosen:
+            reset_peak(dev)
+            try:
+                e = cladec.ClaDec(clf, args.layer, alpha=0.001).fit((x, y), epochs=E, batch_size=bs, verbose=False,
+                                                                     seed=0, **variants[v])
+            except Exception as ex:
+                print(f"# cladec variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
+                continue
+            mse, acc_r = quality(lambda xs: e.decoder(e.capture(xs)), clf, xt, yt)
+            row("cladec", vname(v), [h["seconds"] for h in e.history], len(x), {"test_mse": mse, "acc_on_recon": acc_r})
+        reset_peak(dev)
+        times, rec = plain_cladec(clf, args.layer, x, y, E, bs)
+        mse, acc_r = quality(rec, clf, xt, yt)
+        row("cladec", "plain", times, len(x), {"test_mse": mse, "acc_on_recon": acc_r})
+    if "cladec-streamed" in phases:
+        reset_peak(dev)
+        e = cladec.ClaDec(clf, args.layer, alpha=0.001, cache_budget=1 << 20).fit(
+            (x.cpu(), y.cpu()), epochs=E, batch_size=bs, verbose=False, seed=0)
+        mse, acc_r = quality(lambda xs: e.decoder(e.capture(xs)), clf, xt, yt)
+        row("cladec-streamed", "cladec", [h["seconds"] for h in e.history], len(x), {"test_mse": mse, "acc_on_recon": acc_r})
+    if "refae" in phases:
+        for v in chosen:
+            reset_peak(dev)
+            try:
+                r = cladec.RefAE(clf, args.layer).fit((x, y), epochs=E, batch_size=bs, verbose=False, seed=0,
+                                                      **variants[v])
+            except Exception as ex:
+                print(f"# refae variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
+                continue
+            mse, acc_r = quality(lambda xs: r.decoder(r.capture(xs)), clf, xt, yt)
+            row("refae", vname(v), [h["seconds"] for h in r.history], len(x), {"test_mse": mse, "acc_on_recon": acc_r})
+        reset_peak(dev)
+        times, rec = plain_refae(clf, args.layer, x, E, bs)
+        mse, acc_r = quality(rec, clf, xt, yt)
+        row("refae", "plain", times, len(x), {"test_mse": mse, "acc_on_recon": acc_r})
+
+    # whole pipeline ------------------------------------------------------------------------------
+    pipeline = None
+    if args.pipeline_epochs:
+        P = args.pipeline_epochs
+        # each phase runs with its fastest measured variant over P epochs (warm-up/compile counted)
+        best = {}
+        for phase in ("classifier", "cladec", "refae"):
+            cands = [r for r in rows if r["phase"] == phase and r["path"].startswith("cladec")]
+            if cands:
+                b = min(cands, key=lambda r: r["first_epoch_s"] + (P - 1) * r["s_per_epoch"])
+                best[phase] = (b["path"].replace("cladec-", "") if b["path"] != "cladec" else "default", b)
+        print(f"# pipeline variants: { {k: v[0] for k, v in best.items()} }", flush=True)
+        est = sum(b["first_epoch_s"] + (P - 1) * b["s_per_epoch"] for _, b in best.values()) if len(best) == 3 else 0
+        kw = {k: variants[v[0]] for k, v in best.items()}
+        if args.max_pipeline_s and est > args.max_pipeline_s:
+            P = max(1, int(P * args.max_pipeline_s / est))
+            print(f"# pipeline shortened to {P} epochs each (estimated {est:.0f} s for {args.pipeline_epochs})")
+        sync(dev)
+        t0 = time.perf_counter()
+        torch.manual_seed(1)
+        c2 = create_model("vgg-paper", in_channels=1, num_classes=10).to(dev)
+        train_classifier(c2, (x, y), P, batch_size=bs, verbose=False, seed=1, **kw.get("classifier", {}))
+        t1 = time.perf_counter()
+        r2 = cladec.RefAE(c2, args.layer).fit((x, y), epochs=P, batch_size=bs, verbose=False, seed=1,
+                                               **kw.get("refae", {}))
+        t2 = time.perf_counter()
+        e2 = cladec.ClaDec(c2, args.layer, alpha=0.001).fit((x, y), epochs=P, batch_size=bs, verbose=False, seed=1,
+                                                             **kw.get("cladec", {}))
+        sync(dev)
+        t3 = time.perf_counter()
+        c2.eval()
+        with torch.no_grad():
+            acc_c = float((c2(xt).argmax(1) == yt).float().mean())
+        mse_e, acc_e = quality(lambda xs: e2.decoder(e2.capture(xs)), c2, xt, yt)
+        mse_r, acc_r = quality(lambda xs: r2.decoder(r2.capture(xs)), c2, xt, yt)
+        pipeline = {"variants": {k: v[0] for k, v in best.items()}, "epochs_each": P, "total_s": t3 - t0, "classifier_s": t1 - t0, "refae_s": t2 - t1,
+                    "cladec_s": t3 - t2, "classifier_acc": acc_c, "cladec_mse": mse_e, "refae_mse": mse_r,
+                    "cladec_acc_on_recon": acc_e, "refae_acc_on_recon": acc_r}
+        print(json.dumps({"pipeline": pipeline}), flush=True)
+
+    # table -----------------------------------------------------------------------------------
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    print(f"\n# speed benchmark {_dt.datetime.now().isoformat(timespec='seconds')} on {name}, torch {torch.__version__}")
+    print(f"# Fashion-MNIST 32x32, {len(x)} train / {len(xt)} test, layer {args.layer}, batch {bs}, {E} epochs per phase")
+    print("| phase | path | images/s | s/epoch (steady) | first epoch s | peak MB | test MSE | acc on recon / test acc |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        q = r.get("acc_on_recon", r.get("test_acc", float("nan")))
+        print(f"| {r['phase']} | {r['path']} | {r['images_per_s']:.0f} | {r['s_per_epoch']:.3f} | {r['first_epoch_s']:.3f} "
+              f"| {r['peak_mb']:.0f} | {r.get('test_mse', float('nan')):.4f} | {q:.3f} |")
+    for phase in ("classifier", "cladec", "refae"):
+        f = [r for r in rows if r["phase"] == phase and r["path"] == "cladec"]
+        p = [r for r in rows if r["phase"] == phase and r["path"] == "plain"]
+        if f and p:
+            print(f"# {phase}: fast/plain throughput ratio {f[0]['images_per_s'] / p[0]['images_per_s']:.2f}x")
+    if pipeline:
+        print(f"# pipeline ({pipeline['epochs_each']} epochs each): {pipeline['total_s']:.1f} s total")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args),
+                                               "rows": rows, "pipeline": pipeline}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

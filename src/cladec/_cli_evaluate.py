@@ -1,0 +1,209 @@
+"""``cladec evaluate`` and ``cladec sweep`` subcommands (registered by :mod:`cladec.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any, Callable
+
+from ._errors import ConfigError
+
+__all__ = ["register", "cmd_evaluate", "cmd_sweep"]
+
+
+def _csv_list(conv: Callable[[str], Any], what: str) -> Callable[[str], list]:
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{what}: give a comma-separated list, got {text!r}")
+        try:
+            return [conv(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: cannot read {text!r} as a comma-separated list") from None
+
+    return parse
+
+
+def _pos_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``evaluate`` and ``sweep`` subcommands to an argparse ``subparsers`` object.
+
+    Each parser gets ``func`` (the handler, called with the parsed namespace, returning an exit code).
+
+    Args:
+        subparsers: The object returned by ``ArgumentParser.add_subparsers()``.
+
+    Returns:
+        None.
+
+    Example:
+        >>> import argparse
+        >>> p = argparse.ArgumentParser(prog="cladec"); sub = p.add_subparsers(dest="command")
+        >>> register(sub)
+        >>> p.parse_args(["evaluate", "--run", "run", "--out", "eval"]).command
+        'evaluate'
+    """
+    p = subparsers.add_parser(
+        "evaluate",
+        help="evaluate a run: MSE/PSNR/SSIM, classifier accuracy on reconstructions, evaluation classifier",
+        description="Evaluate a run directory's ClaDec and RefAE on the test split and write metrics.json, "
+        "metrics.csv, per_class.csv and plots to --out.",
+    )
+    p.add_argument("--run", required=True, help="run directory (made by `cladec fit`)")
+    p.add_argument("--dataset", default=None,
+                   help="data set to evaluate on (default: the run's; must have the same image shape)")
+    p.add_argument("--out", default=None, help="output directory (default: RUN/eval)")
+    p.add_argument("--split", default="test", choices=["train", "test"], help="split to evaluate on (test)")
+    p.add_argument("--limit", type=_pos_int, default=None, help="use the first N images of the split")
+    p.add_argument("--train-limit", type=_pos_int, default=None,
+                   help="training images for the evaluation classifiers (default: the run's limit)")
+    p.add_argument("--no-eval-classifier", action="store_true",
+                   help="skip training the evaluation classifiers (the slow part)")
+    p.add_argument("--eval-epochs", type=_pos_int, default=None,
+                   help="epochs of each evaluation classifier (default: the run's epochs)")
+    p.add_argument("--eval-arch", default=None,
+                   help="architecture of the evaluation classifier (default: that of the run's classifier)")
+    p.add_argument("--data-root", default=None, help="data root (default: the run's, else $CLADEC_DATA)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation classifiers")
+    p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_evaluate)
+
+    s = subparsers.add_parser(
+        "sweep",
+        help="fit and evaluate ClaDec over layers × α values × seeds (resumable)",
+        description="Fit ClaDec for every (layer, α, seed) and one RefAE per (layer, seed), evaluate each, and "
+        "write summary.csv, summary.json and tradeoff.png. Re-running resumes; new α values / seeds / layers "
+        "may be added.",
+    )
+    s.add_argument("--model", required=True, help="classifier checkpoint directory (`cladec train-classifier`)")
+    s.add_argument("--dataset", required=True, help="data set name, e.g. fashion-mnist, mnist, cifar10")
+    s.add_argument("--layers", required=True, type=_csv_list(str, "--layers"), help="comma-separated layer names")
+    s.add_argument("--alphas", type=_csv_list(float, "--alphas"), default=None,
+                   help="comma-separated α values (default: 0,0.001,0.01,0.1,0.5,0.9,0.99,0.999,1)")
+    s.add_argument("--seeds", type=_csv_list(int, "--seeds"), default=[0], help="comma-separated seeds (0)")
+    s.add_argument("--epochs", type=_pos_int, default=5, help="decoder epochs per cell (5)")
+    s.add_argument("--out", required=True, help="sweep directory")
+    s.add_argument("--limit", type=_pos_int, default=None, help="training images per cell (default: all)")
+    s.add_argument("--test-limit", type=_pos_int, default=2000, help="test images for the evaluation (2000)")
+    s.add_argument("--size", type=_pos_int, default=None, help="resize images (default: the classifier's size)")
+    s.add_argument("--no-eval-classifier", action="store_true", help="skip the evaluation classifiers")
+    s.add_argument("--eval-epochs", type=_pos_int, default=None, help="epochs of the evaluation classifiers")
+    s.add_argument("--batch-size", type=_pos_int, default=128, help="decoder batch size (128)")
+    s.add_argument("--lr", type=float, default=3e-4, help="decoder learning rate (3e-4)")
+    s.add_argument("--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder")
+    s.add_argument("--data-root", default=None, help="data root (default: $CLADEC_DATA / user cache)")
+    s.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
+    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.set_defaults(func=cmd_sweep)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Handler of ``cladec evaluate``.
+
+    Args:
+        args: The parsed arguments (see :func:`register`).
+
+    Returns:
+        0 on success (errors are raised as :class:`cladec.CladecError`).
+
+    Example:
+        >>> cmd_evaluate(parser.parse_args(["evaluate", "--run", "run", "--limit", "500"]))  # doctest: +SKIP
+        0
+    """
+    from .evaluation import evaluate_run
+
+    res = evaluate_run(
+        args.run, split=args.split, limit=args.limit, data_root=args.data_root, dataset=args.dataset,
+        eval_classifier=not args.no_eval_classifier, eval_epochs=args.eval_epochs, eval_arch=args.eval_arch,
+        train_limit=args.train_limit, out=args.out, seed=args.seed, device=args.device, verbose=not args.quiet,
+    )
+    print(format_eval_table(res))
+    print(f"wrote {res['out']}")
+    return 0
+
+
+def format_eval_table(res: dict) -> str:
+    """A plain-text table of an evaluation's per-set metrics.
+
+    Args:
+        res: The dict returned by :func:`cladec.evaluation.evaluate_run`.
+
+    Returns:
+        The table as a string.
+
+    Example:
+        >>> print(format_eval_table(res))  # doctest: +SKIP
+    """
+    cols = ("mse", "psnr", "ssim", "accuracy", "agreement", "eval_accuracy")
+    lines = [f"layer {res['layer']}, α = {res['alpha']:g}, {res['dataset']['n']} {res['dataset']['split']} images",
+             f"{'image set':<10}" + "".join(f"{c:>15}" for c in cols)]
+    for s, m in res["sets"].items():
+        cells = []
+        for c in cols:
+            v = m.get(c)
+            cells.append(f"{'-':>15}" if v is None else f"{v:>15.4f}")
+        lines.append(f"{s:<10}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Handler of ``cladec sweep``.
+
+    Args:
+        args: The parsed arguments (see :func:`register`).
+
+    Returns:
+        0 on success (errors are raised as :class:`cladec.CladecError`).
+
+    Example:
+        >>> cmd_sweep(parser.parse_args(["sweep", "--model", "clf", "--dataset", "mnist", "--layers", "conv2",
+        ...                              "--out", "sweep"]))  # doctest: +SKIP
+        0
+    """
+    from .sweep import DEFAULT_ALPHAS, run_sweep
+
+    if args.lr <= 0:
+        raise ConfigError(f"--lr must be positive, got {args.lr}")
+    summary = run_sweep(
+        args.out, classifier_dir=args.model, dataset=args.dataset, layers=args.layers,
+        alphas=args.alphas if args.alphas is not None else DEFAULT_ALPHAS, seeds=args.seeds, epochs=args.epochs,
+        limit=args.limit, test_limit=args.test_limit, data_root=args.data_root, size=args.size,
+        eval_classifier=not args.no_eval_classifier, eval_epochs=args.eval_epochs, batch_size=args.batch_size,
+        lr=args.lr, decoder_norm=args.decoder_norm, device=args.device, verbose=not args.quiet,
+    )
+    print(format_summary_table(summary))
+    print(f"wrote {args.out}/summary.csv, summary.json, tradeoff.png")
+    return 0
+
+
+def format_summary_table(summary: dict) -> str:
+    """A plain-text table of a sweep summary (mean ± std over seeds).
+
+    Args:
+        summary: The dict returned by :func:`cladec.sweep.run_sweep` / :func:`cladec.sweep.summarize_sweep`.
+
+    Returns:
+        The table as a string.
+
+    Example:
+        >>> print(format_summary_table(summarize_sweep("sweep")))  # doctest: +SKIP
+    """
+    cols = ("mse", "ssim", "accuracy", "eval_accuracy")
+    lines = [f"{'layer':<12}{'method':<9}{'alpha':>7}{'seeds':>6}" + "".join(f"{c:>20}" for c in cols)]
+    for r in summary["rows"]:
+        a = "" if r["alpha"] is None else f"{r['alpha']:g}"
+        cells = []
+        for c in cols:
+            m, s = r.get(f"{c}_mean"), r.get(f"{c}_std")
+            cells.append(f"{'-':>20}" if m is None else f"{m:>12.4f} ± {s:<5.3f}")
+        lines.append(f"{r['layer']:<12}{r['method']:<9}{a:>7}{r['n_seeds']:>6}" + "".join(cells))
+    return "\n".join(lines)

@@ -1,0 +1,647 @@
+"""``cladec compare-saliency``: ClaDec relevance maps against saliency baselines.
+
+:func:`compare_saliency` does the work (also used by ``benchmarks/compare_saliency.py``); the
+subcommand is registered by :func:`register`. Output directory ``cmp/``::
+
+    results.json   {"format": "cladec-saliency", "format_version": 1, "run", "dataset", "layer", "methods",
+                    "scores", "seeds", "settings", "results": {method: {score: ...}}, "timings", ...}
+    results.csv    one row per method; for each score its mean and std over seeds
+    curves.png     deletion, insertion and ROAD (MoRF / LeRF) curves, ROAR accuracy against k
+    maps.png       the same test images side by side: input, x̂_R, x̂_E, each method's map
+    units/         finished (method, score, k, seed) units — a rerun skips them (resume)
+    maps/          cached maps (safetensors) — a rerun reuses them
+
+Every map explains the classifier's *predicted* class on the clean image, and every score uses that
+class as the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ._errors import ConfigError
+
+__all__ = ["register", "cmd_compare_saliency", "compare_saliency", "format_table", "DEFAULT_METHODS"]
+
+DEFAULT_METHODS = (
+    "cladec", "saliency", "input-x-gradient", "integrated-gradients", "guided-backprop", "gradcam",
+    "guided-gradcam", "occlusion", "random", "sobel",
+)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    v = [float(a) for a in values]
+    if not v:
+        return float("nan"), float("nan")
+    m = sum(v) / len(v)
+    s = math.sqrt(sum((a - m) ** 2 for a in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+    return m, s
+
+
+def _load_maps(path: Path) -> torch.Tensor | None:
+    from ._errors import SaveFormatError
+    from ._io import load_tensors
+
+    if not path.is_file():
+        return None
+    try:
+        return load_tensors(path)["maps"]
+    except (SaveFormatError, KeyError):
+        return None
+
+
+def compare_saliency(
+    run: Any,
+    *,
+    out: str | os.PathLike,
+    methods: Sequence[str] | str = DEFAULT_METHODS,
+    scores: Sequence[str] | str = ("deletion", "insertion", "road"),
+    n: int = 200,
+    roar_k: Sequence[float] | str = (10, 30, 50, 70, 90),
+    roar_epochs: int | None = None,
+    roar_train_limit: int | None = 5000,
+    seeds: Sequence[int] = (0,),
+    dataset: str | None = None,
+    data_root: str | None = None,
+    layer: str | None = None,
+    steps: int = 32,
+    deletion_baseline: str = "zero",
+    insertion_start: str = "zero",
+    road_fractions: Sequence[float] | None = None,
+    batch_size: int = 64,
+    device: str | None = None,
+    verbose: bool = True,
+) -> dict[str, Any]:
+    """Score ClaDec relevance maps and saliency baselines on one run; write ``out/``.
+
+    Args:
+        run: A run directory or a loaded :class:`cladec.runs.Run`.
+        out: Output directory (created; finished units inside are reused).
+        methods: Method names (see :func:`cladec.saliency.available_methods`).
+        scores: Any of ``deletion``, ``insertion``, ``road``, ``roar``.
+        n: Test images scored.
+        roar_k: ROAR percentages in [0, 100); k = 0 (plain retraining) is always added.
+        roar_epochs: Epochs of each ROAR retraining (default: the classifier's own, else 5).
+        roar_train_limit: Training images for ROAR retraining (None = all).
+        seeds: Seeds (random map, tie-breaking, ROAD noise, ROAR training); results are mean ± std over them.
+        dataset: Data set name (default: the run's).
+        data_root: Data root (default: the run's).
+        layer: Layer for Grad-CAM / guided Grad-CAM (default: the run's layer).
+        steps: Deletion / insertion steps.
+        deletion_baseline: ``zero`` (default), ``mean`` or ``blur``.
+        insertion_start: ``zero`` (default), ``blur`` or ``mean`` (see :mod:`cladec.scores`).
+        road_fractions: ROAD fractions (default 0.1 … 0.9).
+        batch_size: Images per batch.
+        device: Device (default: CUDA if available).
+        verbose: Progress bars and messages.
+
+    Returns:
+        The ``results.json`` content.
+
+    Raises:
+        ConfigError: Unknown methods or scores, k outside [0, 100), bad n / seeds.
+
+    Example:
+        >>> res = compare_saliency("runs/conv2", out="cmp", methods="cladec,gradcam,random", n=100)  # doctest: +SKIP
+        >>> res["results"]["cladec"]["deletion"]["auc_mean"]  # doctest: +SKIP
+    """
+    from ._io import save_tensors, write_json
+    from .data import load_dataset
+    from .relevance import DEFAULT_VARIANT, reconstruct_pair
+    from .runs import Run, load_run
+    from .saliency import canonical_method, saliency_maps
+    from .scores import DEFAULT_ROAD_FRACTIONS, UnitStore, check_roar_k, check_scores, deletion, insertion, road
+
+    # ---- validate everything before any work ------------------------------------------------
+    if isinstance(methods, str):
+        methods = [m for m in methods.split(",") if m.strip()]
+    methods = list(dict.fromkeys(canonical_method(m) for m in methods))
+    if not methods:
+        raise ConfigError("give at least one method")
+    score_list = check_scores(scores)
+    ks = check_roar_k(roar_k) if "roar" in score_list else []
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"n must be a positive integer, got {n!r}")
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ConfigError("give at least one seed")
+    for name, val in (("deletion_baseline", deletion_baseline), ("insertion_start", insertion_start)):
+        if val not in ("zero", "mean", "blur"):
+            raise ConfigError(f"{name} must be 'zero', 'mean' or 'blur', got {val!r}")
+    fractions = tuple(road_fractions) if road_fractions is not None else DEFAULT_ROAD_FRACTIONS
+
+    t_start = time.perf_counter()
+    if not isinstance(run, Run):
+        run = load_run(run, device=device)
+    if any(m.startswith("cladec") for m in methods) and run.refae is None:
+        raise ConfigError(f"ClaDec relevance maps need the run's RefAE, but {run.path} has none (fit with refae)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = UnitStore(out)
+    model = run.classifier
+    model.eval()
+    norm = run.input_norm if run.input_norm is not None else run.classifier_info.get("input_norm")
+    ds_cfg = run.config["dataset"]
+    ds_name = dataset or ds_cfg["name"]
+    root = data_root if data_root is not None else ds_cfg.get("root")
+    size = ds_cfg.get("size")
+    test = load_dataset(ds_name, root=root, split="test", size=size, limit=n)
+    x, y = test.tensors()
+    if tuple(x.shape[1:]) != tuple(run.image_shape):
+        raise ConfigError(f"data set {ds_name!r} has images {tuple(x.shape[1:])}, the run was fitted on {run.image_shape}")
+    need_train = "roar" in score_list or any(m.startswith("cladec") for m in methods)
+    train = None
+    if need_train:
+        train = load_dataset(ds_name, root=root, split="train", size=size,
+                             limit=roar_train_limit if "roar" in score_list else min(roar_train_limit or 5000, 5000))
+    reference = train.tensors()[0].mean(0) if train is not None else None
+    from .classifier import predict
+
+    target = predict(model, x, input_norm=norm)
+    gc_layer = layer or run.layer
+    timings: dict[str, float] = {}
+
+    def maps_for(method: str, images: torch.Tensor, tgt: torch.Tensor, tag: str, seed: int) -> torch.Tensor:
+        seeded = method == "random"
+        fname = f"{_stored(method)}__{tag}" + (f"__s{seed}" if seeded else "") + ".safetensors"
+        path = out / "maps" / fname
+        cached = _load_maps(path)
+        if cached is not None and cached.shape[0] == images.shape[0]:
+            return cached
+        t0 = time.perf_counter()
+        m = saliency_maps(model, images, tgt, [method], layer=gc_layer, input_norm=norm, cladec=run.cladec,
+                          refae=run.refae, batch_size=batch_size, seed=seed, reference=reference,
+                          progress=verbose)[method]
+        timings[f"maps_{method}_{tag}"] = round(time.perf_counter() - t0, 2)
+        save_tensors(path, {"maps": m})
+        return m
+
+    results: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    per_seed: dict[tuple[str, str], list] = {}
+    for seed in seeds:
+        for method in methods:
+            if verbose:
+                print(f"[compare-saliency] seed {seed}: {method}", flush=True)
+            maps = None
+            for score in ("deletion", "insertion", "road"):
+                if score not in score_list:
+                    continue
+                key = (_stored(method), score, 0, seed)
+                got = store.get(key)
+                if got is None:
+                    if maps is None:
+                        maps = maps_for(method, x, target, "test", seed)
+                    t0 = time.perf_counter()
+                    if score == "road":
+                        r = road(model, x, maps, target=target, fractions=fractions, input_norm=norm,
+                                 batch_size=max(batch_size, 128), seed=seed, progress=verbose)
+                        got = r
+                    else:
+                        fn = deletion if score == "deletion" else insertion
+                        sub = deletion_baseline if score == "deletion" else insertion_start
+                        r = fn(model, x, maps, target=target, steps=steps, substrate=sub, input_norm=norm,
+                               batch_size=batch_size, seed=seed, progress=verbose)
+                        got = {"auc": float(r["auc"].mean()), "fractions": r["fractions"].tolist(),
+                               "curve": r["curves"].mean(0).tolist()}
+                    got["seconds"] = round(time.perf_counter() - t0, 2)
+                    store.put(key, got)
+                per_seed.setdefault((method, score), []).append(got)
+        if "roar" in score_list:
+            _roar_units(run, model, train, test, methods, ks, seed, roar_epochs, norm, store, maps_for,
+                        per_seed, device, verbose)
+
+    # ---- aggregate ------------------------------------------------------------------------------
+    for method in methods:
+        res = results[method]
+        for score in score_list:
+            units = per_seed.get((method, score), [])
+            if not units:
+                continue
+            if score in ("deletion", "insertion"):
+                m, s = _mean_std([u["auc"] for u in units])
+                curve = torch.tensor([u["curve"] for u in units]).mean(0).tolist()
+                res[score] = {"auc_mean": m, "auc_std": s, "per_seed": [u["auc"] for u in units],
+                              "fractions": units[0]["fractions"], "curve": curve}
+            elif score == "road":
+                entry: dict[str, Any] = {"fractions": list(fractions)}
+                for o in ("morf", "lerf"):
+                    accs = torch.tensor([u[o]["accuracy"] for u in units])
+                    entry[o] = accs.mean(0).tolist()
+                    entry[f"{o}_mean"], entry[f"{o}_std"] = _mean_std(accs.mean(1).tolist())
+                entry["gap_mean"], entry["gap_std"] = _mean_std([u["road_gap"] for u in units])
+                res[score] = entry
+            elif score == "roar":
+                kk = sorted({u["k"] for u in units})
+                accs = {k: [u["accuracy"] for u in units if u["k"] == k] for k in kk}
+                means = [_mean_std(accs[k])[0] for k in kk]
+                stds = [_mean_std(accs[k])[1] for k in kk]
+                # area under accuracy(k/100) over the k measured (lower = the map removed more information)
+                xs = [k / 100 for k in kk]
+                auc = float(torch.trapezoid(torch.tensor(means), torch.tensor(xs))) / max(xs[-1] - xs[0], 1e-9) \
+                    if len(kk) > 1 else means[0]
+                res[score] = {"k": kk, "accuracy_mean": means, "accuracy_std": stds, "auc": auc}
+    from ._version import __version__
+
+    result = {
+        "format": "cladec-saliency",
+        "format_version": 1,
+        "cladec_version": __version__,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "run": str(run.path),
+        "dataset": {"name": ds_name, "split": "test", "n": int(x.shape[0]), "image_shape": list(x.shape[1:])},
+        "layer": run.layer,
+        "gradcam_layer": gc_layer,
+        "alpha": run.alpha,
+        "classifier": {"arch": run.classifier_info.get("arch"), "arch_kwargs": run.classifier_info.get("arch_kwargs"),
+                       "accuracy_on_scored_images": float((target.cpu() == y).float().mean())},
+        "methods": methods,
+        "cladec_default_variant": DEFAULT_VARIANT,
+        "scores": score_list,
+        "seeds": seeds,
+        "roar_k": ks,
+        "settings": {
+            "target": "the classifier's prediction on the clean image",
+            "steps": steps, "deletion_baseline": deletion_baseline, "insertion_start": insertion_start,
+            "road_fractions": list(fractions), "road_noise": 0.01,
+            "roar_epochs": _roar_epochs(run, roar_epochs) if "roar" in score_list else None,
+            "roar_train_images": len(train) if (train is not None and "roar" in score_list) else None,
+            "roar_fill": "per-channel training-set mean",
+        },
+        "results": results,
+        "device": str(next(model.parameters()).device),
+        "seconds": round(time.perf_counter() - t_start, 1),
+    }
+    write_json(out / "results.json", result)
+    _write_csv(out / "results.csv", result)
+    try:
+        _plot_curves(out / "curves.png", result)
+        x_e, x_r = reconstruct_pair(x[:6], run.cladec, run.refae) if run.refae is not None else (run.cladec.reconstruct(x[:6]), None)
+        first_maps = {m: maps_for(m, x, target, "test", seeds[0])[:6] for m in methods}
+        _plot_maps(out / "maps.png", x[:6], x_r, x_e, first_maps, test.classes, target[:6].cpu())
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+    return result
+
+
+def _stored(method: str) -> str:
+    """Name under which a method's maps and units are stored: ``cladec`` is stored as its variant, so a
+    changed default never reuses another variant's results."""
+    if method == "cladec":
+        from .relevance import DEFAULT_VARIANT
+
+        return f"cladec-{DEFAULT_VARIANT}"
+    return method
+
+
+def _roar_epochs(run: Any, roar_epochs: int | None) -> int:
+    if roar_epochs is not None:
+        if isinstance(roar_epochs, bool) or not isinstance(roar_epochs, int) or roar_epochs < 1:
+            raise ConfigError(f"roar_epochs must be a positive integer, got {roar_epochs!r}")
+        return roar_epochs
+    hist = (run.classifier_info or {}).get("history") or {}
+    e = hist.get("epoch") if isinstance(hist, dict) else None
+    return len(e) if e else 5
+
+
+def _roar_units(run, model, train, test, methods, ks, seed, roar_epochs, norm, store, maps_for, per_seed,
+                device, verbose) -> None:
+    from .classifier import predict
+    from .models import create_model
+    from .scores import roar_accuracy
+
+    info = run.classifier_info or {}
+    arch, kw = info.get("arch"), info.get("arch_kwargs")
+    if not isinstance(arch, str) or not isinstance(kw, dict):
+        raise ConfigError("ROAR retrains the classifier from scratch and needs a checkpoint classifier "
+                          "(made with `cladec train-classifier`); this run's classifier has no recorded architecture")
+    epochs = _roar_epochs(run, roar_epochs)
+    hist = info.get("history") or {}
+    lr = float(hist["lr"][0]) if isinstance(hist, dict) and hist.get("lr") else 0.1
+    xtr, ytr = train.tensors()
+    xte, yte = test.tensors()
+    fill = xtr.mean((0, 2, 3))
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and dev.index is None:  # an explicit index: "cuda" != "cuda:0" in device checks
+        dev = torch.device("cuda", torch.cuda.current_device())
+
+    def build():
+        return create_model(arch, **kw)
+
+    def unit(k, tr_maps=None, te_maps=None):
+        r = roar_accuracy(build, (xtr, ytr), (xte, yte), k=k, train_maps=tr_maps, test_maps=te_maps, epochs=epochs,
+                          seed=seed, input_norm=norm, fill=fill, device=dev, train_kwargs={"lr": lr}, verbose=verbose)
+        return r
+
+    base = store.run(("baseline", "roar", 0, seed), lambda: unit(0))
+    for method in methods:
+        per_seed.setdefault((method, "roar"), []).append(base)
+        todo = [k for k in ks if k > 0]
+        if not todo:
+            continue
+        tr_maps = te_maps = None
+        for k in todo:
+            key = (_stored(method), "roar", k, seed)
+            got = store.get(key)
+            if got is None:
+                if tr_maps is None:
+                    if verbose:
+                        print(f"[compare-saliency] ROAR maps for {method} on {len(xtr)} training images", flush=True)
+                    tr_tgt = predict(model, xtr, input_norm=norm)
+                    tr_maps = maps_for(method, xtr, tr_tgt, f"train{len(xtr)}", seed)
+                    te_tgt = predict(model, xte, input_norm=norm)
+                    te_maps = maps_for(method, xte, te_tgt, "test", seed)
+                got = unit(k, tr_maps, te_maps)
+                store.put(key, got)
+            per_seed[(method, "roar")].append(got)
+
+
+# ---------------------------------------------------------------------------------------------------
+# outputs
+# ---------------------------------------------------------------------------------------------------
+
+
+def _csv_columns(result: dict) -> list[tuple[str, Any]]:
+    cols: list[tuple[str, Any]] = []
+    sc = result["scores"]
+    if "deletion" in sc:
+        cols.append(("deletion_auc", lambda r: (r["deletion"]["auc_mean"], r["deletion"]["auc_std"])))
+    if "insertion" in sc:
+        cols.append(("insertion_auc", lambda r: (r["insertion"]["auc_mean"], r["insertion"]["auc_std"])))
+    if "road" in sc:
+        cols.append(("road_morf_acc", lambda r: (r["road"]["morf_mean"], r["road"]["morf_std"])))
+        cols.append(("road_lerf_acc", lambda r: (r["road"]["lerf_mean"], r["road"]["lerf_std"])))
+        cols.append(("road_gap", lambda r: (r["road"]["gap_mean"], r["road"]["gap_std"])))
+    if "roar" in sc:
+        for k in [0] + [k for k in result["roar_k"] if k > 0]:
+            cols.append((f"roar_acc_k{k}", lambda r, k=k: (
+                r["roar"]["accuracy_mean"][r["roar"]["k"].index(k)], r["roar"]["accuracy_std"][r["roar"]["k"].index(k)])))
+    return cols
+
+
+def _write_csv(path: Path, result: dict) -> None:
+    import csv
+    import io
+
+    from ._io import write_bytes
+
+    cols = _csv_columns(result)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method"] + [f"{c}_{s}" for c, _ in cols for s in ("mean", "std")])
+    for method, r in result["results"].items():
+        row = [method]
+        for _, get in cols:
+            try:
+                m, s = get(r)
+            except (KeyError, ValueError, IndexError):
+                m, s = float("nan"), float("nan")
+            row += [f"{m:.4f}", f"{s:.4f}"]
+        w.writerow(row)
+    write_bytes(path, buf.getvalue().encode())
+
+
+def format_table(result: dict) -> str:
+    """A plain-text table (method × score, mean ± std over seeds) of a comparison.
+
+    Args:
+        result: The dict returned by :func:`compare_saliency` (or read from ``results.json``).
+
+    Returns:
+        The table as a string; arrows mark the better direction of each score.
+
+    Example:
+        >>> print(format_table(res))  # doctest: +SKIP
+    """
+    cols = _csv_columns(result)
+    better = {"deletion_auc": "↓", "insertion_auc": "↑", "road_morf_acc": "↓", "road_lerf_acc": "↑", "road_gap": "↑"}
+    names = [f"{c}{better.get(c, '↓' if c.startswith('roar') and not c.endswith('k0') else '')}" for c, _ in cols]
+    width = max(15, *(len(nm) + 2 for nm in names))
+    lines = [f"{'method':<22}" + "".join(f"{nm:>{width}}" for nm in names)]
+    multi = len(result.get("seeds", [0])) > 1
+    for method, r in result["results"].items():
+        cells = []
+        for _, get in cols:
+            try:
+                m, s = get(r)
+                cells.append(f"{m:.3f} ± {s:.3f}" if multi else f"{m:.3f}")
+            except (KeyError, ValueError, IndexError):
+                cells.append("-")
+        lines.append(f"{method:<22}" + "".join(f"{c:>{width}}" for c in cells))
+    return "\n".join(lines)
+
+
+def _savefig(fig, path: Path) -> None:
+    from ._io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def _plot_curves(path: Path, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    panels = []
+    sc = result["scores"]
+    if "deletion" in sc:
+        panels.append(("deletion (↓ AUC)", "deletion", None))
+    if "insertion" in sc:
+        panels.append(("insertion (↑ AUC)", "insertion", None))
+    if "road" in sc:
+        panels.append(("ROAD MoRF (↓)", "road", "morf"))
+        panels.append(("ROAD LeRF (↑)", "road", "lerf"))
+    if "roar" in sc:
+        panels.append(("ROAR test accuracy (↓)", "roar", None))
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.1), squeeze=False)
+    for ax, (title, score, sub) in zip(axes[0], panels):
+        ax.set_prop_cycle(color=list(plt.cm.tab20.colors))
+        for method, r in result["results"].items():
+            if score not in r:
+                continue
+            e = r[score]
+            style = dict(lw=2.2) if method.startswith("cladec") else dict(lw=1.0)
+            if method in ("random", "sobel"):
+                style["ls"] = "--"
+            if score in ("deletion", "insertion"):
+                ax.plot(e["fractions"], e["curve"], label=f"{method} ({e['auc_mean']:.3f})", **style)
+                ax.set_xlabel("fraction of pixels")
+                ax.set_ylabel("p(target)")
+            elif score == "road":
+                ax.plot(e["fractions"], e[sub], marker=".", label=method, **style)
+                ax.set_xlabel("fraction removed")
+                ax.set_ylabel("accuracy (target)")
+            else:
+                ax.plot(e["k"], e["accuracy_mean"], marker=".", label=method, **style)
+                ax.set_xlabel("k (% removed)")
+                ax.set_ylabel("test accuracy after retraining")
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6)
+    if len(panels) > 1:
+        axes[0][1].legend(fontsize=6)
+    fig.suptitle(f"{result['dataset']['name']}, layer {result['layer']}, n = {result['dataset']['n']}", fontsize=9)
+    fig.tight_layout()
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def _plot_maps(path: Path, x, x_r, x_e, maps: dict, classes, target) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    def show(ax, img):
+        a = img.detach().float().clamp(0, 1).cpu()
+        if a.shape[0] == 1:
+            ax.imshow(a[0].numpy(), cmap="gray", vmin=0, vmax=1)
+        else:
+            ax.imshow(a.permute(1, 2, 0).numpy())
+
+    cols = [("input", None), ("RefAE x̂_R", None), ("ClaDec x̂_E", None)] + [(m, m) for m in maps]
+    rows = x.shape[0]
+    fig, axes = plt.subplots(rows, len(cols), figsize=(1.15 * len(cols), 1.2 * rows + 0.3), squeeze=False)
+    for i in range(rows):
+        for j, (title, m) in enumerate(cols):
+            ax = axes[i][j]
+            ax.axis("off")
+            if j == 0:
+                show(ax, x[i])
+                name = classes[int(target[i])] if classes else str(int(target[i]))
+                ax.text(0.5, -0.05, f"pred: {name}"[:16], transform=ax.transAxes, ha="center", va="top", fontsize=5)
+            elif j == 1:
+                if x_r is not None:
+                    show(ax, x_r[i])
+            elif j == 2:
+                show(ax, x_e[i])
+            else:
+                mp = maps[m][i].float().cpu()
+                lim = float(mp.abs().max()) or 1.0
+                if float(mp.min()) < 0:
+                    ax.imshow(mp.numpy(), cmap="bwr", vmin=-lim, vmax=lim)
+                else:
+                    ax.imshow(mp.numpy(), cmap="inferno", vmin=0, vmax=lim)
+            if i == 0:
+                ax.set_title(title, fontsize=6)
+    fig.tight_layout(pad=0.3)
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------------
+
+
+def _pos_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``compare-saliency`` subcommand to an argparse ``subparsers`` object.
+
+    Args:
+        subparsers: The object returned by ``ArgumentParser.add_subparsers()``.
+
+    Returns:
+        None (the parser's ``func`` is :func:`cmd_compare_saliency`).
+
+    Example:
+        >>> import argparse
+        >>> p = argparse.ArgumentParser(prog="cladec"); sub = p.add_subparsers(dest="command")
+        >>> register(sub)
+        >>> p.parse_args(["compare-saliency", "--run", "r", "--out", "c"]).methods
+        'cladec,saliency,input-x-gradient,integrated-gradients,guided-backprop,gradcam,guided-gradcam,occlusion,random,sobel'
+    """
+    p = subparsers.add_parser(
+        "compare-saliency",
+        help="score ClaDec relevance maps against saliency methods (deletion/insertion, ROAD, ROAR)",
+        description="Compute ClaDec relevance maps and captum saliency baselines for a run's classifier and "
+        "score them by deletion/insertion AUC, ROAD and ROAR. Writes results.json, results.csv, curves.png "
+        "and maps.png to --out; finished units are kept there and skipped when run again.",
+    )
+    p.add_argument("--run", required=True, help="run directory (made by `cladec fit`)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--dataset", default=None, help="data set (default: the run's)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                   help="comma-separated methods: cladec, cladec-<variant>, saliency, input-x-gradient, "
+                   "integrated-gradients, guided-backprop, gradcam, guided-gradcam, occlusion, random, sobel")
+    p.add_argument("--scores", default="deletion,insertion,road",
+                   help="comma-separated scores: deletion, insertion, road, roar (default: all but roar)")
+    p.add_argument("--n", type=_pos_int, default=200, help="test images scored (200)")
+    p.add_argument("--roar-k", default="10,30,50,70,90", help="ROAR percentages in [0, 100) (10,30,50,70,90)")
+    p.add_argument("--roar-epochs", type=_pos_int, default=None,
+                   help="epochs of each ROAR retraining (default: the classifier's own)")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (0)")
+    p.add_argument("--data-root", default=None, help="data root (default: the run's, else $CLADEC_DATA)")
+    p.add_argument("--limit", type=_pos_int, default=5000, help="training images for ROAR retraining (5000)")
+    p.add_argument("--steps", type=_pos_int, default=32, help="deletion/insertion steps (32)")
+    p.add_argument("--insertion-start", default="zero", choices=["zero", "blur", "mean"],
+                   help="image insertion starts from (zero = black, default)")
+    p.add_argument("--deletion-baseline", default="zero", choices=["zero", "blur", "mean"],
+                   help="what deleted pixels become (zero = black, default)")
+    p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_compare_saliency)
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in str(text).split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}") from None
+    if not seeds:
+        raise ConfigError("--seeds needs at least one integer")
+    return seeds
+
+
+def cmd_compare_saliency(args: argparse.Namespace) -> int:
+    """Handler of ``cladec compare-saliency``.
+
+    Args:
+        args: The parsed arguments (see :func:`register`).
+
+    Returns:
+        0 on success (errors are raised as :class:`cladec.CladecError`).
+
+    Example:
+        >>> cmd_compare_saliency(parser.parse_args(["compare-saliency", "--run", "r", "--out", "c"]))  # doctest: +SKIP
+        0
+    """
+    from .saliency import canonical_method
+    from .scores import check_roar_k, check_scores
+
+    # validate before loading anything
+    methods = [canonical_method(m) for m in args.methods.split(",") if m.strip()]
+    scores = check_scores(args.scores)
+    ks = check_roar_k(args.roar_k)
+    seeds = _parse_seeds(args.seeds)
+    res = compare_saliency(
+        args.run, out=args.out, methods=methods, scores=scores, n=args.n, roar_k=ks, roar_epochs=args.roar_epochs,
+        roar_train_limit=args.limit, seeds=seeds, dataset=args.dataset, data_root=args.data_root, steps=args.steps,
+        insertion_start=args.insertion_start, deletion_baseline=args.deletion_baseline, device=args.device,
+        verbose=not args.quiet,
+    )
+    print(format_table(res))
+    print(f"wrote {args.out}")
+    return 0

@@ -1,0 +1,377 @@
+"""The end-to-end demo behind ``cladec demo``.
+
+With no arguments and no network, :func:`run_demo`
+
+1. trains the ClaDec paper's VGG-style classifier on ``fashion-mnist-mini`` (6,000 training / 1,000 test
+   Fashion-MNIST images shipped inside the package),
+2. fits ClaDec (α = 0.001) and the reference auto-encoder RefAE on two layers of it, the architecture's
+   ``default_layers`` ``"last"`` and ``"middle"`` (``conv4`` and ``conv2`` for ``vgg-paper``),
+3. writes a triplet grid (original | RefAE | ClaDec) per layer, ``summary.json`` and ``summary.txt``,
+   and, when :mod:`cladec.report` is installed, an HTML report in ``report/``.
+
+Output layout (``cladec-demo/`` by default)::
+
+    classifier/               checkpoint (model.safetensors + classifier.json)
+    runs/<layer>/             run directories (run.json, cladec/, refae/), one per layer
+    triplets-<layer>.png      original | RefAE | ClaDec with true and predicted classes
+    summary.json              accuracies, per-layer test MSE and accuracy on reconstructions, timings
+    summary.txt               the same in words
+    report/index.html         the HTML report (when available)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+from ._errors import ConfigError
+
+__all__ = ["run_demo", "DEMO_SETTINGS", "format_summary"]
+
+#: Default settings, full and ``quick``. Sized by measurement on 2 CPU cores (see the README).
+DEMO_SETTINGS: dict[str, dict[str, Any]] = {
+    "full": {"limit": 6000, "test_limit": 1000, "epochs": 6, "decoder_epochs": 4, "width": 1.0, "batch_size": 64},
+    "quick": {"limit": 3000, "test_limit": 500, "epochs": 3, "decoder_epochs": 3, "width": 0.25, "batch_size": 64},
+}
+_MARKER = ".cladec-demo"
+_FORMAT = "cladec-demo"
+
+
+def _balanced_indices(labels, n: int) -> list[int]:
+    """``n`` indices spread evenly over the classes (the first images of each), ordered by class."""
+    per_class = {c: (labels == c).nonzero().flatten().tolist() for c in sorted(set(labels.tolist()))}
+    picked: list[int] = []
+    rank = 0
+    while len(picked) < n and any(rank < len(v) for v in per_class.values()):
+        for v in per_class.values():
+            if rank < len(v) and len(picked) < n:
+                picked.append(int(v[rank]))
+        rank += 1
+    return sorted(picked, key=lambda i: (int(labels[i]), i))
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder; give a folder for the demo's output")
+    if out.is_dir() and any(out.iterdir()) and not (out / _MARKER).exists():
+        raise ConfigError(
+            f"--out {out} is a folder with other content that the demo would overwrite; give an empty or new "
+            "folder (or one a previous `cladec demo` wrote)"
+        )
+
+
+def _clear_previous(out: Path) -> None:
+    """Remove what an earlier demo wrote to ``out`` (only in a folder carrying the demo's marker)."""
+    import shutil
+
+    if not (out / _MARKER).exists():
+        return
+    for name in ("classifier", "runs", "report"):
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+    for f in [*out.glob("triplets-*.png"), out / "summary.json", out / "summary.txt"]:
+        if f.is_file():
+            f.unlink()
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.1f} %"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human-readable ``summary.txt`` of a demo.
+
+    Args:
+        summary: The dict :func:`run_demo` returns (also written as ``summary.json``).
+
+    Returns:
+        Plain text that states, per layer, whether RefAE reconstructs better than ClaDec and whether the
+        classifier does better on ClaDec's reconstructions than on RefAE's.
+
+    Example:
+        >>> import json
+        >>> print(format_summary(json.load(open("cladec-demo/summary.json"))))  # doctest: +SKIP
+    """
+    ds, clf = summary["dataset"], summary["classifier"]
+    shape = "×".join(map(str, ds["image_shape"]))
+    lines = [
+        f"ClaDec demo: {clf['arch']} classifier (width {clf['width']:g}) on {ds['name']} "
+        f"({ds['n_train']} training / {ds['n_test']} test images, {shape}), α = {summary['alpha']:g}",
+        "",
+        f"Classifier test accuracy: {_pct(clf['test_accuracy'])} (chance: {_pct(1 / max(1, ds['num_classes']))}), "
+        f"after {clf['epochs']} epoch(s).",
+        "",
+        "ClaDec decodes what the classifier keeps at a layer (decoder trained with (1 − α)·MSE + α·CE on the "
+        "frozen classifier's activations); RefAE is the reference: the same architecture up to the layer, "
+        "trained from scratch on reconstruction only. RefAE is expected to reconstruct better (lower MSE); the "
+        "classifier is expected to do better on ClaDec's reconstructions, because they keep what it uses.",
+    ]
+    for L in summary["layers"]:
+        role = f" ({L['role']} layer)" if L.get("role") else ""
+        lines += ["", f"Layer {L['layer']}{role}, activations {'×'.join(map(str, L['activation_shape']))}:"]
+        mse_e, mse_r = L["mse_cladec"], L.get("mse_refae")
+        if mse_r is not None:
+            verdict = "YES" if L["refae_reconstructs_better"] else "NO"
+            lines.append(f"  Does RefAE reconstruct better than ClaDec?  {verdict}: test MSE RefAE {mse_r:.4f} vs "
+                         f"ClaDec {mse_e:.4f} (lower is better).")
+        else:
+            lines.append(f"  Test MSE of ClaDec: {mse_e:.4f} (no RefAE fitted).")
+        acc_o, acc_e, acc_r = L.get("accuracy_original"), L.get("accuracy_cladec"), L.get("accuracy_refae")
+        if acc_r is not None:
+            verdict = "YES" if L["classifier_better_on_cladec"] else "NO"
+            lines.append(f"  Does the classifier do better on ClaDec's reconstructions?  {verdict}: accuracy "
+                         f"{_pct(acc_e)} on ClaDec's vs {_pct(acc_r)} on RefAE's (originals: {_pct(acc_o)}).")
+        else:
+            lines.append(f"  Classifier accuracy on ClaDec's reconstructions: {_pct(acc_e)} (originals {_pct(acc_o)}).")
+        for kind, flag in (L.get("collapsed") or {}).items():
+            if flag:
+                lines.append(f"  WARNING: {kind} collapsed to a nearly constant image; its numbers mean little "
+                             "(train longer or on more images).")
+        t = L.get("timings", {})
+        lines.append(f"  Triplets: {L['triplets']}   (fit: ClaDec {t.get('cladec_s', 0):.0f} s, "
+                     f"RefAE {t.get('refae_s', 0):.0f} s)")
+    tt = summary["timings"]
+    lines += ["", f"Total time: {tt['total_s']:.0f} s (classifier {tt['classifier_s']:.0f} s) on {summary['device']}."]
+    if summary.get("report"):
+        lines.append(f"HTML report: {summary['report']}")
+    lines += ["", "Files: classifier/ (checkpoint), runs/<layer>/ (ClaDec + RefAE, run.json), triplets-<layer>.png, "
+              "summary.json."]
+    return "\n".join(lines) + "\n"
+
+
+def run_demo(
+    out: str | os.PathLike = "cladec-demo",
+    quick: bool = False,
+    dataset: str = "fashion-mnist-mini",
+    data_root: str | os.PathLike | None = None,
+    *,
+    device: str | None = None,
+    arch: str = "vgg-paper",
+    limit: int | None = None,
+    test_limit: int | None = None,
+    epochs: int | None = None,
+    decoder_epochs: int | None = None,
+    width: float | None = None,
+    alpha: float = 0.001,
+    n_images: int = 24,
+    seed: int = 0,
+    download: bool = False,
+    report: bool = True,
+    verbose: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the whole ClaDec pipeline on a small data set and write its results to ``out``.
+
+    Args:
+        out: Output folder (created; a folder from an earlier demo is reused, any other non-empty folder
+            is refused).
+        quick: Smaller settings (quarter-width classifier, 3,000 images, fewer epochs): under a minute on
+            two CPU cores instead of a few minutes.
+        dataset: ``"fashion-mnist-mini"`` (embedded, default) or any name :func:`cladec.data.load_dataset`
+            accepts (``"fashion-mnist"``, ``"mnist"``, ``"cifar10"``, ``"imagefolder:PATH"``).
+        data_root: Where a non-embedded data set lives (default: ``$CLADEC_DATA``, else the user cache).
+        device: ``"cpu"``, ``"cuda"`` ... (default: CUDA if available, else CPU).
+        arch: Classifier architecture (a registered name: ``vgg-paper``, ``resnet10``, ``resnet18``).
+        limit, test_limit: Training / test images (defaults in :data:`DEMO_SETTINGS`).
+        epochs: Classifier epochs; ``decoder_epochs``: epochs of each ClaDec and RefAE.
+        width: Classifier width multiplier.
+        alpha: ClaDec's α (the paper's 0.001).
+        n_images: Test images per triplet grid (spread evenly over the classes; 4 triplets a row) and in the
+            report's gallery.
+        seed: Seed for everything.
+        download: Download a missing MNIST / Fashion-MNIST / CIFAR-10.
+        report: Build ``out/report/`` when :mod:`cladec.report` is available.
+        verbose: Progress bars and messages.
+        log: Where messages go (default: ``print`` to stdout).
+
+    Returns:
+        The summary dict (also written to ``out/summary.json``), with the classifier's test accuracy,
+        per layer the test MSE of ClaDec and RefAE and the classifier's accuracy on both
+        reconstructions, file paths and timings.
+
+    Raises:
+        ConfigError, DataError: Unknown data set or architecture, missing data (the message says where it
+            looked and how to get it), an ``out`` that is not a demo folder.
+
+    Example:
+        >>> from cladec.demo import run_demo
+        >>> s = run_demo("cladec-demo", quick=True)  # doctest: +SKIP
+        >>> s["layers"][0]["refae_reconstructs_better"]  # doctest: +SKIP
+        True
+    """
+    import torch
+
+    from ._io import write_bytes, write_json
+    from ._version import __version__
+    from .classifier import save_classifier, train_classifier
+    from .data import load_dataset
+    from .explainer import CollapseWarning
+    from .explanation import explain
+    from .models import create_model
+    from .runs import fit_run
+
+    say = log or (lambda s: print(s, flush=True))
+    t_start = time.perf_counter()
+    cfg = dict(DEMO_SETTINGS["quick" if quick else "full"])
+    for k, v in (("limit", limit), ("test_limit", test_limit), ("epochs", epochs),
+                 ("decoder_epochs", decoder_epochs), ("width", width)):
+        if v is not None:
+            cfg[k] = v
+    out = Path(out)
+    _check_out(out)
+    if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
+        raise ConfigError(f"n_images must be a positive integer, got {n_images!r}")
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+    root = str(Path(data_root).expanduser().resolve()) if data_root is not None else None
+
+    # -- data ------------------------------------------------------------------------------------
+    train = load_dataset(dataset, root=root, split="train", limit=cfg["limit"], download=download)
+    test = load_dataset(dataset, root=root, split="test", limit=cfg["test_limit"], download=download)
+    _clear_previous(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).write_text("written by `cladec demo`; the folder may be overwritten by the next demo\n")
+    say(f"cladec demo: {train.name}, {len(train)} training / {len(test)} test images "
+        f"({'×'.join(map(str, train.image_shape))}), {arch} classifier, device {dev}"
+        + (" [quick]" if quick else ""))
+
+    # -- classifier ------------------------------------------------------------------------------
+    torch.manual_seed(seed)
+    model = create_model(arch, in_channels=train.image_shape[0], num_classes=train.num_classes,
+                         width=cfg["width"]).to(dev)
+    say(f"[1/3] training the classifier ({cfg['epochs']} epochs) ...")
+    t0 = time.perf_counter()
+    hist = train_classifier(model, train, cfg["epochs"], test_data=test, seed=seed, device=dev, verbose=verbose)
+    clf_s = time.perf_counter() - t0
+    test_acc = float(hist["test_acc"][-1])
+    say(f"      test accuracy {_pct(test_acc)} (chance {_pct(1 / train.num_classes)}), {clf_s:.0f} s")
+    clf_dir = out / "classifier"
+    ds_info = {"name": train.name, "size": None, "image_shape": list(train.image_shape),
+               "classes": list(train.classes), "num_classes": train.num_classes, "root": root,
+               "limit": cfg["limit"], "n_train": len(train), "n_test": len(test)}
+    save_classifier(clf_dir, model.cpu(), dataset=ds_info,
+                    metrics={"test_acc": test_acc, "train_acc": float(hist["train_acc"][-1]),
+                             "test_images": len(test), "train_seconds": round(clf_s, 2)},
+                    history=hist)
+    model.to(dev)
+    default_layers = getattr(model, "default_layers", None) or {}
+    roles = [(r, default_layers[r]) for r in ("last", "middle") if r in default_layers]
+    if not roles:
+        raise ConfigError(f"architecture {arch!r} names no default layers ('last', 'middle') for the demo")
+
+    # -- ClaDec + RefAE per layer ----------------------------------------------------------------
+    xt, yt = test.tensors()
+    pick = _balanced_indices(yt, n_images)
+    layers: list[dict[str, Any]] = []
+    for role, layer in roles:
+        say(f"[2/3] layer {layer} ({role}): fitting ClaDec (α = {alpha:g}) and RefAE, "
+            f"{cfg['decoder_epochs']} epochs each ...")
+        run_dir = out / "runs" / layer
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CollapseWarning)  # recorded in run.json and stated in summary.txt
+            run = fit_run(run_dir, classifier_dir=clf_dir, dataset=dataset, layer=layer, alpha=alpha,
+                          epochs=cfg["decoder_epochs"], refae=True, seed=seed, limit=cfg["limit"],
+                          batch_size=cfg["batch_size"], test_limit=cfg["test_limit"], data_root=root,
+                          device=str(dev), verbose=verbose)
+        m = run.config["metrics"]
+        png = out / f"triplets-{layer}.png"
+        ex = explain(xt[pick], cladec=run.cladec, refae=run.refae, labels=yt[pick], classes=test.classes)
+        ex.save_grid(png, columns=min(4, len(pick)))
+        entry = {
+            "role": role,
+            "layer": layer,
+            "activation_shape": list(run.cladec.activation_shape),
+            "run": str(run_dir.relative_to(out)),
+            "triplets": str(png.relative_to(out)),
+            "test_images": m.get("test_images"),
+            "mse_cladec": m["mse_cladec"],
+            "mse_refae": m.get("mse_refae"),
+            "accuracy_original": m.get("accuracy_original"),
+            "accuracy_cladec": m.get("accuracy_cladec"),
+            "accuracy_refae": m.get("accuracy_refae"),
+            "agreement_cladec": m.get("agreement_cladec"),
+            "agreement_refae": m.get("agreement_refae"),
+            "refae_reconstructs_better": (m.get("mse_refae") is not None and m["mse_refae"] < m["mse_cladec"]),
+            "classifier_better_on_cladec": (m.get("accuracy_refae") is not None
+                                            and m["accuracy_cladec"] > m["accuracy_refae"]),
+            "collapsed": run.config.get("collapsed"),
+            "timings": run.config.get("timings", {}),
+        }
+        layers.append(entry)
+        for kind, flag in (entry["collapsed"] or {}).items():
+            if flag:
+                say(f"      WARNING: {kind} collapsed to a nearly constant image (train longer / on more images)")
+        say(f"      test MSE RefAE {entry['mse_refae']:.4f} / ClaDec {entry['mse_cladec']:.4f}; classifier accuracy "
+            f"on RefAE's {_pct(entry['accuracy_refae'])} / ClaDec's {_pct(entry['accuracy_cladec'])} reconstructions")
+
+    summary: dict[str, Any] = {
+        "format": _FORMAT,
+        "format_version": 1,
+        "cladec_version": __version__,
+        "quick": bool(quick),
+        "alpha": alpha,
+        "seed": seed,
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+        "settings": cfg,
+        "dataset": {"name": train.name, "root": root, "n_train": len(train), "n_test": len(test),
+                    "image_shape": list(train.image_shape), "num_classes": train.num_classes,
+                    "classes": list(train.classes)},
+        "classifier": {"arch": arch, "width": cfg["width"], "epochs": cfg["epochs"], "path": "classifier",
+                       "test_accuracy": test_acc, "train_accuracy": float(hist["train_acc"][-1]),
+                       "seconds": round(clf_s, 2)},
+        "layers": layers,
+        "refae_reconstructs_better": all(L["refae_reconstructs_better"] for L in layers),
+        "classifier_better_on_cladec": all(L["classifier_better_on_cladec"] for L in layers),
+        "report": None,
+        "timings": {"classifier_s": round(clf_s, 2)},
+    }
+    summary["timings"].update({f"{L['layer']}_{k}": v for L in layers for k, v in L["timings"].items()})
+    summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
+    write_json(out / "summary.json", summary)
+    write_bytes(out / "summary.txt", format_summary(summary).encode("utf-8"))
+
+    # -- report (optional) -----------------------------------------------------------------------
+    if report:
+        build_report = None
+        try:
+            from . import report as _report_mod
+
+            build_report = getattr(_report_mod, "build_report", None)
+        except ModuleNotFoundError as e:
+            if e.name not in ("cladec.report", "jinja2"):
+                raise
+            if e.name == "jinja2":
+                say("      (HTML report skipped: install cladec[report] for it)")
+        if build_report is not None:
+            say("[3/3] building the HTML report ...")
+            t0 = time.perf_counter()
+            try:
+                index = build_report(out, out / "report", data_root=root, n_images=n_images)
+            except Exception as e:  # noqa: BLE001 - the demo's results stand without the report
+                print(f"cladec demo: warning: the HTML report could not be built: {type(e).__name__}: {e}",
+                      file=sys.stderr)
+            else:
+                summary["report"] = str(Path(index).relative_to(out)) if Path(index).is_relative_to(out) else str(index)
+                summary["timings"]["report_s"] = round(time.perf_counter() - t0, 2)
+        summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
+        write_json(out / "summary.json", summary)
+        write_bytes(out / "summary.txt", format_summary(summary).encode("utf-8"))
+
+    # -- where everything is ---------------------------------------------------------------------
+    say("")
+    say(format_summary(summary).rstrip())
+    say("")
+    say(f"Done in {summary['timings']['total_s']:.0f} s. Results in {out}/:")
+    for L in layers:
+        say(f"  triplets    {out / L['triplets']}")
+    say(f"  summary     {out / 'summary.txt'}  and  {out / 'summary.json'}")
+    say(f"  classifier  {clf_dir}/   runs  {out / 'runs'}/")
+    if summary["report"]:
+        say(f"  report      {out / summary['report']}")
+    return summary

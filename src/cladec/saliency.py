@@ -1,0 +1,384 @@
+"""Saliency baselines (via captum) and ClaDec relevance maps behind one entry point.
+
+:func:`saliency_maps` returns one per-pixel map ``(N, H, W)`` per method, on the same pixel grid as
+the input, so that every method can be scored the same way by :mod:`cladec.scores`.
+
+Methods (canonical names; aliases in parentheses)
+
+=====================  =====================================================================================
+``saliency``           captum ``Saliency``: ``|∂ logit_t / ∂x|``, max over channels (Simonyan et al. 2014)
+``input-x-gradient``   captum ``InputXGradient``, summed over channels (signed) (``ixg``, ``inputxgradient``)
+``integrated-gradients`` captum ``IntegratedGradients`` from a black image, 32 steps, summed (``ig``)
+``guided-backprop``    captum ``GuidedBackprop``, summed over channels (``gbp``, ``guidedbackprop``)
+``gradcam``            captum ``LayerGradCam`` on ``layer`` (ReLU'd), upsampled bilinearly with
+                       ``LayerAttribution.interpolate`` (``grad-cam``, ``layergradcam``)
+``guided-gradcam``     captum ``GuidedGradCam`` on ``layer``, summed over channels (``guidedgradcam``)
+``occlusion``          captum ``Occlusion``: a black square of side ``max(2, H // 7)``, stride half of it
+``random``             uniform noise (sanity baseline; seeded)
+``sobel``              Sobel edge magnitude of the grey image (sanity baseline) (``edge``)
+``cladec``             the default ClaDec relevance map (see :mod:`cladec.relevance`); needs ``cladec=``
+                       and ``refae=``
+``cladec-<variant>``   a named ClaDec variant, e.g. ``cladec-kept``, ``cladec-evidence``
+=====================  =====================================================================================
+
+Signs: maps are oriented so that *larger = more relevant for the target class*. Signed methods
+(input×gradient, IG, guided backprop, guided Grad-CAM, occlusion) keep their sign, so evidence *against*
+the class ranks last, as in Petsiuk et al.'s deletion/insertion protocol.
+
+All gradients are taken on the classifier's logits for ``target`` with inputs in ``[0, 1]``; a
+classifier normalisation ``input_norm=(mean, std)`` is applied inside the differentiated function, so
+attributions are with respect to the unnormalised image.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._errors import ConfigError
+from ._inputs import check_images
+from .capture import _model_device, _norm_pair, resolve_layer
+
+__all__ = ["saliency_maps", "available_methods", "canonical_method", "sobel_map", "random_map", "Normalized"]
+
+_BASELINES = (
+    "saliency",
+    "input-x-gradient",
+    "integrated-gradients",
+    "guided-backprop",
+    "gradcam",
+    "guided-gradcam",
+    "occlusion",
+    "random",
+    "sobel",
+)
+_ALIASES = {
+    "gradient": "saliency",
+    "grad": "saliency",
+    "ixg": "input-x-gradient",
+    "inputxgradient": "input-x-gradient",
+    "input_x_gradient": "input-x-gradient",
+    "ig": "integrated-gradients",
+    "integratedgradients": "integrated-gradients",
+    "integrated_gradients": "integrated-gradients",
+    "gbp": "guided-backprop",
+    "guidedbackprop": "guided-backprop",
+    "guided_backprop": "guided-backprop",
+    "grad-cam": "gradcam",
+    "layergradcam": "gradcam",
+    "guidedgradcam": "guided-gradcam",
+    "guided_gradcam": "guided-gradcam",
+    "edge": "sobel",
+    "edges": "sobel",
+}
+_NEEDS_LAYER = ("gradcam", "guided-gradcam")
+
+
+def _cladec_names() -> list[str]:
+    from .relevance import VARIANTS
+
+    return ["cladec"] + [f"cladec-{v}" for v in VARIANTS]
+
+
+def available_methods() -> list[str]:
+    """The canonical method names :func:`saliency_maps` accepts.
+
+    Args:
+        (none)
+
+    Returns:
+        A list: the captum baselines, ``random``, ``sobel``, ``cladec`` and each ``cladec-<variant>``.
+
+    Example:
+        >>> "gradcam" in available_methods() and "cladec" in available_methods()
+        True
+    """
+    return list(_BASELINES) + _cladec_names()
+
+
+def canonical_method(name: str) -> str:
+    """Map a method name or alias (case-insensitive) to its canonical name.
+
+    Args:
+        name: e.g. ``"IG"``, ``"guidedbackprop"``, ``"cladec-kept"``.
+
+    Returns:
+        The canonical name, e.g. ``"integrated-gradients"``.
+
+    Raises:
+        ConfigError: for an unknown name; the message lists every valid name.
+
+    Example:
+        >>> canonical_method("IG")
+        'integrated-gradients'
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"a saliency method name must be a non-empty string; valid: {', '.join(available_methods())}")
+    key = name.strip().lower().replace(" ", "")
+    key = _ALIASES.get(key, key)
+    valid = available_methods()
+    if key in valid:
+        return key
+    close = difflib.get_close_matches(key, valid + list(_ALIASES), n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(repr(_ALIASES.get(c, c)) for c in close)}?)" if close else ""
+    raise ConfigError(f"unknown saliency method {name!r}{hint}; valid methods: {', '.join(valid)}")
+
+
+class Normalized(nn.Module):
+    """Wrap a classifier so that it takes images in [0, 1] and applies ``input_norm`` itself.
+
+    Args:
+        model: The classifier.
+        input_norm: ``(mean, std)`` per channel, or None (identity).
+
+    Example:
+        >>> m = Normalized(nn.Flatten(), ([0.5], [0.5]))
+        >>> m(torch.ones(1, 1, 2, 2)).tolist()
+        [[1.0, 1.0, 1.0, 1.0]]
+    """
+
+    def __init__(self, model: nn.Module, input_norm=None) -> None:
+        super().__init__()
+        self.model = model
+        norm = _norm_pair(input_norm)
+        if norm is None:
+            self.register_buffer("mean", None)
+            self.register_buffer("std", None)
+        else:
+            self.register_buffer("mean", norm[0].view(1, -1, 1, 1).to(_model_device(model)))
+            self.register_buffer("std", norm[1].view(1, -1, 1, 1).to(_model_device(model)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise (if configured) and classify."""
+        if self.mean is not None:
+            x = (x - self.mean) / self.std
+        return self.model(x)
+
+
+def sobel_map(x: torch.Tensor) -> torch.Tensor:
+    """Sobel edge magnitude of the grey (channel-mean) image, a model-free sanity baseline.
+
+    Args:
+        x: Images ``(N, C, H, W)``.
+
+    Returns:
+        ``(N, H, W)`` non-negative edge magnitudes (replicate padding at the border).
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8, 8); x[..., 4:] = 1
+        >>> m = sobel_map(x)
+        >>> bool(m[0, :, 3:5].min() > 0) and float(m[0, :, 0].max()) == 0.0
+        True
+    """
+    g = x.float().mean(1, keepdim=True)
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device)
+    k = torch.stack([kx, kx.t()]).unsqueeze(1)
+    gp = F.pad(g, (1, 1, 1, 1), mode="replicate")
+    d = F.conv2d(gp, k)
+    return d.pow(2).sum(1).sqrt()
+
+
+def random_map(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A uniform random map, the sanity baseline every method must beat.
+
+    Args:
+        x: Images ``(N, C, H, W)`` (only the shape is used).
+        seed: Seed of a private generator (the global RNG is untouched).
+
+    Returns:
+        ``(N, H, W)`` values in [0, 1), on the CPU.
+
+    Example:
+        >>> random_map(torch.zeros(2, 3, 4, 5)).shape
+        torch.Size([2, 4, 5])
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    n, _, h, w = x.shape
+    return torch.rand(n, h, w, generator=gen)
+
+
+def _layer_module(model: nn.Module, layer: str | nn.Module | None, method: str) -> nn.Module:
+    if layer is None:
+        layers = getattr(model, "default_layers", None)
+        if isinstance(layers, dict) and layers.get("last"):
+            layer = layers["last"]
+        else:
+            raise ConfigError(f"method {method!r} needs layer= (a dotted module name of the classifier)")
+    name = resolve_layer(model, layer)
+    return dict(model.named_modules())[name]
+
+
+def _as_target(target, n: int, model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    if target is None:
+        with torch.no_grad():
+            return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, n, batch_size)])
+    t = torch.as_tensor(target, dtype=torch.long).to(x.device).view(-1)
+    if t.numel() == 1 and n > 1:
+        t = t.expand(n).clone()
+    if t.numel() != n:
+        raise ConfigError(f"target needs one class per image: got {t.numel()} targets for {n} images")
+    return t
+
+
+def _reduce(attr: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "absmax":
+        return attr.abs().amax(1)
+    return attr.sum(1)
+
+
+def saliency_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor | Sequence[int] | int | None,
+    methods: Sequence[str] | str,
+    *,
+    layer: str | nn.Module | None = None,
+    input_norm: Any = None,
+    cladec: Any = None,
+    refae: Any = None,
+    batch_size: int = 64,
+    ig_steps: int = 32,
+    occlusion_window: int | None = None,
+    seed: int = 0,
+    reference: torch.Tensor | None = None,
+    progress: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Per-pixel relevance maps of several methods for the same images and classes.
+
+    Args:
+        model: The classifier (taking normalised images if ``input_norm`` is given).
+        x: Images ``(N, C, H, W)`` in [0, 1].
+        target: Class to explain per image (a tensor/list of N ints, one int for all, or None for the
+            classifier's prediction on ``x``).
+        methods: Method names (see the module docstring), as a list or comma-separated string.
+        layer: Layer for ``gradcam`` / ``guided-gradcam`` (default: ``model.default_layers["last"]``).
+            ClaDec maps use the explainers' own layer.
+        input_norm: The classifier's ``(mean, std)``; applied inside the model.
+        cladec, refae: Fitted explainers, needed by ``cladec*`` methods.
+        batch_size: Images per captum call.
+        ig_steps: Integration steps for integrated gradients.
+        occlusion_window: Side of the occluding square (default ``max(2, H // 7)``), stride half of it.
+        seed: Seed of the random map.
+        reference: Optional reference image ``(C, H, W)`` or ``(C,)`` for ClaDec maps (see
+            :func:`cladec.relevance.relevance_map`).
+        progress: Show a tqdm bar per method.
+
+    Returns:
+        ``{canonical name: (N, H, W) float32 tensor on x's device}``, in the order asked for.
+
+    Raises:
+        ConfigError: Unknown method names (the message lists the valid ones), a ``cladec`` method
+            without explainers, or bad targets.
+
+    Example:
+        >>> maps = saliency_maps(model, x, None, ["saliency", "gradcam", "random"], layer="conv4")  # doctest: +SKIP
+        >>> maps["gradcam"].shape == x.shape[:1] + x.shape[2:]  # doctest: +SKIP
+        True
+    """
+    if isinstance(methods, str):
+        methods = [m for m in methods.split(",") if m.strip()]
+    names = [canonical_method(m) for m in methods]
+    if not names:
+        raise ConfigError(f"give at least one saliency method; valid methods: {', '.join(available_methods())}")
+    names = list(dict.fromkeys(names))
+    x = check_images(x)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    dev = _model_device(model)
+    out_dev = x.device
+    xd = x.to(dev)
+    was = model.training
+    model.eval()
+    wrapped = Normalized(model, input_norm).eval()
+    n = x.shape[0]
+    try:
+        tgt = _as_target(target, n, wrapped, xd, batch_size)
+        maps: dict[str, torch.Tensor] = {}
+        for name in names:
+            if name.startswith("cladec"):
+                from .relevance import relevance_map
+
+                if cladec is None or refae is None:
+                    raise ConfigError(
+                        f"method {name!r} needs a fitted ClaDec and RefAE (cladec=, refae=; e.g. from cladec.runs.load_run)"
+                    )
+                variant = None if name == "cladec" else name[len("cladec-"):]
+                m = relevance_map(
+                    x, cladec=cladec, refae=refae, variant=variant, target=tgt, input_norm=input_norm,
+                    reference=reference, batch_size=batch_size,
+                )
+            elif name == "random":
+                m = random_map(x, seed)
+            elif name == "sobel":
+                m = sobel_map(xd)
+            else:
+                fn = _captum_fn(name, wrapped, model, layer, x.shape, ig_steps, occlusion_window)
+                parts = []
+                rng = range(0, n, batch_size)
+                if progress:
+                    from tqdm.auto import tqdm
+
+                    rng = tqdm(rng, desc=name, leave=False)
+                for i in rng:
+                    xb = xd[i : i + batch_size].clone().requires_grad_(True)
+                    parts.append(fn(xb, tgt[i : i + batch_size]).detach())
+                m = torch.cat(parts)
+            m = m.detach().float().to(out_dev)
+            if m.shape != (n,) + tuple(x.shape[2:]):
+                raise RuntimeError(f"internal error: map {name} has shape {tuple(m.shape)}")  # pragma: no cover
+            maps[name] = torch.nan_to_num(m, nan=0.0, posinf=0.0, neginf=0.0)
+        return maps
+    finally:
+        model.train(was)
+
+
+def _captum_fn(name, wrapped, model, layer, shape, ig_steps, occlusion_window) -> Callable:
+    try:
+        import captum.attr as ca
+    except ImportError:  # pragma: no cover - dependency
+        raise ConfigError("saliency baselines need captum: pip install 'cladec[saliency]'") from None
+    _, c, h, w = shape
+    if name == "saliency":
+        s = ca.Saliency(wrapped)
+        return lambda xb, t: _reduce(s.attribute(xb, target=t, abs=True), "absmax")
+    if name == "input-x-gradient":
+        s = ca.InputXGradient(wrapped)
+        return lambda xb, t: _reduce(s.attribute(xb, target=t), "sum")
+    if name == "integrated-gradients":
+        s = ca.IntegratedGradients(wrapped)
+        return lambda xb, t: _reduce(
+            s.attribute(xb, baselines=torch.zeros_like(xb), target=t, n_steps=ig_steps,
+                        internal_batch_size=max(1, xb.shape[0]) * 8), "sum")
+    if name == "guided-backprop":
+        s = ca.GuidedBackprop(wrapped)
+        return lambda xb, t: _reduce(s.attribute(xb, target=t), "sum")
+    if name == "gradcam":
+        mod = _layer_module(model, layer, name)
+        s = ca.LayerGradCam(wrapped, mod)
+
+        def gc(xb, t):
+            a = s.attribute(xb, target=t, relu_attributions=True)
+            if a.dim() == 2:  # vector layer: one value per image
+                a = a.view(-1, 1, 1, 1)
+            a = ca.LayerAttribution.interpolate(a, (h, w), interpolate_mode="bilinear")
+            return a.sum(1)
+
+        return gc
+    if name == "guided-gradcam":
+        mod = _layer_module(model, layer, name)
+        s = ca.GuidedGradCam(wrapped, mod)
+        return lambda xb, t: _reduce(s.attribute(xb, target=t, interpolate_mode="bilinear"), "sum")
+    if name == "occlusion":
+        win = int(occlusion_window or max(2, h // 7))
+        if win < 1 or win > min(h, w):
+            raise ConfigError(f"occlusion_window must lie in 1..{min(h, w)}, got {win}")
+        stride = max(1, win // 2)
+        s = ca.Occlusion(wrapped)
+        return lambda xb, t: _reduce(
+            s.attribute(xb, sliding_window_shapes=(c, win, win), strides=(c, stride, stride), baselines=0.0,
+                        target=t, perturbations_per_eval=16), "sum")
+    raise ConfigError(f"unknown saliency method {name!r}")  # pragma: no cover

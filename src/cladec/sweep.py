@@ -1,0 +1,433 @@
+"""α sweeps: ClaDec for several layers × α values × seeds, each cell a run directory with its evaluation.
+
+Layout written by :func:`run_sweep` (and ``cladec sweep``)::
+
+    sweep/
+      sweep.json      {"format": "cladec-sweep", "config": {...}, "layers", "alphas", "seeds",
+                       "refae": {"<layer>/s<seed>": "cells/..."}, "cells": [{layer, alpha, seed, run, eval,
+                       status, refae, metrics, seconds}]}   (rewritten atomically after every cell)
+      cells/<layer>__a<alpha>__s<seed>/     a run directory (see cladec.runs) with eval/ inside
+      summary.csv, summary.json             mean ± std over seeds per (layer, α); RefAE and originals per layer
+      tradeoff.png                          reconstruction error vs the classifier's accuracy on reconstructions
+
+**One RefAE per (layer, seed).** The RefAE does not depend on α, so it is fitted once: the first cell of
+each (layer, seed) that is computed (the first α in the order given) is fitted with its RefAE and
+evaluated on all image sets (originals, ClaDec, RefAE, with evaluation classifiers for each); it is
+recorded as that (layer, seed)'s *reference cell* in ``sweep.json["refae"]``. The other cells are fitted
+without a RefAE (``refae/`` is absent from their run directories), and their ``eval/`` covers ClaDec only;
+each records the reference cell it belongs to in ``cells[i]["refae"]``. RefAE figures in the summary come
+from the reference cells.
+
+**Resume.** Cells recorded with ``status: "done"`` (whose directories still exist) are not computed again.
+Running again with more α values, seeds or layers adds cells. A sweep directory written with another
+configuration (classifier, data set, epochs, limits, ...) is refused with a :class:`ConfigError` naming
+what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ._errors import ConfigError, SaveFormatError
+
+__all__ = ["run_sweep", "summarize_sweep", "DEFAULT_ALPHAS", "SWEEP_FORMAT", "cell_name"]
+
+SWEEP_FORMAT = "cladec-sweep"
+DEFAULT_ALPHAS = (0.0, 0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0)
+#: Per-set metrics taken from each cell's evaluation summary.
+SUMMARY_METRICS = ("mse", "psnr", "ssim", "accuracy", "agreement", "eval_accuracy", "eval_accuracy_on_original")
+# configuration keys that identify a sweep (a sweep directory refuses another value for any of them)
+_IDENTITY = ("classifier", "classifier_sha256", "dataset", "size", "limit", "test_limit", "epochs", "batch_size",
+             "lr", "decoder_norm", "eval_classifier", "eval_epochs", "refae")
+
+
+def cell_name(layer: str, alpha: float, seed: int) -> str:
+    """The directory name of a sweep cell.
+
+    Args:
+        layer: Layer name.
+        alpha: α.
+        seed: Seed.
+
+    Returns:
+        ``"<layer>__a<alpha>__s<seed>"``, e.g. ``"conv2__a0.001__s0"``.
+
+    Example:
+        >>> cell_name("conv2", 0.001, 0)
+        'conv2__a0.001__s0'
+    """
+    return f"{layer.replace('/', '_')}__a{float(alpha):g}__s{int(seed)}"
+
+
+def _file_sha256(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_alpha(a: Any) -> float:
+    try:
+        v = float(a)
+    except (TypeError, ValueError):
+        raise ConfigError(f"α values must be numbers in [0, 1], got {a!r}") from None
+    if math.isnan(v) or not 0.0 <= v <= 1.0:
+        raise ConfigError(f"α values must lie in [0, 1], got {a!r}")
+    return v
+
+
+def _check_list(name: str, vals: Sequence[Any], conv) -> list:
+    if isinstance(vals, (str, bytes)) or not hasattr(vals, "__iter__"):
+        raise ConfigError(f"{name} must be a list, got {vals!r}")
+    out = []
+    for v in vals:
+        c = conv(v)
+        if c not in out:
+            out.append(c)
+    if not out:
+        raise ConfigError(f"{name} must not be empty")
+    return out
+
+
+def _seed(s: Any) -> int:
+    if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+        raise ConfigError(f"seeds must be non-negative integers, got {s!r}")
+    return int(s)
+
+
+def _layer(s: Any) -> str:
+    if not isinstance(s, str) or not s.strip():
+        raise ConfigError(f"layers must be non-empty layer names, got {s!r}")
+    return s.strip()
+
+
+def _log(verbose: bool, msg: str) -> None:
+    if verbose:
+        print(f"[cladec sweep] {msg}", flush=True)
+
+
+def _read_state(path: Path) -> dict | None:
+    from ._io import read_json
+
+    f = path / "sweep.json"
+    if not f.exists():
+        return None
+    state = read_json(f, "cladec sweep file")
+    if state.get("format") != SWEEP_FORMAT:
+        raise SaveFormatError(f"{f} is not a cladec sweep file (format {state.get('format')!r})")
+    return state
+
+
+def _diff_config(old: dict, new: dict) -> list[str]:
+    diffs = []
+    for k in _IDENTITY:
+        if old.get(k) != new.get(k):
+            diffs.append(f"{k}: {old.get(k)!r} in the directory vs {new.get(k)!r} now")
+    return diffs
+
+
+def run_sweep(
+    out: str | os.PathLike,
+    *,
+    classifier_dir: str | os.PathLike,
+    dataset: str,
+    layers: Sequence[str],
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    seeds: Sequence[int] = (0,),
+    epochs: int = 5,
+    limit: int | None = None,
+    test_limit: int | None = 2000,
+    data_root: str | None = None,
+    size: int | None = None,
+    eval_classifier: bool = True,
+    eval_epochs: int | None = None,
+    batch_size: int = 128,
+    lr: float = 3e-4,
+    decoder_norm: str | None = None,
+    device: str | None = None,
+    verbose: bool = True,
+) -> dict:
+    """Fit and evaluate ClaDec for every (layer, α, seed), one RefAE per (layer, seed); resumable.
+
+    Args:
+        out: Sweep directory (created; an existing one with the same configuration is resumed).
+        classifier_dir: Classifier checkpoint directory (``cladec train-classifier``).
+        dataset: Data set name for :func:`cladec.data.load_dataset`.
+        layers: Layer names (e.g. ``["conv4", "conv2"]``).
+        alphas: α values (default: 0, 0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 1).
+        seeds: Seeds; each gives an independent decoder (and RefAE) initialisation and data order.
+        epochs: Decoder (and RefAE) epochs per cell; also the evaluation classifiers' epochs unless
+            ``eval_epochs`` is given.
+        limit: Training images per cell (default: all).
+        test_limit: Test images for the evaluation (default 2000; ``None``: all).
+        data_root: Data root (not part of the sweep's identity: a resumed sweep may read the same data
+            from elsewhere).
+        size: Resize images (default: the classifier's data size).
+        eval_classifier: Train evaluation classifiers (see :func:`cladec.evaluation.evaluate_run`).
+        eval_epochs: Epochs of the evaluation classifiers.
+        batch_size, lr: Decoder training settings.
+        decoder_norm: ``None`` or ``"batch"``.
+        device: Device (default: CUDA if available, else CPU).
+        verbose: Print progress.
+
+    Returns:
+        The summary (the content of ``summary.json``): ``{"rows": [{"layer", "method", "alpha", "n_seeds",
+        "<metric>_mean", "<metric>_std", ...}], ...}``.
+
+    Raises:
+        ConfigError: Bad arguments, or ``out`` holds a sweep with another configuration.
+
+    Example:
+        >>> run_sweep("sweep", classifier_dir="clf", dataset="fashion-mnist", layers=["conv2"],
+        ...           alphas=[0, 0.001, 0.9], seeds=[0, 1], epochs=1, limit=5000)  # doctest: +SKIP
+    """
+    from ._io import write_json
+    from .evaluation import evaluate_run
+    from .persistence import load
+    from .runs import fit_run
+
+    out = Path(out)
+    layers_l = _check_list("layers", layers, _layer)
+    alphas_l = _check_list("alphas", alphas, _check_alpha)
+    seeds_l = _check_list("seeds", seeds, _seed)
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+    clf = Path(classifier_dir)
+    if not (clf / "classifier.json").is_file():
+        raise ConfigError(
+            f"{clf} is not a classifier checkpoint directory (no classifier.json); make one with "
+            "`cladec train-classifier`"
+        )
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} exists and is not a directory; give a directory for the sweep")
+    if size is None:
+        # the classifier's image size (height), read from its checkpoint: every cell then gets an explicit size
+        from ._io import read_json
+
+        shape = (read_json(clf / "classifier.json", "cladec classifier checkpoint").get("dataset") or {}).get(
+            "image_shape")
+        if isinstance(shape, list) and len(shape) == 3 and shape[1] == shape[2]:
+            size = int(shape[1])
+    config = {
+        "classifier": str(clf.resolve()),
+        "classifier_sha256": _file_sha256(clf / "model.safetensors"),
+        "dataset": dataset,
+        "size": size,
+        "limit": limit,
+        "test_limit": test_limit,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "decoder_norm": decoder_norm,
+        "eval_classifier": bool(eval_classifier),
+        "eval_epochs": eval_epochs,
+        "refae": "one per (layer, seed), fitted in the first cell computed",
+        "data_root": str(Path(data_root).resolve()) if data_root else None,
+    }
+    state = _read_state(out) if out.is_dir() else None
+    if state is not None:
+        diffs = _diff_config(state.get("config", {}), config)
+        if diffs:
+            raise ConfigError(
+                f"{out} holds a sweep made with another configuration ({'; '.join(diffs)}). Use a new output "
+                "directory, or repeat the same settings (only α values, seeds and layers may be added)"
+            )
+        state["config"]["data_root"] = config["data_root"]
+    else:
+        from ._version import __version__
+
+        state = {"format": SWEEP_FORMAT, "format_version": 1, "cladec_version": __version__, "config": config,
+                 "layers": [], "alphas": [], "seeds": [], "refae": {}, "cells": []}
+    for key, vals in (("layers", layers_l), ("alphas", alphas_l), ("seeds", seeds_l)):
+        for v in vals:
+            if v not in state[key]:
+                state[key].append(v)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "sweep.json", state)
+
+    def find(layer, alpha, seed):
+        for c in state["cells"]:
+            if c["layer"] == layer and float(c["alpha"]) == alpha and int(c["seed"]) == seed:
+                return c
+        return None
+
+    # seeds outermost: an interrupted sweep has every layer and α for the first seed(s)
+    todo = [(l, a, s) for s in seeds_l for l in layers_l for a in alphas_l]
+    n_done = 0
+    for i, (layer, alpha, seed) in enumerate(todo):
+        cell = find(layer, alpha, seed)
+        rel = f"cells/{cell_name(layer, alpha, seed)}"
+        if cell is not None and cell.get("status") == "done" and (out / rel / "run.json").is_file() \
+                and (out / rel / "eval" / "metrics.json").is_file():
+            n_done += 1
+            continue
+        if cell is None:
+            cell = {"layer": layer, "alpha": alpha, "seed": seed, "run": rel, "eval": f"{rel}/eval"}
+            state["cells"].append(cell)
+        ref_key = f"{layer}/s{seed}"
+        ref_rel = state["refae"].get(ref_key)
+        ref_ok = ref_rel is not None and (out / ref_rel / "refae" / "cladec.json").is_file()
+        is_ref = not ref_ok or ref_rel == rel
+        cell.update(status="running", refae=rel if is_ref else ref_rel, error=None)
+        write_json(out / "sweep.json", state)
+        _log(verbose, f"cell {i + 1}/{len(todo)}: layer {layer}, α = {alpha:g}, seed {seed}"
+                      + (" (with its RefAE)" if is_ref else f" (RefAE from {ref_rel})"))
+        t0 = time.perf_counter()
+        try:
+            run = fit_run(
+                out / rel, classifier_dir=clf, dataset=dataset, layer=layer, alpha=alpha, epochs=epochs,
+                refae=is_ref, batch_size=batch_size, lr=lr, seed=seed, size=size, limit=limit,
+                test_limit=test_limit, data_root=data_root, device=device, decoder_norm=decoder_norm,
+                verbose=False,
+            )
+            if is_ref:
+                res = evaluate_run(run, limit=test_limit, data_root=data_root, eval_classifier=eval_classifier,
+                                   eval_epochs=eval_epochs, seed=seed, out=out / rel / "eval", verbose=verbose)
+            else:
+                ref = load(out / ref_rel / "refae", run.classifier)
+                res = evaluate_run(run, limit=test_limit, data_root=data_root, eval_classifier=eval_classifier,
+                                   eval_epochs=eval_epochs, seed=seed, out=out / rel / "eval", verbose=verbose,
+                                   sets=("cladec",), refae=ref, refae_source=ref_rel)
+        except BaseException as e:
+            cell.update(status="failed", error=f"{type(e).__name__}: {e}")
+            write_json(out / "sweep.json", state)
+            raise
+        cell.update(status="done", seconds=round(time.perf_counter() - t0, 2), metrics=res["summary"],
+                    collapsed=res["collapsed"])
+        if is_ref:
+            state["refae"][ref_key] = rel
+        write_json(out / "sweep.json", state)
+        n_done += 1
+    _log(verbose, f"{n_done}/{len(todo)} cells done")
+    summary = summarize_sweep(out)
+    return summary
+
+
+def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
+    vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return None, None
+    m = statistics.fmean(vals)
+    s = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return m, s
+
+
+def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
+    """Summarise the finished cells of a sweep directory: mean ± std over seeds per (layer, α).
+
+    Rows: ``method="cladec"`` per (layer, α); ``method="refae"`` and ``method="original"`` per layer (from
+    the reference cells). Writes ``summary.json``, ``summary.csv`` and ``tradeoff.png`` (atomically).
+
+    Args:
+        path: The sweep directory.
+        write: Write the files (``False``: only return the summary).
+
+    Returns:
+        ``{"format": "cladec-sweep-summary", "config": {...}, "metrics": [...], "rows": [{"layer", "method",
+        "alpha", "n_seeds", "seeds", "<metric>_mean", "<metric>_std"}]}``.
+
+    Raises:
+        SaveFormatError: ``path`` is not a sweep directory.
+
+    Example:
+        >>> s = summarize_sweep("sweep")  # doctest: +SKIP
+        >>> [(r["method"], r["alpha"], r["mse_mean"]) for r in s["rows"]]  # doctest: +SKIP
+    """
+    path = Path(path)
+    state = _read_state(path) if path.is_dir() else None
+    if state is None:
+        raise SaveFormatError(f"{path} is not a cladec sweep directory (no sweep.json); make one with `cladec sweep`")
+    done = [c for c in state["cells"] if c.get("status") == "done" and c.get("metrics")]
+    rows: list[dict] = []
+    layer_order = [l for l in state.get("layers", [])] + sorted({c["layer"] for c in done} - set(state.get("layers", [])))
+    for layer in layer_order:
+        cells = [c for c in done if c["layer"] == layer]
+        if not cells:
+            continue
+        groups: list[tuple[str, float | None, list[dict]]] = []
+        ref_cells = [c for c in cells if c.get("refae") == c.get("run")]
+        groups.append(("original", None, ref_cells))
+        groups.append(("refae", None, ref_cells))
+        for a in sorted({float(c["alpha"]) for c in cells}):
+            groups.append(("cladec", a, [c for c in cells if float(c["alpha"]) == a]))
+        for method, alpha, cs in groups:
+            if not cs:
+                continue
+            row: dict[str, Any] = {"layer": layer, "method": method, "alpha": alpha, "n_seeds": len(cs),
+                                   "seeds": sorted(int(c["seed"]) for c in cs)}
+            for m in SUMMARY_METRICS:
+                vals = [c["metrics"].get(f"{m}_{method}") for c in cs]
+                row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(vals)
+            if method != "original":
+                row["collapsed"] = sum(bool((c.get("collapsed") or {}).get(method)) for c in cs)
+            rows.append(row)
+    summary = {"format": "cladec-sweep-summary", "format_version": 1, "config": state["config"],
+               "metrics": list(SUMMARY_METRICS), "rows": rows}
+    if write:
+        _write_summary(path, summary)
+    return summary
+
+
+def _write_summary(path: Path, summary: dict) -> None:
+    from ._io import atomic_path, write_json
+    from .evaluation import _csv_text
+
+    write_json(path / "summary.json", summary)
+    header = ["layer", "method", "alpha", "n_seeds"]
+    for m in SUMMARY_METRICS:
+        header += [f"{m}_mean", f"{m}_std"]
+    header.append("collapsed")
+    with atomic_path(path / "summary.csv") as tmp:
+        tmp.write_text(_csv_text(header, summary["rows"]))
+    _tradeoff_plot(path / "tradeoff.png", summary)
+
+
+def _tradeoff_plot(file: Path, summary: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from ._io import atomic_path
+
+    rows = summary["rows"]
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    cmap = plt.get_cmap("tab10")
+    for k, layer in enumerate(layers):
+        col = cmap(k % 10)
+        cl = [r for r in rows if r["layer"] == layer and r["method"] == "cladec" and r["mse_mean"] is not None]
+        if cl:
+            ax.errorbar([r["mse_mean"] for r in cl], [r["accuracy_mean"] for r in cl],
+                        xerr=[r["mse_std"] or 0 for r in cl], yerr=[r["accuracy_std"] or 0 for r in cl],
+                        marker="o", ms=4, color=col, capsize=2, label=f"{layer}: ClaDec (α)")
+            for r in cl:
+                ax.annotate(f"{r['alpha']:g}", (r["mse_mean"], r["accuracy_mean"]), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points", color=col)
+        ref = [r for r in rows if r["layer"] == layer and r["method"] == "refae" and r["mse_mean"] is not None]
+        for r in ref:
+            ax.errorbar([r["mse_mean"]], [r["accuracy_mean"]], xerr=[r["mse_std"] or 0], yerr=[r["accuracy_std"] or 0],
+                        marker="*", ms=11, color=col, capsize=2, linestyle="none", label=f"{layer}: RefAE")
+        orig = [r for r in rows if r["layer"] == layer and r["method"] == "original"]
+        if orig and orig[0]["accuracy_mean"] is not None and k == 0:
+            ax.axhline(orig[0]["accuracy_mean"], color="grey", linestyle="--", linewidth=1,
+                       label="classifier on originals")
+    ax.set_xlabel("reconstruction error (test MSE)")
+    ax.set_ylabel("classifier accuracy on reconstructions")
+    ax.set_title("ClaDec trade-off: α from reconstruction (0) to classification (1)", fontsize=9)
+    ax.grid(alpha=0.3)
+    if layers:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(file) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

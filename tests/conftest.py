@@ -1,0 +1,108 @@
+"""Shared pytest fixtures. Real data sets live in ../shared/data relative to the repository root."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The folder with the real data sets (MNIST/raw, FashionMNIST/raw, cifar10-jpeg.zip)."""
+    root = Path(__file__).resolve().parents[2] / "shared" / "data"
+    if not (root / "FashionMNIST" / "raw").is_dir():
+        pytest.fail(f"real data sets not found at {root}: the tests need ../shared/data beside the repository")
+    return root
+
+
+@pytest.fixture(scope="session")
+def fmnist_small(data_root):
+    """Fashion-MNIST as ImageDatasets: the first 3,000 training and the first 1,000 test images (28×28)."""
+    from cladec.data import load_dataset
+
+    train = load_dataset("fashion-mnist", root=data_root, split="train", limit=3000)
+    test = load_dataset("fashion-mnist", root=data_root, split="test", limit=1000)
+    return train, test
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a test module with one intra-op thread, restoring the setting afterwards.
+
+    On this 2-core machine, with other processes busy, two OpenMP threads can make small convolutions
+    ~100x slower (threads wait for each other); one thread is as fast for the tiny models in the tests.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def saliency_run(data_root, fmnist_small, tmp_path_factory):
+    """For the saliency tests: a tiny classifier and a ClaDec/RefAE run on its ``conv2``, made once per session.
+
+    vgg-paper at width 0.25 trained 2 epochs on the 3,000 ``fmnist_small`` training images, saved as a
+    checkpoint; ClaDec (α = 0.001) and RefAE fitted 1 epoch on the same images. Returns the loaded
+    :class:`cladec.runs.Run` (its directory is ``run.path``).
+    """
+    import torch
+
+    from cladec.classifier import save_classifier, train_classifier
+    from cladec.models import create_model
+    from cladec.runs import fit_run, load_run
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train, _ = fmnist_small
+        base = tmp_path_factory.mktemp("saliency")
+        torch.manual_seed(0)
+        net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
+        hist = train_classifier(net, train, 2, seed=0, device="cpu", verbose=False)
+        meta = {"name": "fashion-mnist", "image_shape": list(train.image_shape), "classes": list(train.classes)}
+        save_classifier(base / "clf", net, dataset=meta, history=hist)
+        fit_run(base / "run", classifier_dir=base / "clf", dataset="fashion-mnist", layer="conv2", epochs=1,
+                limit=3000, test_limit=200, data_root=str(data_root), device="cpu", seed=0, verbose=False)
+        return load_run(base / "run", device="cpu")
+    finally:
+        torch.set_num_threads(before)
+
+
+# --- evaluation (issue 4): a classifier, a run and a high-α ClaDec shared by test_evaluation/test_sweep ---
+
+
+@pytest.fixture(scope="session")
+def eval_setup(data_root, tmp_path_factory):
+    """vgg-paper trained on 5,000 Fashion-MNIST images (2 epochs), saved as a checkpoint; a run directory
+    for its middle layer ``conv2`` (128×7×7: ClaDec α = 0.001 and the RefAE, 2 epochs each on the same
+    5,000 images); and a ClaDec with α = 0.9 on the same layer. Test images: the first 1,000.
+
+    This is the small configuration in which the paper's claims were measured to hold with a wide margin
+    over several seeds (benchmarks/RESULTS.md, "Reproduction of the paper's claims").
+    """
+    from types import SimpleNamespace
+
+    import torch
+
+    from cladec import ClaDec
+    from cladec.classifier import accuracy, save_classifier, train_classifier
+    from cladec.data import load_dataset
+    from cladec.models import create_model
+    from cladec.runs import fit_run
+
+    base = tmp_path_factory.mktemp("eval_setup")
+    train = load_dataset("fashion-mnist", root=data_root, split="train", limit=5000)
+    test = load_dataset("fashion-mnist", root=data_root, split="test", limit=1000)
+    torch.manual_seed(0)
+    net = create_model("vgg-paper", in_channels=1, num_classes=10)
+    train_classifier(net, train, 2, seed=0, verbose=False)
+    clf_dir = save_classifier(base / "clf", net, dataset=train, metrics={"test_acc": accuracy(net, test)})
+    run = fit_run(base / "run", classifier_dir=clf_dir, dataset="fashion-mnist", layer="conv2", alpha=0.001,
+                  epochs=2, seed=0, size=28, limit=5000, test_limit=1000, data_root=str(data_root), verbose=False)
+    high = ClaDec(run.classifier, "conv2", alpha=0.9).fit(train, epochs=2, seed=0, verbose=False)
+    return SimpleNamespace(clf_dir=clf_dir, run_dir=base / "run", run=run, cladec_high=high, train=train,
+                           test=test, data_root=data_root)

@@ -1,0 +1,88 @@
+"""Shared, cached real-data fixtures for the core tests (trained once per test session)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@functools.lru_cache(maxsize=None)
+def fmnist(split: str = "train", limit: int = 3000, size: int | None = None):
+    """Real Fashion-MNIST images (N, 1, H, W) in [0, 1] and labels, through cladec's loader."""
+    from cladec.data import load_dataset
+
+    ds = load_dataset("fashion-mnist", root=DATA_ROOT, split=split, limit=limit, size=size)
+    return ds.tensors()
+
+
+def _train(model: nn.Module, x, y, epochs: int = 1, lr: float = 0.05, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 128):
+            b = perm[i : i + 128]
+            loss = nn.functional.cross_entropy(model(x[b]), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_vgg() -> nn.Module:
+    """The paper's VGG-style classifier at quarter width, trained 2 epochs on 3,000 Fashion-MNIST images."""
+    from cladec.models import create_model
+
+    torch.manual_seed(0)
+    x, y = fmnist("train", 3000)
+    return _train(create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25), x, y, epochs=2)
+
+
+class Block(nn.Module):
+    """A residual block: the layer of interest (``conv2``) sits inside it."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(x + self.bn2(self.conv2(h)))
+
+
+class ResidualNet(nn.Module):
+    """Not an nn.Sequential: a stem, a residual block, a side branch merged in forward, a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.block = Block(16)
+        self.branch = nn.Conv2d(16, 16, 1)
+        self.down = nn.Conv2d(16, 32, 3, stride=2, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(32, 10)
+        self.after_calls = 0
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = self.block(h) + self.branch(h)
+        h = torch.relu(self.down(h))
+        self.after_calls += 1  # counts forward passes that got past the block
+        return self.fc(self.pool(h).flatten(1))
+
+
+@functools.lru_cache(maxsize=None)
+def residual_net() -> ResidualNet:
+    torch.manual_seed(0)
+    x, y = fmnist("train", 3000)
+    return _train(ResidualNet(), x, y, epochs=1)

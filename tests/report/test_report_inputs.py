@@ -1,0 +1,290 @@
+"""Bad input to the report, the study and study-summary: clear CladecErrors (no browser needed)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cladec import CladecError, ConfigError, DataError, SaveFormatError
+from cladec.cli import main
+from cladec.report import build_report
+from cladec.report._sources import detect_source
+from cladec.study import ANSWER_COLUMNS, build_study, format_summary, read_answers, summarize_answers
+
+
+# -- sources -------------------------------------------------------------------------------------------
+
+
+def test_source_that_is_nothing_known(tmp_path):
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(SaveFormatError) as e:
+        build_report(tmp_path, tmp_path.parent / "site-x")
+    msg = str(e.value)
+    assert "not a cladec run, evaluation, sweep or demo directory" in msg
+    assert "run.json" in msg and "metrics.json" in msg and "sweep.json" in msg and "runs/<layer>" in msg
+    assert "notes.txt" in msg
+    assert not (tmp_path.parent / "site-x").exists()
+
+
+@pytest.mark.parametrize("what", ["missing", "file"])
+def test_source_missing_or_a_file(tmp_path, what):
+    p = tmp_path / "src"
+    if what == "file":
+        p.write_text("x")
+    with pytest.raises(SaveFormatError, match="does not exist|is a file"):
+        build_report(p, tmp_path / "site")
+
+
+@pytest.mark.parametrize("name, content, match", [
+    ("run.json", "{not json", "not a valid JSON"),
+    ("run.json", json.dumps([1, 2]), "not a valid JSON object"),
+    ("run.json", json.dumps({"format": "cladec-explainer"}), "format 'cladec-explainer', expected 'cladec-run'"),
+    ("run.json", json.dumps({"format": "cladec-run", "layer": "conv2"}), "incomplete: it lacks alpha, dataset, classifier"),
+    ("metrics.json", json.dumps({"format": "something-else"}), "expected 'cladec-eval'"),
+    ("sweep.json", json.dumps({"format": "cladec-run"}), "expected 'cladec-sweep'"),
+])
+def test_malformed_marker_files(tmp_path, name, content, match):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / name).write_text(content)
+    with pytest.raises(SaveFormatError, match=match):
+        detect_source(src)
+
+
+def test_run_without_its_cladec_folder(tmp_path):
+    src = tmp_path / "run"
+    src.mkdir()
+    (src / "run.json").write_text(json.dumps({"format": "cladec-run", "layer": "conv2", "alpha": 0.001,
+                                               "dataset": {"name": "fashion-mnist"}, "classifier": {}}))
+    with pytest.raises(SaveFormatError, match="cladec/ folder is missing"):
+        build_report(src, tmp_path / "site")
+
+
+def test_eval_dir_without_a_run_still_reports_its_metrics(tmp_path):
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps({"format": "cladec-eval", "run": str(tmp_path / "gone"),
+                                                  "summary": {"mse_cladec": 0.0123, "accuracy_cladec": 0.8}}))
+    (ev / "metrics.csv").write_text("image_set,n,mse,accuracy\noriginal,10,0,0.9\ncladec,10,0.0123,0.8\n")
+    index = build_report(ev, tmp_path / "site")
+    html = index.read_text()
+    assert "the gallery is left out" in html and 'id="gallery"' not in html
+    assert "0.0123" in html and "cladec" in html
+
+
+def test_sweep_without_finished_cells(tmp_path):
+    sw = tmp_path / "sweep"
+    sw.mkdir()
+    (sw / "sweep.json").write_text(json.dumps({"format": "cladec-sweep", "config": {"epochs": 1},
+                                               "cells": [{"layer": "conv2", "alpha": 0.1, "seed": 0,
+                                                          "run": "cells/x", "status": "failed"}]}))
+    html = build_report(sw, tmp_path / "site").read_text()
+    assert "1 of 1 sweep cells are not finished" in html and "1 failed" in html
+
+
+def test_demo_dir_whose_runs_are_broken(tmp_path):
+    demo = tmp_path / "demo"
+    (demo / "runs" / "conv2").mkdir(parents=True)
+    (demo / "runs" / "conv2" / "run.json").write_text("{}")
+    html = build_report(demo, tmp_path / "site").read_text()
+    assert "runs/conv2 is left out" in html and "No run in runs/ could be read" in html
+
+
+# -- output folder -------------------------------------------------------------------------------------
+
+
+def _eval_only(tmp_path: Path) -> Path:
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps({"format": "cladec-eval", "summary": {"mse_cladec": 0.01}}))
+    return ev
+
+
+def test_out_refuses_foreign_folders_and_replaces_its_own(tmp_path):
+    ev = _eval_only(tmp_path)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(ConfigError, match="non-empty folder that cladec did not make"):
+        build_report(ev, foreign)
+    assert (foreign / "thesis.tex").read_text() == "precious"
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        build_report(ev, tmp_path / "afile")
+    with pytest.raises(ConfigError, match="non-empty folder that cladec did not make"):
+        build_report(ev, ev)
+    site0 = build_report(ev, tmp_path / "site0").parent
+    shutil.copytree(ev, site0 / "inner")
+    with pytest.raises(ConfigError, match="contains the input"):
+        build_report(site0 / "inner", site0)
+    site = tmp_path / "site"
+    build_report(ev, site)
+    (site / "stale.txt").write_text("old")
+    build_report(ev, site)  # an earlier report is replaced as a whole
+    assert (site / "index.html").is_file() and not (site / "stale.txt").exists()
+    (tmp_path / "empty").mkdir()
+    assert build_report(ev, tmp_path / "empty").is_file()
+
+
+@pytest.mark.parametrize("n", [0, -3, 1001, 2.5, True])
+def test_bad_n_images(tmp_path, n):
+    with pytest.raises(ConfigError, match="n_images"):
+        build_report(_eval_only(tmp_path), tmp_path / "site", n_images=n)
+
+
+# -- study -------------------------------------------------------------------------------------------
+
+
+def test_study_needs_a_run_directory(tmp_path):
+    with pytest.raises(SaveFormatError, match="not a directory"):
+        build_study(tmp_path / "nope", tmp_path / "s")
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps({"format": "cladec-sweep"}))
+    with pytest.raises(SaveFormatError, match="no run.json"):
+        build_study(tmp_path / "sweep", tmp_path / "s")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "run.json").write_text(json.dumps({"format": "cladec-eval"}))
+    with pytest.raises(SaveFormatError, match="expected 'cladec-run'"):
+        build_study(bad, tmp_path / "s")
+
+
+@pytest.mark.parametrize("kw, match", [({"items": 0}, "items"), ({"items": 500}, "items"), ({"seed": "x"}, "seed")])
+def test_study_bad_arguments(tmp_path, kw, match):
+    with pytest.raises(ConfigError, match=match):
+        build_study(tmp_path, tmp_path / "s", **kw)
+
+
+# -- answers and study-summary ---------------------------------------------------------------------
+
+
+def _row(pid="P1", item="item-01", **kw):
+    r = {"participant_id": pid, "item_id": item, "image_id": "fashion-mnist:test:7", "true_label": "Coat",
+         "uses": "shape;details", "ignores": "texture", "free_text": "", "confidence": "4",
+         "seconds_on_item": "12.5", "started_at": "2024-01-01T10:00:00.000Z", "answered_at": "2024-01-01T10:00:12.500Z"}
+    r.update(kw)
+    return r
+
+
+def _write_csv(path: Path, rows, columns=ANSWER_COLUMNS):
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def test_summary_counts_concepts_items_and_confidence(tmp_path):
+    d = tmp_path / "answers"
+    d.mkdir()
+    _write_csv(d / "p1.csv", [_row(), _row(item="item-02", uses="colour", ignores="", confidence="2",
+                                             true_label="Bag", free_text="likes handles")])
+    (d / "p2.json").write_text(json.dumps({"format": "cladec-study-answers", "answers": [
+        dict(_row(pid="P2"), uses=["shape"], ignores=["background", "texture"], confidence=5)]}))
+    out = tmp_path / "summary.json"
+    s = summarize_answers([d], out=out)
+    assert json.loads(out.read_text()) == s
+    assert s["participants"] == 2 and s["answers"] == 3 and s["items"] == 2
+    assert s["concepts"]["shape"] == {"uses": 2, "ignores": 0, "uses_share": round(2 / 3, 4), "ignores_share": 0.0}
+    assert s["concepts"]["texture"]["ignores"] == 2 and s["concepts"]["colour"]["uses"] == 1
+    assert s["mean_confidence"] == pytest.approx((4 + 2 + 5) / 3, abs=1e-4)
+    item1 = next(i for i in s["per_item"] if i["item_id"] == "item-01")
+    assert item1["answers"] == 2 and item1["mean_confidence"] == 4.5 and item1["ignores"]["background"] == 1
+    item2 = next(i for i in s["per_item"] if i["item_id"] == "item-02")
+    assert item2["free_text"] == ["likes handles"] and item2["true_label"] == "Bag"
+    text = format_summary(s)
+    assert "3 answers from 2 participant(s)" in text and "shape" in text
+
+
+def test_repeated_answer_keeps_the_latest(tmp_path):
+    a = _write_csv(tmp_path / "a.csv", [_row(confidence="1", answered_at="2024-01-01T10:00:00Z")])
+    b = _write_csv(tmp_path / "b.csv", [_row(confidence="5", answered_at="2024-01-01T11:00:00Z")])
+    rows = read_answers([a, b])
+    assert len(rows) == 1 and rows[0]["confidence"] == 5 and rows[0]["uses"] == ["shape", "details"]
+
+
+@pytest.mark.parametrize("content, match", [
+    ("", "is empty"),
+    ("participant_id,item_id\nP1,item-01\n", "header lacks image_id, true_label, uses"),
+    (None, "confidence 7 is outside 1..5"),
+    (None, "confidence 'high' is not a number"),
+    (None, "empty participant_id"),
+    (None, "more fields than the header"),
+    (None, "seconds_on_item 'long' is not a number"),
+])
+def test_malformed_answer_csv(tmp_path, content, match):
+    p = tmp_path / "bad.csv"
+    if content is not None:
+        p.write_text(content)
+    elif "outside" in match:
+        _write_csv(p, [_row(confidence="7")])
+    elif "'high'" in match:
+        _write_csv(p, [_row(confidence="high")])
+    elif "participant_id" in match:
+        _write_csv(p, [_row(pid="")])
+    elif "seconds" in match:
+        _write_csv(p, [_row(seconds_on_item="long")])
+    else:
+        _write_csv(p, [_row()])
+        p.write_text(p.read_text() + "P1,item-02,x,y,,,,3,1,a,b,EXTRA\n")
+    with pytest.raises(SaveFormatError, match=match) as e:
+        summarize_answers([p])
+    assert "bad.csv" in str(e.value)
+
+
+@pytest.mark.parametrize("content, match", [
+    ('{"format": "cladec-run"}', "expected 'cladec-study-answers'"),
+    ('{"answers": 3}', "expected an object with an 'answers' list"),
+    ("{broken", "not valid JSON"),
+    ('{"answers": [{"participant_id": "P", "item_id": "i"}]}', "empty confidence"),
+])
+def test_malformed_answer_json(tmp_path, content, match):
+    p = tmp_path / "bad.json"
+    p.write_text(content)
+    with pytest.raises(SaveFormatError, match=match):
+        read_answers([p])
+
+
+def test_answer_files_not_found_or_not_text(tmp_path):
+    with pytest.raises(DataError, match="answer file not found"):
+        read_answers([tmp_path / "none.csv"])
+    with pytest.raises(DataError, match="no answer files match"):
+        read_answers([str(tmp_path / "*.csv")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no .csv or .json"):
+        read_answers([tmp_path / "empty"])
+    (tmp_path / "bin.csv").write_bytes(b"\xff\xfe\x00\x81garbage")
+    with pytest.raises(SaveFormatError, match="not a UTF-8 text file"):
+        read_answers([tmp_path / "bin.csv"])
+
+
+# -- command line ----------------------------------------------------------------------------------------
+
+
+def test_cli_errors_are_one_line_exit_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "site")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cladec: error:") and "expected one of" in err and "Traceback" not in err
+    assert main(["study", str(tmp_path), "--out", str(tmp_path / "s")]) == 2
+    assert "no run.json" in capsys.readouterr().err
+    bad = _write_csv(tmp_path / "bad.csv", [_row(confidence="9")])
+    assert main(["study-summary", str(bad)]) == 2
+    assert "outside 1..5" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "--out", "x", "--n-images", "0"]) == 2  # argparse refuses
+
+
+def test_cli_study_summary_and_report(tmp_path, capsys):
+    a = _write_csv(tmp_path / "a.csv", [_row(), _row(pid="P2", uses="colour")])
+    out = tmp_path / "sum.json"
+    assert main(["study-summary", str(a), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 answers from 2 participant(s)" in printed and f"wrote {out}" in printed
+    assert json.loads(out.read_text())["concepts"]["colour"]["uses"] == 1
+    ev = _eval_only(tmp_path)
+    assert main(["report", str(ev), "--out", str(tmp_path / "site")]) == 0
+    assert "index.html" in capsys.readouterr().out
+    assert issubclass(SaveFormatError, CladecError)

@@ -1,0 +1,306 @@
+"""End-to-end tests of the ``cladec`` command line on small real data subsets.
+
+A quarter-width VGG classifier is trained once per session (``cladec train-classifier``) and shared.
+Everything runs with one torch thread: on the 2-core test machine that is as fast for these tiny
+models and does not fight other processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cladec.cli import build_parser, main, parse_image_shape, parse_input_norm, parse_neurons
+from cladec import ConfigError
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TESTS = Path(__file__).resolve().parent
+
+pytestmark = pytest.mark.skipif(not (DATA / "FashionMNIST" / "raw").is_dir(),
+                                reason=f"real data sets not found at {DATA}")
+
+
+@pytest.fixture(scope="session")
+def cli_threads():
+    """One torch thread for the whole CLI test session (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def clf_dir(tmp_path_factory, cli_threads) -> Path:
+    """A vgg-paper (width 0.25) checkpoint trained by the CLI on 2,000 Fashion-MNIST images (28×28)."""
+    out = tmp_path_factory.mktemp("cli") / "clf"
+    rc = main(["train-classifier", "--dataset", "fashion-mnist", "--data-root", str(DATA), "--arch", "vgg-paper",
+               "--width", "0.25", "--epochs", "2", "--limit", "2000", "--test-limit", "500", "--out", str(out),
+               "-q"])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def run_dir(clf_dir, tmp_path_factory) -> Path:
+    """A run (ClaDec + RefAE) of the shared classifier's middle layer on a subset of its units."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    rc = main(["fit", "--model", str(clf_dir), "--dataset", "fashion-mnist", "--data-root", str(DATA),
+               "--layer", "conv2", "--neurons", "0,1,5-9", "--alpha", "0.001", "--epochs", "1",
+               "--limit", "1000", "--test-limit", "200", "--out", str(out), "-q"])
+    assert rc == 0
+    return out
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def _error_of(capsys, argv) -> str:
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "Traceback" not in err
+    assert err.startswith("cladec: error: ") or "error:" in err
+    return err
+
+
+# -- parsing helpers ----------------------------------------------------------------------------
+
+
+def test_parse_helpers():
+    assert parse_neurons("0,1,5-9") == [0, 1, 5, 6, 7, 8, 9]
+    assert parse_neurons(" 3 ") == [3]
+    for bad in ("", "a", "5-2", "1,1", "-1"):
+        with pytest.raises(ConfigError):
+            parse_neurons(bad)
+    assert parse_input_norm("0.5,0.5") == ([0.5], [0.5])
+    assert parse_input_norm("1,2,3,4,5,6") == ([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert parse_input_norm("1,2;3,4") == ([1.0, 2.0], [3.0, 4.0])
+    assert parse_input_norm(None) is None
+    for bad in ("0.5", "a,b", "0.5,0", "1,2;3"):
+        with pytest.raises(ConfigError):
+            parse_input_norm(bad)
+    assert parse_image_shape("3,32,32") == (3, 32, 32)
+    with pytest.raises(ConfigError):
+        parse_image_shape("32,32")
+
+
+def test_help_on_every_command(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("demo", "train-classifier", "layers", "fit", "explain"):
+        assert cmd in out
+    sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    for cmd in sub.choices:
+        assert main([cmd, "--help"]) == 0, cmd
+        assert "usage: cladec " + cmd in capsys.readouterr().out
+    assert main([]) == 2  # no command: usage on stderr
+    assert main(["fit"]) == 2  # argparse usage error (missing required options)
+    assert main(["--version"]) == 0
+
+
+# -- train-classifier / layers ------------------------------------------------------------------
+
+
+def test_train_classifier_records_dataset_and_accuracy(clf_dir):
+    info = json.loads((clf_dir / "classifier.json").read_text())
+    assert info["format"] == "cladec-classifier"
+    assert info["arch"] == "vgg-paper" and info["arch_kwargs"]["width"] == 0.25
+    ds = info["dataset"]
+    assert ds["name"] == "fashion-mnist" and ds["size"] is None and ds["image_shape"] == [1, 28, 28]
+    assert ds["classes"][0] == "T-shirt/top" and len(ds["classes"]) == 10
+    assert ds["n_train"] == 2000
+    acc = info["metrics"]["test_acc"]
+    assert 0.2 < acc <= 1.0  # clearly above chance (0.1) after 2 epochs
+    assert (clf_dir / "model.safetensors").is_file()
+
+
+def test_layers_table_marks_default_layers(clf_dir, capsys):
+    assert main(["layers", "--model", str(clf_dir)]) == 0
+    out = capsys.readouterr().out
+    lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.strip() and not ln.startswith(("-", "layer"))}
+    assert "128×1×1" in lines["conv4"] and "last" in lines["conv4"]
+    assert "32×4×4" in lines["conv2"] and "middle" in lines["conv2"]
+    assert "Linear" in lines["fc"]
+    assert main(["layers", "--model", str(clf_dir), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by = {r["name"]: r for r in rows}
+    assert by["conv4"]["shape"] == [128, 1, 1] and by["conv4"]["default"] == ["last"]
+    assert by["conv0.conv"]["type"] == "Conv2d"
+
+
+# -- fit / explain ------------------------------------------------------------------------------
+
+
+def test_fit_neuron_subset_and_explain(run_dir, tmp_path, capsys):
+    cfg = json.loads((run_dir / "run.json").read_text())
+    assert cfg["format"] == "cladec-run" and cfg["layer"] == "conv2"
+    assert cfg["neurons"] == [0, 1, 5, 6, 7, 8, 9] and cfg["alpha"] == 0.001
+    assert cfg["dataset"]["name"] == "fashion-mnist" and cfg["dataset"]["limit"] == 1000
+    for key in ("mse_cladec", "mse_refae", "accuracy_original", "accuracy_cladec", "accuracy_refae"):
+        assert 0.0 <= cfg["metrics"][key] <= 1.0
+    assert (run_dir / "cladec" / "cladec.json").is_file() and (run_dir / "refae" / "weights.safetensors").is_file()
+
+    png = tmp_path / "triplets.png"
+    rc = main(["explain", "--run", str(run_dir), "--n", "12", "--columns", "4", "--out", str(png), "--seed", "1"])
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "12 fashion-mnist test images" in out and str(png) in out
+    w, h = _png_size(png)
+    assert w >= 600 and 200 <= h <= w  # 4 triplets (12 panels) across, 3 rows
+
+
+def test_fit_default_layer_alias_without_refae(clf_dir, tmp_path, capsys):
+    out = tmp_path / "run-last"
+    rc = main(["fit", "--model", str(clf_dir), "--layer", "last", "--no-refae", "--epochs", "1", "--limit", "500",
+               "--test-limit", "100", "--data-root", str(DATA), "--out", str(out), "-q"])  # data set from checkpoint
+    assert rc == 0, capsys.readouterr().err
+    cfg = json.loads((out / "run.json").read_text())
+    assert cfg["layer"] == "conv4" and cfg["neurons"] is None and cfg["dataset"]["name"] == "fashion-mnist"
+    assert not (out / "refae").exists() and "mse_refae" not in cfg["metrics"]
+    png = tmp_path / "two.png"
+    assert main(["explain", "--run", str(out), "--n", "4", "--out", str(png), "--data-root", str(DATA)]) == 0
+    w, h = _png_size(png)  # original | ClaDec only
+    assert w > h > 50
+
+
+def test_mnist_resized_to_32(tmp_path, cli_threads, capsys):
+    clf = tmp_path / "clf32"
+    assert main(["train-classifier", "--dataset", "mnist", "--data-root", str(DATA), "--size", "32", "--width",
+                 "0.125", "--epochs", "1", "--limit", "500", "--test-limit", "100", "--out", str(clf), "-q"]) == 0
+    info = json.loads((clf / "classifier.json").read_text())
+    assert info["dataset"]["size"] == 32 and info["dataset"]["image_shape"] == [1, 32, 32]
+    capsys.readouterr()
+    assert main(["layers", "--model", str(clf)]) == 0
+    assert "input 1×32×32" in capsys.readouterr().out
+    run = tmp_path / "run32"
+    assert main(["fit", "--model", str(clf), "--dataset", "mnist", "--data-root", str(DATA), "--layer", "middle",
+                 "--epochs", "1", "--refae-epochs", "1", "--limit", "300", "--test-limit", "50", "--out", str(run),
+                 "-q"]) == 0
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["dataset"]["size"] == 32 and cfg["image_shape"] == [1, 32, 32] and cfg["layer"] == "conv2"
+
+
+def test_resnet10_on_cifar10_colour(tmp_path, cli_threads, capsys):
+    clf = tmp_path / "resnet"
+    assert main(["train-classifier", "--dataset", "cifar10", "--data-root", str(DATA), "--arch", "resnet10",
+                 "--width", "0.125", "--epochs", "1", "--limit", "400", "--test-limit", "100", "--out", str(clf),
+                 "-q"]) == 0
+    info = json.loads((clf / "classifier.json").read_text())
+    assert info["arch"] == "resnet10" and info["dataset"]["image_shape"] == [3, 32, 32]
+    assert info["dataset"]["classes"][0] == "airplane"
+    run = tmp_path / "run"
+    assert main(["fit", "--model", str(clf), "--dataset", "cifar10", "--data-root", str(DATA), "--layer", "layer2",
+                 "--neurons", "0-3", "--epochs", "1", "--limit", "300", "--test-limit", "50", "--out", str(run),
+                 "-q"]) == 0
+    png = tmp_path / "cifar.png"
+    assert main(["explain", "--run", str(run), "--n", "6", "--out", str(png), "--data-root", str(DATA)]) == 0
+    w, h = _png_size(png)
+    assert w > h > 50
+    from PIL import Image
+
+    with Image.open(png) as im:
+        assert im.mode in ("RGB", "RGBA")
+
+
+def test_user_model_from_factory(tmp_path, cli_threads, capsys):
+    from safetensors.torch import save_file
+
+    from cladec.classifier import load_user_model, train_classifier
+    from cladec.data import load_dataset
+
+    factory = "helpers.user_model:make_net"
+    net = load_user_model(factory)
+    train = load_dataset("mnist", root=DATA, split="train", limit=500)
+    train_classifier(net, train, 1, input_norm=((0.5,), (0.5,)), seed=0, verbose=False)
+    weights = tmp_path / "net.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+
+    assert main(["layers", "--factory", factory, "--weights", str(weights), "--image-shape", "1,28,28"]) == 0
+    out = capsys.readouterr().out
+    assert "input 1×28×28" in out and "BatchNorm2d" in out and "8×28×28" in out
+
+    run = tmp_path / "run"
+    rc = main(["fit", "--factory", factory, "--weights", str(weights), "--input-norm", "0.5,0.5",
+               "--dataset", "mnist", "--data-root", str(DATA), "--layer", "bn", "--neurons", "0-3",
+               "--epochs", "1", "--limit", "300", "--test-limit", "50", "--out", str(run), "-q"])
+    assert rc == 0, capsys.readouterr().err
+    cfg = json.loads((run / "run.json").read_text())
+    assert cfg["classifier"]["type"] == "factory" and cfg["classifier"]["factory"] == factory
+    assert cfg["input_norm"] == [[0.5], [0.5]] and cfg["neurons"] == [0, 1, 2, 3]
+    png = tmp_path / "user.png"
+    assert main(["explain", "--run", str(run), "--n", "4", "--out", str(png)]) == 0
+    _png_size(png)
+
+    # a factory needs the input shape; a factory without weights is fine for `layers`
+    err = _error_of(capsys, ["layers", "--factory", factory])
+    assert "--image-shape" in err
+    err = _error_of(capsys, ["layers", "--factory", "helpers.user_model:nope", "--image-shape", "1,28,28"])
+    assert "has no attribute 'nope'" in err
+    err = _error_of(capsys, ["layers", "--model", "x", "--factory", factory])
+    assert "not both" in err
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+def test_errors_are_one_message_and_exit_2(clf_dir, run_dir, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # unknown data set
+    err = _error_of(capsys, ["train-classifier", "--dataset", "nope", "--out", str(tmp_path / "c")])
+    assert "unknown data set 'nope'" in err and "fashion-mnist" in err
+    # missing data: the paths tried and how to get it
+    err = _error_of(capsys, ["train-classifier", "--dataset", "mnist", "--data-root", str(empty),
+                             "--out", str(tmp_path / "c")])
+    assert str(empty) in err and "download" in err
+    # a bad layer lists valid names
+    err = _error_of(capsys, ["fit", "--model", str(clf_dir), "--layer", "conv9", "--out", str(tmp_path / "r")])
+    assert "unknown layer 'conv9'" in err and "conv4" in err
+    # neurons: malformed, out of range
+    err = _error_of(capsys, ["fit", "--model", str(clf_dir), "--layer", "conv4", "--neurons", "0,x",
+                             "--out", str(tmp_path / "r")])
+    assert "--neurons" in err
+    # a model dir that is not a checkpoint
+    err = _error_of(capsys, ["layers", "--model", str(empty)])
+    assert "not a cladec classifier checkpoint" in err
+    err = _error_of(capsys, ["fit", "--model", str(tmp_path / "missing"), "--layer", "conv4", "--out", str(empty)])
+    assert "does not exist" in err
+    # not a run directory
+    err = _error_of(capsys, ["explain", "--run", str(empty), "--out", str(tmp_path / "t.png")])
+    assert "not a cladec run directory" in err
+    err = _error_of(capsys, ["explain", "--run", str(run_dir), "--out", str(tmp_path / "t.jpg")])
+    assert ".png" in err
+    # a run explained on a data set of another shape
+    err = _error_of(capsys, ["explain", "--run", str(run_dir), "--dataset", "cifar10", "--data-root", str(DATA),
+                             "--n", "2", "--out", str(tmp_path / "t.png")])
+    assert "shape" in err
+    # bad option values are usage errors (exit 2)
+    assert main(["fit", "--model", str(clf_dir), "--layer", "conv4", "--alpha", "2", "--out", "r"]) == 2
+    assert main(["train-classifier", "--dataset", "mnist", "--epochs", "0", "--out", "c"]) == 2
+    capsys.readouterr()
+
+
+def test_python_dash_m_subprocess(clf_dir, tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ok = subprocess.run([sys.executable, "-m", "cladec", "layers", "--model", str(clf_dir)],
+                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "conv4" in ok.stdout and "last" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "cladec", "fit", "--model", str(clf_dir), "--layer", "conv9",
+                          "--out", str(tmp_path / "r")], capture_output=True, text=True, env=env, cwd=tmp_path,
+                         timeout=300)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("cladec: error: unknown layer 'conv9'") and "Traceback" not in bad.stderr

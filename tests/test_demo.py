@@ -1,0 +1,171 @@
+"""Tests of ``cladec demo`` / :func:`cladec.demo.run_demo` (shrunk with the size options to stay fast)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cladec.cli import main
+from cladec.demo import DEMO_SETTINGS, format_summary, run_demo
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def demo_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def test_demo_defaults_are_the_documented_ones():
+    full, quick = DEMO_SETTINGS["full"], DEMO_SETTINGS["quick"]
+    assert full["limit"] == 6000 and full["test_limit"] == 1000 and full["width"] == 1.0
+    assert quick["limit"] < full["limit"] and quick["width"] < 1.0
+    import inspect
+
+    sig = inspect.signature(run_demo)
+    assert sig.parameters["out"].default == "cladec-demo"
+    assert sig.parameters["dataset"].default == "fashion-mnist-mini"
+    assert sig.parameters["alpha"].default == 0.001
+
+
+def test_demo_quick_end_to_end_on_embedded_data(tmp_path, demo_threads, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--quick", "--out", str(out), "--limit", "1000", "--test-limit", "200", "--epochs", "2",
+               "--decoder-epochs", "1", "--n-images", "8", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    assert s["format"] == "cladec-demo" and s["quick"] is True and s["alpha"] == 0.001
+    assert s["dataset"]["name"] == "fashion-mnist-mini" and s["dataset"]["n_train"] == 1000
+    assert s["dataset"]["n_test"] == 200 and s["dataset"]["image_shape"] == [1, 28, 28]
+    assert s["classifier"]["arch"] == "vgg-paper" and 0 <= s["classifier"]["test_accuracy"] <= 1
+    assert [L["layer"] for L in s["layers"]] == ["conv4", "conv2"]
+    assert [L["role"] for L in s["layers"]] == ["last", "middle"]
+    for L in s["layers"]:
+        for key in ("mse_cladec", "mse_refae", "accuracy_original", "accuracy_cladec", "accuracy_refae"):
+            assert 0 <= L[key] <= 1, key
+        assert isinstance(L["refae_reconstructs_better"], bool)
+        assert isinstance(L["classifier_better_on_cladec"], bool)
+        assert {"cladec_s", "refae_s"} <= set(L["timings"])
+        assert (out / L["run"] / "run.json").is_file()
+        w, h = _png_size(out / L["triplets"])
+        assert w >= 800 and 200 <= h < w  # 8 triplets, 4 per row
+        assert str(out / L["triplets"]) in printed
+    assert {"classifier_s", "total_s"} <= set(s["timings"])
+    assert (out / "classifier" / "classifier.json").is_file()
+    text = (out / "summary.txt").read_text()
+    assert "Does RefAE reconstruct better than ClaDec?" in text
+    assert "Does the classifier do better on ClaDec's reconstructions?" in text
+    assert "Classifier test accuracy" in text
+    assert str(out / "summary.txt") in printed
+    try:
+        from cladec.report import build_report  # noqa: F401
+    except ImportError:
+        assert s["report"] is None
+    else:
+        assert s["report"] and (out / s["report"]).is_file()
+        assert str(out / s["report"]) in printed
+
+    # the demo's own folder may be written again; a folder with other content may not (see test_demo_errors)
+    from cladec.demo import _check_out
+
+    _check_out(out)
+
+
+def test_demo_on_a_full_data_set_via_data_root(tmp_path, demo_threads):
+    s = run_demo(tmp_path / "d", quick=True, dataset="mnist", data_root=DATA, limit=300, test_limit=100,
+                 epochs=1, decoder_epochs=1, width=0.125, n_images=4, report=False, verbose=False,
+                 log=lambda _: None)
+    assert s["dataset"]["name"] == "mnist" and s["dataset"]["classes"][3] == "3"
+    assert s["dataset"]["root"] == str(DATA.resolve())
+    run = json.loads((tmp_path / "d" / "runs" / "conv2" / "run.json").read_text())
+    assert run["dataset"]["name"] == "mnist" and run["dataset"]["limit"] == 300
+    assert (tmp_path / "d" / "triplets-conv4.png").is_file() and s["report"] is None
+
+
+def test_demo_errors(tmp_path, capsys):
+    err_of = []
+    for argv in (
+        ["demo", "--dataset", "nope", "--out", str(tmp_path / "a")],
+        ["demo", "--dataset", "fashion-mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "b")],
+        ["demo", "--arch", "nope", "--out", str(tmp_path / "c"), "--limit", "10", "--test-limit", "10"],
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("cladec: error: ") and "Traceback" not in err
+        err_of.append(err)
+    assert "unknown data set 'nope'" in err_of[0]
+    assert str(tmp_path) in err_of[1] and "download" in err_of[1]
+    assert "vgg-paper" in err_of[2]
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["demo", "--out", str(f)]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "mine.txt").write_text("keep me")
+    assert main(["demo", "--out", str(busy)]) == 2
+    assert "other content" in capsys.readouterr().err
+    assert (busy / "mine.txt").read_text() == "keep me"
+
+
+def test_a_previous_demo_is_cleared(tmp_path):
+    from cladec.demo import _MARKER, _check_out, _clear_previous
+
+    out = tmp_path / "demo"
+    (out / "runs" / "layer4").mkdir(parents=True)
+    (out / "triplets-layer4.png").write_bytes(b"x")
+    (out / "summary.json").write_text("{}")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(Exception, match="other content"):
+        _check_out(out)
+    _clear_previous(out)  # no marker: nothing is touched
+    assert (out / "runs" / "layer4").is_dir()
+    (out / _MARKER).write_text("")
+    _check_out(out)
+    _clear_previous(out)
+    assert not (out / "runs").exists() and not (out / "triplets-layer4.png").exists()
+    assert not (out / "summary.json").exists() and (out / "notes.txt").read_text() == "mine"
+
+
+def test_balanced_pick():
+    from cladec.demo import _balanced_indices
+
+    labels = torch.tensor([0, 0, 1, 2, 1, 0, 2, 2])
+    assert _balanced_indices(labels, 4) == [0, 1, 2, 3]
+    assert _balanced_indices(labels, 100) == [0, 1, 5, 2, 4, 3, 6, 7]
+
+
+def test_format_summary_states_the_findings():
+    layer = {"role": "last", "layer": "conv4", "activation_shape": [512, 1, 1], "triplets": "triplets-conv4.png",
+             "mse_cladec": 0.03, "mse_refae": 0.02, "accuracy_original": 0.9, "accuracy_cladec": 0.8,
+             "accuracy_refae": 0.6, "refae_reconstructs_better": True, "classifier_better_on_cladec": True,
+             "collapsed": {"cladec": False, "refae": True}, "timings": {"cladec_s": 10, "refae_s": 12}}
+    s = {"dataset": {"name": "fashion-mnist-mini", "image_shape": [1, 28, 28], "n_train": 6000, "n_test": 1000,
+                     "num_classes": 10},
+         "classifier": {"arch": "vgg-paper", "width": 1.0, "test_accuracy": 0.9, "epochs": 6},
+         "alpha": 0.001, "layers": [layer, dict(layer, layer="conv2", role="middle", mse_refae=0.04,
+                                                refae_reconstructs_better=False, collapsed=None)],
+         "timings": {"total_s": 100, "classifier_s": 30}, "device": "cpu", "report": "report/index.html"}
+    text = format_summary(s)
+    assert "Does RefAE reconstruct better than ClaDec?  YES" in text
+    assert "Does RefAE reconstruct better than ClaDec?  NO" in text
+    assert "80.0 % on ClaDec's vs 60.0 % on RefAE's" in text
+    assert "WARNING: refae collapsed" in text
+    assert "report/index.html" in text

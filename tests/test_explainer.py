@@ -1,0 +1,217 @@
+"""ClaDec and RefAE on real Fashion-MNIST: fitting, reconstruction, the α trade-off, bad input."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import cladec
+from cladec import ClaDec, ConfigError, DataError, RefAE, TrainingError
+from helpers.core import fmnist, residual_net, tiny_vgg
+
+
+def _mse(e, x):
+    return float((e.reconstruct(x) - x).pow(2).mean())
+
+
+def _acc(model, x, y):
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def test_reconstructions_have_input_shape_and_range():
+    x, y = fmnist("train", 512)
+    e = ClaDec(tiny_vgg(), "conv2", alpha=0.0).fit((x, y), epochs=1, verbose=False)
+    xt, _ = fmnist("test", 300)
+    r = e.reconstruct(xt, batch_size=64)
+    assert r.shape == xt.shape and r.dtype == torch.float32
+    assert float(r.min()) >= 0 and float(r.max()) <= 1
+
+
+def test_fit_beats_untrained_decoder_and_does_not_touch_the_classifier():
+    m = tiny_vgg()
+    before = copy.deepcopy(m.state_dict())
+    x, y = fmnist("train", 3000)
+    xt, _ = fmnist("test", 1000)
+    untrained = ClaDec(m, "conv2", alpha=0.001, image_shape=(1, 28, 28))
+    e = ClaDec(m, "conv2", alpha=0.001).fit((x, y), epochs=2, verbose=False)
+    assert _mse(e, xt) < 0.6 * _mse(untrained, xt)
+    assert _mse(e, xt) < 0.05
+    assert not e.collapsed
+    assert len(e.history) == 2 and e.history[1]["mse"] < e.history[0]["mse"]
+    after = m.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the classifier changed"
+    assert not m.training and all(p.requires_grad for p in m.parameters())
+
+
+def test_alpha_one_keeps_more_class_information_than_alpha_zero():
+    m = tiny_vgg()
+    x, y = fmnist("train", 3000)
+    xt, yt = fmnist("test", 1000)
+    acc = {}
+    for a in (0.0, 1.0):
+        e = ClaDec(m, "conv4", alpha=a).fit((x, y), epochs=1, verbose=False, seed=0)
+        acc[a] = _acc(m, e.reconstruct(xt), yt)
+    assert acc[1.0] > acc[0.0] + 0.1, acc
+
+
+def test_refae_has_the_architecture_but_not_the_weights():
+    m = tiny_vgg()
+    e = ClaDec(m, "conv2", image_shape=(1, 28, 28))
+    r = RefAE.like(e)
+    assert type(r.encoder) is type(m)
+    own, ref = m.state_dict(), r.encoder.state_dict()
+    assert own.keys() == ref.keys()
+    assert all(own[k].shape == ref[k].shape for k in own)
+    weights = [k for k in own if k.endswith("weight") and own[k].dim() > 1]
+    assert weights and not any(torch.equal(own[k], ref[k]) for k in weights)
+    assert r.layer == "conv2" and r.activation_shape == e.activation_shape
+    assert str(r.decoder) == str(e.decoder)
+    # only the modules up to the layer are trained
+    names = {n for n, p in r.encoder.named_parameters() if any(p is q for q in r._reached_params())}
+    assert any(n.startswith("conv2.") for n in names) and not any(n.startswith(("conv3", "fc")) for n in names)
+
+
+def test_refae_trains_its_encoder_and_leaves_the_classifier_alone():
+    m = residual_net()
+    before = copy.deepcopy(m.state_dict())
+    x, y = fmnist("train", 1000)
+    r = RefAE(m, "block.conv2").fit(x, epochs=1, verbose=False)
+    enc0 = RefAE(m, "block.conv2", image_shape=(1, 28, 28))
+    assert not torch.equal(r.encoder.stem[0].weight, enc0.encoder.stem[0].weight)
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+    assert r.reconstruct(x[:4]).shape == (4, 1, 28, 28)
+
+
+def test_data_as_loader_dataset_or_tensors_give_the_same_model():
+    x, y = fmnist("train", 256)
+    m = tiny_vgg()
+    a = ClaDec(m, "conv2", alpha=0.01).fit((x, y), epochs=1, verbose=False, seed=1, batch_size=64)
+    b = ClaDec(m, "conv2", alpha=0.01).fit(TensorDataset(x, y), epochs=1, verbose=False, seed=1, batch_size=64)
+    assert a.history[0]["loss"] == pytest.approx(b.history[0]["loss"], rel=1e-4)
+    c = ClaDec(m, "conv2", alpha=0.01).fit(DataLoader(TensorDataset(x, y), batch_size=64), epochs=1, verbose=False)
+    assert c.fitted and c.reconstruct(x[:3]).shape == (3, 1, 28, 28)
+
+
+def test_fast_and_plain_paths_agree_on_cpu():
+    x, y = fmnist("train", 640)
+    m = tiny_vgg()
+    fast = ClaDec(m, "conv4", alpha=0.1).fit((x, y), epochs=2, verbose=False, seed=3, fast=True)
+    plain = ClaDec(m, "conv4", alpha=0.1).fit((x, y), epochs=2, verbose=False, seed=3, fast=False)
+    for hf, hp in zip(fast.history, plain.history):
+        assert hf["loss"] == pytest.approx(hp["loss"], rel=1e-3)
+    xt, _ = fmnist("test", 64)
+    assert torch.allclose(fast.reconstruct(xt), plain.reconstruct(xt), atol=2e-3)
+
+
+def test_streamed_activations_match_the_cache():
+    x, y = fmnist("train", 384)
+    m = tiny_vgg()
+    cached = ClaDec(m, "conv2", alpha=0.01).fit((x, y), epochs=1, verbose=False, seed=2)
+    streamed = ClaDec(m, "conv2", alpha=0.01, cache_budget=1000).fit((x, y), epochs=1, verbose=False, seed=2)
+    assert cached.history[0]["loss"] == pytest.approx(streamed.history[0]["loss"], rel=1e-4)
+    assert cached._act_cache is not None and streamed._act_cache is None
+
+
+def test_neuron_subset_decoder_sees_only_those_units():
+    x, y = fmnist("train", 256)
+    e = ClaDec(tiny_vgg(), "conv2", neurons=[0, 3, 5], alpha=0.0).fit((x, y), epochs=1, verbose=False)
+    assert e.activation_shape == (3, 4, 4)
+    assert e.decoder.head[0].in_channels == 3
+    r = RefAE.like(e)
+    assert r.neurons == [0, 3, 5] and r.activation_shape == (3, 4, 4)
+
+
+def test_user_supplied_decoder_is_used():
+    x, y = fmnist("train", 256)
+    dec = nn.Sequential(nn.Flatten(), nn.Linear(128, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28)))
+    e = ClaDec(tiny_vgg(), "conv4", alpha=0.0, decoder=dec).fit((x, y), epochs=1, verbose=False)
+    assert e.decoder is dec and e.reconstruct(x[:2]).shape == (2, 1, 28, 28)
+
+
+def test_input_normalisation_is_applied_to_reconstructions():
+    x, y = fmnist("train", 256)
+    m = tiny_vgg()
+    e = ClaDec(m, "conv2", alpha=0.5, input_norm=([0.2861], [0.3528])).fit((x, y), epochs=1, verbose=False)
+    # the captured activations are those of the normalised image
+    with torch.no_grad():
+        expect = m.conv2(m.conv2a(m.conv1(m.conv0((x[:4] - 0.2861) / 0.3528))))
+    assert torch.allclose(e.encode(x[:4]), expect, atol=1e-5)
+
+
+def test_progress_bar_silenced(capsys):
+    x, y = fmnist("train", 256)
+    ClaDec(tiny_vgg(), "conv2").fit((x, y), epochs=1, verbose=False)
+    assert capsys.readouterr().err == ""
+    ClaDec(tiny_vgg(), "conv2").fit((x, y), epochs=1, verbose=True)
+    err = capsys.readouterr().err
+    assert "cladec" in err and "mse" in err and "ce" in err
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5, float("nan"), "big"])
+def test_alpha_outside_unit_interval(alpha):
+    with pytest.raises(ConfigError, match=r"alpha"):
+        ClaDec(tiny_vgg(), "conv2", alpha=alpha)
+
+
+def test_alpha_needs_labels():
+    x, _ = fmnist("train", 64)
+    with pytest.raises(ConfigError, match="needs class labels"):
+        ClaDec(tiny_vgg(), "conv2", alpha=0.1).fit(x, epochs=1, verbose=False)
+    ClaDec(tiny_vgg(), "conv2", alpha=0.0).fit(x, epochs=1, verbose=False)  # fine without labels
+
+
+def test_empty_data_set():
+    with pytest.raises(DataError, match="empty"):
+        ClaDec(tiny_vgg(), "conv2").fit((torch.zeros(0, 1, 28, 28), torch.zeros(0)), epochs=1, verbose=False)
+    with pytest.raises(DataError, match="empty"):
+        ClaDec(tiny_vgg(), "conv2").fit(TensorDataset(torch.zeros(0, 1, 28, 28), torch.zeros(0)), epochs=1)
+
+
+def test_images_outside_unit_range_or_wrong_channels():
+    x, y = fmnist("train", 64)
+    with pytest.raises(DataError, match=r"\[0, 1\].*input_norm"):
+        ClaDec(tiny_vgg(), "conv2").fit(((x - 0.5) / 0.3, y), epochs=1, verbose=False)
+    with pytest.raises(DataError, match="rejected input"):
+        ClaDec(tiny_vgg(), "conv2").fit((x.expand(-1, 3, -1, -1), y), epochs=1, verbose=False)
+
+
+class NaNAfter(nn.Module):
+    """A decoder that starts returning NaN at its n-th training call."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.calls = n, 0
+        self.lin = nn.Linear(128, 784)
+
+    def forward(self, a):
+        self.calls += 1
+        out = torch.sigmoid(self.lin(a.flatten(1))).view(-1, 1, 28, 28)
+        return out * float("nan") if self.calls >= self.n else out
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_nan_loss_stops_and_names_epoch_and_step(fast):
+    x, y = fmnist("train", 640)
+    e = ClaDec(tiny_vgg(), "conv4", alpha=0.0, decoder=NaNAfter(n=8))
+    with pytest.raises(TrainingError, match=r"epoch 2, step 3"):
+        e.fit((x, y), epochs=3, batch_size=128, verbose=False, fast=fast)
+
+
+def test_collapse_is_detected():
+    x, y = fmnist("train", 256)
+    e = ClaDec(tiny_vgg(), "conv4", alpha=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        e.fit((x, y), epochs=1, verbose=False)
+    # force a constant decoder: zero every weight, the output is the bias everywhere
+    with torch.no_grad():
+        for mod in e.decoder.modules():
+            if hasattr(mod, "weight") and mod.weight is not None:
+                mod.weight.zero_()
+    with pytest.warns(cladec.CollapseWarning, match="collapsed"):
+        e._check_collapse(cladec._inputs.prepare((x, y), need_labels=False, max_bytes=10**9))
+    assert e.collapsed

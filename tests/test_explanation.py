@@ -1,0 +1,50 @@
+"""explain(): triplets with predictions and errors, and a labelled PNG grid."""
+
+import pytest
+import torch
+from PIL import Image
+
+import cladec
+from cladec import ClaDec, ConfigError, RefAE
+from helpers.core import fmnist, tiny_vgg
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+@pytest.fixture(scope="module")
+def pair():
+    x, y = fmnist("train", 1024)
+    e = ClaDec(tiny_vgg(), "conv2", alpha=0.001).fit((x, y), epochs=1, verbose=False)
+    return e, RefAE.like(e).fit((x, y), epochs=1, verbose=False)
+
+
+def test_explanation_holds_triplets_predictions_and_errors(pair):
+    e, r = pair
+    xt, yt = fmnist("test", 40)
+    ex = cladec.explain(xt, cladec=e, refae=r, labels=yt, classes=CLASSES)
+    assert len(ex) == 40
+    assert ex.x_cladec.shape == ex.x_refae.shape == xt.shape
+    with torch.no_grad():
+        assert torch.equal(ex.pred_x, tiny_vgg()(xt).argmax(1))
+        assert torch.equal(ex.pred_cladec, tiny_vgg()(ex.x_cladec).argmax(1))
+    assert torch.allclose(ex.mse_refae, (ex.x_refae - xt).pow(2).flatten(1).mean(1))
+    s = ex.summary()
+    assert 0 <= s["accuracy_cladec"] <= 1 and s["mse_cladec"] > 0 and "agreement_refae" in s
+    assert ex.class_name(9) == "Ankle boot"
+
+
+def test_grid_png(tmp_path, pair):
+    e, r = pair
+    xt, yt = fmnist("test", 12)
+    path = cladec.explain(xt, cladec=e, refae=r, labels=yt, classes=CLASSES).save_grid(tmp_path / "g.png", columns=4)
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width > 400 and im.height > 200
+    only = cladec.explain(xt, cladec=e).save_grid(tmp_path / "h.png", n=3)
+    assert only.exists()
+
+
+def test_layers_must_match(pair):
+    e, _ = pair
+    other = RefAE(tiny_vgg(), "conv4", image_shape=(1, 28, 28))
+    with pytest.raises(ConfigError, match="one layer"):
+        cladec.explain(fmnist("test", 4)[0], cladec=e, refae=other)

@@ -1,0 +1,89 @@
+"""save → load reproduces reconstructions exactly; bad saves give clear errors; writes are atomic."""
+
+import json
+
+import pytest
+import torch
+
+import cladec
+from cladec import ClaDec, RefAE, SaveFormatError
+from cladec.models import create_model
+from helpers.core import fmnist, tiny_vgg
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x, y = fmnist("train", 512)
+    e = ClaDec(tiny_vgg(), "conv2", alpha=0.01, neurons=list(range(0, 32, 2))).fit((x, y), epochs=1, verbose=False)
+    r = RefAE.like(e).fit((x, y), epochs=1, verbose=False)
+    return e, r
+
+
+def test_save_load_reproduces_reconstructions_exactly(tmp_path, fitted):
+    e, r = fitted
+    xt, _ = fmnist("test", 100)
+    e.save(tmp_path / "e")
+    r.save(tmp_path / "r")
+    e2 = cladec.load(tmp_path / "e", tiny_vgg())
+    r2 = cladec.load(tmp_path / "r", tiny_vgg())
+    assert isinstance(e2, ClaDec) and isinstance(r2, RefAE)
+    assert torch.equal(e2.reconstruct(xt), e.reconstruct(xt))
+    assert torch.equal(r2.reconstruct(xt), r.reconstruct(xt))
+    assert e2.alpha == 0.01 and e2.neurons == e.neurons and e2.history == e.history
+
+
+def test_save_contents(tmp_path, fitted):
+    e, _ = fitted
+    e.save(tmp_path / "e")
+    assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["cladec.json", "weights.safetensors"]
+    cfg = json.loads((tmp_path / "e" / "cladec.json").read_text())
+    for key in ("layer", "neurons", "alpha", "layer_shape", "activation_shape", "image_shape", "decoder",
+                "cladec_version", "history"):
+        assert key in cfg
+    assert cfg["layer"] == "conv2" and cfg["layer_shape"] == [32, 4, 4] and cfg["activation_shape"] == [16, 4, 4]
+    assert not list(tmp_path.glob(".*tmp")), "temporary files left behind"
+
+
+def test_load_not_a_save(tmp_path):
+    with pytest.raises(SaveFormatError, match="not a cladec save"):
+        cladec.load(tmp_path, tiny_vgg())
+    (tmp_path / "cladec.json").write_text('{"format": "something-else"}')
+    with pytest.raises(SaveFormatError, match="not a cladec explainer save"):
+        cladec.load(tmp_path, tiny_vgg())
+    (tmp_path / "cladec.json").write_text("not json")
+    with pytest.raises(SaveFormatError, match="not a valid JSON"):
+        cladec.load(tmp_path, tiny_vgg())
+
+
+def test_load_for_a_different_layer_shape(tmp_path, fitted):
+    e, _ = fitted
+    e.save(tmp_path / "e")
+    wider = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.5).eval()
+    with pytest.raises(SaveFormatError, match=r"output shape \(32, 4, 4\).*produces \(64, 4, 4\)"):
+        cladec.load(tmp_path / "e", wider)
+
+
+def test_corrupt_weights(tmp_path, fitted):
+    e, _ = fitted
+    e.save(tmp_path / "e")
+    (tmp_path / "e" / "weights.safetensors").write_bytes(b"garbage")
+    with pytest.raises(SaveFormatError, match="not a valid safetensors"):
+        cladec.load(tmp_path / "e", tiny_vgg())
+
+
+def test_failed_save_leaves_nothing_and_keeps_old(tmp_path, fitted, monkeypatch):
+    e, _ = fitted
+    e.save(tmp_path / "e")
+    old = (tmp_path / "e" / "cladec.json").read_text()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(cladec._io, "write_json", boom)
+    with pytest.raises(OSError):
+        e.save(tmp_path / "e")
+    with pytest.raises(OSError):
+        e.save(tmp_path / "new")
+    assert (tmp_path / "e" / "cladec.json").read_text() == old
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]

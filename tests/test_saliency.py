@@ -1,0 +1,149 @@
+"""Saliency baselines (captum) and the compare-saliency command, on a tiny real classifier."""
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from cladec import ConfigError
+from cladec.saliency import available_methods, canonical_method, random_map, saliency_maps, sobel_map
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def images(fmnist_small):
+    _, test = fmnist_small
+    x, y = test.tensors()
+    return x[:8], y[:8]
+
+
+def test_every_method_gives_finite_maps_of_the_input_size(saliency_run, images):
+    x, _ = images
+    run = saliency_run
+    maps = saliency_maps(run.classifier, x, None, available_methods(), layer="conv2", cladec=run.cladec,
+                         refae=run.refae, batch_size=4)
+    assert list(maps) == available_methods()
+    for name, m in maps.items():
+        assert m.shape == (8, 28, 28), name
+        assert m.dtype == torch.float32, name
+        assert torch.isfinite(m).all(), name
+        if name not in ("random",):
+            assert m.abs().sum() > 0, f"{name} gave an all-zero map"
+
+
+def test_gradcam_defaults_to_the_models_last_layer_and_aliases_work(saliency_run, images):
+    x, y = images
+    maps = saliency_maps(saliency_run.classifier, x, y, "grad-cam,IG,edge")
+    assert list(maps) == ["gradcam", "integrated-gradients", "sobel"]
+    assert all(m.shape == (8, 28, 28) for m in maps.values())
+
+
+def test_input_norm_is_applied_inside_the_model(saliency_run, images):
+    x, y = images
+    a = saliency_maps(saliency_run.classifier, x, y, ["saliency"])["saliency"]
+    b = saliency_maps(saliency_run.classifier, x, y, ["saliency"], input_norm=([0.5], [0.25]))["saliency"]
+    assert not torch.allclose(a, b)
+
+
+def test_unknown_method_lists_the_valid_names(saliency_run, images):
+    x, _ = images
+    with pytest.raises(ConfigError) as e:
+        saliency_maps(saliency_run.classifier, x, None, ["saliency", "lime"])
+    msg = str(e.value)
+    assert "lime" in msg and "integrated-gradients" in msg and "gradcam" in msg
+    with pytest.raises(ConfigError, match="did you mean"):
+        canonical_method("gradcm")
+
+
+def test_cladec_method_needs_the_explainers(saliency_run, images):
+    x, _ = images
+    with pytest.raises(ConfigError, match="ClaDec and RefAE"):
+        saliency_maps(saliency_run.classifier, x, None, ["cladec"])
+
+
+def test_bad_targets_are_rejected(saliency_run, images):
+    x, _ = images
+    with pytest.raises(ConfigError, match="one class per image"):
+        saliency_maps(saliency_run.classifier, x, [1, 2, 3], ["saliency"])
+
+
+def test_sanity_baselines():
+    x = torch.zeros(2, 3, 6, 6)
+    x[:, :, :, 3:] = 1
+    s = sobel_map(x)
+    assert s.shape == (2, 6, 6) and s[:, :, 0].abs().max() == 0 and s[:, :, 2:4].min() > 0
+    assert torch.equal(random_map(x, 3), random_map(x, 3))
+    assert not torch.equal(random_map(x, 3), random_map(x, 4))
+
+
+# ------------------------------------------------------------------------------------------------
+# compare-saliency (library function and command line)
+# ------------------------------------------------------------------------------------------------
+
+
+def _parser():
+    from cladec._cli_saliency import register
+
+    p = argparse.ArgumentParser(prog="cladec")
+    register(p.add_subparsers(dest="command"))
+    return p
+
+
+def test_compare_saliency_writes_all_outputs_and_resumes(saliency_run, tmp_path, data_root):
+    from cladec._cli_saliency import compare_saliency
+    from cladec.relevance import DEFAULT_VARIANT
+
+    out = tmp_path / "cmp"
+    kw = dict(out=out, methods="cladec,gradcam,random", scores="deletion,insertion,road,roar", n=24, steps=8,
+              roar_k=[50], roar_epochs=1, roar_train_limit=300, road_fractions=(0.3, 0.7), data_root=str(data_root),
+              verbose=False)
+    res = compare_saliency(saliency_run, **kw)
+    assert res["format"] == "cladec-saliency"
+    for f in ("results.json", "results.csv", "curves.png", "maps.png"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    stored = json.loads((out / "results.json").read_text())
+    assert stored["methods"] == ["cladec", "gradcam", "random"]
+    r = stored["results"]["gradcam"]
+    assert 0 <= r["deletion"]["auc_mean"] <= 1 and 0 <= r["insertion"]["auc_mean"] <= 1
+    assert len(r["road"]["morf"]) == 2 and r["roar"]["k"] == [0, 50]
+    header = (out / "results.csv").read_text().splitlines()[0]
+    assert header.startswith("method,deletion_auc_mean,deletion_auc_std")
+    # a second run reuses every finished unit: change one stored unit and see it come back unchanged
+    assert (out / "units" / f"cladec-{DEFAULT_VARIANT}__deletion__0__0.json").is_file()  # stored under its variant
+    unit = out / "units" / "gradcam__deletion__0__0.json"
+    d = json.loads(unit.read_text())
+    d["result"]["auc"] = 0.123456
+    unit.write_text(json.dumps(d))
+    res2 = compare_saliency(saliency_run, **kw)
+    assert res2["results"]["gradcam"]["deletion"]["auc_mean"] == pytest.approx(0.123456)
+    assert res2["results"]["gradcam"]["roar"] == res["results"]["gradcam"]["roar"]
+
+
+def test_cli_validates_methods_scores_and_k_before_loading(tmp_path):
+    from cladec._cli_saliency import cmd_compare_saliency
+
+    p = _parser()
+    base = ["compare-saliency", "--run", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]
+    with pytest.raises(ConfigError, match="unknown saliency method 'lime'"):
+        cmd_compare_saliency(p.parse_args(base + ["--methods", "cladec,lime"]))
+    with pytest.raises(ConfigError, match="unknown score 'auc'.*deletion, insertion, road, roar"):
+        cmd_compare_saliency(p.parse_args(base + ["--scores", "deletion,auc"]))
+    for k in ("100", "-5", "10,abc"):
+        with pytest.raises(ConfigError, match=r"\[0, 100\)"):
+            cmd_compare_saliency(p.parse_args(base + ["--roar-k", k]))
+    with pytest.raises(ConfigError, match="seeds"):
+        cmd_compare_saliency(p.parse_args(base + ["--seeds", "a"]))
+
+
+def test_cli_runs_end_to_end(saliency_run, tmp_path, data_root, capsys):
+    args = _parser().parse_args([
+        "compare-saliency", "--run", str(saliency_run.path), "--out", str(tmp_path / "c"), "--methods",
+        "cladec,saliency,random", "--scores", "deletion,insertion", "--n", "16", "--steps", "4",
+        "--data-root", str(data_root), "--quiet",
+    ])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "cladec" in out and "deletion_auc" in out
+    assert json.loads((tmp_path / "c" / "results.json").read_text())["format"] == "cladec-saliency"

@@ -1,0 +1,96 @@
+"""cladec.sweep: cells, one shared RefAE per (layer, seed), resume, configuration checks, summary."""
+
+import argparse
+import csv
+import json
+
+import pytest
+
+from cladec import ConfigError
+from cladec.sweep import cell_name, run_sweep, summarize_sweep
+
+# the tiny cells (600 images, 1 epoch) may collapse; these tests check the sweep's bookkeeping, not quality
+pytestmark = pytest.mark.filterwarnings("ignore::cladec.CollapseWarning")
+
+SMALL = dict(dataset="fashion-mnist", layers=["conv2"], seeds=[0], epochs=1, limit=600, test_limit=200,
+             eval_classifier=False, verbose=False)
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(eval_setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep") / "sw"
+    run_sweep(out, classifier_dir=eval_setup.clf_dir, alphas=[0.0, 1.0], data_root=str(eval_setup.data_root),
+              **SMALL)
+    return out
+
+
+def test_cells_and_shared_refae(sweep_dir):
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    assert state["format"] == "cladec-sweep"
+    cells = {(c["layer"], c["alpha"], c["seed"]): c for c in state["cells"]}
+    assert set(cells) == {("conv2", 0.0, 0), ("conv2", 1.0, 0)}
+    assert all(c["status"] == "done" for c in cells.values())
+    first, second = cells[("conv2", 0.0, 0)], cells[("conv2", 1.0, 0)]
+    # the first cell of (layer, seed) holds the RefAE; the second points at it and has none of its own
+    assert state["refae"] == {"conv2/s0": first["run"]}
+    assert (sweep_dir / first["run"] / "refae" / "cladec.json").is_file()
+    assert not (sweep_dir / second["run"] / "refae").exists() and second["refae"] == first["run"]
+    for c in cells.values():
+        assert (sweep_dir / c["run"] / "run.json").is_file()
+        assert (sweep_dir / c["eval"] / "metrics.json").is_file()
+    assert second["run"] == f"cells/{cell_name('conv2', 1.0, 0)}"
+
+
+def test_summary_outputs(sweep_dir):
+    for f in ("summary.csv", "summary.json", "tradeoff.png"):
+        assert (sweep_dir / f).is_file()
+    rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
+    assert [(r["method"], r["alpha"]) for r in rows] == [("original", ""), ("refae", ""), ("cladec", "0"),
+                                                         ("cladec", "1")]
+    s = summarize_sweep(sweep_dir, write=False)
+    by = {(r["method"], r["alpha"]): r for r in s["rows"]}
+    assert by[("cladec", 1.0)]["n_seeds"] == 1 and by[("cladec", 1.0)]["mse_std"] == 0.0
+    # α = 1 ignores reconstruction: a much larger error than α = 0
+    assert by[("cladec", 1.0)]["mse_mean"] > by[("cladec", 0.0)]["mse_mean"]
+
+
+def test_resume_adds_only_new_cells(eval_setup, sweep_dir):
+    before = {p.name: (p / "run.json").stat().st_mtime_ns for p in (sweep_dir / "cells").iterdir()}
+    run_sweep(sweep_dir, classifier_dir=eval_setup.clf_dir, alphas=[0.0, 1.0, 0.5],
+              data_root=str(eval_setup.data_root), **SMALL)
+    after = {p.name: (p / "run.json").stat().st_mtime_ns for p in (sweep_dir / "cells").iterdir()}
+    assert {k: after[k] for k in before} == before  # finished cells were not recomputed
+    new = set(after) - set(before)
+    assert new == {cell_name("conv2", 0.5, 0)}
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    assert state["alphas"] == [0.0, 1.0, 0.5]
+    assert not (sweep_dir / "cells" / cell_name("conv2", 0.5, 0) / "refae").exists()
+
+
+def test_other_configuration_is_refused(eval_setup, sweep_dir):
+    cfg = dict(SMALL, epochs=2)
+    with pytest.raises(ConfigError, match=r"another configuration.*epochs: 1 .* vs 2"):
+        run_sweep(sweep_dir, classifier_dir=eval_setup.clf_dir, alphas=[0.0], **cfg)
+    with pytest.raises(ConfigError, match="dataset: 'fashion-mnist'.*'mnist'"):
+        run_sweep(sweep_dir, classifier_dir=eval_setup.clf_dir, alphas=[0.0], **dict(SMALL, dataset="mnist"))
+
+
+def test_cli_sweep_refuses_other_configuration(eval_setup, sweep_dir):
+    from cladec._cli_evaluate import register
+
+    parser = argparse.ArgumentParser(prog="cladec")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sweep", "--model", str(eval_setup.clf_dir), "--dataset", "fashion-mnist",
+                              "--layers", "conv2", "--alphas", "0,1", "--seeds", "0", "--epochs", "1",
+                              "--limit", "999", "--test-limit", "200", "--no-eval-classifier",
+                              "--out", str(sweep_dir), "--quiet"])
+    assert args.layers == ["conv2"] and args.alphas == [0.0, 1.0]
+    with pytest.raises(ConfigError, match="limit: 600"):
+        args.func(args)
+
+
+def test_bad_arguments(eval_setup, tmp_path):
+    with pytest.raises(ConfigError, match=r"\[0, 1\]"):
+        run_sweep(tmp_path / "s", classifier_dir=eval_setup.clf_dir, alphas=[1.5], **SMALL)
+    with pytest.raises(ConfigError, match="classifier.json"):
+        run_sweep(tmp_path / "s", classifier_dir=tmp_path, alphas=[0.0], **SMALL)
