@@ -273,7 +273,7 @@ def main(argv=None) -> int:
         f"* machine: {machine()}",
         f"* command: `{cmd}`",
         f"* settings: {json.dumps(cfg)}",
-        f"* wall time: {total / 60:.1f} min",
+        f"* wall time: {total / 60:.1f} min" + (" (report only)" if args.report_only else ""),
         "* figures: mean ± std over seeds on the test images; 'acc' = the explained classifier's accuracy on "
         "the reconstructions; eval-clf = a fresh classifier of the same architecture trained and tested on "
         "the image set.",

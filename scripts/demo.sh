@@ -18,12 +18,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-want="torch==$TORCH_VERSION $(sha256sum pyproject.toml | cut -d' ' -f1) report"
+want="torch==$TORCH_VERSION $(sha256sum pyproject.toml | cut -d' ' -f1) demo"
 if [ "${FORCE_INSTALL:-0}" = 1 ] || [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$want" ] \
    || ! "$VENV/bin/python" -c 'import torch, cladec' >/dev/null 2>&1; then
   echo "installing torch==$TORCH_VERSION and cladec into $VENV ..."
   "$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION"
-  "$VENV/bin/python" -m pip install --quiet -e ".[report]"
+  "$VENV/bin/python" -m pip install --quiet -e .
   echo "$want" > "$STAMP"
 fi
 

@@ -29,4 +29,7 @@ if [ "${FORCE_INSTALL:-0}" = 1 ] || [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != 
   echo "$want" > "$STAMP"
 fi
 
+# the browser tests (tests/report/) drive Debian's Chromium through Playwright's client
+PYTHON="$VENV/bin/python" bash scripts/install_browser.sh
+
 exec "$VENV/bin/python" -m pytest -q "$@"

@@ -21,8 +21,8 @@ from cladec.evaluation import evaluate_run
 @pytest.fixture(scope="module")
 def evaluated(eval_setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "eval"
-    res = evaluate_run(eval_setup.run_dir, limit=1000, data_root=str(eval_setup.data_root), eval_epochs=1,
-                       train_limit=1500, out=out, verbose=False)
+    res = evaluate_run(eval_setup.run_dir, limit=1000, data_root=str(eval_setup.data_root), eval_epochs=2,
+                       train_limit=2000, out=out, verbose=False)
     return res, out
 
 

@@ -9,6 +9,13 @@ Public API (everything else lives in private modules):
 * :mod:`cladec.data`, :mod:`cladec.models` — data sets and classifiers; :func:`train_classifier`.
 """
 
+import os as _os
+
+# On a CPU that other programs keep busy, OpenMP threads that spin while waiting make small
+# convolutions many times slower; sleeping waiters cost little when the machine is idle. Set before
+# torch is first imported; a value set by the user wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from ._errors import CladecError, ConfigError, DataError, SaveFormatError, TrainingError
 from ._version import __version__
 from .capture import LayerCapture, list_layers, resolve_layer

@@ -6,6 +6,7 @@ import argparse
 from typing import Any, Callable
 
 from ._errors import ConfigError
+from ._cli_args import pos_int as _pos_int
 
 __all__ = ["register", "cmd_evaluate", "cmd_sweep"]
 
@@ -21,16 +22,6 @@ def _csv_list(conv: Callable[[str], Any], what: str) -> Callable[[str], list]:
             raise argparse.ArgumentTypeError(f"{what}: cannot read {text!r} as a comma-separated list") from None
 
     return parse
-
-
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def register(subparsers: Any) -> None:

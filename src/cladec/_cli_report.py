@@ -5,17 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ._cli_args import pos_int as _pos_int
+
 __all__ = ["register", "cmd_report", "cmd_study", "cmd_study_summary"]
-
-
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def register(subparsers: Any) -> None:

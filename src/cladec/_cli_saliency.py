@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import torch
 
 from ._errors import ConfigError
+from ._cli_args import pos_int as _pos_int
 
 __all__ = ["register", "cmd_compare_saliency", "compare_saliency", "format_table", "DEFAULT_METHODS"]
 
@@ -545,16 +546,6 @@ def _plot_maps(path: Path, x, x_r, x_e, maps: dict, classes, target) -> None:
 # ---------------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------------
-
-
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def register(subparsers: Any) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ._errors import CladecError, ConfigError
+from ._cli_args import pos_int as _pos_int
 
 __all__ = ["main", "build_parser", "parse_neurons", "parse_input_norm", "parse_image_shape"]
 
@@ -154,16 +155,6 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
 def _pos_float(text: str) -> float:
     try:
         v = float(text)
@@ -204,7 +195,7 @@ def _add_common(p: argparse.ArgumentParser, *, data_root: bool = True, seed: boo
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
-def _add_model_source(p: argparse.ArgumentParser, *, required_shape: bool = False) -> None:
+def _add_model_source(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("classifier (a checkpoint directory, or your own model)")
     g.add_argument("--model", default=None, metavar="DIR",
                    help="classifier checkpoint directory (made by `cladec train-classifier`)")
@@ -735,7 +726,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CladecError as e:
         return _error(str(e))
     except FileNotFoundError as e:
-        return _error(f"file not found: {e.filename or e}" if e.filename else str(e))
+        return _error(f"file not found: {e.filename}" if e.filename else str(e))
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as e:
+        return _error(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
     except KeyboardInterrupt:
         print("cladec: interrupted", file=sys.stderr)
         return 130

@@ -347,7 +347,7 @@ def run_demo(
             if e.name not in ("cladec.report", "jinja2"):
                 raise
             if e.name == "jinja2":
-                say("      (HTML report skipped: install cladec[report] for it)")
+                say("      (HTML report skipped: it needs jinja2 (pip install jinja2))")
         if build_report is not None:
             say("[3/3] building the HTML report ...")
             t0 = time.perf_counter()
