@@ -10,8 +10,9 @@ It runs epochs of minibatch steps of a loss function over
 Two paths do the same arithmetic:
 
 * ``fast=True`` (default): no host synchronisation per step (per-step losses go to a device
-  buffer, read every ``log_every`` steps), on CUDA bf16 autocast, a fused/capturable optimiser and
-  the whole step (gather, forward, backward, optimiser) captured once in a CUDA graph and replayed.
+  buffer, read every ``log_every`` steps), a fused optimiser, bf16 autocast on CUDA and on CPUs that
+  compute bf16 natively (AVX512-BF16/AMX), and on CUDA channels-last and the whole step (gather,
+  forward, backward, optimiser) captured once in a CUDA graph and replayed.
 * ``fast=False``: a plain eager loop that reads the loss after every step (for debugging).
 
 A non-finite loss stops training with :class:`~cladec._errors.TrainingError` naming the epoch
@@ -20,6 +21,7 @@ and step.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ class EngineConfig:
     epochs: int
     batch_size: int = 128
     fast: bool = True
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    amp: bool | None = None  # bf16 autocast; None: on CUDA, and on CPUs with native bf16 for the fast path
     cuda_graph: bool = True
     channels_last: bool | None = None  # None: on for the fast path on CUDA
     compile: bool = False  # torch.compile the loss (forward + backward) before graph capture
@@ -95,12 +97,16 @@ class Engine:
         self.cfg = config
         self.part_names = ["loss"] + list(part_names)
         self.on_cuda = self.device.type == "cuda"
+        if config.amp is None:
+            self.use_amp = self.on_cuda or (config.fast and self.device.type == "cpu" and cpu_has_bf16())
+        else:
+            self.use_amp = bool(config.amp) and self.device.type in ("cuda", "cpu")
         cl = config.channels_last
         self.use_channels_last = (config.fast and self.on_cuda) if cl is None else bool(cl)
 
     # -- helpers -------------------------------------------------------------------------------
     def _autocast(self):
-        enabled = self.cfg.amp and self.on_cuda
+        enabled = self.use_amp
         return torch.autocast(
             device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=False
         )
@@ -307,6 +313,21 @@ class Engine:
         return out
 
 
+@functools.lru_cache(maxsize=None)
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast speeds it up."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set()
+            for line in f:
+                if line.startswith("flags"):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def make_optimizer(
     kind: str,
     params: list[torch.nn.Parameter],
@@ -318,10 +339,13 @@ def make_optimizer(
     momentum: float = 0.9,
 ) -> torch.optim.Optimizer:
     """Adam or SGD; on CUDA with ``fast`` fused (and capturable, for CUDA graphs)."""
-    cuda_fast = fast and torch.device(device).type == "cuda"
+    dev_type = torch.device(device).type
+    cuda_fast = fast and dev_type == "cuda"
     if kind == "adam":
         if cuda_fast:
             return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True, capturable=True)
+        if fast and dev_type == "cpu":
+            return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if kind == "sgd":
         if cuda_fast:

@@ -294,6 +294,7 @@ def train_classifier(
     fast: bool = True,
     channels_last: bool | None = None,
     compile: bool = False,
+    amp: bool | None = None,
 ) -> dict[str, list]:
     """Train a classifier with SGD + momentum and cross-entropy, as the ClaDec authors do.
 
@@ -321,6 +322,7 @@ def train_classifier(
             autocast, fused SGD and CUDA graphs); ``False`` runs the plain loop that checks every step.
         channels_last: channels-last memory format while training (default: on for ``fast`` on CUDA).
         compile: ``torch.compile`` the loss before CUDA-graph capture.
+        amp: bf16 autocast (default: on CUDA and on CPUs with native bf16; ``False``: float32).
 
     Returns:
         History ``{"epoch": [...], "lr": [...], "train_loss": [...], "train_acc": [...],
@@ -370,7 +372,7 @@ def train_classifier(
         return _train_in_memory(
             model, train, test, epochs, batch_size=batch_size, lr=lr, momentum=momentum,
             weight_decay=weight_decay, lr_decay=lr_decay, norm=norm, seed=seed, dev=dev, verbose=verbose,
-            channels_last=channels_last, compile=compile,
+            channels_last=channels_last, compile=compile, amp=amp,
         )
     gen = torch.Generator()
     gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
@@ -438,7 +440,7 @@ def train_classifier(
 
 
 def _train_in_memory(model, train, test, epochs, *, batch_size, lr, momentum, weight_decay, lr_decay, norm,
-                     seed, dev, verbose, channels_last=None, compile=False) -> dict[str, list]:
+                     seed, dev, verbose, channels_last=None, compile=False, amp=None) -> dict[str, list]:
     """Train on in-memory tensors with :class:`cladec._training.Engine` (the fast path)."""
     from ._training import Engine, EngineConfig, make_optimizer
 
@@ -467,7 +469,7 @@ def _train_in_memory(model, train, test, epochs, *, batch_size, lr, momentum, we
     opt = make_optimizer("sgd", list(model.parameters()), lr=lr, weight_decay=weight_decay, momentum=momentum,
                          device=dev, fast=True)
     cfg = EngineConfig(epochs=epochs, batch_size=batch_size, fast=True, verbose=verbose, desc="classifier",
-                       seed=seed, lr_decay=lr_decay, channels_last=channels_last, compile=compile)
+                       seed=seed, lr_decay=lr_decay, channels_last=channels_last, compile=compile, amp=amp)
     tensors = {"x": train.x, "y": train.y}
     if dev.type == "cuda" and train.x.device.type == "cpu":
         tensors = {k: v.pin_memory() for k, v in tensors.items()}  # streamed from pinned host memory

@@ -227,6 +227,7 @@ class _DecoderExplainer:
         log_every: int = 50,
         channels_last: bool | None = None,
         compile: bool = False,
+        amp: bool | None = None,
     ):
         """Train the decoder (and, for RefAE, the encoder).
 
@@ -247,6 +248,8 @@ class _DecoderExplainer:
                 fast path on CUDA).
             compile: ``torch.compile`` the loss before CUDA-graph capture (off by default: compiling
                 costs tens of seconds).
+            amp: bf16 autocast (default: on CUDA, and on the fast path on CPUs with native bf16;
+                ``False`` keeps everything in float32).
 
         Returns:
             ``self``, trained; per-epoch losses are in :attr:`history`.
@@ -272,7 +275,7 @@ class _DecoderExplainer:
         opt = make_optimizer("adam", params, lr=lr, weight_decay=weight_decay, device=dev, fast=fast)
         cfg = EngineConfig(
             epochs=epochs, batch_size=batch_size, fast=fast, log_every=log_every, verbose=verbose,
-            desc=self.kind, seed=seed, lr_decay=lr_decay, channels_last=channels_last, compile=compile,
+            desc=self.kind, seed=seed, lr_decay=lr_decay, channels_last=channels_last, compile=compile, amp=amp,
         )
         self._fast = fast
         self._channels_last = (fast and dev.type == "cuda") if channels_last is None else channels_last
