@@ -95,6 +95,10 @@ def eval_setup(data_root, tmp_path_factory):
     from cladec.runs import fit_run
 
     base = tmp_path_factory.mktemp("eval_setup")
+    # training results depend on the thread count (reduction order): build this fixture with 2 threads
+    # whatever module-scoped setting (one_torch_thread) is active when it is first requested
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     train = load_dataset("fashion-mnist", root=data_root, split="train", limit=5000)
     test = load_dataset("fashion-mnist", root=data_root, split="test", limit=1000)
     torch.manual_seed(0)
@@ -104,5 +108,6 @@ def eval_setup(data_root, tmp_path_factory):
     run = fit_run(base / "run", classifier_dir=clf_dir, dataset="fashion-mnist", layer="conv2", alpha=0.001,
                   epochs=2, seed=0, size=28, limit=5000, test_limit=1000, data_root=str(data_root), verbose=False)
     high = ClaDec(run.classifier, "conv2", alpha=0.9).fit(train, epochs=2, seed=0, verbose=False)
+    torch.set_num_threads(threads)
     return SimpleNamespace(clf_dir=clf_dir, run_dir=base / "run", run=run, cladec_high=high, train=train,
                            test=test, data_root=data_root)

@@ -28,7 +28,7 @@ def evaluated(eval_setup, tmp_path_factory):
 
 def test_claim_refae_reconstructs_better(evaluated):
     s = evaluated[0]["summary"]
-    # measured (seeds 0, 1 of this setup): RefAE/ClaDec MSE ratio 0.92, 0.87
+    # measured (seed 0, 2 threads; bf16 on this CPU): RefAE/ClaDec MSE ratio 0.90; float32 seeds 0, 1: 0.92, 0.87
     assert s["mse_refae"] < 0.97 * s["mse_cladec"]
     assert s["ssim_refae"] > s["ssim_cladec"] - 0.02
 

@@ -216,3 +216,45 @@ def test_collapse_is_detected():
     with pytest.warns(cladec.CollapseWarning, match="collapsed"):
         e._check_collapse(cladec._inputs.prepare((x, y), need_labels=False, max_bytes=10**9))
     assert e.collapsed
+
+
+def test_activation_cache_is_not_reused_for_other_images():
+    m = tiny_vgg()
+    x, y = fmnist("train", 256)
+    e = ClaDec(m, "conv2", alpha=0.0)
+    e.fit((x.clone(), y), epochs=1, verbose=False)
+    other = (1 - x).contiguous()
+    e.fit((other, y), epochs=1, verbose=False)
+    assert torch.allclose(e._act_cache[2], e.encode(other))
+
+
+def test_refae_like_starts_at_the_data_mean_too():
+    x, y = fmnist("train", 256)
+    e = ClaDec(tiny_vgg(), "conv4", alpha=0.0).fit((x, y), epochs=1, verbose=False, lr=1e-12)
+    r = RefAE.like(e).fit((x, y), epochs=1, verbose=False, lr=1e-12)
+    target = torch.logit(x.mean()).item()
+    assert e.decoder.output_layer.bias.item() == pytest.approx(target, abs=1e-3)
+    assert r.decoder.output_layer.bias.item() == pytest.approx(target, abs=1e-3)
+
+
+def test_labels_outside_the_classifier_outputs():
+    x, y = fmnist("train", 64)
+    with pytest.raises(DataError, match=r"labels must lie in 0\.\.9"):
+        ClaDec(tiny_vgg(), "conv2", alpha=0.1).fit((x, y + 5), epochs=1, verbose=False)
+
+
+def test_bad_fit_arguments_and_one_shot_iterators():
+    x, y = fmnist("train", 64)
+    with pytest.raises(ConfigError, match="lr must be a positive number"):
+        ClaDec(tiny_vgg(), "conv2").fit((x, y), epochs=1, lr=-1, verbose=False)
+    with pytest.raises(ConfigError, match="log_every"):
+        ClaDec(tiny_vgg(), "conv2").fit((x, y), epochs=1, log_every=0, verbose=False)
+    with pytest.raises(DataError, match="one-shot iterator"):
+        ClaDec(tiny_vgg(), "conv2").fit(((x[i : i + 8], y[i : i + 8]) for i in range(0, 64, 8)), epochs=2)
+
+
+def test_last_batch_of_one_image_is_skipped_and_modes_restored():
+    x, y = fmnist("train", 129)
+    r = RefAE(tiny_vgg(), "conv4", decoder_norm="batch").fit((x, y), epochs=1, verbose=False, batch_size=128)
+    assert r.fit_config["steps"] == 1
+    assert not r.decoder.training and not r.encoder.training

@@ -78,6 +78,11 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int) -> Prepared:
         return Prepared(x=x, y=y, image_shape=tuple(x.shape[1:]))  # type: ignore[arg-type]
     if isinstance(data, DataLoader) or (not isinstance(data, Dataset) and hasattr(data, "__iter__")):
         it = iter(data)
+        if it is data:
+            raise DataError(
+                "data is a one-shot iterator (e.g. a generator): training needs one pass per epoch; "
+                "give a DataLoader, a list of batches or a Dataset"
+            )
         try:
             first = next(it)
         except StopIteration:
@@ -94,14 +99,17 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int) -> Prepared:
             raise DataError("the data set is empty")
         first = _first_item(data)
         xi, yi = _split_item(first, need_labels)
+        if not isinstance(xi, torch.Tensor):
+            raise DataError(f"data set items must hold image tensors, got {type(xi).__name__}")
         est = xi.numel() * 4 * n
         if est <= max_bytes:
             xs, ys = [], []
-            for xb, yb in DataLoader(data, batch_size=512, shuffle=False):  # type: ignore[arg-type]
+            for batch in DataLoader(data, batch_size=512, shuffle=False):  # type: ignore[arg-type]
+                xb, yb = _split_batch(batch, need_labels)
                 xs.append(xb)
                 ys.append(yb)
             x = torch.cat(xs)
-            y = torch.cat(ys) if ys[0] is not None else None
+            y = torch.cat(ys) if all(t is not None for t in ys) else None
             return prepare((x, y), need_labels=need_labels, max_bytes=max_bytes)
         loader = DataLoader(data, batch_size=128, shuffle=True)  # type: ignore[arg-type]
         return Prepared(loader=loader, image_shape=tuple(check_images(xi.unsqueeze(0)).shape[1:]))  # type: ignore[arg-type]

@@ -153,6 +153,7 @@ class Engine:
         self._graph_lr_dirty = False
         gen = torch.Generator()
         gen.manual_seed(cfg.seed if cfg.seed is not None else torch.initial_seed() % 2**63)
+        modes = [[(mod, mod.training) for mod in m.modules()] for m in self.train_modules]
         for m in self.train_modules:
             m.train()
         if self.use_channels_last:
@@ -204,6 +205,9 @@ class Engine:
             if self.on_cuda:
                 torch.cuda.synchronize(self.device)
             self._graph = None
+            for ms in modes:  # leave every module in the mode it had before training
+                for mod, was in ms:
+                    mod.training = was
         res.seconds = time.perf_counter() - t0
         return res
 
@@ -255,7 +259,9 @@ class Engine:
         cfg = self.cfg
         B = cfg.batch_size
         n = order.numel()
-        steps = math.ceil(n / B)
+        # a last batch of one image would break BatchNorm in train mode: it is skipped (as a DataLoader
+        # with drop_last would for that batch only)
+        steps = math.ceil(n / B) if n % B != 1 or n == 1 else n // B
         buf = torch.zeros(steps, len(self.part_names), device=self.device)
         use_graph = cfg.fast and cfg.cuda_graph and self.on_cuda and resident
         if resident and self.on_cuda:

@@ -74,7 +74,8 @@ class _DecoderExplainer:
         self.fit_config: dict[str, Any] = {}
         self.fitted = False
         self.collapsed = False
-        self._act_cache: tuple[tuple, torch.Tensor] | None = None
+        self._bias_initialised = False
+        self._act_cache: tuple[torch.Tensor, tuple, torch.Tensor] | None = None
         if image_shape is not None:
             self.build(image_shape)
 
@@ -259,6 +260,12 @@ class _DecoderExplainer:
         """
         if not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+        for name, val in (("lr", lr), ("weight_decay", weight_decay)):
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0 \
+                    or (name == "lr" and val == 0):
+                raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, got {val!r}")
+        if not isinstance(log_every, int) or log_every < 1:
+            raise ConfigError(f"log_every must be a positive integer, got {log_every!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if lr_decay not in (None, "step"):
@@ -266,10 +273,11 @@ class _DecoderExplainer:
         prepared = prepare(data, need_labels=self._needs_labels(), max_bytes=self.cache_budget * 4)
         if seed is not None:
             torch.manual_seed(seed)
-        fresh = self.decoder is None
         self._ensure_built(prepared.image_shape)  # type: ignore[arg-type]
-        if fresh and not self._custom_decoder and prepared.in_memory:
+        if not self._bias_initialised and not self._custom_decoder and prepared.in_memory:
+            # start the output at the data's mean pixel (once, before the first fit)
             self.decoder.init_output_bias(prepared.x.mean(dim=(0, 2, 3)))  # type: ignore[union-attr]
+        self._bias_initialised = True
         dev = self.device
         params = self._trainable_params()
         opt = make_optimizer("adam", params, lr=lr, weight_decay=weight_decay, device=dev, fast=fast)
@@ -285,6 +293,8 @@ class _DecoderExplainer:
                 res = engine.run(tensors=self._train_tensors(prepared))
             else:
                 res = engine.run(batches=lambda: self._stream(prepared))
+        for m in self._train_modules():  # trained: the decoder (and RefAE's encoder) are used in eval mode
+            m.eval()
         start = len(self.history)
         for i, h in enumerate(res.history):
             h["epoch"] = start + i + 1
@@ -481,11 +491,25 @@ class ClaDec(_DecoderExplainer):
         x = prepared.x
         t = {"x": self._place(x)}
         if self.alpha > 0:
+            self._check_labels(x, prepared.y)
             t["y"] = self._place(prepared.y)
         act = self._cached_activations(x)
         if act is not None:
             t["a"] = act
         return t
+
+    def _check_labels(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Labels must index the classifier's outputs (else the loss fails deep inside training)."""
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                n_out = self.model(self.capture.normalize(x[:2].to(self.device))).shape[-1]
+        finally:
+            self.model.train(was)
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= n_out:
+            raise DataError(f"labels must lie in 0..{n_out - 1} (the classifier has {n_out} outputs), got {lo}..{hi}")
 
     def _cached_activations(self, x: torch.Tensor) -> torch.Tensor | None:
         """Activations for all of ``x``, computed once and kept while they fit ``cache_budget``."""
@@ -493,11 +517,12 @@ class ClaDec(_DecoderExplainer):
         nbytes = x.shape[0] * math.prod(shape) * 4
         if nbytes > self.cache_budget:
             return None
-        key = (x.data_ptr(), tuple(x.shape), x._version, str(x.device), self.layer, tuple(self.neurons or ()))
-        if self._act_cache is not None and self._act_cache[0] == key:
-            return self._act_cache[1]
-        act = self._place(self.encode(x.to(self.device) if self.device.type != "cpu" else x))
-        self._act_cache = (key, act)
+        # valid for this very tensor, unchanged since (its version), and an unchanged classifier
+        key = (x._version, self.layer, tuple(self.neurons or ()), sum(p._version for p in self.model.parameters()))
+        if self._act_cache is not None and self._act_cache[0] is x and self._act_cache[1] == key:
+            return self._act_cache[2]
+        act = self._place(self.encode(x))
+        self._act_cache = (x, key, act)
         return act
 
     def _loss(self, batch):

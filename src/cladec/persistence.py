@@ -94,6 +94,7 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
     exp.history = list(cfg.get("history", []))
     exp.fit_config = dict(cfg.get("fit_config", {}))
     exp.fitted = bool(cfg.get("fitted", False))
+    exp._bias_initialised = exp.fitted
     exp.collapsed = bool(cfg.get("collapsed", False))
     return exp
 

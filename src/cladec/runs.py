@@ -11,7 +11,8 @@ Layout written by :func:`fit_run` (and ``cladec fit``)::
 ``run.json["classifier"]`` is ``{"type": "checkpoint", "path": ...}`` (a directory made by
 ``cladec train-classifier`` / :func:`cladec.classifier.save_classifier`; the path is stored relative
 to the run directory when possible) or ``{"type": "factory", "factory": "pkg.mod:fn", "weights": ...,
-"kwargs": {...}, "input_norm": ...}`` for a user's own model.
+"kwargs": {...}, "input_norm": ...}`` for a user's own model. Loading such a run imports that module and
+calls the factory again, so a run directory is code you run: load only run directories you trust.
 """
 
 from __future__ import annotations
