@@ -54,3 +54,9 @@ def test_bad_shapes():
         build_decoder((16,), (2, 28, 28))
     with pytest.raises(ConfigError, match=r"\(D,\) or \(C, H, W\)"):
         build_decoder((4, 4), (1, 28, 28))
+
+
+def test_dense_head_is_capped_at_max_width():
+    d = build_decoder((4096,), (1, 28, 28), max_width=256)
+    assert d.head[1].out_features == 256
+    assert build_decoder((512,), (1, 32, 32)).head[1].out_features == 512  # the authors' 512-d case

@@ -258,3 +258,9 @@ def test_last_batch_of_one_image_is_skipped_and_modes_restored():
     r = RefAE(tiny_vgg(), "conv4", decoder_norm="batch").fit((x, y), epochs=1, verbose=False, batch_size=128)
     assert r.fit_config["steps"] == 1
     assert not r.decoder.training and not r.encoder.training
+
+
+def test_float64_images_are_accepted():
+    x, y = fmnist("train", 128)
+    e = ClaDec(tiny_vgg(), "conv2", alpha=0.0).fit((x.double(), y), epochs=1, verbose=False)
+    assert e.reconstruct(x[:2].double()).dtype == torch.float32

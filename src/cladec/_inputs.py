@@ -33,6 +33,8 @@ def check_images(x: torch.Tensor, where: str = "images") -> torch.Tensor:
         x = x.float().div_(255)
     elif not x.is_floating_point():
         raise DataError(f"{where} must be float in [0, 1] or uint8, got dtype {x.dtype}")
+    elif x.dtype != torch.float32:
+        x = x.float()  # float64/float16 images: the models work in float32
     if x.dim() != 4:
         raise DataError(
             f"{where} must be shaped (N, C, H, W), got shape {tuple(x.shape)}"

@@ -1,7 +1,7 @@
 """Decoder builder: from any activation shape to any image shape.
 
 Follows the authors' decoder: a dense head for vectors and 1×1 maps (``Linear`` to
-``max(D, base_width)`` features on a 1×1 seed) or a 3×3 conv head for spatial maps, then stride-2
+``max(D, base_width)`` features on a 1×1 seed, capped at ``max_width``) or a 3×3 conv head for spatial maps, then stride-2
 transposed convolutions (kernel 4, ReLU) that double the size at each stage, widths ``base_width ·
 2^k`` halving towards the image, a last transposed conv to the image channels and a sigmoid, so
 outputs lie in [0, 1]. Exact output sizes are reached for any H×W: each stage maps ``h → 2h`` or
@@ -102,7 +102,7 @@ class Decoder(nn.Module):
         self.dense = len(in_shape) == 1 or (in_shape[1] == 1 and in_shape[2] == 1)
         flat = int(math.prod(in_shape))
         if self.dense:
-            head_ch = max(flat, spec.base_width)
+            head_ch = min(max(flat, spec.base_width), max(spec.max_width, spec.base_width))
             self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, head_ch), nn.ReLU(inplace=True))
             seed = (1, 1)
             n = max(math.ceil(math.log2(max(H, W))), 1)
