@@ -22,6 +22,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -164,6 +165,87 @@ def quality(recon, model, xt, yt, bs=1000):
     return float((r - xt).pow(2).mean()), acc
 
 
+# fast-path variants: keyword arguments of fit/train_classifier, and process-wide settings ("module.attr")
+VARIANTS = {
+    "default": ({}, {}),
+    "nocl": ({"channels_last": False}, {}),
+    "nobench": ({}, {"cladec._training.CUDNN_BENCHMARK": False}),  # cuDNN autotuning off
+    "fp32": ({"amp": False}, {}),  # no bf16 autocast (TF32 convolutions on CUDA)
+    "compile": ({"compile": True}, {}),
+    "fp32-compile": ({"amp": False, "compile": True}, {}),
+    "compile-nocl": ({"compile": True, "channels_last": False}, {}),
+    "compile-nocl-nolayout": ({"compile": True, "channels_last": False},
+                              {"torch._inductor.config.layout_optimization": False}),
+}
+
+
+@contextlib.contextmanager
+def variant_globals(v):
+    """Apply a variant's process-wide settings for a block (and restore them)."""
+    import importlib
+
+    old = []
+    for key, val in VARIANTS[v][1].items():
+        mod, attr = key.rsplit(".", 1)
+        m = importlib.import_module(mod)
+        old.append((m, attr, getattr(m, attr)))
+        setattr(m, attr, val)
+    try:
+        yield
+    finally:
+        for m, attr, val in old:
+            setattr(m, attr, val)
+
+
+@contextlib.contextmanager
+def no_cuda_graph():
+    """Run the fast path without CUDA graphs (for a per-kernel profile)."""
+    import cladec._training as tr
+
+    init = tr.Engine.__init__
+
+    def patched(self, *a, **k):
+        init(self, *a, **k)
+        self.cfg.cuda_graph = False
+
+    tr.Engine.__init__ = patched
+    try:
+        yield
+    finally:
+        tr.Engine.__init__ = init
+
+
+def profile_phase(make, x, y, dev, out_dir, name, steps=40, bs=128):
+    """Kernel-level profile of ``steps`` training steps of one phase, with and without CUDA graphs.
+
+    A first fit warms cuDNN's autotuning cache; the profiled fit then runs one warm-up step, the graph
+    capture and the replays (or eager steps). Prints and saves the 25 kernels with most GPU time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    n = steps * bs
+    xs, ys = x[:n], y[:n]
+    make().fit((xs, ys), epochs=1, batch_size=bs, verbose=False, seed=0)
+    for label, ctx in (("graph", contextlib.nullcontext), ("eager", no_cuda_graph)):
+        with ctx():
+            make().fit((xs, ys), epochs=1, batch_size=bs, verbose=False, seed=0)  # warm (autotune, compile)
+            sync(dev)
+            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                make().fit((xs, ys), epochs=1, batch_size=bs, verbose=False, seed=0)
+                sync(dev)
+        ev = [e for e in prof.key_averages() if getattr(e, "device_type", None) is not None
+              and str(e.device_type).endswith("CUDA")]
+        total_us = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in ev)
+        count = sum(e.count for e in ev)
+        head = (f"# profile {name} ({label}): {steps} steps, {count} GPU kernels/ops ({count / steps:.0f} per step), "
+                f"GPU time {total_us / 1e3:.1f} ms ({total_us / steps:.0f} us per step)")
+        table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70)
+        print(head, flush=True)
+        print(table, flush=True)
+        if out_dir:
+            Path(out_dir, f"profile_{name}_{label}.txt").write_text(head + "\n" + table)
+
+
 def steady(times):
     return sum(times[1:]) / len(times[1:]) if len(times) > 1 else times[0]
 
@@ -180,7 +262,11 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--phases", default="classifier,cladec,refae,cladec-streamed")
     ap.add_argument("--pipeline-epochs", type=int, default=0)
-    ap.add_argument("--variants", default="default", help="fast-path variants to time: default,nocl,compile")
+    ap.add_argument("--variants", default="default",
+                    help="fast-path variants to time, comma-separated: " + ",".join(VARIANTS))
+    ap.add_argument("--profile", default=None, metavar="DIR",
+                    help="also profile 40 ClaDec and RefAE steps per kernel (with and without CUDA graphs), "
+                         "tables printed and saved in DIR")
     ap.add_argument("--max-pipeline-s", type=float, default=0, help="shorten the pipeline run to fit this budget")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
@@ -202,8 +288,11 @@ def main() -> int:
         rows.append(r)
         print(json.dumps(r), flush=True)
 
-    variants = {"default": {}, "nocl": {"channels_last": False}, "compile": {"compile": True}}
     chosen = [v for v in args.variants.split(",") if v]
+    bad = [v for v in chosen if v not in VARIANTS]
+    if bad:
+        ap.error(f"unknown variant(s) {bad}; valid: {sorted(VARIANTS)}")
+    variants = {k: v[0] for k, v in VARIANTS.items()}
 
     def vname(v):
         return "cladec" if v == "default" else f"cladec-{v}"
@@ -215,8 +304,9 @@ def main() -> int:
         m = create_model("vgg-paper", in_channels=1, num_classes=10).to(dev)
         reset_peak(dev)
         try:
-            hist = train_classifier(m, (x, y), ce, test_data=(xt, yt), batch_size=bs, verbose=False, seed=0,
-                                    **variants[v])
+            with variant_globals(v):
+                hist = train_classifier(m, (x, y), ce, test_data=(xt, yt), batch_size=bs, verbose=False, seed=0,
+                                        **variants[v])
         except Exception as ex:  # a variant that fails is reported, not fatal
             print(f"# classifier variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
             continue
@@ -235,14 +325,19 @@ def main() -> int:
             acc2 = float((m2(xt).argmax(1) == yt).float().mean())
         row("classifier", "plain", t_plain, len(x), {"test_acc": acc2})
     clf.eval()
+    if args.profile:
+        Path(args.profile).mkdir(parents=True, exist_ok=True)
+        profile_phase(lambda: cladec.ClaDec(clf, args.layer, alpha=0.001), x, y, dev, args.profile, "cladec", bs=bs)
+        profile_phase(lambda: cladec.RefAE(clf, args.layer), x, y, dev, args.profile, "refae", bs=bs)
 
     # ClaDec ------------------------------------------------------------------------------------
     if "cladec" in phases:
         for v in chosen:
             reset_peak(dev)
             try:
-                e = cladec.ClaDec(clf, args.layer, alpha=0.001).fit((x, y), epochs=E, batch_size=bs, verbose=False,
-                                                                     seed=0, **variants[v])
+                with variant_globals(v):
+                    e = cladec.ClaDec(clf, args.layer, alpha=0.001).fit((x, y), epochs=E, batch_size=bs,
+                                                                         verbose=False, seed=0, **variants[v])
             except Exception as ex:
                 print(f"# cladec variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
                 continue
@@ -262,8 +357,9 @@ def main() -> int:
         for v in chosen:
             reset_peak(dev)
             try:
-                r = cladec.RefAE(clf, args.layer).fit((x, y), epochs=E, batch_size=bs, verbose=False, seed=0,
-                                                      **variants[v])
+                with variant_globals(v):
+                    r = cladec.RefAE(clf, args.layer).fit((x, y), epochs=E, batch_size=bs, verbose=False, seed=0,
+                                                          **variants[v])
             except Exception as ex:
                 print(f"# refae variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
                 continue
@@ -276,7 +372,9 @@ def main() -> int:
 
     # whole pipeline ------------------------------------------------------------------------------
     pipeline = None
-    if args.pipeline_epochs:
+    if args.pipeline_epochs and not {"classifier", "cladec", "refae"} <= set(phases):
+        print("# pipeline skipped: it needs the classifier, cladec and refae phases", flush=True)
+    elif args.pipeline_epochs:
         P = args.pipeline_epochs
         # each phase runs with its fastest measured variant over P epochs (warm-up/compile counted)
         best = {}
@@ -295,13 +393,16 @@ def main() -> int:
         t0 = time.perf_counter()
         torch.manual_seed(1)
         c2 = create_model("vgg-paper", in_channels=1, num_classes=10).to(dev)
-        train_classifier(c2, (x, y), P, batch_size=bs, verbose=False, seed=1, **kw.get("classifier", {}))
+        with variant_globals(best["classifier"][0]):
+            train_classifier(c2, (x, y), P, batch_size=bs, verbose=False, seed=1, **kw.get("classifier", {}))
         t1 = time.perf_counter()
-        r2 = cladec.RefAE(c2, args.layer).fit((x, y), epochs=P, batch_size=bs, verbose=False, seed=1,
-                                               **kw.get("refae", {}))
+        with variant_globals(best["refae"][0]):
+            r2 = cladec.RefAE(c2, args.layer).fit((x, y), epochs=P, batch_size=bs, verbose=False, seed=1,
+                                                   **kw.get("refae", {}))
         t2 = time.perf_counter()
-        e2 = cladec.ClaDec(c2, args.layer, alpha=0.001).fit((x, y), epochs=P, batch_size=bs, verbose=False, seed=1,
-                                                             **kw.get("cladec", {}))
+        with variant_globals(best["cladec"][0]):
+            e2 = cladec.ClaDec(c2, args.layer, alpha=0.001).fit((x, y), epochs=P, batch_size=bs, verbose=False,
+                                                                 seed=1, **kw.get("cladec", {}))
         sync(dev)
         t3 = time.perf_counter()
         c2.eval()

@@ -11,8 +11,9 @@ Two paths do the same arithmetic:
 
 * ``fast=True`` (default): no host synchronisation per step (per-step losses go to a device
   buffer, read every ``log_every`` steps), a fused optimiser, bf16 autocast on CUDA and on CPUs that
-  compute bf16 natively (AVX512-BF16/AMX), and on CUDA channels-last and the whole step (gather,
-  forward, backward, optimiser) captured once in a CUDA graph and replayed.
+  compute bf16 natively (AVX512-BF16/AMX), and on CUDA channels-last, cuDNN autotuning and the whole
+  step (gather, forward, backward, optimiser) captured once in a CUDA graph and replayed; optionally
+  (``compile=True``) the loss is compiled with ``torch.compile`` (full batches) before the capture.
 * ``fast=False``: a plain eager loop that reads the loss after every step (for debugging).
 
 A non-finite loss stops training with :class:`~cladec._errors.TrainingError` naming the epoch
@@ -33,6 +34,10 @@ from torch import nn
 from ._errors import TrainingError
 
 LossFn = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+#: The fast path on CUDA turns on cuDNN autotuning (``torch.backends.cudnn.benchmark``) while it trains
+#: (shapes are static, so each convolution is tuned once) and restores the user's setting afterwards.
+CUDNN_BENCHMARK = True
 
 
 def step_decay_epochs(epochs: int) -> int:
@@ -88,6 +93,7 @@ class Engine:
         on_epoch_end: Callable[[dict], dict] | None = None,
     ) -> None:
         self.on_epoch_end = on_epoch_end
+        self._compiled = None
         self.loss_fn = loss_fn
         self.opt = optimizer
         self.train_modules = train_modules
@@ -112,8 +118,11 @@ class Engine:
         )
 
     def _compute(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        fn = self.loss_fn
+        if self._compiled is not None and next(iter(batch.values())).shape[0] == self.cfg.batch_size:
+            fn = self._compiled  # full batches only: a short last batch would trigger a second compile
         with self._autocast():
-            total, parts = self.loss_fn(batch)
+            total, parts = fn(batch)
         total.backward()
         self.opt.step()
         return torch.stack([total.detach().float()] + [parts[n].detach().float() for n in self.part_names[1:]])
@@ -159,8 +168,10 @@ class Engine:
         if self.use_channels_last:
             for m in self.train_modules:
                 m.to(memory_format=torch.channels_last)
-        if cfg.compile and cfg.fast:
-            self.loss_fn = torch.compile(self.loss_fn)
+        self._compiled = torch.compile(self.loss_fn) if (cfg.compile and cfg.fast) else None
+        bench_was = torch.backends.cudnn.benchmark
+        if cfg.fast and self.on_cuda and CUDNN_BENCHMARK:
+            torch.backends.cudnn.benchmark = True
         n = None
         if tensors is not None:
             n = next(iter(tensors.values())).shape[0]
@@ -204,6 +215,7 @@ class Engine:
             bar.close()
             if self.on_cuda:
                 torch.cuda.synchronize(self.device)
+            torch.backends.cudnn.benchmark = bench_was
             self._graph = None
             for ms in modes:  # leave every module in the mode it had before training
                 for mod, was in ms:
