@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "src"))
 CONFIGS = {
     "reduced": dict(
         datasets=["fashion-mnist", "mnist", "cifar10"], archs=["vgg-paper", "resnet10"], size=32,
-        limit=3000, test_limit=1000, clf_epochs=3, epochs=2, seeds=[0], alphas=[0.0, 0.001, 0.9],
+        limit=3000, test_limit=1000, clf_epochs=3, epochs=2, seeds=[0, 1, 2], alphas=[0.0, 0.001, 0.9],
         eval_classifier=True, eval_epochs=1, arch_kwargs={"resnet10": {"width": 0.5}},
     ),
     "full": dict(

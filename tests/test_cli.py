@@ -162,13 +162,15 @@ def test_fit_neuron_subset_and_explain(run_dir, tmp_path, capsys):
     assert w >= 600 and 200 <= h <= w  # 4 triplets (12 panels) across, 3 rows
 
 
-def test_fit_default_layer_alias_without_refae(clf_dir, tmp_path, capsys):
+def test_fit_default_layer_alias_without_refae_compiled(clf_dir, tmp_path, capsys):
     out = tmp_path / "run-last"
     rc = main(["fit", "--model", str(clf_dir), "--layer", "last", "--no-refae", "--epochs", "1", "--limit", "500",
-               "--test-limit", "100", "--data-root", str(DATA), "--out", str(out), "-q"])  # data set from checkpoint
+               "--test-limit", "100", "--data-root", str(DATA), "--out", str(out), "-q",
+               "--compile"])  # data set from checkpoint
     assert rc == 0, capsys.readouterr().err
     cfg = json.loads((out / "run.json").read_text())
     assert cfg["layer"] == "conv4" and cfg["neurons"] is None and cfg["dataset"]["name"] == "fashion-mnist"
+    assert cfg["compile"] is True and cfg["fast"] is True
     assert not (out / "refae").exists() and "mse_refae" not in cfg["metrics"]
     png = tmp_path / "two.png"
     assert main(["explain", "--run", str(out), "--n", "4", "--out", str(png), "--data-root", str(DATA)]) == 0

@@ -60,3 +60,19 @@ def test_dense_head_is_capped_at_max_width():
     d = build_decoder((4096,), (1, 28, 28), max_width=256)
     assert d.head[1].out_features == 256
     assert build_decoder((512,), (1, 32, 32)).head[1].out_features == 512  # the authors' 512-d case
+
+
+@pytest.mark.parametrize("out_shape", [(1, 32, 32), (3, 28, 28), (1, 28, 1), (1, 2, 2)])
+def test_first_stage_on_a_point_equals_the_transposed_convolution(out_shape):
+    # the dense head's first up-stage is computed as a matrix product; it must equal the module's own call
+    torch.manual_seed(0)
+    dec = build_decoder((64,), out_shape)
+    a = torch.randn(5, 64)
+    h = dec.head(a)
+    conv = dec.up[0]
+    want = conv(h.view(5, -1, 1, 1))
+    for m in list(dec.up)[1:]:
+        want = m(want)
+    got = dec(a)
+    torch.testing.assert_close(got, dec.out(want), rtol=1e-5, atol=1e-6)
+    assert got.shape[1:] == out_shape

@@ -321,7 +321,8 @@ def train_classifier(
         fast: train in-memory data with cladec's training engine (no per-step host sync; on CUDA bf16
             autocast, fused SGD and CUDA graphs); ``False`` runs the plain loop that checks every step.
         channels_last: channels-last memory format while training (default: on for ``fast`` on CUDA).
-        compile: ``torch.compile`` the loss before CUDA-graph capture.
+        compile: ``torch.compile`` the loss before CUDA-graph capture (on an H200: 0.32 → 0.24 s per
+            epoch of 60k Fashion-MNIST images for the paper's VGG, after about 12 s of compiling).
         amp: bf16 autocast (default: on CUDA and on CPUs with native bf16; ``False``: float32).
 
     Returns:

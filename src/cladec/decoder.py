@@ -86,6 +86,20 @@ def _up(cin: int, cout: int, h_in: tuple[int, int], h_out: tuple[int, int], bias
     return nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=tuple(pads), output_padding=tuple(ops), bias=bias)
 
 
+def _up_from_point(h: torch.Tensor, conv: nn.ConvTranspose2d, out_hw: tuple[int, int]) -> torch.Tensor:
+    """``conv`` applied to ``h`` viewed as ``(N, C, 1, 1)``, as a matrix product.
+
+    On a single input pixel a transposed convolution with padding ``p`` writes output pixel ``(y, x)``
+    from kernel tap ``(y + p, x + p)``: ``out[n, o, y, x] = b[o] + Σ_c h[n, c] · W[c, o, y + p, x + p]``.
+    """
+    (ph, pw), (oh, ow) = conv.padding, out_hw
+    w = conv.weight[:, :, ph : ph + oh, pw : pw + ow]  # (C, O, oh, ow)
+    y = (h @ w.reshape(w.shape[0], -1)).view(h.shape[0], w.shape[1], oh, ow)
+    if conv.bias is not None:
+        y = y + conv.bias.view(1, -1, 1, 1).to(y.dtype)
+    return y
+
+
 class Decoder(nn.Module):
     """The decoder network built from a :class:`DecoderSpec` (use :func:`build_decoder`)."""
 
@@ -114,6 +128,7 @@ class Decoder(nn.Module):
             n = max(round(math.log2(ratio)), 0) if ratio > 1 else 0
         hs, ws = _chain(H, n), _chain(W, n)
         self._dense_ch = head_ch
+        self._first_out = (hs[1], ws[1]) if n else None
         # a spatial seed that does not sit on the size chain is resized once after the head
         self.resize = (hs[0], ws[0]) if (hs[0], ws[0]) != seed else None
         layers: list[nn.Module] = []
@@ -138,6 +153,14 @@ class Decoder(nn.Module):
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         x = self.head(a)
+        if self.dense and isinstance(self.up[0], nn.ConvTranspose2d):
+            # the first transposed convolution sees a 1×1 seed: computed as the matrix product it is
+            # (same weights, same result) — one GEMM instead of a cuDNN call on an N×C×1×1 tensor,
+            # whose memory format is ambiguous (it breaks torch.compile's stride checks in torch 2.11)
+            x = _up_from_point(x, self.up[0], self._first_out)
+            for m in list(self.up)[1:]:
+                x = m(x)
+            return self.out(x)
         if self.dense:
             x = x.view(x.shape[0], self._dense_ch, 1, 1)
         if self.resize is not None:

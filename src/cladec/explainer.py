@@ -247,8 +247,10 @@ class _DecoderExplainer:
             log_every: Steps between progress updates on the fast path.
             channels_last: Channels-last memory format for the trained modules (default: on for the
                 fast path on CUDA).
-            compile: ``torch.compile`` the loss before CUDA-graph capture (off by default: compiling
-                costs tens of seconds).
+            compile: ``torch.compile`` the loss (full batches) before CUDA-graph capture. On an H200
+                (Fashion-MNIST, conv4, batch 128) it cut an epoch from 0.41 to 0.31 s (ClaDec) and 0.54
+                to 0.40 s (RefAE) but costs 7–9 s of compiling per fit (less with a warm compile
+                cache), so it pays off for long fits; off by default.
             amp: bf16 autocast (default: on CUDA, and on the fast path on CPUs with native bf16;
                 ``False`` keeps everything in float32).
 

@@ -129,6 +129,7 @@ def fit_run(
     device: str | None = None,
     decoder_norm: str | None = None,
     fast: bool = True,
+    compile: bool = False,
     verbose: bool = True,
 ) -> Run:
     """Fit ClaDec (and its RefAE) for one layer of a classifier and save them as a run directory.
@@ -152,6 +153,7 @@ def fit_run(
         device: Device (default: CUDA if available, else CPU).
         decoder_norm: ``None`` or ``"batch"``.
         fast: Use the fast training path.
+        compile: ``torch.compile`` the training losses (see :meth:`ClaDec.fit`; pays off for long fits).
         verbose: Progress bars.
 
     Returns:
@@ -184,13 +186,15 @@ def fit_run(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     e = ClaDec(model, layer, alpha=alpha, neurons=neurons, input_norm=norm, decoder_norm=decoder_norm)
-    e.fit(train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast)
+    e.fit(train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast,
+          compile=compile)
     timings["cladec_s"] = round(time.perf_counter() - t0, 2)
     r = None
     if refae:
         t0 = time.perf_counter()
         r = RefAE.like(e, init_seed=seed)
-        r.fit(train, epochs=refae_epochs or epochs, batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast)
+        r.fit(train, epochs=refae_epochs or epochs, batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast,
+              compile=compile)
         timings["refae_s"] = round(time.perf_counter() - t0, 2)
     xt, yt = test.tensors()
     summary = explain(xt, cladec=e, refae=r, labels=yt).summary()
@@ -211,6 +215,8 @@ def fit_run(
         "batch_size": batch_size,
         "lr": lr,
         "seed": seed,
+        "fast": fast,
+        "compile": compile,
         "metrics": {"test_images": len(test), **summary},
         "timings": timings,
         "collapsed": {"cladec": e.collapsed, "refae": r.collapsed if r is not None else None},
