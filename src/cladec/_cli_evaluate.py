@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from typing import Any
 
 from ._errors import ConfigError
+from ._cli_args import csv_list as _csv_list
 from ._cli_args import pos_int as _pos_int
 
 __all__ = ["register", "cmd_evaluate", "cmd_sweep"]
-
-
-def _csv_list(conv: Callable[[str], Any], what: str) -> Callable[[str], list]:
-    def parse(text: str) -> list:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError(f"{what}: give a comma-separated list, got {text!r}")
-        try:
-            return [conv(t) for t in items]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what}: cannot read {text!r} as a comma-separated list") from None
-
-    return parse
 
 
 def register(subparsers: Any) -> None:

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 import torch
 
 from ._errors import ConfigError
+from ._cli_args import csv_list
 from ._cli_args import pos_int as _pos_int
 
 __all__ = ["register", "cmd_compare_saliency", "compare_saliency", "format_table", "DEFAULT_METHODS"]
@@ -583,7 +584,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--roar-k", default="10,30,50,70,90", help="ROAR percentages in [0, 100) (10,30,50,70,90)")
     p.add_argument("--roar-epochs", type=_pos_int, default=None,
                    help="epochs of each ROAR retraining (default: the classifier's own)")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (0)")
+    p.add_argument("--seeds", type=csv_list(int, "--seeds"), default=[0], help="comma-separated seeds (0)")
     p.add_argument("--data-root", default=None, help="data root (default: the run's, else $CLADEC_DATA)")
     p.add_argument("--limit", type=_pos_int, default=5000, help="training images for ROAR retraining (5000)")
     p.add_argument("--steps", type=_pos_int, default=32, help="deletion/insertion steps (32)")
@@ -594,16 +595,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_compare_saliency)
-
-
-def _parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in str(text).split(",") if s.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds must be comma-separated integers, got {text!r}") from None
-    if not seeds:
-        raise ConfigError("--seeds needs at least one integer")
-    return seeds
 
 
 def cmd_compare_saliency(args: argparse.Namespace) -> int:
@@ -626,10 +617,9 @@ def cmd_compare_saliency(args: argparse.Namespace) -> int:
     methods = [canonical_method(m) for m in args.methods.split(",") if m.strip()]
     scores = check_scores(args.scores)
     ks = check_roar_k(args.roar_k)
-    seeds = _parse_seeds(args.seeds)
     res = compare_saliency(
         args.run, out=args.out, methods=methods, scores=scores, n=args.n, roar_k=ks, roar_epochs=args.roar_epochs,
-        roar_train_limit=args.limit, seeds=seeds, dataset=args.dataset, data_root=args.data_root, steps=args.steps,
+        roar_train_limit=args.limit, seeds=args.seeds, dataset=args.dataset, data_root=args.data_root, steps=args.steps,
         insertion_start=args.insertion_start, deletion_baseline=args.deletion_baseline, device=args.device,
         verbose=not args.quiet,
     )

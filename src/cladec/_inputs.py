@@ -8,6 +8,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ._checks import image_tensor, label_tensor
 from ._errors import ConfigError, DataError
 
 
@@ -23,35 +24,6 @@ class Prepared:
     @property
     def in_memory(self) -> bool:
         return self.x is not None
-
-
-def check_images(x: torch.Tensor, where: str = "images") -> torch.Tensor:
-    """Validate an image batch: (N, C, H, W), C in {1, 3}, values in [0, 1]; uint8 is scaled."""
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"{where} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dtype == torch.uint8:
-        x = x.float().div_(255)
-    elif not x.is_floating_point():
-        raise DataError(f"{where} must be float in [0, 1] or uint8, got dtype {x.dtype}")
-    elif x.dtype != torch.float32:
-        x = x.float()  # float64/float16 images: the models work in float32
-    if x.dim() != 4:
-        raise DataError(
-            f"{where} must be shaped (N, C, H, W), got shape {tuple(x.shape)}"
-            + ("; add the channel dimension with x.unsqueeze(1)" if x.dim() == 3 else "")
-        )
-    if x.shape[0] == 0:
-        raise DataError(f"{where}: the data set is empty")
-    if x.shape[1] not in (1, 3):
-        raise DataError(f"{where} must have 1 or 3 channels (N, C, H, W), got C={x.shape[1]}")
-    lo, hi = float(x.min()), float(x.max())
-    if not (lo >= -1e-4 and hi <= 1 + 1e-4):
-        raise DataError(
-            f"{where} must lie in [0, 1] (the decoder ends in a sigmoid), got values in "
-            f"[{lo:.3g}, {hi:.3g}]; pass unnormalised images and give the classifier's "
-            "normalisation as input_norm=(mean, std)"
-        )
-    return x
 
 
 def _first_item(ds: Dataset) -> Any:
@@ -70,11 +42,9 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int) -> Prepared:
         data = (data, None)
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         x, y = data
-        x = check_images(x)
+        x = image_tensor(x)
         if y is not None:
-            y = torch.as_tensor(y).long().view(-1)
-            if y.shape[0] != x.shape[0]:
-                raise DataError(f"got {x.shape[0]} images but {y.shape[0]} labels")
+            y = label_tensor(y, x.shape[0])
         if need_labels and y is None:
             raise ConfigError("alpha > 0 needs class labels: pass (images, labels)")
         return Prepared(x=x, y=y, image_shape=tuple(x.shape[1:]))  # type: ignore[arg-type]
@@ -90,7 +60,7 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int) -> Prepared:
         except StopIteration:
             raise DataError("the data loader yields no batches: the data set is empty") from None
         xb, yb = _split_batch(first, need_labels)
-        xb = check_images(xb, "the first batch's images")
+        xb = image_tensor(xb, "the first batch's images")
         return Prepared(loader=data, image_shape=tuple(xb.shape[1:]))  # type: ignore[arg-type]
     if isinstance(data, Dataset):
         if hasattr(data, "tensors") and callable(data.tensors):
@@ -114,7 +84,7 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int) -> Prepared:
             y = torch.cat(ys) if all(t is not None for t in ys) else None
             return prepare((x, y), need_labels=need_labels, max_bytes=max_bytes)
         loader = DataLoader(data, batch_size=128, shuffle=True)  # type: ignore[arg-type]
-        return Prepared(loader=loader, image_shape=tuple(check_images(xi.unsqueeze(0)).shape[1:]))  # type: ignore[arg-type]
+        return Prepared(loader=loader, image_shape=tuple(image_tensor(xi.unsqueeze(0)).shape[1:]))  # type: ignore[arg-type]
     raise DataError(
         f"cannot use data of type {type(data).__name__}: give a pair of tensors (images, labels), "
         "an image tensor, a Dataset of (image, label) or a DataLoader"
@@ -144,4 +114,4 @@ def iterate_batches(loader: Iterable, need_labels: bool) -> Iterator[tuple[torch
     """Yield validated (images, labels) batches from a loader."""
     for batch in loader:
         x, y = _split_batch(batch, need_labels)
-        yield check_images(x, "a batch's images"), y
+        yield image_tensor(x, "a batch's images"), y

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ._checks import image_tensor, label_tensor
 from ._errors import ConfigError, DataError, SaveFormatError, TrainingError
 from ._io import load_state_dict_file, load_tensors, read_json, save_tensors, write_json
 from ._version import __version__
@@ -80,23 +81,9 @@ _DATA_KINDS = (
 
 
 def _check_xy(x: Any, y: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"{what}: images must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        hint = "; add the channel dimension with x.unsqueeze(1)" if x.dim() == 3 else ""
-        raise DataError(f"{what}: images must have shape (N, C, H, W), got {tuple(x.shape)}{hint}")
-    if x.dtype != torch.uint8 and not x.is_floating_point():
-        raise DataError(f"{what}: images must be uint8 or floating point in [0, 1], got dtype {x.dtype}")
-    y = torch.as_tensor(y)
-    if y.is_floating_point() or y.dtype == torch.bool or y.dim() != 1:
-        raise DataError(f"{what}: labels must be a 1-D integer tensor, got dtype {y.dtype} shape {tuple(y.shape)}")
-    if len(y) != len(x):
-        raise DataError(f"{what}: {len(x)} images but {len(y)} labels")
-    if len(x) == 0:
-        raise DataError(f"{what} is empty")
-    if int(y.min()) < 0:
-        raise DataError(f"{what}: labels must be >= 0, found {int(y.min())}")
-    return x, y.to(torch.int64)
+    # any channel count (the classifier is the user's); uint8 stays uint8 until a batch is used
+    x = image_tensor(x, f"the images of {what}", channels=None, scale_uint8=False, check_range=False)
+    return x, label_tensor(y, len(x), what)
 
 
 def _split_item(item: Any, what: str) -> tuple[Any, Any]:
@@ -559,13 +546,7 @@ def predict(model: nn.Module, x: Any, *, batch_size: int = 512, input_norm: Any 
     batch_size = _positive_int("batch_size", batch_size)
     if isinstance(x, ImageDataset):
         x = x.images
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"predict needs an image tensor (N, C, H, W) or an ImageDataset, got {type(x).__name__}")
-    if x.dim() != 4:
-        hint = "; add the batch dimension with x.unsqueeze(0)" if x.dim() == 3 else ""
-        raise DataError(f"images must have shape (N, C, H, W), got {tuple(x.shape)}{hint}")
-    if x.dtype != torch.uint8 and not x.is_floating_point():
-        raise DataError(f"images must be uint8 or floating point in [0, 1], got dtype {x.dtype}")
+    x = image_tensor(x, "the images", channels=None, scale_uint8=False, check_range=False, allow_empty=True)
     if len(x) == 0:
         return torch.zeros(0, dtype=torch.int64)
     dev = _model_device(model)

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ._checks import image_tensor, label_tensor
 from ._errors import ConfigError, DataError
 from ._io import atomic_path
 
@@ -160,24 +161,9 @@ class ImageDataset(Dataset):
             >>> ImageDataset(torch.rand(2, 3, 4, 4), [0, 0], ["cat"]).image_shape
             (3, 4, 4)
         """
-        if not isinstance(images, torch.Tensor):
-            raise DataError(f"images must be a torch.Tensor of shape (N, C, H, W), got {type(images).__name__}")
-        if images.dim() != 4:
-            raise DataError(
-                f"images must have shape (N, C, H, W) (4 dimensions), got shape {tuple(images.shape)}"
-            )
-        if images.dtype != torch.uint8:
-            if not images.is_floating_point():
-                raise DataError(f"images must be uint8 or floating point in [0, 1], got dtype {images.dtype}")
-            images = images.to(torch.float32)
-        labels = torch.as_tensor(labels)
-        if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
-            raise DataError(
-                f"labels must be a 1-D integer tensor, got dtype {labels.dtype} shape {tuple(labels.shape)}"
-            )
-        labels = labels.to(torch.int64)
-        if len(labels) != len(images):
-            raise DataError(f"{len(images)} images but {len(labels)} labels; they must be the same number")
+        images = image_tensor(images, "images", channels=None, scale_uint8=False, check_range=False,
+                              allow_empty=True)
+        labels = label_tensor(labels, len(images))
         if len(images) == 0:
             raise DataError(f"data set {name!r} ({split}) is empty: it needs at least one image")
         if classes is None:

@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._errors import ConfigError, DataError
-from ._inputs import Prepared, check_images, iterate_batches, prepare
+from ._checks import image_tensor
+from ._inputs import Prepared, iterate_batches, prepare
 from ._training import Engine, EngineConfig, make_optimizer
 from .capture import LayerCapture, _model_device
-from .decoder import Decoder, DecoderSpec, build_decoder
+from .decoder import Decoder, build_decoder
 
 __all__ = ["ClaDec", "RefAE", "CollapseWarning"]
 
@@ -137,7 +138,7 @@ class _DecoderExplainer:
     # -- running -------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The activations the decoder sees for images ``x`` (no gradient)."""
-        x = check_images(x)
+        x = image_tensor(x)
         self._ensure_built(tuple(x.shape[1:]))
         return self._batched(x, self._encode_batch)
 
@@ -169,7 +170,7 @@ class _DecoderExplainer:
         Example:
             >>> x_hat = explainer.reconstruct(images)  # doctest: +SKIP
         """
-        x = check_images(x)
+        x = image_tensor(x)
         self._ensure_built(tuple(x.shape[1:]))
         self._require_built()
 

@@ -9,7 +9,7 @@ from typing import Sequence
 import torch
 
 from ._errors import ConfigError
-from ._inputs import check_images
+from ._checks import image_tensor
 
 __all__ = ["Explanation", "explain"]
 
@@ -171,7 +171,7 @@ def explain(
         >>> e = cladec.explain(x[:16], cladec=exp, refae=ref, labels=y[:16])  # doctest: +SKIP
         >>> e.save_grid("triplets.png")  # doctest: +SKIP
     """
-    x = check_images(x).cpu()
+    x = image_tensor(x).cpu()
     if refae is not None and refae.layer != cladec.layer:
         raise ConfigError(f"the RefAE explains layer {refae.layer!r}, the ClaDec {cladec.layer!r}: use one layer")
     x_e = cladec.reconstruct(x, batch_size=batch_size).cpu()

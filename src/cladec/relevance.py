@@ -70,7 +70,7 @@ import torch
 import torch.nn.functional as F
 
 from ._errors import ConfigError
-from ._inputs import check_images
+from ._checks import image_tensor
 
 __all__ = [
     "VARIANTS",
@@ -258,7 +258,7 @@ def relevance_map(
     if variant not in VARIANTS:
         raise ConfigError(f"unknown ClaDec relevance variant {variant!r}; valid variants: {', '.join(VARIANTS)}")
     _check_pair(cladec, refae)
-    x = check_images(x)
+    x = image_tensor(x)
     if x_cladec is None or x_refae is None:
         x_cladec, x_refae = reconstruct_pair(x, cladec, refae, batch_size=max(batch_size, 1))
     h = x.shape[-2]

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._errors import ConfigError
-from ._inputs import check_images
+from ._checks import image_tensor
 from .capture import _model_device, _norm_pair, resolve_layer
 
 __all__ = ["saliency_maps", "available_methods", "canonical_method", "sobel_map", "random_map", "Normalized"]
@@ -285,7 +285,7 @@ def saliency_maps(
     if not names:
         raise ConfigError(f"give at least one saliency method; valid methods: {', '.join(available_methods())}")
     names = list(dict.fromkeys(names))
-    x = check_images(x)
+    x = image_tensor(x)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     dev = _model_device(model)

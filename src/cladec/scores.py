@@ -63,7 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._errors import ConfigError, DataError
-from ._inputs import check_images
+from ._checks import image_tensor
 from .capture import _model_device
 
 __all__ = [
@@ -302,7 +302,7 @@ def perturbation_curve(
         raise ConfigError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
     if not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps must be a positive integer, got {steps!r}")
-    x = check_images(x)
+    x = image_tensor(x)
     maps = _check_maps(x, maps)
     clf = _norm_model(model, input_norm)
     dev = _model_device(model)
@@ -520,7 +520,7 @@ def road(
     for o in orders:
         if o not in ("morf", "lerf"):
             raise ConfigError(f"ROAD order must be 'morf' or 'lerf', got {o!r}")
-    x = check_images(x)
+    x = image_tensor(x)
     maps = _check_maps(x, maps)
     clf = _norm_model(model, input_norm)
     dev = _model_device(model)

@@ -1,0 +1,90 @@
+"""Validation of image and label tensors, shared by the data sets, the classifier trainer and the explainers.
+
+Every check raises :class:`~cladec._errors.DataError` with what was wrong and what would be valid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._errors import DataError
+
+
+def image_tensor(
+    x: Any,
+    where: str = "images",
+    *,
+    channels: tuple[int, ...] | None = (1, 3),
+    scale_uint8: bool = True,
+    check_range: bool = True,
+    allow_empty: bool = False,
+) -> torch.Tensor:
+    """Validate an image batch ``(N, C, H, W)``: uint8 or floating point in ``[0, 1]``.
+
+    Args:
+        x: The images.
+        where: How the error messages name them.
+        channels: Allowed channel counts (``None``: any).
+        scale_uint8: Convert uint8 images to float32 in ``[0, 1]`` (``False`` keeps uint8, to save memory).
+        check_range: Check that float images lie in ``[0, 1]``.
+        allow_empty: Accept ``N = 0``.
+
+    Returns:
+        The images, float32 (other float dtypes are converted) or uint8 when ``scale_uint8`` is ``False``.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{where} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise DataError(f"{where} must be uint8 or floating point in [0, 1], got dtype {x.dtype}")
+    if x.dim() != 4:
+        hint = ""
+        if x.dim() == 3:
+            hint = ("; for N grey images add the channel dimension with x.unsqueeze(1), for one image add "
+                    "the batch dimension with x.unsqueeze(0)")
+        raise DataError(f"{where} must have shape (N, C, H, W), got shape {tuple(x.shape)}{hint}")
+    if x.shape[0] == 0 and not allow_empty:
+        raise DataError(f"{where}: the data set is empty")
+    if channels is not None and x.shape[1] not in channels:
+        allowed = " or ".join(str(c) for c in channels)
+        raise DataError(f"{where} must have {allowed} channels (N, C, H, W), got C={x.shape[1]}")
+    if x.dtype == torch.uint8:
+        return x.float().div_(255) if scale_uint8 else x
+    if x.dtype != torch.float32:
+        x = x.float()  # float64/float16 images: the models work in float32
+    if check_range and x.numel():
+        lo, hi = float(x.min()), float(x.max())
+        if not (lo >= -1e-4 and hi <= 1 + 1e-4):
+            raise DataError(
+                f"{where} must lie in [0, 1] (the decoder ends in a sigmoid), got values in "
+                f"[{lo:.3g}, {hi:.3g}]; pass unnormalised images and give the classifier's "
+                "normalisation as input_norm=(mean, std)"
+            )
+    return x
+
+
+def label_tensor(y: Any, n: int, where: str = "labels") -> torch.Tensor:
+    """Validate class labels for ``n`` images: a 1-D integer tensor (or sequence) of ``n`` values ``>= 0``.
+
+    Args:
+        y: The labels.
+        n: The number of images they belong to.
+        where: How the error messages name the data.
+
+    Returns:
+        The labels as int64.
+    """
+    try:
+        y = torch.as_tensor(y)
+    except (TypeError, ValueError, RuntimeError) as ex:
+        raise DataError(f"{where}: labels must be a 1-D integer tensor, got {type(y).__name__} ({ex})") from None
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.dim() != 1:
+        raise DataError(
+            f"{where}: labels must be a 1-D integer tensor, got dtype {y.dtype} shape {tuple(y.shape)}"
+        )
+    if len(y) != n:
+        raise DataError(f"{where}: {n} images but {len(y)} labels; they must be the same number")
+    if len(y) and int(y.min()) < 0:
+        raise DataError(f"{where}: labels must be >= 0, found {int(y.min())}")
+    return y.to(torch.int64)
