@@ -176,6 +176,16 @@ def test_training_argument_errors(fmnist_small):
         train_classifier("not a model", small, epochs=1)
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_label_out_of_range_after_the_first_batch_is_reported(fmnist_small, fast):
+    train, _ = fmnist_small
+    x, _ = train.subset(range(32)).tensors()
+    y = torch.zeros(32, dtype=torch.long)
+    y[-1] = 7  # the first batches are fine; the last one is not
+    with pytest.raises(DataError, match="label 7 but the model outputs only 5 classes"):
+        train_classifier(_tiny_net(classes=5), (x, y), epochs=1, batch_size=8, fast=fast, verbose=False)
+
+
 def test_predict(trained, fmnist_small):
     net, _ = trained
     _, test = fmnist_small

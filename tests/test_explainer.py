@@ -282,3 +282,15 @@ def test_float64_images_are_accepted():
     x, y = fmnist("train", 128)
     e = ClaDec(tiny_vgg(), "conv2", alpha=0.0).fit((x.double(), y), epochs=1, verbose=False)
     assert e.reconstruct(x[:2].double()).dtype == torch.float32
+
+
+def test_a_streamed_dataset_uses_the_fit_batch_size():
+    # a Dataset above the cache budget is streamed; its loader must use fit()'s batch size
+    from cladec._inputs import prepare
+
+    x, y = fmnist("train", 96)
+    ds = TensorDataset(x, y)
+    p = prepare(ds, need_labels=True, max_bytes=0, batch_size=32)
+    assert not p.in_memory and p.loader.batch_size == 32
+    e = ClaDec(tiny_vgg(), "conv2", alpha=0.01, cache_budget=0).fit(ds, epochs=1, batch_size=32, verbose=False)
+    assert e.history[0]["epoch"] == 1

@@ -33,10 +33,11 @@ def _first_item(ds: Dataset) -> Any:
         raise DataError("the data set is empty") from None
 
 
-def prepare(data: Any, *, need_labels: bool, max_bytes: int) -> Prepared:
+def prepare(data: Any, *, need_labels: bool, max_bytes: int, batch_size: int = 128) -> Prepared:
     """Normalise ``data`` (pair of tensors, tensor, Dataset, DataLoader) for training.
 
-    A Dataset is materialised into tensors when it fits ``max_bytes``; a DataLoader is streamed.
+    A Dataset is materialised into tensors when it fits ``max_bytes``, else streamed in shuffled batches
+    of ``batch_size``; a DataLoader is streamed as it is.
     """
     if isinstance(data, torch.Tensor):
         data = (data, None)
@@ -83,7 +84,7 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int) -> Prepared:
             x = torch.cat(xs)
             y = torch.cat(ys) if all(t is not None for t in ys) else None
             return prepare((x, y), need_labels=need_labels, max_bytes=max_bytes)
-        loader = DataLoader(data, batch_size=128, shuffle=True)  # type: ignore[arg-type]
+        loader = DataLoader(data, batch_size=batch_size, shuffle=True)  # type: ignore[arg-type]
         return Prepared(loader=loader, image_shape=tuple(image_tensor(xi.unsqueeze(0)).shape[1:]))  # type: ignore[arg-type]
     raise DataError(
         f"cannot use data of type {type(data).__name__}: give a pair of tensors (images, labels), "

@@ -267,7 +267,11 @@ class LayerCapture:
             self.model(self.normalize(x))
         except _StopForward:
             pass
+        except torch.OutOfMemoryError:
+            raise  # not a problem of the input's shape: let it through as is
         except RuntimeError as e:
+            if "out of memory" in str(e):
+                raise
             raise DataError(
                 f"the model rejected input of shape {tuple(x.shape)}: {e}. "
                 "Give images shaped (N, C, H, W) with the channels and size the classifier was built for."

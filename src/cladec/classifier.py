@@ -96,7 +96,7 @@ def _split_item(item: Any, what: str) -> tuple[Any, Any]:
     raise DataError(f"{what}: every item/batch must be (images, labels), got {type(item).__name__}")
 
 
-def _as_data(data: Any, what: str) -> _Data:
+def _as_data(data: Any, what: str, batch_size: int = 128) -> _Data:
     """Accept the data kinds listed in :data:`_DATA_KINDS`."""
     if isinstance(data, ImageDataset):
         return _Data(x=data.images, y=data.labels)
@@ -123,7 +123,7 @@ def _as_data(data: Any, what: str) -> _Data:
                 ys.append(torch.as_tensor(yb))
             x, y = _check_xy(torch.cat(xs), torch.cat(ys), what)
             return _Data(x=x, y=y)
-        return _Data(loader=DataLoader(data, batch_size=128, shuffle=True))
+        return _Data(loader=DataLoader(data, batch_size=batch_size, shuffle=True))
     raise DataError(f"{what} must be {_DATA_KINDS}; got {type(data).__name__}")
 
 
@@ -236,7 +236,11 @@ def _forward_checked(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor | None
     """Forward the first batch with readable errors for the usual shape mistakes."""
     try:
         out = model(xb)
+    except torch.OutOfMemoryError:
+        raise
     except RuntimeError as e:
+        if "out of memory" in str(e):
+            raise
         raise DataError(
             f"the model could not process {what} of shape {tuple(xb.shape)} (N, C, H, W): {e}. Check that the "
             "model's in_channels and input size match the images"
@@ -244,12 +248,18 @@ def _forward_checked(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor | None
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise DataError(f"the model must return logits of shape (N, num_classes), got {shape}")
-    if yb is not None and len(yb) and int(yb.max()) >= out.shape[1]:
-        raise DataError(
-            f"{what} has label {int(yb.max())} but the model outputs only {out.shape[1]} classes; "
-            f"build it with num_classes >= {int(yb.max()) + 1}"
-        )
+    if yb is not None:
+        _check_labels_fit(yb, out.shape[1], what)
     return out
+
+
+def _check_labels_fit(y: torch.Tensor, n_out: int, what: str) -> None:
+    """Labels must index the model's outputs."""
+    if len(y) and int(y.max()) >= n_out:
+        raise DataError(
+            f"{what} has label {int(y.max())} but the model outputs only {n_out} classes; "
+            f"build it with num_classes >= {int(y.max()) + 1}"
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,8 +359,8 @@ def train_classifier(
 
     dev = torch.device(device) if device is not None else _model_device(model)
     model.to(dev)
-    train = _place(_as_data(data, "the training data"), dev)
-    test = _place(_as_data(test_data, "the test data"), dev) if test_data is not None else None
+    train = _place(_as_data(data, "the training data", batch_size), dev)
+    test = _place(_as_data(test_data, "the test data", batch_size), dev) if test_data is not None else None
     channels = int(train.x.shape[1]) if train.x is not None else None
     norm = _Normalize(input_norm, channels, dev)
 
@@ -388,6 +398,8 @@ def train_classifier(
             ):
                 xb = norm(xb)
                 out = _forward_checked(model, xb, yb, "the training data") if step == 0 else model(xb)
+                if step:
+                    _check_labels_fit(yb, out.shape[1], "the training data")  # this loop syncs every step anyway
                 loss = F.cross_entropy(out, yb)
                 if not bool(torch.isfinite(loss)):
                     raise TrainingError(
@@ -436,7 +448,8 @@ def _train_in_memory(model, train, test, epochs, *, batch_size, lr, momentum, we
     was = model.training
     model.eval()
     with torch.no_grad():  # readable errors for shape mistakes, before anything is trained
-        _forward_checked(model, norm(train.x[first].to(dev)), train.y[first].to(dev), "the training data")
+        # all labels are known: check them all against the model's outputs, not just the first batch's
+        _forward_checked(model, norm(train.x[first].to(dev)), train.y, "the training data")
     model.train(was)
 
     def loss_fn(batch):
@@ -492,6 +505,8 @@ def _accuracy_data(model: nn.Module, d: _Data, batch_size: int, norm: _Normalize
             ):
                 xb = norm(xb)
                 out = _forward_checked(model, xb, yb, "the data") if i == 0 else model(xb)
+                if i:
+                    _check_labels_fit(yb, out.shape[1], "the data")
                 correct += int((out.argmax(1) == yb).sum())
                 total += len(yb)
     finally:

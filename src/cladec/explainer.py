@@ -273,7 +273,8 @@ class _DecoderExplainer:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if lr_decay not in (None, "step"):
             raise ConfigError(f"lr_decay must be None or 'step', got {lr_decay!r}")
-        prepared = prepare(data, need_labels=self._needs_labels(), max_bytes=self.cache_budget * 4)
+        prepared = prepare(data, need_labels=self._needs_labels(), max_bytes=self.cache_budget * 4,
+                           batch_size=batch_size)
         if seed is not None:
             torch.manual_seed(seed)
         self._ensure_built(prepared.image_shape)  # type: ignore[arg-type]
