@@ -12,6 +12,7 @@ if [ "${GPU_CHECK:-0}" = 1 ]; then
   tail -c 1500 "$OUT/gpu_check.log"
 fi
 timeout ${SPEED_TIMEOUT:-260} python3 benchmarks/speed.py --device cuda --data-root .devdata --train 60000 --test 10000 --epochs 3 \
-  --pipeline-epochs 64 --max-pipeline-s ${PIPE_S:-90} --variants ${VARIANTS:-default,nobench,fp32,compile} \
-  --profile "$OUT/profile" --json "$OUT/speed_gpu.json" > "$OUT/speed_gpu.log" 2>&1
+  --phases ${PHASES:-classifier,cladec,refae,cladec-streamed} \
+  --pipeline-epochs 64 --max-pipeline-s ${PIPE_S:-90} --variants ${VARIANTS:-default,compile} \
+  --profile "$OUT/profile" --profile-variants ${PROFILE_VARIANTS:-compile} --json "$OUT/speed_gpu.json" > "$OUT/speed_gpu.log" 2>&1
 grep -v "^ \|^---\|Warning\|warn" "$OUT/speed_gpu.log" | tail -60

@@ -172,6 +172,7 @@ VARIANTS = {
     "nobench": ({}, {"cladec._training.CUDNN_BENCHMARK": False}),  # cuDNN autotuning off
     "fp32": ({"amp": False}, {}),  # no bf16 autocast (TF32 convolutions on CUDA)
     "compile": ({"compile": True}, {}),
+    "compile-max": ({"compile": "max-autotune-no-cudagraphs"}, {}),  # Inductor tunes its kernels (slow compile)
     "fp32-compile": ({"amp": False, "compile": True}, {}),
     "compile-nocl": ({"compile": True, "channels_last": False}, {}),
     "compile-nocl-nolayout": ({"compile": True, "channels_last": False},
@@ -215,7 +216,7 @@ def no_cuda_graph():
         tr.Engine.__init__ = init
 
 
-def profile_phase(make, x, y, dev, out_dir, name, steps=40, bs=128):
+def profile_phase(make, x, y, dev, out_dir, name, steps=40, bs=128, variant="default"):
     """Kernel-level profile of ``steps`` training steps of one phase, with and without CUDA graphs.
 
     A first fit warms cuDNN's autotuning cache; the profiled fit then runs one warm-up step, the graph
@@ -225,13 +226,16 @@ def profile_phase(make, x, y, dev, out_dir, name, steps=40, bs=128):
 
     n = steps * bs
     xs, ys = x[:n], y[:n]
-    make().fit((xs, ys), epochs=1, batch_size=bs, verbose=False, seed=0)
+    kw = dict(epochs=1, batch_size=bs, verbose=False, seed=0, **VARIANTS[variant][0])
+    name = name if variant == "default" else f"{name}-{variant}"
+    with variant_globals(variant):
+        make().fit((xs, ys), **kw)
     for label, ctx in (("graph", contextlib.nullcontext), ("eager", no_cuda_graph)):
-        with ctx():
-            make().fit((xs, ys), epochs=1, batch_size=bs, verbose=False, seed=0)  # warm (autotune, compile)
+        with ctx(), variant_globals(variant):
+            make().fit((xs, ys), **kw)  # warm (autotune, compile)
             sync(dev)
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                make().fit((xs, ys), epochs=1, batch_size=bs, verbose=False, seed=0)
+                make().fit((xs, ys), **kw)
                 sync(dev)
         ev = [e for e in prof.key_averages() if getattr(e, "device_type", None) is not None
               and str(e.device_type).endswith("CUDA")]
@@ -267,6 +271,7 @@ def main() -> int:
     ap.add_argument("--profile", default=None, metavar="DIR",
                     help="also profile 40 ClaDec and RefAE steps per kernel (with and without CUDA graphs), "
                          "tables printed and saved in DIR")
+    ap.add_argument("--profile-variants", default="default", help="variants to profile (comma-separated)")
     ap.add_argument("--max-pipeline-s", type=float, default=0, help="shorten the pipeline run to fit this budget")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
@@ -327,8 +332,12 @@ def main() -> int:
     clf.eval()
     if args.profile:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
-        profile_phase(lambda: cladec.ClaDec(clf, args.layer, alpha=0.001), x, y, dev, args.profile, "cladec", bs=bs)
-        profile_phase(lambda: cladec.RefAE(clf, args.layer), x, y, dev, args.profile, "refae", bs=bs)
+        for pv in [v for v in args.profile_variants.split(",") if v]:
+            if pv not in VARIANTS:
+                ap.error(f"unknown profile variant {pv!r}; valid: {sorted(VARIANTS)}")
+            profile_phase(lambda: cladec.ClaDec(clf, args.layer, alpha=0.001), x, y, dev, args.profile, "cladec",
+                          bs=bs, variant=pv)
+            profile_phase(lambda: cladec.RefAE(clf, args.layer), x, y, dev, args.profile, "refae", bs=bs, variant=pv)
 
     # ClaDec ------------------------------------------------------------------------------------
     if "cladec" in phases:

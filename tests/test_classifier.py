@@ -158,6 +158,7 @@ def test_training_argument_errors(fmnist_small):
         ({"epochs": 1, "lr": 0}, "lr must be a positive number"),
         ({"epochs": 1, "momentum": 1.5}, "momentum must be in"),
         ({"epochs": 1, "lr_decay": "cosine"}, "lr_decay must be 'step' or None"),
+        ({"epochs": 1, "compile": "turbo"}, "compile must be True, False or one of"),
         ({"epochs": 1, "input_norm": (0.5,)}, "input_norm must be None or"),
         ({"epochs": 1, "input_norm": ((0.5,), (0.0,))}, "std > 0"),
         ({"epochs": 1, "input_norm": ((0.5, 0.5, 0.5), (0.2, 0.2, 0.2))}, "3 values per statistic.*1 channels"),

@@ -170,7 +170,7 @@ def test_fit_default_layer_alias_without_refae_compiled(clf_dir, tmp_path, capsy
     assert rc == 0, capsys.readouterr().err
     cfg = json.loads((out / "run.json").read_text())
     assert cfg["layer"] == "conv4" and cfg["neurons"] is None and cfg["dataset"]["name"] == "fashion-mnist"
-    assert cfg["compile"] is True and cfg["fast"] is True
+    assert cfg["compile"] == "default" and cfg["fast"] is True
     assert not (out / "refae").exists() and "mse_refae" not in cfg["metrics"]
     png = tmp_path / "two.png"
     assert main(["explain", "--run", str(out), "--n", "4", "--out", str(png), "--data-root", str(DATA)]) == 0

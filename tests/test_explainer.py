@@ -126,6 +126,12 @@ def test_compiled_loss_gives_the_eager_result(cls):
     torch.testing.assert_close(compiled.reconstruct(xt), eager.reconstruct(xt), atol=1e-4, rtol=1e-4)
 
 
+def test_bad_compile_mode_is_a_clear_error():
+    x, y = fmnist("train", 64)
+    with pytest.raises(ConfigError, match="compile must be True, False or one of 'default'"):
+        ClaDec(tiny_vgg(), "conv2").fit((x, y), epochs=1, verbose=False, compile="reduce-overhead")
+
+
 def test_streamed_activations_match_the_cache():
     x, y = fmnist("train", 384)
     m = tiny_vgg()

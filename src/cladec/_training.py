@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from ._errors import TrainingError
+from ._errors import ConfigError, TrainingError
 
 LossFn = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -53,13 +53,33 @@ class EngineConfig:
     amp: bool | None = None  # bf16 autocast; None: on CUDA, and on CPUs with native bf16 for the fast path
     cuda_graph: bool = True
     channels_last: bool | None = None  # None: on for the fast path on CUDA
-    compile: bool = False  # torch.compile the loss (forward + backward) before graph capture
+    compile: bool | str = False  # torch.compile the loss (forward + backward) before graph capture; or a mode
     log_every: int = 50
     verbose: bool = True
     desc: str = "train"
     seed: int | None = None
     lr_decay: str | None = None  # None or "step"
     shuffle: bool = True
+
+
+    def __post_init__(self) -> None:
+        self.compile = compile_mode(self.compile)  # type: ignore[assignment]
+
+
+#: ``torch.compile`` modes the engine accepts (the others build CUDA graphs of their own, which the
+#: engine's whole-step graph already is).
+COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value: bool | str | None) -> str | None:
+    """``compile=`` as a ``torch.compile`` mode: ``False``/``None`` → ``None``, ``True`` → ``"default"``."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "default"
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return value
+    raise ConfigError(f"compile must be True, False or one of {', '.join(map(repr, COMPILE_MODES))}, got {value!r}")
 
 
 @dataclass
@@ -168,7 +188,7 @@ class Engine:
         if self.use_channels_last:
             for m in self.train_modules:
                 m.to(memory_format=torch.channels_last)
-        self._compiled = torch.compile(self.loss_fn) if (cfg.compile and cfg.fast) else None
+        self._compiled = torch.compile(self.loss_fn, mode=cfg.compile) if (cfg.compile and cfg.fast) else None
         bench_was = torch.backends.cudnn.benchmark
         if cfg.fast and self.on_cuda and CUDNN_BENCHMARK:
             torch.backends.cudnn.benchmark = True

@@ -350,9 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--batch-size", type=_pos_int, default=128, help="batch size (default: 128)")
     f.add_argument("--lr", type=_pos_float, default=3e-4, help="Adam learning rate (default: 3e-4)")
     f.add_argument("--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder (default: none)")
-    f.add_argument("--compile", action="store_true",
+    f.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
+                   choices=["default", "max-autotune-no-cudagraphs"],
                    help="torch.compile the training losses: faster epochs after a compile of several seconds "
-                        "per model (worth it for long fits on a GPU)")
+                        "per model (worth it for long fits on a GPU); MODE: default or max-autotune-no-cudagraphs")
     _add_common(f)
     f.set_defaults(func=cmd_fit)
 
@@ -598,7 +599,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
             input_norm=spec.get("input_norm"), alpha=args.alpha, neurons=neurons, epochs=args.epochs,
             refae=not args.no_refae, refae_epochs=args.refae_epochs, batch_size=args.batch_size, lr=args.lr,
             seed=args.seed, size=args.size, limit=args.limit, test_limit=args.test_limit,
-            data_root=args.data_root, device=str(dev), decoder_norm=args.decoder_norm, compile=args.compile,
+            data_root=args.data_root, device=str(dev), decoder_norm=args.decoder_norm, compile=args.compile or False,
             verbose=not args.quiet,
         )
     m = run.config["metrics"]

@@ -20,7 +20,7 @@ from torch import nn
 from ._errors import ConfigError, DataError
 from ._checks import image_tensor
 from ._inputs import Prepared, iterate_batches, prepare
-from ._training import Engine, EngineConfig, make_optimizer
+from ._training import Engine, EngineConfig, compile_mode, make_optimizer
 from .capture import LayerCapture, _model_device
 from .decoder import Decoder, build_decoder
 
@@ -228,7 +228,7 @@ class _DecoderExplainer:
         fast: bool = True,
         log_every: int = 50,
         channels_last: bool | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         amp: bool | None = None,
     ):
         """Train the decoder (and, for RefAE, the encoder).
@@ -251,7 +251,8 @@ class _DecoderExplainer:
             compile: ``torch.compile`` the loss (full batches) before CUDA-graph capture. On an H200
                 (Fashion-MNIST, conv4, batch 128) it cut an epoch from 0.41 to 0.31 s (ClaDec) and 0.54
                 to 0.40 s (RefAE) but costs 7–9 s of compiling per fit (less with a warm compile
-                cache), so it pays off for long fits; off by default.
+                cache), so it pays off for long fits; off by default. A string picks the mode:
+                ``"default"`` (= ``True``) or ``"max-autotune-no-cudagraphs"`` (tunes kernels, compiles longer).
             amp: bf16 autocast (default: on CUDA, and on the fast path on CPUs with native bf16;
                 ``False`` keeps everything in float32).
 
@@ -273,6 +274,7 @@ class _DecoderExplainer:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         if lr_decay not in (None, "step"):
             raise ConfigError(f"lr_decay must be None or 'step', got {lr_decay!r}")
+        compile_mode(compile)  # a bad value is an error before any work
         prepared = prepare(data, need_labels=self._needs_labels(), max_bytes=self.cache_budget * 4,
                            batch_size=batch_size)
         if seed is not None:

@@ -27,6 +27,7 @@ from torch import nn
 
 from ._errors import ConfigError, SaveFormatError
 from ._io import atomic_dir, read_json, write_json
+from ._training import compile_mode
 
 __all__ = ["Run", "fit_run", "load_run", "load_classifier_spec"]
 
@@ -129,7 +130,7 @@ def fit_run(
     device: str | None = None,
     decoder_norm: str | None = None,
     fast: bool = True,
-    compile: bool = False,
+    compile: bool | str = False,
     verbose: bool = True,
 ) -> Run:
     """Fit ClaDec (and its RefAE) for one layer of a classifier and save them as a run directory.
@@ -153,7 +154,8 @@ def fit_run(
         device: Device (default: CUDA if available, else CPU).
         decoder_norm: ``None`` or ``"batch"``.
         fast: Use the fast training path.
-        compile: ``torch.compile`` the training losses (see :meth:`ClaDec.fit`; pays off for long fits).
+        compile: ``torch.compile`` the training losses, ``True`` or a mode (see :meth:`ClaDec.fit`; pays off
+            for long fits).
         verbose: Progress bars.
 
     Returns:
@@ -216,7 +218,7 @@ def fit_run(
         "lr": lr,
         "seed": seed,
         "fast": fast,
-        "compile": compile,
+        "compile": compile_mode(compile),
         "metrics": {"test_images": len(test), **summary},
         "timings": timings,
         "collapsed": {"cladec": e.collapsed, "refae": r.collapsed if r is not None else None},
