@@ -61,7 +61,6 @@ class EngineConfig:
     lr_decay: str | None = None  # None or "step"
     shuffle: bool = True
 
-
     def __post_init__(self) -> None:
         self.compile = compile_mode(self.compile)  # type: ignore[assignment]
 
