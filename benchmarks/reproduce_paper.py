@@ -18,9 +18,10 @@ Usage::
     python benchmarks/reproduce_paper.py --config reduced --data-root ../shared/data --out /tmp/repro
     python benchmarks/reproduce_paper.py --config full --data-root DATA --out repro-full      # on a GPU
 
-``--config reduced`` is the configuration measured on 2 CPU cores in 24 min (3k training images, 2 decoder
-epochs, 1k test images, α ∈ {0, 0.001, 0.9}, one seed, resnet10 at width 0.5; ``--seeds 0,1,2`` takes about
-three times as long); ``--config full`` uses all images and the authors' 5 epochs per phase.
+``--config reduced`` is the configuration measured on 2 CPU cores: 3k training images, 2 decoder epochs, 1k test
+images, α ∈ {0, 0.001, 0.9}, 3 seeds, resnet10 at width 0.5 — 44.5 min with part of it on a shared CPU, about
+39 min idle (``--seeds 0`` takes about a third); ``--config full`` uses all images and the authors' 5 epochs per
+phase (for a GPU).
 Any setting can be overridden (``--datasets``, ``--archs``, ``--limit``, ``--seeds``, ``--alphas``, ...).
 """
 
