@@ -22,10 +22,11 @@ first call.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -223,6 +224,21 @@ class LayerCapture:
         if self._handle is None:
             self._handle = self._module.register_forward_hook(self._hook)
 
+    @contextlib.contextmanager
+    def attached(self) -> Iterator["LayerCapture"]:
+        """The hook attached for a block, left as it was afterwards (for code that may run inside a user's ``with``).
+
+        Training attaches it once around all steps, so that no hook is added or removed inside a step
+        (which ``torch.compile`` cannot trace).
+        """
+        was = self._handle is not None
+        self.attach()
+        try:
+            yield self
+        finally:
+            if not was:
+                self.detach()
+
     def detach(self) -> None:
         """Remove the forward hook (done when the ``with`` block ends)."""
         if self._handle is not None:
@@ -286,6 +302,19 @@ class LayerCapture:
             )
         out, self._out = self._out, None
         return out
+
+    def run_attached(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(x)`` for a hook already attached (inside :meth:`attached`): a lean path for training steps.
+
+        It neither touches the hook handle nor wraps errors, so ``torch.compile`` can trace it.
+        """
+        self._out = None
+        try:
+            self.model(self.normalize(x))
+        except _StopForward:
+            pass
+        out, self._out = self._out, None
+        return self.process(out)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Return the (processed) activations the decoder sees: gridded tokens, selected neurons."""

@@ -671,9 +671,14 @@ class RefAE(_DecoderExplainer):
     def _train_modules(self) -> list[nn.Module]:
         return [self.encoder, self.decoder]
 
+    def _training_mode(self):
+        # the encoder is RefAE's own and is only run through the capture: its hook stays attached for all
+        # steps, so none is added or removed inside a step (torch.compile then traces the step as one graph)
+        return self.capture.attached()
+
     def _loss(self, batch):
         x = batch["x"]
-        x_hat = self.decoder(self.capture(x))
+        x_hat = self.decoder(self.capture.run_attached(x))  # the hook is attached by _training_mode
         mse = F.mse_loss(x_hat.float(), x)
         return mse, {"mse": mse}
 
