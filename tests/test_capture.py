@@ -142,3 +142,22 @@ def test_images_the_model_rejects():
     with pytest.raises(DataError, match="rejected input of shape"):
         with LayerCapture(tiny_vgg(), "conv2") as cap:
             cap(torch.zeros(2, 3, 28, 28))
+
+
+def test_images_the_model_rejects_on_a_torch_without_OutOfMemoryError(monkeypatch):
+    # torch < 2.5 has no torch.OutOfMemoryError: the shape error must still be the readable DataError
+    monkeypatch.delattr(torch, "OutOfMemoryError", raising=False)
+    with pytest.raises(DataError, match="rejected input of shape"):
+        with LayerCapture(tiny_vgg(), "conv2") as cap:
+            cap(torch.zeros(2, 3, 28, 28))
+
+
+def test_run_attached_needs_the_hook():
+    x, _ = fmnist("train", 4)
+    cap = LayerCapture(tiny_vgg(), "conv2")
+    with pytest.raises(ConfigError, match="run_attached needs the hook attached"):
+        cap.run_attached(x)
+    with cap.attached():
+        assert cap._handle is not None
+        torch.testing.assert_close(cap.run_attached(x), cap(x))
+    assert cap._handle is None  # detached again: it was not attached before

@@ -459,3 +459,14 @@ def test_download_flow_places_files_where_the_loader_looks(data_root, tmp_path, 
     assert requested[-1] == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     assert torch.equal(ds.images, ref.images) and ds.image_shape == (3, 32, 32)
     assert not (tmp_path / "evil.txt").exists() and not (root.parent.parent / "evil.txt").exists()
+
+
+def test_image_dataset_label_forms():
+    # unsigned numpy labels (no min() in torch for uint32) and a (N, 1) column are class indices too
+    x = torch.zeros(3, 1, 4, 4)
+    assert ImageDataset(x, np.array([1, 0, 2], dtype=np.uint32)).labels.tolist() == [1, 0, 2]
+    assert ImageDataset(x, torch.tensor([[1], [0], [2]])).labels.tolist() == [1, 0, 2]
+    with pytest.raises(DataError, match="labels must be a 1-D integer tensor"):
+        ImageDataset(x, torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(DataError, match=r"labels must be >= 0 \(class indices\), found -1"):
+        ImageDataset(x, [0, -1, 2])

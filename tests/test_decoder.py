@@ -76,3 +76,17 @@ def test_first_stage_on_a_point_equals_the_transposed_convolution(out_shape):
     got = dec(a)
     torch.testing.assert_close(got, dec.out(want), rtol=1e-5, atol=1e-6)
     assert got.shape[1:] == out_shape
+
+
+def test_hooks_on_the_first_stage_still_fire():
+    # with a hook on the first transposed convolution the module is called as usual (and gives the same result)
+    torch.manual_seed(0)
+    dec = build_decoder((64,), (1, 28, 28))
+    a = torch.randn(3, 64)
+    plain = dec(a)
+    seen = []
+    h = dec.up[0].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    hooked = dec(a)
+    h.remove()
+    assert seen == [(3, dec.up[0].out_channels, 2, 2)]
+    torch.testing.assert_close(hooked, plain, rtol=1e-5, atol=1e-6)

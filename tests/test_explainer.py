@@ -302,3 +302,23 @@ def test_a_streamed_dataset_uses_the_fit_batch_size():
     assert not p.in_memory and p.loader.batch_size == 32
     e = ClaDec(tiny_vgg(), "conv2", alpha=0.01, cache_budget=0).fit(ds, epochs=1, batch_size=32, verbose=False)
     assert e.history[0]["epoch"] == 1
+
+
+def test_labels_are_checked_only_where_used():
+    x, y = fmnist("train", 130)
+    m = tiny_vgg()
+    # RefAE and alpha = 0 ignore labels, whatever their form
+    RefAE(m, "conv4").fit((x, y.float() - 1), epochs=1, batch_size=64, verbose=False)
+    ClaDec(m, "conv4", alpha=0.0).fit((x, y.view(-1, 1).float()), epochs=1, batch_size=64, verbose=False)
+    # alpha > 0 needs class indices
+    with pytest.raises(DataError, match="labels must be a 1-D integer tensor"):
+        ClaDec(m, "conv4", alpha=0.1).fit((x, y.float()), epochs=1, verbose=False)
+    ClaDec(m, "conv4", alpha=0.1).fit((x, y.view(-1, 1)), epochs=1, batch_size=64, verbose=False)  # (N, 1) is fine
+
+
+def test_a_loader_whose_last_batch_has_one_image():
+    # 65 images in batches of 64: the last batch of one would break BatchNorm in RefAE's encoder; it is skipped
+    x, y = fmnist("train", 65)
+    loader = DataLoader(TensorDataset(x, y), batch_size=64)
+    r = RefAE(tiny_vgg(), "conv4").fit(loader, epochs=1, verbose=False)
+    assert r.history[0]["epoch"] == 1

@@ -20,6 +20,7 @@ def image_tensor(
     scale_uint8: bool = True,
     check_range: bool = True,
     allow_empty: bool = False,
+    float32: bool = True,
 ) -> torch.Tensor:
     """Validate an image batch ``(N, C, H, W)``: uint8 or floating point in ``[0, 1]``.
 
@@ -30,9 +31,11 @@ def image_tensor(
         scale_uint8: Convert uint8 images to float32 in ``[0, 1]`` (``False`` keeps uint8, to save memory).
         check_range: Check that float images lie in ``[0, 1]``.
         allow_empty: Accept ``N = 0``.
+        float32: Convert other float dtypes to float32 (``False`` keeps them, converted per batch by the caller).
 
     Returns:
-        The images, float32 (other float dtypes are converted) or uint8 when ``scale_uint8`` is ``False``.
+        The images: float32 (or their own float dtype when ``float32`` is ``False``), or uint8 when
+        ``scale_uint8`` is ``False``.
     """
     if not isinstance(x, torch.Tensor):
         raise DataError(f"{where} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}")
@@ -51,7 +54,7 @@ def image_tensor(
         raise DataError(f"{where} must have {allowed} channels (N, C, H, W), got C={x.shape[1]}")
     if x.dtype == torch.uint8:
         return x.float().div_(255) if scale_uint8 else x
-    if x.dtype != torch.float32:
+    if x.dtype != torch.float32 and float32:
         x = x.float()  # float64/float16 images: the models work in float32
     if check_range and x.numel():
         lo, hi = float(x.min()), float(x.max())
@@ -64,27 +67,29 @@ def image_tensor(
     return x
 
 
-def label_tensor(y: Any, n: int, where: str = "labels") -> torch.Tensor:
-    """Validate class labels for ``n`` images: a 1-D integer tensor (or sequence) of ``n`` values ``>= 0``.
+def label_tensor(y: Any, n: int, where: str = "") -> torch.Tensor:
+    """Validate class labels for ``n`` images: ``n`` integers ``>= 0``, shaped ``(n,)`` or ``(n, 1)``.
 
     Args:
-        y: The labels.
+        y: The labels (a tensor, array or sequence of integers).
         n: The number of images they belong to.
-        where: How the error messages name the data.
+        where: How the error messages name the data (e.g. ``"the training data"``).
 
     Returns:
-        The labels as int64.
+        The labels as a 1-D int64 tensor.
     """
+    pre = f"{where}: " if where else ""
     try:
         y = torch.as_tensor(y)
     except (TypeError, ValueError, RuntimeError) as ex:
-        raise DataError(f"{where}: labels must be a 1-D integer tensor, got {type(y).__name__} ({ex})") from None
+        raise DataError(f"{pre}labels must be a 1-D integer tensor, got {type(y).__name__} ({ex})") from None
+    if y.dim() == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # (N, 1) column of labels
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.dim() != 1:
-        raise DataError(
-            f"{where}: labels must be a 1-D integer tensor, got dtype {y.dtype} shape {tuple(y.shape)}"
-        )
+        raise DataError(f"{pre}labels must be a 1-D integer tensor, got dtype {y.dtype} shape {tuple(y.shape)}")
+    y = y.to(torch.int64)  # also uint16/32/64, which have no min() in torch
     if len(y) != n:
-        raise DataError(f"{where}: {n} images but {len(y)} labels; they must be the same number")
+        raise DataError(f"{pre}{n} images but {len(y)} labels; they must be the same number")
     if len(y) and int(y.min()) < 0:
-        raise DataError(f"{where}: labels must be >= 0, found {int(y.min())}")
-    return y.to(torch.int64)
+        raise DataError(f"{pre}labels must be >= 0 (class indices), found {int(y.min())}")
+    return y

@@ -22,3 +22,10 @@ class TrainingError(CladecError, RuntimeError):
 
 class SaveFormatError(CladecError, ValueError):
     """A file or directory is not a cladec save, or does not fit the model."""
+
+
+def out_of_memory_types() -> tuple[type[BaseException], ...]:
+    """The exception types of running out of device memory (``torch.OutOfMemoryError`` from torch 2.5 on)."""
+    import torch
+
+    return (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)

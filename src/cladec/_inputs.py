@@ -44,8 +44,8 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int, batch_size: int = 1
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         x, y = data
         x = image_tensor(x)
-        if y is not None:
-            y = label_tensor(y, x.shape[0])
+        # labels are validated where they are used (alpha > 0); otherwise they are ignored
+        y = label_tensor(y, x.shape[0]) if (y is not None and need_labels) else None
         if need_labels and y is None:
             raise ConfigError("alpha > 0 needs class labels: pass (images, labels)")
         return Prepared(x=x, y=y, image_shape=tuple(x.shape[1:]))  # type: ignore[arg-type]
@@ -108,7 +108,9 @@ def _split_batch(batch: Any, need_labels: bool) -> tuple[torch.Tensor, torch.Ten
     x, y = _split_item(batch, need_labels)
     if not isinstance(x, torch.Tensor):
         raise DataError(f"batches must hold image tensors, got {type(x).__name__}")
-    return x, (torch.as_tensor(y).long() if y is not None else None)
+    if y is None or not need_labels:
+        return x, None
+    return x, label_tensor(y, len(x), "a batch")
 
 
 def iterate_batches(loader: Iterable, need_labels: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:

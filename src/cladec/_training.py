@@ -113,6 +113,7 @@ class Engine:
     ) -> None:
         self.on_epoch_end = on_epoch_end
         self._compiled = None
+        self._full_batch: int | None = None
         self.loss_fn = loss_fn
         self.opt = optimizer
         self.train_modules = train_modules
@@ -138,8 +139,12 @@ class Engine:
 
     def _compute(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         fn = self.loss_fn
-        if self._compiled is not None and next(iter(batch.values())).shape[0] == self.cfg.batch_size:
-            fn = self._compiled  # full batches only: a short last batch would trigger a second compile
+        if self._compiled is not None:
+            size = next(iter(batch.values())).shape[0]
+            if self._full_batch is None:
+                self._full_batch = size
+            if size == self._full_batch:
+                fn = self._compiled  # full batches only: a short last batch would trigger a second compile
         with self._autocast():
             total, parts = fn(batch)
         total.backward()
@@ -188,9 +193,8 @@ class Engine:
             for m in self.train_modules:
                 m.to(memory_format=torch.channels_last)
         self._compiled = torch.compile(self.loss_fn, mode=cfg.compile) if (cfg.compile and cfg.fast) else None
+        self._full_batch = cfg.batch_size if tensors is not None else None  # a loader's: its first batch's size
         bench_was = torch.backends.cudnn.benchmark
-        if cfg.fast and self.on_cuda and CUDNN_BENCHMARK:
-            torch.backends.cudnn.benchmark = True
         n = None
         if tensors is not None:
             n = next(iter(tensors.values())).shape[0]
@@ -207,6 +211,8 @@ class Engine:
             unit="step",
         )
         try:
+            if cfg.fast and self.on_cuda and CUDNN_BENCHMARK and not _deterministic():
+                torch.backends.cudnn.benchmark = True
             for epoch in range(cfg.epochs):
                 t_epoch = time.perf_counter()
                 if tensors is not None:
@@ -231,10 +237,10 @@ class Engine:
                 if cfg.verbose:
                     bar.set_description(f"{cfg.desc} epoch {epoch + 1}/{cfg.epochs}")
         finally:
+            torch.backends.cudnn.benchmark = bench_was
             bar.close()
             if self.on_cuda:
                 torch.cuda.synchronize(self.device)
-            torch.backends.cudnn.benchmark = bench_was
             self._graph = None
             for ms in modes:  # leave every module in the mode it had before training
                 for mod, was in ms:
@@ -256,6 +262,8 @@ class Engine:
     def _epoch_batches(self, it: Iterable[Mapping[str, torch.Tensor]], epoch: int, bar) -> torch.Tensor:
         rows = []
         for i, batch in enumerate(it):
+            if i > 0 and next(iter(batch.values())).shape[0] == 1:
+                continue  # a last batch of one image would break BatchNorm in train mode (as in _epoch_tensors)
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             row = self._eager_step(batch)
             rows.append(row)
@@ -348,6 +356,11 @@ class Engine:
         self._graph = graph
         self._graph_grads = True
         return out
+
+
+def _deterministic() -> bool:
+    """Whether the user asked for deterministic algorithms (then cuDNN autotuning stays as they set it)."""
+    return bool(torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled())
 
 
 @functools.lru_cache(maxsize=None)

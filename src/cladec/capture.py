@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from ._errors import ConfigError, DataError
+from ._errors import ConfigError, DataError, out_of_memory_types
 
 __all__ = ["LayerCapture", "list_layers", "resolve_layer", "LayerInfo"]
 
@@ -283,7 +283,7 @@ class LayerCapture:
             self.model(self.normalize(x))
         except _StopForward:
             pass
-        except torch.OutOfMemoryError:
+        except out_of_memory_types():
             raise  # not a problem of the input's shape: let it through as is
         except RuntimeError as e:
             if "out of memory" in str(e):
@@ -314,6 +314,11 @@ class LayerCapture:
         except _StopForward:
             pass
         out, self._out = self._out, None
+        if out is None:
+            raise ConfigError(
+                f"layer {self.layer!r} was not reached: run_attached needs the hook attached "
+                "(use it inside `with capture.attached():`) and a layer the model's forward() calls"
+            )
         return self.process(out)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

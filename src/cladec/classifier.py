@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ._checks import image_tensor, label_tensor
-from ._errors import ConfigError, DataError, SaveFormatError, TrainingError
+from ._errors import ConfigError, DataError, SaveFormatError, TrainingError, out_of_memory_types
 from ._io import load_state_dict_file, load_tensors, read_json, save_tensors, write_json
 from ._version import __version__
 from .data import ImageDataset
@@ -82,7 +82,8 @@ _DATA_KINDS = (
 
 def _check_xy(x: Any, y: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     # any channel count (the classifier is the user's); uint8 stays uint8 until a batch is used
-    x = image_tensor(x, f"the images of {what}", channels=None, scale_uint8=False, check_range=False)
+    x = image_tensor(x, f"the images of {what}", channels=None, scale_uint8=False, check_range=False,
+                     float32=False)
     return x, label_tensor(y, len(x), what)
 
 
@@ -212,9 +213,11 @@ def _iter_batches(d: _Data, batch_size: int, *, shuffle: bool, gen: torch.Genera
                 xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             yield xb, yb
         return
-    for batch in d.loader:  # type: ignore[union-attr]
+    for i, batch in enumerate(d.loader):  # type: ignore[union-attr]
         xb, yb = _split_item(batch, what)
         xb, yb = _check_xy(torch.as_tensor(xb), torch.as_tensor(yb), what)
+        if shuffle and i > 0 and len(xb) == 1:
+            continue  # training: a last batch of one image breaks BatchNorm (as for in-memory data)
         yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
 
 
@@ -236,7 +239,7 @@ def _forward_checked(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor | None
     """Forward the first batch with readable errors for the usual shape mistakes."""
     try:
         out = model(xb)
-    except torch.OutOfMemoryError:
+    except out_of_memory_types():
         raise
     except RuntimeError as e:
         if "out of memory" in str(e):
@@ -539,7 +542,7 @@ def accuracy(model: nn.Module, data: Any, *, batch_size: int = 512, input_norm: 
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     batch_size = _positive_int("batch_size", batch_size)
     dev = _model_device(model)
-    d = _as_data(data, "the data")
+    d = _as_data(data, "the data", batch_size)
     norm = _Normalize(input_norm, int(d.x.shape[1]) if d.x is not None else None, dev)
     return _accuracy_data(model, d, batch_size, norm, dev)
 
@@ -565,7 +568,10 @@ def predict(model: nn.Module, x: Any, *, batch_size: int = 512, input_norm: Any 
     batch_size = _positive_int("batch_size", batch_size)
     if isinstance(x, ImageDataset):
         x = x.images
-    x = image_tensor(x, "the images", channels=None, scale_uint8=False, check_range=False, allow_empty=True)
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"predict needs an image tensor (N, C, H, W) or an ImageDataset, got {type(x).__name__}")
+    x = image_tensor(x, "the images", channels=None, scale_uint8=False, check_range=False, allow_empty=True,
+                     float32=False)
     if len(x) == 0:
         return torch.zeros(0, dtype=torch.int64)
     dev = _model_device(model)

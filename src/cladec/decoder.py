@@ -93,11 +93,12 @@ def _up_from_point(h: torch.Tensor, conv: nn.ConvTranspose2d, out_hw: tuple[int,
     from kernel tap ``(y + p, x + p)``: ``out[n, o, y, x] = b[o] + Σ_c h[n, c] · W[c, o, y + p, x + p]``.
     """
     (ph, pw), (oh, ow) = conv.padding, out_hw
-    w = conv.weight[:, :, ph : ph + oh, pw : pw + ow]  # (C, O, oh, ow)
-    y = (h @ w.reshape(w.shape[0], -1)).view(h.shape[0], w.shape[1], oh, ow)
-    if conv.bias is not None:
-        y = y + conv.bias.view(1, -1, 1, 1).to(y.dtype)
-    return y
+    w = conv.weight[:, :, ph : ph + oh, pw : pw + ow].reshape(conv.weight.shape[0], -1)  # (C, O·oh·ow)
+    if conv.bias is not None:  # the bias goes in the GEMM's epilogue (one rounding, as in the convolution)
+        y = torch.addmm(conv.bias.repeat_interleave(oh * ow), h, w)
+    else:
+        y = h @ w
+    return y.view(h.shape[0], conv.weight.shape[1], oh, ow)
 
 
 class Decoder(nn.Module):
@@ -153,11 +154,14 @@ class Decoder(nn.Module):
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         x = self.head(a)
-        if self.dense and isinstance(self.up[0], nn.ConvTranspose2d):
+        first = self.up[0]
+        if (self.dense and isinstance(first, nn.ConvTranspose2d) and not first._forward_hooks
+                and not first._forward_pre_hooks and not self.up._forward_hooks and not self.up._forward_pre_hooks):
             # the first transposed convolution sees a 1×1 seed: computed as the matrix product it is
             # (same weights, same result) — one GEMM instead of a cuDNN call on an N×C×1×1 tensor,
-            # whose memory format is ambiguous (it breaks torch.compile's stride checks in torch 2.11)
-            x = _up_from_point(x, self.up[0], self._first_out)
+            # whose memory format is ambiguous (it breaks torch.compile's stride checks in torch 2.11);
+            # with hooks on these modules (user hooks, weight/spectral norm) the modules are called as usual
+            x = _up_from_point(x, first, self._first_out)
             for m in list(self.up)[1:]:
                 x = m(x)
             return self.out(x)

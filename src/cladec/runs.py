@@ -218,7 +218,7 @@ def fit_run(
         "lr": lr,
         "seed": seed,
         "fast": fast,
-        "compile": compile_mode(compile),
+        "compile": compile_mode(compile) if fast else None,  # the plain path compiles nothing
         "metrics": {"test_images": len(test), **summary},
         "timings": timings,
         "collapsed": {"cladec": e.collapsed, "refae": r.collapsed if r is not None else None},
