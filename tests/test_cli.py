@@ -18,6 +18,7 @@ import torch
 
 from cladec.cli import build_parser, main, parse_image_shape, parse_input_norm, parse_neurons
 from cladec import ConfigError
+from helpers.core import png_size
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TESTS = Path(__file__).resolve().parent
@@ -55,16 +56,6 @@ def run_dir(clf_dir, tmp_path_factory) -> Path:
                "--limit", "1000", "--test-limit", "200", "--out", str(out), "-q"])
     assert rc == 0
     return out
-
-
-def _png_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.verify()
-    with Image.open(path) as im:
-        assert im.format == "PNG"
-        return im.size
 
 
 def _error_of(capsys, argv) -> str:
@@ -158,7 +149,7 @@ def test_fit_neuron_subset_and_explain(run_dir, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "12 fashion-mnist test images" in out and str(png) in out
-    w, h = _png_size(png)
+    w, h = png_size(png)
     assert w >= 600 and 200 <= h <= w  # 4 triplets (12 panels) across, 3 rows
 
 
@@ -174,7 +165,7 @@ def test_fit_default_layer_alias_without_refae_compiled(clf_dir, tmp_path, capsy
     assert not (out / "refae").exists() and "mse_refae" not in cfg["metrics"]
     png = tmp_path / "two.png"
     assert main(["explain", "--run", str(out), "--n", "4", "--out", str(png), "--data-root", str(DATA)]) == 0
-    w, h = _png_size(png)  # original | ClaDec only
+    w, h = png_size(png)  # original | ClaDec only
     assert w > h > 50
 
 
@@ -209,7 +200,7 @@ def test_resnet10_on_cifar10_colour(tmp_path, cli_threads, capsys):
                  "-q"]) == 0
     png = tmp_path / "cifar.png"
     assert main(["explain", "--run", str(run), "--n", "6", "--out", str(png), "--data-root", str(DATA)]) == 0
-    w, h = _png_size(png)
+    w, h = png_size(png)
     assert w > h > 50
     from PIL import Image
 
@@ -244,7 +235,7 @@ def test_user_model_from_factory(tmp_path, cli_threads, capsys):
     assert cfg["input_norm"] == [[0.5], [0.5]] and cfg["neurons"] == [0, 1, 2, 3]
     png = tmp_path / "user.png"
     assert main(["explain", "--run", str(run), "--n", "4", "--out", str(png)]) == 0
-    _png_size(png)
+    png_size(png)
 
     # a factory needs the input shape; a factory without weights is fine for `layers`
     err = _error_of(capsys, ["layers", "--factory", factory])

@@ -10,6 +10,7 @@ import torch
 
 from cladec.cli import main
 from cladec.demo import DEMO_SETTINGS, format_summary, run_demo
+from helpers.core import png_size
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -20,16 +21,6 @@ def demo_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def _png_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im.verify()
-    with Image.open(path) as im:
-        assert im.format == "PNG"
-        return im.size
 
 
 def test_demo_defaults_are_the_documented_ones():
@@ -64,7 +55,7 @@ def test_demo_quick_end_to_end_on_embedded_data(tmp_path, demo_threads, capsys):
         assert isinstance(L["classifier_better_on_cladec"], bool)
         assert {"cladec_s", "refae_s"} <= set(L["timings"])
         assert (out / L["run"] / "run.json").is_file()
-        w, h = _png_size(out / L["triplets"])
+        w, h = png_size(out / L["triplets"])
         assert w >= 800 and 200 <= h < w  # 8 triplets, 4 per row
         assert str(out / L["triplets"]) in printed
     assert {"classifier_s", "total_s"} <= set(s["timings"])

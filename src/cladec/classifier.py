@@ -34,6 +34,7 @@ from ._checks import image_tensor, label_tensor
 from ._errors import ConfigError, DataError, SaveFormatError, TrainingError, out_of_memory_types
 from ._io import load_state_dict_file, load_tensors, read_json, save_tensors, write_json
 from ._version import __version__
+from .capture import _model_device
 from .data import ImageDataset
 from .models import create_model, list_models
 
@@ -184,14 +185,6 @@ def _check_input_norm(input_norm: Any) -> tuple[list[float], list[float]]:
     if len(mean) != len(std) or any(s <= 0 for s in std):
         raise ConfigError(msg)
     return mean, std
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 def _iter_batches(d: _Data, batch_size: int, *, shuffle: bool, gen: torch.Generator | None, device: torch.device,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ._errors import ConfigError, DataError, SaveFormatError
+from ._sampling import balanced_indices
 
 __all__ = ["ANSWER_COLUMNS", "CONCEPTS", "build_study", "read_answers", "summarize_answers", "format_summary"]
 
@@ -62,21 +63,7 @@ def _subject(dataset: str) -> str:
 def _pick_items(labels: Sequence[int], n: int, seed: int) -> list[int]:
     """``n`` indices, class-balanced, chosen and ordered at random with ``seed``."""
     rng = random.Random(seed)
-    per: dict[int, list[int]] = {}
-    for i, y in enumerate(labels):
-        per.setdefault(int(y), []).append(i)
-    queues = []
-    for k in sorted(per):
-        q = per[k][:]
-        rng.shuffle(q)
-        queues.append(q)
-    out: list[int] = []
-    r = 0
-    while len(out) < n and any(r < len(q) for q in queues):
-        for q in queues:
-            if r < len(q) and len(out) < n:
-                out.append(q[r])
-        r += 1
+    out = balanced_indices(labels, n, rng)
     rng.shuffle(out)
     return out
 

@@ -86,3 +86,14 @@ def residual_net() -> ResidualNet:
     torch.manual_seed(0)
     x, y = fmnist("train", 3000)
     return _train(ResidualNet(), x, y, epochs=1)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height of a PNG file, after checking that it is a complete, valid PNG."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size

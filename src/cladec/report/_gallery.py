@@ -9,24 +9,14 @@ from typing import Any
 import torch
 
 from .._errors import DataError
+from .._sampling import balanced_indices
 from ._images import colormap_lut, diff_map, diff_scale, write_colorbar, write_png
 from ._sources import RunRef
 
 
 def pick_images(labels: torch.Tensor, n: int) -> list[int]:
     """Class-balanced, deterministic choice of ``n`` indices: round-robin over classes in data order."""
-    per: dict[int, list[int]] = {}
-    for i, y in enumerate(labels.tolist()):
-        per.setdefault(int(y), []).append(i)
-    queues = [per[k] for k in sorted(per)]
-    out: list[int] = []
-    r = 0
-    while len(out) < n and any(r < len(q) for q in queues):
-        for q in queues:
-            if r < len(q) and len(out) < n:
-                out.append(q[r])
-        r += 1
-    return sorted(out)
+    return sorted(balanced_indices(labels.tolist(), n))
 
 
 def _fmt_alpha(a: float) -> str:
