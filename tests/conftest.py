@@ -1,4 +1,5 @@
-"""Shared pytest fixtures. Real data sets live in ../shared/data relative to the repository root."""
+"""Shared pytest fixtures. Real data sets live in ../shared/data relative to the repository root
+(see ``helpers.core.DATA_ROOT`` for how they are found)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import pytest
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The folder with the real data sets (MNIST/raw, FashionMNIST/raw, cifar10-jpeg.zip)."""
-    root = Path(__file__).resolve().parents[2] / "shared" / "data"
+    from helpers.core import DATA_ROOT as root
+
     if not (root / "FashionMNIST" / "raw").is_dir():
-        pytest.fail(f"real data sets not found at {root}: the tests need ../shared/data beside the repository")
+        pytest.fail(f"real data sets not found at {root}: the tests need ../shared/data beside the repository "
+                    "(or beside the checkout this one was cloned from), or CLADEC_TEST_DATA=<folder>")
     return root
 
 

@@ -18,9 +18,9 @@ import torch
 
 from cladec.cli import build_parser, main, parse_image_shape, parse_input_norm, parse_neurons
 from cladec import ConfigError
-from helpers.core import png_size
+from helpers.core import DATA_ROOT, png_size
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = DATA_ROOT
 TESTS = Path(__file__).resolve().parent
 
 pytestmark = pytest.mark.skipif(not (DATA / "FashionMNIST" / "raw").is_dir(),

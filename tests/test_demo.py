@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from cladec.cli import main
 from cladec.demo import DEMO_SETTINGS, format_summary, run_demo
-from helpers.core import png_size
+from helpers.core import DATA_ROOT, png_size
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = DATA_ROOT
 
 
 @pytest.fixture(scope="module")

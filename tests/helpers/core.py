@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
 from pathlib import Path
 
 import torch
 from torch import nn
 
-DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def _find_data_root() -> Path:
+    """The real data sets: ``$CLADEC_TEST_DATA`` if set, else ``../shared/data`` beside the repository, else
+    (for a clone of a local checkout, e.g. in a temporary folder) ``../shared/data`` beside that checkout."""
+    env = os.environ.get("CLADEC_TEST_DATA")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parents[2]
+    candidates = [repo.parent / "shared" / "data"]
+    try:
+        url = subprocess.run(["git", "-C", str(repo), "config", "--get", "remote.origin.url"],
+                             capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        url = ""
+    url = url.removeprefix("file://")
+    if url.startswith("/"):
+        candidates.append(Path(url).resolve().parent / "shared" / "data")
+    for c in candidates:
+        if (c / "FashionMNIST" / "raw").is_dir():
+            return c
+    return candidates[0]
+
+
+DATA_ROOT = _find_data_root()
 
 
 @functools.lru_cache(maxsize=None)
