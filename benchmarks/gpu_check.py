@@ -79,6 +79,44 @@ def main() -> int:
             traceback.print_exc()
             results[name] = {"error": f"{type(ex).__name__}: {ex}"}
         print(name, json.dumps(results[name]), flush=True)
+    # ClaDec + RefAE fitted together (one CUDA graph, a stream each) against the same pair fitted separately
+    together = [
+        ("conv4", {}, {}),
+        ("conv4 compile", {}, {"compile": True}),
+        ("conv2 step-decay", {}, {"lr_decay": "step"}),
+        ("conv4 streamed", {"cache_budget": 1 << 16}, {}),
+    ]
+    for name, ekw, fkw in together:
+        layer = name.split()[0]
+        t = time.perf_counter()
+        try:
+            pair = []
+            for joint in (True, False):
+                e = cladec.ClaDec(clf, layer, alpha=0.001, input_norm=norm, **ekw)
+                r = cladec.RefAE.like(e, init_seed=0)
+                kw = dict(epochs=3, verbose=False, seed=0, **fkw)
+                if joint:
+                    cladec.fit_together([e, r], (x, y), **kw)
+                else:
+                    e.fit((x, y), **kw)
+                    r.fit((x, y), **kw)
+                pair.append((e, r))
+            res = {}
+            for k, (a, b) in (("cladec", (pair[0][0], pair[1][0])), ("refae", (pair[0][1], pair[1][1]))):
+                la, lb = [hh["loss"] for hh in a.history], [hh["loss"] for hh in b.history]
+                res[k] = {"loss_together": [round(v, 5) for v in la], "loss_separate": [round(v, 5) for v in lb],
+                          "max_rel_diff": round(max(abs(u - v) / abs(v) for u, v in zip(la, lb)), 5),
+                          "mse_acc_together": mse_acc(a, clf, xt, yt), "mse_acc_separate": mse_acc(b, clf, xt, yt),
+                          "epoch_s_together": [round(hh["seconds"], 3) for hh in a.history],
+                          "epoch_s_separate": [round(hh["seconds"], 3) for hh in b.history]}
+            res["wall_s"] = round(time.perf_counter() - t, 2)
+            results["together " + name] = res
+        except Exception as ex:
+            import traceback
+
+            traceback.print_exc()
+            results["together " + name] = {"error": f"{type(ex).__name__}: {ex}"}
+        print("together " + name, json.dumps(results["together " + name]), flush=True)
     # save/load round trip on CUDA
     try:
         e = cladec.ClaDec(clf, "conv2", alpha=0.01, input_norm=norm).fit((x[:2048], y[:2048]), epochs=1, verbose=False)

@@ -5,13 +5,16 @@ Phases (Fashion-MNIST at 32×32, the paper's VGG-style classifier, batch 128, α
 * ``classifier`` — SGD training of the classifier;
 * ``cladec`` — ClaDec on a layer (default: the last conv block, 512-d);
 * ``refae`` — the reference auto-encoder for the same layer;
-* ``cladec-streamed`` — ClaDec with a cache budget too small for the activations (streamed path).
+* ``cladec-streamed`` — ClaDec with a cache budget too small for the activations (streamed path);
+* ``together`` — ClaDec and its RefAE fitted at once (``cladec.fit_together``: on CUDA one graph, a stream each).
 
 For each phase the fast path (``fast=True``) and a plain loop written out below run in the same process
 on the same data; the table reports images/s, steady-state seconds per epoch (epochs after the first,
 which includes warm-up, activation caching and CUDA-graph capture), peak memory and the final quality
 (test MSE, the classifier's accuracy on reconstructions) so that speed is never bought with quality.
-``--pipeline-epochs N`` also times the whole pipeline (classifier + RefAE + ClaDec, N epochs each).
+``--pipeline-epochs N`` also times the whole pipeline (classifier + RefAE + ClaDec, N epochs each), each
+part with its fastest measured variant; ``--pipeline-only`` with ``--pipeline-variants`` runs just the pipeline
+(e.g. in a fresh process with an empty compile cache, for a cold-start figure).
 
 Examples::
 
@@ -169,7 +172,7 @@ def quality(recon, model, xt, yt, bs=1000):
 VARIANTS = {
     "default": ({}, {}),
     "nocl": ({"channels_last": False}, {}),
-    "nobench": ({}, {"cladec._training.CUDNN_BENCHMARK": False}),  # cuDNN autotuning off
+    "bench": ({}, {"cladec._training.CUDNN_BENCHMARK": True}),  # cuDNN autotuning on
     "fp32": ({"amp": False}, {}),  # no bf16 autocast (TF32 convolutions on CUDA)
     "compile": ({"compile": True}, {}),
     "compile-max": ({"compile": "max-autotune-no-cudagraphs"}, {}),  # Inductor tunes its kernels (slow compile)
@@ -264,7 +267,7 @@ def main() -> int:
     ap.add_argument("--classifier-epochs", type=int, default=None)
     ap.add_argument("--layer", default="conv4")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--phases", default="classifier,cladec,refae,cladec-streamed")
+    ap.add_argument("--phases", default="classifier,cladec,refae,cladec-streamed,together")
     ap.add_argument("--pipeline-epochs", type=int, default=0)
     ap.add_argument("--variants", default="default",
                     help="fast-path variants to time, comma-separated: " + ",".join(VARIANTS))
@@ -273,6 +276,9 @@ def main() -> int:
                          "tables printed and saved in DIR")
     ap.add_argument("--profile-variants", default="default", help="variants to profile (comma-separated)")
     ap.add_argument("--max-pipeline-s", type=float, default=0, help="shorten the pipeline run to fit this budget")
+    ap.add_argument("--pipeline-only", action="store_true", help="run only the pipeline, with --pipeline-variants")
+    ap.add_argument("--pipeline-variants", default="classifier=default,together=default",
+                    help="with --pipeline-only: PART=VARIANT,... for classifier and either together or cladec+refae")
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
 
@@ -302,9 +308,11 @@ def main() -> int:
     def vname(v):
         return "cladec" if v == "default" else f"cladec-{v}"
 
+    if args.pipeline_only:
+        phases = []
     # classifier ------------------------------------------------------------------------------
     ce = args.classifier_epochs or E
-    for v in (chosen if "classifier" in phases else ["default"]):
+    for v in (chosen if "classifier" in phases else ["default"] if not args.pipeline_only else []):
         torch.manual_seed(0)
         m = create_model("vgg-paper", in_channels=1, num_classes=10).to(dev)
         reset_peak(dev)
@@ -329,8 +337,9 @@ def main() -> int:
         with torch.no_grad():
             acc2 = float((m2(xt).argmax(1) == yt).float().mean())
         row("classifier", "plain", t_plain, len(x), {"test_acc": acc2})
-    clf.eval()
-    if args.profile:
+    if not args.pipeline_only:
+        clf.eval()
+    if args.profile and not args.pipeline_only:
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         for pv in [v for v in args.profile_variants.split(",") if v]:
             if pv not in VARIANTS:
@@ -378,23 +387,60 @@ def main() -> int:
         times, rec = plain_refae(clf, args.layer, x, E, bs)
         mse, acc_r = quality(rec, clf, xt, yt)
         row("refae", "plain", times, len(x), {"test_mse": mse, "acc_on_recon": acc_r})
+    if "together" in phases:
+        for v in chosen:
+            reset_peak(dev)
+            try:
+                with variant_globals(v):
+                    e = cladec.ClaDec(clf, args.layer, alpha=0.001)
+                    r = cladec.RefAE.like(e, init_seed=0)
+                    cladec.fit_together([e, r], (x, y), epochs=E, batch_size=bs, verbose=False, seed=0, **variants[v])
+            except Exception as ex:
+                print(f"# together variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
+                continue
+            mse, acc_r = quality(lambda xs: e.decoder(e.capture(xs)), clf, xt, yt)
+            mse2, acc_r2 = quality(lambda xs: r.decoder(r.capture(xs)), clf, xt, yt)
+            row("together", vname(v), [h["seconds"] for h in e.history], len(x),
+                {"test_mse": mse, "acc_on_recon": acc_r, "refae_test_mse": mse2, "refae_acc_on_recon": acc_r2})
 
     # whole pipeline ------------------------------------------------------------------------------
     pipeline = None
-    if args.pipeline_epochs and not {"classifier", "cladec", "refae"} <= set(phases):
-        print("# pipeline skipped: it needs the classifier, cladec and refae phases", flush=True)
-    elif args.pipeline_epochs:
-        P = args.pipeline_epochs
-        # each phase runs with its fastest measured variant over P epochs (warm-up/compile counted)
-        best = {}
-        for phase in ("classifier", "cladec", "refae"):
+    P = args.pipeline_epochs
+    best: dict[str, str] = {}
+    est = 0.0
+    if args.pipeline_only:
+        try:
+            best = dict(kv.split("=", 1) for kv in args.pipeline_variants.split(",") if kv)
+        except ValueError:
+            ap.error(f"--pipeline-variants must be PART=VARIANT,..., got {args.pipeline_variants!r}")
+        if "classifier" not in best or not ({"together"} <= set(best) or {"cladec", "refae"} <= set(best)) \
+                or any(v not in VARIANTS for v in best.values()):
+            ap.error("--pipeline-variants needs classifier= and together= (or cladec= and refae=) with variants "
+                     f"from {sorted(VARIANTS)}, got {args.pipeline_variants!r}")
+        P = P or 64
+    elif P and not ({"classifier", "together"} <= set(phases) or {"classifier", "cladec", "refae"} <= set(phases)):
+        print("# pipeline skipped: it needs the classifier phase and together (or cladec and refae)", flush=True)
+        P = 0
+    elif P:
+        # each part runs with its fastest measured variant over P epochs (warm-up/compile counted); ClaDec and RefAE
+        # together or one after the other, whichever the measurements say is faster
+        def fastest(phase):
             cands = [r for r in rows if r["phase"] == phase and r["path"].startswith("cladec")]
-            if cands:
-                b = min(cands, key=lambda r: r["first_epoch_s"] + (P - 1) * r["s_per_epoch"])
-                best[phase] = (b["path"].replace("cladec-", "") if b["path"] != "cladec" else "default", b)
-        print(f"# pipeline variants: { {k: v[0] for k, v in best.items()} }", flush=True)
-        est = sum(b["first_epoch_s"] + (P - 1) * b["s_per_epoch"] for _, b in best.values()) if len(best) == 3 else 0
-        kw = {k: variants[v[0]] for k, v in best.items()}
+            if not cands:
+                return None
+            b = min(cands, key=lambda r: r["first_epoch_s"] + (P - 1) * r["s_per_epoch"])
+            return (b["path"].replace("cladec-", "") if b["path"] != "cladec" else "default",
+                    b["first_epoch_s"] + (P - 1) * b["s_per_epoch"])
+        found = {ph: fastest(ph) for ph in ("classifier", "cladec", "refae", "together")}
+        found = {k: v for k, v in found.items() if v is not None}
+        seq = found["cladec"][1] + found["refae"][1] if {"cladec", "refae"} <= set(found) else float("inf")
+        parts = ["classifier"] + (["together"] if found.get("together", (None, float("inf")))[1] < seq
+                                  else ["cladec", "refae"])
+        best = {k: found[k][0] for k in parts}
+        est = sum(found[k][1] for k in parts)
+    if P:
+        print(f"# pipeline variants: {best}", flush=True)
+        kw = {k: variants[v] for k, v in best.items()}
         if args.max_pipeline_s and est > args.max_pipeline_s:
             P = max(1, int(P * args.max_pipeline_s / est))
             print(f"# pipeline shortened to {P} epochs each (estimated {est:.0f} s for {args.pipeline_epochs})")
@@ -402,25 +448,35 @@ def main() -> int:
         t0 = time.perf_counter()
         torch.manual_seed(1)
         c2 = create_model("vgg-paper", in_channels=1, num_classes=10).to(dev)
-        with variant_globals(best["classifier"][0]):
-            train_classifier(c2, (x, y), P, batch_size=bs, verbose=False, seed=1, **kw.get("classifier", {}))
+        with variant_globals(best["classifier"]):
+            train_classifier(c2, (x, y), P, batch_size=bs, verbose=False, seed=1, **kw["classifier"])
         t1 = time.perf_counter()
-        with variant_globals(best["refae"][0]):
-            r2 = cladec.RefAE(c2, args.layer).fit((x, y), epochs=P, batch_size=bs, verbose=False, seed=1,
-                                                   **kw.get("refae", {}))
-        t2 = time.perf_counter()
-        with variant_globals(best["cladec"][0]):
-            e2 = cladec.ClaDec(c2, args.layer, alpha=0.001).fit((x, y), epochs=P, batch_size=bs, verbose=False,
-                                                                 seed=1, **kw.get("cladec", {}))
-        sync(dev)
+        fit = dict(epochs=P, batch_size=bs, verbose=False, seed=1)
+        e2 = cladec.ClaDec(c2, args.layer, alpha=0.001)
+        r2 = cladec.RefAE.like(e2, init_seed=1)
+        times = {"classifier_s": t1 - t0}
+        if "together" in best:
+            with variant_globals(best["together"]):
+                cladec.fit_together([e2, r2], (x, y), **fit, **kw["together"])
+            sync(dev)
+            times["together_s"] = time.perf_counter() - t1
+        else:
+            with variant_globals(best["refae"]):
+                r2.fit((x, y), **fit, **kw["refae"])
+            t2 = time.perf_counter()
+            with variant_globals(best["cladec"]):
+                e2.fit((x, y), **fit, **kw["cladec"])
+            sync(dev)
+            times.update(refae_s=t2 - t1, cladec_s=time.perf_counter() - t2)
         t3 = time.perf_counter()
         c2.eval()
         with torch.no_grad():
             acc_c = float((c2(xt).argmax(1) == yt).float().mean())
         mse_e, acc_e = quality(lambda xs: e2.decoder(e2.capture(xs)), c2, xt, yt)
         mse_r, acc_r = quality(lambda xs: r2.decoder(r2.capture(xs)), c2, xt, yt)
-        pipeline = {"variants": {k: v[0] for k, v in best.items()}, "epochs_each": P, "total_s": t3 - t0, "classifier_s": t1 - t0, "refae_s": t2 - t1,
-                    "cladec_s": t3 - t2, "classifier_acc": acc_c, "cladec_mse": mse_e, "refae_mse": mse_r,
+        pipeline = {"variants": best, "epochs_each": P, "total_s": t3 - t0, **times,
+                    "compile_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default"),
+                    "classifier_acc": acc_c, "cladec_mse": mse_e, "refae_mse": mse_r,
                     "cladec_acc_on_recon": acc_e, "refae_acc_on_recon": acc_r}
         print(json.dumps({"pipeline": pipeline}), flush=True)
 
@@ -431,16 +487,20 @@ def main() -> int:
     print("| phase | path | images/s | s/epoch (steady) | first epoch s | peak MB | test MSE | acc on recon / test acc |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        q = r.get("acc_on_recon", r.get("test_acc", float("nan")))
+        q = f"{r.get('acc_on_recon', r.get('test_acc', float('nan'))):.3f}"
+        mse = f"{r.get('test_mse', float('nan')):.4f}"
+        if "refae_test_mse" in r:  # ClaDec and RefAE fitted together: both
+            mse, q = f"{mse} / {r['refae_test_mse']:.4f}", f"{q} / {r['refae_acc_on_recon']:.3f}"
         print(f"| {r['phase']} | {r['path']} | {r['images_per_s']:.0f} | {r['s_per_epoch']:.3f} | {r['first_epoch_s']:.3f} "
-              f"| {r['peak_mb']:.0f} | {r.get('test_mse', float('nan')):.4f} | {q:.3f} |")
+              f"| {r['peak_mb']:.0f} | {mse} | {q} |")
     for phase in ("classifier", "cladec", "refae"):
         f = [r for r in rows if r["phase"] == phase and r["path"] == "cladec"]
         p = [r for r in rows if r["phase"] == phase and r["path"] == "plain"]
         if f and p:
             print(f"# {phase}: fast/plain throughput ratio {f[0]['images_per_s'] / p[0]['images_per_s']:.2f}x")
     if pipeline:
-        print(f"# pipeline ({pipeline['epochs_each']} epochs each): {pipeline['total_s']:.1f} s total")
+        print(f"# pipeline ({pipeline['epochs_each']} epochs each, {pipeline['variants']}): "
+              f"{pipeline['total_s']:.1f} s total")
     if args.json:
         Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args),
                                                "rows": rows, "pipeline": pipeline}, indent=2))

@@ -52,7 +52,7 @@ def test_demo_quick_end_to_end_on_embedded_data(tmp_path, demo_threads, capsys):
             assert 0 <= L[key] <= 1, key
         assert isinstance(L["refae_reconstructs_better"], bool)
         assert isinstance(L["classifier_better_on_cladec"], bool)
-        assert {"cladec_s", "refae_s"} <= set(L["timings"])
+        assert "cladec_refae_s" in L["timings"]  # ClaDec and RefAE fitted together (cladec.fit_together)
         assert (out / L["run"] / "run.json").is_file()
         w, h = png_size(out / L["triplets"])
         assert w >= 800 and 200 <= h < w  # 8 triplets, 4 per row
@@ -158,4 +158,7 @@ def test_format_summary_states_the_findings():
     assert "Does RefAE reconstruct better than ClaDec?  NO" in text
     assert "80.0 % on ClaDec's vs 60.0 % on RefAE's" in text
     assert "WARNING: refae collapsed" in text
+    assert "(fit: ClaDec 10 s, RefAE 12 s)" in text
+    s["layers"][0]["timings"] = {"cladec_refae_s": 15}
+    assert "(fit: ClaDec + RefAE together 15 s)" in format_summary(s)
     assert "report/index.html" in text

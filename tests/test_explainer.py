@@ -322,3 +322,44 @@ def test_a_loader_whose_last_batch_has_one_image():
     loader = DataLoader(TensorDataset(x, y), batch_size=64)
     r = RefAE(tiny_vgg(), "conv4").fit(loader, epochs=1, verbose=False)
     assert r.history[0]["epoch"] == 1
+
+
+def test_fit_together_gives_each_explainer_its_separate_fit():
+    # ClaDec and its RefAE trained in lockstep (one batch order, steps alternating; on CUDA overlapped on two
+    # streams) end exactly where two separate fits with the same arguments end: no random layers are trained
+    x, y = fmnist("train", 320)
+    m = tiny_vgg()
+    kw = dict(epochs=2, batch_size=64, verbose=False, seed=4, lr_decay="step")
+    e1 = ClaDec(m, "conv4", alpha=0.1)
+    r1 = RefAE.like(e1, init_seed=4)
+    out = cladec.fit_together([e1, r1], (x, y), **kw)
+    assert out == [e1, r1] and e1.fitted and r1.fitted
+    e2 = ClaDec(m, "conv4", alpha=0.1)
+    r2 = RefAE.like(e2, init_seed=4)  # made the same way (before e2 is built: RefAE.like builds when it is)
+    e2.fit((x, y), **kw)
+    r2.fit((x, y), **kw)
+    for a, b in ((e1, e2), (r1, r2)):
+        assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+        sa, sb = a.state_tensors(), b.state_tensors()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert e1.fit_config["fitted_with"] == ["refae"] and r1.fit_config["fitted_with"] == ["cladec"]
+    assert "fitted_with" not in e2.fit_config and e1.fit_config["steps"] == e2.fit_config["steps"] == 10
+    # the two really differ (a test that compared a model with itself would pass trivially)
+    assert e1.history[-1]["loss"] != r1.history[-1]["loss"]
+
+
+def test_fit_together_streams_one_after_the_other_and_rejects_bad_lists():
+    x, y = fmnist("train", 192)
+    m = tiny_vgg()
+    e = ClaDec(m, "conv2", alpha=0.01)
+    r = RefAE.like(e)
+    cladec.fit_together([e, r], DataLoader(TensorDataset(x, y), batch_size=64), epochs=1, verbose=False)
+    assert e.fitted and r.fitted and "fitted_with" not in e.fit_config  # fitted separately
+    with pytest.raises(ConfigError, match="at least one explainer"):
+        cladec.fit_together([], (x, y))
+    with pytest.raises(ConfigError, match="the same explainer twice"):
+        cladec.fit_together([e, e], (x, y))
+    with pytest.raises(ConfigError, match="ClaDec and RefAE explainers, got VGGPaper"):
+        cladec.fit_together([e, m], (x, y))
+    with pytest.raises(ConfigError, match="epochs must be a positive integer"):
+        cladec.fit_together([e, r], (x, y), epochs=0)

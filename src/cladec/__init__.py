@@ -2,7 +2,8 @@
 
 Public API (everything else lives in private modules):
 
-* :class:`ClaDec`, :class:`RefAE` — fit decoders for a layer; ``reconstruct``; ``save``.
+* :class:`ClaDec`, :class:`RefAE` — fit decoders for a layer; ``reconstruct``; ``save``;
+  :func:`fit_together` fits a ClaDec and its RefAE at once (overlapped on a GPU).
 * :func:`load` — restore a saved explainer.
 * :func:`explain` / :class:`Explanation` — triplets original | RefAE | ClaDec, with a PNG grid.
 * :func:`list_layers`, :class:`LayerCapture`, :func:`build_decoder` — building blocks.
@@ -20,7 +21,7 @@ from ._errors import CladecError, ConfigError, DataError, SaveFormatError, Train
 from ._version import __version__
 from .capture import LayerCapture, list_layers, resolve_layer
 from .decoder import build_decoder
-from .explainer import ClaDec, CollapseWarning, RefAE
+from .explainer import ClaDec, CollapseWarning, RefAE, fit_together
 from .explanation import Explanation, explain
 from .persistence import load
 
@@ -28,6 +29,7 @@ __all__ = [
     "__version__",
     "ClaDec",
     "RefAE",
+    "fit_together",
     "CollapseWarning",
     "explain",
     "Explanation",

@@ -11,9 +11,13 @@ Two paths do the same arithmetic:
 
 * ``fast=True`` (default): no host synchronisation per step (per-step losses go to a device
   buffer, read every ``log_every`` steps), a fused optimiser, bf16 autocast on CUDA and on CPUs that
-  compute bf16 natively (AVX512-BF16/AMX), and on CUDA channels-last, cuDNN autotuning and the whole
-  step (gather, forward, backward, optimiser) captured once in a CUDA graph and replayed; optionally
-  (``compile=True``) the loss is compiled with ``torch.compile`` (full batches) before the capture.
+  compute bf16 natively (AVX512-BF16/AMX), and on CUDA channels-last and the whole step (gather,
+  forward, backward, optimiser) captured once in a CUDA graph and replayed (inputs kept in host memory
+  are copied into the graph's static buffers before each replay); optionally (``compile=True``) the
+  loss is compiled with ``torch.compile`` (full batches) before the capture.
+* Several tasks (``Engine.joint``: ClaDec and RefAE on the same data) train in lockstep over one batch
+  order; on CUDA their steps are captured in one graph, each on its own stream, so the GPU runs their
+  small kernels side by side. Without stochastic layers each task's result equals its separate fit.
 * ``fast=False``: a plain eager loop that reads the loss after every step (for debugging).
 
 A non-finite loss stops training with :class:`~cladec._errors.TrainingError` naming the epoch
@@ -35,9 +39,10 @@ from ._errors import ConfigError, TrainingError
 
 LossFn = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
-#: The fast path on CUDA turns on cuDNN autotuning (``torch.backends.cudnn.benchmark``) while it trains
-#: (shapes are static, so each convolution is tuned once) and restores the user's setting afterwards.
-CUDNN_BENCHMARK = True
+#: With ``True`` the fast path on CUDA turns on cuDNN autotuning (``torch.backends.cudnn.benchmark``) while
+#: it trains and restores the user's setting afterwards. Off: on an H200 it gave the same step time and cost
+#: about 5 s of tuning in the first epoch (``benchmarks/RESULTS.md``); the user's own setting is used.
+CUDNN_BENCHMARK = False
 
 
 def step_decay_epochs(epochs: int) -> int:
@@ -88,8 +93,47 @@ class EngineResult:
     steps: int = 0
 
 
+@dataclass
+class Task:
+    """One model the engine trains: its loss, optimiser and modules.
+
+    Args:
+        loss_fn: Maps a batch dict (keys as in the task's tensors) to ``(total_loss, parts)`` where
+            ``parts`` maps names to scalar tensors (logged).
+        optimizer: The optimiser over the task's trainable parameters.
+        train_modules: Modules to put in train mode while training (others are left as they are).
+        part_names: Names of the logged parts, in order.
+        name: Shown in the progress bar and in error messages.
+        on_epoch_end: Called with each epoch's record; returns the record to keep.
+    """
+
+    loss_fn: LossFn
+    optimizer: torch.optim.Optimizer
+    train_modules: list[nn.Module]
+    part_names: list[str]
+    name: str = "train"
+    on_epoch_end: Callable[[dict], dict] | None = None
+
+
+class _State:
+    """A task's per-run state: compiled loss, graph output, stream, tensors and static inputs."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.parts = ["loss"] + list(task.part_names)
+        self.compiled: Callable | None = None
+        self.graph_out: torch.Tensor | None = None
+        self.stream: torch.cuda.Stream | None = None
+        self.tensors: Mapping[str, torch.Tensor] = {}
+        self.static: dict[str, torch.Tensor] = {}  # graph inputs copied from host memory before each replay
+        self.result = EngineResult()
+
+
 class Engine:
     """Minibatch training over tensors or an iterable of batches (see module docstring).
+
+    Several tasks (:meth:`joint`) train in lockstep over the same batch order; on CUDA each task's step
+    runs on its own stream inside one CUDA graph, so the GPU overlaps their small kernels.
 
     Args:
         loss_fn: Maps a batch dict (keys as in ``tensors``) to ``(total_loss, parts)`` where
@@ -99,6 +143,7 @@ class Engine:
         device: Training device.
         config: :class:`EngineConfig`.
         part_names: Names of the logged parts, in order.
+        on_epoch_end: Called with each epoch's record; returns the record to keep.
     """
 
     def __init__(
@@ -111,17 +156,26 @@ class Engine:
         part_names: list[str],
         on_epoch_end: Callable[[dict], dict] | None = None,
     ) -> None:
-        self.on_epoch_end = on_epoch_end
-        self._compiled = None
+        task = Task(loss_fn, optimizer, list(train_modules), list(part_names), config.desc, on_epoch_end)
+        self._setup([task], device, config)
+
+    @classmethod
+    def joint(cls, tasks: list[Task], device: torch.device, config: EngineConfig) -> "Engine":
+        """An engine that trains ``tasks`` together (same epochs, batch order and settings)."""
+        if not tasks:
+            raise ValueError("joint training needs at least one task")
+        self = cls.__new__(cls)
+        self._setup(list(tasks), device, config)
+        return self
+
+    def _setup(self, tasks: list[Task], device: torch.device, config: EngineConfig) -> None:
+        self.tasks = tasks
+        self._states: list[_State] = []
         self._full_batch: int | None = None
-        self.loss_fn = loss_fn
-        self.opt = optimizer
-        self.train_modules = train_modules
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.cfg = config
-        self.part_names = ["loss"] + list(part_names)
         self.on_cuda = self.device.type == "cuda"
         if config.amp is None:
             self.use_amp = self.on_cuda or (config.fast and self.device.type == "cpu" and cpu_has_bf16())
@@ -137,36 +191,38 @@ class Engine:
             device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=False
         )
 
-    def _compute(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        fn = self.loss_fn
-        if self._compiled is not None:
+    def _compute(self, s: _State, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        fn = s.task.loss_fn
+        if s.compiled is not None:
             size = next(iter(batch.values())).shape[0]
             if self._full_batch is None:
                 self._full_batch = size
             if size == self._full_batch:
-                fn = self._compiled  # full batches only: a short last batch would trigger a second compile
+                fn = s.compiled  # full batches only: a short last batch would trigger a second compile
         with self._autocast():
             total, parts = fn(batch)
         total.backward()
-        self.opt.step()
-        return torch.stack([total.detach().float()] + [parts[n].detach().float() for n in self.part_names[1:]])
+        s.task.optimizer.step()
+        return torch.stack([total.detach().float()] + [parts[n].detach().float() for n in s.parts[1:]])
 
-    def _eager_step(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        self.opt.zero_grad(set_to_none=not self._graph_grads)
-        return self._compute(batch)
+    def _eager_step(self, s: _State, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        s.task.optimizer.zero_grad(set_to_none=not self._graph_grads)
+        return self._compute(s, batch)
 
     def _set_lr_decay(self, epoch: int) -> bool:
         if self.cfg.lr_decay == "step" and (epoch + 1) % step_decay_epochs(self.cfg.epochs) == 0:
-            for g in self.opt.param_groups:
-                if isinstance(g["lr"], torch.Tensor):
-                    g["lr"].mul_(0.1)
-                else:
-                    g["lr"] *= 0.1
+            for t in self.tasks:
+                for g in t.optimizer.param_groups:
+                    if isinstance(g["lr"], torch.Tensor):
+                        g["lr"].mul_(0.1)
+                    else:
+                        g["lr"] *= 0.1
             return True
         return False
 
-    def _lr(self) -> float:
-        lr = self.opt.param_groups[0]["lr"]
+    @staticmethod
+    def _lr(opt: torch.optim.Optimizer) -> float:
+        lr = opt.param_groups[0]["lr"]
         return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
 
     # -- main ----------------------------------------------------------------------------------
@@ -175,30 +231,53 @@ class Engine:
         tensors: Mapping[str, torch.Tensor] | None = None,
         batches: Callable[[], Iterable[Mapping[str, torch.Tensor]]] | None = None,
     ) -> EngineResult:
-        """Train for ``config.epochs`` epochs over ``tensors`` or over ``batches()``."""
+        """Train the (single) task for ``config.epochs`` epochs over ``tensors`` or over ``batches()``."""
+        if len(self.tasks) != 1:
+            raise ValueError("run() trains one task; use run_all() for joint training")
+        return self.run_all([tensors] if tensors is not None else None, batches)[0]
+
+    def run_all(
+        self,
+        tensors: list[Mapping[str, torch.Tensor]] | None = None,
+        batches: Callable[[], Iterable[Mapping[str, torch.Tensor]]] | None = None,
+    ) -> list[EngineResult]:
+        """Train every task for ``config.epochs`` epochs, each over its own tensors (same length, same
+        batch order), or the single task over ``batches()``. Returns one result per task."""
         from tqdm.auto import tqdm
 
         cfg = self.cfg
-        res = EngineResult()
+        if (tensors is None) == (batches is None):
+            raise ValueError("give tensors or batches")
+        if tensors is not None and len(tensors) != len(self.tasks):
+            raise ValueError(f"{len(self.tasks)} tasks but {len(tensors)} tensor sets")
+        if batches is not None and len(self.tasks) != 1:
+            raise ValueError("joint training needs in-memory tensors")
         t0 = time.perf_counter()
         self._graph = None
         self._graph_grads = False
         self._graph_lr_dirty = False
+        self._states = states = [_State(t) for t in self.tasks]
         gen = torch.Generator()
         gen.manual_seed(cfg.seed if cfg.seed is not None else torch.initial_seed() % 2**63)
-        modes = [[(mod, mod.training) for mod in m.modules()] for m in self.train_modules]
-        for m in self.train_modules:
+        modules = [m for t in self.tasks for m in t.train_modules]
+        modes = [[(mod, mod.training) for mod in m.modules()] for m in modules]
+        for m in modules:
             m.train()
         if self.use_channels_last:
-            for m in self.train_modules:
+            for m in modules:
                 m.to(memory_format=torch.channels_last)
-        self._compiled = torch.compile(self.loss_fn, mode=cfg.compile) if (cfg.compile and cfg.fast) else None
+        for s in states:
+            s.compiled = torch.compile(s.task.loss_fn, mode=cfg.compile) if (cfg.compile and cfg.fast) else None
         self._full_batch = cfg.batch_size if tensors is not None else None  # a loader's: its first batch's size
         bench_was = torch.backends.cudnn.benchmark
         n = None
         if tensors is not None:
-            n = next(iter(tensors.values())).shape[0]
-            resident = all(t.device == self.device for t in tensors.values())
+            sizes = {next(iter(t.values())).shape[0] for t in tensors}
+            if len(sizes) != 1:
+                raise ValueError(f"joint tasks need the same number of examples, got {sorted(sizes)}")
+            n = sizes.pop()
+            for s, t in zip(states, tensors):
+                s.tensors = t
             steps_per_epoch = math.ceil(n / cfg.batch_size)
         else:
             steps_per_epoch = None
@@ -218,23 +297,27 @@ class Engine:
                 if tensors is not None:
                     assert n is not None
                     order = torch.randperm(n, generator=gen) if cfg.shuffle else torch.arange(n)
-                    losses = self._epoch_tensors(tensors, order, resident, epoch, bar)
+                    losses = self._epoch_tensors(order, epoch, bar)
                 else:
-                    losses = self._epoch_batches(batches(), epoch, bar)  # type: ignore[misc]
-                if losses.numel() == 0:
+                    losses = [self._epoch_batches(batches(), epoch, bar)]  # type: ignore[misc]
+                if losses[0].numel() == 0:
                     raise TrainingError("an epoch had no batches: the data set is empty")
-                self._check_finite(losses, epoch, upto=None)
-                mean = losses.double().mean(0).tolist()
-                rec = {"epoch": epoch + 1, "lr": self._lr(), "seconds": round(time.perf_counter() - t_epoch, 4)}
-                rec.update({k: float(v) for k, v in zip(self.part_names, mean)})
-                if self.on_epoch_end is not None:
-                    rec = self.on_epoch_end(rec)
-                res.history.append(rec)
-                res.steps += losses.shape[0]
+                seconds = round(time.perf_counter() - t_epoch, 4)
+                post = {}
+                for s, lo in zip(states, losses):
+                    self._check_finite(s, lo, epoch)
+                    mean = lo.double().mean(0).tolist()
+                    rec = {"epoch": epoch + 1, "lr": self._lr(s.task.optimizer), "seconds": seconds}
+                    rec.update({k: float(v) for k, v in zip(s.parts, mean)})
+                    if s.task.on_epoch_end is not None:
+                        rec = s.task.on_epoch_end(rec)
+                    s.result.history.append(rec)
+                    s.result.steps += lo.shape[0]
+                    post.update(self._postfix_items(s, rec))
                 if self._set_lr_decay(epoch):
                     self._graph_lr_dirty = True
-                bar.set_postfix({k: f"{v:.4g}" for k, v in rec.items() if k not in ("epoch",)}, refresh=False)
                 if cfg.verbose:
+                    bar.set_postfix(post, refresh=False)
                     bar.set_description(f"{cfg.desc} epoch {epoch + 1}/{cfg.epochs}")
         finally:
             torch.backends.cudnn.benchmark = bench_was
@@ -245,117 +328,167 @@ class Engine:
             for ms in modes:  # leave every module in the mode it had before training
                 for mod, was in ms:
                     mod.training = was
-        res.seconds = time.perf_counter() - t0
-        return res
+        seconds = time.perf_counter() - t0
+        for s in states:
+            s.result.seconds = seconds
+        return [s.result for s in states]
 
-    def _check_finite(self, losses: torch.Tensor, epoch: int, upto: int | None) -> None:
-        tot = losses[:, 0] if upto is None else losses[:upto, 0]
+    def _postfix_items(self, s: _State, rec: Mapping[str, float]) -> dict[str, str]:
+        if len(self.tasks) == 1:
+            return {k: f"{float(v):.4g}" for k, v in rec.items() if k not in ("epoch",)}
+        return {s.task.name: f"{float(rec['loss']):.4g}"}
+
+    def _check_finite(self, s: _State, losses: torch.Tensor, epoch: int) -> None:
+        tot = losses[:, 0]
         finite = torch.isfinite(tot)
         if not bool(finite.all()):
             step = int((~finite).nonzero()[0, 0])
             raise TrainingError(
-                f"{self.cfg.desc}: the loss became {float(tot[step])} at epoch {epoch + 1}, step "
+                f"{s.task.name}: the loss became {float(tot[step])} at epoch {epoch + 1}, step "
                 f"{step + 1}; training stopped. Lower the learning rate, check the inputs for "
                 "NaN/inf, or use a smaller alpha."
             )
 
     def _epoch_batches(self, it: Iterable[Mapping[str, torch.Tensor]], epoch: int, bar) -> torch.Tensor:
+        s = self._states[0]
         rows = []
         for i, batch in enumerate(it):
             if i > 0 and next(iter(batch.values())).shape[0] == 1:
                 continue  # a last batch of one image would break BatchNorm in train mode (as in _epoch_tensors)
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            row = self._eager_step(batch)
+            row = self._eager_step(s, batch)
             rows.append(row)
             if not self.cfg.fast or (i + 1) % self.cfg.log_every == 0:
                 part = torch.stack(rows).cpu()
-                self._check_finite(part, epoch, upto=None)
-                self._postfix(bar, part[-1])
+                self._check_finite(s, part, epoch)
+                self._postfix(bar, [part[-1]])
             bar.update(1)
         if not rows:
-            return torch.zeros(0, len(self.part_names))
+            return torch.zeros(0, len(s.parts))
         return torch.stack(rows).cpu()
 
-    def _postfix(self, bar, row: torch.Tensor) -> None:
+    def _postfix(self, bar, rows: list[torch.Tensor]) -> None:
         if self.cfg.verbose:
-            bar.set_postfix({k: f"{float(v):.4g}" for k, v in zip(self.part_names, row)}, refresh=False)
+            post = {}
+            for s, row in zip(self._states, rows):
+                post.update(self._postfix_items(s, dict(zip(s.parts, row.tolist()))))
+            bar.set_postfix(post, refresh=False)
 
-    def _gather(self, tensors, idx: torch.Tensor, resident: bool) -> dict[str, torch.Tensor]:
-        if resident:
-            return {k: v.index_select(0, idx) for k, v in tensors.items()}
+    def _host_rows(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Rows ``idx`` of a host tensor, in pinned memory when training on CUDA (for an async copy)."""
+        b = v.index_select(0, idx)
+        return b.pin_memory() if self.on_cuda else b
+
+    def _gather(self, s: _State, lo: int, hi: int) -> dict[str, torch.Tensor]:
         out = {}
-        for k, v in tensors.items():
-            if v.device.type == "cpu":
-                b = v.index_select(0, idx)
-                if self.on_cuda:
-                    b = b.pin_memory().to(self.device, non_blocking=True)
-            else:  # a small tensor (labels) may sit on the device while the images stream
-                b = v.index_select(0, idx.to(v.device, non_blocking=True))
-            out[k] = b
+        for k, v in s.tensors.items():
+            if v.device == self.device:
+                out[k] = v.index_select(0, self._order_dev[lo:hi])
+            elif v.device.type == "cpu":
+                out[k] = self._host_rows(v, self._order[lo:hi]).to(self.device, non_blocking=True)
+            else:  # another device: gathered there, then moved
+                out[k] = v.index_select(0, self._order[lo:hi].to(v.device)).to(self.device, non_blocking=True)
         return out
 
-    def _epoch_tensors(self, tensors, order: torch.Tensor, resident: bool, epoch: int, bar) -> torch.Tensor:
+    def _epoch_tensors(self, order: torch.Tensor, epoch: int, bar) -> list[torch.Tensor]:
         cfg = self.cfg
+        states = self._states
         B = cfg.batch_size
         n = order.numel()
         # a last batch of one image would break BatchNorm in train mode: it is skipped (as a DataLoader
         # with drop_last would for that batch only)
         steps = math.ceil(n / B) if n % B != 1 or n == 1 else n // B
-        buf = torch.zeros(steps, len(self.part_names), device=self.device)
-        use_graph = cfg.fast and cfg.cuda_graph and self.on_cuda and resident
-        if resident and self.on_cuda:
-            order = order.to(self.device)  # one copy per epoch; batches are gathered on the device
-        nxt = self._gather(tensors, order[:B], resident) if not use_graph else None
+        bufs = [torch.zeros(steps, len(s.parts), device=self.device) for s in states]
+        # the graph reads device tensors by index and host tensors from static buffers copied in per step
+        use_graph = cfg.fast and cfg.cuda_graph and self.on_cuda and all(
+            v.device == self.device or v.device.type == "cpu" for s in states for v in s.tensors.values()
+        )
+        self._order = order
+        self._order_dev = order.to(self.device)  # one copy per epoch; device tensors are gathered there
+        nxt = [self._gather(s, 0, B) for s in states] if not use_graph else None
         done = 0
         for i in range(steps):
             lo, hi = i * B, min((i + 1) * B, n)
             if use_graph and hi - lo == B:
-                buf[i].copy_(self._graph_step(tensors, order[lo:hi]))
+                rows = self._graph_step(lo, hi)
             else:
-                batch = nxt if nxt is not None else self._gather(tensors, order[lo:hi], resident)
+                batch = nxt if nxt is not None else [self._gather(s, lo, hi) for s in states]
                 # prefetch the next batch (host gather + async copy) before this step runs
-                nxt = self._gather(tensors, order[hi : hi + B], resident) if (not use_graph and hi < n) else None
-                buf[i].copy_(self._eager_step(batch))
+                nxt = [self._gather(s, hi, hi + B) for s in states] if (not use_graph and hi < n) else None
+                rows = [self._eager_step(s, b) for s, b in zip(states, batch)]
+            for buf, row in zip(bufs, rows):
+                buf[i].copy_(row)
             if not cfg.fast or (i + 1) % cfg.log_every == 0 or i == steps - 1:
                 if not cfg.fast or cfg.verbose or (i + 1) % (cfg.log_every * 4) == 0:
-                    part = buf[: i + 1].cpu()  # one host synchronisation per log_every steps
-                    self._check_finite(part, epoch, upto=None)
-                    self._postfix(bar, part[-1])
+                    parts = [buf[: i + 1].cpu() for buf in bufs]  # one host synchronisation per log_every steps
+                    for s, part in zip(states, parts):
+                        self._check_finite(s, part, epoch)
+                    self._postfix(bar, [part[-1] for part in parts])
                 bar.update(i + 1 - done)
                 done = i + 1
-        return buf.cpu()
+        return [buf.cpu() for buf in bufs]
 
     # -- CUDA graph ----------------------------------------------------------------------------
-    def _graph_step(self, tensors, idx: torch.Tensor) -> torch.Tensor:
+    def _graph_step(self, lo: int, hi: int) -> list[torch.Tensor]:
         if self._graph is not None and self._graph_lr_dirty and not self._lr_is_tensor():
             self._graph = None  # the learning rate is baked into the graph: capture again
         self._graph_lr_dirty = False
         if self._graph is None:
             # the warm-up step inside _capture trains on this batch; replays start with the next
-            return self._capture(tensors, idx)
-        self._static_idx.copy_(idx)
+            return self._capture(lo, hi)
+        self._fill_static(lo, hi)
         self._graph.replay()
-        return self._graph_out
+        return [s.graph_out for s in self._states]  # type: ignore[misc]
+
+    def _fill_static(self, lo: int, hi: int) -> None:
+        self._static_idx.copy_(self._order_dev[lo:hi])
+        for s in self._states:
+            for k, buf in s.static.items():
+                buf.copy_(self._host_rows(s.tensors[k], self._order[lo:hi]), non_blocking=True)
+
+    def _static_batch(self, s: _State) -> dict[str, torch.Tensor]:
+        return {k: (s.static[k] if k in s.static else v.index_select(0, self._static_idx)) for k, v in s.tensors.items()}
 
     def _lr_is_tensor(self) -> bool:
-        return isinstance(self.opt.param_groups[0]["lr"], torch.Tensor)
+        return all(isinstance(t.optimizer.param_groups[0]["lr"], torch.Tensor) for t in self.tasks)
 
-    def _capture(self, tensors, idx: torch.Tensor) -> torch.Tensor:
-        self._static_idx = idx.clone()
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            # warm-up (cuDNN autotuning, optimiser state): one real training step on this batch
-            self.opt.zero_grad(set_to_none=True)
-            out = self._compute({k: v.index_select(0, self._static_idx) for k, v in tensors.items()})
-        torch.cuda.current_stream(self.device).wait_stream(side)
+    def _capture(self, lo: int, hi: int) -> list[torch.Tensor]:
+        dev = self.device
+        states = self._states
+        self._static_idx = self._order_dev[lo:hi].clone()
+        for s in states:
+            s.static = {k: torch.empty((hi - lo,) + tuple(v.shape[1:]), dtype=v.dtype, device=dev)
+                        for k, v in s.tensors.items() if v.device != dev}
+            if s.stream is None:
+                s.stream = torch.cuda.Stream(dev)
+        self._fill_static(lo, hi)
+        main = torch.cuda.current_stream(dev)
+        outs = []
+        for s in states:
+            # warm-up (optimiser state, compile): one real training step on this batch, on a side stream
+            s.stream.wait_stream(main)  # type: ignore[union-attr]
+            with torch.cuda.stream(s.stream):
+                s.task.optimizer.zero_grad(set_to_none=True)
+                outs.append(self._compute(s, self._static_batch(s)))
+        for s in states:
+            main.wait_stream(s.stream)  # type: ignore[arg-type]
         graph = torch.cuda.CUDAGraph()
-        self.opt.zero_grad(set_to_none=True)
+        for s in states:
+            s.task.optimizer.zero_grad(set_to_none=True)
         with torch.cuda.graph(graph):
-            self._graph_out = self._compute({k: v.index_select(0, self._static_idx) for k, v in tensors.items()})
+            if len(states) == 1:
+                states[0].graph_out = self._compute(states[0], self._static_batch(states[0]))
+            else:  # each task on its own stream, forked from and joined back into the capture stream
+                cap = torch.cuda.current_stream(dev)
+                for s in states:
+                    s.stream.wait_stream(cap)  # type: ignore[union-attr]
+                    with torch.cuda.stream(s.stream):
+                        s.graph_out = self._compute(s, self._static_batch(s))
+                for s in states:
+                    cap.wait_stream(s.stream)  # type: ignore[arg-type]
         self._graph = graph
         self._graph_grads = True
-        return out
+        return outs
 
 
 def _deterministic() -> bool:

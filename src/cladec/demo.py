@@ -132,8 +132,9 @@ def format_summary(summary: dict[str, Any]) -> str:
                 lines.append(f"  WARNING: {kind} collapsed to a nearly constant image; its numbers mean little "
                              "(train longer or on more images).")
         t = L.get("timings", {})
-        lines.append(f"  Triplets: {L['triplets']}   (fit: ClaDec {t.get('cladec_s', 0):.0f} s, "
-                     f"RefAE {t.get('refae_s', 0):.0f} s)")
+        fit = (f"ClaDec + RefAE together {t['cladec_refae_s']:.0f} s" if "cladec_refae_s" in t
+               else f"ClaDec {t.get('cladec_s', 0):.0f} s, RefAE {t.get('refae_s', 0):.0f} s")
+        lines.append(f"  Triplets: {L['triplets']}   (fit: {fit})")
     tt = summary["timings"]
     lines += ["", f"Total time: {tt['total_s']:.0f} s (classifier {tt['classifier_s']:.0f} s) on {summary['device']}."]
     if summary.get("report"):

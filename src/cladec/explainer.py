@@ -20,11 +20,11 @@ from torch import nn
 from ._errors import ConfigError, DataError
 from ._checks import image_tensor
 from ._inputs import Prepared, iterate_batches, prepare
-from ._training import Engine, EngineConfig, compile_mode, make_optimizer
+from ._training import Engine, EngineConfig, Task, compile_mode, make_optimizer
 from .capture import LayerCapture, _model_device
 from .decoder import Decoder, build_decoder
 
-__all__ = ["ClaDec", "RefAE", "CollapseWarning"]
+__all__ = ["ClaDec", "RefAE", "CollapseWarning", "fit_together"]
 
 DEFAULT_CACHE_BUDGET = 2 * 1024**3
 
@@ -262,21 +262,15 @@ class _DecoderExplainer:
         Example:
             >>> ClaDec(model, "conv4", alpha=0.001).fit((x, y), epochs=5)  # doctest: +SKIP
         """
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
-        for name, val in (("lr", lr), ("weight_decay", weight_decay)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0 \
-                    or (name == "lr" and val == 0):
-                raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, got {val!r}")
-        if not isinstance(log_every, int) or log_every < 1:
-            raise ConfigError(f"log_every must be a positive integer, got {log_every!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if lr_decay not in (None, "step"):
-            raise ConfigError(f"lr_decay must be None or 'step', got {lr_decay!r}")
-        compile_mode(compile)  # a bad value is an error before any work
-        prepared = prepare(data, need_labels=self._needs_labels(), max_bytes=self.cache_budget * 4,
-                           batch_size=batch_size)
+        fit_together(
+            [self], data, epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay,
+            seed=seed, verbose=verbose, fast=fast, log_every=log_every, channels_last=channels_last,
+            compile=compile, amp=amp,
+        )
+        return self
+
+    def _fit_begin(self, prepared: Prepared, *, seed, lr, weight_decay, fast, channels_last) -> Task:
+        """Build, seed and make the optimiser for a fit; returns the engine task."""
         if seed is not None:
             torch.manual_seed(seed)
         self._ensure_built(prepared.image_shape)  # type: ignore[arg-type]
@@ -285,20 +279,12 @@ class _DecoderExplainer:
             self.decoder.init_output_bias(prepared.x.mean(dim=(0, 2, 3)))  # type: ignore[union-attr]
         self._bias_initialised = True
         dev = self.device
-        params = self._trainable_params()
-        opt = make_optimizer("adam", params, lr=lr, weight_decay=weight_decay, device=dev, fast=fast)
-        cfg = EngineConfig(
-            epochs=epochs, batch_size=batch_size, fast=fast, log_every=log_every, verbose=verbose,
-            desc=self.kind, seed=seed, lr_decay=lr_decay, channels_last=channels_last, compile=compile, amp=amp,
-        )
+        opt = make_optimizer("adam", self._trainable_params(), lr=lr, weight_decay=weight_decay, device=dev, fast=fast)
         self._fast = fast
         self._channels_last = (fast and dev.type == "cuda") if channels_last is None else channels_last
-        with self._training_mode():
-            engine = Engine(self._loss, opt, self._train_modules(), dev, cfg, self._parts())
-            if prepared.in_memory:
-                res = engine.run(tensors=self._train_tensors(prepared))
-            else:
-                res = engine.run(batches=lambda: self._stream(prepared))
+        return Task(self._loss, opt, self._train_modules(), self._parts(), self.kind)
+
+    def _fit_end(self, res, prepared: Prepared, fit_config: dict[str, Any]) -> None:
         for m in self._train_modules():  # trained: the decoder (and RefAE's encoder) are used in eval mode
             m.eval()
         start = len(self.history)
@@ -306,13 +292,11 @@ class _DecoderExplainer:
             h["epoch"] = start + i + 1
         self.history.extend(res.history)
         self.fit_config = dict(
-            epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay,
-            seed=seed, fast=fast, n_train=int(prepared.x.shape[0]) if prepared.in_memory else None,
-            seconds=round(res.seconds, 3), steps=res.steps, device=str(dev),
+            fit_config, n_train=int(prepared.x.shape[0]) if prepared.in_memory else None,
+            seconds=round(res.seconds, 3), steps=res.steps, device=str(self.device),
         )
         self.fitted = True
         self._check_collapse(prepared)
-        return self
 
     def _needs_labels(self) -> bool:
         return False
@@ -361,7 +345,7 @@ class _DecoderExplainer:
                 f"images (mean per-pixel std {spread:.2e} vs {data_spread:.2e} in the data). Train "
                 "longer, on more images, or with decoder_norm='batch'.",
                 CollapseWarning,
-                stacklevel=3,
+                stacklevel=_caller_level(),
             )
 
     # -- persistence ---------------------------------------------------------------------------
@@ -686,3 +670,123 @@ class RefAE(_DecoderExplainer):
         t = super().state_tensors()
         t.update({f"encoder.{k}": v for k, v in self.encoder.state_dict().items()})
         return t
+
+
+def _caller_level() -> int:
+    """``stacklevel`` for a warning raised here that points at the first frame outside this package."""
+    import os
+    import sys
+
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(2), 2  # 1 is the function that warns
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile) -> None:
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+    for name, val in (("lr", lr), ("weight_decay", weight_decay)):
+        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0 \
+                or (name == "lr" and val == 0):
+            raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, got {val!r}")
+    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+        raise ConfigError(f"log_every must be a positive integer, got {log_every!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if lr_decay not in (None, "step"):
+        raise ConfigError(f"lr_decay must be None or 'step', got {lr_decay!r}")
+    compile_mode(compile)  # a bad value is an error before any work
+
+
+def fit_together(
+    explainers: Sequence[_DecoderExplainer],
+    data: Any,
+    epochs: int = 5,
+    *,
+    batch_size: int = 128,
+    lr: float = 3e-4,
+    weight_decay: float = 1e-5,
+    lr_decay: str | None = None,
+    seed: int | None = 0,
+    verbose: bool = True,
+    fast: bool = True,
+    log_every: int = 50,
+    channels_last: bool | None = None,
+    compile: bool | str = False,
+    amp: bool | None = None,
+) -> list[_DecoderExplainer]:
+    """Fit several explainers (typically a :class:`ClaDec` and its :class:`RefAE`) on the same data at once.
+
+    They train in lockstep over one shuffled batch order with the same settings. On CUDA each one's
+    training step runs on its own stream inside one CUDA graph, so the GPU overlaps their small kernels
+    and the pair finishes sooner than two fits in a row; elsewhere the steps simply alternate. Each
+    explainer ends up as :meth:`ClaDec.fit` with the same arguments would leave it (identical weights when
+    the trained modules have no random layers such as dropout; otherwise the random draws differ).
+    Data that is streamed (a DataLoader, or a Dataset above the cache budget) is fitted one explainer
+    after the other.
+
+    Args:
+        explainers: The explainers to fit (distinct objects on the same device).
+        data: As for :meth:`ClaDec.fit` (labels are needed if any explainer needs them).
+        epochs, batch_size, lr, weight_decay, lr_decay, seed, verbose, fast, log_every, channels_last,
+            compile, amp: As for :meth:`ClaDec.fit`, shared by all explainers.
+
+    Returns:
+        The list of explainers, trained.
+
+    Raises:
+        ConfigError: For an empty list, a repeated explainer, explainers on different devices or a bad setting.
+
+    Example:
+        >>> e = cladec.ClaDec(model, "conv4", alpha=0.001)  # doctest: +SKIP
+        >>> r = cladec.RefAE.like(e, init_seed=0)  # doctest: +SKIP
+        >>> cladec.fit_together([e, r], (x, y), epochs=5)  # doctest: +SKIP
+    """
+    import contextlib
+
+    explainers = list(explainers)
+    if not explainers:
+        raise ConfigError("fit_together needs at least one explainer (e.g. [ClaDec(...), RefAE.like(...)])")
+    for e in explainers:
+        if not isinstance(e, _DecoderExplainer):
+            raise ConfigError(f"fit_together takes ClaDec and RefAE explainers, got {type(e).__name__}")
+    if len({id(e) for e in explainers}) != len(explainers):
+        raise ConfigError("fit_together got the same explainer twice; pass each one once")
+    devices = {str(e.device) for e in explainers}
+    if len(devices) > 1:
+        raise ConfigError(f"explainers fitted together must share a device, got {sorted(devices)}")
+    _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile)
+    kw = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay, seed=seed, verbose=verbose,
+              fast=fast, log_every=log_every, channels_last=channels_last, compile=compile, amp=amp)
+    needs_labels = any(e._needs_labels() for e in explainers)
+    budget = min(e.cache_budget for e in explainers)
+    prepared = prepare(data, need_labels=needs_labels, max_bytes=budget * 4, batch_size=batch_size)
+    if len(explainers) > 1 and not prepared.in_memory:
+        for e in explainers:  # streamed batches come one at a time: fit one explainer after the other
+            fit_together([e], data, epochs, **kw)  # type: ignore[arg-type]
+        return explainers
+    tasks = [e._fit_begin(prepared, seed=seed, lr=lr, weight_decay=weight_decay, fast=fast, channels_last=channels_last)
+             for e in explainers]
+    dev = explainers[0].device
+    cfg = EngineConfig(
+        epochs=epochs, batch_size=batch_size, fast=fast, log_every=log_every, verbose=verbose,
+        desc="+".join(e.kind for e in explainers), seed=seed, lr_decay=lr_decay, channels_last=channels_last,
+        compile=compile, amp=amp,
+    )
+    with contextlib.ExitStack() as stack:
+        for e in explainers:
+            stack.enter_context(e._training_mode())
+        engine = Engine.joint(tasks, dev, cfg)
+        if prepared.in_memory:
+            results = engine.run_all(tensors=[e._train_tensors(prepared) for e in explainers])
+        else:
+            first = explainers[0]
+            results = engine.run_all(batches=lambda: first._stream(prepared))
+    base = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay,
+                seed=seed, fast=fast)
+    for e, res in zip(explainers, results):
+        extra = {"fitted_with": [o.kind for o in explainers if o is not e]} if len(explainers) > 1 else {}
+        e._fit_end(res, prepared, dict(base, **extra))
+    return explainers

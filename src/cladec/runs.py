@@ -145,7 +145,7 @@ def fit_run(
         alpha: ClaDec's α.
         neurons: Optional unit subset.
         epochs: ClaDec epochs; ``refae_epochs`` (default: the same) for the RefAE.
-        refae: Also fit the RefAE.
+        refae: Also fit the RefAE (with the same epochs, both at once: :func:`cladec.fit_together`).
         batch_size, lr, seed: Training settings.
         size: Resize images to ``size`` (e.g. 32 as in the paper); default: the classifier's data size.
         limit: Use the first ``limit`` training images.
@@ -167,7 +167,7 @@ def fit_run(
     import time
 
     from .data import load_dataset
-    from .explainer import ClaDec, RefAE
+    from .explainer import ClaDec, RefAE, fit_together
     from .explanation import explain
 
     out = Path(out)
@@ -188,16 +188,19 @@ def fit_run(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     e = ClaDec(model, layer, alpha=alpha, neurons=neurons, input_norm=norm, decoder_norm=decoder_norm)
-    e.fit(train, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast,
-          compile=compile)
-    timings["cladec_s"] = round(time.perf_counter() - t0, 2)
-    r = None
-    if refae:
-        t0 = time.perf_counter()
-        r = RefAE.like(e, init_seed=seed)
-        r.fit(train, epochs=refae_epochs or epochs, batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast,
-              compile=compile)
-        timings["refae_s"] = round(time.perf_counter() - t0, 2)
+    r = RefAE.like(e, init_seed=seed) if refae else None
+    kw = dict(batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast, compile=compile)
+    if r is not None and (refae_epochs or epochs) == epochs:
+        # both at once: on a GPU their steps overlap (same result as one after the other)
+        fit_together([e, r], train, epochs=epochs, **kw)
+        timings["cladec_refae_s"] = round(time.perf_counter() - t0, 2)
+    else:
+        e.fit(train, epochs=epochs, **kw)
+        timings["cladec_s"] = round(time.perf_counter() - t0, 2)
+        if r is not None:
+            t0 = time.perf_counter()
+            r.fit(train, epochs=refae_epochs or epochs, **kw)
+            timings["refae_s"] = round(time.perf_counter() - t0, 2)
     xt, yt = test.tensors()
     summary = explain(xt, cladec=e, refae=r, labels=yt).summary()
     config = {
