@@ -34,6 +34,7 @@ def main() -> int:
     ap.add_argument("--data-root", required=True)
     ap.add_argument("--train", type=int, default=20000)
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--only", default="", help="run only the checks whose names start with one of these (comma-separated)")
     args = ap.parse_args()
     dev = torch.device(args.device)
     tr = load_dataset("fashion-mnist", root=args.data_root, split="train", size=32, limit=args.train)
@@ -49,6 +50,7 @@ def main() -> int:
     checks = [
         ("cladec conv4 fast", dict(cls="cladec", layer="conv4", fast=True)),
         ("cladec conv4 plain", dict(cls="cladec", layer="conv4", fast=False)),
+        ("cladec conv4 compile", dict(cls="cladec", layer="conv4", fast=True, compile=True)),
         ("cladec conv2 neurons+step-decay fast", dict(cls="cladec", layer="conv2", fast=True, neurons=list(range(0, 128, 2)), lr_decay="step")),
         ("cladec conv2 neurons+step-decay plain", dict(cls="cladec", layer="conv2", fast=False, neurons=list(range(0, 128, 2)), lr_decay="step")),
         ("cladec conv2 alpha=0 fast", dict(cls="cladec", layer="conv2", fast=True, alpha=0.0)),
@@ -57,7 +59,14 @@ def main() -> int:
         ("refae conv4 plain", dict(cls="refae", layer="conv4", fast=False)),
         ("refae conv2 step-decay fast", dict(cls="refae", layer="conv2", fast=True, lr_decay="step")),
     ]
+    only = tuple(p for p in args.only.split(",") if p)
+
+    def wanted(name):
+        return not only or name.startswith(only)
+
     for name, c in checks:
+        if not wanted(name):
+            continue
         t = time.perf_counter()
         try:
             kw = dict(input_norm=norm)
@@ -69,7 +78,8 @@ def main() -> int:
                 e = cladec.ClaDec(clf, c["layer"], alpha=c.get("alpha", 0.001), **kw)
             else:
                 e = cladec.RefAE(clf, c["layer"], **kw)
-            e.fit((x, y), epochs=3, verbose=False, seed=0, fast=c["fast"], lr_decay=c.get("lr_decay"))
+            e.fit((x, y), epochs=3, verbose=False, seed=0, fast=c["fast"], lr_decay=c.get("lr_decay"),
+                  compile=c.get("compile", False))
             results[name] = {"mse_acc": mse_acc(e, clf, xt, yt), "loss": [round(hh["loss"], 5) for hh in e.history],
                              "epoch_s": [round(hh["seconds"], 3) for hh in e.history], "collapsed": e.collapsed,
                              "wall_s": round(time.perf_counter() - t, 2)}
@@ -84,9 +94,12 @@ def main() -> int:
         ("conv4", {}, {}),
         ("conv4 compile", {}, {"compile": True}),
         ("conv2 step-decay", {}, {"lr_decay": "step"}),
+        ("conv2 step-decay compile", {}, {"lr_decay": "step", "compile": True}),
         ("conv4 streamed", {"cache_budget": 1 << 16}, {}),
     ]
     for name, ekw, fkw in together:
+        if not wanted("together " + name):
+            continue
         layer = name.split()[0]
         t = time.perf_counter()
         try:
@@ -119,6 +132,8 @@ def main() -> int:
         print("together " + name, json.dumps(results["together " + name]), flush=True)
     # save/load round trip on CUDA
     try:
+        if not wanted("save"):
+            raise RuntimeError("skipped")
         e = cladec.ClaDec(clf, "conv2", alpha=0.01, input_norm=norm).fit((x[:2048], y[:2048]), epochs=1, verbose=False)
         e.save("/tmp/gpu_save")
         e2 = cladec.load("/tmp/gpu_save", clf)

@@ -256,6 +256,10 @@ class Engine:
         self._graph = None
         self._graph_grads = False
         self._graph_lr_dirty = False
+        # compiled steps: one more eager step before the capture's own warm-up step, so that a recompile caused by
+        # state the first call sets (e.g. the input normalisation's device copies) happens outside the capture,
+        # where compiling is allowed (inside it failed on CUDA: "operation not permitted when stream is capturing")
+        self._warmup_rounds = 1 if (cfg.compile and cfg.fast) else 0
         self._states = states = [_State(t) for t in self.tasks]
         gen = torch.Generator()
         gen.manual_seed(cfg.seed if cfg.seed is not None else torch.initial_seed() % 2**63)
@@ -433,6 +437,9 @@ class Engine:
         if self._graph is not None and self._graph_lr_dirty and not self._lr_is_tensor():
             self._graph = None  # the learning rate is baked into the graph: capture again
         self._graph_lr_dirty = False
+        if self._graph is None and self._warmup_rounds > 0:
+            self._warmup_rounds -= 1
+            return self._side_steps(lo, hi)
         if self._graph is None:
             # the warm-up step inside _capture trains on this batch; replays start with the next
             return self._capture(lo, hi)
@@ -452,26 +459,35 @@ class Engine:
     def _lr_is_tensor(self) -> bool:
         return all(isinstance(t.optimizer.param_groups[0]["lr"], torch.Tensor) for t in self.tasks)
 
-    def _capture(self, lo: int, hi: int) -> list[torch.Tensor]:
+    def _side_steps(self, lo: int, hi: int) -> list[torch.Tensor]:
+        """One eager training step of every task on batch ``lo:hi``, each on its own side stream (the graph's
+        static inputs are made and filled here)."""
         dev = self.device
         states = self._states
         self._static_idx = self._order_dev[lo:hi].clone()
         for s in states:
-            s.static = {k: torch.empty((hi - lo,) + tuple(v.shape[1:]), dtype=v.dtype, device=dev)
-                        for k, v in s.tensors.items() if v.device != dev}
+            if not s.static:
+                s.static = {k: torch.empty((hi - lo,) + tuple(v.shape[1:]), dtype=v.dtype, device=dev)
+                            for k, v in s.tensors.items() if v.device != dev}
             if s.stream is None:
                 s.stream = torch.cuda.Stream(dev)
         self._fill_static(lo, hi)
         main = torch.cuda.current_stream(dev)
         outs = []
         for s in states:
-            # warm-up (optimiser state, compile): one real training step on this batch, on a side stream
             s.stream.wait_stream(main)  # type: ignore[union-attr]
             with torch.cuda.stream(s.stream):
-                s.task.optimizer.zero_grad(set_to_none=True)
+                s.task.optimizer.zero_grad(set_to_none=not self._graph_grads)
                 outs.append(self._compute(s, self._static_batch(s)))
         for s in states:
             main.wait_stream(s.stream)  # type: ignore[arg-type]
+        return outs
+
+    def _capture(self, lo: int, hi: int) -> list[torch.Tensor]:
+        dev = self.device
+        states = self._states
+        # warm-up (optimiser state, compile): one real training step on this batch, each task on a side stream
+        outs = self._side_steps(lo, hi)
         graph = torch.cuda.CUDAGraph()
         for s in states:
             s.task.optimizer.zero_grad(set_to_none=True)

@@ -279,6 +279,10 @@ class _DecoderExplainer:
             self.decoder.init_output_bias(prepared.x.mean(dim=(0, 2, 3)))  # type: ignore[union-attr]
         self._bias_initialised = True
         dev = self.device
+        if self.capture.input_norm is not None:
+            # the normalisation's device copies made now: made by the first compiled step they forced a recompile
+            for dt in (torch.float32, torch.bfloat16):
+                self.capture.normalize(torch.zeros(1, self.image_shape[0], 1, 1, device=dev, dtype=dt))  # type: ignore[index]
         opt = make_optimizer("adam", self._trainable_params(), lr=lr, weight_decay=weight_decay, device=dev, fast=fast)
         self._fast = fast
         self._channels_last = (fast and dev.type == "cuda") if channels_last is None else channels_last
