@@ -27,6 +27,6 @@ if [ "${SPEED:-1}" = 1 ]; then
   timeout ${SPEED_TIMEOUT:-260} python3 benchmarks/speed.py --device cuda --data-root .devdata --train 60000 --test 10000 --epochs 3 \
     --phases ${PHASES:-classifier,cladec,refae,cladec-streamed,together} \
     --pipeline-epochs ${PIPE_EPOCHS:-0} --max-pipeline-s ${PIPE_S:-90} --variants ${VARIANTS:-default,compile} \
-    --profile "$OUT/profile" --profile-variants ${PROFILE_VARIANTS:-compile} --json "$OUT/speed_gpu.json" > "$OUT/speed_gpu.log" 2>&1
+    --profile "$OUT/profile" --profile-variants "${PROFILE_VARIANTS-compile}" --json "$OUT/speed_gpu.json" > "$OUT/speed_gpu.log" 2>&1
   grep -v "^ \|^---\|Warning\|warn" "$OUT/speed_gpu.log" | tail -60
 fi
