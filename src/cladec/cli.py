@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit ClaDec (and its RefAE) for one layer and save a run directory",
         description="Fit ClaDec for one layer of a classifier, loss (1 − α)·MSE + α·CE, and the reference "
         "auto-encoder (RefAE: same architecture up to the layer, trained from scratch on reconstruction only), "
-        "and save both with run.json (settings and test metrics) to --out.",
+        "and save both with run.json (settings and test metrics) to --out. With equal epochs the two train "
+        "together (one batch order; on a GPU their steps overlap), with the same result as one after the other.",
         formatter_class=_Formatter,
     )
     _add_model_source(f)
@@ -341,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decode only these units (channels), e.g. '0,1,5-9' (default: all)")
     f.add_argument("--alpha", type=_alpha, default=0.001, help="α, weight of the classification loss (default: 0.001)")
     f.add_argument("--epochs", type=_pos_int, default=5, help="ClaDec epochs (default: 5)")
-    f.add_argument("--refae-epochs", type=_pos_int, default=None, help="RefAE epochs (default: --epochs)")
+    f.add_argument("--refae-epochs", type=_pos_int, default=None, help="RefAE epochs (default: --epochs; a different value fits RefAE after ClaDec)")
     f.add_argument("--no-refae", action="store_true", help="fit ClaDec only")
     f.add_argument("--out", required=True, metavar="DIR", help="run directory to write (replaced if it exists)")
     f.add_argument("--size", type=_pos_int, default=None, help="resize images (default: the classifier's size)")
