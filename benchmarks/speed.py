@@ -206,17 +206,17 @@ def no_cuda_graph():
     """Run the fast path without CUDA graphs (for a per-kernel profile)."""
     import cladec._training as tr
 
-    init = tr.Engine.__init__
+    setup = tr.Engine._setup  # every engine (single or joint) is set up here
 
     def patched(self, *a, **k):
-        init(self, *a, **k)
+        setup(self, *a, **k)
         self.cfg.cuda_graph = False
 
-    tr.Engine.__init__ = patched
+    tr.Engine._setup = patched
     try:
         yield
     finally:
-        tr.Engine.__init__ = init
+        tr.Engine._setup = setup
 
 
 def profile_phase(make, x, y, dev, out_dir, name, steps=40, bs=128, variant="default"):

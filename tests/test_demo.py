@@ -160,5 +160,5 @@ def test_format_summary_states_the_findings():
     assert "WARNING: refae collapsed" in text
     assert "(fit: ClaDec 10 s, RefAE 12 s)" in text
     s["layers"][0]["timings"] = {"cladec_refae_s": 15}
-    assert "(fit: ClaDec + RefAE together 15 s)" in format_summary(s)
+    assert "(fit: ClaDec + RefAE 15 s)" in format_summary(s)
     assert "report/index.html" in text

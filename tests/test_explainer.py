@@ -330,7 +330,7 @@ def test_fit_together_gives_each_explainer_its_separate_fit():
     # streams) end exactly where two separate fits with the same arguments end: no random layers are trained
     x, y = fmnist("train", 320)
     m = tiny_vgg()
-    kw = dict(epochs=2, batch_size=64, verbose=False, seed=4, lr_decay="step")
+    kw = dict(epochs=4, batch_size=64, verbose=False, seed=4, lr_decay="step")  # lr × 0.1 after epoch 3
     e1 = ClaDec(m, "conv4", alpha=0.1)
     r1 = RefAE.like(e1, init_seed=4)
     out = cladec.fit_together([e1, r1], (x, y), **kw)
@@ -344,7 +344,9 @@ def test_fit_together_gives_each_explainer_its_separate_fit():
         sa, sb = a.state_tensors(), b.state_tensors()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert e1.fit_config["fitted_with"] == ["refae"] and r1.fit_config["fitted_with"] == ["cladec"]
-    assert "fitted_with" not in e2.fit_config and e1.fit_config["steps"] == e2.fit_config["steps"] == 10
+    assert "fitted_with" not in e2.fit_config and e1.fit_config["steps"] == e2.fit_config["steps"] == 20
+    assert [h["lr"] for h in r1.history] == pytest.approx([3e-4, 3e-4, 3e-4, 3e-5])
+    assert e1._placed is None and r1._placed is None  # the shared placement lives for the fit only
     # the two really differ (a test that compared a model with itself would pass trivially)
     assert e1.history[-1]["loss"] != r1.history[-1]["loss"]
 
@@ -364,3 +366,23 @@ def test_fit_together_streams_one_after_the_other_and_rejects_bad_lists():
         cladec.fit_together([e, m], (x, y))
     with pytest.raises(ConfigError, match="epochs must be a positive integer"):
         cladec.fit_together([e, r], (x, y), epochs=0)
+    shared = ClaDec(m, "conv2", decoder=e.decoder)
+    with pytest.raises(ConfigError, match="share trainable parameters"):
+        cladec.fit_together([e, shared], (x, y))
+    other = ClaDec(m, "conv2", image_shape=(1, 32, 32))
+    state = copy.deepcopy(other.decoder.state_dict())
+    with pytest.raises(DataError, match=r"built for \(1, 32, 32\)"):
+        cladec.fit_together([other, RefAE(m, "conv2")], (x, y))  # 28×28 images: nothing is trained
+    assert all(torch.equal(v, other.decoder.state_dict()[k]) for k, v in state.items())
+
+
+def test_compiled_cladec_with_input_norm_compiles_one_graph_under_bf16():
+    # the normalisation's bf16 device copy is made before the first step: made inside it, it changed what the
+    # compiled code guards on and forced a recompile at the next step (on CUDA: inside the graph capture, an error)
+    from torch._dynamo.utils import counters
+
+    x, y = fmnist("train", 128)
+    e = ClaDec(tiny_vgg(), "conv4", alpha=0.1, input_norm=([0.29], [0.35]))
+    counters.clear()
+    e.fit((x, y), epochs=1, batch_size=64, verbose=False, seed=5, compile=True, amp=True)
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]

@@ -3,7 +3,8 @@
 It runs epochs of minibatch steps of a loss function over
 
 * in-memory tensors (the fast, usual case): batches are gathered by index from tensors that live
-  on the training device when they fit (else in pinned host memory, copied ahead asynchronously),
+  on the training device when they fit (else in pinned host memory, copied asynchronously: ahead of the
+  step on the eager path, into the CUDA graph's static buffers just before each replay on the graph path),
   with a seeded shuffling order that is the same on every device and path; or
 * any iterable of batches (a user's DataLoader): streamed as given.
 
@@ -252,6 +253,12 @@ class Engine:
             raise ValueError(f"{len(self.tasks)} tasks but {len(tensors)} tensor sets")
         if batches is not None and len(self.tasks) != 1:
             raise ValueError("joint training needs in-memory tensors")
+        n = None
+        if tensors is not None:
+            sizes = {next(iter(t.values())).shape[0] if t else 0 for t in tensors}
+            if len(sizes) != 1 or 0 in sizes:
+                raise ValueError(f"joint tasks need non-empty tensors with the same number of examples, got {sorted(sizes)}")
+            n = sizes.pop()
         t0 = time.perf_counter()
         self._graph = None
         self._graph_grads = False
@@ -274,12 +281,8 @@ class Engine:
             s.compiled = torch.compile(s.task.loss_fn, mode=cfg.compile) if (cfg.compile and cfg.fast) else None
         self._full_batch = cfg.batch_size if tensors is not None else None  # a loader's: its first batch's size
         bench_was = torch.backends.cudnn.benchmark
-        n = None
         if tensors is not None:
-            sizes = {next(iter(t.values())).shape[0] for t in tensors}
-            if len(sizes) != 1:
-                raise ValueError(f"joint tasks need the same number of examples, got {sorted(sizes)}")
-            n = sizes.pop()
+            assert n is not None
             for s, t in zip(states, tensors):
                 s.tensors = t
             steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -449,9 +452,13 @@ class Engine:
 
     def _fill_static(self, lo: int, hi: int) -> None:
         self._static_idx.copy_(self._order_dev[lo:hi])
+        rows: dict[int, torch.Tensor] = {}  # a host tensor several tasks read is gathered (and pinned) once
         for s in self._states:
             for k, buf in s.static.items():
-                buf.copy_(self._host_rows(s.tensors[k], self._order[lo:hi]), non_blocking=True)
+                v = s.tensors[k]
+                if id(v) not in rows:
+                    rows[id(v)] = self._host_rows(v, self._order[lo:hi])
+                buf.copy_(rows[id(v)], non_blocking=True)
 
     def _static_batch(self, s: _State) -> dict[str, torch.Tensor]:
         return {k: (s.static[k] if k in s.static else v.index_select(0, self._static_idx)) for k, v in s.tensors.items()}

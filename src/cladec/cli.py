@@ -327,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fit ClaDec for one layer of a classifier, loss (1 − α)·MSE + α·CE, and the reference "
         "auto-encoder (RefAE: same architecture up to the layer, trained from scratch on reconstruction only), "
         "and save both with run.json (settings and test metrics) to --out. With equal epochs the two train "
-        "together (one batch order; on a GPU their steps overlap), with the same result as one after the other.",
+        "together (one batch order; on a GPU their steps overlap), with the same result as one after the other "
+        "unless the trained modules draw random numbers (dropout).",
         formatter_class=_Formatter,
     )
     _add_model_source(f)

@@ -132,7 +132,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                 lines.append(f"  WARNING: {kind} collapsed to a nearly constant image; its numbers mean little "
                              "(train longer or on more images).")
         t = L.get("timings", {})
-        fit = (f"ClaDec + RefAE together {t['cladec_refae_s']:.0f} s" if "cladec_refae_s" in t
+        fit = (f"ClaDec + RefAE {t['cladec_refae_s']:.0f} s" if "cladec_refae_s" in t
                else f"ClaDec {t.get('cladec_s', 0):.0f} s, RefAE {t.get('refae_s', 0):.0f} s")
         lines.append(f"  Triplets: {L['triplets']}   (fit: {fit})")
     tt = summary["timings"]

@@ -191,7 +191,8 @@ def fit_run(
     r = RefAE.like(e, init_seed=seed) if refae else None
     kw = dict(batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast, compile=compile)
     if r is not None and (refae_epochs or epochs) == epochs:
-        # both at once: on a GPU their steps overlap (same result as one after the other)
+        # both at once: on a GPU their steps overlap (same result as one after the other); RefAE is made before
+        # ClaDec is built, so both decoders are built from the same seed and start from the same weights
         fit_together([e, r], train, epochs=epochs, **kw)
         timings["cladec_refae_s"] = round(time.perf_counter() - t0, 2)
     else:
