@@ -796,6 +796,10 @@ def fit_together(
         return explainers
     tasks = [e._fit_begin(prepared, seed=seed, lr=lr, weight_decay=weight_decay, fast=fast, channels_last=channels_last)
              for e in explainers]
+    kinds = [e.kind for e in explainers]
+    for i, t in enumerate(tasks):  # names shown in the progress bar and in errors: unique
+        if kinds.count(t.name) > 1:
+            t.name = f"{t.name}{kinds[:i + 1].count(t.name)}"
     dev = explainers[0].device
     cfg = EngineConfig(
         epochs=epochs, batch_size=batch_size, fast=fast, log_every=log_every, verbose=verbose,
