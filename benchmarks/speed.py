@@ -176,6 +176,8 @@ VARIANTS = {
     "fp32": ({"amp": False}, {}),  # no bf16 autocast (TF32 convolutions on CUDA)
     "compile": ({"compile": True}, {}),
     "compile-max": ({"compile": "max-autotune-no-cudagraphs"}, {}),  # Inductor tunes its kernels (slow compile)
+    # Inductor's horizontal fusion of independent small kernels (e.g. the per-step bf16 casts of the weights)
+    "compile-combo": ({"compile": True}, {"torch._inductor.config.combo_kernels": True}),
     "fp32-compile": ({"amp": False, "compile": True}, {}),
     "compile-nocl": ({"compile": True, "channels_last": False}, {}),
     "compile-nocl-nolayout": ({"compile": True, "channels_last": False},

@@ -19,7 +19,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
 
     Nothing half-written is ever left at ``path``: on an exception the temporary file is removed; the
-    temporary file's data is flushed to disk (fsync) before the rename, so a crash cannot leave an empty file.
+    temporary file's data is flushed to disk (fsync) before the rename, so a crash cannot leave an empty file,
+    and the directory after it, so the rename itself is durable.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,6 +32,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync(tmp_path)
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes the file private; give it the usual mode
         os.replace(tmp_path, path)
+        _fsync(path.parent)  # the rename itself reaches the disk
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -38,7 +40,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def _fsync(path: Path) -> None:
-    """Flush a written file's data to disk (best effort: not every file system supports it)."""
+    """Flush a written file's data, or a directory's entries, to disk (best effort: not every file system
+    or platform supports it)."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -151,17 +154,18 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                _fsync(f)
+        for f in [*tmp.rglob("*"), tmp]:  # files, then the directories that name them
+            _fsync(f)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes the directory private; give it the usual mode
         if path.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / "d")
             os.replace(tmp, path)
+            _fsync(path.parent)
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
+            _fsync(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
