@@ -130,9 +130,11 @@ def test_layer_never_reached():
 
 def test_neuron_indices_out_of_range():
     x, _ = fmnist("test", 4)
-    with pytest.raises(ConfigError, match=r"out of range.*32 units.*0\.\.31"):
-        with LayerCapture(tiny_vgg(), "conv2", neurons=[0, 40]) as cap:
+    cap = LayerCapture(tiny_vgg(), "conv2", neurons=[0, 40])
+    for _ in range(2):  # a second call raises too (it once returned all 32 units, the setup half-done)
+        with pytest.raises(ConfigError, match=r"out of range.*32 units.*0\.\.31"):
             cap(x)
+    assert cap.raw_shape is None and cap.output_shape is None
     with pytest.raises(ConfigError, match="boolean neuron mask"):
         with LayerCapture(tiny_vgg(), "conv2", neurons=torch.ones(5, dtype=torch.bool)) as cap:
             cap(x)
@@ -161,3 +163,11 @@ def test_run_attached_needs_the_hook():
         assert cap._handle is not None
         torch.testing.assert_close(cap.run_attached(x), cap(x))
     assert cap._handle is None  # detached again: it was not attached before
+
+
+def test_input_norm_must_match_the_image_channels():
+    x, _ = fmnist("test", 2)
+    cap = LayerCapture(tiny_vgg(), "conv2", input_norm=([0.5, 0.5, 0.5], [0.2, 0.2, 0.2]))
+    with pytest.raises(DataError, match="input_norm has 3 values per statistic but the images have 1 channels"):
+        cap(x)
+    assert LayerCapture(tiny_vgg(), "conv2", input_norm=([0.5], [0.2]))(x).shape[1] == 32

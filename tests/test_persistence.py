@@ -87,3 +87,18 @@ def test_failed_save_leaves_nothing_and_keeps_old(tmp_path, fitted, monkeypatch)
     assert (tmp_path / "e" / "cladec.json").read_text() == old
     assert not (tmp_path / "new").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]
+
+
+def test_save_replaces_an_earlier_save_but_never_a_user_folder(tmp_path, fitted):
+    e, _ = fitted
+    e.save(tmp_path / "e")
+    e.save(tmp_path / "e")  # an earlier save is replaced
+    (tmp_path / "empty").mkdir()
+    e.save(tmp_path / "empty")  # so is an empty folder
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "precious.txt").write_text("keep me")
+    with pytest.raises(SaveFormatError, match="non-empty folder that is not a saved explainer.*no cladec.json"):
+        e.save(user)
+    assert [p.name for p in user.iterdir()] == ["precious.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e", "empty", "mine"]  # no temporary folders left

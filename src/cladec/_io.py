@@ -138,19 +138,33 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
+def check_replaceable(path: str | os.PathLike, marker: str | None = None, what: str = "cladec output") -> None:
+    """Raise :class:`SaveFormatError` unless ``path`` is missing, an empty folder, or (with ``marker``) a
+    folder holding ``marker`` — one that :func:`atomic_dir` may replace. Call it before long work."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SaveFormatError(f"{path} exists and is not a directory")
+    if marker is not None and path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+        raise SaveFormatError(
+            f"{path} is a non-empty folder that is not a {what} (it has no {marker}); give a new or empty "
+            f"folder (an earlier {what} there is replaced)"
+        )
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, marker: str | None = None, what: str = "cladec output") -> Iterator[Path]:
     """Yield a fresh temporary directory next to ``path`` and move it onto ``path`` on success.
 
     An existing ``path`` is replaced only once the new directory is complete; on an exception the
-    temporary directory is removed and ``path`` is left as it was.
+    temporary directory is removed and ``path`` is left as it was. With ``marker`` (a file name the
+    directory holds when cladec wrote it, e.g. ``"run.json"``) an existing non-empty directory without
+    that file is refused (:class:`SaveFormatError`) instead of replaced, so no user folder is deleted.
     """
     import shutil
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.exists() and not path.is_dir():
-        raise SaveFormatError(f"{path} exists and is not a directory")
+    check_replaceable(path, marker, what)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp

@@ -268,6 +268,11 @@ class LayerCapture:
         key = (x.device, x.dtype, x.dim())
         if key not in self._norm_cache:  # device copies made once (none inside a CUDA graph capture)
             mean, std = self.input_norm
+            if x.dim() >= 2 and mean.numel() not in (1, x.shape[1]):
+                raise DataError(
+                    f"input_norm has {mean.numel()} values per statistic but the images have {x.shape[1]} "
+                    f"channels; give 1 or {x.shape[1]} means and stds"
+                )
             shape = (1, -1) + (1,) * (x.dim() - 2)
             self._norm_cache[key] = (mean.to(x.device, x.dtype).view(shape), std.to(x.device, x.dtype).view(shape))
         mean, std = self._norm_cache[key]
@@ -289,9 +294,10 @@ class LayerCapture:
             if "out of memory" in str(e):
                 raise
             raise DataError(
-                f"the model rejected input of shape {tuple(x.shape)}: {e}. "
-                "Give images shaped (N, C, H, W) with the channels and size the classifier was built for."
-            ) from None
+                f"the model rejected input of shape {tuple(x.shape)} ({x.dtype}, {x.device}): {e}. "
+                "Give images shaped (N, C, H, W) with the channels and size the classifier was built for, "
+                "on its device."
+            ) from e
         finally:
             if not attached:
                 self.detach()
@@ -354,10 +360,11 @@ class LayerCapture:
         return grid
 
     def _setup(self, raw_shape: tuple[int, ...]) -> None:
-        self.raw_shape = raw_shape
+        # everything is worked out first and stored at the end: a bad setting raises here every time, instead of
+        # leaving a half-set capture that would later return all units
+        k = self.num_prefix_tokens
         if len(raw_shape) == 2:
             T, D = raw_shape
-            k = self.num_prefix_tokens
             if k is None:
                 k = _infer_prefix(T)
                 if k is None:
@@ -370,7 +377,6 @@ class LayerCapture:
                     f"layer {self.layer!r} outputs {T} tokens; with num_prefix_tokens={k} the remaining "
                     f"{T - k} patch tokens do not form a square grid"
                 )
-            self.num_prefix_tokens = k
             g = math.isqrt(T - k)
             extra = k * D if (self.prefix_tokens == "channels" and k) else 0
             shape: tuple[int, ...] = (D + extra, g, g)
@@ -387,7 +393,10 @@ class LayerCapture:
             self.neurons = idx
             self._neuron_index = torch.tensor(idx, dtype=torch.long)
             shape = (len(idx),) + tuple(shape[1:])
+        if len(raw_shape) == 2:
+            self.num_prefix_tokens = k
         self.output_shape = tuple(shape)
+        self.raw_shape = raw_shape
 
     def probe(self, x: torch.Tensor) -> tuple[int, ...]:
         """Run one small batch to learn the layer's shapes; returns the decoder input shape."""

@@ -593,9 +593,10 @@ def _dataset_info(dataset: Any) -> dict | None:
         return None
     if isinstance(dataset, ImageDataset):
         d = dataset.describe()
-        # "size" is reserved for the resize applied when loading (as `cladec train-classifier --size` records it)
+        # "size" is the resize applied when loading (as `cladec train-classifier --size` records it)
+        size = getattr(dataset, "resized_to", None)
         return {"name": d["name"], "image_shape": d["image_shape"], "classes": d["classes"], "n_images": d["size"],
-                "size": None}
+                "size": list(size) if size is not None else None}
     if isinstance(dataset, Mapping):
         return dict(dataset)
     raise ConfigError(f"dataset must be an ImageDataset, a dict or None, got {type(dataset).__name__}")

@@ -181,6 +181,8 @@ class ImageDataset(Dataset):
         self.classes = classes
         self.name = name
         self.split = split
+        #: ``(H, W)`` the images were resized to when loaded (``load_dataset(size=...)``), else None
+        self.resized_to: tuple[int, int] | None = None
 
     # -- basic protocol -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -264,7 +266,9 @@ class ImageDataset(Dataset):
                         f"subset index out of range for a data set of {len(self)} images: "
                         f"got values {int(idx.min())}..{int(idx.max())}"
                     )
-        return ImageDataset(self.images[idx], self.labels[idx], self.classes, name=self.name, split=self.split)
+        out = ImageDataset(self.images[idx], self.labels[idx], self.classes, name=self.name, split=self.split)
+        out.resized_to = self.resized_to
+        return out
 
     def class_counts(self) -> list[int]:
         """Number of images per class.
@@ -432,7 +436,9 @@ def load_dataset(
     if out_size is not None and tuple(img_t.shape[-2:]) != out_size:
         img_t = _resize(img_t, out_size, resize_mode)
     lab_t = torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64))
-    return ImageDataset(img_t, lab_t, classes, name=ds_name, split=split)
+    ds = ImageDataset(img_t, lab_t, classes, name=ds_name, split=split)
+    ds.resized_to = out_size  # recorded in classifier checkpoints, so that `fit` loads the same size
+    return ds
 
 
 # --------------------------------------------------------------------------------------------------

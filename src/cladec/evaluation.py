@@ -259,6 +259,7 @@ def evaluate_run(
         >>> res["summary"]["mse_refae"] < res["summary"]["mse_cladec"]  # doctest: +SKIP
         True
     """
+    from ._io import check_replaceable
     from .classifier import predict, train_classifier
 
     t_start = time.perf_counter()
@@ -268,6 +269,9 @@ def evaluate_run(
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ConfigError(f"{name} must be a positive integer or None, got {v!r}")
     run = _load(run_or_path, device)
+    if write:  # a folder that is not an earlier evaluation is refused before any work
+        check_replaceable(Path(out) if out is not None else Path(run.path) / "eval", "metrics.json",
+                          "cladec evaluation")
     ref = refae if refae is not None else run.refae
     if ref is not None and ref.layer != run.cladec.layer:
         raise ConfigError(f"the RefAE explains layer {ref.layer!r} but the run's ClaDec explains {run.cladec.layer!r}")
@@ -432,7 +436,7 @@ def _write(result: dict, out: Path) -> None:
         pc_header.append(k)
         if k in ("mse", "psnr", "ssim"):
             pc_header.append(f"{k}_std")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "metrics.json", "cladec evaluation") as tmp:
         write_json(tmp / "metrics.json", result)
         (tmp / "metrics.csv").write_text(_csv_text(["image_set", "n", *METRIC_COLUMNS], rows))
         (tmp / "per_class.csv").write_text(_csv_text(pc_header, pc_rows))

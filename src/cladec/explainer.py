@@ -401,7 +401,8 @@ class _DecoderExplainer:
         The directory appears complete or not at all (written to a temporary directory, then renamed).
 
         Args:
-            path: Target directory (replaced if it exists).
+            path: Target directory (replaced if it holds an earlier save; any other non-empty folder is
+                refused with SaveFormatError, never deleted).
 
         Example:
             >>> explainer.save("runs/conv4-cladec")  # doctest: +SKIP
@@ -410,7 +411,7 @@ class _DecoderExplainer:
 
         cfg = self.config()
         tensors = self.state_tensors()
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, "cladec.json", "saved explainer") as tmp:
             save_tensors(tmp / "weights.safetensors", tensors)
             write_json(tmp / "cladec.json", cfg)
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ._errors import ConfigError, SaveFormatError
-from ._io import atomic_dir, read_json, write_json
+from ._io import atomic_dir, check_replaceable, read_json, write_json
 from ._training import compile_mode
 
 __all__ = ["Run", "fit_run", "load_run", "load_classifier_spec"]
@@ -171,6 +171,7 @@ def fit_run(
     from .explanation import explain
 
     out = Path(out)
+    check_replaceable(out, "run.json", "cladec run directory")  # before any training
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if classifier_dir is not None:
         spec: dict[str, Any] = {"type": "checkpoint", "path": str(Path(classifier_dir).resolve())}
@@ -181,8 +182,9 @@ def fit_run(
         raise ConfigError("give the classifier as classifier_dir= or as factory= (with weights=)")
     model, info = load_classifier_spec(spec, Path.cwd(), device=dev)
     norm = info.get("input_norm") if spec["type"] == "checkpoint" else input_norm
-    if size is None and info.get("dataset"):
-        size = info["dataset"].get("size")
+    rec = info.get("dataset") or {}
+    if size is None:  # the size the classifier was trained at: its recorded resize, else its image shape
+        size = rec.get("size") or (list(rec["image_shape"][1:]) if rec.get("image_shape") else None)
     train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit)
     test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit)
     timings: dict[str, float] = {}
@@ -231,7 +233,7 @@ def fit_run(
     from ._version import __version__
 
     config["cladec_version"] = __version__
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "run.json", "cladec run directory") as tmp:
         if spec["type"] == "checkpoint":
             # store the classifier path relative to the final run directory when possible
             spec = dict(spec, path=_rel_or_abs(Path(spec["path"]), out.resolve().parent / out.name),
