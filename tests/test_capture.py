@@ -171,3 +171,13 @@ def test_input_norm_must_match_the_image_channels():
     with pytest.raises(DataError, match="input_norm has 3 values per statistic but the images have 1 channels"):
         cap(x)
     assert LayerCapture(tiny_vgg(), "conv2", input_norm=([0.5], [0.2]))(x).shape[1] == 32
+
+
+def test_an_attached_capture_leaves_other_forward_passes_alone():
+    x, _ = fmnist("test", 2)
+    m = tiny_vgg().eval()
+    full = m(x)
+    with LayerCapture(m, "conv2") as cap, LayerCapture(m, "conv4") as deep:
+        assert torch.equal(m(x), full)  # the user's own forward pass runs to the end
+        assert cap(x).shape[1] == 32 and deep(x).shape[1] == 128  # each capture stops at its own layer
+        assert len(list_layers(m, x)) > 0

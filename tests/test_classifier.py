@@ -140,9 +140,9 @@ class _Norm(nn.Module):
 def test_nan_loss_raises_training_error_naming_epoch_and_step(fmnist_small):
     train, _ = fmnist_small
     x, y = train.subset(range(64)).tensors()
-    x = x.clone()
-    x[:] = float("nan")
     net = _tiny_net()
+    with torch.no_grad():
+        next(net.parameters()).fill_(float("nan"))  # the first step's loss is NaN (NaN images are a DataError)
     with pytest.raises(TrainingError, match="epoch 1, step 1"):
         train_classifier(net, (x, y), epochs=2, verbose=False)
     assert not net.training
@@ -167,6 +167,14 @@ def test_training_argument_errors(fmnist_small):
             train_classifier(net, small, verbose=False, **kw)
     with pytest.raises(DataError, match="must be an ImageDataset, a pair of tensors"):
         train_classifier(net, [1, 2, 3], epochs=1, verbose=False)
+    # normalised images: the classifier would be trained on inputs ClaDec never gives it
+    xs, ys = small.tensors()
+    with pytest.raises(DataError, match=r"must lie in \[0, 1\].*input_norm=\(mean, std\)"):
+        train_classifier(net, ((xs - 0.5) / 0.25, ys), epochs=1, verbose=False)
+    with pytest.raises(DataError, match="at least 2 images"):
+        train_classifier(net, small.subset([0]), epochs=1, verbose=False)
+    with pytest.raises(ConfigError, match="batch_size must be at least 2 for a model with BatchNorm"):
+        train_classifier(net, small, epochs=1, batch_size=1, verbose=False)
     with pytest.raises(DataError, match="add the channel dimension"):
         train_classifier(net, (torch.rand(8, 28, 28), torch.zeros(8, dtype=torch.long)), epochs=1, verbose=False)
     with pytest.raises(DataError, match="label 9 but the model outputs only 5 classes"):

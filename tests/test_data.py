@@ -470,3 +470,27 @@ def test_image_dataset_label_forms():
         ImageDataset(x, torch.tensor([0.0, 1.0, 2.0]))
     with pytest.raises(DataError, match=r"labels must be >= 0 \(class indices\), found -1"):
         ImageDataset(x, [0, -1, 2])
+
+
+def test_imagefolder_16_bit_and_float_grey_images_are_scaled_not_clipped(data_root, tmp_path):
+    # real MNIST digits saved as 16-bit PNGs (value × 257) and as float TIFFs in [0, 1] read back as the
+    # 8-bit originals; PIL's convert("L") would clip every value above 255 to white
+    root = tmp_path / "deep"
+    mnist = load_dataset("mnist", root=data_root, split="test", limit=4)
+    for k in range(4):
+        d = root / "train" / str(k % 2)
+        d.mkdir(parents=True, exist_ok=True)
+        a8 = mnist.images[k, 0].numpy()
+        if k < 2:
+            Image.fromarray(a8.astype(np.uint16) * 257).save(d / f"{k}.png")
+        else:
+            Image.fromarray(a8.astype(np.float32) / 255.0, mode="F").save(d / f"{k}.tif")
+    ds = load_dataset(f"imagefolder:{root}")
+    assert ds.image_shape == (1, 28, 28)
+    got = sorted(ds.images[:, 0].reshape(4, -1).tolist())
+    want = sorted(mnist.images[:, 0].reshape(4, -1).tolist())
+    assert got == want
+    bad = root / "train" / "0" / "bad.tif"
+    Image.fromarray(np.full((28, 28), 1000.0, dtype=np.float32), mode="F").save(bad)
+    with pytest.raises(DataError, match=r"mode F has values 1000\.\.1000"):
+        load_dataset(f"imagefolder:{root}", cache=False)

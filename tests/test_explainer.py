@@ -366,6 +366,8 @@ def test_fit_together_streams_one_after_the_other_and_rejects_bad_lists():
         cladec.fit_together([e, m], (x, y))
     with pytest.raises(ConfigError, match="epochs must be a positive integer"):
         cladec.fit_together([e, r], (x, y), epochs=0)
+    with pytest.raises(ConfigError, match="batch_size must be at least 2 here: the trained modules have BatchNorm"):
+        r.fit((x, y), epochs=1, batch_size=1)
     shared = ClaDec(m, "conv2", decoder=e.decoder)
     with pytest.raises(ConfigError, match="share trainable parameters"):
         cladec.fit_together([e, shared], (x, y))
@@ -386,3 +388,12 @@ def test_compiled_cladec_with_input_norm_compiles_one_graph_under_bf16():
     counters.clear()
     e.fit((x, y), epochs=1, batch_size=64, verbose=False, seed=5, compile=True, amp=True)
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+
+
+def test_a_list_of_two_image_batches_is_two_batches_and_numpy_is_refused():
+    # [batch, batch] once read as (images, labels): with α = 0 the second batch was silently dropped
+    x, y = fmnist("train", 128)
+    r = RefAE(tiny_vgg(), "conv2").fit([x[:64], x[64:]], epochs=1, verbose=False)
+    assert r.fit_config["steps"] == 2 and r.fit_config["n_train"] is None  # both batches, streamed as given
+    with pytest.raises(DataError, match=r"numpy arrays: give torch tensors \(torch.from_numpy"):
+        ClaDec(tiny_vgg(), "conv2").fit((x.numpy(), y.numpy()), epochs=1, verbose=False)

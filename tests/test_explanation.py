@@ -43,6 +43,24 @@ def test_grid_png(tmp_path, pair):
     assert only.exists()
 
 
+def test_grid_format_follows_the_suffix_and_matplotlib_state_is_kept(tmp_path, pair):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    e, r = pair
+    xt, yt = fmnist("test", 4)
+    ex = cladec.explain(xt, cladec=e, refae=r, labels=yt)
+    backend = matplotlib.get_backend()
+    open_before = plt.get_fignums()
+    with Image.open(ex.save_grid(tmp_path / "g.jpg")) as im:
+        assert im.format == "JPEG"
+    assert (tmp_path / "g.pdf").exists() is False and ex.save_grid(tmp_path / "g.pdf").read_bytes()[:4] == b"%PDF"
+    assert matplotlib.get_backend() == backend and plt.get_fignums() == open_before
+    with pytest.raises(ConfigError, match=r"cannot save a grid as '.xyz'; use one of .*\.png"):
+        ex.save_grid(tmp_path / "g.xyz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.jpg", "g.pdf"]
+
+
 def test_layers_must_match(pair):
     e, _ = pair
     other = RefAE(tiny_vgg(), "conv4", image_shape=(1, 28, 28))

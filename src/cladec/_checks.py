@@ -60,7 +60,7 @@ def image_tensor(
         lo, hi = float(x.min()), float(x.max())
         if not (lo >= -1e-4 and hi <= 1 + 1e-4):
             raise DataError(
-                f"{where} must lie in [0, 1] (the decoder ends in a sigmoid), got values in "
+                f"{where} must lie in [0, 1] (cladec works on unnormalised images), got values in "
                 f"[{lo:.3g}, {hi:.3g}]; pass unnormalised images and give the classifier's "
                 "normalisation as input_norm=(mean, std)"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -41,7 +42,11 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int, batch_size: int = 1
     """
     if isinstance(data, torch.Tensor):
         data = (data, None)
-    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+    if isinstance(data, np.ndarray) or (isinstance(data, (tuple, list)) and data
+                                        and any(isinstance(d, np.ndarray) for d in data[:2])):
+        raise DataError("data holds numpy arrays: give torch tensors (torch.from_numpy(images), "
+                        "torch.from_numpy(labels)), a Dataset or a DataLoader")
+    if _is_pair(data):
         x, y = data
         x = image_tensor(x)
         # labels are validated where they are used (alpha > 0); otherwise they are ignored
@@ -90,6 +95,15 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int, batch_size: int = 1
         f"cannot use data of type {type(data).__name__}: give a pair of tensors (images, labels), "
         "an image tensor, a Dataset of (image, label) or a DataLoader"
     )
+
+
+def _is_pair(data: Any) -> bool:
+    """``(images, labels)``: a 2-sequence of an image tensor and None or labels (1-D, or (N, 1)). A list of
+    two image batches is a list of batches, not a pair."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor)):
+        return False
+    y = data[1]
+    return not isinstance(y, torch.Tensor) or y.dim() <= 2  # anything else is checked as labels
 
 
 def _split_item(item: Any, need_labels: bool) -> tuple[torch.Tensor, Any]:

@@ -207,6 +207,7 @@ class LayerCapture:
         self._index_cache: dict[torch.device, torch.Tensor] = {}
         self._norm_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._handle = None
+        self._armed = False  # the hook acts only during this capture's own forward passes
         self._out: torch.Tensor | None = None
         self.raw_shape: tuple[int, ...] | None = None
         self.output_shape: tuple[int, ...] | None = None
@@ -246,6 +247,8 @@ class LayerCapture:
             self._handle = None
 
     def _hook(self, mod, inp, out):
+        if not self._armed:  # another forward pass while attached (the user's, or another capture's): untouched
+            return None
         if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
             out = out[0]
         if not isinstance(out, torch.Tensor):
@@ -284,6 +287,7 @@ class LayerCapture:
         if not attached:
             self.attach()
         self._out = None
+        self._armed = True
         try:
             self.model(self.normalize(x))
         except _StopForward:
@@ -299,6 +303,7 @@ class LayerCapture:
                 "on its device."
             ) from e
         finally:
+            self._armed = False
             if not attached:
                 self.detach()
         if self._out is None:
@@ -315,10 +320,13 @@ class LayerCapture:
         It neither touches the hook handle nor wraps errors, so ``torch.compile`` can trace it.
         """
         self._out = None
+        self._armed = True
         try:
             self.model(self.normalize(x))
         except _StopForward:
             pass
+        finally:
+            self._armed = False
         out, self._out = self._out, None
         if out is None:
             raise ConfigError(

@@ -83,7 +83,7 @@ _DATA_KINDS = (
 
 def _check_xy(x: Any, y: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     # any channel count (the classifier is the user's); uint8 stays uint8 until a batch is used
-    x = image_tensor(x, f"the images of {what}", channels=None, scale_uint8=False, check_range=False,
+    x = image_tensor(x, f"the images of {what}", channels=None, scale_uint8=False, check_range=True,
                      float32=False)
     return x, label_tensor(y, len(x), what)
 
@@ -361,6 +361,12 @@ def train_classifier(
     model.to(dev)
     train = _place(_as_data(data, "the training data", batch_size), dev)
     test = _place(_as_data(test_data, "the test data", batch_size), dev) if test_data is not None else None
+    if train.x is not None and len(train.x) < 2:
+        raise DataError(f"training needs at least 2 images, got {len(train.x)} (BatchNorm layers in training mode "
+                        "need more than one value per channel)")
+    if batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ConfigError("batch_size must be at least 2 for a model with BatchNorm layers (in training mode they "
+                          "need more than one value per channel), got 1")
     channels = int(train.x.shape[1]) if train.x is not None else None
     norm = _Normalize(input_norm, channels, dev)
 

@@ -67,7 +67,7 @@ __all__ = [
     "CIFAR10_CLASSES",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MNIST_CLASSES = [str(i) for i in range(10)]
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -161,7 +161,7 @@ class ImageDataset(Dataset):
             >>> ImageDataset(torch.rand(2, 3, 4, 4), [0, 0], ["cat"]).image_shape
             (3, 4, 4)
         """
-        images = image_tensor(images, "images", channels=None, scale_uint8=False, check_range=False,
+        images = image_tensor(images, "images", channels=None, scale_uint8=False, check_range=True,
                               allow_empty=True)
         labels = label_tensor(labels, len(images))
         if len(images) == 0:
@@ -364,7 +364,7 @@ def load_dataset(
     Args:
         name: ``"mnist"``, ``"fashion-mnist"`` (aliases ``"fashionmnist"``, ``"fmnist"``), ``"cifar10"``,
             ``"fashion-mnist-mini"`` (embedded in the package; ``root`` is ignored) or
-            ``"imagefolder:PATH"`` (a folder or ``.zip`` with ``<split>/<class>/*.png|jpg|jpeg|bmp``).
+            ``"imagefolder:PATH"`` (a folder or ``.zip`` with ``<split>/<class>/*.png|jpg|jpeg|bmp|tif|tiff``).
             Case-insensitive.
         root: folder holding the data (e.g. ``root/MNIST/raw/...``, ``root/FashionMNIST/raw/...``,
             ``root/cifar10-jpeg.zip``, ``root/cifar10-jpeg/`` or ``root/cifar-10-batches-py/``). Default:
@@ -801,6 +801,22 @@ class _DirSource:
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
 
+def _grey_uint8(im: Any) -> np.ndarray:
+    """A grey image as uint8 0..255, scaling deeper images by their bit depth (PIL's convert("L") clips them)."""
+    if im.mode in ("1", "L", "LA"):
+        return np.asarray(im.convert("L"))
+    a = np.asarray(im)
+    if im.mode.startswith("I;16") or (im.mode == "I" and a.size and 255 < int(a.max()) <= 65535):
+        return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # 16-bit depth
+    if im.mode == "F" and a.size and float(a.min()) >= 0.0 and float(a.max()) <= 1.0:
+        return np.rint(a * 255.0).astype(np.uint8)  # float in [0, 1]
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+    if lo >= 0 and hi <= 255:
+        return np.rint(a).astype(np.uint8)
+    raise ValueError(f"grey image of mode {im.mode} has values {lo:g}..{hi:g}; supported are 8- and 16-bit "
+                     "integers and floats in [0, 1] or [0, 255]")
+
+
 def _decode_images(source: Any, members: list[Any], label: str) -> np.ndarray:
     """Decode images to one uint8 array (N, H, W, C); grey if every image is grey, else RGB."""
     from PIL import Image, UnidentifiedImageError
@@ -811,7 +827,7 @@ def _decode_images(source: Any, members: list[Any], label: str) -> np.ndarray:
         try:
             with Image.open(io.BytesIO(source.read(m))) as im:
                 if im.mode in _GREY_MODES:
-                    a = np.asarray(im.convert("L"))[:, :, None]
+                    a = _grey_uint8(im)[:, :, None]
                 else:
                     a = np.asarray(im.convert("RGB"))
                     any_color = True
@@ -842,7 +858,7 @@ def _load_image_folder(
     mode: str = "bilinear",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images (N, C, H, W) uint8 -- or float32 already resized to ``size`` if their sizes differ."""
-    layout = "<split>/<class>/<image>.png|jpg|jpeg|bmp with <split> 'train' or 'test'"
+    layout = "<split>/<class>/<image>.png|jpg|jpeg|bmp|tif|tiff with <split> 'train' or 'test'"
     if not path.exists():
         raise DataError(f"image folder not found: {path}; expected a folder or .zip laid out as {layout}")
     is_zip = path.is_file()

@@ -699,6 +699,14 @@ def _caller_level() -> int:
     return level
 
 
+def _has_batchnorm(e: _DecoderExplainer) -> bool:
+    """Whether an explainer trains BatchNorm layers (RefAE's encoder, a decoder with decoder_norm='batch')."""
+    mods = [m for m in (e.decoder, getattr(e, "encoder", None)) if m is not None]
+    if e.decoder is None and e.decoder_norm == "batch":
+        return True
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for mod in mods for m in mod.modules())
+
+
 def _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile) -> None:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
@@ -776,6 +784,9 @@ def fit_together(
     if len(devices) > 1:
         raise ConfigError(f"explainers fitted together must share a device, got {sorted(devices)}")
     _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile)
+    if batch_size < 2 and any(_has_batchnorm(e) for e in explainers):
+        raise ConfigError("batch_size must be at least 2 here: the trained modules have BatchNorm layers, which in "
+                          "training mode need more than one value per channel")
     kw = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay, seed=seed, verbose=verbose,
               fast=fast, log_every=log_every, channels_last=channels_last, compile=compile, amp=amp)
     owners: dict[int, int] = {}

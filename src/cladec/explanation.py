@@ -66,12 +66,13 @@ class Explanation:
         return out
 
     def save_grid(self, path: str | Path, n: int | None = None, columns: int = 4, dpi: int = 110) -> Path:
-        """Save a labelled PNG grid: for each image, original | RefAE | ClaDec side by side.
+        """Save a labelled grid (PNG, or the format the suffix names): for each image, original | RefAE | ClaDec.
 
         Under each image: the true class (if known) and the classifier's prediction on it.
 
         Args:
-            path: Output ``.png`` file (written atomically).
+            path: Output file, ``.png`` (or ``.pdf``, ``.svg``, ``.jpg``, ...), written atomically. Matplotlib's
+                global state (backend, open figures) is left untouched.
             n: Number of images (default: all).
             columns: Triplets per row.
             dpi: Resolution.
@@ -82,18 +83,24 @@ class Explanation:
         Example:
             >>> cladec.explain(x, cladec=exp, refae=ref, labels=y).save_grid("triplets.png")  # doctest: +SKIP
         """
-        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: the user's backend and open figures stay as they are
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-
+        from ._errors import ConfigError
         from ._io import atomic_path
+
+        path = Path(path)
+        fmt = path.suffix.lower().lstrip(".") or "png"
+        supported = Figure().canvas.get_supported_filetypes()
+        if fmt not in supported:
+            raise ConfigError(f"cannot save a grid as {path.suffix!r}; use one of "
+                              f"{', '.join('.' + k for k in sorted(supported))}")
 
         n = len(self) if n is None else max(1, min(int(n), len(self)))
         cols = max(1, min(columns, n))
         rows = (n + cols - 1) // cols
         per = 3 if self.x_refae is not None else 2
-        fig, axes = plt.subplots(rows, cols * per, figsize=(cols * per * 1.25, rows * 1.55), squeeze=False)
+        fig = Figure(figsize=(cols * per * 1.25, rows * 1.55))
+        axes = fig.subplots(rows, cols * per, squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
         for i in range(n):
@@ -122,10 +129,8 @@ class Explanation:
         fig.suptitle(f"original | RefAE | ClaDec  ({head})" if per == 3 else f"original | ClaDec ({head})",
                      fontsize=8)
         fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=1.6)
-        path = Path(path)
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi)
-        plt.close(fig)
+            fig.savefig(tmp, format=fmt, dpi=dpi)
         return path
 
 
