@@ -138,6 +138,9 @@ def test_neuron_indices_out_of_range():
     with pytest.raises(ConfigError, match="boolean neuron mask"):
         with LayerCapture(tiny_vgg(), "conv2", neurons=torch.ones(5, dtype=torch.bool)) as cap:
             cap(x)
+    for bad, pat in (([], "is empty"), ({1, 2}, "got a set"), ("0,1", "got a str"), ([True, 2], "mixes booleans")):
+        with pytest.raises(ConfigError, match=pat):
+            LayerCapture(tiny_vgg(), "conv2", neurons=bad)(x)
 
 
 def test_images_the_model_rejects():

@@ -345,6 +345,8 @@ def test_image_dataset_api(data_root):
         ds.subset([1000])
     with pytest.raises(DataError, match="empty"):
         ds.subset([])
+    with pytest.raises(DataError, match=r"boolean subset mask needs one entry per image \(1000\), got shape \(5,\)"):
+        ds.subset(torch.ones(5, dtype=torch.bool))
 
 
 def test_image_dataset_validates_its_inputs():

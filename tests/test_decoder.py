@@ -90,3 +90,12 @@ def test_hooks_on_the_first_stage_still_fire():
     h.remove()
     assert seen == [(3, dec.up[0].out_channels, 2, 2)]
     torch.testing.assert_close(hooked, plain, rtol=1e-5, atol=1e-6)
+    # global module hooks (profilers, tracing tools) see every stage too
+    calls = []
+    h = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: calls.append(type(m).__name__))
+    try:
+        dec(a)
+    finally:
+        h.remove()
+    n_up = sum(isinstance(m, torch.nn.ConvTranspose2d) for m in dec.up)
+    assert calls.count("ConvTranspose2d") == n_up

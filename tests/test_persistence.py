@@ -53,6 +53,12 @@ def test_load_not_a_save(tmp_path):
     (tmp_path / "cladec.json").write_text("not json")
     with pytest.raises(SaveFormatError, match="not a valid JSON"):
         cladec.load(tmp_path, tiny_vgg())
+    (tmp_path / "cladec.json").write_text('{"format": "cladec-explainer", "format_version": 2, "kind": "cladec"}')
+    with pytest.raises(SaveFormatError, match="format version 2; this cladec reads version 1"):
+        cladec.load(tmp_path, tiny_vgg())
+    (tmp_path / "cladec.json").write_text('{"format": "cladec-explainer", "kind": "cladec", "decoder": [1]}')
+    with pytest.raises(SaveFormatError, match="'decoder' must be an object, got list"):
+        cladec.load(tmp_path, tiny_vgg())
 
 
 def test_load_for_a_different_layer_shape(tmp_path, fitted):

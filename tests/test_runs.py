@@ -34,3 +34,17 @@ def test_fit_uses_the_size_the_classifier_was_trained_at(tmp_path, data_root):
         fit_run(mine, classifier_dir=tmp_path / "clf", dataset="fashion-mnist", layer="conv2", epochs=1,
                 limit=128, test_limit=32, data_root=str(data_root), device="cpu", verbose=False, refae=False)
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
+def test_fit_finds_the_data_where_the_classifier_was_trained(tmp_path, data_root, monkeypatch):
+    # no data root given and none in the environment: the checkpoint's recorded root is used
+    monkeypatch.delenv("CLADEC_DATA", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
+    torch.manual_seed(0)
+    net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
+    meta = {"name": "fashion-mnist", "image_shape": [1, 28, 28], "classes": [str(i) for i in range(10)],
+            "root": str(data_root)}
+    save_classifier(tmp_path / "clf", net, dataset=meta)
+    run = fit_run(tmp_path / "run", classifier_dir=tmp_path / "clf", dataset="fashion-mnist", layer="conv2",
+                  epochs=1, limit=128, test_limit=32, device="cpu", verbose=False, refae=False)
+    assert run.config["dataset"]["n_train"] == 128

@@ -415,7 +415,18 @@ class LayerCapture:
 
 
 def _neuron_indices(neurons, units: int, layer: str) -> list[int]:
-    t = torch.as_tensor(neurons)
+    if isinstance(neurons, (str, bytes, set, frozenset, dict)):
+        raise ConfigError(f"neurons must be a list of integer unit indices or a boolean mask, got a "
+                          f"{type(neurons).__name__} (order matters: use a list)")
+    if isinstance(neurons, (list, tuple)) and not neurons:
+        raise ConfigError(f"the neuron selection for layer {layer!r} is empty")
+    if isinstance(neurons, (list, tuple)) and any(isinstance(v, bool) for v in neurons) \
+            and not all(isinstance(v, bool) for v in neurons):
+        raise ConfigError("neurons mixes booleans and integers; give integer indices or a boolean mask")
+    try:
+        t = torch.as_tensor(neurons)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"neurons must be a list of integer unit indices or a boolean mask ({e})") from None
     if t.dtype == torch.bool:
         if t.dim() != 1 or t.numel() != units:
             raise ConfigError(

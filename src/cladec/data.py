@@ -257,6 +257,9 @@ class ImageDataset(Dataset):
             idx = torch.as_tensor(indices)
             if idx.numel() == 0:
                 idx = idx.to(torch.int64).reshape(-1)
+            if idx.dtype == torch.bool and tuple(idx.shape) != (len(self),):
+                raise DataError(f"a boolean subset mask needs one entry per image ({len(self)}), "
+                                f"got shape {tuple(idx.shape)}")
             if idx.dtype != torch.bool:
                 if idx.is_floating_point():
                     raise DataError(f"subset indices must be integers, got dtype {idx.dtype}")

@@ -86,6 +86,17 @@ def _up(cin: int, cout: int, h_in: tuple[int, int], h_out: tuple[int, int], bias
     return nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=tuple(pads), output_padding=tuple(ops), bias=bias)
 
 
+def _hooked(*mods: nn.Module) -> bool:
+    """Whether calling these modules would run hooks (their own forward/backward hooks, or global ones)."""
+    from torch.nn.modules import module as _m
+
+    glob = (_m._global_forward_hooks, _m._global_forward_pre_hooks, _m._global_backward_hooks,
+            _m._global_backward_pre_hooks)
+    return any(glob) or any(
+        m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in mods
+    )
+
+
 def _up_from_point(h: torch.Tensor, conv: nn.ConvTranspose2d, out_hw: tuple[int, int]) -> torch.Tensor:
     """``conv`` applied to ``h`` viewed as ``(N, C, 1, 1)``, as a matrix product.
 
@@ -155,12 +166,12 @@ class Decoder(nn.Module):
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         x = self.head(a)
         first = self.up[0]
-        if (self.dense and isinstance(first, nn.ConvTranspose2d) and not first._forward_hooks
-                and not first._forward_pre_hooks and not self.up._forward_hooks and not self.up._forward_pre_hooks):
+        if self.dense and isinstance(first, nn.ConvTranspose2d) and not _hooked(first, self.up):
             # the first transposed convolution sees a 1×1 seed: computed as the matrix product it is
             # (same weights, same result) — one GEMM instead of a cuDNN call on an N×C×1×1 tensor,
             # whose memory format is ambiguous (it breaks torch.compile's stride checks in torch 2.11);
-            # with hooks on these modules (user hooks, weight/spectral norm) the modules are called as usual
+            # with hooks on these modules or global module hooks (user hooks, weight/spectral norm, profilers)
+            # the modules are called as usual
             x = _up_from_point(x, first, self._first_out)
             for m in list(self.up)[1:]:
                 x = m(x)

@@ -45,10 +45,16 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
     cfg = read_json(cfg_path, "cladec save configuration")
     if cfg.get("format") != "cladec-explainer":
         raise SaveFormatError(f"{cfg_path} is not a cladec explainer save (format is {cfg.get('format')!r})")
+    version = cfg.get("format_version", 1)
+    if version != 1:
+        raise SaveFormatError(f"{cfg_path} has format version {version!r}; this cladec reads version 1 "
+                              "(a newer cladec wrote it: upgrade cladec)")
     kind = cfg.get("kind")
     if kind not in ("cladec", "refae"):
         raise SaveFormatError(f"{cfg_path}: unknown explainer kind {kind!r} (valid: 'cladec', 'refae')")
     spec = cfg.get("decoder", {})
+    if not isinstance(spec, dict):
+        raise SaveFormatError(f"{cfg_path} is malformed: 'decoder' must be an object, got {type(spec).__name__}")
     if spec.get("kind") == "custom" and decoder is None:
         raise SaveFormatError(
             f"{path} was made with a custom decoder ({spec.get('class')}); pass it as load(..., decoder=...)"

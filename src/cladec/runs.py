@@ -150,7 +150,8 @@ def fit_run(
         size: Resize images to ``size`` (e.g. 32 as in the paper); default: the classifier's data size.
         limit: Use the first ``limit`` training images.
         test_limit: Test images used for the quick metrics stored in ``run.json``.
-        data_root: Data root (default: ``$CLADEC_DATA`` / user cache).
+        data_root: Data root (default: the one the checkpoint recorded for this data set, else
+            ``$CLADEC_DATA`` / user cache).
         device: Device (default: CUDA if available, else CPU).
         decoder_norm: ``None`` or ``"batch"``.
         fast: Use the fast training path.
@@ -185,6 +186,8 @@ def fit_run(
     rec = info.get("dataset") or {}
     if size is None:  # the size the classifier was trained at: its recorded resize, else its image shape
         size = rec.get("size") or (list(rec["image_shape"][1:]) if rec.get("image_shape") else None)
+    if data_root is None and rec.get("root") and rec.get("name") == dataset:
+        data_root = rec["root"]  # where the classifier's training data was found (`train-classifier --data-root`)
     train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit)
     test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit)
     timings: dict[str, float] = {}
