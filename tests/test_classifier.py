@@ -328,3 +328,12 @@ def test_load_user_model_errors(tmp_path):
         load_user_model("helpers.user_model:make_net", tmp_path / "whole-model.pt")
     with pytest.raises(SaveFormatError, match="not found"):
         load_user_model("helpers.user_model:make_net", tmp_path / "missing.safetensors")
+
+
+def test_input_norm_given_as_numpy_arrays_is_recorded(tmp_path):
+    import numpy as np
+
+    net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
+    save_classifier(tmp_path / "c", net, input_norm=(np.array([0.2861]), np.float32(0.353)))
+    _, info = load_classifier(tmp_path / "c")
+    assert info["input_norm"] == [[0.2861], [pytest.approx(0.353)]]

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -164,13 +165,15 @@ def _check_input_norm(input_norm: Any) -> tuple[list[float], list[float]]:
         "input_norm must be None or (mean, std), each a number or a sequence with one value per channel and "
         f"std > 0, e.g. ((0.2861,), (0.3530,)); got {input_norm!r}"
     )
+    if isinstance(input_norm, (torch.Tensor, np.ndarray)) and len(input_norm) == 2:
+        input_norm = list(input_norm)
     if not isinstance(input_norm, (tuple, list)) or len(input_norm) != 2:
         raise ConfigError(msg)
     out = []
     for v in input_norm:
-        if isinstance(v, torch.Tensor):
+        if isinstance(v, (torch.Tensor, np.ndarray)):
             v = v.flatten().tolist()
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
+        if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
             v = [v]
         if not isinstance(v, (tuple, list)) or not v:
             raise ConfigError(msg)

@@ -60,3 +60,19 @@ def test_register_a_custom_model(monkeypatch):
     assert create_model("my-cnn", in_channels=3, num_classes=2)(torch.rand(2, 3, 8, 8)).shape == (2, 2)
     with pytest.raises(ConfigError, match="already registered"):
         register_model("my-cnn")(tiny_linear)
+
+    # the same function registered again (its module reloaded, e.g. by a notebook's autoreload) replaces itself
+    def tiny_linear_reloaded(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
+        return tiny_linear(in_channels, num_classes, image_size)
+
+    tiny_linear_reloaded.__qualname__ = tiny_linear.__qualname__
+    register_model("tiny-linear")(tiny_linear_reloaded)
+    assert _registry._MODELS["tiny-linear"] is tiny_linear_reloaded
+
+    @register_model("open-cnn")
+    def _open(in_channels: int = 1, num_classes: int = 10, **options) -> nn.Module:  # any options are passed on
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * options.get("side", 4) ** 2, num_classes))
+
+    assert create_model("open-cnn", side=6)(torch.rand(2, 1, 6, 6)).shape == (2, 10)
+    with pytest.raises(ConfigError, match="must accept in_channels and num_classes"):
+        register_model("no-channels")(lambda num_classes=10: nn.Linear(4, num_classes))

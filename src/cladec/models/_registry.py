@@ -45,8 +45,15 @@ def register_model(name_or_fn: str | Factory | None = None) -> Any:
 
     def _register(fn: F, name: str | None) -> F:
         key = (name or fn.__name__.replace("_", "-")).lower()
-        if key in _MODELS and _MODELS[key] is not fn:
+        old = _MODELS.get(key)
+        same = old is not None and (old is fn or (old.__module__, old.__qualname__) == (fn.__module__, fn.__qualname__))
+        if old is not None and not same:  # the same function again (a module reloaded) replaces itself
             raise ConfigError(f"a model named {key!r} is already registered; pick another name")
+        params = inspect.signature(fn).parameters.values()
+        if not any(p.kind == p.VAR_KEYWORD for p in params) and not {"in_channels", "num_classes"} <= {
+                p.name for p in params}:
+            raise ConfigError(f"model factory {fn.__qualname__} must accept in_channels and num_classes keyword "
+                              "arguments")
         _MODELS[key] = fn
         return fn
 
@@ -131,7 +138,8 @@ def create_model(name: str, in_channels: int = 1, num_classes: int = 10, **kwarg
         if isinstance(val, bool) or not isinstance(val, int) or val < 1:
             raise ConfigError(f"{arg} must be a positive integer, got {val!r}")
     accepted = model_kwargs(key)
-    unknown = sorted(set(kwargs) - set(accepted))
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
+    unknown = [] if takes_any else sorted(set(kwargs) - set(accepted))
     if unknown:
         options = sorted(set(accepted) - {"in_channels", "num_classes"})
         raise ConfigError(
