@@ -492,6 +492,15 @@ def test_imagefolder_16_bit_and_float_grey_images_are_scaled_not_clipped(data_ro
     got = sorted(ds.images[:, 0].reshape(4, -1).tolist())
     want = sorted(mnist.images[:, 0].reshape(4, -1).tolist())
     assert got == want
+    # the bit depth comes from the file, not from the values: a dark 16-bit image stays dark; a float image
+    # that overshoots 1 by rounding stays a [0, 1] image
+    edge = tmp_path / "edge"
+    (edge / "train" / "0").mkdir(parents=True)
+    Image.fromarray(np.full((28, 28), 200, dtype=np.uint16)).save(edge / "train" / "0" / "dark.png")
+    Image.fromarray(np.full((28, 28), np.nextafter(np.float32(1), np.float32(2))), mode="F").save(
+        edge / "train" / "0" / "over.tif")
+    e = load_dataset(f"imagefolder:{edge}", cache=False)
+    assert sorted(int(e.images[i].max()) for i in range(2)) == [1, 255]
     bad = root / "train" / "0" / "bad.tif"
     Image.fromarray(np.full((28, 28), 1000.0, dtype=np.float32), mode="F").save(bad)
     with pytest.raises(DataError, match=r"mode F has values 1000\.\.1000"):

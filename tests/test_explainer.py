@@ -395,5 +395,6 @@ def test_a_list_of_two_image_batches_is_two_batches_and_numpy_is_refused():
     x, y = fmnist("train", 128)
     r = RefAE(tiny_vgg(), "conv2").fit([x[:64], x[64:]], epochs=1, verbose=False)
     assert r.fit_config["steps"] == 2 and r.fit_config["n_train"] is None  # both batches, streamed as given
-    with pytest.raises(DataError, match=r"numpy arrays: give torch tensors \(torch.from_numpy"):
+    with pytest.raises(DataError, match=r"images are a numpy array: give a torch tensor \(torch.from_numpy"):
         ClaDec(tiny_vgg(), "conv2").fit((x.numpy(), y.numpy()), epochs=1, verbose=False)
+    assert ClaDec(tiny_vgg(), "conv2").fit((x, y.numpy()), epochs=1, verbose=False).fitted  # numpy labels are fine

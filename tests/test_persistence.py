@@ -108,3 +108,15 @@ def test_save_replaces_an_earlier_save_but_never_a_user_folder(tmp_path, fitted)
         e.save(user)
     assert [p.name for p in user.iterdir()] == ["precious.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e", "empty", "mine"]  # no temporary folders left
+
+
+def test_save_is_never_into_the_current_directory_and_ignores_os_clutter(tmp_path, fitted, monkeypatch):
+    e, _ = fitted
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / ".DS_Store").write_bytes(b"\0")
+    e.save(tmp_path / "run")  # a folder holding only the OS's clutter counts as empty
+    assert (tmp_path / "run" / "cladec.json").is_file()
+    monkeypatch.chdir(tmp_path / "run")
+    with pytest.raises(SaveFormatError, match="is the current directory"):
+        e.save(".")
+    assert (tmp_path / "run" / "cladec.json").is_file()

@@ -144,11 +144,22 @@ def check_replaceable(path: str | os.PathLike, marker: str | None = None, what: 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise SaveFormatError(f"{path} exists and is not a directory")
-    if marker is not None and path.is_dir() and any(path.iterdir()) and not (path / marker).is_file():
+    if path.is_dir() and Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise SaveFormatError(f"{path} is the current directory (or holds it) and cannot be replaced; "
+                              "give a folder inside it, e.g. runs/out")
+    if marker is not None and path.is_dir() and _has_files(path) and not (path / marker).is_file():
         raise SaveFormatError(
             f"{path} is a non-empty folder that is not a {what} (it has no {marker}); give a new or empty "
             f"folder (an earlier {what} there is replaced)"
         )
+
+
+_OS_CLUTTER = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def _has_files(path: Path) -> bool:
+    """Whether a folder holds anything besides files the operating system leaves around."""
+    return any(p.name not in _OS_CLUTTER for p in path.iterdir())
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -84,9 +85,25 @@ _DATA_KINDS = (
 
 def _check_xy(x: Any, y: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     # any channel count (the classifier is the user's); uint8 stays uint8 until a batch is used
-    x = image_tensor(x, f"the images of {what}", channels=None, scale_uint8=False, check_range=True,
+    x = image_tensor(x, f"the images of {what}", channels=None, scale_uint8=False, check_range=False,
                      float32=False)
     return x, label_tensor(y, len(x), what)
+
+
+def _warn_range(x: torch.Tensor, what: str) -> None:
+    """Warn (once per data set: in-memory data, or a loader's first batch) when float images leave [0, 1]:
+    cladec gives the classifier [0, 1] images (normalised by ``input_norm``), so it should be trained on them."""
+    if x.is_floating_point() and x.numel():
+        lo, hi = float(x.min()), float(x.max())
+        if not (lo >= -1e-3 and hi <= 1 + 1e-3):
+            warnings.warn(
+                f"the images of {what} lie in [{lo:.3g}, {hi:.3g}], not [0, 1]: ClaDec and the other tools give "
+                "the classifier [0, 1] images. Train on unnormalised images and pass the normalisation as "
+                "input_norm=(mean, std) (it is recorded in the checkpoint), unless you normalise consistently "
+                "yourself.",
+                UserWarning,
+                stacklevel=4,
+            )
 
 
 def _split_item(item: Any, what: str) -> tuple[Any, Any]:
@@ -105,6 +122,7 @@ def _as_data(data: Any, what: str, batch_size: int = 128) -> _Data:
         return _Data(x=data.images, y=data.labels)
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         x, y = _check_xy(data[0], data[1], what)
+        _warn_range(x, what)
         return _Data(x=x, y=y)
     if isinstance(data, DataLoader):
         return _Data(loader=data)
@@ -125,6 +143,7 @@ def _as_data(data: Any, what: str, batch_size: int = 128) -> _Data:
                 xs.append(torch.as_tensor(xb))
                 ys.append(torch.as_tensor(yb))
             x, y = _check_xy(torch.cat(xs), torch.cat(ys), what)
+            _warn_range(x, what)
             return _Data(x=x, y=y)
         return _Data(loader=DataLoader(data, batch_size=batch_size, shuffle=True))
     raise DataError(f"{what} must be {_DATA_KINDS}; got {type(data).__name__}")
@@ -165,7 +184,7 @@ def _check_input_norm(input_norm: Any) -> tuple[list[float], list[float]]:
         "input_norm must be None or (mean, std), each a number or a sequence with one value per channel and "
         f"std > 0, e.g. ((0.2861,), (0.3530,)); got {input_norm!r}"
     )
-    if isinstance(input_norm, (torch.Tensor, np.ndarray)) and len(input_norm) == 2:
+    if isinstance(input_norm, (torch.Tensor, np.ndarray)) and input_norm.ndim > 0 and len(input_norm) == 2:
         input_norm = list(input_norm)
     if not isinstance(input_norm, (tuple, list)) or len(input_norm) != 2:
         raise ConfigError(msg)
@@ -212,6 +231,8 @@ def _iter_batches(d: _Data, batch_size: int, *, shuffle: bool, gen: torch.Genera
     for i, batch in enumerate(d.loader):  # type: ignore[union-attr]
         xb, yb = _split_item(batch, what)
         xb, yb = _check_xy(torch.as_tensor(xb), torch.as_tensor(yb), what)
+        if i == 0 and shuffle:
+            _warn_range(xb, what)
         if shuffle and i > 0 and len(xb) == 1:
             continue  # training: a last batch of one image breaks BatchNorm (as for in-memory data)
         yield xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
@@ -364,10 +385,11 @@ def train_classifier(
     model.to(dev)
     train = _place(_as_data(data, "the training data", batch_size), dev)
     test = _place(_as_data(test_data, "the test data", batch_size), dev) if test_data is not None else None
-    if train.x is not None and len(train.x) < 2:
-        raise DataError(f"training needs at least 2 images, got {len(train.x)} (BatchNorm layers in training mode "
-                        "need more than one value per channel)")
-    if batch_size < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if has_bn and train.x is not None and len(train.x) < 2:
+        raise DataError(f"training needs at least 2 images, got {len(train.x)} (the model's BatchNorm layers in "
+                        "training mode need more than one value per channel)")
+    if batch_size < 2 and has_bn:
         raise ConfigError("batch_size must be at least 2 for a model with BatchNorm layers (in training mode they "
                           "need more than one value per channel), got 1")
     channels = int(train.x.shape[1]) if train.x is not None else None

@@ -809,10 +809,12 @@ def _grey_uint8(im: Any) -> np.ndarray:
     if im.mode in ("1", "L", "LA"):
         return np.asarray(im.convert("L"))
     a = np.asarray(im)
-    if im.mode.startswith("I;16") or (im.mode == "I" and a.size and 255 < int(a.max()) <= 65535):
-        return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # 16-bit depth
-    if im.mode == "F" and a.size and float(a.min()) >= 0.0 and float(a.max()) <= 1.0:
-        return np.rint(a * 255.0).astype(np.uint8)  # float in [0, 1]
+    # 16-bit: "I;16*" modes, and "I" for a PNG (older Pillow opens 16-bit grey PNGs so) whatever its values
+    sixteen = im.mode.startswith("I;16") or (im.mode == "I" and getattr(im, "format", None) == "PNG")
+    if sixteen or (im.mode == "I" and a.size and 255 < int(a.max()) <= 65535):
+        return ((np.clip(a, 0, 65535).astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if im.mode == "F" and a.size and float(a.min()) >= -1e-3 and float(a.max()) <= 1 + 1e-3:
+        return np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)  # float in [0, 1] (rounding overshoot)
     lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
     if lo >= 0 and hi <= 255:
         return np.rint(a).astype(np.uint8)

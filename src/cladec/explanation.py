@@ -71,8 +71,8 @@ class Explanation:
         Under each image: the true class (if known) and the classifier's prediction on it.
 
         Args:
-            path: Output file, ``.png`` (or ``.pdf``, ``.svg``, ``.jpg``, ...), written atomically. Matplotlib's
-                global state (backend, open figures) is left untouched.
+            path: Output file, written atomically: PNG, or the format its suffix names (``.pdf``, ``.svg``,
+                ``.jpg``, ...). Matplotlib's global state (backend, open figures) is left untouched.
             n: Number of images (default: all).
             columns: Triplets per row.
             dpi: Resolution.
@@ -85,15 +85,12 @@ class Explanation:
         """
         from matplotlib.figure import Figure  # no pyplot: the user's backend and open figures stay as they are
 
-        from ._errors import ConfigError
         from ._io import atomic_path
 
         path = Path(path)
-        fmt = path.suffix.lower().lstrip(".") or "png"
-        supported = Figure().canvas.get_supported_filetypes()
-        if fmt not in supported:
-            raise ConfigError(f"cannot save a grid as {path.suffix!r}; use one of "
-                              f"{', '.join('.' + k for k in sorted(supported))}")
+        fmt = path.suffix.lower().lstrip(".")
+        if fmt not in Figure().canvas.get_supported_filetypes():
+            fmt = "png"  # no suffix, or one that names no image format (e.g. a dotted layer name): PNG
 
         n = len(self) if n is None else max(1, min(int(n), len(self)))
         cols = max(1, min(columns, n))

@@ -105,6 +105,16 @@ def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.d
     raise SaveFormatError(f"unknown classifier entry {spec!r} in run.json")
 
 
+def _same_dataset(a: Any, b: Any) -> bool:
+    """Whether two data set names mean the same data set (aliases such as 'fmnist' normalised)."""
+    from .data import _ALIASES
+
+    if not isinstance(a, str) or not isinstance(b, str):
+        return False
+    na, nb = a.strip(), b.strip()
+    return _ALIASES.get(na.lower(), na) == _ALIASES.get(nb.lower(), nb)
+
+
 def fit_run(
     out: str | os.PathLike,
     *,
@@ -147,11 +157,12 @@ def fit_run(
         epochs: ClaDec epochs; ``refae_epochs`` (default: the same) for the RefAE.
         refae: Also fit the RefAE (with the same epochs, both at once: :func:`cladec.fit_together`).
         batch_size, lr, seed: Training settings.
-        size: Resize images to ``size`` (e.g. 32 as in the paper); default: the classifier's data size.
+        size: Resize images to ``size`` (e.g. 32 as in the paper); default: the size the classifier was trained
+            at when ``dataset`` is its training data set, else the data's own size.
         limit: Use the first ``limit`` training images.
         test_limit: Test images used for the quick metrics stored in ``run.json``.
-        data_root: Data root (default: the one the checkpoint recorded for this data set, else
-            ``$CLADEC_DATA`` / user cache).
+        data_root: Data root (default: ``$CLADEC_DATA`` if set, else the one the checkpoint recorded for this
+            data set if it exists, else the user cache).
         device: Device (default: CUDA if available, else CPU).
         decoder_norm: ``None`` or ``"batch"``.
         fast: Use the fast training path.
@@ -184,9 +195,12 @@ def fit_run(
     model, info = load_classifier_spec(spec, Path.cwd(), device=dev)
     norm = info.get("input_norm") if spec["type"] == "checkpoint" else input_norm
     rec = info.get("dataset") or {}
-    if size is None:  # the size the classifier was trained at: its recorded resize, else its image shape
-        size = rec.get("size") or (list(rec["image_shape"][1:]) if rec.get("image_shape") else None)
-    if data_root is None and rec.get("root") and rec.get("name") == dataset:
+    same_data = _same_dataset(rec.get("name"), dataset)
+    if size is None and same_data:  # the size the classifier was trained at: its recorded resize, else its shape
+        shape = rec.get("image_shape")
+        size = rec.get("size") or (list(shape[1:]) if isinstance(shape, (list, tuple)) and len(shape) == 3 else None)
+    if (data_root is None and same_data and rec.get("root") and not os.environ.get("CLADEC_DATA")
+            and Path(rec["root"]).is_dir()):
         data_root = rec["root"]  # where the classifier's training data was found (`train-classifier --data-root`)
     train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit)
     test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit)

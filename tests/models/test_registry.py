@@ -61,13 +61,23 @@ def test_register_a_custom_model(monkeypatch):
     with pytest.raises(ConfigError, match="already registered"):
         register_model("my-cnn")(tiny_linear)
 
-    # the same function registered again (its module reloaded, e.g. by a notebook's autoreload) replaces itself
-    def tiny_linear_reloaded(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
-        return tiny_linear(in_channels, num_classes, image_size)
+    # the same module-level function registered again (its module reloaded, e.g. by a notebook's autoreload)
+    # replaces itself; two different closures or lambdas under one name do not
+    def make(tag):
+        def factory(in_channels: int = 1, num_classes: int = 10) -> nn.Module:
+            return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 16, num_classes))
 
-    tiny_linear_reloaded.__qualname__ = tiny_linear.__qualname__
-    register_model("tiny-linear")(tiny_linear_reloaded)
-    assert _registry._MODELS["tiny-linear"] is tiny_linear_reloaded
+        factory.__qualname__ = "reloaded_factory"  # as a module-level function's
+        factory.tag = tag
+        return factory
+
+    first, second = make(1), make(2)
+    register_model("reloaded")(first)
+    register_model("reloaded")(second)
+    assert _registry._MODELS["reloaded"] is second
+    register_model("lam")(lambda in_channels=1, num_classes=10: nn.Linear(in_channels, num_classes))
+    with pytest.raises(ConfigError, match="already registered"):
+        register_model("lam")(lambda in_channels=1, num_classes=10: nn.Linear(in_channels, num_classes))
 
     @register_model("open-cnn")
     def _open(in_channels: int = 1, num_classes: int = 10, **options) -> nn.Module:  # any options are passed on

@@ -46,14 +46,18 @@ def register_model(name_or_fn: str | Factory | None = None) -> Any:
     def _register(fn: F, name: str | None) -> F:
         key = (name or fn.__name__.replace("_", "-")).lower()
         old = _MODELS.get(key)
-        same = old is not None and (old is fn or (old.__module__, old.__qualname__) == (fn.__module__, fn.__qualname__))
+        ident = _identity(fn)
+        same = old is not None and (old is fn or (ident is not None and ident == _identity(old)))
         if old is not None and not same:  # the same function again (a module reloaded) replaces itself
             raise ConfigError(f"a model named {key!r} is already registered; pick another name")
-        params = inspect.signature(fn).parameters.values()
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            raise ConfigError(f"cannot register {fn!r}: its signature cannot be read") from None
         if not any(p.kind == p.VAR_KEYWORD for p in params) and not {"in_channels", "num_classes"} <= {
                 p.name for p in params}:
-            raise ConfigError(f"model factory {fn.__qualname__} must accept in_channels and num_classes keyword "
-                              "arguments")
+            raise ConfigError(f"model factory {getattr(fn, '__qualname__', fn)!r} must accept in_channels and "
+                              "num_classes keyword arguments")
         _MODELS[key] = fn
         return fn
 
@@ -64,6 +68,15 @@ def register_model(name_or_fn: str | Factory | None = None) -> Any:
         return _register(fn, name_or_fn)
 
     return decorator
+
+
+def _identity(fn: Any) -> tuple[str, str] | None:
+    """A module-level function's (module, qualified name): what stays the same when its module is reloaded.
+    None for lambdas, closures, partials and instances, which are never taken for one another."""
+    mod, qual = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
+    if not isinstance(mod, str) or not isinstance(qual, str) or "<lambda>" in qual or "<locals>" in qual:
+        return None
+    return mod, qual
 
 
 def list_models() -> list[str]:
