@@ -40,6 +40,21 @@ def test_gradcam_defaults_to_the_models_last_layer_and_aliases_work(saliency_run
     assert all(m.shape == (8, 28, 28) for m in maps.values())
 
 
+def test_gradcam_uses_a_spatial_layer_never_a_1x1_one(saliency_run, images):
+    # the paper's VGG ends in a 512×1×1 block at this size: Grad-CAM there is one number per image, a constant
+    # map that ranks pixels arbitrarily
+    from cladec.saliency import gradcam_layer
+
+    x, y = images
+    model = saliency_run.classifier
+    assert model.default_layers["last"] == "conv4" and gradcam_layer(model, x) == "conv4a"
+    with pytest.raises(ConfigError, match=r"'conv4' outputs \(\d+, 1, 1\)\. Layers with one, last first: conv4a"):
+        saliency_maps(model, x, y, ["gradcam"], layer="conv4")
+    m = saliency_maps(model, x, y, ["gradcam"])["gradcam"]
+    spread = (m.flatten(1).max(1).values - m.flatten(1).min(1).values) / m.flatten(1).max(1).values.clamp_min(1e-12)
+    assert float(spread.min()) > 0.05  # a real map, not a constant
+
+
 def test_input_norm_is_applied_inside_the_model(saliency_run, images):
     x, y = images
     a = saliency_maps(saliency_run.classifier, x, y, ["saliency"])["saliency"]
@@ -119,6 +134,11 @@ def test_compare_saliency_writes_all_outputs_and_resumes(saliency_run, tmp_path,
     res2 = compare_saliency(saliency_run, **kw)
     assert res2["results"]["gradcam"]["deletion"]["auc_mean"] == pytest.approx(0.123456)
     assert res2["results"]["gradcam"]["roar"] == res["results"]["gradcam"]["roar"]
+    assert res2["gradcam_layer"] == "conv2"  # the run's layer (a 4×4 map)
+    # other settings never reuse these results (they once came back unchanged, reported under the new settings)
+    with pytest.raises(ConfigError, match=r"holds results computed with other settings \(steps: 8 -> 16\)"):
+        compare_saliency(saliency_run, **dict(kw, steps=16))
+    assert json.loads((out / "units" / "gradcam__deletion__0__0.json").read_text())["result"]["auc"] == 0.123456
 
 
 def test_cli_validates_methods_scores_and_k_before_loading(tmp_path):

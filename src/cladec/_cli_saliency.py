@@ -10,6 +10,8 @@ subcommand is registered by :func:`register`. Output directory ``cmp/``::
     maps.png       the same test images side by side: input, x̂_R, x̂_E, each method's map
     units/         finished (method, score, k, seed) units — a rerun skips them (resume)
     maps/          cached maps (safetensors) — a rerun reuses them
+    settings.json  what units and maps depend on (run, data, n, steps, baselines, ROAR settings, Grad-CAM
+                   layer, ...): a rerun with other settings is refused instead of mixing results
 
 Every map explains the classifier's *predicted* class on the clean image, and every score uses that
 class as the target.
@@ -86,7 +88,8 @@ def compare_saliency(
 
     Args:
         run: A run directory or a loaded :class:`cladec.runs.Run`.
-        out: Output directory (created; finished units inside are reused).
+        out: Output directory (created; finished units inside are reused when its ``settings.json`` matches
+            these settings; other settings are refused).
         methods: Method names (see :func:`cladec.saliency.available_methods`).
         scores: Any of ``deletion``, ``insertion``, ``road``, ``roar``.
         n: Test images scored.
@@ -96,7 +99,9 @@ def compare_saliency(
         seeds: Seeds (random map, tie-breaking, ROAD noise, ROAR training); results are mean ± std over them.
         dataset: Data set name (default: the run's).
         data_root: Data root (default: the run's).
-        layer: Layer for Grad-CAM / guided Grad-CAM (default: the run's layer).
+        layer: Layer for Grad-CAM / guided Grad-CAM, with a spatial map larger than 1×1 (default: the run's
+            layer if it has one, else the classifier's last layer that has one, see
+            :func:`cladec.saliency.gradcam_layer`).
         steps: Deletion / insertion steps.
         deletion_baseline: ``zero`` (default), ``mean`` or ``blur``.
         insertion_start: ``zero`` (default), ``blur`` or ``mean`` (see :mod:`cladec.scores`).
@@ -119,7 +124,7 @@ def compare_saliency(
     from .data import load_dataset
     from .relevance import DEFAULT_VARIANT, reconstruct_pair
     from .runs import Run, load_run
-    from .saliency import canonical_method, saliency_maps
+    from .saliency import canonical_method, gradcam_layer, saliency_maps
     from .scores import DEFAULT_ROAD_FRACTIONS, UnitStore, check_roar_k, check_scores, deletion, insertion, road
 
     # ---- validate everything before any work ------------------------------------------------
@@ -146,7 +151,6 @@ def compare_saliency(
     if any(m.startswith("cladec") for m in methods) and run.refae is None:
         raise ConfigError(f"ClaDec relevance maps need the run's RefAE, but {run.path} has none (fit with refae)")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     store = UnitStore(out)
     model = run.classifier
     model.eval()
@@ -168,7 +172,27 @@ def compare_saliency(
     from .classifier import predict
 
     target = predict(model, x, input_norm=norm)
-    gc_layer = layer or run.layer
+    # Grad-CAM: at the explained layer when its output is a spatial map larger than 1×1, else (e.g. 512×1×1) at
+    # the classifier's last layer with one (saliency.gradcam_layer); an explicit layer must have one
+    gc_layer = layer
+    if {"gradcam", "guided-gradcam"} & set(methods):
+        if layer is not None:
+            gc_layer = gradcam_layer(model, x[:1], layer)
+        else:
+            try:
+                gc_layer = gradcam_layer(model, x[:1], run.layer)
+            except ConfigError:
+                gc_layer = gradcam_layer(model, x[:1], None)
+    # what the stored maps and units depend on (besides their method, score, k and seed): results of other
+    # settings are never mixed in
+    settings = {
+        "run": str(Path(run.path).resolve()), "run_fingerprint": _fingerprint(Path(run.path) / "run.json"),
+        "dataset": ds_name, "size": size, "n": int(x.shape[0]), "gradcam_layer": gc_layer, "steps": steps,
+        "deletion_baseline": deletion_baseline, "insertion_start": insertion_start, "road_fractions": list(fractions),
+        "roar_epochs": roar_epochs, "roar_train_limit": roar_train_limit,
+        "reference_images": len(train) if train is not None else None,
+    }
+    _check_settings(out, settings)
     timings: dict[str, float] = {}
 
     def maps_for(method: str, images: torch.Tensor, tgt: torch.Tensor, tag: str, seed: int) -> torch.Tensor:
@@ -293,6 +317,37 @@ def compare_saliency(
 
         plt.close("all")
     return result
+
+
+def _fingerprint(path: Path) -> str | None:
+    """A short hash of a file's content (a refitted run has a new run.json), or None if it is missing."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+def _check_settings(out: Path, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in ``out/settings.json``; refuse an ``out`` whose stored results used other ones."""
+    from ._io import read_json, write_json
+
+    path = out / "settings.json"
+    if path.is_file():
+        old = read_json(path, "comparison settings")
+        diff = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
+        if diff:
+            raise ConfigError(
+                f"{out} holds results computed with other settings ({'; '.join(diff)}); give a new --out, or "
+                "delete it to start over"
+            )
+        return
+    if out.is_dir() and any(p.name in ("units", "maps") for p in out.iterdir()):
+        raise ConfigError(f"{out} holds results of unknown settings (no settings.json, an older cladec?); give a "
+                          "new --out, or delete it to start over")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(path, settings)
 
 
 def _stored(method: str) -> str:
@@ -592,6 +647,9 @@ def register(subparsers: Any) -> None:
                    help="image insertion starts from (zero = black, default)")
     p.add_argument("--deletion-baseline", default="zero", choices=["zero", "blur", "mean"],
                    help="what deleted pixels become (zero = black, default)")
+    p.add_argument("--gradcam-layer", default=None,
+                   help="layer for Grad-CAM / guided Grad-CAM, with a spatial map larger than 1×1 (default: the "
+                        "run's layer if it has one, else the classifier's last layer that has one)")
     p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_compare_saliency)
@@ -621,7 +679,7 @@ def cmd_compare_saliency(args: argparse.Namespace) -> int:
         args.run, out=args.out, methods=methods, scores=scores, n=args.n, roar_k=ks, roar_epochs=args.roar_epochs,
         roar_train_limit=args.limit, seeds=args.seeds, dataset=args.dataset, data_root=args.data_root, steps=args.steps,
         insertion_start=args.insertion_start, deletion_baseline=args.deletion_baseline, device=args.device,
-        verbose=not args.quiet,
+        layer=args.gradcam_layer, verbose=not args.quiet,
     )
     print(format_table(res))
     print(f"wrote {args.out}")

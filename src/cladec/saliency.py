@@ -43,7 +43,8 @@ from ._errors import ConfigError
 from ._checks import image_tensor
 from .capture import _model_device, _norm_pair, resolve_layer
 
-__all__ = ["saliency_maps", "available_methods", "canonical_method", "sobel_map", "random_map", "Normalized"]
+__all__ = ["saliency_maps", "available_methods", "canonical_method", "gradcam_layer", "sobel_map", "random_map",
+           "Normalized"]
 
 _BASELINES = (
     "saliency",
@@ -201,6 +202,60 @@ def random_map(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, h, w, generator=gen)
 
 
+def gradcam_layer(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | None = None) -> str:
+    """The layer Grad-CAM uses: one whose output is a spatial map larger than 1×1.
+
+    A map of 1×1 (e.g. the paper's VGG at 32×32 px after its last block) or a vector gives one value per
+    image, so Grad-CAM's map would be constant and its ranking of pixels arbitrary.
+
+    Args:
+        model: The classifier.
+        x: One or more valid input images (only the first is run).
+        layer: A layer name or module; must have such a map. None: the model's ``default_layers["last"]`` if it
+            has one, else the last layer of the forward pass that has one.
+
+    Returns:
+        The layer's dotted name.
+
+    Raises:
+        ConfigError: ``layer`` has no spatial map larger than 1×1, or no layer of the model has one.
+
+    Example:
+        >>> from cladec.models import create_model
+        >>> gradcam_layer(create_model("vgg-paper").eval(), torch.zeros(1, 1, 32, 32))
+        'conv4a'
+    """
+    from .capture import _model_device, list_layers
+
+    infos = list_layers(model, x[:1].to(_model_device(model)))
+    shapes = {i.name: tuple(i.shape) for i in infos}
+
+    def spatial(name: str) -> bool:
+        sh = shapes.get(name, ())
+        return len(sh) == 3 and sh[1] * sh[2] > 1
+
+    candidates = [i.name for i in infos if spatial(i.name)]
+    if layer is not None:
+        name = resolve_layer(model, layer)
+        if not spatial(name):
+            raise ConfigError(
+                f"Grad-CAM needs a layer whose output is a spatial map larger than 1×1; {name!r} outputs "
+                f"{shapes.get(name)}. Layers with one, last first: {', '.join(reversed(candidates[-6:])) or 'none'}"
+            )
+        return name
+    default = (getattr(model, "default_layers", None) or {}).get("last")
+    if default:
+        name = resolve_layer(model, default)
+        if spatial(name):
+            return name
+    if not candidates:
+        raise ConfigError("Grad-CAM needs a layer whose output is a spatial map larger than 1×1; this model has none")
+    name = candidates[-1]
+    while "." in name and shapes.get(name.rsplit(".", 1)[0]) == shapes[name]:
+        name = name.rsplit(".", 1)[0]  # the enclosing block with the same output (not e.g. its in-place ReLU)
+    return name
+
+
 def _layer_module(model: nn.Module, layer: str | nn.Module | None, method: str) -> nn.Module:
     if layer is None:
         layers = getattr(model, "default_layers", None)
@@ -255,7 +310,9 @@ def saliency_maps(
         target: Class to explain per image (a tensor/list of N ints, one int for all, or None for the
             classifier's prediction on ``x``).
         methods: Method names (see the module docstring), as a list or comma-separated string.
-        layer: Layer for ``gradcam`` / ``guided-gradcam`` (default: ``model.default_layers["last"]``).
+        layer: Layer for ``gradcam`` / ``guided-gradcam``; it must output a spatial map larger than 1×1
+            (default: see :func:`gradcam_layer`: the model's last default layer if it has one, else the last
+            layer that has one).
             ClaDec maps use the explainers' own layer.
         input_norm: The classifier's ``(mean, std)``; applied inside the model.
         cladec, refae: Fitted explainers, needed by ``cladec*`` methods.
@@ -275,7 +332,7 @@ def saliency_maps(
             without explainers, or bad targets.
 
     Example:
-        >>> maps = saliency_maps(model, x, None, ["saliency", "gradcam", "random"], layer="conv4")  # doctest: +SKIP
+        >>> maps = saliency_maps(model, x, None, ["saliency", "gradcam", "random"], layer="conv3")  # doctest: +SKIP
         >>> maps["gradcam"].shape == x.shape[:1] + x.shape[2:]  # doctest: +SKIP
         True
     """
@@ -298,6 +355,7 @@ def saliency_maps(
     try:
         tgt = _as_target(target, n, wrapped, xd, batch_size)
         maps: dict[str, torch.Tensor] = {}
+        gc_layer: str | None = None
         for name in names:
             if name.startswith("cladec"):
                 from .relevance import relevance_map
@@ -316,7 +374,12 @@ def saliency_maps(
             elif name == "sobel":
                 m = sobel_map(xd)
             else:
-                fn = _captum_fn(name, wrapped, model, layer, x.shape, ig_steps, occlusion_window)
+                lay = layer
+                if name in ("gradcam", "guided-gradcam"):
+                    if gc_layer is None:
+                        gc_layer = gradcam_layer(model, xd[:1], layer)
+                    lay = gc_layer
+                fn = _captum_fn(name, wrapped, model, lay, x.shape, ig_steps, occlusion_window)
                 parts = []
                 rng = range(0, n, batch_size)
                 if progress:
