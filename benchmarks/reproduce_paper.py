@@ -144,8 +144,8 @@ def _row(rows, layer, method, alpha=None):
 def _ms(r, key, digits=3):
     if r is None or r.get(f"{key}_mean") is None:
         return "–"
-    m, s = r[f"{key}_mean"], r.get(f"{key}_std") or 0.0
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
+    m, s = r[f"{key}_mean"], r.get(f"{key}_std")
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if s is not None else f"{m:.{digits}f} (n=1)"
 
 
 def table(results: list[dict]) -> str:

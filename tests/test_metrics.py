@@ -21,6 +21,13 @@ def test_mse_psnr_known_values():
 def test_uint8_is_scaled():
     x = torch.full((1, 1, 4, 4), 255, dtype=torch.uint8)
     assert float(M.mse(x, torch.ones(1, 1, 4, 4))[0]) == 0.0
+    # PSNR/SSIM of uint8 images: data_range 255 is their range after scaling to [0, 1] (it once gave +48 dB)
+    a = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16)
+    b = (a.float() * 0.9).to(torch.uint8)
+    assert torch.equal(M.psnr(a, b, data_range=255), M.psnr(a, b)) and float(M.psnr(a, b)[0]) < 30
+    assert torch.equal(M.ssim(a, b, data_range=255, win_size=7), M.ssim(a, b, win_size=7))
+    with pytest.raises(DataError, match="data_range must be 1 \\(or 255"):
+        M.psnr(a, b, data_range=2)
 
 
 def test_ssim_matches_pytorch_msssim_and_orders_noise():
@@ -74,6 +81,8 @@ def test_per_class():
     assert pc["a"]["mean"] == 0.5 and pc["a"]["n"] == 2
     assert pc["b"]["mean"] == 0.375
     assert pc["c"] == {"n": 0, "mean": None, "std": None}
+    assert M.per_class(torch.tensor([float("nan"), 1.0]), torch.tensor([0, 0]), 1)["0"] == {"n": 2, "mean": None,
+                                                                                           "std": None}
     # booleans give per-class accuracy; an int gives numbered classes
     assert M.per_class(torch.tensor([True, False]), torch.tensor([1, 1]), 2)["1"]["mean"] == 0.5
     with pytest.raises(DataError):

@@ -49,7 +49,10 @@ def test_summary_outputs(sweep_dir):
                                                          ("cladec", "1")]
     s = summarize_sweep(sweep_dir, write=False)
     by = {(r["method"], r["alpha"]): r for r in s["rows"]}
-    assert by[("cladec", 1.0)]["n_seeds"] == 1 and by[("cladec", 1.0)]["mse_std"] == 0.0
+    # one seed: a mean without a spread (not "± 0"), and how many cells had the metric
+    assert by[("cladec", 1.0)]["n_seeds"] == 1 and by[("cladec", 1.0)]["mse_std"] is None
+    assert by[("cladec", 1.0)]["mse_n"] == 1 and rows[-1]["mse_std"] == "" and rows[-1]["mse_n"] == "1"
+    assert cell_name("conv2", 0.9999999, 0) != cell_name("conv2", 1.0, 0)  # :g once gave both "a1"
     # α = 1 ignores reconstruction: a much larger error than α = 0
     assert by[("cladec", 1.0)]["mse_mean"] > by[("cladec", 0.0)]["mse_mean"]
 

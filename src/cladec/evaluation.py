@@ -265,6 +265,9 @@ def evaluate_run(
     t_start = time.perf_counter()
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    if split == "train" and eval_classifier:
+        raise ConfigError("the evaluation classifiers are trained on the training split, so they cannot be tested "
+                          "on it: use split='test', or eval_classifier=False (--no-eval-classifier) with split='train'")
     for name, v in (("limit", limit), ("train_limit", train_limit), ("eval_epochs", eval_epochs)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ConfigError(f"{name} must be a positive integer or None, got {v!r}")
@@ -340,6 +343,7 @@ def evaluate_run(
         for s in eval_for:
             _log(verbose, f"evaluation classifier on {s} images ({len(train)} training images, {epochs} epoch(s))")
             xs_train = recon(s, xtr)
+            torch.manual_seed(seed)  # every image set's classifier starts from the same weights, whatever ran before
             net, arch_name = _fresh_classifier(run, eval_arch, eval_arch_kwargs, run.image_shape, len(classes))
             dev = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
             net.to(dev)

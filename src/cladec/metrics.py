@@ -12,7 +12,7 @@ Images are float tensors ``(N, C, H, W)`` in [0, 1]; ``uint8`` images are scaled
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
@@ -82,9 +82,20 @@ def psnr(x: torch.Tensor, x_hat: torch.Tensor, data_range: float = 1.0) -> torch
         >>> round(float(psnr(x, torch.full_like(x, 0.1))[0]), 2)
         20.0
     """
+    data_range = _data_range(x, x_hat, data_range)
     err = mse(x, x_hat).double()
     val = 10.0 * torch.log10(float(data_range) ** 2 / err.clamp_min(1e-300))
     return val.clamp(max=PSNR_CAP).float()
+
+
+def _data_range(x: Any, x_hat: Any, data_range: float) -> float:
+    """uint8 images are compared after scaling to [0, 1]: their range is 1 (``data_range`` 255 means the same)."""
+    if any(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in (x, x_hat)):
+        if float(data_range) not in (1.0, 255.0):
+            raise DataError(f"uint8 images are scaled to [0, 1] before comparing: data_range must be 1 (or 255, "
+                            f"the same range), got {data_range}")
+        return 1.0
+    return float(data_range)
 
 
 def _win_size(h: int, w: int, win_size: int) -> int:
@@ -129,6 +140,7 @@ def ssim(x: torch.Tensor, x_hat: torch.Tensor, data_range: float = 1.0, win_size
         raise ConfigError(
             "SSIM needs the pytorch-msssim package: pip install 'cladec[metrics]' (or pip install pytorch-msssim)"
         ) from None
+    data_range = _data_range(x, x_hat, data_range)
     x, x_hat = _pair(x, x_hat)
     ws = _win_size(x.shape[-2], x.shape[-1], win_size)
     out = []
@@ -269,6 +281,6 @@ def per_class(
         mean = float(sel.mean()) if n else None
         std = float(sel.std()) if n > 1 else (0.0 if n == 1 else None)
         if mean is not None and math.isnan(mean):
-            mean = None
+            mean = std = None
         out[name] = {"n": n, "mean": mean, "std": std}
     return out

@@ -30,6 +30,7 @@ __all__ = ["ANSWER_COLUMNS", "CONCEPTS", "build_study", "read_answers", "summari
 
 #: Columns of the answer files the study page downloads (CSV header; keys of each JSON answer).
 ANSWER_COLUMNS = [
+    "study_id",
     "participant_id",
     "item_id",
     "image_id",
@@ -226,9 +227,12 @@ def _check_row(row: dict[str, Any], where: str) -> dict[str, Any]:
         raise SaveFormatError(f"{where}: empty {', '.join(missing)}; every answer needs a participant, an item and "
                               "a confidence from 1 to 5")
     try:
-        conf = int(float(str(row["confidence"]).strip()))
-    except ValueError:
-        raise SaveFormatError(f"{where}: confidence {row['confidence']!r} is not a number from 1 to 5") from None
+        cval = float(str(row["confidence"]).strip())
+        if not cval.is_integer():
+            raise ValueError
+        conf = int(cval)
+    except (ValueError, OverflowError):
+        raise SaveFormatError(f"{where}: confidence {row['confidence']!r} is not a whole number from 1 to 5") from None
     if not 1 <= conf <= 5:
         raise SaveFormatError(f"{where}: confidence {conf} is outside 1..5")
     secs_raw = str(row.get("seconds_on_item") or "").strip()
@@ -237,6 +241,7 @@ def _check_row(row: dict[str, Any], where: str) -> dict[str, Any]:
     except ValueError:
         raise SaveFormatError(f"{where}: seconds_on_item {secs_raw!r} is not a number") from None
     return {
+        "study_id": str(row.get("study_id") or "").strip(),
         "participant_id": str(row["participant_id"]).strip(),
         "item_id": str(row["item_id"]).strip(),
         "image_id": str(row.get("image_id") or "").strip(),
@@ -254,7 +259,7 @@ def _check_row(row: dict[str, Any], where: str) -> dict[str, Any]:
 def _read_csv(path: Path, text: str) -> list[dict[str, Any]]:
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
-    missing = [c for c in ANSWER_COLUMNS if c not in header]
+    missing = [c for c in ANSWER_COLUMNS if c not in header and c != "study_id"]  # older answer files lack it
     if missing:
         raise SaveFormatError(
             f"{path} is not a cladec study answer file: its header lacks {', '.join(missing)} "
@@ -281,7 +286,9 @@ def _read_json(path: Path, text: str) -> list[dict[str, Any]]:
     if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
         raise SaveFormatError(f"{path} is not a cladec study answer file: expected an object with an 'answers' list "
                               "(as downloaded from the study page)")
-    return [_check_row(a, f"{path}, answer {i + 1}") for i, a in enumerate(answers)]
+    study = obj.get("study_id") if isinstance(obj, dict) else None
+    return [_check_row(dict({"study_id": study}, **a) if study and not a.get("study_id") else a,
+                       f"{path}, answer {i + 1}") for i, a in enumerate(answers)]
 
 
 def read_answers(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
@@ -315,9 +322,9 @@ def read_answers(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         is_json = f.suffix.lower() == ".json" or text.lstrip()[:1] in "{["
         got = _read_json(f, text) if is_json else _read_csv(f, text)
         rows.extend(got)
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
     for r in rows:
-        key = (r["participant_id"], r["item_id"])
+        key = (r["study_id"], r["participant_id"], r["item_id"])  # item-01 of another study is another image
         if key not in latest or r["answered_at"] >= latest[key]["answered_at"]:
             latest[key] = r
     return list(latest.values())
@@ -335,9 +342,9 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
         out: Optional JSON file to write the summary to (atomically).
 
     Returns:
-        ``{"format": "cladec-study-summary", "files", "participants", "answers", "items",
+        ``{"format": "cladec-study-summary", "files", "studies", "participants", "answers", "items",
         "mean_confidence", "mean_seconds", "concepts": {concept: {"uses", "ignores", "uses_share",
-        "ignores_share"}}, "per_item": [{"item_id", "image_id", "true_label", "answers", "mean_confidence",
+        "ignores_share"}}, "per_item": [{"study_id", "item_id", "image_id", "true_label", "answers", "mean_confidence",
         "uses": {...}, "ignores": {...}, "free_text": [...]}], "per_participant": [...]}``. Shares are
         fractions of all answers.
 
@@ -364,12 +371,12 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
     for c in tally.values():
         c["uses_share"] = round(c["uses"] / n, 4)
         c["ignores_share"] = round(c["ignores"] / n, 4)
-    items: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        it = items.setdefault(r["item_id"], {"item_id": r["item_id"], "image_id": r["image_id"],
-                                             "true_label": r["true_label"], "answers": 0, "_conf": [],
-                                             "uses": {c: 0 for c in concepts}, "ignores": {c: 0 for c in concepts},
-                                             "free_text": []})
+    items: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:  # per (study, item): the same item number is another image in another study
+        it = items.setdefault((r["study_id"], r["item_id"]), {
+            "study_id": r["study_id"], "item_id": r["item_id"], "image_id": r["image_id"],
+            "true_label": r["true_label"], "answers": 0, "_conf": [], "uses": {c: 0 for c in concepts},
+            "ignores": {c: 0 for c in concepts}, "free_text": []})
         it["answers"] += 1
         it["_conf"].append(r["confidence"])
         for c in r["uses"]:
@@ -395,6 +402,7 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
     summary = {
         "format": SUMMARY_FORMAT,
         "files": [str(f) for f in files],
+        "studies": sorted({r["study_id"] for r in rows}),
         "participants": len(parts),
         "answers": n,
         "items": len(items),
@@ -431,9 +439,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     for c, t in summary["concepts"].items():
         lines.append(f"{c:<12} {t['uses']:>6} {t['ignores']:>8}")
     lines += ["", f"{'item':<10} {'label':<14} {'answers':>7} {'conf.':>6}  most named as used"]
+    several = len(summary.get("studies") or []) > 1
+    if several:
+        lines.insert(1, f"answers of {len(summary['studies'])} studies: {', '.join(s or '(unknown)' for s in summary['studies'])}"
+                        " (items are counted per study)")
     for it in summary["per_item"]:
         top = sorted(((v, c) for c, v in it["uses"].items() if v), reverse=True)[:3]
-        lines.append(f"{it['item_id']:<10} {it['true_label'][:14]:<14} {it['answers']:>7} "
+        name = f"{it.get('study_id') or '?'}/{it['item_id']}" if several else it["item_id"]
+        lines.append(f"{name:<10} {it['true_label'][:14]:<14} {it['answers']:>7} "
                      f"{it['mean_confidence'] if it['mean_confidence'] is not None else '':>6}  "
                      + ", ".join(f"{c} ({v})" for v, c in top))
     return "\n".join(lines)

@@ -62,7 +62,7 @@ def cell_name(layer: str, alpha: float, seed: int) -> str:
         >>> cell_name("conv2", 0.001, 0)
         'conv2__a0.001__s0'
     """
-    return f"{layer.replace('/', '_')}__a{float(alpha):g}__s{int(seed)}"
+    return f"{layer.replace('/', '_')}__a{float(alpha):.12g}__s{int(seed)}"  # :g alone merged 0.9999999 and 1
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -317,7 +317,7 @@ def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
     if not vals:
         return None, None
     m = statistics.fmean(vals)
-    s = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    s = statistics.stdev(vals) if len(vals) > 1 else None  # one seed: no spread to report (not "± 0")
     return m, s
 
 
@@ -333,7 +333,8 @@ def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
 
     Returns:
         ``{"format": "cladec-sweep-summary", "config": {...}, "metrics": [...], "rows": [{"layer", "method",
-        "alpha", "n_seeds", "seeds", "<metric>_mean", "<metric>_std"}]}``.
+        "alpha", "n_seeds", "seeds", "<metric>_mean", "<metric>_std", "<metric>_n"}]}`` (std None for one value;
+        ``_n``: cells that have the metric).
 
     Raises:
         SaveFormatError: ``path`` is not a sweep directory.
@@ -367,6 +368,7 @@ def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
             for m in SUMMARY_METRICS:
                 vals = [c["metrics"].get(f"{m}_{method}") for c in cs]
                 row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(vals)
+                row[f"{m}_n"] = sum(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in vals)
             if method != "original":
                 row["collapsed"] = sum(bool((c.get("collapsed") or {}).get(method)) for c in cs)
             rows.append(row)
@@ -384,7 +386,7 @@ def _write_summary(path: Path, summary: dict) -> None:
     write_json(path / "summary.json", summary)
     header = ["layer", "method", "alpha", "n_seeds"]
     for m in SUMMARY_METRICS:
-        header += [f"{m}_mean", f"{m}_std"]
+        header += [f"{m}_mean", f"{m}_std", f"{m}_n"]
     header.append("collapsed")
     with atomic_path(path / "summary.csv") as tmp:
         tmp.write_text(_csv_text(header, summary["rows"]))

@@ -200,6 +200,21 @@ def test_summary_counts_concepts_items_and_confidence(tmp_path):
     assert "3 answers from 2 participant(s)" in text and "shape" in text
 
 
+def test_answers_of_two_studies_are_never_merged(tmp_path):
+    # item-01 of a conv4 study and item-01 of a conv2 study are different images: both answers count, per study
+    a = _write_csv(tmp_path / "a.csv", [_row(study_id="s-conv4", image_id="fashion-mnist:test:17")])
+    (tmp_path / "b.json").write_text(json.dumps({"format": "cladec-study-answers", "study_id": "s-conv2", "answers": [
+        dict(_row(image_id="fashion-mnist:test:903", true_label="Bag"), uses=["colour"], ignores=[], confidence=3)]}))
+    s = summarize_answers([a, tmp_path / "b.json"])
+    assert s["answers"] == 2 and s["items"] == 2 and s["studies"] == ["s-conv2", "s-conv4"]
+    assert sorted((i["study_id"], i["image_id"]) for i in s["per_item"]) == [
+        ("s-conv2", "fashion-mnist:test:903"), ("s-conv4", "fashion-mnist:test:17")]
+    assert "answers of 2 studies" in format_summary(s) and "s-conv2/item-01" in format_summary(s)
+    # answer files written before the study id was a column still read (as one unknown study)
+    old = _write_csv(tmp_path / "old.csv", [_row()], columns=[c for c in ANSWER_COLUMNS if c != "study_id"])
+    assert read_answers([old])[0]["study_id"] == ""
+
+
 def test_repeated_answer_keeps_the_latest(tmp_path):
     a = _write_csv(tmp_path / "a.csv", [_row(confidence="1", answered_at="2024-01-01T10:00:00Z")])
     b = _write_csv(tmp_path / "b.csv", [_row(confidence="5", answered_at="2024-01-01T11:00:00Z")])
@@ -211,7 +226,8 @@ def test_repeated_answer_keeps_the_latest(tmp_path):
     ("", "is empty"),
     ("participant_id,item_id\nP1,item-01\n", "header lacks image_id, true_label, uses"),
     (None, "confidence 7 is outside 1..5"),
-    (None, "confidence 'high' is not a number"),
+    (None, "confidence 'high' is not a whole number"),
+    (None, "confidence '3.7' is not a whole number"),
     (None, "empty participant_id"),
     (None, "more fields than the header"),
     (None, "seconds_on_item 'long' is not a number"),
@@ -224,13 +240,15 @@ def test_malformed_answer_csv(tmp_path, content, match):
         _write_csv(p, [_row(confidence="7")])
     elif "'high'" in match:
         _write_csv(p, [_row(confidence="high")])
+    elif "'3.7'" in match:
+        _write_csv(p, [_row(confidence="3.7")])
     elif "participant_id" in match:
         _write_csv(p, [_row(pid="")])
     elif "seconds" in match:
         _write_csv(p, [_row(seconds_on_item="long")])
     else:
         _write_csv(p, [_row()])
-        p.write_text(p.read_text() + "P1,item-02,x,y,,,,3,1,a,b,EXTRA\n")
+        p.write_text(p.read_text() + "s,P1,item-02,x,y,,,,3,1,a,b,EXTRA\n")
     with pytest.raises(SaveFormatError, match=match) as e:
         summarize_answers([p])
     assert "bad.csv" in str(e.value)

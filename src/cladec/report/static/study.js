@@ -149,7 +149,8 @@
     return items.filter(function (it) { var a = state.answers[it.item_id]; return a && a.answered_at; }).map(function (it) {
       var a = state.answers[it.item_id];
       return {
-        participant_id: state.participant_id, item_id: it.item_id, image_id: it.image_id, true_label: it.true_label,
+        study_id: data.study_id, participant_id: state.participant_id, item_id: it.item_id, image_id: it.image_id,
+        true_label: it.true_label,
         uses: a.uses.join(";"), ignores: a.ignores.join(";"), free_text: a.free_text || "", confidence: a.confidence,
         seconds_on_item: Math.round(a.seconds * 100) / 100, started_at: a.started_at || "", answered_at: a.answered_at || ""
       };
