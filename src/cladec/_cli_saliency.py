@@ -120,7 +120,7 @@ def compare_saliency(
         >>> res = compare_saliency("runs/conv2", out="cmp", methods="cladec,gradcam,random", n=100)  # doctest: +SKIP
         >>> res["results"]["cladec"]["deletion"]["auc_mean"]  # doctest: +SKIP
     """
-    from ._io import save_tensors, write_json
+    from ._io import file_sha256, save_tensors, write_json
     from .data import load_dataset
     from .relevance import DEFAULT_VARIANT, reconstruct_pair
     from .runs import Run, load_run
@@ -186,7 +186,8 @@ def compare_saliency(
     # what the stored maps and units depend on (besides their method, score, k and seed): results of other
     # settings are never mixed in
     settings = {
-        "run": str(Path(run.path).resolve()), "run_fingerprint": _fingerprint(Path(run.path) / "run.json"),
+        # a refitted run has a new run.json
+        "run": str(Path(run.path).resolve()), "run_fingerprint": file_sha256(Path(run.path) / "run.json"),
         "dataset": ds_name, "size": size, "n": int(x.shape[0]), "gradcam_layer": gc_layer, "steps": steps,
         "deletion_baseline": deletion_baseline, "insertion_start": insertion_start, "road_fractions": list(fractions),
         "roar_epochs": roar_epochs, "roar_train_limit": roar_train_limit,
@@ -317,16 +318,6 @@ def compare_saliency(
 
         plt.close("all")
     return result
-
-
-def _fingerprint(path: Path) -> str | None:
-    """A short hash of a file's content (a refitted run has a new run.json), or None if it is missing."""
-    import hashlib
-
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    except OSError:
-        return None
 
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:

@@ -39,6 +39,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def file_sha256(path: str | os.PathLike) -> str | None:
+    """The SHA-256 of a file's content (hex), read in chunks; None if there is no such file."""
+    import hashlib
+
+    path = Path(path)
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _fsync(path: Path) -> None:
     """Flush a written file's data, or a directory's entries, to disk (best effort: not every file system
     or platform supports it)."""

@@ -26,7 +26,6 @@ what differs.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import statistics
@@ -63,16 +62,6 @@ def cell_name(layer: str, alpha: float, seed: int) -> str:
         'conv2__a0.001__s0'
     """
     return f"{layer.replace('/', '_')}__a{float(alpha):.12g}__s{int(seed)}"  # :g alone merged 0.9999999 and 1
-
-
-def _file_sha256(path: Path) -> str | None:
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_alpha(a: Any) -> float:
@@ -190,7 +179,7 @@ def run_sweep(
         >>> run_sweep("sweep", classifier_dir="clf", dataset="fashion-mnist", layers=["conv2"],
         ...           alphas=[0, 0.001, 0.9], seeds=[0, 1], epochs=1, limit=5000)  # doctest: +SKIP
     """
-    from ._io import write_json
+    from ._io import file_sha256, write_json
     from .evaluation import evaluate_run
     from .persistence import load
     from .runs import fit_run
@@ -219,7 +208,7 @@ def run_sweep(
             size = int(shape[1])
     config = {
         "classifier": str(clf.resolve()),
-        "classifier_sha256": _file_sha256(clf / "model.safetensors"),
+        "classifier_sha256": file_sha256(clf / "model.safetensors"),
         "dataset": dataset,
         "size": size,
         "limit": limit,
