@@ -286,12 +286,8 @@ class LayerCapture:
         attached = self._handle is not None
         if not attached:
             self.attach()
-        self._out = None
-        self._armed = True
         try:
-            self.model(self.normalize(x))
-        except _StopForward:
-            pass
+            out = self._forward_to_layer(x)
         except out_of_memory_types():
             raise  # not a problem of the input's shape: let it through as is
         except RuntimeError as e:
@@ -303,22 +299,17 @@ class LayerCapture:
                 "on its device."
             ) from e
         finally:
-            self._armed = False
             if not attached:
                 self.detach()
-        if self._out is None:
+        if out is None:
             raise ConfigError(
                 f"layer {self.layer!r} was never reached in the forward pass; pick a layer that "
                 "the model's forward() calls (see cladec.list_layers)"
             )
-        out, self._out = self._out, None
         return out
 
-    def run_attached(self, x: torch.Tensor) -> torch.Tensor:
-        """``self(x)`` for a hook already attached (inside :meth:`attached`): a lean path for training steps.
-
-        It neither touches the hook handle nor wraps errors, so ``torch.compile`` can trace it.
-        """
+    def _forward_to_layer(self, x: torch.Tensor) -> torch.Tensor | None:
+        """One forward pass with the hook armed, stopped at the layer; the layer's raw output (None: not reached)."""
         self._out = None
         self._armed = True
         try:
@@ -328,6 +319,14 @@ class LayerCapture:
         finally:
             self._armed = False
         out, self._out = self._out, None
+        return out
+
+    def run_attached(self, x: torch.Tensor) -> torch.Tensor:
+        """``self(x)`` for a hook already attached (inside :meth:`attached`): a lean path for training steps.
+
+        It neither touches the hook handle nor wraps errors, so ``torch.compile`` can trace it.
+        """
+        out = self._forward_to_layer(x)
         if out is None:
             raise ConfigError(
                 f"layer {self.layer!r} was not reached: run_attached needs the hook attached "
