@@ -199,11 +199,15 @@ class _DecoderExplainer:
         return self.capture(xb)
 
     def _ensure_built(self, image_shape: tuple[int, ...]) -> None:
+        self._check_image_shape(image_shape)
         if self.image_shape is None:
             self.build(image_shape)
-        elif tuple(image_shape) != tuple(self.image_shape):
+
+    def _check_image_shape(self, image_shape: tuple[int, ...]) -> None:
+        """Images of ``image_shape`` fit this explainer: it is not built yet, or built for that shape."""
+        if self.image_shape is not None and tuple(image_shape) != tuple(self.image_shape):
             raise DataError(
-                f"images have shape {tuple(image_shape)} but this explainer was built for "
+                f"images have shape {tuple(image_shape)} but this {self.kind} explainer was built for "
                 f"{tuple(self.image_shape)} (C, H, W)"
             )
 
@@ -799,9 +803,7 @@ def fit_together(
     budget = min(e.cache_budget for e in explainers)
     prepared = prepare(data, need_labels=needs_labels, max_bytes=budget * 4, batch_size=batch_size)
     for e in explainers:  # before any of them is built or trained
-        if e.image_shape is not None and tuple(e.image_shape) != tuple(prepared.image_shape):  # type: ignore[arg-type]
-            raise DataError(f"images have shape {tuple(prepared.image_shape)} but the {e.kind} explainer was built "  # type: ignore[arg-type]
-                            f"for {tuple(e.image_shape)} (C, H, W)")
+        e._check_image_shape(prepared.image_shape)  # type: ignore[arg-type]
     if len(explainers) > 1 and not prepared.in_memory:
         for e in explainers:  # streamed batches come one at a time: fit one explainer after the other
             fit_together([e], data, epochs, **kw)  # type: ignore[arg-type]
