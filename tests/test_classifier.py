@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -274,6 +275,27 @@ def test_loading_something_else_is_a_clear_error(trained, tmp_path):
         load_classifier(ck)
     with pytest.raises(ConfigError, match="arch must name a registered model"):
         save_classifier(tmp_path / "x", _tiny_net())
+
+
+def test_a_checkpoint_whose_two_files_do_not_belong_together_is_refused(trained, tmp_path):
+    """A re-save interrupted between its two files (new weights, old classifier.json) is not read as one."""
+    net, _ = trained
+    ck = save_classifier(tmp_path / "ck", net, metrics={"test_acc": 0.5})
+    old_info = (ck / "classifier.json").read_text()
+    assert json.loads(old_info)["weights_sha256"]
+    other = copy.deepcopy(net)
+    with torch.no_grad():
+        other.fc.weight.add_(1.0)
+    save_classifier(ck, other, metrics={"test_acc": 0.1})
+    load_classifier(ck)  # a complete re-save loads
+    (ck / "classifier.json").write_text(old_info)  # as if the re-save stopped after the weights
+    with pytest.raises(SaveFormatError, match="do not belong together"):
+        load_classifier(ck)
+    info = json.loads(old_info)
+    del info["weights_sha256"]  # checkpoints of earlier versions carry no hash: still read
+    (ck / "classifier.json").write_text(json.dumps(info))
+    model, _ = load_classifier(ck)
+    assert torch.equal(model.fc.weight, other.fc.weight)
 
 
 # ---------------------------------------------------------------------------------------- user models

@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._checks import image_tensor, label_tensor
 from ._errors import ConfigError, DataError, SaveFormatError, TrainingError, out_of_memory_types
-from ._io import load_state_dict_file, load_tensors, read_json, save_tensors, write_json
+from ._io import file_sha256, load_state_dict_file, load_tensors, read_json, save_tensors, write_json
 from ._version import __version__
 from .capture import _model_device
 from .data import ImageDataset
@@ -671,8 +671,9 @@ def save_classifier(
 
     Args:
         directory: the checkpoint directory (created if needed); ``model.safetensors`` and
-            ``classifier.json`` are written into it (weights first, so a complete ``classifier.json``
-            always has its weights).
+            ``classifier.json`` are written into it, each atomically, weights first; ``classifier.json``
+            records the weights' SHA-256, so a pair left mismatched by an interrupted re-save is refused on
+            loading instead of read as one checkpoint.
         model: the classifier.
         arch: registered model name (see :func:`cladec.models.list_models`); default ``model.arch``
             (set by :func:`cladec.models.create_model`).
@@ -719,6 +720,7 @@ def save_classifier(
     }
     directory.mkdir(parents=True, exist_ok=True)
     save_tensors(directory / _WEIGHTS_FILE, model.state_dict())
+    info["weights_sha256"] = file_sha256(directory / _WEIGHTS_FILE)
     write_json(directory / _INFO_FILE, info)
     return directory
 
@@ -781,6 +783,13 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
     weights = path / _WEIGHTS_FILE
     if not weights.is_file():
         raise SaveFormatError(f"{path} is an incomplete cladec classifier checkpoint: {_WEIGHTS_FILE} is missing")
+    recorded = info.get("weights_sha256")  # absent in checkpoints of earlier cladec versions: not checked
+    if recorded is not None and file_sha256(weights) != recorded:
+        raise SaveFormatError(
+            f"{weights} is not the weights file {path / _INFO_FILE} was saved with (SHA-256 differs): the two "
+            "files of this checkpoint do not belong together (an interrupted save, or the weights replaced by "
+            "hand); save the classifier again with save_classifier() / `cladec train-classifier`"
+        )
     state = load_tensors(weights)
     _check_state_dict_fits(model, state, str(weights))
     model.load_state_dict(state, strict=True)
