@@ -115,6 +115,15 @@ def train_classifier_dir(path: Path, dataset: str, arch: str, cfg: dict, data_ro
 
     if (path / "classifier.json").is_file():
         _, info = load_classifier(path)
+        n_train = cfg["limit"]
+        if n_train is None:  # the whole training split: count it
+            n_train = len(load_dataset(dataset, root=data_root, split="train", size=cfg["size"]))
+        problems = classifier_mismatch(info, dataset, arch, cfg, n_train)
+        if problems:
+            raise SystemExit(
+                f"[repro] {path} holds a classifier trained with other settings than this run asks for "
+                f"({'; '.join(problems)}): delete that folder or give another --out"
+            )
         return info
     train = load_dataset(dataset, root=data_root, split="train", size=cfg["size"], limit=cfg["limit"])
     test = load_dataset(dataset, root=data_root, split="test", size=cfg["size"], limit=cfg["test_limit"])
@@ -132,6 +141,28 @@ def train_classifier_dir(path: Path, dataset: str, arch: str, cfg: dict, data_ro
     print(f"[repro] {dataset}/{arch}: classifier test accuracy {acc:.4f} ({secs:.0f} s)", flush=True)
     _, info = load_classifier(path)
     return info
+
+
+def classifier_mismatch(info: dict, dataset: str, arch: str, cfg: dict, n_train: int) -> list[str]:
+    """How a saved classifier's recorded settings differ from what this run would train (empty: reusable)."""
+    out = []
+    ds = info.get("dataset") or {}
+    hist = info.get("history") or {}
+
+    def differ(what, got, want):
+        if got != want:
+            out.append(f"{what} {got!r}, wanted {want!r}")
+
+    differ("architecture", info.get("arch"), arch)
+    kwargs = info.get("arch_kwargs") or {}
+    for k, v in cfg["arch_kwargs"].get(arch, {}).items():
+        differ(f"arch_kwargs[{k!r}]", kwargs.get(k), v)
+    differ("data set", ds.get("name"), dataset)
+    size = ds.get("size") or (ds.get("image_shape") or [None])[1:]
+    differ("image size", list(size), [cfg["size"], cfg["size"]])
+    differ("training images", ds.get("n_images"), n_train)
+    differ("epochs", len(hist.get("epoch", [])), cfg["clf_epochs"])
+    return out
 
 
 def _row(rows, layer, method, alpha=None):
