@@ -5,8 +5,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import pickle
+import re
 import shutil
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -505,3 +508,179 @@ def test_imagefolder_16_bit_and_float_grey_images_are_scaled_not_clipped(data_ro
     Image.fromarray(np.full((28, 28), 1000.0, dtype=np.float32), mode="F").save(bad)
     with pytest.raises(DataError, match=r"mode F has values 1000\.\.1000"):
         load_dataset(f"imagefolder:{root}", cache=False)
+
+
+# ------------------------------------------------------------------------------------- transparency
+
+
+def test_imagefolder_transparent_pixels_become_white_with_one_warning(data_root, tmp_path):
+    # real CIFAR-10 photos as PNGs. Class "cat": RGBA with the left half fully transparent (the photo stays
+    # hidden under it, as in a cut-out) and a half-transparent band, plus a palette image with a transparent
+    # entry. Class "dog": opaque RGB, and an RGBA image that is fully opaque (not counted as transparent).
+    photos = load_dataset("cifar10", root=data_root, split="test", limit=6).images.permute(0, 2, 3, 1).numpy()
+    root = tmp_path / "pets"
+    cat, dog = root / "train" / "cat", root / "train" / "dog"
+    cat.mkdir(parents=True)
+    dog.mkdir(parents=True)
+    alpha = np.full((32, 32), 255, dtype=np.uint8)
+    alpha[:, :16] = 0
+    alpha[:4, 16:] = 128
+    for k in range(2):
+        Image.fromarray(np.dstack([photos[k], alpha])).save(cat / f"{k}.png")
+        Image.fromarray(photos[2 + k]).save(dog / f"{k}.png")
+    Image.fromarray(np.dstack([photos[5], np.full((32, 32), 255, np.uint8)])).save(dog / "2.png")
+    pal = Image.fromarray(photos[4]).quantize(16)
+    hole = pal.getpixel((0, 0))
+    pal.save(cat / "2.png", transparency=hole)
+    with pytest.warns(UserWarning, match=rf"3 of 6 images in {re.escape(str(root))} \(train\) have transparent "
+                                         r"pixels.*white background") as rec:
+        ds = load_dataset(f"imagefolder:{root}")
+    assert len(rec) == 1 and rec[0].filename == __file__  # one warning, pointing at the caller
+    assert ds.classes == ["cat", "dog"] and ds.labels.tolist() == [0, 1, 0, 1, 0, 1]
+    got = ds.images.permute(0, 2, 3, 1).numpy().astype(np.int64)
+    for k in range(2):
+        cut = got[2 * k]
+        assert (cut[:, :16] == 255).all()  # fully transparent: white, not the hidden photo
+        band = (photos[k][:4, 16:].astype(np.int64) * 128 + 255 * 127 + 127) // 255
+        assert np.array_equal(cut[:4, 16:], band)
+        assert np.array_equal(cut[4:, 16:], photos[k][4:, 16:])  # opaque pixels unchanged
+        assert np.array_equal(got[2 * k + 1], photos[2 + k])
+    assert np.array_equal(got[5], photos[5])
+    want = np.asarray(pal.convert("RGB")).copy()
+    want[np.asarray(pal) == hole] = 255
+    assert np.array_equal(got[4], want) and (got[4][0, 0] == 255).all()
+
+    # the same folder with opaque images only (a fully opaque RGBA one among them): no warning
+    shutil.rmtree(cat)
+    cat.mkdir()
+    Image.fromarray(photos[0]).save(cat / "0.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opaque = load_dataset(f"imagefolder:{root}")
+    assert torch.equal(opaque.images[3], ds.images[5])
+
+
+def test_grey_transparent_pngs_in_a_zip_become_white_also_from_the_cache(data_root, tmp_path):
+    # black ink on a clear sheet: real MNIST digits as the alpha of black LA images (the hidden grey is
+    # black, so dropping the alpha gives all-black images), and as L images whose 0 is the transparent value
+    digits = load_dataset("mnist", root=data_root, split="test", limit=4).images[:, 0].numpy()
+    zpath = tmp_path / "sheets.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for k in range(4):
+            buf = io.BytesIO()
+            if k < 2:
+                Image.fromarray(np.dstack([np.zeros_like(digits[k]), digits[k]]), mode="LA").save(buf, "PNG")
+            else:
+                Image.fromarray(digits[k]).save(buf, "PNG", transparency=0)
+            z.writestr(f"sheets/train/{'ab'[k % 2]}/{k}.png", buf.getvalue())  # interleaved: 0, 1, 2, 3
+    want = np.stack([255 - digits[0], 255 - digits[1],
+                     np.where(digits[2] == 0, 255, digits[2]), np.where(digits[3] == 0, 255, digits[3])])
+    for _ in range(2):  # the second load comes from the decoded-image cache and warns the same
+        with pytest.warns(UserWarning, match=rf"4 of 4 images in {re.escape(str(zpath))} \(train\).*white"):
+            ds = load_dataset(f"imagefolder:{zpath}")
+        assert ds.image_shape == (1, 28, 28) and np.array_equal(ds.images[:, 0].numpy(), want)
+    assert len(list((tmp_path / "decoded-cache").glob("sheets-*.npz"))) == 1
+    with pytest.warns(UserWarning, match=r"2 of 2 images"):
+        assert np.array_equal(load_dataset(f"imagefolder:{zpath}", limit=2).images[:, 0].numpy(), want[:2])
+
+
+# ------------------------------------------------------------------------------- IDX consistency
+
+
+def _idx_bytes(arr: np.ndarray, count: int | None = None) -> bytes:
+    """An uint8 IDX file: magic, the dimensions (the first one = ``count`` if given) and the data."""
+    dims = np.array([len(arr) if count is None else count, *arr.shape[1:]], dtype=">u4")
+    return bytes([0, 0, 0x08, arr.ndim]) + dims.tobytes() + np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
+
+
+def test_idx_count_mismatch_and_truncation_are_caught_also_with_a_limit(data_root, tmp_path):
+    src = data_root / "FashionMNIST" / "raw"
+    imgs = read_idx(src / "t10k-images-idx3-ubyte.gz", limit=300)
+    labs = read_idx(src / "t10k-labels-idx1-ubyte.gz", limit=300)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    img_p, lab_p = raw / "t10k-images-idx3-ubyte", raw / "t10k-labels-idx1-ubyte"
+    img_gz = raw / "t10k-images-idx3-ubyte.gz"
+
+    def load():
+        return load_dataset("fashion-mnist", root=tmp_path, split="test", limit=50)
+
+    img_p.write_bytes(_idx_bytes(imgs))
+    lab_p.write_bytes(_idx_bytes(labs))
+    ds = load()  # a consistent pair loads
+    assert np.array_equal(ds.images[:, 0].numpy(), imgs[:50]) and ds.labels.tolist() == labs[:50].tolist()
+
+    # a labels file of another length: both files and both header counts named
+    lab_p.write_bytes(_idx_bytes(labs[:299]))
+    with pytest.raises(DataError) as e:
+        load()
+    msg = str(e.value)
+    assert str(img_p) in msg and str(lab_p) in msg and "300 images" in msg and "299 labels" in msg
+    lab_p.write_bytes(_idx_bytes(labs))
+
+    # an uncompressed images file cut short (the first 50 items are intact)
+    img_p.write_bytes(_idx_bytes(imgs)[: -17 * 784])
+    with pytest.raises(DataError, match=rf"{re.escape(str(img_p))} does not match its header.*300 items.*truncated"):
+        load()
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(img_p, limit=5)
+
+    # gzipped: cut short, and a header that counts fewer items than the file holds
+    img_p.unlink()
+    img_gz.write_bytes(gzip.compress(_idx_bytes(imgs))[:-3000])
+    with pytest.raises(DataError, match=rf"{re.escape(str(img_gz))}.*truncated"):
+        load()
+    img_gz.write_bytes(gzip.compress(_idx_bytes(imgs, count=280)))
+    lab_p.write_bytes(_idx_bytes(labs[:280]))
+    with pytest.raises(DataError, match=r"header says 280 items.*damaged"):
+        load()
+    # a valid gzip of two members (as `cat a.gz b.gz` makes): its trailer counts only the last member, and
+    # the file still loads
+    whole = _idx_bytes(imgs)
+    img_gz.write_bytes(gzip.compress(whole[:100_000]) + gzip.compress(whole[100_000:]))
+    lab_p.write_bytes(_idx_bytes(labs))
+    assert np.array_equal(load().images[:, 0].numpy(), imgs[:50])
+    assert read_idx(img_gz).shape == (300, 28, 28)
+
+
+# ------------------------------------------------------------------------------ decoded-image cache
+
+
+def test_decoded_cache_keeps_one_entry_per_zip_and_split(data_root, tmp_path, monkeypatch):
+    cache = tmp_path / "my-cache"
+    monkeypatch.setenv("CLADEC_CACHE_DIR", str(cache))
+    root = tmp_path / "digits"
+    _write_mnist_folder(root, data_root, {"3": 3, "7": 3}, "train")
+    _write_mnist_folder(root, data_root, {"3": 2, "7": 2}, "test", offset=10)
+    zpath = tmp_path / "digits.zip"
+
+    def make_zip(mtime):
+        with zipfile.ZipFile(zpath, "w") as z:
+            for p in sorted(root.rglob("*.png")):
+                z.write(p, p.relative_to(root).as_posix())
+        os.utime(zpath, (mtime, mtime))
+
+    make_zip(1_600_000_000)
+    assert len(load_dataset(f"imagefolder:{zpath}", split="train")) == 6
+    assert len(load_dataset(f"imagefolder:{zpath}", split="test")) == 4
+    entries = sorted(p.name for p in cache.glob("digits-*.npz"))
+    assert len(entries) == 2
+    train_old = next(n for n in entries if "-train-" in n)
+    key = train_old.rsplit("-", 2)[0]  # digits-<digest>-train
+    # files that are not this zip's train entries, and must stay: another zip's entry, a name that only starts
+    # like ours, a backup, a note, and a folder named like an entry (cannot be removed: left alone)
+    keep = ["other-0123456789ab-train-1-2.npz", f"{key}-5-0123456789ab-train-1-2.npz", f"{key}-1-2.npz.bak",
+            f"{key}-notes.txt"]
+    for name in keep:
+        (cache / name).write_bytes(b"x")
+    (cache / f"{key}-3-4.npz").mkdir()
+    (cache / f"{key}-1-2.npz").write_bytes(b"an even older entry")
+
+    # the zip is replaced (one more image, another mtime): the next full decode leaves one train entry
+    Image.fromarray(np.full((28, 28), 9, np.uint8)).save(root / "train" / "7" / "zzz.png")
+    make_zip(1_700_000_000)
+    assert len(load_dataset(f"imagefolder:{zpath}", split="train")) == 7
+    st = zpath.stat()
+    test_entry = next(n for n in entries if "-test-" in n)
+    assert set(os.listdir(cache)) == {f"{key}-{st.st_size}-{st.st_mtime_ns}.npz", test_entry, f"{key}-3-4.npz", *keep}
+    assert len(load_dataset(f"imagefolder:{zpath}", split="train", limit=7)) == 7  # read from the new entry

@@ -24,11 +24,18 @@ Decoded-image cache
     Decoding the 60,000 JPEGs of the CIFAR-10 zip takes a few seconds, so a full (``limit=None``) decode of
     a zip is cached as an uncompressed ``.npz`` in ``<user cache dir>/decoded`` (or ``$CLADEC_CACHE_DIR``),
     keyed by the zip's absolute path, size and modification time, and read back with
-    ``allow_pickle=False``. Pass ``cache=False`` to skip it. Nothing is ever written next to the data.
+    ``allow_pickle=False``. Pass ``cache=False`` to skip it. Nothing is ever written next to the data. When a
+    zip is replaced, the next full decode writes a new entry and removes the old one(s) of that zip and split.
+
+Transparent images
+    In image folders and zips, images with transparency (alpha channel, transparent palette entry or colour
+    key) are composited onto a white background, and the load warns once (``UserWarning``) with the number of
+    such images; see ``imagefolder`` under :func:`load_dataset`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib.resources
@@ -39,6 +46,7 @@ import re
 import tarfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -368,7 +376,10 @@ def load_dataset(
         name: ``"mnist"``, ``"fashion-mnist"`` (aliases ``"fashionmnist"``, ``"fmnist"``), ``"cifar10"``,
             ``"fashion-mnist-mini"`` (embedded in the package; ``root`` is ignored) or
             ``"imagefolder:PATH"`` (a folder or ``.zip`` with ``<split>/<class>/*.png|jpg|jpeg|bmp|tif|tiff``).
-            Case-insensitive.
+            Case-insensitive. Transparent pixels of folder/zip images (RGBA, LA, P with transparency) are
+            composited onto white -- what viewers show behind them, so dark objects on a clear background
+            stay visible -- instead of keeping the colour hidden under them, with one ``UserWarning`` per
+            load giving the folder/zip and the number of such images.
         root: folder holding the data (e.g. ``root/MNIST/raw/...``, ``root/FashionMNIST/raw/...``,
             ``root/cifar10-jpeg.zip``, ``root/cifar10-jpeg/`` or ``root/cifar-10-batches-py/``). Default:
             ``$CLADEC_DATA``, else the user cache directory.
@@ -381,7 +392,8 @@ def load_dataset(
         download: fetch missing MNIST / Fashion-MNIST / CIFAR-10 files from the official mirrors.
         resize_mode: ``"bilinear"`` (default, antialiased) or ``"nearest"`` (what the ClaDec authors' code
             does, ``F.interpolate(x, size=32)``).
-        cache: allow the decoded-image cache for zips (see module docstring).
+        cache: allow the decoded-image cache for zips (see module docstring; one entry per zip and split,
+            older entries of a replaced zip are removed).
 
     Returns:
         An :class:`ImageDataset`.
@@ -569,19 +581,26 @@ def read_idx(source: str | os.PathLike | BinaryIO, limit: int | None = None) -> 
 
     Args:
         source: a path or a binary file object (gzip is detected from the magic bytes).
-        limit: read only the first ``limit`` items (``None``: all).
+        limit: read only the first ``limit`` items (``None``: all). The length of the data is still checked
+            against the header's item count: exactly for uncompressed files (the file size) and, for gzip,
+            from the uncompressed size in the gzip trailer (the rest is decompressed only if that disagrees).
 
     Returns:
         A read-only numpy array of shape ``(N, *dims)`` in the file's dtype (``uint8`` for MNIST).
 
     Raises:
-        DataError: the file is not IDX or is truncated.
+        DataError: the file is not IDX, is truncated, or holds more or less data than its header says.
 
     Example:
         >>> labels = read_idx("MNIST/raw/train-labels-idx1-ubyte.gz")  # doctest: +SKIP
         >>> labels[:3]  # doctest: +SKIP
         array([5, 0, 4], dtype=uint8)
     """
+    return _read_idx_file(source, limit)[0]
+
+
+def _read_idx_file(source: str | os.PathLike | BinaryIO, limit: int | None) -> tuple[np.ndarray, int]:
+    """:func:`read_idx`, also returning the item count of the file's header (``N`` of the whole file)."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         try:
@@ -608,14 +627,34 @@ def _read_exact(f: BinaryIO, n: int) -> bytearray:
     return buf
 
 
-def _read_idx_stream(f: BinaryIO, label: str, limit: int | None) -> np.ndarray:
+def _raw_length_and_gzip_isize(f: BinaryIO, is_gzip: bool) -> tuple[int | None, int | None]:
+    """Bytes from the current position of a seekable file to its end, and (gzip) the trailer's ISIZE.
+
+    ISIZE is the uncompressed size modulo 2**32 of the last gzip member; the position is restored.
+    """
+    try:
+        start = f.tell()
+        end = f.seek(0, io.SEEK_END)
+        isize = None
+        if is_gzip and end - start >= 18:  # 10-byte header + 8-byte trailer at least
+            f.seek(end - 4)
+            isize = int.from_bytes(f.read(4), "little")
+        f.seek(start)
+    except (OSError, ValueError):
+        return None, None
+    return end - start, isize
+
+
+def _read_idx_stream(f: BinaryIO, label: str, limit: int | None) -> tuple[np.ndarray, int]:
+    """Parse an IDX stream: ``(array of the first min(limit, N) items, N from the header)``."""
     head = f.read(2)
-    if hasattr(f, "seek") and f.seekable():
+    is_gzip = head == b"\x1f\x8b"
+    if not (hasattr(f, "seek") and f.seekable()):  # pragma: no cover - cladec itself only reads files
+        f = io.BytesIO(head + f.read())
+    else:
         f.seek(-len(head), io.SEEK_CUR)
-        stream: BinaryIO = gzip.GzipFile(fileobj=f) if head == b"\x1f\x8b" else f
-    else:  # pragma: no cover - unseekable streams are not used by cladec itself
-        data = head + f.read()
-        stream = gzip.GzipFile(fileobj=io.BytesIO(data)) if head == b"\x1f\x8b" else io.BytesIO(data)
+    raw_len, isize = _raw_length_and_gzip_isize(f, is_gzip)
+    stream: BinaryIO = gzip.GzipFile(fileobj=f) if is_gzip else f
     try:
         magic = _read_exact(stream, 4)
         if len(magic) != 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES or magic[3] == 0:
@@ -631,18 +670,43 @@ def _read_idx_stream(f: BinaryIO, label: str, limit: int | None) -> np.ndarray:
         n = dims[0] if limit is None else min(limit, dims[0])
         item = int(np.prod(dims[1:], dtype=np.int64)) if len(dims) > 1 else 1
         nbytes = n * item * dtype.itemsize
+        header_len = 4 + 4 * ndim
+        expected = header_len + dims[0] * item * dtype.itemsize  # the whole file, as the header describes it
         body = _read_exact(stream, nbytes)
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+        if len(body) != nbytes:
+            raise DataError(
+                f"IDX file {label} is truncated: expected {nbytes} bytes of data for {n} items, got "
+                f"{len(body)}; delete it and download it again"
+            )
+        # The rest of the file must hold exactly the items not read (also with `limit`, so that a truncated
+        # file or a wrong header count is noticed). After a full read: nothing may follow. After a partial
+        # read: the file size (uncompressed) or the gzip trailer's ISIZE tell, cheaply; only if ISIZE
+        # disagrees (a damaged or a multi-member gzip) is the rest decompressed and counted.
+        if n == dims[0]:
+            actual = expected + len(stream.read(1))  # one byte more: data beyond the header's count
+        elif not is_gzip and raw_len is not None:
+            actual = raw_len
+        elif is_gzip and isize is not None and isize == expected % (1 << 32):
+            actual = expected
+        else:
+            actual = header_len + nbytes + sum(len(b) for b in iter(lambda: stream.read(1 << 20), b""))
+    except EOFError as e:
+        raise DataError(f"IDX file {label} is truncated ({e}); delete it and download it again") from None
+    except (OSError, gzip.BadGzipFile) as e:
         raise DataError(f"cannot read IDX file {label}: {e}") from None
-    if len(body) != nbytes:
+    if actual != expected:
+        shape = "x".join(str(d) for d in dims[1:]) or "one value"
+        held = "more data than that" if n == dims[0] else f"{actual} bytes"
+        problem = "truncated" if actual < expected else "damaged (its header counts fewer items than it holds)"
         raise DataError(
-            f"IDX file {label} is truncated: expected {nbytes} bytes of data for {n} items, got {len(body)}; "
-            "delete it and download it again"
+            f"IDX file {label} does not match its header: the header says {dims[0]} items of {shape} "
+            f"({expected} bytes in all) but the file holds {held}; it is {problem}: delete it and download it "
+            "again"
         )
     arr = np.frombuffer(body, dtype=dtype).reshape([n, *dims[1:]])
     if dtype.byteorder == ">":
         arr = arr.astype(dtype.newbyteorder("="))
-    return arr
+    return arr, dims[0]
 
 
 def _find_idx_pair(spec: _IdxSpec, root: Path, split: str) -> tuple[tuple[Path, Path] | None, list[Path]]:
@@ -678,32 +742,45 @@ def _load_idx_dataset(
         raise DataError(
             f"{spec.title} ({split}) not found. Looked for:\n  {tried_txt}\n{_how_to_get(spec.title)}"
         )
-    images = read_idx(pair[0], limit)
-    labels = read_idx(pair[1], limit)
-    if images.ndim != 3:
-        raise DataError(f"{pair[0]} holds arrays of shape {images.shape[1:]}, expected 2-D images (H, W)")
-    if labels.ndim != 1:
-        raise DataError(f"{pair[1]} holds arrays of shape {labels.shape[1:]}, expected one label per image")
-    if len(images) != len(labels):
-        raise DataError(f"{pair[0]} has {len(images)} images but {pair[1]} has {len(labels)} labels")
+    images, n_images = _read_idx_file(pair[0], limit)
+    labels, n_labels = _read_idx_file(pair[1], limit)
+    _check_idx_pair(str(pair[0]), images, n_images, str(pair[1]), labels, n_labels)
     return images[:, None, :, :], labels.astype(np.int64), list(spec.classes)
+
+
+def _check_idx_pair(
+    img_name: str, images: np.ndarray, n_images: int, lab_name: str, labels: np.ndarray, n_labels: int
+) -> None:
+    """Images (N, H, W) and labels (N,) that belong together: the headers' counts agree (even with a limit)."""
+    if images.ndim != 3:
+        raise DataError(f"{img_name} holds arrays of shape {images.shape[1:]}, expected 2-D images (H, W)")
+    if labels.ndim != 1:
+        raise DataError(f"{lab_name} holds arrays of shape {labels.shape[1:]}, expected one label per image")
+    if n_images != n_labels or len(images) != len(labels):
+        raise DataError(
+            f"{img_name} holds {n_images} images but {lab_name} holds {n_labels} labels (IDX header counts); "
+            "the two files must hold the same number of items: they do not belong together or one is damaged "
+            "-- delete them and download them again"
+        )
 
 
 def _load_embedded(split: str, limit: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     base = importlib.resources.files("cladec").joinpath(_EMBEDDED_DIR)
     prefix = "train" if split == "train" else "t10k"
-    arrays = []
+    arrays, names = [], []
     for kind in ("images-idx3", "labels-idx1"):
         res = base.joinpath(f"{prefix}-{kind}-ubyte.gz")
+        names.append(f"fashion-mnist-mini/{res.name}")
         try:
             with res.open("rb") as f:
-                arrays.append(_read_idx_stream(f, f"fashion-mnist-mini/{res.name}", limit))
+                arrays.append(_read_idx_stream(f, names[-1], limit))
         except FileNotFoundError:
             raise DataError(
                 f"the embedded data set is missing from this installation ({res}); reinstall cladec, or use "
                 "'fashion-mnist' with download=True"
             ) from None
-    images, labels = arrays
+    (images, n_images), (labels, n_labels) = arrays
+    _check_idx_pair(names[0], images, n_images, names[1], labels, n_labels)
     return images[:, None, :, :], labels.astype(np.int64), list(FASHION_MNIST_CLASSES)
 
 
@@ -803,36 +880,99 @@ class _DirSource:
 
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
 
+# Transparent pixels are composited onto white. White is what image viewers, web browsers and documents show
+# behind a transparent PNG (and ImageMagick's `-flatten` default), so the decoded images look like the files as
+# people see them; the usual transparent images (logos, sketches, cut-out product photos: dark objects on a
+# clear background) keep their objects visible on white, while on black they would vanish. The colour hidden
+# under a fully transparent pixel (often black, sometimes garbage) is never used.
+_ALPHA_BACKGROUND = 255
+_ALPHA_BACKGROUND_NAME = "white"
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+
 
 def _grey_uint8(im: Any) -> np.ndarray:
-    """A grey image as uint8 0..255, scaling deeper images by their bit depth (PIL's convert("L") clips them)."""
+    """A grey image as uint8 0..255, scaling deeper images by their bit depth (PIL's convert("L") clips them).
+
+    Any transparency is composited onto the background (:data:`_ALPHA_BACKGROUND`); see :func:`_grey_alpha`.
+    """
     if im.mode in ("1", "L", "LA"):
-        return np.asarray(im.convert("L"))
+        alpha = _grey_alpha(im)
+        return _composite(np.asarray(im.convert("L")), alpha)
     a = np.asarray(im)
     # 16-bit: "I;16*" modes, and "I" for a PNG (older Pillow opens 16-bit grey PNGs so) whatever its values
     sixteen = im.mode.startswith("I;16") or (im.mode == "I" and getattr(im, "format", None) == "PNG")
     if sixteen or (im.mode == "I" and a.size and 255 < int(a.max()) <= 65535):
-        return ((np.clip(a, 0, 65535).astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if im.mode == "F" and a.size and float(a.min()) >= -1e-3 and float(a.max()) <= 1 + 1e-3:
-        return np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)  # float in [0, 1] (rounding overshoot)
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    if lo >= 0 and hi <= 255:
-        return np.rint(a).astype(np.uint8)
-    raise ValueError(f"grey image of mode {im.mode} has values {lo:g}..{hi:g}; supported are 8- and 16-bit "
-                     "integers and floats in [0, 1] or [0, 255]")
+        out = ((np.clip(a, 0, 65535).astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif im.mode == "F" and a.size and float(a.min()) >= -1e-3 and float(a.max()) <= 1 + 1e-3:
+        out = np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)  # float in [0, 1] (rounding overshoot)
+    else:
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if not (lo >= 0 and hi <= 255):
+            raise ValueError(f"grey image of mode {im.mode} has values {lo:g}..{hi:g}; supported are 8- and "
+                             "16-bit integers and floats in [0, 1] or [0, 255]")
+        out = np.rint(a).astype(np.uint8)
+    return _composite(out, _grey_alpha(im))
 
 
-def _decode_images(source: Any, members: list[Any], label: str) -> np.ndarray:
-    """Decode images to one uint8 array (N, H, W, C); grey if every image is grey, else RGB."""
+def _grey_alpha(im: Any) -> np.ndarray | None:
+    """The alpha (uint8 H x W) of a grey image with an alpha channel or a transparent grey value, else None."""
+    if im.mode == "LA":
+        return np.asarray(im.getchannel("A"))
+    key = im.info.get("transparency")
+    if key is None or isinstance(key, (bytes, tuple)):
+        return None
+    if im.mode in ("1", "L"):
+        return np.asarray(im.convert("LA").getchannel("A"))  # Pillow maps the key to alpha 0
+    # deeper grey (16-bit, 32-bit, float): compare with the key at full depth (convert("LA") would clip first)
+    return np.where(np.asarray(im) == key, 0, 255).astype(np.uint8)
+
+
+def _composite(values: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """``values`` (H, W[, C]) uint8 over the :data:`_ALPHA_BACKGROUND` with straight ``alpha`` (H, W), rounded."""
+    if alpha is None or bool((alpha == 255).all()):
+        return values
+    a = alpha.astype(np.uint32)
+    if values.ndim == 3:
+        a = a[:, :, None]
+    out = (values.astype(np.uint32) * a + _ALPHA_BACKGROUND * (255 - a) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _has_transparency(im: Any) -> bool:
+    """Whether some pixel of ``im`` is not fully opaque (an alpha channel below 255, or a transparent colour)."""
+    if im.mode in _ALPHA_MODES:
+        lo, _ = im.getchannel("A").getextrema()
+        return lo < 255
+    if "transparency" not in im.info:
+        return False
+    if im.mode in _GREY_MODES:
+        alpha = _grey_alpha(im)
+        return alpha is not None and bool((alpha < 255).any())
+    lo, _ = im.convert("RGBA").getchannel("A").getextrema()  # palette (P) or colour-key (RGB) transparency
+    return lo < 255
+
+
+def _decode_images(source: Any, members: list[Any], label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decode images to one uint8 array (N, H, W, C); grey if every image is grey, else RGB.
+
+    Transparent pixels are composited onto :data:`_ALPHA_BACKGROUND` (white). Returns the images and a bool
+    array (N,) telling which images had transparent pixels (the caller warns).
+    """
     from PIL import Image, UnidentifiedImageError
 
     arrays: list[np.ndarray] = []
+    transparent = np.zeros(len(members), dtype=bool)
     any_color = False
-    for m in members:
+    for i, m in enumerate(members):
         try:
             with Image.open(io.BytesIO(source.read(m))) as im:
+                transparent[i] = _has_transparency(im)
                 if im.mode in _GREY_MODES:
                     a = _grey_uint8(im)[:, :, None]
+                elif transparent[i]:
+                    rgba = np.asarray(im.convert("RGBA"))  # un-premultiplies RGBa; palette alpha for P
+                    a = _composite(rgba[:, :, :3], rgba[:, :, 3])
+                    any_color = True
                 else:
                     a = np.asarray(im.convert("RGB"))
                     any_color = True
@@ -843,14 +983,28 @@ def _decode_images(source: Any, members: list[Any], label: str) -> np.ndarray:
         arrays = [np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a for a in arrays]
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
-        raise _MixedSizes(arrays)
-    return np.stack(arrays)
+        raise _MixedSizes(arrays, transparent)
+    return np.stack(arrays), transparent
 
 
 class _MixedSizes(Exception):
-    def __init__(self, arrays: list[np.ndarray]) -> None:
+    def __init__(self, arrays: list[np.ndarray], transparent: np.ndarray) -> None:
         super().__init__("images of different sizes")
         self.arrays = arrays
+        self.transparent = transparent
+
+
+def _warn_transparent(transparent: np.ndarray, where: str) -> None:
+    """One UserWarning per load naming the folder/zip, how many images had transparency and the background."""
+    k = int(np.count_nonzero(transparent))
+    if k:
+        warnings.warn(
+            f"{k} of {len(transparent)} images in {where} have transparent pixels (alpha channel or transparent "
+            f"colour); they were composited onto a {_ALPHA_BACKGROUND_NAME} background ({_ALPHA_BACKGROUND} in "
+            f"every channel) before use",
+            UserWarning,
+            stacklevel=4,  # _warn_transparent < _load_image_folder < load_dataset < the caller
+        )
 
 
 def _load_image_folder(
@@ -862,19 +1016,38 @@ def _load_image_folder(
     size: tuple[int, int] | None = None,
     mode: str = "bilinear",
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Images (N, C, H, W) uint8 -- or float32 already resized to ``size`` if their sizes differ."""
+    """Read ``<split>/<class>/<image>`` from a folder or a zip: images, labels and class names.
+
+    Images are returned as ``(N, C, H, W)`` uint8 -- or float32 already resized to ``size`` if their sizes
+    differ. They are grey (C = 1) if every image is grey, else RGB (C = 3).
+
+    Transparency: images with an alpha channel (RGBA, LA, PA), a transparent palette entry (P) or a
+    transparent colour key are composited onto a **white** background (255 in every channel), with straight
+    (non-premultiplied) alpha: ``value * alpha + 255 * (1 - alpha)``. PIL's ``convert("RGB")`` would instead
+    drop the alpha and show whatever colour the file hides under transparent pixels (often black, sometimes
+    garbage). White is what viewers and browsers show behind transparent images, so the data looks as the
+    files do to people, and dark objects on a clear background (logos, sketches, cut-out photos) stay
+    visible. One ``UserWarning`` per load names the folder/zip, the number of images with transparent pixels
+    and the background (also when the images come from the decoded-image cache).
+
+    The decoded-image cache (zips, ``limit=None`` decodes) keeps one entry per zip and split: writing a new
+    entry removes the older ones of the same zip and split (the zip was replaced since).
+    """
     layout = "<split>/<class>/<image>.png|jpg|jpeg|bmp|tif|tiff with <split> 'train' or 'test'"
     if not path.exists():
         raise DataError(f"image folder not found: {path}; expected a folder or .zip laid out as {layout}")
     is_zip = path.is_file()
     if is_zip and not zipfile.is_zipfile(path):
         raise DataError(f"{path} is a file but not a zip archive; expected a folder or .zip laid out as {layout}")
+    where = f"{path} ({split})"
 
     cache_file = _cache_file(path, split) if (is_zip and cache) else None
     if cache_file is not None and cache_file.is_file():
         cached = _read_cache(cache_file, limit)
         if cached is not None:
-            return cached
+            images, labels, classes, transparent = cached
+            _warn_transparent(transparent, where)
+            return images, labels, classes
 
     source: Any = _ZipSource(path) if is_zip else _DirSource(path)
     try:
@@ -892,7 +1065,7 @@ def _load_image_folder(
             order = order[:limit]
         labels = np.array([lab for lab, _ in order], dtype=np.int64)
         try:
-            images = _decode_images(source, [m for _, m in order], str(path))
+            images, transparent = _decode_images(source, [m for _, m in order], str(path))
         except _MixedSizes as e:
             if size is None:
                 sizes = sorted({a.shape[:2] for a in e.arrays})
@@ -900,6 +1073,7 @@ def _load_image_folder(
                     f"images in {path}/{split} have different sizes (H, W) {sizes[:4]}; pass size=... (e.g. "
                     "size=32) to resize them all to one size"
                 ) from None
+            _warn_transparent(e.transparent, where)
             resized = [
                 _resize(torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None], size, mode)[0]
                 for a in e.arrays
@@ -907,10 +1081,16 @@ def _load_image_folder(
             return torch.stack(resized).numpy(), labels, classes
     finally:
         source.close()
+    _warn_transparent(transparent, where)
     images = images.transpose(0, 3, 1, 2)  # NHWC -> NCHW
     if cache_file is not None and limit is None:
-        _write_cache(cache_file, images, labels, classes)
+        _write_cache(cache_file, images, labels, classes, transparent)
     return images, labels, classes
+
+
+# <stem>-<12 hex digits of the resolved path>-<split>-<file size>-<mtime in ns>.npz; the key is all but the
+# last two numbers, so entries of one source and split differ only in size and mtime
+_CACHE_NAME = re.compile(r"(?P<key>[A-Za-z0-9_.-]+-[0-9a-f]{12}-(?:train|test))-\d+-\d+\.npz")
 
 
 def _cache_file(path: Path, split: str) -> Path | None:
@@ -923,26 +1103,56 @@ def _cache_file(path: Path, split: str) -> Path | None:
     return _decoded_cache_dir() / f"{stem}-{digest}-{split}-{st.st_size}-{st.st_mtime_ns}.npz"
 
 
-def _read_cache(path: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+def _read_cache(
+    path: Path, limit: int | None
+) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None:
+    """``(images, labels, classes, transparent)`` from a cache entry, or None for a broken or outdated one."""
     try:
         with np.load(path, allow_pickle=False) as z:
             images, labels, classes = z["images"], z["labels"], [str(c) for c in z["classes"]]
+            transparent = z["transparent"]  # entries written before transparency was handled lack it: rebuilt
     except Exception:  # noqa: BLE001 - a broken cache is ignored and rebuilt
         return None
-    if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels):
+    if images.ndim != 4 or images.dtype != np.uint8 or not len(images) == len(labels) == len(transparent):
         return None
     if limit is not None:
-        images, labels = images[:limit], labels[:limit]
-    return images, labels.astype(np.int64), classes
+        images, labels, transparent = images[:limit], labels[:limit], transparent[:limit]
+    return images, labels.astype(np.int64), classes, transparent.astype(bool)
 
 
-def _write_cache(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) -> None:
+def _write_cache(
+    path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str], transparent: np.ndarray
+) -> None:
+    """Write a cache entry atomically, then remove the stale entries of the same source and split."""
     try:
         with atomic_path(path) as tmp:
             with tmp.open("wb") as f:
-                np.savez(f, images=images, labels=labels, classes=np.array(classes, dtype=str))
+                np.savez(f, images=images, labels=labels, classes=np.array(classes, dtype=str),
+                         transparent=transparent)
     except OSError:
-        pass  # the cache is only an optimisation
+        return  # the cache is only an optimisation
+    _prune_cache(path)
+
+
+def _prune_cache(keep: Path) -> None:
+    """Remove the cache entries of ``keep``'s source and split other than ``keep`` (older sizes/mtimes).
+
+    Only files whose whole name is a cache-entry name with the same key are touched; files that vanish
+    meanwhile (another process pruning) or cannot be removed are ignored.
+    """
+    m = _CACHE_NAME.fullmatch(keep.name)
+    if m is None:
+        return
+    try:
+        names = [e.name for e in os.scandir(keep.parent)]
+    except OSError:
+        return
+    for name in names:
+        other = _CACHE_NAME.fullmatch(name)
+        if other is None or other["key"] != m["key"] or name == keep.name:
+            continue
+        with contextlib.suppress(OSError):  # FileNotFoundError (vanished), IsADirectoryError, permissions
+            (keep.parent / name).unlink()
 
 
 # --------------------------------------------------------------------------------------------------
