@@ -166,4 +166,115 @@ def test_cli_runs_end_to_end(saliency_run, tmp_path, data_root, capsys):
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "cladec" in out and "deletion_auc" in out
+    assert "paired: cladec − method" in out and "deletion_img_sd" in out
     assert json.loads((tmp_path / "c" / "results.json").read_text())["format"] == "cladec-saliency"
+
+
+# ------------------------------------------------------------------------------------------------
+# per-image spread and the paired comparison with ClaDec
+# ------------------------------------------------------------------------------------------------
+
+
+def test_paired_comparison_matches_hand_computed_statistics():
+    import numpy as np
+    from scipy import stats
+
+    from cladec import DataError
+    from cladec._cli_saliency import _holm, paired_comparison
+
+    # a known shift: every difference positive and distinct -> exact Wilcoxon p = 2 / 2**n
+    d = np.arange(5, 15) / 100
+    a = np.linspace(0.2, 0.6, 10)
+    r = paired_comparison(a, a - d, lower_is_better=True, names=("cladec", "gradcam"))
+    assert r["n"] == 10 and r["mean_diff"] == pytest.approx(0.095) and r["median_diff"] == pytest.approx(0.095)
+    assert r["p_value"] == pytest.approx(2 / 2**10)
+    assert d.min() < r["ci_low"] < 0.095 < r["ci_high"] < d.max()
+    assert r["better"] == "gradcam"  # ClaDec's AUC is higher: worse for deletion ...
+    assert paired_comparison(a, a - d, lower_is_better=False, names=("cladec", "gradcam"))["better"] == "cladec"
+    assert paired_comparison(a, a - d, lower_is_better=True) == r | {"better": "other"}  # seeded: reproducible
+    # a larger sample: the CI is close to the normal-theory one, p to the hand-computed normal approximation
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, 400)
+    diff = rng.normal(0.01, 0.1, 400)
+    r = paired_comparison(x + diff, x, lower_is_better=False)
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(400)
+    assert r["mean_diff"] == pytest.approx(diff.mean())
+    assert r["ci_low"] == pytest.approx(diff.mean() - half, abs=0.0015)
+    assert r["ci_high"] == pytest.approx(diff.mean() + half, abs=0.0015)
+    d2 = (x + diff) - x
+    t_plus = stats.rankdata(np.abs(d2))[d2 > 0].sum()
+    z = (t_plus - 400 * 401 / 4) / np.sqrt(400 * 401 * 801 / 24)
+    assert r["p_value"] == pytest.approx(2 * stats.norm.sf(abs(z)), rel=1e-6)
+    # no difference at all
+    r = paired_comparison(a, a, lower_is_better=True)
+    assert (r["mean_diff"], r["ci_low"], r["ci_high"], r["p_value"], r["better"]) == (0, 0, 0, 1.0, "tie")
+    assert _holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    with pytest.raises(DataError, match=r"equally long.*\(3,\) and \(2,\)"):
+        paired_comparison([1, 2, 3], [1, 2], lower_is_better=True)
+    with pytest.raises(ConfigError, match=r"confidence must be in \(0, 1\)"):
+        paired_comparison([1, 2], [1, 3], lower_is_better=True, confidence=95)
+
+
+def test_compare_saliency_reports_per_image_spread_and_paired_comparison(saliency_run, tmp_path, data_root):
+    import numpy as np
+    from scipy import stats
+
+    from cladec._cli_saliency import compare_saliency, format_table
+
+    out = tmp_path / "cmp"
+    kw = dict(out=out, methods="cladec,gradcam,random", scores="deletion,insertion", n=24, steps=8, seeds=(0, 1),
+              data_root=str(data_root), verbose=False)
+    res = compare_saliency(saliency_run, **kw)
+    assert json.loads((out / "results.json").read_text())["paired"] == res["paired"]
+    for score in ("deletion", "insertion"):
+        for method in ("cladec", "gradcam", "random"):
+            e = res["results"][method][score]
+            assert len(e["auc_per_image"]) == 24
+            assert np.mean(e["auc_per_image"]) == pytest.approx(e["auc_mean"])  # seeds and images commute
+            assert e["auc_image_std"] > 0 and e["auc_image_q25"] <= e["auc_image_q75"]
+        paired = res["paired"][score]
+        assert set(paired) == {"gradcam", "random"}
+        for method, p in paired.items():
+            assert 0 <= p["p_value"] <= p["p_holm"] <= 1 and p["n"] == 24
+            assert p["ci_low"] <= p["mean_diff"] <= p["ci_high"]
+        # ClaDec against the random map: the per-image difference agrees with the two mean AUCs
+        ref, rnd = res["results"]["cladec"][score], res["results"]["random"][score]
+        p = paired["random"]
+        assert p["mean_diff"] == pytest.approx(ref["auc_mean"] - rnd["auc_mean"])
+        d = np.subtract(ref["auc_per_image"], rnd["auc_per_image"])
+        assert p["p_value"] == pytest.approx(stats.wilcoxon(d).pvalue)
+        cladec_better = ref["auc_mean"] < rnd["auc_mean"] if score == "deletion" else ref["auc_mean"] > rnd["auc_mean"]
+        assert p["better"] == ("cladec" if cladec_better else "random")
+    assert res["paired_info"]["reference"] == "cladec"
+    csv_rows = (out / "results.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("method,deletion_auc_mean,deletion_auc_std")
+    assert "deletion_auc_image_std" in csv_rows[0] and csv_rows[0].endswith("insertion_paired_better")
+    table = format_table(res)
+    assert "deletion_img_sd" in table and "paired: cladec − method" in table
+
+    # units of an older cladec (no per-image AUCs): reused, their paired comparison reported as missing
+    for seed in (0, 1):
+        unit = out / "units" / f"random__deletion__0__{seed}.json"
+        u = json.loads(unit.read_text())
+        del u["result"]["auc_per_image"]
+        unit.write_text(json.dumps(u))
+    res2 = compare_saliency(saliency_run, **kw)
+    assert res2["results"]["random"]["deletion"]["auc_mean"] == res["results"]["random"]["deletion"]["auc_mean"]
+    assert res2["results"]["random"]["deletion"]["auc_image_std"] is None
+    gone = res2["paired"]["deletion"]["random"]
+    assert gone["mean_diff"] is None and gone["p_value"] is None and "older cladec" in gone["missing"]
+    kept = ("mean_diff", "ci_low", "ci_high", "p_value", "n", "better")
+    assert {k: res2["paired"]["deletion"]["gradcam"][k] for k in kept} == {
+        k: res["paired"]["deletion"]["gradcam"][k] for k in kept}
+    assert res2["paired"]["deletion"]["gradcam"]["p_holm"] == res["paired"]["deletion"]["gradcam"]["p_value"]
+    assert res2["paired"]["insertion"] == res["paired"]["insertion"]
+    assert "missing (older units without per-image AUCs)" in format_table(res2)
+    assert ",missing" in [r for r in (out / "results.csv").read_text().splitlines() if r.startswith("random,")][0]
+    # an older results.json without any of it still prints
+    old = json.loads(json.dumps(res))
+    del old["paired"], old["paired_info"]
+    for r in old["results"].values():
+        for score in ("deletion", "insertion"):
+            for k in ("auc_per_image", "auc_image_std", "auc_image_q25", "auc_image_q75"):
+                del r[score][k]
+    assert "not in this results.json (written by an older cladec)" in format_table(old)

@@ -4,8 +4,12 @@
 subcommand is registered by :func:`register`. Output directory ``cmp/``::
 
     results.json   {"format": "cladec-saliency", "format_version": 1, "run", "dataset", "layer", "methods",
-                    "scores", "seeds", "settings", "results": {method: {score: ...}}, "timings", ...}
-    results.csv    one row per method; for each score its mean and std over seeds
+                    "scores", "seeds", "settings", "results": {method: {score: ...}}, "paired": {score: {method:
+                    {mean_diff, ci_low, ci_high, p_value, p_holm, n, better, significant}}}, "paired_info",
+                    "timings", ...}; deletion / insertion entries also hold the per-image AUCs (averaged over
+                    seeds) and their std and quartiles over images
+    results.csv    one row per method; for each score its mean and std over seeds, then for deletion /
+                   insertion the per-image std and quartiles and the paired comparison with ClaDec
     curves.png     deletion, insertion and ROAD (MoRF / LeRF) curves, ROAR accuracy against k
     maps.png       the same test images side by side: input, x̂_R, x̂_E, each method's map
     units/         finished (method, score, k, seed) units — a rerun skips them (resume)
@@ -15,6 +19,12 @@ subcommand is registered by :func:`register`. Output directory ``cmp/``::
 
 Every map explains the classifier's *predicted* class on the clean image, and every score uses that
 class as the target.
+
+Paired comparison: for deletion and insertion, ClaDec (the first ``cladec*`` method) is compared with every
+other method on the same images (:func:`paired_comparison`): the mean per-image difference ClaDec − method
+(each image's AUC averaged over the seeds first) with a seeded 95% bootstrap CI, a Wilcoxon signed-rank
+p-value and its Holm adjustment over the methods. Lower deletion AUC and higher insertion AUC are better.
+Units written by an older cladec hold no per-image AUCs; their comparisons are reported as missing.
 """
 
 from __future__ import annotations
@@ -33,7 +43,8 @@ from ._errors import ConfigError
 from ._cli_args import csv_list
 from ._cli_args import pos_int as _pos_int
 
-__all__ = ["register", "cmd_compare_saliency", "compare_saliency", "format_table", "DEFAULT_METHODS"]
+__all__ = ["register", "cmd_compare_saliency", "compare_saliency", "format_table", "paired_comparison",
+           "DEFAULT_METHODS"]
 
 DEFAULT_METHODS = (
     "cladec", "saliency", "input-x-gradient", "integrated-gradients", "guided-backprop", "gradcam",
@@ -48,6 +59,179 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     m = sum(v) / len(v)
     s = math.sqrt(sum((a - m) ** 2 for a in v) / (len(v) - 1)) if len(v) > 1 else 0.0
     return m, s
+
+
+def _per_image(units: Sequence[dict], n: int) -> list[float] | None:
+    """Per-image AUCs averaged over the seeds' units, or None when a unit has none (written by an older cladec)."""
+    import numpy as np
+
+    rows = [u.get("auc_per_image") for u in units]
+    if not rows or any(not isinstance(r, list) or len(r) != n for r in rows):
+        return None
+    return np.asarray(rows, dtype=float).mean(0).tolist()
+
+
+def _image_spread(per_image: list[float] | None) -> dict[str, Any]:
+    """The per-image part of a deletion / insertion entry: the AUCs, their std and interquartile range."""
+    import numpy as np
+
+    if per_image is None:
+        return {"auc_per_image": None, "auc_image_std": None, "auc_image_q25": None, "auc_image_q75": None}
+    a = np.asarray(per_image, dtype=float)
+    q25, q75 = np.quantile(a, [0.25, 0.75])
+    return {"auc_per_image": per_image, "auc_image_std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+            "auc_image_q25": float(q25), "auc_image_q75": float(q75)}
+
+
+def paired_comparison(
+    reference: Sequence[float],
+    other: Sequence[float],
+    *,
+    lower_is_better: bool,
+    names: tuple[str, str] = ("reference", "other"),
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Paired comparison of two methods' scores on the same images.
+
+    The per-image difference ``reference − other`` is summarised by its mean, a bootstrap confidence interval
+    of that mean (BCa, :func:`scipy.stats.bootstrap`, seeded; a constant difference gets the zero-width interval)
+    and the p-value of a two-sided Wilcoxon signed-rank test (:func:`scipy.stats.wilcoxon`, zero differences
+    dropped; 1.0 when all differences are zero).
+
+    Args:
+        reference: One score per image for the reference method (e.g. ClaDec's per-image deletion AUCs).
+        other: The other method's scores on the same images, in the same order.
+        lower_is_better: True when a lower score is better (deletion AUC), False when higher is (insertion AUC).
+        names: Names of the two methods, used in ``better``.
+        confidence: Confidence level of the interval, in (0, 1).
+        n_resamples: Bootstrap resamples.
+        seed: Bootstrap seed.
+
+    Returns:
+        ``{"mean_diff", "ci_low", "ci_high", "p_value", "n", "better", "median_diff"}``: ``better`` is the name
+        of the method the mean difference favours (``"tie"`` when it is 0); ``n`` is the number of images. The
+        Wilcoxon test concerns the location of the differences (closer to the median than to the mean), so with
+        skewed differences it can disagree with the interval of the mean: both are reported.
+
+    Raises:
+        DataError: The two are not equally long 1-D sequences of finite numbers (at least one each).
+        ConfigError: ``confidence`` outside (0, 1) or ``n_resamples`` not a positive integer.
+
+    Example:
+        >>> r = paired_comparison([0.2, 0.3, 0.25, 0.4], [0.3, 0.35, 0.3, 0.5], lower_is_better=True,
+        ...                       names=("cladec", "gradcam"))
+        >>> r["better"], round(r["mean_diff"], 4), r["n"]
+        ('cladec', -0.075, 4)
+    """
+    import inspect
+    import warnings
+
+    import numpy as np
+    from scipy import stats
+
+    from ._errors import DataError
+
+    a = np.asarray(reference, dtype=float)
+    b = np.asarray(other, dtype=float)
+    if a.ndim != 1 or b.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise DataError(f"a paired comparison needs two equally long 1-D sequences with one score per image, got "
+                        f"shapes {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise DataError("a paired comparison needs finite scores; got NaN or infinite values")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+        raise ConfigError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    d = a - b
+    mean = float(d.mean())
+    with warnings.catch_warnings():
+        # degenerate resamples (BCa on few images) and small-sample notes are handled below, not printed
+        warnings.simplefilter("ignore")
+        if np.ptp(d) == 0:
+            lo = hi = mean
+        else:
+            # scipy >= 1.15 names the seed argument rng, older versions random_state
+            rng_kw = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
+            lo = hi = float("nan")
+            for method in ("BCa", "percentile"):  # BCa fails (NaN) on some degenerate samples
+                ci = stats.bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
+                                     method=method, batch=max(1, 5_000_000 // d.size),
+                                     **{rng_kw: np.random.default_rng(seed)}).confidence_interval
+                lo, hi = float(ci.low), float(ci.high)
+                if math.isfinite(lo) and math.isfinite(hi):
+                    break
+        p = 1.0 if not np.any(d != 0) else float(stats.wilcoxon(d).pvalue)
+    better = "tie" if mean == 0 else names[0] if (mean < 0) == lower_is_better else names[1]
+    return {"mean_diff": mean, "ci_low": lo, "ci_high": hi, "p_value": p, "n": int(d.size), "better": better,
+            "median_diff": float(np.median(d))}
+
+
+def _holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-adjusted p-values (step-down, family-wise error rate), in the given order."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    out = [1.0] * len(pvalues)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+PAIRED_SCORES = {"deletion": True, "insertion": False}  # score -> lower is better
+_ALPHA = 0.05
+
+
+def _paired_section(results: dict, methods: Sequence[str], score_list: Sequence[str], *, confidence: float = 0.95,
+                    n_resamples: int = 9999, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``results.json``'s ``paired`` (score -> method -> comparison with ClaDec) and ``paired_info`` sections."""
+    ref = next((m for m in methods if m.startswith("cladec")), None)
+    info: dict[str, Any] = {
+        "reference": ref,
+        "difference": f"{ref} − method of the per-image AUC (each image's AUC averaged over the seeds first)",
+        "better": {s: "lower AUC" if low else "higher AUC" for s, low in PAIRED_SCORES.items()},
+        "confidence": confidence, "n_resamples": n_resamples, "bootstrap_seed": seed,
+        "ci": f"{confidence:.0%} bootstrap confidence interval of the mean difference (BCa, scipy.stats.bootstrap)",
+        "test": "two-sided Wilcoxon signed-rank test of the per-image differences (scipy.stats.wilcoxon, zero "
+                "differences dropped)",
+        "multiple_comparisons": f"p_holm: Holm-adjusted over the methods compared within a score; significant: "
+                                f"p_holm < {_ALPHA}",
+        "note_on_better": "better follows the sign of the mean difference; the Wilcoxon test concerns the location "
+                          "of the differences (see median_diff) and can disagree with the CI of the mean when they "
+                          "are skewed",
+    }
+    if ref is None:
+        info["note"] = "no ClaDec method among the methods: nothing to compare against"
+        return {}, info
+    paired: dict[str, Any] = {}
+    for score, lower in PAIRED_SCORES.items():
+        if score not in score_list:
+            continue
+        rows: dict[str, dict[str, Any]] = {}
+        a = (results[ref].get(score) or {}).get("auc_per_image")
+        for m in methods:
+            if m == ref:
+                continue
+            b = (results[m].get(score) or {}).get("auc_per_image")
+            if a is None or b is None:
+                old = [k for k, v in ((ref, a), (m, b)) if v is None]
+                files = ", ".join(f"units/{_stored(k)}__{score}__0__*.json" for k in old)
+                rows[m] = {"mean_diff": None, "ci_low": None, "ci_high": None, "p_value": None, "n": 0,
+                           "better": None, "median_diff": None, "missing": f"units without per-image AUCs (written by an older cladec); "
+                                                      f"delete {files} to recompute them"}
+            else:
+                rows[m] = paired_comparison(a, b, lower_is_better=lower, names=(ref, m), confidence=confidence,
+                                            n_resamples=n_resamples, seed=seed)
+        done = [m for m, e in rows.items() if e["p_value"] is not None]
+        for m, q in zip(done, _holm([rows[m]["p_value"] for m in done])):
+            rows[m]["p_holm"] = q
+            rows[m]["significant"] = q < _ALPHA
+        for e in rows.values():
+            e.setdefault("p_holm", None)
+            e.setdefault("significant", None)
+        paired[score] = rows
+    return paired, info
 
 
 def _load_maps(path: Path) -> torch.Tensor | None:
@@ -236,8 +420,9 @@ def compare_saliency(
                         sub = deletion_baseline if score == "deletion" else insertion_start
                         r = fn(model, x, maps, target=target, steps=steps, substrate=sub, input_norm=norm,
                                batch_size=batch_size, seed=seed, progress=verbose)
-                        got = {"auc": float(r["auc"].mean()), "fractions": r["fractions"].tolist(),
-                               "curve": r["curves"].mean(0).tolist()}
+                        # per-image AUCs: the per-image spread and the paired comparison need them
+                        got = {"auc": float(r["auc"].mean()), "auc_per_image": r["auc"].tolist(),
+                               "fractions": r["fractions"].tolist(), "curve": r["curves"].mean(0).tolist()}
                     got["seconds"] = round(time.perf_counter() - t0, 2)
                     store.put(key, got)
                 per_seed.setdefault((method, score), []).append(got)
@@ -256,7 +441,8 @@ def compare_saliency(
                 m, s = _mean_std([u["auc"] for u in units])
                 curve = torch.tensor([u["curve"] for u in units]).mean(0).tolist()
                 res[score] = {"auc_mean": m, "auc_std": s, "per_seed": [u["auc"] for u in units],
-                              "fractions": units[0]["fractions"], "curve": curve}
+                              "fractions": units[0]["fractions"], "curve": curve,
+                              **_image_spread(_per_image(units, int(x.shape[0])))}
             elif score == "road":
                 entry: dict[str, Any] = {"fractions": list(fractions)}
                 for o in ("morf", "lerf"):
@@ -275,6 +461,13 @@ def compare_saliency(
                 auc = float(torch.trapezoid(torch.tensor(means), torch.tensor(xs))) / max(xs[-1] - xs[0], 1e-9) \
                     if len(kk) > 1 else means[0]
                 res[score] = {"k": kk, "accuracy_mean": means, "accuracy_std": stds, "auc": auc}
+    paired, paired_info = _paired_section(results, methods, score_list)
+    if verbose:
+        for score, rows in paired.items():
+            old = [m for m, e in rows.items() if e.get("missing")]
+            if old:
+                print(f"[compare-saliency] {score}: no paired comparison for {', '.join(old)}: "
+                      f"{rows[old[0]]['missing']}", flush=True)
     from ._version import __version__
 
     result = {
@@ -303,6 +496,8 @@ def compare_saliency(
             "roar_fill": "per-channel training-set mean",
         },
         "results": results,
+        "paired": paired,
+        "paired_info": paired_info,
         "device": str(next(model.parameters()).device),
         "seconds": round(time.perf_counter() - t_start, 1),
     }
@@ -436,6 +631,15 @@ def _csv_columns(result: dict) -> list[tuple[str, Any]]:
     return cols
 
 
+def _paired_scores(result: dict) -> list[str]:
+    """The scores with per-image values (deletion, insertion) in a comparison, in the order of its scores."""
+    return [s for s in result.get("scores", []) if s in PAIRED_SCORES]
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else "nan"
+
+
 def _write_csv(path: Path, result: dict) -> None:
     import csv
     import io
@@ -443,9 +647,14 @@ def _write_csv(path: Path, result: dict) -> None:
     from ._io import write_bytes
 
     cols = _csv_columns(result)
+    image_scores = _paired_scores(result)
+    paired = result.get("paired") or {}
+    pfields = ("diff", "ci_low", "ci_high", "p", "p_holm", "better")
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method"] + [f"{c}_{s}" for c, _ in cols for s in ("mean", "std")])
+    w.writerow(["method"] + [f"{c}_{s}" for c, _ in cols for s in ("mean", "std")]
+               + [f"{sc}_auc_image_{s}" for sc in image_scores for s in ("std", "q25", "q75")]
+               + [f"{sc}_paired_{f}" for sc in image_scores if sc in paired for f in pfields])
     for method, r in result["results"].items():
         row = [method]
         for _, get in cols:
@@ -454,12 +663,67 @@ def _write_csv(path: Path, result: dict) -> None:
             except (KeyError, ValueError, IndexError):
                 m, s = float("nan"), float("nan")
             row += [f"{m:.4f}", f"{s:.4f}"]
+        for sc in image_scores:
+            e = r.get(sc) or {}
+            row += [_fmt(e.get(f"auc_image_{s}")) for s in ("std", "q25", "q75")]
+        for sc in image_scores:
+            if sc not in paired:
+                continue
+            e = paired[sc].get(method)
+            if e is None:  # the reference itself
+                row += [""] * len(pfields)
+            else:
+                row += [_fmt(e.get("mean_diff")), _fmt(e.get("ci_low")), _fmt(e.get("ci_high")),
+                        _fmt(e.get("p_value"), ".4g"), _fmt(e.get("p_holm"), ".4g"),
+                        e.get("better") or ("missing" if e.get("missing") else "")]
         w.writerow(row)
     write_bytes(path, buf.getvalue().encode())
 
 
+def _format_paired(result: dict) -> list[str]:
+    """The paired-comparison block of :func:`format_table` (empty when the result has no paired section)."""
+    paired = result.get("paired")
+    info = result.get("paired_info") or {}
+    if paired is None:
+        if _paired_scores(result):
+            return ["", "paired comparison: not in this results.json (written by an older cladec)"]
+        return []
+    ref = info.get("reference")
+    if ref is None or not paired:
+        return ["", f"paired comparison: {info.get('note', 'none')}"] if ref is None and _paired_scores(result) else []
+    conf = info.get("confidence", 0.95)
+    lines = ["", f"paired: {ref} − method on the same images (per-image AUC, mean over seeds); {conf:.0%} "
+                 f"bootstrap CI; Wilcoxon signed-rank p, Holm-adjusted within each score (p_holm)",
+             f"{'score':<12}{'method':<22}{ref + ' − method':>20}{'CI':>22}{'p':>11}{'p_holm':>11}  better"]
+    missing = False
+    for score, rows in paired.items():
+        arrow = "↓" if PAIRED_SCORES.get(score, True) else "↑"
+        for method, e in rows.items():
+            head = f"{score + arrow:<12}{method:<22}"
+            if e.get("mean_diff") is None:
+                missing = True
+                lines.append(head + f"{'missing (older units without per-image AUCs)':>64}")
+                continue
+            ci = f"[{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]"
+            p_holm = e.get("p_holm")
+            sig = " *" if e.get("significant") else ""
+            lines.append(head + f"{e['mean_diff']:>+20.4f}{ci:>22}{e['p_value']:>11.3g}"
+                         f"{(format(p_holm, '.3g') if p_holm is not None else '-'):>11}  {e['better']}{sig}")
+    lines.append(f"better (by the mean difference): deletion lower AUC, insertion higher; * = Wilcoxon p_holm < "
+                 f"{_ALPHA} (a test of the differences' location, not of their mean: see results.json median_diff)")
+    if missing:
+        lines.append("missing: some units were written by an older cladec without per-image AUCs; delete those "
+                     "unit files (see results.json 'paired') to recompute them")
+    return lines
+
+
 def format_table(result: dict) -> str:
-    """A plain-text table (method × score, mean ± std over seeds) of a comparison.
+    """A plain-text table (method × score, mean ± std over seeds) of a comparison, with the paired comparison.
+
+    For deletion and insertion a ``_img_sd`` column gives the std over images of the per-image AUC (averaged over
+    seeds). Below the table, ClaDec is compared with every other method on the same images: the mean per-image
+    difference with its bootstrap CI, the Wilcoxon signed-rank p-value (raw and Holm-adjusted) and which method
+    is better. Results from an older cladec without these parts show ``-`` / a note instead.
 
     Args:
         result: The dict returned by :func:`compare_saliency` (or read from ``results.json``).
@@ -472,20 +736,28 @@ def format_table(result: dict) -> str:
     """
     cols = _csv_columns(result)
     better = {"deletion_auc": "↓", "insertion_auc": "↑", "road_morf_acc": "↓", "road_lerf_acc": "↑", "road_gap": "↑"}
-    names = [f"{c}{better.get(c, '↓' if c.startswith('roar') and not c.endswith('k0') else '')}" for c, _ in cols]
+    image_cols = {f"{s}_auc": s for s in _paired_scores(result)}
+    names = []
+    for c, _ in cols:
+        names.append(f"{c}{better.get(c, '↓' if c.startswith('roar') and not c.endswith('k0') else '')}")
+        if c in image_cols:
+            names.append(f"{image_cols[c]}_img_sd")
     width = max(15, *(len(nm) + 2 for nm in names))
     lines = [f"{'method':<22}" + "".join(f"{nm:>{width}}" for nm in names)]
     multi = len(result.get("seeds", [0])) > 1
     for method, r in result["results"].items():
         cells = []
-        for _, get in cols:
+        for c, get in cols:
             try:
                 m, s = get(r)
                 cells.append(f"{m:.3f} ± {s:.3f}" if multi else f"{m:.3f}")
             except (KeyError, ValueError, IndexError):
                 cells.append("-")
+            if c in image_cols:
+                v = (r.get(image_cols[c]) or {}).get("auc_image_std")
+                cells.append(f"{v:.3f}" if isinstance(v, (int, float)) else "-")
         lines.append(f"{method:<22}" + "".join(f"{c:>{width}}" for c in cells))
-    return "\n".join(lines)
+    return "\n".join(lines + _format_paired(result))
 
 
 def _savefig(fig, path: Path) -> None:
