@@ -107,7 +107,7 @@ def _parser():
 
 
 def test_compare_saliency_writes_all_outputs_and_resumes(saliency_run, tmp_path, data_root):
-    from cladec._cli_saliency import compare_saliency
+    from cladec._cli_saliency import compare_saliency, format_table
     from cladec.relevance import DEFAULT_VARIANT
 
     out = tmp_path / "cmp"
@@ -123,8 +123,11 @@ def test_compare_saliency_writes_all_outputs_and_resumes(saliency_run, tmp_path,
     r = stored["results"]["gradcam"]
     assert 0 <= r["deletion"]["auc_mean"] <= 1 and 0 <= r["insertion"]["auc_mean"] <= 1
     assert len(r["road"]["morf"]) == 2 and r["roar"]["k"] == [0, 50]
-    header = (out / "results.csv").read_text().splitlines()[0]
+    header, *rows = (out / "results.csv").read_text().splitlines()
     assert header.startswith("method,deletion_auc_mean,deletion_auc_std")
+    # one seed: no spread over seeds to report (null / empty, never "± 0")
+    assert r["deletion"]["auc_std"] is None and r["road"]["gap_std"] is None and r["roar"]["accuracy_std"] == [None, None]
+    assert rows[0].split(",")[2] == "" and "±" not in format_table(stored)
     # a second run reuses every finished unit: change one stored unit and see it come back unchanged
     assert (out / "units" / f"cladec-{DEFAULT_VARIANT}__deletion__0__0.json").is_file()  # stored under its variant
     unit = out / "units" / "gradcam__deletion__0__0.json"

@@ -42,6 +42,7 @@ import torch
 from ._errors import ConfigError
 from ._cli_args import csv_list
 from ._cli_args import pos_int as _pos_int
+from ._stats import mean_std
 
 __all__ = ["register", "cmd_compare_saliency", "compare_saliency", "format_table", "paired_comparison",
            "DEFAULT_METHODS"]
@@ -50,15 +51,6 @@ DEFAULT_METHODS = (
     "cladec", "saliency", "input-x-gradient", "integrated-gradients", "guided-backprop", "gradcam",
     "guided-gradcam", "occlusion", "random", "sobel",
 )
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    v = [float(a) for a in values]
-    if not v:
-        return float("nan"), float("nan")
-    m = sum(v) / len(v)
-    s = math.sqrt(sum((a - m) ** 2 for a in v) / (len(v) - 1)) if len(v) > 1 else 0.0
-    return m, s
 
 
 def _per_image(units: Sequence[dict], n: int) -> list[float] | None:
@@ -438,7 +430,7 @@ def compare_saliency(
             if not units:
                 continue
             if score in ("deletion", "insertion"):
-                m, s = _mean_std([u["auc"] for u in units])
+                m, s = mean_std([u["auc"] for u in units])
                 curve = torch.tensor([u["curve"] for u in units]).mean(0).tolist()
                 res[score] = {"auc_mean": m, "auc_std": s, "per_seed": [u["auc"] for u in units],
                               "fractions": units[0]["fractions"], "curve": curve,
@@ -448,14 +440,14 @@ def compare_saliency(
                 for o in ("morf", "lerf"):
                     accs = torch.tensor([u[o]["accuracy"] for u in units])
                     entry[o] = accs.mean(0).tolist()
-                    entry[f"{o}_mean"], entry[f"{o}_std"] = _mean_std(accs.mean(1).tolist())
-                entry["gap_mean"], entry["gap_std"] = _mean_std([u["road_gap"] for u in units])
+                    entry[f"{o}_mean"], entry[f"{o}_std"] = mean_std(accs.mean(1).tolist())
+                entry["gap_mean"], entry["gap_std"] = mean_std([u["road_gap"] for u in units])
                 res[score] = entry
             elif score == "roar":
                 kk = sorted({u["k"] for u in units})
                 accs = {k: [u["accuracy"] for u in units if u["k"] == k] for k in kk}
-                means = [_mean_std(accs[k])[0] for k in kk]
-                stds = [_mean_std(accs[k])[1] for k in kk]
+                means = [mean_std(accs[k])[0] for k in kk]
+                stds = [mean_std(accs[k])[1] for k in kk]
                 # area under accuracy(k/100) over the k measured (lower = the map removed more information)
                 xs = [k / 100 for k in kk]
                 auc = float(torch.trapezoid(torch.tensor(means), torch.tensor(xs))) / max(xs[-1] - xs[0], 1e-9) \
@@ -662,7 +654,7 @@ def _write_csv(path: Path, result: dict) -> None:
                 m, s = get(r)
             except (KeyError, ValueError, IndexError):
                 m, s = float("nan"), float("nan")
-            row += [f"{m:.4f}", f"{s:.4f}"]
+            row += [_fmt(m), "" if s is None else _fmt(s)]  # std None: one seed, no spread
         for sc in image_scores:
             e = r.get(sc) or {}
             row += [_fmt(e.get(f"auc_image_{s}")) for s in ("std", "q25", "q75")]
@@ -750,8 +742,9 @@ def format_table(result: dict) -> str:
         for c, get in cols:
             try:
                 m, s = get(r)
-                cells.append(f"{m:.3f} ± {s:.3f}" if multi else f"{m:.3f}")
-            except (KeyError, ValueError, IndexError):
+                # one finished seed has no spread (std None): shown as its value alone, not "± 0"
+                cells.append(f"{m:.3f} ± {s:.3f}" if multi and s is not None else f"{m:.3f}")
+            except (KeyError, ValueError, IndexError, TypeError):
                 cells.append("-")
             if c in image_cols:
                 v = (r.get(image_cols[c]) or {}).get("auc_image_std")

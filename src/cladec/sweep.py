@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from ._errors import ConfigError, SaveFormatError
+from ._stats import mean_std
 
 __all__ = ["run_sweep", "summarize_sweep", "DEFAULT_ALPHAS", "SWEEP_FORMAT", "cell_name"]
 
@@ -301,15 +301,6 @@ def run_sweep(
     return summary
 
 
-def _mean_std(vals: list[float]) -> tuple[float | None, float | None]:
-    vals = [v for v in vals if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not vals:
-        return None, None
-    m = statistics.fmean(vals)
-    s = statistics.stdev(vals) if len(vals) > 1 else None  # one seed: no spread to report (not "± 0")
-    return m, s
-
-
 def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
     """Summarise the finished cells of a sweep directory: mean ± std over seeds per (layer, α).
 
@@ -356,7 +347,7 @@ def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
                                    "seeds": sorted(int(c["seed"]) for c in cs)}
             for m in SUMMARY_METRICS:
                 vals = [c["metrics"].get(f"{m}_{method}") for c in cs]
-                row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(vals)
+                row[f"{m}_mean"], row[f"{m}_std"] = mean_std(vals)
                 row[f"{m}_n"] = sum(v is not None and not (isinstance(v, float) and math.isnan(v)) for v in vals)
             if method != "original":
                 row["collapsed"] = sum(bool((c.get("collapsed") or {}).get(method)) for c in cs)
