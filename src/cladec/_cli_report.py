@@ -51,14 +51,19 @@ def register(subparsers: Any) -> None:
         "study",
         help="write a user-study page (consent, items, answers downloaded as CSV/JSON) for a run",
         description="Write a static user-study page to --out after Schneider & Vlachos (2022): instructions and "
-        "consent, then test images in a seeded random order, each as original, RefAE and ClaDec, asking which "
+        "consent, then test images, in an order of its own for each participant (derived from the participant id; "
+        "--order fixed: one seeded order for all), each as original, RefAE and ClaDec, asking which "
         "concepts the classifier uses or ignores and how confident the participant is. Answers are kept in the "
         "browser and downloaded at the end; aggregate them with `cladec study-summary`.",
     )
     s.add_argument("run", metavar="RUN_DIR", help="run directory (made by `cladec fit`)")
     s.add_argument("--out", required=True, help="output folder (new, empty, or an earlier study page, which is replaced)")
     s.add_argument("--items", type=_pos_int, default=20, help="number of images to ask about (default 20, at most 200)")
-    s.add_argument("--seed", type=int, default=0, help="seeds the choice and order of the images (default 0)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="seeds the choice of the images (and their order with --order fixed) (default 0)")
+    s.add_argument("--order", choices=["per-participant", "fixed"], default="per-participant",
+                   help="item order: each participant's own, derived from their participant id (default), or one "
+                        "seeded order for everyone (e.g. a pilot)")
     s.add_argument("--data-root", default=None, metavar="PATH", help="folder holding the data set")
     s.add_argument("--device", default=None, help="device for the reconstructions (default: cpu)")
     s.add_argument("--title", default=None, help="page title")
@@ -102,20 +107,21 @@ def cmd_study(args: argparse.Namespace) -> int:
     """Handler of ``cladec study``: build the study page and print where ``index.html`` is.
 
     Args:
-        args: The parsed namespace (``run``, ``out``, ``items``, ``seed``, ``data_root``, ``device``, ``title``).
+        args: The parsed namespace (``run``, ``out``, ``items``, ``seed``, ``order``, ``data_root``, ``device``,
+            ``title``).
 
     Returns:
         0 on success.
 
     Example:
-        >>> cmd_study(argparse.Namespace(run="runs/conv4", out="study", items=20, seed=0, data_root=None,
-        ...                              device=None, title=None))  # doctest: +SKIP
+        >>> cmd_study(argparse.Namespace(run="runs/conv4", out="study", items=20, seed=0, order="per-participant",
+        ...                              data_root=None, device=None, title=None))  # doctest: +SKIP
         0
     """
     from .study import build_study
 
     index = build_study(args.run, args.out, items=args.items, seed=args.seed, data_root=args.data_root,
-                        device=args.device, title=args.title)
+                        device=args.device, title=args.title, order=getattr(args, "order", "per-participant"))
     print(f"wrote {index} ({args.items} items); send it to participants as a folder, they open index.html")
     return 0
 

@@ -2,11 +2,19 @@
 
 :func:`build_study` writes a self-contained page (``index.html`` with images and script beside it; opens
 from ``file://``, no network) that shows a participant, after instructions and a consent screen, a set of
-test images in a seeded random order, each as original | RefAE | ClaDec (the participant is told which is
-which), and asks which concepts the classifier uses or ignores (shape, texture, colour, background,
+test images chosen class-balanced with a seed, each as original | RefAE | ClaDec (the participant is told
+which is which), and asks which concepts the classifier uses or ignores (shape, texture, colour, background,
 details, plus free text) and how confident they are (1–5). Answers are kept in the browser's
 ``localStorage`` (a reload loses nothing) and downloaded at the end as CSV and JSON with the columns
 :data:`ANSWER_COLUMNS`.
+
+Item order: by default every participant sees the items in an order of their own, so that order effects
+(learning, fatigue) are spread over the items instead of confounded with them. The order is a Fisher–Yates
+shuffle driven by the mulberry32 generator seeded with the 32-bit FNV-1a hash of the UTF-8 text
+``"<study_id>:<participant_id>"``; it depends on nothing else, so a reload shows the same order and
+:func:`participant_order` reconstructs it. ``build_study(order="fixed")`` (e.g. for a pilot) shows every
+participant the one seeded order instead. Each answer records the 1-based ``position`` at which its item
+was shown.
 
 :func:`summarize_answers` (``cladec study-summary``) aggregates the downloaded files of all participants.
 """
@@ -21,12 +29,13 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from ._errors import ConfigError, DataError, SaveFormatError
 from ._sampling import balanced_indices
 
-__all__ = ["ANSWER_COLUMNS", "CONCEPTS", "build_study", "read_answers", "summarize_answers", "format_summary"]
+__all__ = ["ANSWER_COLUMNS", "CONCEPTS", "ORDERS", "build_study", "participant_order", "read_answers",
+           "summarize_answers", "format_summary"]
 
 #: Columns of the answer files the study page downloads (CSV header; keys of each JSON answer).
 ANSWER_COLUMNS = [
@@ -42,7 +51,13 @@ ANSWER_COLUMNS = [
     "seconds_on_item",
     "started_at",
     "answered_at",
+    "position",
 ]
+#: Columns older answer files may lack (``study_id``: before studies had ids; ``position``: before each
+#: participant had an own item order).
+OPTIONAL_COLUMNS = ("study_id", "position")
+#: Item orders of :func:`build_study`: one per participant (seeded by the participant id), or one for all.
+ORDERS = ("per-participant", "fixed")
 #: Concepts offered as checkboxes ("uses" / "ignores").
 CONCEPTS = ["shape", "texture", "colour", "background", "details"]
 ANSWERS_FORMAT = "cladec-study-answers"
@@ -62,10 +77,74 @@ def _subject(dataset: str) -> str:
 
 
 def _pick_items(labels: Sequence[int], n: int, seed: int) -> list[int]:
-    """``n`` indices, class-balanced, chosen and ordered at random with ``seed``."""
+    """``n`` indices, class-balanced, chosen and ordered at random with ``seed`` (the order of ``order="fixed"``)."""
     rng = random.Random(seed)
     out = balanced_indices(labels, n, rng)
     rng.shuffle(out)
+    return out
+
+
+_U32 = 0xFFFFFFFF
+
+
+def _fnv1a32(text: str) -> int:
+    """32-bit FNV-1a hash of ``text``'s UTF-8 bytes (as ``fnv1a`` in ``study.js``)."""
+    h = 0x811C9DC5
+    for b in text.encode("utf-8"):
+        h = ((h ^ b) * 0x01000193) & _U32
+    return h
+
+
+def _mulberry32(seed: int) -> Callable[[], float]:
+    """The mulberry32 generator (as ``mulberry32`` in ``study.js``): floats in [0, 1), 32-bit arithmetic."""
+    a = seed & _U32
+
+    def nxt() -> float:
+        nonlocal a
+        a = (a + 0x6D2B79F5) & _U32
+        t = ((a ^ (a >> 15)) * (1 | a)) & _U32
+        t = ((t + (((t ^ (t >> 7)) * (61 | t)) & _U32)) & _U32) ^ t
+        return ((t ^ (t >> 14)) & _U32) / 4294967296
+
+    return nxt
+
+
+def participant_order(
+    study_id: str, participant_id: str, item_ids: Sequence[str], order: str = "per-participant"
+) -> list[str]:
+    """The order in which the study page shows the items to a participant (the same as ``study.js``).
+
+    With ``order="per-participant"`` the items are shuffled (Fisher–Yates, from the last position down)
+    with the mulberry32 generator seeded by the 32-bit FNV-1a hash of the UTF-8 text
+    ``f"{study_id}:{participant_id}"`` (the participant id with surrounding spaces removed, as the page keeps
+    it); with ``order="fixed"`` they stay as given.
+
+    Args:
+        study_id: The study's id (``study_id`` of the page's data and of every answer).
+        participant_id: The participant's id.
+        item_ids: The study's item ids in the page's order (``item-01``, ``item-02``, …).
+        order: ``"per-participant"`` or ``"fixed"`` (the study's ``order``).
+
+    Returns:
+        ``item_ids`` in the order the participant sees them; an answer's ``position`` is the 1-based index
+        of its item here.
+
+    Raises:
+        ConfigError: ``order`` is not one of :data:`ORDERS`.
+
+    Example:
+        >>> participant_order("3f2a9c0d1e4b", "P-07", ["item-01", "item-02", "item-03"])  # doctest: +SKIP
+        ['item-02', 'item-03', 'item-01']
+    """
+    if order not in ORDERS:
+        raise ConfigError(f"order must be one of {', '.join(repr(o) for o in ORDERS)}, got {order!r}")
+    out = [str(i) for i in item_ids]
+    if order == "fixed":
+        return out
+    rnd = _mulberry32(_fnv1a32(f"{study_id}:{participant_id.strip()}"))
+    for i in range(len(out) - 1, 0, -1):
+        j = int(rnd() * (i + 1))
+        out[i], out[j] = out[j], out[i]
     return out
 
 
@@ -78,6 +157,7 @@ def build_study(
     data_root: str | os.PathLike | None = None,
     device: str | None = None,
     title: str | None = None,
+    order: str = "per-participant",
 ) -> Path:
     """Build the user-study page for a run directory.
 
@@ -86,17 +166,21 @@ def build_study(
         out: Output folder (created; replaced if an earlier study or report page is there; any other
             non-empty folder is refused).
         items: Number of test images to ask about (1–200), class-balanced.
-        seed: Seeds which images are chosen and their order.
+        seed: Seeds which images are chosen and the order of ``order="fixed"``.
         data_root: Where the run's data set is (default: the root recorded in the run).
         device: Device for the reconstructions (default: CPU).
         title: Page title.
+        order: ``"per-participant"`` (default): each participant sees the items in an order of their own,
+            derived from the study id and their participant id (:func:`participant_order`);
+            ``"fixed"``: everyone sees the one order seeded by ``seed`` (e.g. for a pilot). Recorded as
+            ``order`` in the page's data and in the downloaded JSON answers.
 
     Returns:
         The path of ``index.html``.
 
     Raises:
         SaveFormatError: ``run_dir`` is not a run directory.
-        ConfigError: bad ``items`` / ``seed`` or an unusable ``out``.
+        ConfigError: bad ``items`` / ``seed`` / ``order`` or an unusable ``out``.
         DataError: the run's data set cannot be found (pass ``data_root``).
 
     Example:
@@ -115,6 +199,8 @@ def build_study(
         raise ConfigError(f"items must be an integer from 1 to 200, got {items!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
+    if order not in ORDERS:
+        raise ConfigError(f"order must be one of {', '.join(repr(o) for o in ORDERS)}, got {order!r}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SaveFormatError(f"{run_dir} is not a directory; expected a run directory (run.json, made by `cladec fit`)")
@@ -165,6 +251,7 @@ def build_study(
             "concepts": CONCEPTS,
             "columns": ANSWER_COLUMNS,
             "has_refae": has_refae,
+            "order": order,
             "items": entries,
             "run": {"layer": cfg.get("layer"), "alpha": cfg.get("alpha"), "dataset": ds_name},
         }
@@ -240,6 +327,15 @@ def _check_row(row: dict[str, Any], where: str) -> dict[str, Any]:
         secs = float(secs_raw) if secs_raw else None
     except ValueError:
         raise SaveFormatError(f"{where}: seconds_on_item {secs_raw!r} is not a number") from None
+    pos_raw = "" if row.get("position") is None else str(row["position"]).strip()
+    try:
+        pval = float(pos_raw) if pos_raw else None
+        if pval is not None and (not pval.is_integer() or pval < 1):
+            raise ValueError
+        pos = int(pval) if pval is not None else None
+    except (ValueError, OverflowError):
+        raise SaveFormatError(f"{where}: position {pos_raw!r} is not a whole number from 1 (the place in the "
+                              "participant's sequence at which the item was shown; empty in older files)") from None
     return {
         "study_id": str(row.get("study_id") or "").strip(),
         "participant_id": str(row["participant_id"]).strip(),
@@ -253,13 +349,14 @@ def _check_row(row: dict[str, Any], where: str) -> dict[str, Any]:
         "seconds_on_item": secs,
         "started_at": str(row.get("started_at") or ""),
         "answered_at": str(row.get("answered_at") or ""),
+        "position": pos,
     }
 
 
 def _read_csv(path: Path, text: str) -> list[dict[str, Any]]:
     reader = csv.DictReader(io.StringIO(text))
     header = reader.fieldnames or []
-    missing = [c for c in ANSWER_COLUMNS if c not in header and c != "study_id"]  # older answer files lack it
+    missing = [c for c in ANSWER_COLUMNS if c not in header and c not in OPTIONAL_COLUMNS]  # older files lack them
     if missing:
         raise SaveFormatError(
             f"{path} is not a cladec study answer file: its header lacks {', '.join(missing)} "
@@ -299,12 +396,14 @@ def read_answers(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
 
     Returns:
         One dict per answer with the keys of :data:`ANSWER_COLUMNS`; ``uses`` and ``ignores`` as lists,
-        ``confidence`` as int, ``seconds_on_item`` as float or None. When the same participant answered the
-        same item in several files, the latest answer (by ``answered_at``) is kept.
+        ``confidence`` as int, ``seconds_on_item`` as float or None, ``position`` (1-based place in the
+        participant's sequence at which the item was shown) as int, or None in files written before answers
+        had it (likewise ``study_id`` is ``""`` in files from before answers carried it). When the same
+        participant answered the same item in several files, the latest answer (by ``answered_at``) is kept.
 
     Raises:
         DataError: No file found. SaveFormatError: A file is not an answer file (missing columns, bad
-        confidence, not UTF-8, …); the message names the file and line.
+        confidence or position, not UTF-8, …); the message names the file and line.
 
     Example:
         >>> rows = read_answers(["answers/p1.csv", "answers/p2.json"])  # doctest: +SKIP
@@ -334,6 +433,30 @@ def _mean(xs: list[float]) -> float | None:
     return round(sum(xs) / len(xs), 4) if xs else None
 
 
+def _halves(rows: list[dict[str, Any]]) -> dict[int, str]:
+    """``id(row) -> "first" | "second"`` for the answers with a position: per sequence (study, participant),
+    sorted by position, the first ⌊k/2⌋ and the last ⌊k/2⌋ of its k answers (an odd one in the middle is left
+    out)."""
+    seqs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["position"] is not None:
+            seqs.setdefault((r["study_id"], r["participant_id"]), []).append(r)
+    half: dict[int, str] = {}
+    for seq in seqs.values():
+        seq.sort(key=lambda r: r["position"])
+        h = len(seq) // 2
+        for r in seq[:h]:
+            half[id(r)] = "first"
+        for r in seq[len(seq) - h:] if h else []:
+            half[id(r)] = "second"
+    return half
+
+
+def _half_means(rows: list[dict[str, Any]], half: dict[int, str]) -> tuple[float | None, float | None]:
+    return (_mean([r["confidence"] for r in rows if half.get(id(r)) == "first"]),
+            _mean([r["confidence"] for r in rows if half.get(id(r)) == "second"]))
+
+
 def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike | None = None) -> dict[str, Any]:
     """Aggregate study answers across participants.
 
@@ -345,8 +468,26 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
         ``{"format": "cladec-study-summary", "files", "studies", "participants", "answers", "items",
         "mean_confidence", "mean_seconds", "concepts": {concept: {"uses", "ignores", "uses_share",
         "ignores_share"}}, "per_item": [{"study_id", "item_id", "image_id", "true_label", "answers", "mean_confidence",
-        "uses": {...}, "ignores": {...}, "free_text": [...]}], "per_participant": [...]}``. Shares are
-        fractions of all answers.
+        "mean_position", "uses": {...}, "ignores": {...}, "free_text": [...]}], "per_participant":
+        [{"participant_id", "answers", "mean_confidence", "total_seconds", "first_half_mean_confidence",
+        "second_half_mean_confidence"}], "order_effect"}``. Shares are fractions of all answers.
+
+        Order fields (they need the answers' ``position``; older answer files lack it, and then they are
+        None):
+
+        * ``mean_position``: the item's mean 1-based position over the answers that have one. With
+          per-participant orders it should lie near the middle, (n + 1) / 2, for every item.
+        * Halves: each participant's answers in a study that have a position, sorted by it, are split into
+          the first ⌊k/2⌋ and the last ⌊k/2⌋ of their k answers (with k odd the middle one is in neither).
+          ``first_half_mean_confidence`` / ``second_half_mean_confidence`` are the mean confidences of those
+          answers (None for a participant with fewer than 2 positioned answers).
+        * ``order_effect``: None when no participant has two positioned answers, else ``{"participants"
+          (how many sequences count), "answers_per_half", "first_half_mean_confidence",
+          "second_half_mean_confidence", "difference"}`` (second minus first; below 0: confidence falls as
+          the study goes on) over all counted answers. It is a descriptive check, not a test. With
+          per-participant orders every item is equally likely in either half, so a difference points to
+          order (learning, fatigue); with a fixed order the halves hold different items and the difference
+          mixes order with the items.
 
     Example:
         >>> s = summarize_answers(["answers/"])  # doctest: +SKIP
@@ -375,10 +516,12 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
     for r in rows:  # per (study, item): the same item number is another image in another study
         it = items.setdefault((r["study_id"], r["item_id"]), {
             "study_id": r["study_id"], "item_id": r["item_id"], "image_id": r["image_id"],
-            "true_label": r["true_label"], "answers": 0, "_conf": [], "uses": {c: 0 for c in concepts},
+            "true_label": r["true_label"], "answers": 0, "_conf": [], "_pos": [], "uses": {c: 0 for c in concepts},
             "ignores": {c: 0 for c in concepts}, "free_text": []})
         it["answers"] += 1
         it["_conf"].append(r["confidence"])
+        if r["position"] is not None:
+            it["_pos"].append(r["position"])
         for c in r["uses"]:
             it["uses"][c] += 1
         for c in r["ignores"]:
@@ -389,15 +532,29 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
     for key in sorted(items):
         it = items[key]
         it["mean_confidence"] = _mean(it.pop("_conf"))
+        it["mean_position"] = _mean(it.pop("_pos"))
         per_item.append(it)
     parts: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         parts.setdefault(r["participant_id"], []).append(r)
-    per_participant = [
-        {"participant_id": p, "answers": len(rs), "mean_confidence": _mean([r["confidence"] for r in rs]),
-         "total_seconds": round(sum(r["seconds_on_item"] or 0.0 for r in rs), 1)}
-        for p, rs in sorted(parts.items())
-    ]
+    half = _halves(rows)
+    per_participant = []
+    for p, rs in sorted(parts.items()):
+        first, second = _half_means(rs, half)
+        per_participant.append({
+            "participant_id": p, "answers": len(rs), "mean_confidence": _mean([r["confidence"] for r in rs]),
+            "total_seconds": round(sum(r["seconds_on_item"] or 0.0 for r in rs), 1),
+            "first_half_mean_confidence": first, "second_half_mean_confidence": second})
+    order_effect = None
+    if half:
+        first, second = _half_means(rows, half)
+        order_effect = {
+            "participants": len({(r["study_id"], r["participant_id"]) for r in rows if id(r) in half}),
+            "answers_per_half": sum(1 for v in half.values() if v == "first"),
+            "first_half_mean_confidence": first,
+            "second_half_mean_confidence": second,
+            "difference": round(second - first, 4),  # type: ignore[operator]
+        }
     secs = [r["seconds_on_item"] for r in rows if r["seconds_on_item"] is not None]
     summary = {
         "format": SUMMARY_FORMAT,
@@ -411,10 +568,15 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
         "concepts": tally,
         "per_item": per_item,
         "per_participant": per_participant,
+        "order_effect": order_effect,
     }
     if out is not None:
         write_json(out, summary)
     return summary
+
+
+def _fmt_pos(v: float | None) -> str:
+    return "" if v is None else f"{v:.1f}"
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -424,7 +586,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         summary: The dict returned by :func:`summarize_answers`.
 
     Returns:
-        Text with one line per concept and per item.
+        Text with one line per concept and per item (with its mean position when the answers have
+        positions), and the first- vs second-half confidence of :func:`summarize_answers`' ``order_effect``.
 
     Example:
         >>> print(format_summary(summarize_answers(["answers/"])))  # doctest: +SKIP
@@ -438,7 +601,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     for c, t in summary["concepts"].items():
         lines.append(f"{c:<12} {t['uses']:>6} {t['ignores']:>8}")
-    lines += ["", f"{'item':<10} {'label':<14} {'answers':>7} {'conf.':>6}  most named as used"]
+    oe = summary.get("order_effect")
+    if oe:
+        lines += ["", f"order check: mean confidence {oe['first_half_mean_confidence']} in the first half of each "
+                      f"participant's sequence, {oe['second_half_mean_confidence']} in the second "
+                      f"(difference {oe['difference']:+}; {oe['participants']} sequence(s), "
+                      f"{oe['answers_per_half']} answers per half)"]
+    lines += ["", f"{'item':<10} {'label':<14} {'answers':>7} {'conf.':>6} {'pos.':>5}  most named as used"]
     several = len(summary.get("studies") or []) > 1
     if several:
         lines.insert(1, f"answers of {len(summary['studies'])} studies: {', '.join(s or '(unknown)' for s in summary['studies'])}"
@@ -447,6 +616,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         top = sorted(((v, c) for c, v in it["uses"].items() if v), reverse=True)[:3]
         name = f"{it.get('study_id') or '?'}/{it['item_id']}" if several else it["item_id"]
         lines.append(f"{name:<10} {it['true_label'][:14]:<14} {it['answers']:>7} "
-                     f"{it['mean_confidence'] if it['mean_confidence'] is not None else '':>6}  "
+                     f"{it['mean_confidence'] if it['mean_confidence'] is not None else '':>6} "
+                     f"{_fmt_pos(it.get('mean_position')):>5}  "
                      + ", ".join(f"{c} ({v})" for v, c in top))
     return "\n".join(lines)

@@ -13,7 +13,8 @@ from cladec import CladecError, ConfigError, DataError, SaveFormatError
 from cladec.cli import main
 from cladec.report import build_report
 from cladec.report._sources import detect_source
-from cladec.study import ANSWER_COLUMNS, build_study, format_summary, read_answers, summarize_answers
+from cladec.study import (ANSWER_COLUMNS, build_study, format_summary, participant_order, read_answers,
+                          summarize_answers)
 
 
 # -- sources -------------------------------------------------------------------------------------------
@@ -153,10 +154,14 @@ def test_study_needs_a_run_directory(tmp_path):
         build_study(bad, tmp_path / "s")
 
 
-@pytest.mark.parametrize("kw, match", [({"items": 0}, "items"), ({"items": 500}, "items"), ({"seed": "x"}, "seed")])
+@pytest.mark.parametrize("kw, match", [({"items": 0}, "items"), ({"items": 500}, "items"), ({"seed": "x"}, "seed"),
+                                       ({"order": "random"}, "order must be one of 'per-participant', 'fixed'")])
 def test_study_bad_arguments(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
         build_study(tmp_path, tmp_path / "s", **kw)
+    if "order" in kw:
+        with pytest.raises(ConfigError, match=match):
+            participant_order("abc", "P1", ["item-01"], order=kw["order"])
 
 
 # -- answers and study-summary ---------------------------------------------------------------------
@@ -248,10 +253,55 @@ def test_malformed_answer_csv(tmp_path, content, match):
         _write_csv(p, [_row(seconds_on_item="long")])
     else:
         _write_csv(p, [_row()])
-        p.write_text(p.read_text() + "s,P1,item-02,x,y,,,,3,1,a,b,EXTRA\n")
+        fields = ["s", "P1", "item-02"] + ["3"] * (len(ANSWER_COLUMNS) - 3) + ["EXTRA"]  # one field too many
+        p.write_text(p.read_text() + ",".join(fields) + "\n")
     with pytest.raises(SaveFormatError, match=match) as e:
         summarize_answers([p])
     assert "bad.csv" in str(e.value)
+
+
+def test_answers_with_and_without_positions(tmp_path):
+    # P1 (CSV with positions): 4 items, confidence falling along the sequence; P3 (JSON with positions): 3 items;
+    # P2: an older file with neither the position nor the study_id column
+    p1 = _write_csv(tmp_path / "p1.csv", [_row(pid="P1", item=f"item-0{i}", position=str(pos), confidence=str(c))
+                                          for i, pos, c in ((3, 1, 5), (1, 2, 4), (4, 3, 2), (2, 4, 1))])
+    (tmp_path / "p3.json").write_text(json.dumps({"format": "cladec-study-answers", "order": "per-participant",
+                                                  "answers": [dict(_row(pid="P3", item=f"item-0{i}"), position=pos,
+                                                                   confidence=c, uses=[], ignores=[])
+                                                              for i, pos, c in ((1, 1, 3), (2, 2, 3), (3, 3, 1))]}))
+    old = _write_csv(tmp_path / "p2.csv", [_row(pid="P2", item=f"item-0{i}", confidence="2") for i in (1, 2)],
+                     columns=[c for c in ANSWER_COLUMNS if c not in ("position", "study_id")])
+    assert "position" in ANSWER_COLUMNS and "position" not in old.read_text().splitlines()[0]
+    got = {(r["participant_id"], r["item_id"]): r["position"] for r in read_answers([p1, tmp_path / "p3.json", old])}
+    assert got[("P1", "item-03")] == 1 and got[("P1", "item-02")] == 4 and got[("P3", "item-03")] == 3
+    assert got[("P2", "item-01")] is None and got[("P2", "item-02")] is None
+
+    s = summarize_answers([p1, tmp_path / "p3.json", old])
+    assert s["answers"] == 9 and s["items"] == 4
+    mean_pos = {i["item_id"]: i["mean_position"] for i in s["per_item"]}  # over the answers that have a position
+    assert mean_pos == {"item-01": 1.5, "item-02": 3.0, "item-03": 2.0, "item-04": 3.0}
+    parts = {p["participant_id"]: p for p in s["per_participant"]}
+    assert (parts["P1"]["first_half_mean_confidence"], parts["P1"]["second_half_mean_confidence"]) == (4.5, 1.5)
+    # 3 answers: the first and the last count, the middle one is in neither half
+    assert (parts["P3"]["first_half_mean_confidence"], parts["P3"]["second_half_mean_confidence"]) == (3.0, 1.0)
+    assert parts["P2"]["first_half_mean_confidence"] is None and parts["P2"]["second_half_mean_confidence"] is None
+    assert s["order_effect"] == {"participants": 2, "answers_per_half": 3,
+                                 "first_half_mean_confidence": 4.0, "second_half_mean_confidence": round(4 / 3, 4),
+                                 "difference": round(4 / 3 - 4.0, 4)}
+    assert "order check: mean confidence 4.0 in the first half" in format_summary(s)
+
+    # only older files: no positions, no order check, and the rest of the summary as before
+    s_old = summarize_answers([old])
+    assert s_old["answers"] == 2 and s_old["order_effect"] is None
+    assert all(i["mean_position"] is None for i in s_old["per_item"])
+    assert "order check" not in format_summary(s_old) and "2 answers from 1 participant(s)" in format_summary(s_old)
+
+
+@pytest.mark.parametrize("position", ["0", "-2", "2.5", "first"])
+def test_bad_position(tmp_path, position):
+    p = _write_csv(tmp_path / "bad.csv", [_row(position=position)])
+    with pytest.raises(SaveFormatError, match=rf"bad.csv, line 2: position '{position}' is not a whole number from 1"):
+        read_answers([p])
 
 
 @pytest.mark.parametrize("content, match", [

@@ -1,4 +1,5 @@
-"""The user-study page, completed end to end in headless Chromium; the answers it exports; study-summary."""
+"""The user-study page, completed end to end in headless Chromium; the answers it exports; study-summary;
+each participant's own item order."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import json
 
 import pytest
 
-from cladec.study import ANSWER_COLUMNS, build_study, summarize_answers
+from cladec.study import ANSWER_COLUMNS, build_study, participant_order, read_answers, summarize_answers
 
 # one intra-op thread: as fast for these tiny models, and immune to a busy 2-core machine
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -21,8 +22,38 @@ def study_index(run_dir, tmp_path_factory):
     return build_study(run_dir, tmp_path_factory.mktemp("study") / "study", items=N_ITEMS, seed=3)
 
 
+def _study_data(page) -> dict:
+    return page.evaluate("JSON.parse(document.getElementById('study-data').textContent)")
+
+
 def _item_ids(page) -> list[dict]:
-    return page.evaluate("JSON.parse(document.getElementById('study-data').textContent).items")
+    return _study_data(page)["items"]
+
+
+def _start(page, participant: str) -> None:
+    page.fill("#participant-id", participant)
+    page.check("#consent")
+    page.click("#start")
+
+
+def _shown_item(page, items: list[dict]) -> str:
+    """The item_id of the item on screen, found from the original image it shows (once its images loaded)."""
+    page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=10_000)
+    assert page.evaluate("Array.from(document.images).every(i => !i.getAttribute('src') || i.naturalWidth > 0)")
+    src = page.get_attribute("#img-original", "src")
+    (hit,) = [it["item_id"] for it in items if it["original"] == src]
+    return hit
+
+
+def _answer_rest(page, items: list[dict], shown: list[str]) -> list[str]:
+    """Answer items (confidence 3) until the done screen, appending each shown item_id to ``shown``."""
+    while page.is_visible("#screen-item"):
+        assert page.inner_text("#progress-text") == f"Item {len(shown) + 1} of {len(items)}"
+        shown.append(_shown_item(page, items))
+        page.check('input[name="confidence"][value="3"]')
+        page.click("#next")
+    assert page.is_visible("#screen-done")
+    return shown
 
 
 def test_study_order_is_seeded(run_dir, study_index, tmp_path):
@@ -49,7 +80,13 @@ def test_study_end_to_end(browser, study_index, probe, artifacts, tmp_path):
     page.check("#consent")
     assert page.is_enabled("#start")
     page.click("#start")
-    items = _item_ids(page)
+    data = _study_data(page)
+    assert data["order"] == "per-participant"
+    by_id = {it["item_id"]: it for it in data["items"]}
+    # the items in the order this participant sees them: their own, reconstructable from the ids
+    order = page.evaluate("window.cladecStudy.order()")
+    assert order == participant_order(data["study_id"], "P-test 01", list(by_id))
+    items = [by_id[i] for i in order]
     assert len(items) == N_ITEMS
 
     plan = [  # (uses, ignores, text, confidence) per item
@@ -123,6 +160,7 @@ def test_study_end_to_end(browser, study_index, probe, artifacts, tmp_path):
     assert len(rows) == N_ITEMS
     for k, (row, (uses, ignores, text, conf)) in enumerate(zip(rows, plan)):
         assert row["participant_id"] == "P-test 01"
+        assert row["position"] == str(k + 1)  # the place in this participant's sequence where it was shown
         assert row["item_id"] == items[k]["item_id"] and row["image_id"] == items[k]["image_id"]
         assert row["true_label"] == items[k]["true_label"]
         assert sorted(row["uses"].split(";") if row["uses"] else []) == sorted(uses)
@@ -134,6 +172,9 @@ def test_study_end_to_end(browser, study_index, probe, artifacts, tmp_path):
     exported = json.loads(json_path.read_text())
     assert exported["format"] == "cladec-study-answers" and exported["participant_id"] == "P-test 01"
     assert [a["item_id"] for a in exported["answers"]] == [r["item_id"] for r in rows]
+    assert [a["position"] for a in exported["answers"]] == list(range(1, N_ITEMS + 1))
+    assert exported["order"] == "per-participant" and exported["item_order"] == order
+    assert {r["item_id"]: r["position"] for r in read_answers([csv_path])} == {i: k + 1 for k, i in enumerate(order)}
 
     # the answers survive a reload of the finished study, and aggregate with another participant's
     page.reload(wait_until="load")
@@ -148,4 +189,74 @@ def test_study_end_to_end(browser, study_index, probe, artifacts, tmp_path):
     assert s["concepts"]["shape"]["uses"] == 3 + N_ITEMS
     assert s["concepts"]["texture"]["ignores"] == 2
     assert s["mean_confidence"] == pytest.approx((sum(p[3] for p in plan) + 3 * N_ITEMS) / (2 * N_ITEMS))
+    # both answer sets carry P-test 01's positions: each item's mean position is its place in that sequence
+    assert {i["item_id"]: i["mean_position"] for i in s["per_item"]} == {i: k + 1.0 for k, i in enumerate(order)}
+    assert s["order_effect"]["answers_per_half"] == 2 * (N_ITEMS // 2)
+    assert probe.errors == []
+
+
+def test_each_participant_sees_an_own_order(browser, study_index, probe):
+    page = probe.page
+    probe.open(study_index)
+    data = _study_data(page)
+    items = data["items"]
+    ids = [it["item_id"] for it in items]
+
+    _start(page, "P-A")
+    shown_a: list[str] = []
+    for _ in range(2):
+        shown_a.append(_shown_item(page, items))
+        page.check('input[name="confidence"][value="4"]')
+        page.click("#next")
+    third = _shown_item(page, items)
+    # a reload mid-study keeps the participant's order: the same third item, the first two already answered
+    page.reload(wait_until="load")
+    assert page.inner_text("#progress-text") == f"Item 3 of {N_ITEMS}"
+    assert _shown_item(page, items) == third
+    _answer_rest(page, items, shown_a)
+    assert sorted(shown_a) == sorted(ids) and len(shown_a) == N_ITEMS  # every item exactly once
+    assert shown_a == participant_order(data["study_id"], "P-A", ids)
+
+    # the next participant on this browser gets another order, again every item once
+    page.click("#reset")
+    page.click("#reset")
+    assert page.is_visible("#screen-welcome")
+    _start(page, "P-B")
+    shown_b = _answer_rest(page, items, [])
+    assert sorted(shown_b) == sorted(ids)
+    assert shown_b != shown_a
+    assert shown_b == participant_order(data["study_id"], "P-B", ids)
+
+    # the same id in another browser (its own storage) gets the same order as before: it is derived from the id
+    ctx = browser.new_context()
+    try:
+        other = ctx.new_page()
+        other.goto(study_index.resolve().as_uri(), wait_until="load")
+        _start(other, "  P-A ")  # surrounding spaces are not part of the id
+        assert other.evaluate("window.cladecStudy.order()") == shown_a
+        assert _shown_item(other, items) == shown_a[0]
+    finally:
+        ctx.close()
+    assert probe.errors == []
+
+
+def test_fixed_order_for_a_pilot(run_dir, probe, tmp_path):
+    from cladec.cli import main
+
+    # through the command line: `cladec study RUN --order fixed`
+    assert main(["study", str(run_dir), "--out", str(tmp_path / "pilot"), "--items", str(N_ITEMS), "--seed", "3",
+                 "--order", "fixed"]) == 0
+    index = tmp_path / "pilot" / "index.html"
+    page = probe.page
+    probe.open(index)
+    data = _study_data(page)
+    assert data["order"] == "fixed"
+    items = data["items"]
+    ids = [it["item_id"] for it in items]
+    assert participant_order(data["study_id"], "P-A", ids) != ids  # P-A's own order would differ
+    _start(page, "P-A")
+    assert _answer_rest(page, items, []) == ids
+    rows = page.evaluate("window.cladecStudy.rows()")
+    assert [(r["item_id"], r["position"]) for r in rows] == [(i, k + 1) for k, i in enumerate(ids)]
+    assert participant_order(data["study_id"], "P-A", ids, order="fixed") == ids
     assert probe.errors == []

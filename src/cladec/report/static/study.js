@@ -3,9 +3,42 @@
   "use strict";
   var data = JSON.parse(document.getElementById("study-data").textContent);
   var items = data.items, N = items.length, COLS = data.columns;
+  var ORDER_MODE = data.order || "fixed";  /* pages built before per-participant orders had one order */
   var KEY = "cladec-study:" + data.study_id;
   var $ = function (id) { return document.getElementById(id); };
   var form = $("item-form");
+  var byId = {};
+  items.forEach(function (it) { byId[it.item_id] = it; });
+  var fixedOrder = items.map(function (it) { return it.item_id; });
+
+  /* Each participant's item order (cladec.study.participant_order does the same in Python): a Fisher–Yates
+     shuffle driven by mulberry32, seeded with the 32-bit FNV-1a hash of the UTF-8 text "<study_id>:<participant_id>". */
+  function fnv1a(str) {
+    var bytes = new TextEncoder().encode(str), h = 0x811c9dc5;
+    for (var i = 0; i < bytes.length; i++) { h ^= bytes[i]; h = Math.imul(h, 0x01000193); }
+    return h >>> 0;
+  }
+  function mulberry32(a) {
+    return function () {
+      a |= 0; a = a + 0x6D2B79F5 | 0;
+      var t = Math.imul(a ^ a >>> 15, 1 | a);
+      t = t + Math.imul(t ^ t >>> 7, 61 | t) ^ t;
+      return ((t ^ t >>> 14) >>> 0) / 4294967296;
+    };
+  }
+  function orderFor(participantId) {
+    var out = fixedOrder.slice();
+    if (ORDER_MODE !== "per-participant") return out;
+    var rnd = mulberry32(fnv1a(data.study_id + ":" + participantId.trim()));
+    for (var i = out.length - 1; i > 0; i--) {
+      var j = Math.floor(rnd() * (i + 1)), t = out[i];
+      out[i] = out[j]; out[j] = t;
+    }
+    return out;
+  }
+  function isPermutation(o) {
+    return Array.isArray(o) && o.length === N && o.slice().sort().join("\n") === fixedOrder.slice().sort().join("\n");
+  }
 
   function nowIso() { return new Date().toISOString(); }
   function randomId() {
@@ -19,9 +52,12 @@
       var s = JSON.parse(localStorage.getItem(KEY) || "null");
       if (s && typeof s === "object" && s.answers) return s;
     } catch (e) { /* a broken entry starts afresh */ }
-    return { participant_id: randomId(), consented_at: null, screen: "welcome", current: 0, answers: {} };
+    return { participant_id: randomId(), consented_at: null, screen: "welcome", current: 0, order: null, answers: {} };
   }
   var state = load();
+  /* the order is fixed when the participant starts and kept in the saved state; a state saved by a page
+     without orders (same study id, rebuilt) was shown the fixed order */
+  if (!isPermutation(state.order)) state.order = state.consented_at ? fixedOrder.slice() : null;
   var enteredAt = null;
 
   function save() {
@@ -33,8 +69,11 @@
     }
   }
 
+  /* the item shown at (0-based) position i */
+  function itemAt(i) { return byId[state.order[i]]; }
+
   function answer(i) {
-    var id = items[i].item_id;
+    var id = itemAt(i).item_id;
     if (!state.answers[id]) state.answers[id] = { uses: [], ignores: [], free_text: "", confidence: null, seconds: 0, started_at: null, answered_at: null };
     return state.answers[id];
   }
@@ -69,7 +108,7 @@
   }
 
   function fillItem(i) {
-    var it = items[i], a = answer(i);
+    var it = itemAt(i), a = answer(i);
     if (!a.started_at) a.started_at = nowIso();
     $("img-original").src = it.original;
     if ($("img-refae")) $("img-refae").src = it.refae || "";
@@ -141,20 +180,25 @@
   start.addEventListener("click", function () {
     state.participant_id = pid.value.trim();
     state.consented_at = nowIso();
+    state.order = orderFor(state.participant_id);
     goItem(state.current || 0);
   });
 
   /* export */
+  /* answered items in the order shown; position: 1-based place in this participant's sequence */
   function rows() {
-    return items.filter(function (it) { var a = state.answers[it.item_id]; return a && a.answered_at; }).map(function (it) {
-      var a = state.answers[it.item_id];
-      return {
-        study_id: data.study_id, participant_id: state.participant_id, item_id: it.item_id, image_id: it.image_id,
-        true_label: it.true_label,
-        uses: a.uses.join(";"), ignores: a.ignores.join(";"), free_text: a.free_text || "", confidence: a.confidence,
-        seconds_on_item: Math.round(a.seconds * 100) / 100, started_at: a.started_at || "", answered_at: a.answered_at || ""
-      };
-    });
+    var order = state.order || [];
+    return order.map(function (id, i) { return { it: byId[id], a: state.answers[id], position: i + 1 }; })
+      .filter(function (x) { return x.a && x.a.answered_at; }).map(function (x) {
+        var it = x.it, a = x.a;
+        return {
+          study_id: data.study_id, participant_id: state.participant_id, item_id: it.item_id, image_id: it.image_id,
+          true_label: it.true_label,
+          uses: a.uses.join(";"), ignores: a.ignores.join(";"), free_text: a.free_text || "", confidence: a.confidence,
+          seconds_on_item: Math.round(a.seconds * 100) / 100, started_at: a.started_at || "", answered_at: a.answered_at || "",
+          position: x.position
+        };
+      });
   }
   function csvCell(v) {
     var s = v === null || v === undefined ? "" : String(v);
@@ -177,7 +221,8 @@
   $("download-csv").addEventListener("click", function () { download(toCsv(), "text/csv;charset=utf-8", "csv"); });
   $("download-json").addEventListener("click", function () {
     var obj = { format: "cladec-study-answers", study_id: data.study_id, participant_id: state.participant_id,
-      consented_at: state.consented_at, exported_at: nowIso(), items_total: N, answers: rows() };
+      consented_at: state.consented_at, exported_at: nowIso(), items_total: N, order: ORDER_MODE,
+      item_order: state.order, answers: rows() };
     download(JSON.stringify(obj, null, 2), "application/json", "json");
   });
   $("review").addEventListener("click", function () { goItem(0); });
@@ -195,7 +240,8 @@
   document.addEventListener("visibilitychange", function () {
     if (document.hidden) { flushTime(); save(); } else if (state.screen === "item") { enteredAt = performance.now(); }
   });
-  window.cladecStudy = { toCsv: toCsv, rows: rows, key: KEY };
+  window.cladecStudy = { toCsv: toCsv, rows: rows, key: KEY, orderFor: orderFor,
+    order: function () { return state.order ? state.order.slice() : null; } };
 
   if (state.consented_at && state.screen === "done") finish();
   else if (state.consented_at) goItem(state.current);
