@@ -92,6 +92,24 @@ def test_cli_sweep_refuses_other_configuration(eval_setup, sweep_dir):
         args.func(args)
 
 
+def test_cli_sweep_with_one_seed_prints_its_table(eval_setup, sweep_dir, capsys):
+    """The default (one seed) has no spread: the table shows values alone (it once crashed on the None std)."""
+    from cladec._cli_evaluate import format_summary_table, register
+
+    parser = argparse.ArgumentParser(prog="cladec")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["sweep", "--model", str(eval_setup.clf_dir), "--dataset", "fashion-mnist",
+                              "--layers", "conv2", "--alphas", "0,1", "--seeds", "0", "--epochs", "1",
+                              "--limit", "600", "--test-limit", "200", "--no-eval-classifier",
+                              "--data-root", str(eval_setup.data_root), "--out", str(sweep_dir), "--quiet"])
+    assert args.func(args) == 0  # every cell is done: resumes, summarises, prints
+    out = capsys.readouterr().out
+    s = summarize_sweep(sweep_dir, write=False)
+    mse = {(r["method"], r["alpha"]): r["mse_mean"] for r in s["rows"]}
+    assert f"{mse[('cladec', 1.0)]:.4f}" in out and "±" not in out
+    assert format_summary_table(s) in out
+
+
 def test_bad_arguments(eval_setup, tmp_path):
     with pytest.raises(ConfigError, match=r"\[0, 1\]"):
         run_sweep(tmp_path / "s", classifier_dir=eval_setup.clf_dir, alphas=[1.5], **SMALL)

@@ -183,6 +183,9 @@ def format_summary_table(summary: dict) -> str:
         cells = []
         for c in cols:
             m, s = r.get(f"{c}_mean"), r.get(f"{c}_std")
-            cells.append(f"{'-':>20}" if m is None else f"{m:>12.4f} ± {s:<5.3f}")
+            if m is None:
+                cells.append(f"{'-':>20}")
+            else:  # one seed: no spread (std None), the value alone
+                cells.append(f"{m:>12.4f} ± {s:<5.3f}" if s is not None else f"{m:>12.4f}{'':8}")
         lines.append(f"{r['layer']:<12}{r['method']:<9}{a:>7}{r['n_seeds']:>6}" + "".join(cells))
     return "\n".join(lines)
