@@ -191,7 +191,8 @@ def build_study(
     from ._version import __version__
     from .explanation import explain
     from .report._images import write_png
-    from .report._site import copy_static, environment, script_json, site_dir
+    from .report._gallery import classifier_classes
+    from .report._site import check_device, copy_static, environment, script_json, site_dir
     from .report._sources import read_run_config
     from .runs import load_run
 
@@ -201,6 +202,7 @@ def build_study(
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     if order not in ORDERS:
         raise ConfigError(f"order must be one of {', '.join(repr(o) for o in ORDERS)}, got {order!r}")
+    device = check_device(device)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise SaveFormatError(f"{run_dir} is not a directory; expected a run directory (run.json, made by `cladec fit`)")
@@ -211,7 +213,7 @@ def build_study(
         )
     cfg = read_run_config(run_dir)
     env = environment()
-    run = load_run(run_dir, device=device or "cpu")
+    run = load_run(run_dir, device=device)
     try:
         ds = run.dataset("test", limit=max(items * 25, 500), data_root=str(data_root) if data_root else None)
     except DataError as e:
@@ -222,6 +224,12 @@ def build_study(
     x, y = x_all[idx].clone(), y_all[idx].clone()
     e = explain(x, cladec=run.cladec, refae=run.refae, labels=y, classes=ds.classes)
     has_refae = e.x_refae is not None
+    # predictions are named with the classifier's own classes (it may have more outputs than the data set has
+    # classes, e.g. a 10-class classifier explained on a 3-class image folder), else by number
+    out_names = classifier_classes(run.classifier_info) or list(ds.classes)
+
+    def pred_name(i: int) -> str:
+        return out_names[i] if 0 <= i < len(out_names) else str(i)
     ds_name = str((cfg.get("dataset") or {}).get("name", ds.name))
     image_ids = [f"{ds_name}:test:{i}" for i in idx]
     study_id = hashlib.sha1(
@@ -240,7 +248,7 @@ def build_study(
                 "item_id": item_id,
                 "image_id": image_ids[k],
                 "true_label": ds.classes[int(y[k])],
-                "predicted": ds.classes[int(e.pred_x[k])],
+                "predicted": pred_name(int(e.pred_x[k])),
                 "original": f"{base}-original.png",
                 "refae": f"{base}-refae.png" if has_refae else None,
                 "cladec": f"{base}-cladec.png",

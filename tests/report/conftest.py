@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,62 @@ def run_dir(tiny_sweep) -> Path:
     """The conv2 reference cell of the sweep: a run directory with a RefAE and ``eval/``."""
     state = json.loads((tiny_sweep / "sweep.json").read_text())
     return tiny_sweep / state["refae"]["conv2/s0"]
+
+
+#: Class names of the image-folder fixture: markup that must survive the pages' HTML and JSON intact.
+FOLDER_CLASSES = ("<!--<script>", 'a&b "quoted"', "plain")
+
+
+def write_image_folder(root: Path, data_root: Path, *, per_class: dict[str, int], classes=FOLDER_CLASSES) -> Path:
+    """Write an image folder (``root/<split>/<class>/NNNNN.png``) of real Fashion-MNIST images.
+
+    Fashion-MNIST classes 0, 1, 2, … (read through :func:`cladec.data.load_dataset`) are saved as grey PNGs
+    under the folder classes ``classes`` in that order; ``per_class`` gives the images per class and split.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from cladec.data import load_dataset
+
+    for split, n in per_class.items():
+        ds = load_dataset("fashion-mnist", root=data_root, split=split, limit=40 * n)
+        x, y = ds.tensors()
+        for k, name in enumerate(classes):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in (y == k).nonzero().flatten().tolist()[:n]:
+                Image.fromarray((x[i, 0].numpy() * 255 + 0.5).astype(np.uint8)).save(d / f"{i:05d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_image_folder(data_root):
+    """:func:`write_image_folder` with the real data sets' folder filled in."""
+    return lambda root, per_class, classes=FOLDER_CLASSES: write_image_folder(root, data_root, per_class=per_class,
+                                                                             classes=classes)
+
+
+@pytest.fixture(scope="session")
+def folder_run(tmp_path_factory, tiny_sweep, data_root) -> Path:
+    """A run on a 3-class image folder (class names with ``<!--``, ``&``, quotes) that explains the sweep's
+    10-class Fashion-MNIST classifier: more classifier outputs than data-set classes, and other class names."""
+    import torch
+
+    from cladec import CollapseWarning
+    from cladec.runs import fit_run
+
+    base = tmp_path_factory.mktemp("folder-run")
+    folder = write_image_folder(base / "images", data_root, per_class={"train": 20, "test": 8})
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CollapseWarning)  # one training step: the pages need no good decoder
+            fit_run(base / "run", classifier_dir=tiny_sweep.parent / "clf", dataset=f"imagefolder:{folder}",
+                    layer="conv2", epochs=1, device="cpu", seed=0, verbose=False)
+    finally:
+        torch.set_num_threads(before)
+    return base / "run"
 
 
 @pytest.fixture(scope="session")

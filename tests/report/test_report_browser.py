@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -197,12 +199,131 @@ def test_eval_dir_report_finds_its_run(browser, run_dir, probe, tmp_path, artifa
 
 
 def test_run_without_refae_hides_its_slots(browser, tiny_sweep, probe, tmp_path):
+    # a cell fitted without a RefAE, taken out of its sweep: no RefAE of its own and none shared with it
     cell = next(p for p in (tiny_sweep / "cells").iterdir() if not (p / "refae").exists())
-    index = build_report(cell, tmp_path / "site", n_images=6)
+    run = shutil.copytree(cell, tmp_path / "run", ignore=shutil.ignore_patterns("eval"))
+    index = build_report(run, tmp_path / "site", n_images=6)
     probe.open(index)
     page = probe.page
     assert probe.broken_images() == []
     assert page.evaluate("document.querySelectorAll('.card').length") == 6
     assert page.evaluate("document.querySelectorAll('[data-slot=\"refae\"]:not([hidden]), [data-slot=\"drefae\"]:not([hidden])').length") == 0
     assert page.evaluate("Array.from(document.querySelectorAll('#sort-by option')).every(o => !o.value.startsWith('r:'))")
+    # the explanation of how to read the page speaks of the one reconstruction there is
+    page.click(".howto summary")
+    howto = page.inner_text(".howto")
+    assert "with its reconstruction" in howto and "two reconstructions" not in howto and "without a reference" in howto
+    assert probe.errors == []
+
+
+def test_markup_in_class_names_keeps_the_page_working(browser, folder_run, probe):
+    # class folders named "<!--<script>", 'a&b "quoted"' and "plain": the page's data must still parse
+    index = build_report(folder_run, folder_run.parent / "site", n_images=6)
+    probe.open(index)
+    page = probe.page
+    assert page.evaluate("document.documentElement.dataset.reportReady") == "1"
+    data = _page_data(page)["gallery"]
+    assert data["classes"] == ["<!--<script>", 'a&b "quoted"', "plain"]
+    options = page.evaluate("Array.from(document.querySelectorAll('#filter-class option')).map(o => o.textContent)")
+    assert options == ["all classes", *data["classes"]]
+    page.select_option("#filter-class", label="<!--<script>")
+    cards = _visible_cards(page)
+    assert cards and all(c["label"] == 0 for c in cards) and len(cards) < 6
+    assert {page.inner_text(f'.card[data-j="{c["j"]}"] .true-label') for c in cards} == {"<!--<script>"}
+    # predictions are named by the classifier's own (Fashion-MNIST) classes
+    pred = page.inner_text(f'.card[data-j="{cards[0]["j"]}"] .pred-x')
+    assert pred == data["pred_classes"][data["layers"][0]["variants"][0]["items"][cards[0]["j"]]["pred_x"]]
+    assert len(data["pred_classes"]) == 10
+    assert probe.errors == []
+
+
+def test_runs_of_one_layer_are_told_apart(browser, tiny_sweep, probe, tmp_path):
+    # a demo folder holding two runs of the same layer and α: one without a RefAE, one with
+    state = json.loads((tiny_sweep / "sweep.json").read_text())
+    cell = tiny_sweep / state["refae"]["conv2/s0"]
+    demo = tmp_path / "demo"
+    shutil.copytree(cell, demo / "runs" / "a_norefae", ignore=shutil.ignore_patterns("eval", "refae"))
+    shutil.copytree(cell, demo / "runs" / "b_full", ignore=shutil.ignore_patterns("eval"))
+    index = build_report(demo, tmp_path / "site", n_images=6)
+    probe.open(index)
+    page = probe.page
+    assert page.inner_text("h1") == "cladec demo · 1 layer, 2 runs"
+    # the slider steps through the runs by name (not through two positions both called "0.001")
+    slider = page.locator('.alpha-slider[data-li="0"]')
+    assert page.inner_text(".alpha-ctl").startswith("run")
+    assert page.evaluate("Array.from(document.querySelectorAll('#alpha-ticks-0 option')).map(o => o.label)") == [
+        "a_norefae", "b_full"]
+    assert page.inner_text('.alpha-value[data-li="0"]') == "a_norefae"
+    assert slider.get_attribute("aria-valuetext") == "a_norefae"
+    assert "run a_norefae" in page.inner_text('.variant-stats[data-li="0"]')
+    # RefAE sorting is offered although the first run has no RefAE
+    sorts = page.evaluate("Array.from(document.querySelectorAll('#sort-by option')).map(o => o.value)")
+    assert "r:0:desc" in sorts and "g:0:desc" in sorts
+    slider.focus()
+    page.keyboard.press("ArrowRight")
+    assert page.inner_text('.alpha-value[data-li="0"]') == "b_full" and slider.get_attribute("aria-valuetext") == "b_full"
+    assert page.evaluate("document.querySelectorAll('.card [data-slot=\"refae\"]:not([hidden])').length") == 6
+    page.select_option("#sort-by", "r:0:desc")
+    data = _page_data(page)["gallery"]
+    items = data["layers"][0]["variants"][1]["items"]
+    mse_r = [items[c["j"]]["mse_r"] for c in _visible_cards(page)]
+    assert mse_r == sorted(mse_r, reverse=True)
+    # the configuration table names each run
+    rows = page.evaluate("Array.from(document.querySelectorAll('.config-table tr')).map(r => Array.from(r.cells).map(c => c.textContent))")
+    assert rows[0][0] == "Run" and [r[0] for r in rows[1:]] == ["a_norefae", "b_full"]
+    assert probe.errors == []
+
+
+def test_alpha_slider_announces_alpha_not_its_position(browser, sweep_site, probe):
+    probe.open(sweep_site)
+    page = probe.page
+    slider = page.locator('.alpha-slider[data-li="0"]')
+    assert slider.get_attribute("aria-valuetext") == "0.001"
+    slider.focus()
+    page.keyboard.press("ArrowRight")
+    assert slider.get_attribute("aria-valuetext") == "0.5"
+    page.keyboard.press("ArrowLeft")
+    assert slider.get_attribute("aria-valuetext") == "0.001"
+    assert probe.errors == []
+
+
+def test_figures_with_odd_file_names_load(browser, probe, tmp_path, fake_saliency_png):
+    ev = tmp_path / "ev"
+    ev.mkdir()
+    (ev / "metrics.json").write_text(json.dumps({"format": "cladec-eval", "summary": {"mse_cladec": 0.01}}))
+    for name in ("fig #1.png", "q?.png", "100%.png"):
+        shutil.copyfile(fake_saliency_png, ev / name)
+    probe.open(build_report(ev, tmp_path / "site"))
+    page = probe.page
+    assert page.evaluate("document.querySelectorAll('#evaluation .figure img').length") == 3
+    assert probe.broken_images() == []
+    assert sorted(page.evaluate("Array.from(document.querySelectorAll('#evaluation .figure figcaption .small'))"
+                                ".map(e => e.textContent)")) == ["(100%.png)", "(fig #1.png)", "(q?.png)"]
+    assert probe.errors == []
+
+
+def test_a_sweep_cell_shows_the_same_shared_refae_however_reached(browser, tiny_sweep, sweep_site, probe, tmp_path):
+    cell = next(p for p in sorted((tiny_sweep / "cells").iterdir()) if not (p / "refae").exists())
+    seen = []
+    for src in (cell, cell / "eval"):  # as a run directory and through its evaluation
+        probe.open(build_report(src, tmp_path / src.name, n_images=6))
+        page = probe.page
+        assert page.evaluate("document.querySelectorAll('[data-slot=\"refae\"]:not([hidden])').length") == 6
+        items = _page_data(page)["gallery"]["layers"][0]["variants"][0]["items"]
+        seen.append([it["mse_r"] for it in items])
+        assert "on RefAE (shared)" in page.inner_text('.variant-stats[data-li="0"]')
+    assert seen[0] == seen[1] and None not in seen[0]
+    # the run directory's configuration labels the RefAE numbers as those of the shared RefAE
+    probe.open(tmp_path / cell.name / "index.html")
+    stats = probe.page.evaluate("Array.from(document.querySelectorAll('.stat-label')).map(e => e.textContent)")
+    assert any(s.startswith("accuracy on RefAE (shared RefAE, fitted in ") for s in stats)
+    # the sweep's configuration table: every row has RefAE numbers, those of non-reference cells marked shared
+    probe.open(sweep_site)
+    page = probe.page
+    rows = page.evaluate("Array.from(document.querySelectorAll('.config-table tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent))")
+    head = page.evaluate("Array.from(document.querySelectorAll('.config-table thead th')).map(c => c.textContent)")
+    col = head.index("acc. RefAE")
+    assert len(rows) == 4 and all(r[col] != "–" for r in rows)
+    assert sorted(r[col].endswith("(shared)") for r in rows) == [False, False, True, True]
+    assert "(shared): the run was fitted without a RefAE of its own" in page.inner_text("#config")
     assert probe.errors == []

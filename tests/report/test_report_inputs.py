@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import warnings
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
@@ -12,6 +20,7 @@ import pytest
 from cladec import CladecError, ConfigError, DataError, SaveFormatError
 from cladec.cli import main
 from cladec.report import build_report
+from cladec.report._site import script_json
 from cladec.report._sources import detect_source
 from cladec.study import (ANSWER_COLUMNS, build_study, format_summary, participant_order, read_answers,
                           summarize_answers)
@@ -356,3 +365,158 @@ def test_cli_study_summary_and_report(tmp_path, capsys):
     assert main(["report", str(ev), "--out", str(tmp_path / "site")]) == 0
     assert "index.html" in capsys.readouterr().out
     assert issubclass(SaveFormatError, CladecError)
+
+
+# -- review fixes: page data, inputs that differ, broken runs, leftovers ---------------------------------------
+
+
+def _report_data(index: Path) -> dict:
+    """The JSON the report page's script reads (it must be valid JSON)."""
+    m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', index.read_text(), re.S)
+    assert m, "no report-data script in the page"
+    return json.loads(m.group(1))
+
+
+@pytest.mark.parametrize("text", ["<!--<script>", "</script><!--", "a&b <i>\"x\"</i> 'y'", "line\u2028sep\u2029", "plain"])
+def test_script_json_is_valid_json_that_cannot_end_its_script(text):
+    obj = {"classes": [text, "x"], "nested": {text: [1.5, None, True]}}
+    out = str(script_json(obj))
+    assert json.loads(out) == obj  # JSON.parse on the page gets the original strings back
+    assert "<" not in out and ">" not in out and "&" not in out and "\u2028" not in out
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_classifier_with_more_outputs_than_the_data_set_has_classes(folder_run, tmp_path):
+    # a 10-class Fashion-MNIST classifier explained on a 3-class image folder
+    index = build_report(folder_run, tmp_path / "site", n_images=6)
+    g = _report_data(index)["gallery"]
+    assert g["classes"] == ["<!--<script>", 'a&b "quoted"', "plain"]  # true labels: the data set's classes
+    from cladec.runs import load_run
+
+    clf_classes = load_run(folder_run, device="cpu").classifier_info["dataset"]["classes"]  # Fashion-MNIST's
+    assert len(clf_classes) == 10 and g["pred_classes"] == clf_classes  # predictions: the classifier's classes
+    items = g["layers"][0]["variants"][0]["items"]
+    preds = {it[k] for it in items for k in ("pred_x", "pred_e", "pred_r")}
+    assert all(0 <= p < 10 for p in preds)
+    html = index.read_text()
+    shown = set(re.findall(r'<span class="pred pred-x [a-z]+">([^<]*)</span>', html))
+    assert shown and shown <= {html_escape(clf_classes[p], quote=False) for p in preds}
+    assert "are not the data set&#39;s" in html
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_study_names_predictions_with_the_classifier_classes(folder_run, tmp_path):
+    """A 10-class classifier on a 3-class folder: the study page once crashed (IndexError) on such runs."""
+    from cladec.runs import load_run
+
+    index = build_study(folder_run, tmp_path / "study", items=6)
+    html = index.read_text()
+    data = json.loads(re.search(r'<script type="application/json" id="study-data">(.*?)</script>', html, re.S)[1])
+    clf_classes = load_run(folder_run, device="cpu").classifier_info["dataset"]["classes"]
+    assert {it["true_label"] for it in data["items"]} <= {"<!--<script>", 'a&b "quoted"', "plain"}
+    assert all(it["predicted"] in clf_classes for it in data["items"])
+    with pytest.raises(ConfigError, match="--device 'bogus'"):
+        build_study(folder_run, tmp_path / "s2", items=2, device="bogus")
+    assert not (tmp_path / "s2").exists()
+
+
+@pytest.mark.parametrize("device", ["bogus", "cuda:99"])
+def test_report_and_study_refuse_a_bad_device_clearly(tmp_path, capsys, device):
+    with pytest.raises(ConfigError, match=f"--device '{device}'"):
+        build_report(_eval_only(tmp_path), tmp_path / "site", device=device)
+    assert not (tmp_path / "site").exists()
+    for cmd in (["report", str(tmp_path / "ev"), "--out", str(tmp_path / "s1")],
+                ["study", str(tmp_path / "ev"), "--out", str(tmp_path / "s2")]):
+        assert main([*cmd, "--device", device]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"cladec: error: --device '{device}'") and "Traceback" not in err
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_report_never_replaces_a_study_page_nor_the_other_way(run_dir, tmp_path):
+    ev = _eval_only(tmp_path)
+    study = build_study(run_dir, tmp_path / "study", items=2).parent
+    before = sorted(p.name for p in study.rglob("*"))
+    with pytest.raises(ConfigError, match="holds a `cladec study` page, which a `cladec report` page would replace"):
+        build_report(ev, study)
+    assert sorted(p.name for p in study.rglob("*")) == before
+    report = build_report(ev, tmp_path / "report").parent
+    with pytest.raises(ConfigError, match="holds a `cladec report` page, which a `cladec study` page would replace"):
+        build_study(run_dir, report, items=2)
+    assert (report / "index.html").is_file()
+    assert build_report(ev, report).is_file()  # a report still replaces a report
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_runs_on_another_data_set_are_left_out_of_the_gallery(run_dir, folder_run, tmp_path):
+    # the same classifier and image shape (1×28×28), but Fashion-MNIST vs a folder of three classes
+    demo = tmp_path / "demo"
+    shutil.copytree(run_dir, demo / "runs" / "a_fmnist", ignore=shutil.ignore_patterns("eval"))
+    shutil.copytree(folder_run, demo / "runs" / "b_folder")
+    index = build_report(demo, tmp_path / "site", n_images=6)
+    g = _report_data(index)["gallery"]
+    assert [v["run"] for L in g["layers"] for v in L["variants"]] == ["a_fmnist"]
+    assert g["classes"][0] == "T-shirt/top"
+    html = index.read_text()
+    assert "b_folder: it was fitted on data set &#39;imagefolder:" in html and "left out of the gallery" in html
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_sweep_cell_with_missing_weights_is_left_out_with_a_note(tiny_sweep, tmp_path):
+    sweep = shutil.copytree(tiny_sweep, tmp_path / "sweep")
+    (sweep / "cells" / "conv4__a0.5__s0" / "cladec" / "weights.safetensors").unlink()
+    index = build_report(sweep, tmp_path / "site", n_images=4)
+    g = _report_data(index)["gallery"]
+    assert {(L["name"], v["alpha"]) for L in g["layers"] for v in L["variants"]} == {
+        ("conv2", 0.001), ("conv2", 0.5), ("conv4", 0.001)}
+    html = index.read_text()
+    assert "conv4__a0.5__s0: could not be loaded (" in html and "weights file not found" in html
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_missing_image_folder_says_which_folder_must_exist(tiny_sweep, make_image_folder, tmp_path):
+    from cladec.runs import fit_run
+
+    folder = make_image_folder(tmp_path / "imgs", {"train": 4, "test": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_run(tmp_path / "run", classifier_dir=tiny_sweep.parent / "clf", dataset=f"imagefolder:{folder}",
+                layer="conv2", epochs=1, device="cpu", seed=0, refae=False, verbose=False)
+    folder.rename(tmp_path / "moved")
+    with pytest.raises(DataError) as e:
+        build_report(tmp_path / "run", tmp_path / "site", n_images=2)
+    msg = str(e.value)
+    assert f"image folder {folder}" in msg and "must exist" in msg and "run.json" in msg
+    assert "pass --data-root" not in msg and "--data-root does not apply" in msg
+
+
+def _killed_build(out: Path) -> Path:
+    """Start a page build of ``out`` in another process and kill it (SIGKILL) in the middle; return its folder."""
+    code = ("import os, signal, sys\nfrom cladec.report._site import site_dir\n"
+            "with site_dir(sys.argv[1], 'report', protect=[]) as tmp:\n"
+            "    (tmp / 'img').mkdir(); (tmp / 'img' / 'a.png').write_bytes(b'x' * 1000)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    left = list(out.parent.glob(f".{out.name}.*.tmp"))
+    assert len(left) == 1 and (left[0] / "img" / "a.png").is_file()
+    return left[0]
+
+
+def test_leftovers_of_killed_builds_are_removed(tmp_path):
+    ev = _eval_only(tmp_path)
+    out = tmp_path / "site"
+    killed = _killed_build(out)
+    mine = tmp_path / ".site.notes.tmp"  # not cladec's: no site marker
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    running = tmp_path / ".site.abc123.tmp"  # a build that still runs (this process)
+    running.mkdir()
+    (running / ".cladec-site").write_text(json.dumps({"kind": "report"}))
+    (running / ".cladec-build").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    build_report(ev, out)
+    assert not killed.exists()
+    assert (mine / "keep.txt").read_text() == "mine" and running.is_dir()
+    assert not (out / ".cladec-build").exists() and (out / ".cladec-site").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".site.")) == [
+        ".site.abc123.tmp", ".site.notes.tmp"]

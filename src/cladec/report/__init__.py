@@ -19,11 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
-from ._site import copy_static, environment, script_json, site_dir
+from ._site import check_device, copy_static, environment, script_json, site_dir
 from ._sources import RunRef, Source, detect_source
 from ._tables import eval_section, fmt_value, read_json_obj, saliency_section, sweep_section
 
 __all__ = ["build_report"]
+
+#: The run statistics shown in the configuration: (key in run.json's metrics, label, short label).
+STATS = (("accuracy_original", "accuracy on originals", "acc. original"),
+         ("accuracy_refae", "accuracy on RefAE", "acc. RefAE"),
+         ("accuracy_cladec", "accuracy on ClaDec", "acc. ClaDec"),
+         ("mse_refae", "MSE RefAE", "MSE RefAE"), ("mse_cladec", "MSE ClaDec", "MSE ClaDec"))
 
 _KIND_TEXT = {"run": "Run directory", "eval": "Evaluation directory", "sweep": "Sweep directory",
               "demo": "Demo directory"}
@@ -83,35 +89,46 @@ def _run_view(ref: RunRef) -> dict[str, Any]:
         ("Version", f"cladec {cfg.get('cladec_version', '?')}"),
     ]
     m = cfg.get("metrics") or {}
+    # a run fitted without a RefAE of its own is shown with its layer's shared RefAE: its numbers are those
+    # measured in the run that fitted it, and say so
+    shared_from, shared_m = None, {}
+    if ref.refae_from is not None and not (ref.path / "refae").is_dir():
+        shared_from = ref.refae_from.parent
+        shared_m = (read_json_obj(shared_from / "run.json") or {}).get("metrics") or {}
     stats = []
-    for key, label, short in (("accuracy_original", "accuracy on originals", "acc. original"),
-                              ("accuracy_refae", "accuracy on RefAE", "acc. RefAE"),
-                              ("accuracy_cladec", "accuracy on ClaDec", "acc. ClaDec"),
-                              ("mse_refae", "MSE RefAE", "MSE RefAE"), ("mse_cladec", "MSE ClaDec", "MSE ClaDec")):
-        v = m.get(key)
+    for key, label, short in STATS:
+        v, shared = m.get(key), False
+        if not isinstance(v, (int, float)) and shared_from is not None and key.endswith("_refae"):
+            v, shared = shared_m.get(key), True
         if isinstance(v, (int, float)):
-            stats.append({"label": label, "short": short,
-                          "value": f"{100 * v:.1f}%" if key.startswith("acc") else f"{v:.4f}"})
+            text = f"{100 * v:.1f}%" if key.startswith("acc") else f"{v:.4f}"
+            stats.append({"label": label + (f" (shared RefAE, fitted in {shared_from.name})" if shared else ""),
+                          "short": short, "value": text, "shared": shared})
     n = m.get("test_images")
     if isinstance(n, int) and stats:
         stats[0]["label"] += f" ({n:,} test images)"
-    return {"chips": chips, "stats": stats, "path": str(ref.path)}
+    return {"name": ref.path.name, "chips": chips, "stats": stats, "path": str(ref.path),
+            "refae_shared_from": shared_from.name if shared_from is not None else None}
 
 
 def _config_view(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Split the runs' settings into those all runs share (chips) and those that vary (table columns)."""
     if not runs:
-        return {"common": [], "columns": [], "rows": [], "stat_names": []}
+        return {"common": [], "columns": [], "rows": [], "stat_names": [], "shared_from": []}
     keys = [k for k, _ in runs[0]["chips"]]
     vals = [dict(r["chips"]) for r in runs]
     common = [(k, vals[0][k]) for k in keys if all(v.get(k) == vals[0][k] for v in vals)]
     columns = [k for k in keys if k not in dict(common)]
-    stat_names = [s["short"] for s in runs[0]["stats"]]
+    present = {s["short"] for r in runs for s in r["stats"]}
+    stat_names = [short for _, _, short in STATS if short in present]
     rows = []
     for r, v in zip(runs, vals):
-        st = {s["short"]: s["value"] for s in r["stats"]}
-        rows.append({"cells": [v.get(k, "") for k in columns], "stats": [st.get(n, "–") for n in stat_names]})
-    return {"common": common, "columns": columns, "rows": rows, "stat_names": stat_names}
+        st = {s["short"]: s["value"] + (" (shared)" if s["shared"] else "") for s in r["stats"]}
+        rows.append({"cells": [r["name"]] + [v.get(k, "") for k in columns],
+                     "stats": [st.get(n, "–") for n in stat_names]})
+    shared = sorted({r["refae_shared_from"] for r in runs if r.get("refae_shared_from")})
+    return {"common": common, "columns": ["Run"] + columns, "rows": rows, "stat_names": stat_names,
+            "shared_from": shared}
 
 
 def _title(src: Source) -> str:
@@ -124,7 +141,9 @@ def _title(src: Source) -> str:
         alphas = sorted({r.alpha for r in src.runs})
         return f"Sweep · {len(layers)} layer{'s' * (len(layers) != 1)}, {len(alphas)} α value{'s' * (len(alphas) != 1)}"
     if src.kind == "demo":
-        return f"cladec demo · {len(src.runs)} layer{'s' * (len(src.runs) != 1)}"
+        n_layers = len({r.layer for r in src.runs})
+        text = f"cladec demo · {n_layers} layer{'s' * (n_layers != 1)}"
+        return text + (f", {len(src.runs)} runs" if len(src.runs) != n_layers else "")
     return f"Report · {src.path.name}"
 
 
@@ -158,7 +177,7 @@ def build_report(
         n_images: Test images in the gallery (class-balanced, the same for every run).
         data_root: Where the run's data set is (default: the root recorded in the run, else
             ``$CLADEC_DATA`` / the user cache).
-        device: Device for the reconstructions (default: CPU).
+        device: Device for the reconstructions (default: CPU): ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         title: Page title (default: derived from the source).
 
     Returns:
@@ -166,7 +185,7 @@ def build_report(
 
     Raises:
         SaveFormatError: ``source`` is none of the accepted directories, or a run in it is broken.
-        ConfigError: bad ``n_images`` or an ``out`` that would overwrite something else.
+        ConfigError: bad ``n_images`` or ``device``, or an ``out`` that would overwrite something else.
         DataError: the run's data set cannot be found (pass ``data_root``).
 
     Example:
@@ -179,6 +198,7 @@ def build_report(
 
     if isinstance(n_images, bool) or not isinstance(n_images, int) or not 1 <= n_images <= 1000:
         raise ConfigError(f"n_images must be an integer from 1 to 1000, got {n_images!r}")
+    device = check_device(device)
     source = Path(source)
     out = Path(out)
     env = environment()
@@ -191,7 +211,8 @@ def build_report(
         runs_view = [_run_view(r) for r in src.runs]
         if gallery:
             order = {L["name"]: i for i, L in enumerate(gallery["layers"])}
-            pairs = sorted(zip(src.runs, runs_view), key=lambda t: (order.get(t[0].layer, 99), t[0].alpha))
+            pairs = sorted(zip(src.runs, runs_view),
+                           key=lambda t: (order.get(t[0].layer, 99), t[0].alpha, t[0].path.name))
             runs_view = [v for _, v in pairs]
         config = _config_view(runs_view)
         evals = []
@@ -203,7 +224,7 @@ def build_report(
         sweep = sweep_section(src.path, src.sweep, site) if src.sweep is not None else None
         page_data = {"kind": src.kind, "gallery": None}
         if gallery:
-            page_data["gallery"] = {k: gallery[k] for k in ("classes", "images", "layers", "scale")}
+            page_data["gallery"] = {k: gallery[k] for k in ("classes", "pred_classes", "images", "layers", "scale")}
         html = env.get_template("report.html").render(
             title=title or _title(src),
             kind_text=_KIND_TEXT[src.kind],

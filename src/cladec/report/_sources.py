@@ -158,6 +158,36 @@ def _shared_refae(run_dir: Path, ref: Any, bases: list[Path]) -> Path | None:
     return None
 
 
+def _run_shared_refae(run_dir: Path, evals: list[Path]) -> Path | None:
+    """The shared RefAE of a run fitted without its own (a sweep cell that is not its layer's reference cell).
+
+    Found as its evaluation records it (``metrics.json["refae_source"]``), else as the sweep two levels up
+    (``SWEEP/cells/CELL``) records it for the cell, so that a cell shows the same RefAE however it is reached.
+    """
+    if (run_dir / "refae").is_dir():
+        return None
+    for e in evals:
+        m = _read_obj(e / "metrics.json") or {}
+        found = _shared_refae(run_dir, m.get("refae_source"), [run_dir.parent.parent, run_dir.parent, Path.cwd()])
+        if found is not None:
+            return found
+    sweep_dir = run_dir.parent.parent
+    sweep = _read_obj(sweep_dir / "sweep.json") if (sweep_dir / "sweep.json").is_file() else None
+    if sweep is None or sweep.get("format") != "cladec-sweep" or not isinstance(sweep.get("cells"), list):
+        return None
+    for c in sweep["cells"]:
+        run = c.get("run") if isinstance(c, dict) else None
+        if isinstance(run, str) and run:
+            p = Path(run) if Path(run).is_absolute() else sweep_dir / run
+            try:
+                same = p.resolve() == run_dir.resolve()
+            except OSError:
+                same = False
+            if same:
+                return _shared_refae(run_dir, c.get("refae"), [sweep_dir])
+    return None
+
+
 def _sweep_runs(sweep_dir: Path, sweep: dict[str, Any], notes: list[str]) -> list[RunRef]:
     """The usable cells of a sweep, for the gallery: one seed (the smallest), every layer and α."""
     cells = sweep.get("cells")
@@ -245,8 +275,8 @@ def detect_source(path: str | os.PathLike, *, exclude: list[Path] | None = None)
         cfg = read_run_config(src)
         evals = find_dirs(src, "metrics.json", "cladec-eval", exclude=exclude, max_depth=2)
         sal = find_dirs(src, "results.json", "cladec-saliency", exclude=exclude, max_depth=2)
-        return Source("run", src, runs=[RunRef(src, cfg, evals[0] if evals else None)], evals=evals,
-                      saliency=sal, notes=notes)
+        return Source("run", src, runs=[RunRef(src, cfg, evals[0] if evals else None, _run_shared_refae(src, evals))],
+                      evals=evals, saliency=sal, notes=notes)
 
     if (src / "metrics.json").is_file():
         metrics = _require(src / "metrics.json", "cladec-eval", "cladec evaluation directory")
@@ -276,7 +306,8 @@ def detect_source(path: str | os.PathLike, *, exclude: list[Path] | None = None)
             if not (d / "run.json").is_file():
                 continue
             try:
-                refs.append(RunRef(d, read_run_config(d), _eval_of_run(d)))
+                ev = _eval_of_run(d)
+                refs.append(RunRef(d, read_run_config(d), ev, _run_shared_refae(d, [ev] if ev else [])))
             except SaveFormatError as e:
                 notes.append(f"runs/{d.name} is left out: {e}")
         if refs or notes:

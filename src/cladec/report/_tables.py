@@ -8,6 +8,7 @@ import math
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 MAX_ROWS = 400
 
@@ -107,7 +108,8 @@ def copy_figures(src_dir: Path, site: Path, dest_rel: str, first: tuple[str, ...
         dest = site / dest_rel / p.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(p, dest)
-        figs.append({"src": f"{dest_rel}/{p.name}", "caption": _caption(p.stem), "name": p.name})
+        # a relative URL: file names such as "fig #1.png" or "q?.png" are percent-encoded
+        figs.append({"src": f"{quote(dest_rel)}/{quote(p.name)}", "caption": _caption(p.stem), "name": p.name})
     return figs
 
 

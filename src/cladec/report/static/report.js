@@ -22,7 +22,7 @@
   function setPred(el, p, label) {
     if (!el) return;
     if (p === null || p === undefined) { el.textContent = ""; el.className = el.className.replace(/\b(ok|bad)\b/g, ""); return; }
-    el.textContent = g.classes[p];
+    el.textContent = g.pred_classes[p];
     el.classList.toggle("ok", p === label);
     el.classList.toggle("bad", p !== label);
   }
@@ -38,11 +38,13 @@
   function statsText(li) {
     var v = variant(li), s = v.summary || {}, L = g.layers[li];
     var parts = [];
-    parts.push("<b>" + esc(L.name) + "</b>, α = <b>" + esc(v.alpha_text) + "</b>:");
+    var shared = v.refae_shared ? " (shared)" : "";
+    if (L.series === "α") parts.push("<b>" + esc(L.name) + "</b>, α = <b>" + esc(v.alpha_text) + "</b>:");
+    else parts.push("<b>" + esc(L.name) + "</b>, run <b>" + esc(v.run) + "</b> (α = " + esc(v.alpha_text) + "):");
     if (s.accuracy_original !== undefined) parts.push("classifier accuracy on originals " + pct(s.accuracy_original));
-    if (s.accuracy_refae !== undefined) parts.push("on RefAE " + pct(s.accuracy_refae));
+    if (s.accuracy_refae !== undefined) parts.push("on RefAE" + shared + " " + pct(s.accuracy_refae));
     if (s.accuracy_cladec !== undefined) parts.push("on ClaDec " + pct(s.accuracy_cladec));
-    if (s.mse_refae !== undefined) parts.push("MSE RefAE " + fmt(s.mse_refae, 4));
+    if (s.mse_refae !== undefined) parts.push("MSE RefAE" + shared + " " + fmt(s.mse_refae, 4));
     if (s.mse_cladec !== undefined) parts.push("MSE ClaDec " + fmt(s.mse_cladec, 4));
     return parts[0] + " " + parts.slice(1).join(" · ") + " <span>(these " + g.images.length + " images)</span>";
   }
@@ -63,11 +65,13 @@
       if (mr) mr.textContent = it.mse_r === null ? "" : "MSE " + fmt(it.mse_r, 4);
       if (me) me.textContent = "MSE " + fmt(it.mse_e, 4);
       var an = block.querySelector(".alpha-now");
-      if (an) an.textContent = v.alpha_text;
+      if (an) an.textContent = v.label;
       if (li === 0) setPred(card.querySelector(".pred-x"), it.pred_x, label);
     });
     var out = document.querySelector('.alpha-value[data-li="' + li + '"]');
-    if (out) out.textContent = v.alpha_text;
+    if (out) out.textContent = v.label;
+    var sl = document.querySelector('.alpha-slider[data-li="' + li + '"]');
+    if (sl) sl.setAttribute("aria-valuetext", v.label);
     var st = document.querySelector('.variant-stats[data-li="' + li + '"]');
     if (st) st.innerHTML = statsText(li);
   }
