@@ -83,6 +83,9 @@ def test_parse_helpers():
     for bad in ("0.5", "a,b", "0.5,0", "1,2;3"):
         with pytest.raises(ConfigError):
             parse_input_norm(bad)
+    for bad in ("nan,0.5", "0.5,nan", "inf,1", "0.5,inf", "0.1,-inf;1,1"):  # would train to a NaN loss
+        with pytest.raises(ConfigError, match="finite|std > 0"):
+            parse_input_norm(bad)
     assert parse_image_shape("3,32,32") == (3, 32, 32)
     with pytest.raises(ConfigError):
         parse_image_shape("32,32")
@@ -236,6 +239,12 @@ def test_user_model_from_factory(tmp_path, cli_threads, capsys):
     png = tmp_path / "user.png"
     assert main(["explain", "--run", str(run), "--n", "4", "--out", str(png)]) == 0
     png_size(png)
+    assert cfg["classifier"]["weights_sha256"]  # the identity of the weights the run was fitted with
+    # other weights written over the file: the run's decoders do not belong to that model
+    save_file({k: (v + 1 if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()},
+              str(weights))
+    err = _error_of(capsys, ["explain", "--run", str(run), "--n", "4", "--out", str(png)])
+    assert "not the one the run" in err and "SHA-256" in err
 
     # a factory needs the input shape; a factory without weights is fine for `layers`
     err = _error_of(capsys, ["layers", "--factory", factory])
@@ -297,3 +306,131 @@ def test_python_dash_m_subprocess(clf_dir, tmp_path):
                          timeout=300)
     assert bad.returncode == 2
     assert bad.stderr.startswith("cladec: error: unknown layer 'conv9'") and "Traceback" not in bad.stderr
+
+
+# -- options checked before any work; options that would be ignored ----------------------------------
+
+
+def test_train_classifier_refuses_a_foreign_out_before_loading_data(tmp_path, capsys):
+    # the data root is empty: had the data been loaded first, the error would be about missing data
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    argv = ["train-classifier", "--dataset", "mnist", "--data-root", str(tmp_path / "no-data"), "--epochs", "1"]
+    err = _error_of(capsys, [*argv, "--out", str(mine)])
+    assert "not a cladec classifier checkpoint" in err and "classifier.json" in err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    err = _error_of(capsys, [*argv, "--out", str(afile)])
+    assert "not a directory" in err and afile.read_text() == "x"
+
+
+def test_device_is_checked_for_every_kind(monkeypatch):
+    from cladec.cli import _device
+
+    assert _device("cpu") == torch.device("cpu") and _device(None).type in ("cpu", "cuda")
+    for bad, msg in (("nope", "is not a device"), ("meta", "not supported"), ("cuda:x", "is not a device")):
+        with pytest.raises(ConfigError, match=msg):
+            _device(bad)
+    # as on a machine without CUDA, and on one with a single GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        _device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="has 1 CUDA device"):
+        _device("cuda:1")
+    assert _device("cuda:0") == torch.device("cuda", 0)
+
+
+def test_options_that_would_be_ignored_are_refused(clf_dir, tmp_path, capsys):
+    err = _error_of(capsys, ["layers", "--model", str(clf_dir), "--factory-kwargs", '{"num_classes": 3}'])
+    assert "--factory-kwargs goes with --factory" in err
+    err = _error_of(capsys, ["fit", "--model", str(clf_dir), "--factory-kwargs", '{"num_classes": 3}',
+                             "--layer", "conv2", "--out", str(tmp_path / "r")])
+    assert "--factory-kwargs goes with --factory" in err
+    err = _error_of(capsys, ["fit", "--model", str(clf_dir), "--layer", "conv2", "--no-refae", "--refae-epochs", "3",
+                             "--out", str(tmp_path / "r")])
+    assert "--refae-epochs" in err and "--no-refae" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_diverging_fit_is_one_message_with_one_prefix(clf_dir, tmp_path, capsys):
+    err = _error_of(capsys, ["fit", "--model", str(clf_dir), "--layer", "conv2", "--no-refae", "--lr", "1e30",
+                             "--epochs", "1", "--limit", "256", "--test-limit", "32", "--data-root", str(DATA),
+                             "--out", str(tmp_path / "r"), "-q"])
+    assert err.startswith("cladec: error: ClaDec: the loss became") and "cladec: error: cladec:" not in err
+    assert not (tmp_path / "r").exists()
+
+
+# -- explain: the run's classes and data ------------------------------------------------------------------------
+
+
+def test_explain_on_another_label_space_names_the_classifiers_classes(run_dir, tmp_path, capsys, monkeypatch):
+    from cladec.explanation import Explanation
+
+    seen = {}
+    save_grid = Explanation.save_grid
+
+    def spy(self, path, *a, **kw):
+        seen.update(classes=self.classes, labels=self.labels)
+        return save_grid(self, path, *a, **kw)
+
+    monkeypatch.setattr(Explanation, "save_grid", spy)
+    png = tmp_path / "mnist.png"
+    # a Fashion-MNIST classifier's run explained on MNIST digits (same image shape, other classes)
+    rc = main(["explain", "--run", str(run_dir), "--dataset", "mnist", "--data-root", str(DATA), "--n", "4",
+               "--out", str(png)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert seen["classes"][0] == "T-shirt/top" and seen["labels"] is None  # predictions named as the classifier's
+    assert "accuracy" not in captured.out and "agrees" in captured.out
+    assert "not the classifier's" in captured.err
+    png_size(png)
+    # its own data set: true classes and accuracy as before
+    assert main(["explain", "--run", str(run_dir), "--n", "4", "--out", str(png), "--data-root", str(DATA)]) == 0
+    assert "accuracy originals" in capsys.readouterr().out and seen["labels"] is not None
+
+
+def test_explain_finds_moved_data_through_cladec_data(run_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    cfg = json.loads((run / "run.json").read_text())
+    cfg["dataset"]["root"] = str(tmp_path / "moved-away")  # the run was fitted on data that is no longer there
+    (run / "run.json").write_text(json.dumps(cfg))
+    monkeypatch.setenv("CLADEC_DATA", str(DATA))  # ... and the error for missing data advises setting this
+    rc = main(["explain", "--run", str(run), "--n", "4", "--out", str(tmp_path / "t.png")])
+    assert rc == 0, capsys.readouterr().err
+    assert "4 fashion-mnist test images" in capsys.readouterr().out
+
+
+def test_relative_imagefolder_is_recorded_absolute(tmp_path, cli_threads, capsys, monkeypatch):
+    from PIL import Image
+
+    from cladec.data import load_dataset
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for split, n in (("train", 12), ("test", 3)):  # real Fashion-MNIST images as PNG files, 3 classes
+        ds = load_dataset("fashion-mnist", root=DATA, split=split, limit=200)
+        for c in (0, 1, 7):
+            d = work / "imgs" / split / ds.classes[c].replace("/", "-")
+            d.mkdir(parents=True)
+            for k, i in enumerate((ds.labels == c).nonzero().flatten()[:n].tolist()):
+                Image.fromarray((ds.images[i, 0] * 255).round().byte().numpy()).save(d / f"{k}.png")
+    monkeypatch.chdir(work)
+    assert main(["train-classifier", "--dataset", "imagefolder:imgs", "--width", "0.125", "--epochs", "1",
+                 "--out", "clf", "-q"]) == 0
+    absolute = f"imagefolder:{(work / 'imgs').resolve()}"
+    assert json.loads((work / "clf" / "classifier.json").read_text())["dataset"]["name"] == absolute
+    assert main(["fit", "--model", "clf", "--dataset", "imagefolder:imgs", "--layer", "conv2", "--epochs", "1",
+                 "--no-refae", "--out", "run", "-q"]) == 0
+    assert json.loads((work / "run" / "run.json").read_text())["dataset"]["name"] == absolute
+    capsys.readouterr()
+    # from another folder the run still finds its images (a relative path would name nothing there)
+    monkeypatch.chdir(elsewhere)
+    assert main(["explain", "--run", str(work / "run"), "--n", "3", "--out", "t.png"]) == 0, capsys.readouterr().err
+    assert "3 imagefolder:" in capsys.readouterr().out and (elsewhere / "t.png").is_file()

@@ -115,23 +115,59 @@ def test_demo_errors(tmp_path, capsys):
     assert (busy / "mine.txt").read_text() == "keep me"
 
 
-def test_a_previous_demo_is_cleared(tmp_path):
-    from cladec.demo import _MARKER, _check_out, _clear_previous
+def _write_png_folder(root, per_class: int, per_class_test: int) -> None:
+    """An image folder (``<split>/<class>/*.png``) of real Fashion-MNIST images, three classes."""
+    from PIL import Image
 
-    out = tmp_path / "demo"
-    (out / "runs" / "layer4").mkdir(parents=True)
-    (out / "triplets-layer4.png").write_bytes(b"x")
-    (out / "summary.json").write_text("{}")
-    (out / "notes.txt").write_text("mine")
-    with pytest.raises(Exception, match="other content"):
-        _check_out(out)
-    _clear_previous(out)  # no marker: nothing is touched
-    assert (out / "runs" / "layer4").is_dir()
-    (out / _MARKER).write_text("")
-    _check_out(out)
-    _clear_previous(out)
-    assert not (out / "runs").exists() and not (out / "triplets-layer4.png").exists()
-    assert not (out / "summary.json").exists() and (out / "notes.txt").read_text() == "mine"
+    from cladec.data import load_dataset
+
+    for split, n in (("train", per_class), ("test", per_class_test)):
+        ds = load_dataset("fashion-mnist", root=DATA, split=split, limit=300)
+        for c in (1, 5, 8):
+            d = root / split / ds.classes[c]
+            d.mkdir(parents=True)
+            for k, i in enumerate((ds.labels == c).nonzero().flatten()[:n].tolist()):
+                Image.fromarray((ds.images[i, 0] * 255).round().byte().numpy()).save(d / f"{k}.png")
+
+
+def _snapshot(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_demo_keeps_the_previous_results_on_bad_options_and_interruption(tmp_path, demo_threads, capsys,
+                                                                          monkeypatch):
+    _write_png_folder(tmp_path / "imgs", 20, 5)
+    monkeypatch.chdir(tmp_path)
+    small = ["--limit", "60", "--test-limit", "15", "--epochs", "1", "--decoder-epochs", "1", "--width", "0.125",
+             "--n-images", "3", "--no-report", "-q"]
+    assert main(["demo", "--dataset", "imagefolder:imgs", "--out", "d", *small]) == 0, capsys.readouterr().err
+    out = tmp_path / "d"
+    # a relative image folder is recorded as an absolute path: the results work from any folder
+    absolute = f"imagefolder:{(tmp_path / 'imgs').resolve()}"
+    assert json.loads((out / "summary.json").read_text())["dataset"]["name"] == absolute
+    assert json.loads((out / "classifier" / "classifier.json").read_text())["dataset"]["name"] == absolute
+    run = json.loads((out / "runs" / "conv2" / "run.json").read_text())
+    assert run["dataset"]["name"] == absolute
+    assert run["classifier"]["path"] == "../../classifier"
+    assert run["classifier"]["abs_path"] == str(out.resolve() / "classifier")  # not the temporary folder
+    before = _snapshot(out)
+    assert ".cladec-demo" in before and "summary.json" in before and "runs/conv4/run.json" in before
+
+    # bad options are refused before anything is touched
+    for bad, msg in ((["--arch", "nope"], "vgg-paper"), (["--device", "nope"], "not a device"),
+                     (["--dataset", "nope"], "unknown data set")):
+        assert main(["demo", "--dataset", "imagefolder:imgs", "--out", "d", *small, *bad]) == 2
+        assert msg in capsys.readouterr().err
+        assert _snapshot(out) == before, bad
+
+    # interrupted (Ctrl-C) after the new classifier was trained: the previous results stay as they were
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("cladec.runs.fit_run", interrupted)
+    assert main(["demo", "--dataset", "imagefolder:imgs", "--out", "d", *small, "--seed", "1"]) == 130
+    assert _snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "imgs"]  # no temporary folder left behind
 
 
 def test_balanced_pick():

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from cladec import SaveFormatError
+from cladec import ConfigError, SaveFormatError
 from cladec.classifier import save_classifier
 from cladec.data import load_dataset
 from cladec.models import create_model
@@ -48,3 +48,68 @@ def test_fit_finds_the_data_where_the_classifier_was_trained(tmp_path, data_root
     run = fit_run(tmp_path / "run", classifier_dir=tmp_path / "clf", dataset="fashion-mnist", layer="conv2",
                   epochs=1, limit=128, test_limit=32, device="cpu", verbose=False, refae=False)
     assert run.config["dataset"]["n_train"] == 128
+
+
+def _copy_run_and_classifier(saliency_run, dest):
+    """The session's saliency run and its classifier, copied side by side (run/ finds ../clf)."""
+    import shutil
+
+    shutil.copytree(saliency_run.path.parent / "clf", dest / "clf")
+    shutil.copytree(saliency_run.path, dest / "run")
+    return dest / "clf", dest / "run"
+
+
+def test_load_run_refuses_a_classifier_replaced_since(saliency_run, tmp_path, one_torch_thread):
+    clf, run_dir = _copy_run_and_classifier(saliency_run, tmp_path)
+    cfg = json.loads((run_dir / "run.json").read_text())
+    recorded = json.loads((clf / "classifier.json").read_text())["weights_sha256"]
+    assert cfg["classifier"]["weights_sha256"] == recorded
+    assert load_run(run_dir, device="cpu").layer == "conv2"
+    # another classifier saved to the same path (what `cladec train-classifier --out` does): the run's decoders
+    # would explain a model they were not fitted on
+    torch.manual_seed(1)
+    other = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
+    save_classifier(clf, other, dataset={"name": "fashion-mnist", "image_shape": [1, 28, 28],
+                                         "classes": saliency_run.config["dataset"]["classes"]})
+    with pytest.raises(SaveFormatError, match="not the one the run .* was fitted with.*SHA-256"):
+        load_run(run_dir, device="cpu")
+    # a run of an earlier version records no identity: it still loads
+    del cfg["classifier"]["weights_sha256"]
+    (run_dir / "run.json").write_text(json.dumps(cfg))
+    assert load_run(run_dir, device="cpu").cladec is not None
+
+
+def test_fit_defaults_to_the_classifiers_size_on_another_data_set(tmp_path, data_root, one_torch_thread):
+    # a classifier trained at 32×32 (Fashion-MNIST resized, as in the paper) explained on MNIST: without --size the
+    # images must reach it at 32×32, the size it was trained at, not MNIST's own 28×28
+    train = load_dataset("fashion-mnist", root=data_root, split="train", size=32, limit=64)
+    torch.manual_seed(0)
+    save_classifier(tmp_path / "clf", create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25),
+                    dataset=train)
+    run = fit_run(tmp_path / "run", classifier_dir=tmp_path / "clf", dataset="mnist", layer="conv2", epochs=1,
+                  limit=128, test_limit=32, data_root=str(data_root), device="cpu", verbose=False, refae=False)
+    assert run.config["image_shape"] == [1, 32, 32] and run.cladec.image_shape == (1, 32, 32)
+    assert run.config["dataset"]["name"] == "mnist"
+
+
+def test_fit_run_refuses_settings_it_would_ignore(saliency_run, tmp_path):
+    clf = saliency_run.path.parent / "clf"
+    common = dict(dataset="fashion-mnist", layer="conv2", epochs=1, limit=64, device="cpu", verbose=False)
+    with pytest.raises(ConfigError, match="input_norm cannot go with classifier_dir"):
+        fit_run(tmp_path / "a", classifier_dir=clf, input_norm=([0.5], [0.5]), **common)
+    with pytest.raises(ConfigError, match="factory, factory_kwargs cannot go with classifier_dir"):
+        fit_run(tmp_path / "b", classifier_dir=clf, factory="helpers.user_model:make_net",
+                factory_kwargs={"hidden": 4}, **common)
+    with pytest.raises(ConfigError, match="refae_epochs .* refae=False"):
+        fit_run(tmp_path / "c", classifier_dir=clf, refae=False, refae_epochs=2, **common)
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_run_dataset_finds_moved_data_through_cladec_data(saliency_run, tmp_path, data_root, monkeypatch):
+    _, run_dir = _copy_run_and_classifier(saliency_run, tmp_path)
+    cfg = json.loads((run_dir / "run.json").read_text())
+    cfg["dataset"]["root"] = str(tmp_path / "moved-away")  # the data folder the run was fitted with is gone
+    (run_dir / "run.json").write_text(json.dumps(cfg))
+    monkeypatch.setenv("CLADEC_DATA", str(data_root))
+    test = load_run(run_dir, device="cpu").dataset("test", limit=5)
+    assert test.name == "fashion-mnist" and len(test) == 5

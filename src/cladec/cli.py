@@ -23,13 +23,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._errors import CladecError, ConfigError
+from ._errors import CladecError, ConfigError, DataError
 from ._cli_args import pos_int as _pos_int
 
 __all__ = ["main", "build_parser", "parse_neurons", "parse_input_norm", "parse_image_shape"]
@@ -100,7 +102,7 @@ def parse_input_norm(text: str | None) -> tuple[list[float], list[float]] | None
         ``(means, stds)`` or None.
 
     Raises:
-        ConfigError: If the text cannot be read so or a std is not positive.
+        ConfigError: If the text cannot be read so, a value is not finite or a std is not positive.
 
     Example:
         >>> parse_input_norm("0.5,0.25")
@@ -126,6 +128,8 @@ def parse_input_norm(text: str | None) -> tuple[list[float], list[float]] | None
         raise ConfigError(msg) from None
     if not mean or len(mean) != len(std) or any(s <= 0 for s in std):
         raise ConfigError(msg)
+    if not all(math.isfinite(v) for v in (*mean, *std)):
+        raise ConfigError(f"--input-norm needs finite numbers (no nan or inf), got {text!r}")
     return mean, std
 
 
@@ -346,7 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--refae-epochs", type=_pos_int, default=None, help="RefAE epochs (default: --epochs; a different value fits RefAE after ClaDec)")
     f.add_argument("--no-refae", action="store_true", help="fit ClaDec only")
     f.add_argument("--out", required=True, metavar="DIR", help="run directory to write (replaced if it exists)")
-    f.add_argument("--size", type=_pos_int, default=None, help="resize images (default: the classifier's size)")
+    f.add_argument("--size", type=_pos_int, default=None,
+                   help="resize images to SIZE×SIZE (default: the size the classifier was trained at when its "
+                        "checkpoint records it, also for another data set; else the data's own size)")
     f.add_argument("--limit", type=_pos_int, default=None, help="use the first N training images")
     f.add_argument("--test-limit", type=_pos_int, default=2000, help="test images for the metrics (default: 2000)")
     f.add_argument("--batch-size", type=_pos_int, default=128, help="batch size (default: 128)")
@@ -392,17 +398,47 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------------
 
 
-def _device(name: str | None):
+def _device(name: str | None, what: str = "--device"):
+    """Resolve a ``--device`` value to a :class:`torch.device`, checking that this machine has it.
+
+    Every handler calls it before any work, so a bad device is one error message (exit 2), not a traceback
+    after minutes of training (the subcommand modules call ``cli._device`` too).
+
+    Args:
+        name: ``None`` (CUDA if available, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        what: How the value is named in error messages (``"--device"``; ``"device"`` for the Python API).
+
+    Returns:
+        The :class:`torch.device`.
+
+    Raises:
+        ConfigError: ``name`` is not a device, names an unsupported kind of device, or one this machine
+            does not have.
+
+    Example:
+        >>> _device("cpu")
+        device(type='cpu')
+    """
     import torch
 
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"--device {name!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name!r}: CUDA is not available on this machine; use --device cpu")
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{what} {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} {name!r}: CUDA is not available on this machine; use {what} cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"{what} {name!r}: this machine has {n} CUDA device(s) (cuda:0 to cuda:{n - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"{what} {name!r}: MPS is not available on this machine; use {what} cpu")
+    elif dev.type != "cpu":
+        raise ConfigError(f"{what} {name!r} is not supported; use cpu, cuda, cuda:N or mps")
     return dev
 
 
@@ -419,6 +455,9 @@ def _classifier_spec(args: argparse.Namespace) -> dict[str, Any]:
     if args.model is not None:
         if args.weights is not None:
             raise ConfigError("--weights goes with --factory; a --model checkpoint holds its own weights")
+        if args.factory_kwargs is not None:
+            raise ConfigError("--factory-kwargs goes with --factory; a --model checkpoint records the arguments "
+                              "that rebuild it")
         return {"type": "checkpoint", "path": str(Path(args.model).resolve())}
     if args.factory is not None:
         _importable_cwd()
@@ -477,12 +516,16 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
 
     import torch
 
+    from ._io import check_replaceable
     from .classifier import save_classifier, train_classifier
     from .data import load_dataset
     from .models import create_model
+    from .runs import recorded_dataset_name
 
     dev = _device(args.device)
     norm = parse_input_norm(args.input_norm)
+    # before loading data or training: refuse a file or a folder of other things (a checkpoint is replaced)
+    check_replaceable(args.out, "classifier.json", "cladec classifier checkpoint")
     train = load_dataset(args.dataset, root=args.data_root, split="train", size=args.size, limit=args.limit,
                          download=args.download)
     test = load_dataset(args.dataset, root=args.data_root, split="test", size=args.size, limit=args.test_limit,
@@ -498,8 +541,9 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
                             input_norm=norm, seed=args.seed, device=dev, verbose=not args.quiet)
     seconds = time.perf_counter() - t0
     test_acc = float(hist["test_acc"][-1])
-    dataset = {"name": train.name, "size": args.size, "image_shape": list(train.image_shape),
-               "classes": list(train.classes), "num_classes": train.num_classes,
+    dataset = {"name": recorded_dataset_name(train.name),  # imagefolder: absolute, valid from any folder
+               "size": args.size, "image_shape": list(train.image_shape), "classes": list(train.classes),
+               "num_classes": train.num_classes,
                "root": str(Path(args.data_root).resolve()) if args.data_root else None,
                "limit": args.limit, "n_train": len(train), "n_test": len(test)}
     metrics = {"test_acc": test_acc, "train_acc": float(hist["train_acc"][-1]), "test_images": len(test),
@@ -583,6 +627,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     neurons = parse_neurons(args.neurons) if args.neurons is not None else None
     if args.input_norm is not None and args.factory is None:
         raise ConfigError("--input-norm goes with --factory; a --model checkpoint records its own normalisation")
+    if args.no_refae and args.refae_epochs is not None:
+        raise ConfigError("--refae-epochs sets the RefAE's epochs, but --no-refae fits no RefAE; drop one of them")
     spec, model, info = _load_model(args)
     layer = _resolve_layer_name(model, args.layer)  # fails fast, listing valid names
     dataset = args.dataset
@@ -640,7 +686,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     from .data import load_dataset
     from .explanation import explain
-    from .runs import load_run
+    from .runs import data_root_for, load_run
 
     if not str(args.out).lower().endswith(".png"):
         raise ConfigError(f"--out must be a .png file, got {args.out!r}")
@@ -651,21 +697,41 @@ def cmd_explain(args: argparse.Namespace) -> int:
     name = args.dataset or ds_cfg.get("name")
     if not name:
         raise ConfigError("give the data set with --dataset NAME (the run does not record one)")
-    root = args.data_root if args.data_root is not None else ds_cfg.get("root")
+    # --data-root, else $CLADEC_DATA, else the run's recorded root while it exists, else the user cache
+    root = data_root_for(args.data_root, ds_cfg.get("root"))
     ds = load_dataset(name, root=root, split=args.split, size=ds_cfg.get("size"))
+    want = run.config.get("image_shape")
+    if want and tuple(ds.image_shape) != tuple(want):
+        raise DataError(f"the run was fitted on images of shape {'×'.join(map(str, want))} (C×H×W), but {ds.name} "
+                        f"has {'×'.join(map(str, ds.image_shape))}; explain it on a data set of the run's shape")
     x, y = ds.tensors()
     n = min(args.n, len(ds))
     g = torch.Generator().manual_seed(int(args.seed))
     idx = torch.randperm(len(ds), generator=g)[:n].sort().values
-    classes = ds.classes if ds.classes else ds_cfg.get("classes")
-    ex = explain(x[idx], cladec=run.cladec, refae=run.refae, labels=y[idx], classes=classes)
+    # the classifier's outputs are the classes it was trained on (else those of the run's data set)
+    clf_ds = run.classifier_info.get("dataset") if isinstance(run.classifier_info, dict) else None
+    out_classes = (clf_ds.get("classes") if isinstance(clf_ds, dict) else None) or ds_cfg.get("classes")
+    labels = y[idx]
+    if out_classes and list(ds.classes) != list(out_classes):
+        # another label space: a true class is no class the classifier knows, so no accuracy can be measured
+        labels = None
+        shown = ", ".join(map(str, list(out_classes)[:4])) + (", ..." if len(out_classes) > 4 else "")
+        print(f"cladec: note: the classes of {ds.name} are not the classifier's ({shown}); predictions are named "
+              "with the classifier's classes and no accuracy is reported", file=sys.stderr)
+    classes = list(out_classes) if out_classes else ds.classes
+    ex = explain(x[idx], cladec=run.cladec, refae=run.refae, labels=labels, classes=classes)
     ex.save_grid(args.out, columns=min(args.columns, n))
     s = ex.summary()
     line = f"{n} {ds.name} {args.split} images, layer {run.layer}: MSE ClaDec {s['mse_cladec']:.4f}"
     if "mse_refae" in s:
         line += f", RefAE {s['mse_refae']:.4f}"
-    line += (f"; classifier accuracy originals {s['accuracy_original']:.3f}, ClaDec {s['accuracy_cladec']:.3f}"
-             + (f", RefAE {s['accuracy_refae']:.3f}" if "accuracy_refae" in s else ""))
+    if "accuracy_original" in s:
+        line += (f"; classifier accuracy originals {s['accuracy_original']:.3f}, ClaDec {s['accuracy_cladec']:.3f}"
+                 + (f", RefAE {s['accuracy_refae']:.3f}" if "accuracy_refae" in s else ""))
+    else:
+        line += (f"; classifier agrees with its prediction on the original for ClaDec's reconstructions "
+                 f"{s['agreement_cladec']:.3f}"
+                 + (f", RefAE's {s['agreement_refae']:.3f}" if "agreement_refae" in s else ""))
     print(line)
     print(f"wrote {args.out}")
     return 0
@@ -686,8 +752,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """
     from .demo import run_demo
 
+    dev = _device(args.device)  # before any work: a bad --device is a usage error
     run_demo(
-        args.out, quick=args.quick, dataset=args.dataset, data_root=args.data_root, device=args.device,
+        args.out, quick=args.quick, dataset=args.dataset, data_root=args.data_root, device=str(dev),
         arch=args.arch, limit=args.limit, test_limit=args.test_limit, epochs=args.epochs,
         decoder_epochs=args.decoder_epochs, width=args.width, n_images=args.n_images, seed=args.seed,
         download=args.download, report=not args.no_report, verbose=not args.quiet,
@@ -701,6 +768,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _error(msg: str) -> int:
+    # a message that names ClaDec's (or RefAE's) training first would read "cladec: error: cladec: ..."
+    msg = re.sub(r"^cladec(\d*): ", r"ClaDec\1: ", re.sub(r"^refae(\d*): ", r"RefAE\1: ", msg))
     print(f"cladec: error: {msg}", file=sys.stderr)
     return 2
 

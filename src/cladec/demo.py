@@ -55,27 +55,17 @@ def _balanced_indices(labels, n: int) -> list[int]:
 
 
 def _check_out(out: Path) -> None:
+    """Refuse an ``out`` the demo may not replace: a file, or a folder with other content than a demo's."""
+    from ._io import check_replaceable
+
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; give a folder for the demo's output")
-    if out.is_dir() and any(out.iterdir()) and not (out / _MARKER).exists():
+    if out.is_dir() and any(out.iterdir()) and not (out / _MARKER).is_file():
         raise ConfigError(
             f"--out {out} is a folder with other content that the demo would overwrite; give an empty or new "
             "folder (or one a previous `cladec demo` wrote)"
         )
-
-
-def _clear_previous(out: Path) -> None:
-    """Remove what an earlier demo wrote to ``out`` (only in a folder carrying the demo's marker)."""
-    import shutil
-
-    if not (out / _MARKER).exists():
-        return
-    for name in ("classifier", "runs", "report"):
-        if (out / name).is_dir():
-            shutil.rmtree(out / name)
-    for f in [*out.glob("triplets-*.png"), out / "summary.json", out / "summary.txt"]:
-        if f.is_file():
-            f.unlink()
+    check_replaceable(out, _MARKER, "cladec demo folder")  # e.g. not the current folder, which cannot be swapped
 
 
 def _pct(v: float | None) -> str:
@@ -168,8 +158,10 @@ def run_demo(
     """Run the whole ClaDec pipeline on a small data set and write its results to ``out``.
 
     Args:
-        out: Output folder (created; a folder from an earlier demo is reused, any other non-empty folder
-            is refused).
+        out: Output folder. The results are written to a temporary folder beside it that replaces ``out``
+            only when they are complete (the HTML report is added after), so bad options, an error or an
+            interruption leave an earlier demo's results as they were. A folder from an earlier demo
+            (holding ``.cladec-demo``) is replaced as a whole; any other non-empty folder is refused.
         quick: Smaller settings (quarter-width classifier, 3,000 images, fewer epochs): under a minute on
             two CPU cores instead of a few minutes.
         dataset: ``"fashion-mnist-mini"`` (embedded, default) or any name :func:`cladec.data.load_dataset`
@@ -195,8 +187,9 @@ def run_demo(
         reconstructions, file paths and timings.
 
     Raises:
-        ConfigError, DataError: Unknown data set or architecture, missing data (the message says where it
-            looked and how to get it), an ``out`` that is not a demo folder.
+        ConfigError, DataError: Unknown data set, architecture or device, missing data (the message says where
+            it looked and how to get it), an ``out`` that is not a demo folder. All are checked before any
+            training and before ``out`` is touched.
 
     Example:
         >>> from cladec.demo import run_demo
@@ -206,14 +199,15 @@ def run_demo(
     """
     import torch
 
-    from ._io import write_bytes, write_json
+    from ._io import atomic_dir, read_json, write_bytes, write_json
     from ._version import __version__
     from .classifier import save_classifier, train_classifier
+    from .cli import _device
     from .data import load_dataset
     from .explainer import CollapseWarning
     from .explanation import explain
     from .models import create_model
-    from .runs import fit_run
+    from .runs import fit_run, recorded_dataset_name
 
     say = log or (lambda s: print(s, flush=True))
     t_start = time.perf_counter()
@@ -222,122 +216,136 @@ def run_demo(
                  ("decoder_epochs", decoder_epochs), ("width", width)):
         if v is not None:
             cfg[k] = v
+
+    # -- every option is checked before any work, and before `out` is touched ---------------------
     out = Path(out)
     _check_out(out)
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise ConfigError(f"n_images must be a positive integer, got {n_images!r}")
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: CUDA is not available on this machine; use cpu")
+    dev = _device(device, what="device")
+    probe = create_model(arch, width=cfg["width"])  # an unknown architecture or width fails here, not after data
+    default_layers = getattr(probe, "default_layers", None) or {}
+    roles = [(r, default_layers[r]) for r in ("last", "middle") if r in default_layers]
+    if not roles:
+        raise ConfigError(f"architecture {arch!r} names no default layers ('last', 'middle') for the demo")
+    del probe
     root = str(Path(data_root).expanduser().resolve()) if data_root is not None else None
 
     # -- data ------------------------------------------------------------------------------------
     train = load_dataset(dataset, root=root, split="train", limit=cfg["limit"], download=download)
     test = load_dataset(dataset, root=root, split="test", limit=cfg["test_limit"], download=download)
-    _clear_previous(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / _MARKER).write_text("written by `cladec demo`; the folder may be overwritten by the next demo\n")
+    ds_name = recorded_dataset_name(train.name)  # imagefolder: an absolute path, valid from any folder
+    torch.manual_seed(seed)
+    model = create_model(arch, in_channels=train.image_shape[0], num_classes=train.num_classes,
+                         width=cfg["width"]).to(dev)
     say(f"cladec demo: {train.name}, {len(train)} training / {len(test)} test images "
         f"({'×'.join(map(str, train.image_shape))}), {arch} classifier, device {dev}"
         + (" [quick]" if quick else ""))
 
-    # -- classifier ------------------------------------------------------------------------------
-    torch.manual_seed(seed)
-    model = create_model(arch, in_channels=train.image_shape[0], num_classes=train.num_classes,
-                         width=cfg["width"]).to(dev)
-    say(f"[1/3] training the classifier ({cfg['epochs']} epochs) ...")
-    t0 = time.perf_counter()
-    hist = train_classifier(model, train, cfg["epochs"], test_data=test, seed=seed, device=dev, verbose=verbose)
-    clf_s = time.perf_counter() - t0
-    test_acc = float(hist["test_acc"][-1])
-    say(f"      test accuracy {_pct(test_acc)} (chance {_pct(1 / train.num_classes)}), {clf_s:.0f} s")
-    clf_dir = out / "classifier"
-    ds_info = {"name": train.name, "size": None, "image_shape": list(train.image_shape),
-               "classes": list(train.classes), "num_classes": train.num_classes, "root": root,
-               "limit": cfg["limit"], "n_train": len(train), "n_test": len(test)}
-    save_classifier(clf_dir, model.cpu(), dataset=ds_info,
-                    metrics={"test_acc": test_acc, "train_acc": float(hist["train_acc"][-1]),
-                             "test_images": len(test), "train_seconds": round(clf_s, 2)},
-                    history=hist)
-    model.to(dev)
-    default_layers = getattr(model, "default_layers", None) or {}
-    roles = [(r, default_layers[r]) for r in ("last", "middle") if r in default_layers]
-    if not roles:
-        raise ConfigError(f"architecture {arch!r} names no default layers ('last', 'middle') for the demo")
+    # everything is written into a temporary folder that replaces `out` only when it is complete
+    with atomic_dir(out, _MARKER, "cladec demo folder") as tmp:
+        (tmp / _MARKER).write_text("written by `cladec demo`; the folder may be overwritten by the next demo\n")
 
-    # -- ClaDec + RefAE per layer ----------------------------------------------------------------
-    xt, yt = test.tensors()
-    pick = _balanced_indices(yt, n_images)
-    layers: list[dict[str, Any]] = []
-    for role, layer in roles:
-        say(f"[2/3] layer {layer} ({role}): fitting ClaDec (α = {alpha:g}) and RefAE, "
-            f"{cfg['decoder_epochs']} epochs each ...")
-        run_dir = out / "runs" / layer
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CollapseWarning)  # recorded in run.json and stated in summary.txt
-            run = fit_run(run_dir, classifier_dir=clf_dir, dataset=dataset, layer=layer, alpha=alpha,
-                          epochs=cfg["decoder_epochs"], refae=True, seed=seed, limit=cfg["limit"],
-                          batch_size=cfg["batch_size"], test_limit=cfg["test_limit"], data_root=root,
-                          device=str(dev), verbose=verbose)
-        m = run.config["metrics"]
-        png = out / f"triplets-{layer}.png"
-        ex = explain(xt[pick], cladec=run.cladec, refae=run.refae, labels=yt[pick], classes=test.classes)
-        ex.save_grid(png, columns=min(4, len(pick)))
-        entry = {
-            "role": role,
-            "layer": layer,
-            "activation_shape": list(run.cladec.activation_shape),
-            "run": str(run_dir.relative_to(out)),
-            "triplets": str(png.relative_to(out)),
-            "test_images": m.get("test_images"),
-            "mse_cladec": m["mse_cladec"],
-            "mse_refae": m.get("mse_refae"),
-            "accuracy_original": m.get("accuracy_original"),
-            "accuracy_cladec": m.get("accuracy_cladec"),
-            "accuracy_refae": m.get("accuracy_refae"),
-            "agreement_cladec": m.get("agreement_cladec"),
-            "agreement_refae": m.get("agreement_refae"),
-            "refae_reconstructs_better": (m.get("mse_refae") is not None and m["mse_refae"] < m["mse_cladec"]),
-            "classifier_better_on_cladec": (m.get("accuracy_refae") is not None
-                                            and m["accuracy_cladec"] > m["accuracy_refae"]),
-            "collapsed": run.config.get("collapsed"),
-            "timings": run.config.get("timings", {}),
+        # -- classifier --------------------------------------------------------------------------
+        say(f"[1/3] training the classifier ({cfg['epochs']} epochs) ...")
+        t0 = time.perf_counter()
+        hist = train_classifier(model, train, cfg["epochs"], test_data=test, seed=seed, device=dev,
+                                verbose=verbose)
+        clf_s = time.perf_counter() - t0
+        test_acc = float(hist["test_acc"][-1])
+        say(f"      test accuracy {_pct(test_acc)} (chance {_pct(1 / train.num_classes)}), {clf_s:.0f} s")
+        clf_tmp = tmp / "classifier"
+        ds_info = {"name": ds_name, "size": None, "image_shape": list(train.image_shape),
+                   "classes": list(train.classes), "num_classes": train.num_classes, "root": root,
+                   "limit": cfg["limit"], "n_train": len(train), "n_test": len(test)}
+        save_classifier(clf_tmp, model.cpu(), dataset=ds_info,
+                        metrics={"test_acc": test_acc, "train_acc": float(hist["train_acc"][-1]),
+                                 "test_images": len(test), "train_seconds": round(clf_s, 2)},
+                        history=hist)
+        model.to(dev)
+
+        # -- ClaDec + RefAE per layer ------------------------------------------------------------
+        xt, yt = test.tensors()
+        pick = _balanced_indices(yt, n_images)
+        layers: list[dict[str, Any]] = []
+        for role, layer in roles:
+            say(f"[2/3] layer {layer} ({role}): fitting ClaDec (α = {alpha:g}) and RefAE, "
+                f"{cfg['decoder_epochs']} epochs each ...")
+            run_dir = tmp / "runs" / layer
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CollapseWarning)  # recorded in run.json and stated in summary.txt
+                run = fit_run(run_dir, classifier_dir=clf_tmp, dataset=dataset, layer=layer, alpha=alpha,
+                              epochs=cfg["decoder_epochs"], refae=True, seed=seed, limit=cfg["limit"],
+                              batch_size=cfg["batch_size"], test_limit=cfg["test_limit"], data_root=root,
+                              device=str(dev), verbose=verbose)
+            # the run finds its classifier by the relative path ../../classifier; its absolute fallback must
+            # name where the classifier will be, not the temporary folder
+            run_cfg = read_json(run_dir / "run.json", "cladec run file")
+            run_cfg["classifier"]["abs_path"] = str(out.resolve() / "classifier")
+            write_json(run_dir / "run.json", run_cfg)
+            m = run.config["metrics"]
+            png = tmp / f"triplets-{layer}.png"
+            ex = explain(xt[pick], cladec=run.cladec, refae=run.refae, labels=yt[pick], classes=test.classes)
+            ex.save_grid(png, columns=min(4, len(pick)))
+            entry = {
+                "role": role,
+                "layer": layer,
+                "activation_shape": list(run.cladec.activation_shape),
+                "run": str(run_dir.relative_to(tmp)),
+                "triplets": str(png.relative_to(tmp)),
+                "test_images": m.get("test_images"),
+                "mse_cladec": m["mse_cladec"],
+                "mse_refae": m.get("mse_refae"),
+                "accuracy_original": m.get("accuracy_original"),
+                "accuracy_cladec": m.get("accuracy_cladec"),
+                "accuracy_refae": m.get("accuracy_refae"),
+                "agreement_cladec": m.get("agreement_cladec"),
+                "agreement_refae": m.get("agreement_refae"),
+                "refae_reconstructs_better": (m.get("mse_refae") is not None and m["mse_refae"] < m["mse_cladec"]),
+                "classifier_better_on_cladec": (m.get("accuracy_refae") is not None
+                                                and m["accuracy_cladec"] > m["accuracy_refae"]),
+                "collapsed": run.config.get("collapsed"),
+                "timings": run.config.get("timings", {}),
+            }
+            layers.append(entry)
+            for kind, flag in (entry["collapsed"] or {}).items():
+                if flag:
+                    say(f"      WARNING: {kind} collapsed to a nearly constant image (train longer / on more images)")
+            say(f"      test MSE RefAE {entry['mse_refae']:.4f} / ClaDec {entry['mse_cladec']:.4f}; classifier "
+                f"accuracy on RefAE's {_pct(entry['accuracy_refae'])} / ClaDec's {_pct(entry['accuracy_cladec'])} "
+                "reconstructions")
+
+        summary: dict[str, Any] = {
+            "format": _FORMAT,
+            "format_version": 1,
+            "cladec_version": __version__,
+            "quick": bool(quick),
+            "alpha": alpha,
+            "seed": seed,
+            "device": str(dev),
+            "torch_threads": torch.get_num_threads(),
+            "settings": cfg,
+            "dataset": {"name": ds_name, "root": root, "n_train": len(train), "n_test": len(test),
+                        "image_shape": list(train.image_shape), "num_classes": train.num_classes,
+                        "classes": list(train.classes)},
+            "classifier": {"arch": arch, "width": cfg["width"], "epochs": cfg["epochs"], "path": "classifier",
+                           "test_accuracy": test_acc, "train_accuracy": float(hist["train_acc"][-1]),
+                           "seconds": round(clf_s, 2)},
+            "layers": layers,
+            "refae_reconstructs_better": all(L["refae_reconstructs_better"] for L in layers),
+            "classifier_better_on_cladec": all(L["classifier_better_on_cladec"] for L in layers),
+            "report": None,
+            "timings": {"classifier_s": round(clf_s, 2)},
         }
-        layers.append(entry)
-        for kind, flag in (entry["collapsed"] or {}).items():
-            if flag:
-                say(f"      WARNING: {kind} collapsed to a nearly constant image (train longer / on more images)")
-        say(f"      test MSE RefAE {entry['mse_refae']:.4f} / ClaDec {entry['mse_cladec']:.4f}; classifier accuracy "
-            f"on RefAE's {_pct(entry['accuracy_refae'])} / ClaDec's {_pct(entry['accuracy_cladec'])} reconstructions")
-
-    summary: dict[str, Any] = {
-        "format": _FORMAT,
-        "format_version": 1,
-        "cladec_version": __version__,
-        "quick": bool(quick),
-        "alpha": alpha,
-        "seed": seed,
-        "device": str(dev),
-        "torch_threads": torch.get_num_threads(),
-        "settings": cfg,
-        "dataset": {"name": train.name, "root": root, "n_train": len(train), "n_test": len(test),
-                    "image_shape": list(train.image_shape), "num_classes": train.num_classes,
-                    "classes": list(train.classes)},
-        "classifier": {"arch": arch, "width": cfg["width"], "epochs": cfg["epochs"], "path": "classifier",
-                       "test_accuracy": test_acc, "train_accuracy": float(hist["train_acc"][-1]),
-                       "seconds": round(clf_s, 2)},
-        "layers": layers,
-        "refae_reconstructs_better": all(L["refae_reconstructs_better"] for L in layers),
-        "classifier_better_on_cladec": all(L["classifier_better_on_cladec"] for L in layers),
-        "report": None,
-        "timings": {"classifier_s": round(clf_s, 2)},
-    }
-    summary["timings"].update({f"{L['layer']}_{k}": v for L in layers for k, v in L["timings"].items()})
-    summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
-    write_json(out / "summary.json", summary)
-    write_bytes(out / "summary.txt", format_summary(summary).encode("utf-8"))
+        summary["timings"].update({f"{L['layer']}_{k}": v for L in layers for k, v in L["timings"].items()})
+        summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
+        write_json(tmp / "summary.json", summary)
+        write_bytes(tmp / "summary.txt", format_summary(summary).encode("utf-8"))
+    clf_dir = out / "classifier"
 
     # -- report (optional) -----------------------------------------------------------------------
+    # built from the results in place (the page names its source folder); the report is written atomically
+    # itself, and the results stand without it
     if report:
         build_report = None
         try:

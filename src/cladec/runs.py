@@ -13,6 +13,11 @@ Layout written by :func:`fit_run` (and ``cladec fit``)::
 to the run directory when possible) or ``{"type": "factory", "factory": "pkg.mod:fn", "weights": ...,
 "kwargs": {...}, "input_norm": ...}`` for a user's own model. Loading such a run imports that module and
 calls the factory again, so a run directory is code you run: load only run directories you trust.
+
+Both entries record ``"weights_sha256"``, the identity of the classifier's weights (the checkpoint's
+recorded SHA-256, or that of the ``--weights`` file); :func:`load_run` refuses a run whose classifier has
+been replaced since (e.g. a new ``cladec train-classifier --out`` at the same path), because its decoders
+would then explain another model. Runs of earlier versions, without it, load unchecked.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ import torch
 from torch import nn
 
 from ._errors import ConfigError, SaveFormatError
-from ._io import atomic_dir, check_replaceable, read_json, write_json
+from ._io import atomic_dir, check_replaceable, file_sha256, read_json, write_json
 from ._training import compile_mode
 
-__all__ = ["Run", "fit_run", "load_run", "load_classifier_spec"]
+__all__ = ["Run", "fit_run", "load_run", "load_classifier_spec", "recorded_dataset_name", "data_root_for"]
 
 
 @dataclass
@@ -66,16 +71,73 @@ class Run:
         Args:
             split: ``"train"`` or ``"test"``.
             limit: Keep the first ``limit`` images.
-            data_root: Override the data root recorded in the run.
+            data_root: Where the data set is (default: ``$CLADEC_DATA`` if set, else the root recorded in the
+                run while it exists, else the user cache; see :func:`data_root_for`).
 
         Returns:
             A :class:`cladec.data.ImageDataset`.
+
+        Example:
+            >>> load_run("runs/conv4").dataset("test", limit=100)  # doctest: +SKIP
         """
         from .data import load_dataset
 
         ds = self.config["dataset"]
-        root = data_root if data_root is not None else ds.get("root")
+        root = data_root_for(data_root, ds.get("root"))
         return load_dataset(ds["name"], root=root, split=split, size=ds.get("size"), limit=limit)
+
+
+def recorded_dataset_name(name: Any) -> Any:
+    """A data set name as it is recorded in checkpoints and runs: ``imagefolder:PATH`` with PATH absolute.
+
+    A relative ``imagefolder:`` path would name another folder (or none) when the run is used from another
+    working directory; every other name is returned as given.
+
+    Args:
+        name: A data set name for :func:`cladec.data.load_dataset`.
+
+    Returns:
+        The name, with an ``imagefolder:`` path made absolute.
+
+    Example:
+        >>> recorded_dataset_name("mnist")
+        'mnist'
+        >>> recorded_dataset_name("imagefolder:pets") == f"imagefolder:{Path('pets').resolve()}"
+        True
+    """
+    if isinstance(name, str) and name.strip().lower().startswith("imagefolder:"):
+        path = name.strip()[len("imagefolder:"):]
+        if path:
+            return f"imagefolder:{Path(path).expanduser().resolve()}"
+    return name
+
+
+def data_root_for(given: Any, recorded: Any) -> Any:
+    """The data root to load a recorded data set from.
+
+    ``given`` (an explicit ``--data-root`` / ``data_root=``) wins; else ``$CLADEC_DATA`` if set (returns None,
+    which :func:`cladec.data.load_dataset` reads as the environment's root); else the recorded root while
+    that folder exists; else None (the user cache). So a moved data folder is found through
+    ``$CLADEC_DATA``, as the error for missing data advises.
+
+    Args:
+        given: The root the caller gave, or None.
+        recorded: The root recorded in a run or checkpoint, or None.
+
+    Returns:
+        The root to pass to :func:`cladec.data.load_dataset` (None for its default).
+
+    Example:
+        >>> data_root_for("/data", "/old")
+        '/data'
+    """
+    if given is not None:
+        return given
+    if os.environ.get("CLADEC_DATA"):
+        return None
+    if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
+        return recorded
+    return None
 
 
 def _rel_or_abs(target: Path, base: Path) -> str:
@@ -86,8 +148,51 @@ def _rel_or_abs(target: Path, base: Path) -> str:
         return str(target)
 
 
+def _checkpoint_weights_sha256(path: Path, info: dict[str, Any]) -> str | None:
+    """The identity of a loaded checkpoint's weights: its recorded SHA-256 (checked by load_classifier),
+    else (checkpoints of earlier versions) the SHA-256 of its weights file."""
+    from .classifier import _WEIGHTS_FILE
+
+    recorded = info.get("weights_sha256") if isinstance(info, dict) else None
+    if isinstance(recorded, str) and recorded:
+        return recorded
+    directory = path.parent if path.is_file() else path
+    return file_sha256(directory / _WEIGHTS_FILE)
+
+
+def _check_identity(spec: dict[str, Any], where: Path, current: str | None, base: Path) -> None:
+    recorded = spec.get("weights_sha256")
+    if not isinstance(recorded, str) or not recorded or current == recorded:
+        return  # runs of earlier versions record no identity: not checked
+    raise SaveFormatError(
+        f"the classifier at {where} is not the one the run in {base} was fitted with: its weights changed since "
+        f"(SHA-256 {str(current)[:12]}..., the run recorded {recorded[:12]}...), e.g. a new "
+        "`cladec train-classifier --out` wrote there. The run's decoders would explain another model; fit the "
+        "run again (`cladec fit`) or put back the classifier it was fitted with"
+    )
+
+
 def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.device = "cpu"):
-    """Load the classifier described by a run's ``classifier`` entry; returns ``(model, info)``."""
+    """Load the classifier described by a run's ``classifier`` entry.
+
+    Args:
+        spec: The entry (``run.json["classifier"]``): a checkpoint (``path`` relative to ``base`` or absolute)
+            or a factory with its weights.
+        base: The folder relative paths are resolved against (the run directory).
+        device: Where to put the model.
+
+    Returns:
+        ``(model, info)``: the model in eval mode and what is known about it (the checkpoint's
+        ``classifier.json``, or ``{"arch", "input_norm"}`` for a factory).
+
+    Raises:
+        SaveFormatError: An unknown entry, or a classifier whose weights are not those the entry recorded
+            (``weights_sha256``; entries without it are not checked).
+
+    Example:
+        >>> spec = {"type": "checkpoint", "path": "../clf"}
+        >>> model, info = load_classifier_spec(spec, Path("runs/conv4"))  # doctest: +SKIP
+    """
     from .classifier import load_classifier, load_user_model
 
     kind = spec.get("type")
@@ -97,9 +202,14 @@ def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.d
             p = (base / p).resolve()
         if not p.exists() and spec.get("abs_path"):
             p = Path(spec["abs_path"])
-        return load_classifier(p, device=device)
+        model, info = load_classifier(p, device=device)
+        _check_identity(spec, p, _checkpoint_weights_sha256(p, info), base)
+        return model, info
     if kind == "factory":
-        model = load_user_model(spec["factory"], spec.get("weights"), **spec.get("kwargs", {}))
+        weights = spec.get("weights")
+        if spec.get("weights_sha256") and weights and Path(weights).is_file():
+            _check_identity(spec, Path(weights), file_sha256(weights), base)
+        model = load_user_model(spec["factory"], weights, **spec.get("kwargs", {}))
         model.to(device).eval()
         return model, {"arch": spec["factory"], "input_norm": spec.get("input_norm")}
     raise SaveFormatError(f"unknown classifier entry {spec!r} in run.json")
@@ -150,15 +260,18 @@ def fit_run(
         dataset: Data set name for :func:`cladec.data.load_dataset`.
         layer: Dotted layer name.
         classifier_dir: A classifier checkpoint directory, or
-        factory, weights, factory_kwargs: a user model ``"pkg.mod:fn"`` and its weights file.
-        input_norm: ``(mean, std)`` for a factory model (checkpoints record their own).
+        factory, weights, factory_kwargs: a user model ``"pkg.mod:fn"`` and its weights file (not with
+            ``classifier_dir``).
+        input_norm: ``(mean, std)`` for a factory model (checkpoints record their own; not with
+            ``classifier_dir``).
         alpha: ClaDec's α.
         neurons: Optional unit subset.
-        epochs: ClaDec epochs; ``refae_epochs`` (default: the same) for the RefAE.
+        epochs: ClaDec epochs; ``refae_epochs`` (default: the same) for the RefAE (only with ``refae=True``).
         refae: Also fit the RefAE (with the same epochs, both at once: :func:`cladec.fit_together`).
         batch_size, lr, seed: Training settings.
         size: Resize images to ``size`` (e.g. 32 as in the paper); default: the size the classifier was trained
-            at when ``dataset`` is its training data set, else the data's own size.
+            at when its checkpoint records it (also for another data set: the classifier expects that size),
+            else the data's own size.
         limit: Use the first ``limit`` training images.
         test_limit: Test images used for the quick metrics stored in ``run.json``.
         data_root: Data root (default: ``$CLADEC_DATA`` if set, else the one the checkpoint recorded for this
@@ -169,6 +282,11 @@ def fit_run(
         compile: ``torch.compile`` the training losses, ``True`` or a mode (see :meth:`ClaDec.fit`; pays off
             for long fits).
         verbose: Progress bars.
+
+    Raises:
+        ConfigError: No classifier, or settings that would be ignored (``input_norm``, ``factory``,
+            ``weights`` or ``factory_kwargs`` with ``classifier_dir``; ``refae_epochs`` with ``refae=False``).
+        SaveFormatError: ``out`` is a file or a non-empty folder that is not a run directory.
 
     Returns:
         The :class:`Run`.
@@ -184,7 +302,17 @@ def fit_run(
 
     out = Path(out)
     check_replaceable(out, "run.json", "cladec run directory")  # before any training
+    if classifier_dir is not None:
+        ignored = [name for name, v in (("factory", factory), ("weights", weights),
+                                        ("factory_kwargs", factory_kwargs), ("input_norm", input_norm))
+                   if v is not None]
+        if ignored:
+            raise ConfigError(f"{', '.join(ignored)} cannot go with classifier_dir: a checkpoint holds its own "
+                              "model, weights and input normalisation; give either classifier_dir= or factory=")
+    if not refae and refae_epochs is not None:
+        raise ConfigError("refae_epochs sets the RefAE's epochs, but refae=False fits no RefAE; drop one of them")
     dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dataset = recorded_dataset_name(dataset)  # a relative imagefolder: path would break from another folder
     if classifier_dir is not None:
         spec: dict[str, Any] = {"type": "checkpoint", "path": str(Path(classifier_dir).resolve())}
     elif factory is not None:
@@ -193,15 +321,18 @@ def fit_run(
     else:
         raise ConfigError("give the classifier as classifier_dir= or as factory= (with weights=)")
     model, info = load_classifier_spec(spec, Path.cwd(), device=dev)
+    # the classifier's identity, so that load_run notices when another classifier replaced it
+    spec["weights_sha256"] = (_checkpoint_weights_sha256(Path(spec["path"]), info) if spec["type"] == "checkpoint"
+                              else file_sha256(spec["weights"]) if spec["weights"] else None)
     norm = info.get("input_norm") if spec["type"] == "checkpoint" else input_norm
     rec = info.get("dataset") or {}
     same_data = _same_dataset(rec.get("name"), dataset)
-    if size is None and same_data:  # the size the classifier was trained at: its recorded resize, else its shape
+    if size is None:  # the size the classifier was trained at (its recorded resize, else its input shape)
         shape = rec.get("image_shape")
         size = rec.get("size") or (list(shape[1:]) if isinstance(shape, (list, tuple)) and len(shape) == 3 else None)
-    if (data_root is None and same_data and rec.get("root") and not os.environ.get("CLADEC_DATA")
-            and Path(rec["root"]).is_dir()):
-        data_root = rec["root"]  # where the classifier's training data was found (`train-classifier --data-root`)
+    if data_root is None and same_data:
+        # where the classifier's training data was found (`train-classifier --data-root`), unless $CLADEC_DATA
+        data_root = data_root_for(None, rec.get("root"))
     train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit)
     test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit)
     timings: dict[str, float] = {}
@@ -274,7 +405,8 @@ def load_run(path: str | os.PathLike, device: str | torch.device | None = None) 
         The :class:`Run` with classifier, ClaDec and RefAE (None if not fitted) loaded.
 
     Raises:
-        SaveFormatError: If ``path`` is not a run directory.
+        SaveFormatError: If ``path`` is not a run directory, or its classifier is not the one the run was
+            fitted with (other weights at the recorded path since; runs of earlier versions are not checked).
 
     Example:
         >>> run = load_run("runs/conv4")  # doctest: +SKIP
