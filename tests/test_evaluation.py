@@ -123,3 +123,79 @@ def test_cli_evaluate(eval_setup, tmp_path, capsys):
                               "10", "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "x")])
     with pytest.raises(DataError):
         args.func(args)
+
+
+# --- the `cladec evaluate` command: options checked before any work, -q, --factory runs ---
+
+
+def test_cli_evaluate_refuses_a_bad_device_before_any_work(eval_setup, tmp_path, capsys):
+    """A bad --device was passed on raw: a traceback (RuntimeError; AssertionError for cuda on a CPU machine)."""
+    from cladec.cli import main
+
+    base = ["evaluate", "--run", str(eval_setup.run_dir), "--limit", "20", "--no-eval-classifier",
+            "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "ev"), "--quiet"]
+    assert main(base + ["--device", "nope"]) == 2
+    assert "--device 'nope' is not a device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(base + ["--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
+
+
+def test_cli_evaluate_refuses_evaluation_classifier_options_it_would_ignore(eval_setup, tmp_path):
+    from cladec._cli_evaluate import register
+
+    parser = argparse.ArgumentParser(prog="cladec")
+    register(parser.add_subparsers(dest="command"))
+    base = ["evaluate", "--run", str(eval_setup.run_dir), "--limit", "20", "--no-eval-classifier",
+            "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "ev"), "--quiet"]
+    for extra, name in ((["--train-limit", "100"], "--train-limit"), (["--eval-epochs", "3"], "--eval-epochs"),
+                        (["--eval-arch", "resnet10"], "--eval-arch")):
+        args = parser.parse_args(base + extra)
+        with pytest.raises(ConfigError, match=f"{name} sets up the evaluation classifiers.*--no-eval-classifier"):
+            args.func(args)
+    args = parser.parse_args(base + ["--train-limit", "100", "--eval-epochs", "3"])
+    with pytest.raises(ConfigError, match="--train-limit, --eval-epochs set up"):
+        args.func(args)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_cli_evaluate_takes_q_for_quiet(eval_setup, tmp_path, capsys):
+    from cladec.cli import main
+
+    assert main(["evaluate", "--run", str(eval_setup.run_dir), "--limit", "50", "--no-eval-classifier",
+                 "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "ev"), "-q"]) == 0
+    out = capsys.readouterr()
+    assert "50 test images" in out.out and out.err == ""
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["dataset"]["n"] == 50
+
+
+def test_cli_evaluate_loads_a_factory_run_from_the_working_directory(eval_setup, tmp_path, monkeypatch):
+    """`explain` imports a --factory run's model from the working directory; `evaluate` once could not."""
+    import sys
+
+    from cladec.cli import main
+    from cladec.runs import fit_run
+
+    mod = "cladec_test_eval_factory"
+    (tmp_path / f"{mod}.py").write_text(
+        "from cladec.models import create_model\n\n\n"
+        "def make():\n    return create_model('vgg-paper', in_channels=1, num_classes=10)\n")
+    weights = str(eval_setup.clf_dir / "model.safetensors")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    sys.path.insert(0, str(tmp_path))  # importable while the run is fitted, as `cladec fit --factory` makes it
+    try:
+        fit_run(tmp_path / "run", factory=f"{mod}:make", weights=weights, dataset="fashion-mnist", layer="conv4",
+                epochs=1, refae=False, limit=128, test_limit=20, data_root=str(eval_setup.data_root),
+                device="cpu", verbose=False)
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop(mod, None)
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert main(["evaluate", "--run", "run", "--limit", "30", "--no-eval-classifier", "--device", "cpu",
+                     "--data-root", str(eval_setup.data_root), "--out", "ev", "--quiet"]) == 0
+    finally:
+        sys.modules.pop(mod, None)
+    res = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert res["dataset"]["n"] == 30 and res["layer"] == "conv4"

@@ -398,3 +398,24 @@ def test_a_list_of_two_image_batches_is_two_batches_and_numpy_is_refused():
     with pytest.raises(DataError, match=r"images are a numpy array: give a torch tensor \(torch.from_numpy"):
         ClaDec(tiny_vgg(), "conv2").fit((x.numpy(), y.numpy()), epochs=1, verbose=False)
     assert ClaDec(tiny_vgg(), "conv2").fit((x, y.numpy()), epochs=1, verbose=False).fitted  # numpy labels are fine
+
+
+def test_iterable_dataset_is_streamed_like_a_loader_over_it():
+    """fit(IterableDataset) once failed with a bare TypeError (no len()); it is now batched in its own order,
+    exactly as DataLoader(it, batch_size) would be."""
+    from torch.utils.data import IterableDataset
+
+    x, y = fmnist("train", 256)
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return zip(x, y)
+
+    fitted = []
+    for data in (Stream(), DataLoader(Stream(), batch_size=64)):
+        fitted.append(ClaDec(tiny_vgg(), "conv2", alpha=0.5).fit(data, epochs=1, batch_size=64, seed=0,
+                                                                  verbose=False))
+    a, b = (f.decoder.state_dict() for f in fitted)
+    assert fitted[0].image_shape == (1, 28, 28) and len(fitted[0].history) == 1
+    assert fitted[0].history[0]["loss"] == fitted[1].history[0]["loss"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

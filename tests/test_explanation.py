@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 import cladec
-from cladec import ClaDec, ConfigError, RefAE
+from cladec import ClaDec, ConfigError, DataError, RefAE
 from helpers.core import fmnist, tiny_vgg
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -66,3 +66,23 @@ def test_layers_must_match(pair):
     other = RefAE(tiny_vgg(), "conv4", image_shape=(1, 28, 28))
     with pytest.raises(ConfigError, match="one layer"):
         cladec.explain(fmnist("test", 4)[0], cladec=e, refae=other)
+
+
+def test_labels_are_checked(pair):
+    """Labels once went through .long().view(-1): floats truncated, negatives and labels past the classifier's
+    outputs accepted, a (4, 2) array flattened into 8 labels for 8 images."""
+    e, r = pair
+    xt, yt = fmnist("test", 8)
+    with pytest.raises(DataError, match="labels must be a 1-D integer tensor"):
+        cladec.explain(xt, cladec=e, labels=yt.float() + 0.5)
+    with pytest.raises(DataError, match="labels must be >= 0"):
+        cladec.explain(xt, cladec=e, labels=yt - 10)
+    with pytest.raises(DataError, match=r"labels must lie in 0\.\.9 \(the classifier has 10 outputs\)"):
+        cladec.explain(xt, cladec=e, refae=r, labels=yt + 10)
+    with pytest.raises(DataError, match="labels must be a 1-D integer tensor"):
+        cladec.explain(xt, cladec=e, labels=yt.view(4, 2))
+    with pytest.raises(DataError, match="8 images but 7 labels"):
+        cladec.explain(xt, cladec=e, labels=yt[:7])
+    # a (N, 1) column and a list of ints are fine, and give the same explanation as the 1-D tensor
+    ex = cladec.explain(xt, cladec=e, labels=yt.view(-1, 1))
+    assert torch.equal(ex.labels, yt) and ex.summary() == cladec.explain(xt, cladec=e, labels=yt.tolist()).summary()

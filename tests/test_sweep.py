@@ -5,6 +5,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from cladec import ConfigError
 from cladec.sweep import cell_name, run_sweep, summarize_sweep
@@ -115,3 +116,48 @@ def test_bad_arguments(eval_setup, tmp_path):
         run_sweep(tmp_path / "s", classifier_dir=eval_setup.clf_dir, alphas=[1.5], **SMALL)
     with pytest.raises(ConfigError, match="classifier.json"):
         run_sweep(tmp_path / "s", classifier_dir=tmp_path, alphas=[0.0], **SMALL)
+
+
+def test_layers_device_and_lr_are_checked_before_anything_is_written(eval_setup, tmp_path):
+    """sweep.json was written first, then the cell failed on the unknown layer / device (a traceback)."""
+    out = tmp_path / "s"
+    kw = dict(SMALL, classifier_dir=eval_setup.clf_dir, alphas=[0.0], data_root=str(eval_setup.data_root))
+    with pytest.raises(ConfigError, match="unknown layer 'nope'"):
+        run_sweep(out, **dict(kw, layers=["conv2", "nope"]))
+    with pytest.raises(ConfigError, match="'nope' is not a device"):
+        run_sweep(out, device="nope", **kw)
+    with pytest.raises(ConfigError, match="lr must be a positive number"):
+        run_sweep(out, lr=float("nan"), **kw)
+    assert not out.exists()
+
+
+def test_cli_sweep_refuses_a_bad_device_before_any_work(eval_setup, tmp_path, capsys):
+    from cladec.cli import main
+
+    base = ["sweep", "--model", str(eval_setup.clf_dir), "--dataset", "fashion-mnist", "--layers", "conv2",
+            "--alphas", "0", "--epochs", "1", "--limit", "600", "--test-limit", "200", "--no-eval-classifier",
+            "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "sw"), "--quiet"]
+    assert main(base + ["--device", "nope"]) == 2
+    assert "--device 'nope' is not a device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(base + ["--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+    assert main(base + ["--eval-epochs", "2"]) == 2  # only the evaluation classifiers use it
+    assert "--eval-epochs sets up the evaluation classifiers" in capsys.readouterr().err
+    assert not (tmp_path / "sw").exists()
+
+
+def test_layer_roles_name_the_architecture_layers_and_q_is_quiet(eval_setup, sweep_dir, capsys):
+    """`fit --layer middle` worked but `sweep --layers middle` was refused; the role resumes the conv2 cells."""
+    from cladec.cli import main
+
+    before = {p.name: (p / "run.json").stat().st_mtime_ns for p in (sweep_dir / "cells").iterdir()}
+    assert main(["sweep", "--model", str(eval_setup.clf_dir), "--dataset", "fashion-mnist", "--layers", "middle",
+                 "--alphas", "0,1", "--seeds", "0", "--epochs", "1", "--limit", "600", "--test-limit", "200",
+                 "--no-eval-classifier", "--data-root", str(eval_setup.data_root), "--out", str(sweep_dir),
+                 "-q"]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and "conv2" in out.out
+    after = {p.name: (p / "run.json").stat().st_mtime_ns for p in (sweep_dir / "cells").iterdir()}
+    assert after == before  # the cells of conv2 (vgg-paper's "middle" layer) were resumed, none recomputed
+    assert json.loads((sweep_dir / "sweep.json").read_text())["layers"] == ["conv2"]

@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--data-root", default=None, help="data root (default: the run's, else $CLADEC_DATA)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation classifiers")
     p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_evaluate)
 
     s = subparsers.add_parser(
@@ -81,7 +81,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder")
     s.add_argument("--data-root", default=None, help="data root (default: $CLADEC_DATA / user cache)")
     s.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
-    s.add_argument("--quiet", action="store_true", help="no progress output")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     s.set_defaults(func=cmd_sweep)
 
 
@@ -98,16 +98,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         >>> cmd_evaluate(parser.parse_args(["evaluate", "--run", "run", "--limit", "500"]))  # doctest: +SKIP
         0
     """
+    from . import cli
     from .evaluation import evaluate_run
 
+    dev = cli._device(args.device)  # before any work: a bad --device is a usage error, not a traceback
+    if args.no_eval_classifier:
+        _refuse_ignored(args, ("train_limit", "eval_epochs", "eval_arch"))
+    cli._importable_cwd()  # a run fitted with --factory PKG.MOD:FN imports its model from here, as explain does
     res = evaluate_run(
         args.run, split=args.split, limit=args.limit, data_root=args.data_root, dataset=args.dataset,
         eval_classifier=not args.no_eval_classifier, eval_epochs=args.eval_epochs, eval_arch=args.eval_arch,
-        train_limit=args.train_limit, out=args.out, seed=args.seed, device=args.device, verbose=not args.quiet,
+        train_limit=args.train_limit, out=args.out, seed=args.seed, device=dev, verbose=not args.quiet,
     )
     print(format_eval_table(res))
     print(f"wrote {res['out']}")
     return 0
+
+
+def _refuse_ignored(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Raise a ConfigError for options that only matter with evaluation classifiers (--no-eval-classifier)."""
+    given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is not None]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} set{'s' if len(given) == 1 else ''} up the evaluation classifiers, which "
+            "--no-eval-classifier skips; drop " + ("it" if len(given) == 1 else "them")
+            + " or drop --no-eval-classifier"
+        )
 
 
 def format_eval_table(res: dict) -> str:
@@ -148,16 +164,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         ...                              "--out", "sweep"]))  # doctest: +SKIP
         0
     """
+    import math
+
+    from . import cli
     from .sweep import DEFAULT_ALPHAS, run_sweep
 
-    if args.lr <= 0:
-        raise ConfigError(f"--lr must be positive, got {args.lr}")
+    dev = cli._device(args.device)  # before any work (and before the sweep directory is written)
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ConfigError(f"--lr must be a positive number, got {args.lr}")
+    if args.no_eval_classifier:
+        _refuse_ignored(args, ("eval_epochs",))
+    cli._importable_cwd()  # as every command that loads models does
     summary = run_sweep(
         args.out, classifier_dir=args.model, dataset=args.dataset, layers=args.layers,
         alphas=args.alphas if args.alphas is not None else DEFAULT_ALPHAS, seeds=args.seeds, epochs=args.epochs,
         limit=args.limit, test_limit=args.test_limit, data_root=args.data_root, size=args.size,
         eval_classifier=not args.no_eval_classifier, eval_epochs=args.eval_epochs, batch_size=args.batch_size,
-        lr=args.lr, decoder_norm=args.decoder_norm, device=args.device, verbose=not args.quiet,
+        lr=args.lr, decoder_norm=args.decoder_norm, device=dev, verbose=not args.quiet,
     )
     print(format_summary_table(summary))
     print(f"wrote {args.out}/summary.csv, summary.json, tradeoff.png")

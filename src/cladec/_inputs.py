@@ -7,7 +7,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from ._checks import image_tensor, label_tensor
 from ._errors import ConfigError, DataError
@@ -38,8 +38,11 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int, batch_size: int = 1
     """Normalise ``data`` (pair of tensors, tensor, Dataset, DataLoader) for training.
 
     A Dataset is materialised into tensors when it fits ``max_bytes``, else streamed in shuffled batches
-    of ``batch_size``; a DataLoader is streamed as it is.
+    of ``batch_size``; a DataLoader is streamed as it is; an IterableDataset (no length, no indexing) is
+    streamed in batches of ``batch_size`` in its own order.
     """
+    if isinstance(data, IterableDataset):
+        data = DataLoader(data, batch_size=batch_size)  # streamed below; it yields single items in its order
     if isinstance(data, torch.Tensor):
         data = (data, None)
     if isinstance(data, np.ndarray) or (isinstance(data, (tuple, list)) and data and isinstance(data[0], np.ndarray)):

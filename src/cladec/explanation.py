@@ -8,8 +8,8 @@ from typing import Sequence
 
 import torch
 
-from ._errors import ConfigError
-from ._checks import image_tensor
+from ._errors import ConfigError, DataError
+from ._checks import image_tensor, label_tensor
 
 __all__ = ["Explanation", "explain"]
 
@@ -131,20 +131,25 @@ class Explanation:
         return path
 
 
-def _predict(model, x: torch.Tensor, normalize, batch_size: int) -> torch.Tensor:
+def _predict(model, x: torch.Tensor, normalize, batch_size: int, with_outputs: bool = False):
+    """The classifier's predicted classes for ``x``; with ``with_outputs``, also its number of outputs."""
     from .capture import _model_device
 
     dev = _model_device(model)
     was = model.training
     model.eval()
     out = []
+    n_out = 0
     try:
         with torch.no_grad():
             for i in range(0, x.shape[0], batch_size):
-                out.append(model(normalize(x[i : i + batch_size].to(dev))).argmax(1).cpu())
+                logits = model(normalize(x[i : i + batch_size].to(dev)))
+                n_out = int(logits.shape[1])
+                out.append(logits.argmax(1).cpu())
     finally:
         model.train(was)
-    return torch.cat(out)
+    pred = torch.cat(out)
+    return (pred, n_out) if with_outputs else pred
 
 
 def explain(
@@ -162,12 +167,17 @@ def explain(
         x: Images ``(N, C, H, W)`` in [0, 1].
         cladec: A fitted :class:`~cladec.ClaDec`.
         refae: An optional fitted :class:`~cladec.RefAE` for the same layer.
-        labels: Optional true labels.
+        labels: Optional true labels: ``N`` integers in ``0..outputs-1`` (shaped ``(N,)`` or ``(N, 1)``).
         classes: Optional class names.
         batch_size: Images per internal batch.
 
     Returns:
         An :class:`Explanation`.
+
+    Raises:
+        DataError: Bad images, or labels that are not ``N`` non-negative integers below the classifier's
+            number of outputs.
+        ConfigError: ``refae`` explains another layer than ``cladec``.
 
     Example:
         >>> e = cladec.explain(x[:16], cladec=exp, refae=ref, labels=y[:16])  # doctest: +SKIP
@@ -176,18 +186,20 @@ def explain(
     x = image_tensor(x).cpu()
     if refae is not None and refae.layer != cladec.layer:
         raise ConfigError(f"the RefAE explains layer {refae.layer!r}, the ClaDec {cladec.layer!r}: use one layer")
+    y = label_tensor(labels, x.shape[0], "explain").cpu() if labels is not None else None
+    model, norm = cladec.model, cladec.capture.normalize
+    pred_x, n_out = _predict(model, x, norm, batch_size, with_outputs=True)
+    if y is not None and len(y) and int(y.max()) >= n_out:
+        raise DataError(f"labels must lie in 0..{n_out - 1} (the classifier has {n_out} outputs), "
+                        f"got {int(y.min())}..{int(y.max())}")
     x_e = cladec.reconstruct(x, batch_size=batch_size).cpu()
     x_r = refae.reconstruct(x, batch_size=batch_size).cpu() if refae is not None else None
-    model, norm = cladec.model, cladec.capture.normalize
-    y = torch.as_tensor(labels).long().view(-1).cpu() if labels is not None else None
-    if y is not None and y.shape[0] != x.shape[0]:
-        raise ConfigError(f"got {x.shape[0]} images but {y.shape[0]} labels")
     return Explanation(
         x=x,
         x_cladec=x_e,
         x_refae=x_r,
         labels=y,
-        pred_x=_predict(model, x, norm, batch_size),
+        pred_x=pred_x,
         pred_cladec=_predict(model, x_e, norm, batch_size),
         pred_refae=_predict(model, x_r, norm, batch_size) if x_r is not None else None,
         mse_cladec=(x_e - x).pow(2).flatten(1).mean(1),

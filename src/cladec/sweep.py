@@ -99,6 +99,23 @@ def _layer(s: Any) -> str:
     return s.strip()
 
 
+def _resolve_layers(model: Any, layers: list[str]) -> list[str]:
+    """The layers' module names in ``model``; an architecture's default-layer roles (``"last"``, ``"middle"``)
+    stand for the layers they name, as in ``cladec fit --layer``. Unknown names raise a ConfigError."""
+    from .capture import resolve_layer
+
+    names = {n for n, _ in model.named_modules() if n}
+    roles = getattr(model, "default_layers", None)
+    out: list[str] = []
+    for layer in layers:
+        if layer not in names and isinstance(roles, dict) and layer in roles:
+            layer = roles[layer]
+        name = resolve_layer(model, layer)
+        if name not in out:
+            out.append(name)
+    return out
+
+
 def _log(verbose: bool, msg: str) -> None:
     if verbose:
         print(f"[cladec sweep] {msg}", flush=True)
@@ -151,7 +168,8 @@ def run_sweep(
         out: Sweep directory (created; an existing one with the same configuration is resumed).
         classifier_dir: Classifier checkpoint directory (``cladec train-classifier``).
         dataset: Data set name for :func:`cladec.data.load_dataset`.
-        layers: Layer names (e.g. ``["conv4", "conv2"]``).
+        layers: Layer names (e.g. ``["conv4", "conv2"]``), or the architecture's default-layer roles
+            (``"last"``, ``"middle"``), which are recorded as the layers they name.
         alphas: α values (default: 0, 0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 1).
         seeds: Seeds; each gives an independent decoder (and RefAE) initialisation and data order.
         epochs: Decoder (and RefAE) epochs per cell; also the evaluation classifiers' epochs unless
@@ -168,18 +186,24 @@ def run_sweep(
         device: Device (default: CUDA if available, else CPU).
         verbose: Print progress.
 
+    Nothing is written before the arguments are checked: the classifier is loaded, the layers are found in
+    it, and the device is checked before ``sweep.json`` is created.
+
     Returns:
         The summary (the content of ``summary.json``): ``{"rows": [{"layer", "method", "alpha", "n_seeds",
         "<metric>_mean", "<metric>_std", ...}], ...}``.
 
     Raises:
-        ConfigError: Bad arguments, or ``out`` holds a sweep with another configuration.
+        ConfigError: Bad arguments (an unknown layer or device, ...), or ``out`` holds a sweep with another
+            configuration.
 
     Example:
         >>> run_sweep("sweep", classifier_dir="clf", dataset="fashion-mnist", layers=["conv2"],
         ...           alphas=[0, 0.001, 0.9], seeds=[0, 1], epochs=1, limit=5000)  # doctest: +SKIP
     """
     from ._io import file_sha256, write_json
+    from .classifier import load_classifier
+    from .cli import _device
     from .evaluation import evaluate_run
     from .persistence import load
     from .runs import fit_run
@@ -190,6 +214,9 @@ def run_sweep(
     seeds_l = _check_list("seeds", seeds, _seed)
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ConfigError(f"lr must be a positive number, got {lr!r}")
+    device = _device(None if device is None else str(device), "device")  # the CLI's one check (ConfigError)
     clf = Path(classifier_dir)
     if not (clf / "classifier.json").is_file():
         raise ConfigError(
@@ -198,12 +225,12 @@ def run_sweep(
         )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a directory; give a directory for the sweep")
+    model, info = load_classifier(clf, device="cpu")  # to find the layers before anything is written
+    layers_l = _resolve_layers(model, layers_l)
+    del model
     if size is None:
         # the classifier's image size (height), read from its checkpoint: every cell then gets an explicit size
-        from ._io import read_json
-
-        shape = (read_json(clf / "classifier.json", "cladec classifier checkpoint").get("dataset") or {}).get(
-            "image_shape")
+        shape = (info.get("dataset") or {}).get("image_shape")
         if isinstance(shape, list) and len(shape) == 3 and shape[1] == shape[2]:
             size = int(shape[1])
     config = {

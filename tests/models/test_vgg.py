@@ -72,9 +72,16 @@ def test_width_multiplier_scales_channels_with_a_minimum_of_four():
     assert quarter.fc.in_features == 128
     tiny = create_model("vgg-paper", width=0.01)
     assert [getattr(tiny, n).conv.out_channels for n in BLOCKS] == [4, 4, 4, 4, 4, 4, 5, 5]
-    for bad in (0, -1, "wide", True):
-        with pytest.raises(ConfigError, match="width must be a positive number"):
+    for bad in (0, -1, "wide", True, float("nan")):
+        with pytest.raises(ConfigError, match="width must be a positive finite number"):
             create_model("vgg-paper", width=bad)
+
+
+@pytest.mark.parametrize("arch", ["vgg-paper", "resnet10", "resnet18"])
+def test_infinite_width_is_a_config_error(arch):
+    # inf once passed the check and failed building the layers with an OverflowError
+    with pytest.raises(ConfigError, match=r"width must be a positive finite number.*got inf"):
+        create_model(arch, width=float("inf"))
 
 
 def test_forward_is_the_explicit_block_sequence():

@@ -18,6 +18,8 @@ The authors' net flattens right after ``conv4``; ``pool`` is the identity at 1×
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -148,8 +150,8 @@ def vgg_paper(in_channels: int = 1, num_classes: int = 10, width: float = 1.0, d
 def _check_width(width: float) -> None:
     from .._errors import ConfigError
 
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ConfigError(f"width must be a positive number (1.0 = the paper's net), got {width!r}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width < math.inf:
+        raise ConfigError(f"width must be a positive finite number (1.0 = the paper's net), got {width!r}")
 
 
 def _check_dropout(p: float) -> None:
