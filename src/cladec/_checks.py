@@ -1,6 +1,8 @@
-"""Validation of image and label tensors, shared by the data sets, the classifier trainer and the explainers.
+"""Validation of image and label tensors, shared by the data sets, the classifier trainer and the explainers,
+and of device names, shared by every command and entry point that takes one.
 
-Every check raises :class:`~cladec._errors.DataError` with what was wrong and what would be valid.
+Every tensor check raises :class:`~cladec._errors.DataError`, the device check
+:class:`~cladec._errors.ConfigError`, with what was wrong and what would be valid.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ._errors import DataError
+from ._errors import ConfigError, DataError
 
 
 def image_tensor(
@@ -93,3 +95,47 @@ def label_tensor(y: Any, n: int, where: str = "") -> torch.Tensor:
     if len(y) and int(y.min()) < 0:
         raise DataError(f"{pre}labels must be >= 0 (class indices), found {int(y.min())}")
     return y
+
+
+def device(name: Any, what: str = "--device", *, default: str | None = None) -> torch.device:
+    """Resolve a device name to a :class:`torch.device`, checking that this machine has it.
+
+    Called before any work, so a bad device is one clear error, not a traceback after minutes of training.
+
+    Args:
+        name: ``None`` (``default``), ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a :class:`torch.device`.
+        what: How the value is named in error messages (``"--device"``; ``"device"`` for the Python API).
+        default: The device for ``None``; ``None``: CUDA if available, else the CPU.
+
+    Returns:
+        The :class:`torch.device`.
+
+    Raises:
+        ConfigError: ``name`` is not a device, names an unsupported kind of device, or one this machine
+            does not have.
+
+    Example:
+        >>> device("cpu")
+        device(type='cpu')
+    """
+    if name is None:
+        if default is not None:
+            return device(default, what)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{what} {name!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{what} {name!r}: CUDA is not available on this machine; use {what} cpu")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"{what} {name!r}: this machine has {n} CUDA device(s) (cuda:0 to cuda:{n - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"{what} {name!r}: MPS is not available on this machine; use {what} cpu")
+    elif dev.type != "cpu":
+        raise ConfigError(f"{what} {name!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return dev

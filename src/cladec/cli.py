@@ -399,47 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _device(name: str | None, what: str = "--device"):
-    """Resolve a ``--device`` value to a :class:`torch.device`, checking that this machine has it.
+    """A ``--device`` value as a :class:`torch.device` (``None``: CUDA if available, else the CPU), checked with
+    :func:`cladec._checks.device` before any work (the subcommand modules call ``cli._device`` too)."""
+    from ._checks import device
 
-    Every handler calls it before any work, so a bad device is one error message (exit 2), not a traceback
-    after minutes of training (the subcommand modules call ``cli._device`` too).
-
-    Args:
-        name: ``None`` (CUDA if available, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
-        what: How the value is named in error messages (``"--device"``; ``"device"`` for the Python API).
-
-    Returns:
-        The :class:`torch.device`.
-
-    Raises:
-        ConfigError: ``name`` is not a device, names an unsupported kind of device, or one this machine
-            does not have.
-
-    Example:
-        >>> _device("cpu")
-        device(type='cpu')
-    """
-    import torch
-
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(f"{what} {name!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"{what} {name!r}: CUDA is not available on this machine; use {what} cpu")
-        n = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= n:
-            raise ConfigError(f"{what} {name!r}: this machine has {n} CUDA device(s) (cuda:0 to cuda:{n - 1})")
-    elif dev.type == "mps":
-        mps = getattr(torch.backends, "mps", None)
-        if mps is None or not mps.is_available():
-            raise ConfigError(f"{what} {name!r}: MPS is not available on this machine; use {what} cpu")
-    elif dev.type != "cpu":
-        raise ConfigError(f"{what} {name!r} is not supported; use cpu, cuda, cuda:N or mps")
-    return dev
+    return device(name, what)
 
 
 def _importable_cwd() -> None:

@@ -202,7 +202,7 @@ def run_demo(
     from ._io import atomic_dir, read_json, write_bytes, write_json
     from ._version import __version__
     from .classifier import save_classifier, train_classifier
-    from .cli import _device
+    from ._checks import device as checked_device
     from .data import load_dataset
     from .explainer import CollapseWarning
     from .explanation import explain
@@ -222,7 +222,7 @@ def run_demo(
     _check_out(out)
     if isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1:
         raise ConfigError(f"n_images must be a positive integer, got {n_images!r}")
-    dev = _device(device, what="device")
+    dev = checked_device(device, "device")
     probe = create_model(arch, width=cfg["width"])  # an unknown architecture or width fails here, not after data
     default_layers = getattr(probe, "default_layers", None) or {}
     roles = [(r, default_layers[r]) for r in ("last", "middle") if r in default_layers]

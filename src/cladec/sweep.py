@@ -203,7 +203,7 @@ def run_sweep(
     """
     from ._io import file_sha256, write_json
     from .classifier import load_classifier
-    from .cli import _device
+    from ._checks import device as checked_device
     from .evaluation import evaluate_run
     from .persistence import load
     from .runs import fit_run
@@ -216,7 +216,7 @@ def run_sweep(
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise ConfigError(f"lr must be a positive number, got {lr!r}")
-    device = _device(None if device is None else str(device), "device")  # the CLI's one check (ConfigError)
+    device = checked_device(device, "device")  # the one device check (ConfigError)
     clf = Path(classifier_dir)
     if not (clf / "classifier.json").is_file():
         raise ConfigError(

@@ -175,26 +175,9 @@ def check_device(device: str | None) -> str:
         >>> check_device(None)
         'cpu'
     """
-    if device is None:
-        return "cpu"
-    import torch
+    from .._checks import device as checked
 
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device!r}: CUDA is not available on this machine; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s) "
-                              f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigError(f"--device {device!r}: MPS is not available on this machine; use --device cpu")
-    elif dev.type != "cpu":
-        raise ConfigError(f"--device {device!r} is not supported; use cpu, cuda or cuda:N")
-    return str(dev)
+    return str(checked(device, "--device", default="cpu"))
 
 
 @contextlib.contextmanager
