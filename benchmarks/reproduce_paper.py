@@ -98,7 +98,7 @@ def settings(args) -> dict:
         if v is not None:
             cfg[k] = None if v == 0 else v
     if args.no_eval_classifier:
-        cfg["eval_classifier"] = False
+        cfg["eval_classifier"], cfg["eval_epochs"] = False, None
     if args.resnet_width is not None:
         cfg["arch_kwargs"].setdefault("resnet10", {})["width"] = args.resnet_width
     if 0.001 not in cfg["alphas"]:

@@ -97,6 +97,10 @@ def test_evaluation_classifiers_start_from_the_seed_and_never_test_on_their_trai
     assert a == b
     with pytest.raises(ConfigError, match="trained on the training split, so they cannot be tested on it"):
         evaluate_run(eval_setup.run, split="train", verbose=False)
+    for ignored in (dict(eval_epochs=2), dict(eval_arch="resnet10"), dict(train_limit=100),
+                    dict(eval_arch_kwargs={"width": 0.5})):  # options of classifiers that are not trained
+        with pytest.raises(ConfigError, match=f"{next(iter(ignored))} set the evaluation classifiers"):
+            evaluate_run(eval_setup.run, eval_classifier=False, verbose=False, write=False, **ignored)
 
 
 def test_dataset_with_other_image_shape(eval_setup, tmp_path):

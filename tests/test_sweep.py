@@ -128,6 +128,8 @@ def test_layers_device_and_lr_are_checked_before_anything_is_written(eval_setup,
         run_sweep(out, device="nope", **kw)
     with pytest.raises(ConfigError, match="lr must be a positive number"):
         run_sweep(out, lr=float("nan"), **kw)
+    with pytest.raises(ConfigError, match="eval_epochs sets the evaluation classifiers"):  # it would be ignored
+        run_sweep(out, eval_epochs=2, **kw)  # SMALL has eval_classifier=False
     assert not out.exists()
 
 

@@ -271,6 +271,12 @@ def evaluate_run(
     for name, v in (("limit", limit), ("train_limit", train_limit), ("eval_epochs", eval_epochs)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ConfigError(f"{name} must be a positive integer or None, got {v!r}")
+    if not eval_classifier:  # options of the evaluation classifiers would be ignored without them
+        given = [n for n, v in (("eval_epochs", eval_epochs), ("eval_arch", eval_arch),
+                                ("eval_arch_kwargs", eval_arch_kwargs), ("train_limit", train_limit)) if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} set the evaluation classifiers, which eval_classifier=False turns "
+                              "off: drop them, or keep eval_classifier=True")
     run = _load(run_or_path, device)
     if write:  # a folder that is not an earlier evaluation is refused before any work
         check_replaceable(Path(out) if out is not None else Path(run.path) / "eval", "metrics.json",

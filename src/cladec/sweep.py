@@ -216,6 +216,9 @@ def run_sweep(
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise ConfigError(f"lr must be a positive number, got {lr!r}")
+    if not eval_classifier and eval_epochs is not None:
+        raise ConfigError("eval_epochs sets the evaluation classifiers, which eval_classifier=False turns off: drop "
+                          "it, or keep eval_classifier=True")
     device = checked_device(device, "device")  # the one device check (ConfigError)
     clf = Path(classifier_dir)
     if not (clf / "classifier.json").is_file():
