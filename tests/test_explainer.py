@@ -208,7 +208,8 @@ def test_images_outside_unit_range_or_wrong_channels():
 
 
 class NaNAfter(nn.Module):
-    """A decoder that starts returning NaN at its n-th training call."""
+    """A decoder that starts returning NaN at its n-th training call (calls in eval mode, such as the output check
+    when the explainer is built, do not count)."""
 
     def __init__(self, n):
         super().__init__()
@@ -216,7 +217,7 @@ class NaNAfter(nn.Module):
         self.lin = nn.Linear(128, 784)
 
     def forward(self, a):
-        self.calls += 1
+        self.calls += self.training
         out = torch.sigmoid(self.lin(a.flatten(1))).view(-1, 1, 28, 28)
         return out * float("nan") if self.calls >= self.n else out
 
@@ -419,3 +420,229 @@ def test_iterable_dataset_is_streamed_like_a_loader_over_it():
     assert fitted[0].image_shape == (1, 28, 28) and len(fitted[0].history) == 1
     assert fitted[0].history[0]["loss"] == fitted[1].history[0]["loss"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# --- review fixes (core review items 1, 2, 4-10), each with the behaviour it restores ---
+
+
+class _TinyViT(nn.Module):
+    """A small vision transformer: class and position tokens registered directly on the model, attention layers
+    (nn.MultiheadAttention, whose initialisation is _reset_parameters, not reset_parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch = nn.Conv2d(1, 16, 7, stride=7)  # 4×4 patches
+        self.cls = nn.Parameter(torch.zeros(1, 1, 16))
+        self.pos = nn.Parameter(torch.zeros(1, 17, 16))
+        self.blocks = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2,
+                                            enable_nested_tensor=False)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = torch.cat([self.cls.expand(len(t), -1, -1), t], 1) + self.pos
+        return self.head(self.blocks(t)[:, 0])
+
+
+def test_refae_of_a_transformer_starts_from_fresh_weights_everywhere():
+    # reset_parameters() alone left the tokens and the attention's in_proj weights at the trained values
+    from helpers.core import _train
+
+    x, y = fmnist("train", 512)
+    torch.manual_seed(0)
+    vit = _train(_TinyViT(), x, y, epochs=1, lr=0.01)
+    r = RefAE(vit, "blocks.layers.0", init_seed=0)
+    trained = dict(vit.named_parameters())
+    kept = [n for n, p in r.encoder.named_parameters() if torch.equal(p, trained[n])]
+    assert kept == [], f"parameters still at the classifier's trained values: {kept}"
+    enc = r.encoder
+    # tokens drawn as a vision transformer's are (N(0, 0.02²)); the attention as nn.MultiheadAttention builds it
+    assert 0.01 < float(enc.pos.std()) < 0.03 and 0.005 < float(enc.cls.std()) < 0.04
+    attn = enc.blocks.layers[0].self_attn
+    assert torch.equal(attn.in_proj_bias, torch.zeros(48)) and torch.equal(attn.out_proj.bias, torch.zeros(16))
+    again = RefAE(vit, "blocks.layers.0", init_seed=0)  # seeded: the same draw
+    assert all(torch.equal(p, q) for p, q in zip(enc.parameters(), again.encoder.parameters()))
+    assert r.fit((x[:128], y[:128]), epochs=1, verbose=False).reconstruct(x[:2]).shape == (2, 1, 28, 28)
+
+
+def _weights(module):
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+def test_fit_seed_fixes_the_initial_weights_however_the_explainer_was_made():
+    # decoders built at construction (image_shape=, RefAE.like of a built explainer) and RefAE's encoder without
+    # init_seed were drawn from the unseeded global generator: two fits with seed=0 ended with different weights
+    x, y = fmnist("train", 128)
+    m = tiny_vgg()
+    kw = dict(epochs=1, batch_size=64, verbose=False, seed=0, fast=False)
+    lazy = ClaDec(m, "conv4", alpha=0.0).fit((x, y), **kw)
+    built = []
+    for _ in range(2):
+        torch.rand(7)  # the global generator moves on between the two
+        built.append(ClaDec(m, "conv4", alpha=0.0, image_shape=(1, 28, 28)).fit((x, y), **kw))
+    assert torch.equal(_weights(built[0].decoder), _weights(built[1].decoder))
+    assert torch.equal(_weights(built[0].decoder), _weights(lazy.decoder))  # as if built by the fit
+    refs = []
+    for _ in range(2):
+        torch.rand(7)
+        refs.append(RefAE.like(built[0]).fit((x, y), **kw))
+    for part in ("encoder", "decoder"):
+        assert torch.equal(_weights(getattr(refs[0], part)), _weights(getattr(refs[1], part))), part
+    # fit(seed=s) without init_seed gives what init_seed=s gives (as runs.fit_run makes them)
+    seeded = RefAE(m, "conv4", init_seed=0).fit((x, y), **kw)
+    assert torch.equal(_weights(refs[0].encoder), _weights(seeded.encoder))
+    assert torch.equal(_weights(refs[0].decoder), _weights(seeded.decoder))
+    # weights changed after they were drawn are the user's: kept (lr=1e-12: they hardly move)
+    mine = ClaDec(m, "conv4", alpha=0.0, image_shape=(1, 28, 28))
+    with torch.no_grad():
+        mine.decoder.output_layer.weight.fill_(0.5)
+    mine.fit((x, y), **dict(kw, lr=1e-12))
+    torch.testing.assert_close(mine.decoder.output_layer.weight, torch.full_like(mine.decoder.output_layer.weight, 0.5))
+
+
+class _TokenMixer(nn.Module):
+    """Linear over the last dimension of a (N, 8, L) input, then BatchNorm1d over its 8 channels (dimension 1):
+    torch.fx fusion folds the BatchNorm into the Linear's outputs as if it normalised the last dimension."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, stride=2)
+        self.bn = nn.BatchNorm2d(8)  # (N, 8, 13, 13)
+        self.tok = nn.Linear(169, 8)
+        self.bn1 = nn.BatchNorm1d(8)
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.bn(self.conv(x))).flatten(2)
+        h = torch.relu(self.bn1(self.tok(h)))
+        return self.fc(h.flatten(1))
+
+
+def test_fast_path_classification_loss_uses_the_classifier_function():
+    from cladec.explainer import _frozen_copy
+    from helpers.core import _train
+
+    x, y = fmnist("train", 512)
+    torch.manual_seed(0)
+    m = _train(_TokenMixer(), x, y, epochs=1)
+    with torch.no_grad():
+        torch.testing.assert_close(_frozen_copy(m, channels_last=False, probe=x[:8])(x[:64]), m(x[:64]))
+    kw = dict(epochs=1, batch_size=128, verbose=False, seed=0, amp=False)
+    fast = ClaDec(m, "conv", alpha=0.5).fit((x, y), fast=True, **kw)
+    plain = ClaDec(m, "conv", alpha=0.5).fit((x, y), fast=False, **kw)
+    assert fast.history[0]["ce"] == pytest.approx(plain.history[0]["ce"], rel=1e-4)
+
+
+def test_a_custom_decoder_must_produce_the_data_shape():
+    from cladec.models import create_model
+
+    x, y = fmnist("train", 64)
+    rgb = x.repeat(1, 3, 1, 1)
+    torch.manual_seed(0)
+    net = create_model("vgg-paper", in_channels=3, num_classes=10, width=0.25).eval()
+
+    def grey():  # one channel: against RGB images the losses broadcast silently
+        return nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28)))
+
+    pattern = r"must map activations of shape \(2, 32, 4, 4\) to images of shape \(2, 3, 28, 28\).*returned \(2, 1, 28, 28\)"
+    with pytest.raises(ConfigError, match=pattern):
+        ClaDec(net, "conv2", alpha=0.0, decoder=grey()).fit((rgb, y), epochs=1, verbose=False)
+    with pytest.raises(ConfigError, match=pattern):
+        RefAE(net, "conv2", decoder=grey(), image_shape=(3, 28, 28))
+    with pytest.raises(ConfigError, match=r"decoder failed on the layer's activations of shape \(2, 32, 4, 4\)"):
+        ClaDec(net, "conv2", decoder=nn.Linear(5, 5), image_shape=(3, 28, 28))
+    rgb_decoder = nn.Sequential(nn.Flatten(), nn.Linear(512, 3 * 784), nn.Sigmoid(), nn.Unflatten(1, (3, 28, 28)))
+    e = ClaDec(net, "conv2", alpha=0.0, decoder=rgb_decoder).fit((rgb, y), epochs=1, verbose=False)
+    assert e.reconstruct(rgb[:2]).shape == (2, 3, 28, 28)
+
+
+def test_activation_cache_is_not_reused_after_the_classifier_batchnorm_statistics_change():
+    m = copy.deepcopy(tiny_vgg())
+    x, y = fmnist("train", 256)
+    e = ClaDec(m, "conv2", alpha=0.0).fit((x, y), epochs=1, verbose=False)
+    m.train()  # recalibrate the BatchNorm statistics on other images (no parameter changes)
+    with torch.no_grad():
+        m(fmnist("test", 256)[0] * 0.5)
+    m.eval()
+    e.fit((x, y), epochs=1, verbose=False)
+    assert torch.equal(e._act_cache[2], e.encode(x))
+
+
+def _order_engine(x, seed, record, fast=True):
+    from cladec._training import Engine, EngineConfig
+
+    w = nn.Parameter(torch.zeros(()))
+
+    def loss(b):  # the mean pixel of each image, averaged over the batch (w only gives the optimiser something)
+        record.append(b["i"].tolist())
+        v = b["x"].mean(dim=(1, 2, 3)).mean() + 0 * w
+        return v, {}
+
+    cfg = EngineConfig(epochs=1, batch_size=128, fast=fast, amp=False, verbose=False, seed=seed)
+    return Engine(loss, torch.optim.SGD([w], lr=0.1), [], torch.device("cpu"), cfg, []).run(
+        tensors={"x": x, "i": torch.arange(len(x))})
+
+
+def test_seed_none_shuffles_differently_each_run():
+    x, _ = fmnist("train", 256)
+    runs = []
+    for _ in range(2):
+        runs.append([])
+        _order_engine(x, None, runs[-1])
+    assert runs[0] != runs[1]  # torch.initial_seed() once gave every run of a process the same order
+    seeded = [[], []]
+    for r in seeded:
+        _order_engine(x, 3, r)
+    assert seeded[0] == seeded[1]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_epoch_loss_is_the_mean_over_images_with_a_short_last_batch(fast):
+    # 300 images in batches of 128: the last batch has 44; each step's loss counts for its images
+    x, _ = fmnist("train", 300)
+    res = _order_engine(x, 0, [], fast=fast)
+    assert res.history[0]["loss"] == pytest.approx(float(x.double().mean()), rel=1e-6)
+
+
+def test_options_that_would_be_ignored_are_refused():
+    from cladec._training import Engine, EngineConfig, check_amp
+
+    x, y = fmnist("train", 64)
+    m = tiny_vgg()
+    e = ClaDec(m, "conv2")
+    with pytest.raises(ConfigError, match="compile='default' compiles the fast path's loss, which fast=False"):
+        e.fit((x, y), epochs=1, verbose=False, fast=False, compile="default")
+    with pytest.raises(ConfigError, match="compile=True compiles"):
+        cladec.fit_together([e, RefAE.like(e)], (x, y), epochs=1, verbose=False, fast=False, compile=True)
+    assert e.decoder is None  # refused before any work
+    with pytest.raises(ConfigError, match="amp=True .* CUDA and CPU only, not on 'mps'"):
+        check_amp(True, "mps")
+    check_amp(None, "mps")
+    check_amp(False, "mps")
+    w = nn.Parameter(torch.zeros(()))
+    with pytest.raises(ConfigError, match="not on 'mps'"):
+        Engine(lambda b: (w.sum(), {}), torch.optim.SGD([w], lr=0.1), [], torch.device("mps"),
+               EngineConfig(epochs=1, amp=True), [])
+    dec = nn.Sequential(nn.Flatten(), nn.Linear(512, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28)))
+    with pytest.raises(ConfigError, match="base_width=8 configures the decoder cladec builds, which decoder= replaces"):
+        ClaDec(m, "conv2", decoder=dec, base_width=8)
+    with pytest.raises(ConfigError, match="base_width=8 and decoder_norm='batch' configure the decoder"):
+        RefAE(m, "conv2", decoder=dec, base_width=8, decoder_norm="batch")
+    with pytest.raises(ConfigError, match=r"prefix_tokens='channels' sets how extra tokens .* layer 'conv2' outputs"):
+        ClaDec(m, "conv2", prefix_tokens="channels", image_shape=(1, 28, 28))
+    with pytest.raises(ConfigError, match=r"num_prefix_tokens=1 sets how extra tokens"):
+        ClaDec(m, "flatten", num_prefix_tokens=1).fit((x, y), epochs=1, verbose=False)
+
+
+def test_a_single_image_is_a_clear_data_error_or_fits_without_warnings():
+    x, y = fmnist("train", 2)
+    m = tiny_vgg()
+    with pytest.raises(DataError, match="at least 2 images here, got 1: the trained modules have BatchNorm"):
+        RefAE(m, "conv4").fit((x[:1], y[:1]), epochs=1, verbose=False)
+    with pytest.raises(DataError, match="a batch of one image reached a BatchNorm layer"):  # streamed: found there
+        RefAE(m, "conv4").fit(DataLoader(TensorDataset(x, y), batch_size=1), epochs=1, verbose=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the collapse check once warned "std(): degrees of freedom is <= 0" twice
+        warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*")  # torch.fx tracing, not cladec
+        e = ClaDec(m, "conv4", alpha=0.001).fit((x[:1], y[:1]), epochs=1, verbose=False)
+    assert e.fitted and not e.collapsed

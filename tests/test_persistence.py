@@ -1,5 +1,6 @@
 """save → load reproduces reconstructions exactly; bad saves give clear errors; writes are atomic."""
 
+import copy
 import json
 
 import pytest
@@ -120,3 +121,41 @@ def test_save_is_never_into_the_current_directory_and_ignores_os_clutter(tmp_pat
     with pytest.raises(SaveFormatError, match="is the current directory"):
         e.save(".")
     assert (tmp_path / "run" / "cladec.json").is_file()
+
+
+def test_loaded_explainers_are_in_eval_mode_as_after_fit(tmp_path, fitted):
+    # loaded decoders (and RefAE's encoder) were in train mode: a decoder with BatchNorm reconstructed from batch
+    # statistics when used directly
+    x, y = fmnist("train", 256)
+    e, r = fitted
+    bn = ClaDec(tiny_vgg(), "conv2", alpha=0.0, decoder_norm="batch").fit((x, y), epochs=1, verbose=False)
+    for name, ex in (("e", e), ("r", r), ("bn", bn)):
+        ex.save(tmp_path / name)
+        loaded = cladec.load(tmp_path / name, tiny_vgg())
+        modules = [loaded.decoder] + ([loaded.encoder] if isinstance(loaded, RefAE) else [])
+        assert not any(mod.training for m in modules for mod in m.modules()), name
+    with torch.no_grad():
+        assert torch.equal(loaded.decoder(loaded.encode(x[:3])), bn.reconstruct(x[:3]))
+
+
+def test_older_saves_with_settings_now_refused_still_load(tmp_path, fitted):
+    # saves made before options that would be ignored were refused recorded them: they load as before
+    e, _ = fitted
+    e.save(tmp_path / "e")
+    cfg_path = tmp_path / "e" / "cladec.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["prefix_tokens"] = "channels"  # ignored for the conv layer
+    cfg_path.write_text(json.dumps(cfg))
+    xt, _ = fmnist("test", 16)
+    assert torch.equal(cladec.load(tmp_path / "e", tiny_vgg()).reconstruct(xt), e.reconstruct(xt))
+    dec = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(512, 784), torch.nn.Sigmoid(),
+                              torch.nn.Unflatten(1, (1, 28, 28)))
+    x, y = fmnist("train", 64)
+    custom = ClaDec(tiny_vgg(), "conv2", alpha=0.0, decoder=dec).fit((x, y), epochs=1, verbose=False)
+    custom.save(tmp_path / "c")
+    cfg_path = tmp_path / "c" / "cladec.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg.update(base_width=8, decoder_norm="batch")  # recorded but unused with a custom decoder
+    cfg_path.write_text(json.dumps(cfg))
+    loaded = cladec.load(tmp_path / "c", tiny_vgg(), decoder=copy.deepcopy(dec))
+    assert torch.equal(loaded.reconstruct(xt), custom.reconstruct(xt))

@@ -8,11 +8,13 @@ It runs epochs of minibatch steps of a loss function over
   with a seeded shuffling order that is the same on every device and path; or
 * any iterable of batches (a user's DataLoader): streamed as given.
 
-Two paths do the same arithmetic:
+Two paths do the same arithmetic when both run in float32 (``amp=False``); by default the fast path
+uses bf16 autocast where it is native (CUDA, and CPUs with AVX512-BF16/AMX), so there its results differ
+from the plain path's by bf16 rounding:
 
 * ``fast=True`` (default): no host synchronisation per step (per-step losses go to a device
-  buffer, read every ``log_every`` steps), a fused optimiser, bf16 autocast on CUDA and on CPUs that
-  compute bf16 natively (AVX512-BF16/AMX), and on CUDA channels-last and the whole step (gather,
+  buffer, read every ``log_every`` steps), a fused optimiser, bf16 autocast by default on CUDA and on CPUs
+  that compute bf16 natively (AVX512-BF16/AMX), and on CUDA channels-last and the whole step (gather,
   forward, backward, optimiser) captured once in a CUDA graph and replayed (inputs kept in host memory
   are copied into the graph's static buffers before each replay); optionally (``compile=True``) the
   loss is compiled with ``torch.compile`` (full batches) before the capture.
@@ -21,8 +23,9 @@ Two paths do the same arithmetic:
   small kernels side by side. Without stochastic layers each task's result equals its separate fit.
 * ``fast=False``: a plain eager loop that reads the loss after every step (for debugging).
 
-A non-finite loss stops training with :class:`~cladec._errors.TrainingError` naming the epoch
-and step.
+Each epoch's record is the mean over its images: every step's losses are weighted by its batch size
+(a short last batch counts for its images only), on every path. A non-finite loss stops training with
+:class:`~cladec._errors.TrainingError` naming the epoch and step.
 """
 
 from __future__ import annotations
@@ -69,6 +72,9 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         self.compile = compile_mode(self.compile)  # type: ignore[assignment]
+        if self.compile and not self.fast:
+            raise ConfigError(f"compile={self.compile!r} compiles the fast path's loss, which fast=False does not use: "
+                              "drop compile or keep fast=True")
 
 
 #: ``torch.compile`` modes the engine accepts (the others build CUDA graphs of their own, which the
@@ -178,10 +184,11 @@ class Engine:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.cfg = config
         self.on_cuda = self.device.type == "cuda"
+        check_amp(config.amp, self.device)
         if config.amp is None:
             self.use_amp = self.on_cuda or (config.fast and self.device.type == "cpu" and cpu_has_bf16())
         else:
-            self.use_amp = bool(config.amp) and self.device.type in ("cuda", "cpu")
+            self.use_amp = bool(config.amp)
         cl = config.channels_last
         self.use_channels_last = (config.fast and self.on_cuda) if cl is None else bool(cl)
 
@@ -269,7 +276,8 @@ class Engine:
         self._warmup_rounds = 1 if (cfg.compile and cfg.fast) else 0
         self._states = states = [_State(t) for t in self.tasks]
         gen = torch.Generator()
-        gen.manual_seed(cfg.seed if cfg.seed is not None else torch.initial_seed() % 2**63)
+        # seed None: a new order each run, drawn from the global generator (torch.initial_seed() is constant in a process)
+        gen.manual_seed(cfg.seed if cfg.seed is not None else int(torch.randint(0, 2**62, ()).item()))
         modules = [m for t in self.tasks for m in t.train_modules]
         modes = [[(mod, mod.training) for mod in m.modules()] for m in modules]
         for m in modules:
@@ -304,16 +312,18 @@ class Engine:
                 if tensors is not None:
                     assert n is not None
                     order = torch.randperm(n, generator=gen) if cfg.shuffle else torch.arange(n)
-                    losses = self._epoch_tensors(order, epoch, bar)
+                    losses, sizes = self._epoch_tensors(order, epoch, bar)
                 else:
-                    losses = [self._epoch_batches(batches(), epoch, bar)]  # type: ignore[misc]
+                    rows, sizes = self._epoch_batches(batches(), epoch, bar)  # type: ignore[misc]
+                    losses = [rows]
                 if losses[0].numel() == 0:
                     raise TrainingError("an epoch had no batches: the data set is empty")
                 seconds = round(time.perf_counter() - t_epoch, 4)
                 post = {}
+                weights = sizes.double().unsqueeze(1)  # per-image means: each step weighted by its batch size
                 for s, lo in zip(states, losses):
                     self._check_finite(s, lo, epoch)
-                    mean = lo.double().mean(0).tolist()
+                    mean = ((lo.double() * weights).sum(0) / weights.sum()).tolist()
                     rec = {"epoch": epoch + 1, "lr": self._lr(s.task.optimizer), "seconds": seconds}
                     rec.update({k: float(v) for k, v in zip(s.parts, mean)})
                     if s.task.on_epoch_end is not None:
@@ -356,23 +366,27 @@ class Engine:
                 "NaN/inf, or use a smaller alpha."
             )
 
-    def _epoch_batches(self, it: Iterable[Mapping[str, torch.Tensor]], epoch: int, bar) -> torch.Tensor:
+    def _epoch_batches(self, it: Iterable[Mapping[str, torch.Tensor]], epoch: int, bar) -> tuple[torch.Tensor, torch.Tensor]:
+        """One epoch over streamed batches; returns the per-step loss rows and the steps' batch sizes."""
         s = self._states[0]
         rows = []
+        sizes = []
         for i, batch in enumerate(it):
-            if i > 0 and next(iter(batch.values())).shape[0] == 1:
+            size = next(iter(batch.values())).shape[0]
+            if i > 0 and size == 1:
                 continue  # a last batch of one image would break BatchNorm in train mode (as in _epoch_tensors)
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
             row = self._eager_step(s, batch)
             rows.append(row)
+            sizes.append(size)
             if not self.cfg.fast or (i + 1) % self.cfg.log_every == 0:
                 part = torch.stack(rows).cpu()
                 self._check_finite(s, part, epoch)
                 self._postfix(bar, [part[-1]])
             bar.update(1)
         if not rows:
-            return torch.zeros(0, len(s.parts))
-        return torch.stack(rows).cpu()
+            return torch.zeros(0, len(s.parts)), torch.zeros(0)
+        return torch.stack(rows).cpu(), torch.tensor(sizes, dtype=torch.float64)
 
     def _postfix(self, bar, rows: list[torch.Tensor]) -> None:
         if self.cfg.verbose:
@@ -397,7 +411,8 @@ class Engine:
                 out[k] = v.index_select(0, self._order[lo:hi].to(v.device)).to(self.device, non_blocking=True)
         return out
 
-    def _epoch_tensors(self, order: torch.Tensor, epoch: int, bar) -> list[torch.Tensor]:
+    def _epoch_tensors(self, order: torch.Tensor, epoch: int, bar) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One epoch over in-memory tensors; returns each task's per-step loss rows and the steps' batch sizes."""
         cfg = self.cfg
         states = self._states
         B = cfg.batch_size
@@ -406,6 +421,8 @@ class Engine:
         # with drop_last would for that batch only)
         steps = math.ceil(n / B) if n % B != 1 or n == 1 else n // B
         bufs = [torch.zeros(steps, len(s.parts), device=self.device) for s in states]
+        # every path (graph replays of full batches, eager steps, the short last batch) weighs a row by its batch size
+        sizes = torch.tensor([min(B, n - i * B) for i in range(steps)], dtype=torch.float64)
         # the graph reads device tensors by index and host tensors from static buffers copied in per step
         use_graph = cfg.fast and cfg.cuda_graph and self.on_cuda and all(
             v.device == self.device or v.device.type == "cpu" for s in states for v in s.tensors.values()
@@ -433,7 +450,7 @@ class Engine:
                     self._postfix(bar, [part[-1] for part in parts])
                 bar.update(i + 1 - done)
                 done = i + 1
-        return [buf.cpu() for buf in bufs]
+        return [buf.cpu() for buf in bufs], sizes
 
     # -- CUDA graph ----------------------------------------------------------------------------
     def _graph_step(self, lo: int, hi: int) -> list[torch.Tensor]:
@@ -517,6 +534,25 @@ class Engine:
 def _deterministic() -> bool:
     """Whether the user asked for deterministic algorithms (then cuDNN autotuning stays as they set it)."""
     return bool(torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled())
+
+
+def check_amp(amp: bool | None, device: torch.device | str) -> None:
+    """Refuse ``amp=True`` on a device the engine runs no autocast on (only CUDA and CPU; else it would be ignored).
+
+    Args:
+        amp: The ``amp`` setting (``None``: the default for the device, never an error).
+        device: The training device.
+
+    Raises:
+        ConfigError: For ``amp=True`` on a device other than CUDA or CPU.
+
+    Example:
+        >>> check_amp(True, "cpu")
+    """
+    dev_type = torch.device(device).type
+    if amp and dev_type not in ("cuda", "cpu"):
+        raise ConfigError(f"amp=True (bf16 autocast) is supported on CUDA and CPU only, not on {dev_type!r}: "
+                          "pass amp=False or leave it None (float32 there)")
 
 
 @functools.lru_cache(maxsize=None)

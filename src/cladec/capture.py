@@ -169,8 +169,10 @@ class LayerCapture:
         layer: Dotted module name or the module itself; stored as :attr:`layer` (the name).
         neurons: Optional subset of the layer's units: channel indices or a boolean mask over
             channels for maps and token grids, feature indices for vectors.
-        prefix_tokens: For ``(N, T, D)`` outputs: ``"drop"`` or ``"channels"`` (see module doc).
-        num_prefix_tokens: Number of extra tokens before the patch tokens, if it cannot be inferred.
+        prefix_tokens: For ``(N, T, D)`` outputs: ``"drop"`` or ``"channels"`` (see module doc); other
+            outputs refuse ``"channels"`` (ConfigError at the first call).
+        num_prefix_tokens: Number of extra tokens before the patch tokens, if it cannot be inferred (token
+            outputs only).
         input_norm: Optional ``(mean, std)`` per input channel; inputs in [0, 1] are normalised so
             before they reach the model.
 
@@ -388,6 +390,14 @@ class LayerCapture:
             extra = k * D if (self.prefix_tokens == "channels" and k) else 0
             shape: tuple[int, ...] = (D + extra, g, g)
         elif len(raw_shape) in (1, 3):
+            given = ([f"prefix_tokens={self.prefix_tokens!r}"] if self.prefix_tokens != "drop" else []) \
+                + ([f"num_prefix_tokens={k!r}"] if k is not None else [])
+            if given:  # they would be ignored
+                raise ConfigError(
+                    f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} how extra tokens of a token output "
+                    f"(N, T, D) are handled, but layer {self.layer!r} outputs shape {raw_shape} per image: drop "
+                    f"{'it' if len(given) == 1 else 'them'}"
+                )
             shape = raw_shape
         else:
             raise ConfigError(

@@ -20,7 +20,7 @@ from torch import nn
 from ._errors import ConfigError, DataError
 from ._checks import image_tensor
 from ._inputs import Prepared, iterate_batches, prepare
-from ._training import Engine, EngineConfig, Task, compile_mode, make_optimizer
+from ._training import Engine, EngineConfig, Task, check_amp, compile_mode, make_optimizer
 from .capture import LayerCapture, _model_device
 from .decoder import Decoder, build_decoder
 
@@ -53,6 +53,15 @@ class _DecoderExplainer:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if decoder is not None:
+            if not isinstance(decoder, nn.Module):
+                raise ConfigError(f"decoder must be an nn.Module, got {type(decoder).__name__}")
+            given = [f"{n}={v!r}" for n, v, default in (("base_width", base_width, 64), ("decoder_norm", decoder_norm, None))
+                     if v != default]
+            if given:
+                raise ConfigError(f"{' and '.join(given)} configure{'s' if len(given) == 1 else ''} the decoder cladec "
+                                  "builds, which decoder= replaces: drop "
+                                  f"{'it' if len(given) == 1 else 'them'} or the custom decoder")
         self.model = model
         self.capture = LayerCapture(
             self._encoder_model(),
@@ -68,8 +77,10 @@ class _DecoderExplainer:
         self.cache_budget = int(cache_budget)
         self.decoder: nn.Module | None = decoder
         self._custom_decoder = decoder is not None
-        if decoder is not None and not isinstance(decoder, nn.Module):
-            raise ConfigError(f"decoder must be an nn.Module, got {type(decoder).__name__}")
+        # the decoder's parameter versions right after this explainer drew its initial weights (None: a decoder
+        # the user gave, or weights already trained or loaded): the first fit with a seed draws them again from the
+        # seed unless they were changed since (see _seed_initial_weights)
+        self._decoder_marks: tuple | None = None
         self.image_shape: tuple[int, int, int] | None = None
         self.history: list[dict[str, Any]] = []
         self.fit_config: dict[str, Any] = {}
@@ -108,7 +119,8 @@ class _DecoderExplainer:
         return self.capture.output_shape
 
     def build(self, image_shape: Sequence[int]) -> None:
-        """Probe the layer with a zero image of ``image_shape`` and build the decoder."""
+        """Probe the layer with a zero image of ``image_shape`` and build the decoder (a custom decoder: check that it
+        maps the activations to images of ``image_shape``, else ConfigError)."""
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3:
             raise ConfigError(f"image_shape must be (C, H, W), got {image_shape}")
@@ -120,15 +132,42 @@ class _DecoderExplainer:
         was = model.training
         model.eval()
         try:
-            act_shape = self.capture.probe(torch.zeros(2, *image_shape, device=self.device))
+            with torch.no_grad():
+                act = self.capture(torch.zeros(2, *image_shape, device=self.capture.device)).to(self.device)
         finally:
             model.train(was)
-        self.image_shape = image_shape  # type: ignore[assignment]
         if self.decoder is None:
-            self.decoder = build_decoder(
-                act_shape, image_shape, base_width=self.base_width, norm=self.decoder_norm  # type: ignore[arg-type]
-            )
-        self.decoder.to(self.device)
+            self.decoder = self._new_decoder(tuple(act.shape[1:]), image_shape).to(self.device)  # type: ignore[arg-type]
+            self._decoder_marks = _marks(self.decoder)
+        else:
+            self.decoder.to(self.device)
+            self._check_decoder_output(act, image_shape)
+        self.image_shape = image_shape  # type: ignore[assignment]
+
+    def _new_decoder(self, act_shape: tuple[int, ...], image_shape: tuple[int, int, int]) -> nn.Module:
+        """A freshly drawn decoder of this explainer's architecture (from the global random generator)."""
+        return build_decoder(act_shape, image_shape, base_width=self.base_width, norm=self.decoder_norm)
+
+    def _check_decoder_output(self, act: torch.Tensor, image_shape: tuple[int, ...]) -> None:
+        """A user's decoder must turn the layer's activations into images of ``image_shape`` (else the losses
+        would broadcast and reconstruct would return another shape)."""
+        dec = self.decoder
+        was = dec.training
+        dec.eval()
+        try:
+            with torch.no_grad():
+                out = dec(act)
+        except RuntimeError as e:
+            if "out of memory" in str(e):
+                raise
+            raise ConfigError(f"the decoder failed on the layer's activations of shape {tuple(act.shape)}: {e}") from e
+        finally:
+            dec.train(was)
+        want = (act.shape[0], *image_shape)
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if got != want:
+            raise ConfigError(f"the decoder must map activations of shape {tuple(act.shape)} to images of shape "
+                              f"{want} (N, C, H, W: the data's), but it returned {got}")
 
     @property
     def decoder_spec(self) -> dict[str, Any]:
@@ -246,7 +285,11 @@ class _DecoderExplainer:
             lr: Adam learning rate (authors: 3e-4).
             weight_decay: Adam weight decay (authors: 1e-5).
             lr_decay: ``None`` or ``"step"`` (× 0.1 every ``E//3 + E//10 + 2`` epochs, as the authors).
-            seed: Seeds the decoder's initialisation and the shuffling order (None: not seeded).
+            seed: Seeds the shuffling order and, at the first fit, the initial weights this explainer drew
+                itself (the built decoder; for a RefAE also its encoder unless ``init_seed`` was given, and
+                a decoder :meth:`RefAE.like` copied), so two fits with the same seed give the same weights.
+                A decoder you pass as ``decoder=`` keeps its weights, as do weights changed since they were
+                drawn. None: not seeded.
             verbose: Show a progress bar with epoch, loss and its parts.
             fast: Use the fast path (no per-step host sync; on CUDA bf16, fused Adam, CUDA graphs).
                 ``fast=False`` runs the plain eager loop, for debugging.
@@ -258,8 +301,10 @@ class _DecoderExplainer:
                 to 0.40 s (RefAE) but costs 7–9 s of compiling per fit (less with a warm compile
                 cache), so it pays off for long fits; off by default. A string picks the mode:
                 ``"default"`` (= ``True``) or ``"max-autotune-no-cudagraphs"`` (tunes kernels, compiles longer).
+                Fast path only: with ``fast=False`` it is refused (ConfigError).
             amp: bf16 autocast (default: on CUDA, and on the fast path on CPUs with native bf16;
-                ``False`` keeps everything in float32).
+                ``False`` keeps everything in float32). ``True`` works on CUDA and CPU; on another device
+                (such as ``mps``) it is refused (ConfigError).
 
         Returns:
             ``self``, trained; per-epoch losses are in :attr:`history`.
@@ -278,7 +323,9 @@ class _DecoderExplainer:
         """Build, seed and make the optimiser for a fit; returns the engine task."""
         if seed is not None:
             torch.manual_seed(seed)
+            self._seed_initial_weights(seed)
         self._ensure_built(prepared.image_shape)  # type: ignore[arg-type]
+        self._forget_initial_weights()  # trained from now on: a later fit never draws them again
         if not self._bias_initialised and not self._custom_decoder and prepared.in_memory:
             # start the output at the data's mean pixel (once, before the first fit)
             self.decoder.init_output_bias(prepared.x.mean(dim=(0, 2, 3)))  # type: ignore[union-attr]
@@ -292,6 +339,25 @@ class _DecoderExplainer:
         self._fast = fast
         self._channels_last = (fast and dev.type == "cuda") if channels_last is None else channels_last
         return Task(self._loss, opt, self._train_modules(), self._parts(), self.kind)
+
+    def _seed_initial_weights(self, seed: int) -> None:
+        """Draw again from ``seed`` the initial weights this explainer drew itself and that are unchanged since.
+
+        Called with the global generator just seeded with ``seed``; a decoder drawn here gets the same weights
+        as one built by this fit (so ``image_shape=`` at construction changes nothing).
+        """
+        dec = self.decoder
+        if dec is None or self._decoder_marks is None or self._decoder_marks != _marks(dec):
+            return
+        if self._custom_decoder:  # a copy of a user's decoder (RefAE.like): reset as RefAE's encoder is
+            _reinitialise(dec)
+        else:
+            fresh = self._new_decoder(tuple(self.activation_shape), self.image_shape)  # type: ignore[arg-type]
+            with torch.no_grad():
+                dec.load_state_dict(fresh.state_dict())
+
+    def _forget_initial_weights(self) -> None:
+        self._decoder_marks = None
 
     def _fit_end(self, res, prepared: Prepared, fit_config: dict[str, Any]) -> None:
         for m in self._train_modules():  # trained: the decoder (and RefAE's encoder) are used in eval mode
@@ -353,6 +419,9 @@ class _DecoderExplainer:
             xs = prepared.x[:256]
         else:
             xs, _ = next(iterate_batches(prepared.loader, False))
+        if xs.shape[0] < 2:  # one image has no spread to compare
+            self.collapsed = False
+            return
         rec = self.reconstruct(xs)
         spread = float(rec.std(dim=0).mean())
         data_spread = float(xs.std(dim=0).mean())
@@ -436,14 +505,15 @@ class ClaDec(_DecoderExplainer):
             (authors: 0.001; 0 = pure reconstruction).
         neurons: Optional subset of the layer's units (channel indices or a boolean mask for maps and
             token grids, feature indices for vectors); the decoder sees only those.
-        decoder: Optional user-supplied decoder module mapping activations to images in [0, 1].
-        base_width: Width of the built decoder's last hidden stage (authors: 64).
-        decoder_norm: ``None`` (authors) or ``"batch"``.
+        decoder: Optional user-supplied decoder module mapping activations to images in [0, 1] of the data's
+            shape ``(N, C, H, W)`` (checked when the explainer is built); it keeps the weights it has.
+        base_width: Width of the built decoder's last hidden stage (authors: 64); not with ``decoder``.
+        decoder_norm: ``None`` (authors) or ``"batch"``; not with ``decoder``.
         input_norm: ``(mean, std)`` if the classifier expects normalised inputs; images and
             reconstructions (both in [0, 1]) are normalised so before they reach the classifier.
         image_shape: ``(C, H, W)``; builds the decoder now instead of at the first fit.
         prefix_tokens, num_prefix_tokens: Handling of class/register tokens for token outputs
-            (see :mod:`cladec.capture`).
+            (see :mod:`cladec.capture`); a layer with another output refuses them.
         cache_budget: Bytes the activation cache (and device-resident images) may take; above it
             activations are computed per batch (streamed).
 
@@ -486,7 +556,7 @@ class ClaDec(_DecoderExplainer):
                 for p, _ in flags:
                     p.requires_grad_(False)
                 if self._fast and self.alpha > 0:
-                    self._loss_model = _frozen_copy(model, channels_last=self._channels_last)
+                    self._loss_model = _frozen_copy(model, channels_last=self._channels_last, probe=self._probe())
                 yield
             finally:
                 self._loss_model = model
@@ -495,6 +565,12 @@ class ClaDec(_DecoderExplainer):
                 model.train(was)
 
         return frozen()
+
+    def _probe(self) -> torch.Tensor:
+        """A few fixed random images, normalised as the classifier sees them (drawn without the global generator)."""
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(4, *self.image_shape, generator=g).to(self.device)  # type: ignore[misc]
+        return self.capture.normalize(x)
 
     def _train_tensors(self, prepared: Prepared) -> dict[str, torch.Tensor]:
         x = prepared.x
@@ -526,8 +602,9 @@ class ClaDec(_DecoderExplainer):
         nbytes = x.shape[0] * math.prod(shape) * 4
         if nbytes > self.cache_budget:
             return None
-        # valid for this very tensor, unchanged since (its version), and an unchanged classifier
-        key = (x._version, self.layer, tuple(self.neurons or ()), sum(p._version for p in self.model.parameters()))
+        # valid for this very tensor, unchanged since (its version), and an unchanged classifier: its parameters and
+        # its buffers (BatchNorm statistics recalibrated between fits change the activations too)
+        key = (x._version, self.layer, tuple(self.neurons or ()), _marks(self.model, buffers=True))
         if self._act_cache is not None and self._act_cache[0] is x and self._act_cache[1] == key:
             return self._act_cache[2]
         act = self._place(self.encode(x))
@@ -558,11 +635,15 @@ class ClaDec(_DecoderExplainer):
         return cfg
 
 
-def _frozen_copy(model: nn.Module, channels_last: bool) -> nn.Module:
+def _frozen_copy(model: nn.Module, channels_last: bool, probe: torch.Tensor | None = None) -> nn.Module:
     """A frozen, faster copy of the classifier for the classification loss (same function).
 
-    BatchNorm layers in eval mode are folded into the preceding convolutions (``torch.fx`` fusion;
-    models that cannot be traced are copied unfused) and, on CUDA, the copy is made channels-last.
+    BatchNorm layers in eval mode are folded into the preceding convolutions and linear layers (``torch.fx``
+    fusion) and, on CUDA, the copy is made channels-last. The fused copy is kept only if it computes the
+    classifier's function: its outputs on ``probe`` (normalised images) must match the classifier's in float32
+    (TF32 off) to a tight tolerance. Fusion can change the function (a Linear followed by a BatchNorm1d that
+    normalises another dimension of a 3-D input; forward hooks that tracing drops); then, and for models that
+    cannot be traced, the copy stays unfused.
     """
     m = copy.deepcopy(model).eval()
     for p in m.parameters():
@@ -570,22 +651,125 @@ def _frozen_copy(model: nn.Module, channels_last: bool) -> nn.Module:
     try:
         from torch.fx.experimental.optimization import fuse
 
-        m = fuse(m, inplace=True)
+        fused = fuse(m, inplace=False)  # a copy: m stays the unfused fallback
     except Exception:  # noqa: BLE001 - untraceable models simply stay unfused
-        pass
+        fused = None
+    if fused is not None and (probe is None or _same_function(model, fused, probe)):
+        m = fused
     if channels_last:
         m = m.to(memory_format=torch.channels_last)
     return m
 
 
+def _same_function(model: nn.Module, other: nn.Module, probe: torch.Tensor) -> bool:
+    """Whether ``other`` gives ``model``'s outputs on ``probe`` (float32, TF32 off; both in eval mode)."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def exact_float32():
+        saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+        try:
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), exact_float32():
+            want, got = model(probe), other(probe)
+    except Exception:  # noqa: BLE001 - a copy that fails where the classifier runs is not the same function
+        return False
+    finally:
+        model.train(was)
+    if not (isinstance(want, torch.Tensor) and isinstance(got, torch.Tensor)) or want.shape != got.shape:
+        return False
+    want, got = want.float(), got.float()
+    scale = float(want.abs().nan_to_num(0, 0, 0).max()) if want.numel() else 0.0
+    return bool(torch.allclose(got, want, rtol=1e-4, atol=1e-4 * max(1.0, scale), equal_nan=True))
+
+
+def _marks(module: nn.Module, buffers: bool = False) -> tuple:
+    """Identity and version of every parameter (and buffer) of ``module``: any in-place change alters them."""
+    tensors = list(module.parameters()) + (list(module.buffers()) if buffers else [])
+    return tuple((id(t), t._version) for t in tensors)
+
+
+_BIAS_LIKE = ("bias", "beta", "shift", "offset")
+
+
 def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
+    """Re-draw every parameter of ``module`` in place, as for a new, untrained module of its architecture.
+
+    Used for RefAE's encoder, for a custom decoder :meth:`RefAE.like` copies and for evaluation
+    classifiers of a user's architecture. Modules are reset children first, then their parents (the order
+    in which they are constructed, so a parent's own initialisation wins, as in ``nn.MultiheadAttention``):
+    ``reset_parameters()``, or ``_reset_parameters()`` where a module has only that
+    (``nn.MultiheadAttention``, ``nn.Transformer``); BatchNorm running statistics are reset. A parameter
+    that no method re-drew keeps its value after that pass; it is then drawn by a fixed rule: tensors of two
+    or more dimensions (class, register and position tokens) from N(0, 0.02²), the usual initialisation of
+    tokens in vision transformers; vectors and scalars (scales) set to ones, or to zeros when their name
+    ends in ``bias``, ``beta``, ``shift`` or ``offset``. A constant that a module's own reset method set (as
+    BatchNorm's weight of ones) is left as set. All parameters end trainable.
+
+    Args:
+        module: The module, changed in place (pass a copy to keep the original).
+        seed: Seeds the draws (``torch.manual_seed``); None: the global random generator as it stands.
+
+    Returns:
+        ``module``.
+
+    Example:
+        >>> from torch import nn
+        >>> lin = nn.Linear(3, 2)
+        >>> before = lin.weight.detach().clone()
+        >>> _reinitialise(lin, seed=0) is lin and not torch.equal(lin.weight, before)
+        True
+    """
     if seed is not None:
         torch.manual_seed(seed)
-    for m in module.modules():
-        if hasattr(m, "reset_parameters") and callable(m.reset_parameters):
-            m.reset_parameters()
+    before = {id(p): p.detach().clone() for p in module.parameters()}
+    order: list[nn.Module] = []
+    seen: set[int] = set()
+
+    def visit(m: nn.Module) -> None:  # children first (post-order), each module once
+        if id(m) in seen:
+            return
+        seen.add(id(m))
+        for c in m.children():
+            visit(c)
+        order.append(m)
+
+    visit(module)
+    has_reset: set[int] = set()
+    for m in order:
+        reset = getattr(m, "reset_parameters", None)
+        if not callable(reset):
+            reset = getattr(m, "_reset_parameters", None)
+        if callable(reset):
+            reset()
+            has_reset.add(id(m))
         if isinstance(m, nn.modules.batchnorm._NormBase):
             m.reset_running_stats()
+    done: set[int] = set()
+    with torch.no_grad():
+        for m in order:
+            for name, p in m.named_parameters(recurse=False):
+                if id(p) in done:
+                    continue
+                done.add(id(p))
+                if not torch.equal(p, before[id(p)]):
+                    continue  # re-drawn
+                constant = p.numel() <= 1 or bool((p == p.flatten()[0]).all())
+                if id(m) in has_reset and constant:
+                    continue  # a constant its module's reset set (and the source had)
+                if p.dim() >= 2:
+                    p.normal_(0.0, 0.02)
+                elif name.lower().endswith(_BIAS_LIKE):
+                    p.zero_()
+                else:
+                    p.fill_(1.0)
     for p in module.parameters():
         p.requires_grad_(True)
     return module
@@ -596,8 +780,12 @@ class RefAE(_DecoderExplainer):
     trainable, plus the same decoder architecture, trained on reconstruction only.
 
     Args:
-        model: The classifier whose architecture is copied (its weights are not used or changed).
+        model: The classifier whose architecture is copied (its weights are not used or changed): every
+            parameter of the copy is drawn afresh, also those no ``reset_parameters`` covers (class and
+            position tokens, scales; see ``_reinitialise`` for the rule).
         layer: Dotted module name or module of ``model``.
+        init_seed: Seeds the encoder's initialisation now. None: drawn from the global random generator,
+            and drawn again from ``fit``'s ``seed`` at the first fit (as ``init_seed=seed`` would).
         **kwargs: As for :class:`ClaDec` (without ``alpha``).
 
     Example:
@@ -615,9 +803,22 @@ class RefAE(_DecoderExplainer):
         super().__init__(model, layer, **kwargs)
         self.encoder.to(self.device)
         self._encoder_params: list[nn.Parameter] | None = None
+        # without init_seed the encoder was drawn from the global generator: the first fit with a seed draws it again
+        self._encoder_marks: tuple | None = _marks(self.encoder) if init_seed is None else None
 
     def _encoder_model(self) -> nn.Module:
         return self.encoder
+
+    def _seed_initial_weights(self, seed: int) -> None:
+        # the encoder as init_seed=seed would have drawn it, then the decoder from the same seed as with init_seed
+        if self._encoder_marks is not None and self._encoder_marks == _marks(self.encoder):
+            _reinitialise(self.encoder, seed)
+            torch.manual_seed(seed)
+        super()._seed_initial_weights(seed)
+
+    def _forget_initial_weights(self) -> None:
+        self._encoder_marks = None
+        super()._forget_initial_weights()
 
     @classmethod
     def like(cls, explainer: _DecoderExplainer, **overrides: Any) -> "RefAE":
@@ -635,7 +836,7 @@ class RefAE(_DecoderExplainer):
         """
         decoder = None
         if explainer._custom_decoder and explainer.decoder is not None:
-            decoder = _reinitialise(copy.deepcopy(explainer.decoder))
+            decoder = _reinitialise(copy.deepcopy(explainer.decoder))  # drawn again from fit's seed (unless changed)
         cap = explainer.capture
         kwargs: dict[str, Any] = dict(
             neurons=explainer.neurons if explainer.neurons is not None else cap._raw_neurons,
@@ -649,7 +850,10 @@ class RefAE(_DecoderExplainer):
             cache_budget=explainer.cache_budget,
         )
         kwargs.update(overrides)
-        return cls(explainer.model, explainer.layer, **kwargs)
+        ref = cls(explainer.model, explainer.layer, **kwargs)
+        if decoder is not None and ref.decoder is decoder:  # the copy is this RefAE's own draw, not a user's decoder
+            ref._decoder_marks = _marks(decoder)
+        return ref
 
     def _reached_params(self) -> list[nn.Parameter]:
         """Encoder parameters that the forward pass up to the layer actually uses."""
@@ -711,7 +915,7 @@ def _has_batchnorm(e: _DecoderExplainer) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for mod in mods for m in mod.modules())
 
 
-def _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile) -> None:
+def _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast=True) -> None:
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
     for name, val in (("lr", lr), ("weight_decay", weight_decay)):
@@ -724,7 +928,9 @@ def _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, c
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if lr_decay not in (None, "step"):
         raise ConfigError(f"lr_decay must be None or 'step', got {lr_decay!r}")
-    compile_mode(compile)  # a bad value is an error before any work
+    if compile_mode(compile) and not fast:  # a bad value is an error before any work
+        raise ConfigError(f"compile={compile!r} compiles the fast path's loss, which fast=False does not use: drop "
+                          "compile or keep fast=True")
 
 
 def fit_together(
@@ -766,8 +972,10 @@ def fit_together(
 
     Raises:
         ConfigError: For an empty list, a repeated explainer, explainers on different devices or sharing
-            trainable parameters, or a bad setting.
-        DataError: If an explainer was built for images of another shape.
+            trainable parameters, or a bad setting (also ``compile`` with ``fast=False`` and ``amp=True`` on a
+            device other than CUDA or CPU, which would be ignored).
+        DataError: If an explainer was built for images of another shape, or a BatchNorm layer being trained
+            would see one image (a single training image, a streamed batch of one).
 
     Example:
         >>> e = cladec.ClaDec(model, "conv4", alpha=0.001)  # doctest: +SKIP
@@ -787,7 +995,8 @@ def fit_together(
     devices = {str(e.device) for e in explainers}
     if len(devices) > 1:
         raise ConfigError(f"explainers fitted together must share a device, got {sorted(devices)}")
-    _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile)
+    _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast)
+    check_amp(amp, explainers[0].device)
     if batch_size < 2 and any(_has_batchnorm(e) for e in explainers):
         raise ConfigError("batch_size must be at least 2 here: the trained modules have BatchNorm layers, which in "
                           "training mode need more than one value per channel")
@@ -804,6 +1013,9 @@ def fit_together(
     prepared = prepare(data, need_labels=needs_labels, max_bytes=budget * 4, batch_size=batch_size)
     for e in explainers:  # before any of them is built or trained
         e._check_image_shape(prepared.image_shape)  # type: ignore[arg-type]
+    if prepared.in_memory and prepared.x.shape[0] < 2 and any(_has_batchnorm(e) for e in explainers):
+        raise DataError(f"training needs at least 2 images here, got {prepared.x.shape[0]}: the trained modules have "
+                        "BatchNorm layers, which in training mode need more than one value per channel")
     if len(explainers) > 1 and not prepared.in_memory:
         for e in explainers:  # streamed batches come one at a time: fit one explainer after the other
             fit_together([e], data, epochs, **kw)  # type: ignore[arg-type]
@@ -827,11 +1039,17 @@ def fit_together(
             e._placed = placed  # images and labels placed on the device (or pinned) once for all of them
         stack.callback(lambda: [setattr(e, "_placed", None) for e in explainers])
         engine = Engine.joint(tasks, dev, cfg)
-        if prepared.in_memory:
-            results = engine.run_all(tensors=[e._train_tensors(prepared) for e in explainers])
-        else:
-            first = explainers[0]
-            results = engine.run_all(batches=lambda: first._stream(prepared))
+        try:
+            if prepared.in_memory:
+                results = engine.run_all(tensors=[e._train_tensors(prepared) for e in explainers])
+            else:
+                first = explainers[0]
+                results = engine.run_all(batches=lambda: first._stream(prepared))
+        except ValueError as err:  # torch's BatchNorm check, for a streamed first batch of one image
+            if "Expected more than 1 value per channel" not in str(err):
+                raise
+            raise DataError("a batch of one image reached a BatchNorm layer in training mode, which needs more than "
+                            "one value per channel: give batches of at least 2 images") from err
     base = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay,
                 seed=seed, fast=fast)
     for e, res in zip(explainers, results):

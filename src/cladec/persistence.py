@@ -24,7 +24,8 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
         decoder: The decoder module, needed only when the explainer was made with a custom decoder.
 
     Returns:
-        The explainer, on the model's device, ready for ``reconstruct``.
+        The explainer, on the model's device, ready for ``reconstruct`` (its decoder, and a RefAE's encoder,
+        in eval mode as after ``fit``).
 
     Raises:
         SaveFormatError: If ``path`` is not a cladec save, the weights do not match, or the model's
@@ -60,18 +61,15 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
             f"{path} was made with a custom decoder ({spec.get('class')}); pass it as load(..., decoder=...)"
         )
     try:
-        kwargs: dict[str, Any] = dict(
-            neurons=cfg.get("neurons"),
-            decoder=decoder,
-            base_width=int(cfg.get("base_width", 64)),
-            decoder_norm=cfg.get("decoder_norm"),
-            input_norm=cfg.get("input_norm"),
-            prefix_tokens=cfg.get("prefix_tokens", "drop"),
-            num_prefix_tokens=cfg.get("num_prefix_tokens"),
-        )
         image_shape = tuple(cfg["image_shape"])
         layer = cfg["layer"]
         recorded = tuple(cfg["layer_shape"])
+        kwargs: dict[str, Any] = dict(neurons=cfg.get("neurons"), decoder=decoder, input_norm=cfg.get("input_norm"))
+        if decoder is None:  # the built decoder's settings (a custom decoder refuses them; older saves may record
+            # values that were ignored then)
+            kwargs.update(base_width=int(cfg.get("base_width", 64)), decoder_norm=cfg.get("decoder_norm"))
+        if len(recorded) == 2:  # token outputs only (other layers refuse them; older saves may record ignored values)
+            kwargs.update(prefix_tokens=cfg.get("prefix_tokens", "drop"), num_prefix_tokens=cfg.get("num_prefix_tokens"))
     except (KeyError, TypeError, ValueError) as e:
         raise SaveFormatError(f"{cfg_path} is incomplete or malformed: {e}") from None
     if kind == "cladec":
@@ -97,6 +95,11 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
     _load_part(exp.decoder, tensors, "decoder.", path)
     if kind == "refae":
         _load_part(exp.encoder, tensors, "encoder.", path)
+    # as after fit: the trained modules in eval mode (batch statistics and dropout off); the loaded weights are never
+    # drawn again by a later fit's seed
+    for m in exp._train_modules():
+        m.eval()
+    exp._forget_initial_weights()
     exp.history = list(cfg.get("history", []))
     exp.fit_config = dict(cfg.get("fit_config", {}))
     exp.fitted = bool(cfg.get("fitted", False))
