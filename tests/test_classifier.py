@@ -186,6 +186,36 @@ def test_training_argument_errors(fmnist_small):
         train_classifier("not a model", small, epochs=1)
 
 
+def test_fast_path_options_are_refused_where_the_plain_loop_would_ignore_them(fmnist_small, monkeypatch):
+    """amp=True, compile and channels_last=True did nothing with fast=False, a DataLoader or a Dataset too big to
+    load (the plain float32 loop): amp=True and amp=False gave identical weights."""
+    import cladec.classifier as C
+
+    train, _ = fmnist_small
+    x, y = train.subset(range(64)).tensors()
+    torch.manual_seed(0)
+    net = _tiny_net()
+    before = copy.deepcopy(net.state_dict())
+    loader = DataLoader(TensorDataset(x, y), batch_size=32)
+    for data, kw, why in (
+        (loader, {"amp": True}, "a DataLoader is streamed by the plain loop"),
+        (loader, {"compile": "default"}, "a DataLoader is streamed"),
+        (loader, {"channels_last": True, "amp": True}, "amp, channels_last only apply to the fast path"),
+        ((x, y), {"amp": True, "fast": False}, "fast=False runs the plain loop.*drop amp, or drop fast=False"),
+        ((x, y), {"compile": True, "fast": False}, "compile only applies to the fast path"),
+    ):
+        with pytest.raises(ConfigError, match=why):
+            train_classifier(net, data, epochs=1, verbose=False, **kw)
+    monkeypatch.setattr(C, "_MAX_MATERIALISE_BYTES", 1000)  # this Dataset is now too big to load: streamed
+    with pytest.raises(ConfigError, match="a Dataset over .* is streamed by the plain loop.*pass the data in memory"):
+        train_classifier(net, TensorDataset(x, y), epochs=1, verbose=False, channels_last=True)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # refused before any training
+    # what the plain loop does is accepted: float32 (amp=False), contiguous, not compiled
+    hist = train_classifier(net, loader, epochs=1, verbose=False, amp=False, channels_last=False, compile=False)
+    assert len(hist["train_loss"]) == 1
+    assert train_classifier(_tiny_net(), (x, y), epochs=1, fast=False, amp=False, verbose=False)["epoch"] == [1]
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_a_label_out_of_range_after_the_first_batch_is_reported(fmnist_small, fast):
     train, _ = fmnist_small

@@ -203,3 +203,102 @@ def test_cli_evaluate_loads_a_factory_run_from_the_working_directory(eval_setup,
         sys.modules.pop(mod, None)
     res = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert res["dataset"]["n"] == 30 and res["layer"] == "conv4"
+
+
+# --- options that would be ignored are refused; a user's model gets a freshly initialised evaluation classifier ---
+
+
+def test_options_that_would_be_ignored_are_refused(eval_setup, tmp_path):
+    """refae_source= without refae= was recorded as 'run', out= with write=False was dropped, and device= with a
+    loaded Run was ignored (even 'cuda:7' on a machine without CUDA)."""
+    kw = dict(limit=20, eval_classifier=False, data_root=str(eval_setup.data_root), verbose=False)
+    with pytest.raises(ConfigError, match="refae_source says where refae= came from, but no refae was given"):
+        evaluate_run(eval_setup.run, refae_source="sweep cell 3", write=False, **kw)
+    with pytest.raises(ConfigError, match="write=False writes nothing: drop out"):
+        evaluate_run(eval_setup.run, out=tmp_path / "ev", write=False, **kw)
+    assert not (tmp_path / "ev").exists()
+    on = next(eval_setup.run.classifier.parameters()).device
+    with pytest.raises(ConfigError, match="not a device"):
+        evaluate_run(eval_setup.run, device="nope", write=False, **kw)
+    if torch.cuda.is_available():  # a device the run is not on
+        with pytest.raises(ConfigError, match=r"the given Run is loaded on .* drop device, or pass the run dir"):
+            evaluate_run(eval_setup.run, device="cpu" if on.type == "cuda" else "cuda", write=False, **kw)
+    else:
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            evaluate_run(eval_setup.run, device="cuda:7", write=False, **kw)
+    # what is honoured still works: the run's own device, refae_source with refae
+    res = evaluate_run(eval_setup.run, device=str(on), write=False, **kw)
+    assert res["refae_source"] == "run" and res["out"] is None
+    res = evaluate_run(eval_setup.run, refae=eval_setup.run.refae, refae_source="shared", write=False, **kw)
+    assert res["refae_source"] == "shared"
+
+
+_USER_MODEL = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    """A user's model with a directly registered parameter and an nn.MultiheadAttention (in_proj_weight and
+    in_proj_bias are set by its _reset_parameters, not reset_parameters)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 16, 4, stride=4)
+        self.scale = nn.Parameter(torch.ones(1, 16, 1, 1))
+        self.attn = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.head = nn.Linear(16, 10)
+
+    def forward(self, x):
+        t = (torch.relu(self.conv(x)) * self.scale).flatten(2).transpose(1, 2)
+        a, _ = self.attn(t, t, t, need_weights=False)
+        return self.head((t + a).mean(1))
+
+
+def make():
+    return Net()
+'''
+
+
+@pytest.mark.filterwarnings("ignore::cladec.CollapseWarning")  # one epoch on 128 images: only the classifier matters
+def test_a_users_model_gets_a_freshly_initialised_evaluation_classifier(eval_setup, tmp_path, monkeypatch):
+    """The evaluation classifier for a user's model is a copy of it, re-initialised: the directly registered
+    parameter and the attention's in_proj_weight/in_proj_bias kept the trained classifier's values."""
+    import sys
+
+    import cladec.classifier as C
+    from cladec._io import save_tensors
+    from cladec.classifier import train_classifier
+    from cladec.runs import fit_run
+
+    mod = "cladec_test_eval_user_model"
+    (tmp_path / f"{mod}.py").write_text(_USER_MODEL)
+    monkeypatch.setattr(sys, "path", [str(tmp_path)] + [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, mod, raising=False)
+    try:
+        net = __import__(mod).make()
+        torch.manual_seed(0)
+        train_classifier(net, eval_setup.train.subset(range(512)), 1, seed=0, device="cpu", verbose=False)
+        save_tensors(tmp_path / "weights.safetensors", net.state_dict())
+        run = fit_run(tmp_path / "run", factory=f"{mod}:make", weights=str(tmp_path / "weights.safetensors"),
+                      dataset="fashion-mnist", layer="conv", epochs=1, refae=False, limit=128, test_limit=20,
+                      data_root=str(eval_setup.data_root), device="cpu", verbose=False)
+    finally:
+        sys.modules.pop(mod, None)
+    trained = {n: p.detach().clone() for n, p in run.classifier.named_parameters()}
+    assert {"scale", "attn.in_proj_weight", "attn.in_proj_bias"} <= set(trained)
+    start: dict[str, torch.Tensor] = {}
+    real_train = C.train_classifier
+
+    def spy(model, *a, **k):  # the evaluation classifier's weights before it is trained
+        start.update({n: p.detach().clone() for n, p in model.named_parameters()})
+        return real_train(model, *a, **k)
+
+    monkeypatch.setattr(C, "train_classifier", spy)
+    res = evaluate_run(run, limit=32, train_limit=64, eval_epochs=1, sets=["cladec"], write=False, verbose=False,
+                       data_root=str(eval_setup.data_root))
+    assert res["eval_classifier"]["arch"] == f"{mod}:make"
+    assert set(start) == set(trained)
+    kept = [n for n in trained if torch.equal(start[n], trained[n])]
+    assert kept == [], f"the evaluation classifier kept the trained classifier's {kept}"
+    assert all(torch.equal(p, trained[n]) for n, p in run.classifier.named_parameters())  # the run's is untouched

@@ -87,3 +87,23 @@ def test_per_class():
     assert M.per_class(torch.tensor([True, False]), torch.tensor([1, 1]), 2)["1"]["mean"] == 0.5
     with pytest.raises(DataError):
         M.per_class(vals, torch.tensor([0, 0, 1, 5]), 3)
+
+
+def test_a_column_of_labels_is_read_as_labels_not_as_logits(data_root):
+    """(N, 1) labels (e.g. a column read from a table) were arg-maxed like logits: every label became 0."""
+    from cladec.data import load_dataset
+
+    test = load_dataset("fashion-mnist", root=data_root, split="test", limit=300)
+    _, y = test.tensors()
+    col = y[:, None]
+    pred = y.clone()
+    pred[:30] = (pred[:30] + 1) % 10  # 10 % wrong
+    assert M.accuracy(pred, col) == pytest.approx(0.9)
+    assert M.accuracy(pred[:, None], y) == pytest.approx(0.9)
+    assert M.agreement(pred[:, None], col.float()) == pytest.approx(0.9)
+    correct = pred == y
+    assert M.per_class(correct, col, test.classes) == M.per_class(correct, y, test.classes)
+    logits = torch.nn.functional.one_hot(pred, 10).float()  # logits (N, K) are still arg-maxed
+    assert M.accuracy(logits, col) == pytest.approx(0.9)
+    with pytest.raises(DataError, match=r"\(N,\) or \(N, 1\)"):
+        M.accuracy(pred, y[:, None, None])

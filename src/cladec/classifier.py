@@ -342,6 +342,9 @@ def train_classifier(
             epoch of 60k Fashion-MNIST images for the paper's VGG, after about 12 s of compiling); a string
             picks the mode, ``"default"`` or ``"max-autotune-no-cudagraphs"``.
         amp: bf16 autocast (default: on CUDA and on CPUs with native bf16; ``False``: float32).
+            ``amp=True``, ``compile`` and ``channels_last=True`` apply to the fast path only: with
+            ``fast=False``, a DataLoader or a Dataset too big to load (streamed by the plain float32 loop)
+            they are refused (ConfigError) rather than ignored.
 
     Returns:
         History ``{"epoch": [...], "lr": [...], "train_loss": [...], "train_acc": [...],
@@ -350,7 +353,8 @@ def train_classifier(
         The model is left in eval mode.
 
     Raises:
-        ConfigError: bad hyper-parameter. DataError: unusable data. TrainingError: the loss became NaN/inf.
+        ConfigError: bad hyper-parameter, or a fast-path option where the plain loop runs. DataError: unusable
+            data. TrainingError: the loss became NaN/inf.
 
     Example:
         >>> from cladec.data import load_dataset
@@ -380,10 +384,19 @@ def train_classifier(
     from ._training import compile_mode
 
     compile_mode(compile)
+    fast_only = [n for n, v in (("amp", amp is True), ("compile", compile_mode(compile) is not None),
+                                ("channels_last", channels_last is True)) if v]
+    if fast_only and not fast:  # before any data is loaded
+        _refuse_fast_only(fast_only, "fast=False runs the plain loop", "drop fast=False")
 
     dev = torch.device(device) if device is not None else _model_device(model)
     model.to(dev)
     train = _place(_as_data(data, "the training data", batch_size), dev)
+    if fast_only and train.x is None:
+        what = ("a DataLoader is streamed" if isinstance(data, DataLoader) else
+                f"a Dataset over {_MAX_MATERIALISE_BYTES // 2**30} GiB as float32 is streamed")
+        _refuse_fast_only(fast_only, f"{what} by the plain loop",
+                          "pass the data in memory (an ImageDataset or (images, labels) tensors)")
     test = _place(_as_data(test_data, "the test data", batch_size), dev) if test_data is not None else None
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if has_bn and train.x is not None and len(train.x) < 2:
@@ -468,6 +481,15 @@ def train_classifier(
         bar.close()
         model.eval()
     return history
+
+
+def _refuse_fast_only(names: list[str], why: str, fix: str) -> None:
+    """ConfigError for fast-path options (amp, compile, channels_last) given where the plain loop would ignore them."""
+    raise ConfigError(
+        f"{', '.join(names)} only appl{'ies' if len(names) == 1 else 'y'} to the fast path (in-memory data with "
+        f"fast=True), but {why} (float32, contiguous, not compiled), which would ignore "
+        f"{'it' if len(names) == 1 else 'them'}: drop {', '.join(names)}, or {fix}"
+    )
 
 
 def _train_in_memory(model, train, test, epochs, *, batch_size, lr, momentum, weight_decay, lr_decay, norm,

@@ -55,13 +55,31 @@ def _log(verbose: bool, msg: str) -> None:
 
 
 def _load(run_or_path: Any, device: str | None):
+    from ._checks import device as checked_device
     from .runs import Run, load_run
 
     if isinstance(run_or_path, Run):
+        if device is not None:  # a loaded run is used where it is: a device it is not on would be ignored
+            want = checked_device(device, "device")
+            has = next((p.device for p in run_or_path.classifier.parameters()), torch.device("cpu"))
+            if not _same_device(want, has):
+                raise ConfigError(f"device={str(device)!r}, but the given Run is loaded on {has} and is used where "
+                                  "it is: drop device, or pass the run directory (or load_run(path, "
+                                  f"device={str(device)!r}))")
         return run_or_path
     if isinstance(run_or_path, (str, os.PathLike)):
         return load_run(run_or_path, device=device)
     raise ConfigError(f"run_or_path must be a run directory or a cladec.runs.Run, got {type(run_or_path).__name__}")
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:<current>`` are the same device."""
+    def norm(d: torch.device) -> torch.device:
+        if d.type == "cuda" and d.index is None:
+            return torch.device("cuda", torch.cuda.current_device())
+        return d
+
+    return a.type == b.type and (a.type != "cuda" or norm(a) == norm(b))
 
 
 def _load_split(run, split: str, *, dataset: str | None, limit: int | None, data_root: str | None):
@@ -234,12 +252,14 @@ def evaluate_run(
             ``None`` or names ``"original"``.
         refae: A fitted :class:`cladec.RefAE` to use instead of the run's own (e.g. one shared by the
             cells of a sweep).
-        refae_source: Where ``refae`` came from, recorded in ``metrics.json`` (``"refae_source"``).
-        out: Output directory (default: ``<run>/eval``); replaced atomically.
+        refae_source: Where ``refae`` came from, recorded in ``metrics.json`` (``"refae_source"``); only
+            with ``refae``.
+        out: Output directory (default: ``<run>/eval``); replaced atomically. Only with ``write=True``.
         write: Write the output directory (``False``: only return the results).
         seed: Seed of the evaluation classifiers.
         batch_size: Images per forward pass when reconstructing.
-        device: Device to load a run directory on (default: CUDA if available, else CPU).
+        device: Device to load a run directory on (default: CUDA if available, else CPU). A loaded
+            :class:`~cladec.runs.Run` is used on the device it is on: ``device`` must then be that one.
         verbose: Print progress.
 
     Returns:
@@ -252,7 +272,8 @@ def evaluate_run(
     Raises:
         SaveFormatError: ``run_or_path`` is not a run directory.
         DataError: The data set's image shape or class count does not match the run.
-        ConfigError: Bad arguments.
+        ConfigError: Bad arguments, or arguments that would be ignored (``refae_source`` without ``refae``,
+            ``out`` with ``write=False``, a ``device`` other than a given Run's).
 
     Example:
         >>> res = evaluate_run("runs/conv2", limit=1000, eval_epochs=1)  # doctest: +SKIP
@@ -277,6 +298,13 @@ def evaluate_run(
         if given:
             raise ConfigError(f"{', '.join(given)} set the evaluation classifiers, which eval_classifier=False turns "
                               "off: drop them, or keep eval_classifier=True")
+    # options that would be ignored are refused, before any work
+    if refae_source is not None and refae is None:
+        raise ConfigError("refae_source says where refae= came from, but no refae was given (the run's own RefAE "
+                          "is recorded as 'run'): drop refae_source, or pass the RefAE as refae=")
+    if out is not None and not write:
+        raise ConfigError(f"out={str(out)!r} names the output directory, but write=False writes nothing: drop out, "
+                          "or keep write=True")
     run = _load(run_or_path, device)
     if write:  # a folder that is not an earlier evaluation is refused before any work
         check_replaceable(Path(out) if out is not None else Path(run.path) / "eval", "metrics.json",

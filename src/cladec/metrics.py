@@ -153,10 +153,12 @@ def ssim(x: torch.Tensor, x_hat: torch.Tensor, data_range: float = 1.0, win_size
 
 def _as_pred(p: torch.Tensor | Sequence[int], name: str) -> torch.Tensor:
     p = torch.as_tensor(p).detach().cpu()
-    if p.dim() == 2:  # logits / probabilities
+    if p.dim() == 2 and p.shape[1] == 1:  # a column of class indices (N, 1), e.g. labels read from a table
+        p = p[:, 0]
+    elif p.dim() == 2:  # logits / probabilities (N, K), K >= 2
         p = p.argmax(1)
     if p.dim() != 1:
-        raise DataError(f"{name} must be class indices (N,) or logits (N, K), got shape {tuple(p.shape)}")
+        raise DataError(f"{name} must be class indices (N,) or (N, 1), or logits (N, K), got shape {tuple(p.shape)}")
     if p.is_floating_point():
         if not torch.equal(p, p.round()):
             raise DataError(f"{name} must hold integer class indices, got non-integer values")
@@ -167,8 +169,9 @@ def accuracy(predictions: torch.Tensor | Sequence[int], labels: torch.Tensor | S
     """Fraction of predictions equal to the labels.
 
     Args:
-        predictions: Predicted classes ``(N,)`` or logits ``(N, K)`` (arg-maxed).
-        labels: True classes ``(N,)``.
+        predictions: Predicted classes ``(N,)`` or ``(N, 1)``, or logits ``(N, K)`` with ``K >= 2``
+            (arg-maxed).
+        labels: True classes ``(N,)`` or ``(N, 1)``.
 
     Returns:
         A float in [0, 1].
@@ -189,8 +192,8 @@ def agreement(predictions: torch.Tensor | Sequence[int], reference: torch.Tensor
     """Fraction of images on which two sets of predictions agree (e.g. on reconstructions vs on originals).
 
     Args:
-        predictions: Predicted classes ``(N,)`` or logits ``(N, K)``.
-        reference: The reference predictions, same form.
+        predictions: Predicted classes ``(N,)`` or ``(N, 1)``, or logits ``(N, K)`` with ``K >= 2``.
+        reference: The reference predictions, same forms.
 
     Returns:
         A float in [0, 1].
@@ -253,7 +256,7 @@ def per_class(
 
     Args:
         values: One value per image ``(N,)`` (float or bool).
-        labels: Class index per image ``(N,)``.
+        labels: Class index per image ``(N,)`` or ``(N, 1)``.
         classes: Class names (index = label) or the number of classes.
 
     Returns:
