@@ -154,9 +154,14 @@ def classifier_mismatch(info: dict, dataset: str, arch: str, cfg: dict, n_train:
             out.append(f"{what} {got!r}, wanted {want!r}")
 
     differ("architecture", info.get("arch"), arch)
-    kwargs = info.get("arch_kwargs") or {}
-    for k, v in cfg["arch_kwargs"].get(arch, {}).items():
-        differ(f"arch_kwargs[{k!r}]", kwargs.get(k), v)
+    from cladec.models import list_models, model_kwargs
+
+    if arch in list_models():  # every argument but the data's, with the defaults filled in on both sides
+        defaults = {k: v for k, v in model_kwargs(arch).items() if k not in ("in_channels", "num_classes")}
+        got = {**defaults, **{k: v for k, v in (info.get("arch_kwargs") or {}).items() if k in defaults}}
+        want = {**defaults, **cfg["arch_kwargs"].get(arch, {})}
+        for k in sorted(want):
+            differ(f"arch_kwargs[{k!r}]", got.get(k), want[k])
     differ("data set", ds.get("name"), dataset)
     size = ds.get("size") or (ds.get("image_shape") or [None])[1:]
     differ("image size", list(size), [cfg["size"], cfg["size"]])

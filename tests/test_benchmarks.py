@@ -34,5 +34,8 @@ def test_reproduce_paper_reuses_a_classifier_only_when_trained_with_the_same_set
         with pytest.raises(SystemExit, match="trained with other settings.*" + words.replace("[", r"\[")
                            .replace("]", r"\]")):
             repro.train_classifier_dir(path, "fashion-mnist", "vgg-paper", {**cfg, **change}, str(data_root), "cpu")
+    with pytest.raises(SystemExit, match=r"arch_kwargs\['width'\] 0.25, wanted 1.0"):  # settings naming no width
+        repro.train_classifier_dir(path, "fashion-mnist", "vgg-paper", {**cfg, "arch_kwargs": {}}, str(data_root),
+                                   "cpu")
     with pytest.raises(SystemExit, match="data set 'fashion-mnist', wanted 'mnist'"):
         repro.train_classifier_dir(path, "mnist", "vgg-paper", cfg, str(data_root), "cpu")

@@ -311,7 +311,7 @@ def test_python_dash_m_subprocess(clf_dir, tmp_path):
 # -- options checked before any work; options that would be ignored ----------------------------------
 
 
-def test_train_classifier_refuses_a_foreign_out_before_loading_data(tmp_path, capsys):
+def test_train_classifier_refuses_a_foreign_out_before_loading_data(tmp_path, capsys, monkeypatch):
     # the data root is empty: had the data been loaded first, the error would be about missing data
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -324,6 +324,12 @@ def test_train_classifier_refuses_a_foreign_out_before_loading_data(tmp_path, ca
     afile.write_text("x")
     err = _error_of(capsys, [*argv, "--out", str(afile)])
     assert "not a directory" in err and afile.read_text() == "x"
+    # the checkpoint's files are written into --out, never replacing it: the current folder is a valid --out
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    err = _error_of(capsys, [*argv, "--out", "."])
+    assert "current directory" not in err and "not found" in err  # past the --out check, at the (missing) data
 
 
 def test_device_is_checked_for_every_kind(monkeypatch):

@@ -168,6 +168,18 @@ def test_demo_keeps_the_previous_results_on_bad_options_and_interruption(tmp_pat
     assert main(["demo", "--dataset", "imagefolder:imgs", "--out", "d", *small, "--seed", "1"]) == 130
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "imgs"]  # no temporary folder left behind
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+
+    # a complete rerun replaces the demo's own outputs and keeps what the user added to the folder
+    (out / "notes.txt").write_text("mine")
+    (out / "cmp" / "units").mkdir(parents=True)
+    (out / "cmp" / "units" / "u.json").write_text("{}")
+    old_summary = (out / "summary.json").read_text()
+    assert main(["demo", "--dataset", "imagefolder:imgs", "--out", "d", *small, "--seed", "2"]) == 0
+    assert (out / "notes.txt").read_text() == "mine" and (out / "cmp" / "units" / "u.json").read_text() == "{}"
+    assert (out / "summary.json").read_text() != old_summary  # the new results (another seed)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "imgs"]
 
 
 def test_balanced_pick():

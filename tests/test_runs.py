@@ -113,3 +113,18 @@ def test_run_dataset_finds_moved_data_through_cladec_data(saliency_run, tmp_path
     monkeypatch.setenv("CLADEC_DATA", str(data_root))
     test = load_run(run_dir, device="cpu").dataset("test", limit=5)
     assert test.name == "fashion-mnist" and len(test) == 5
+    # while the recorded folder exists it is used, whatever $CLADEC_DATA says (every command finds the same data)
+    cfg["dataset"]["root"] = str(data_root)
+    (run_dir / "run.json").write_text(json.dumps(cfg))
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("CLADEC_DATA", str(tmp_path / "empty"))
+    assert len(load_run(run_dir, device="cpu").dataset("test", limit=5)) == 5
+
+
+def test_same_dataset_reads_relative_and_absolute_image_folders_as_one(tmp_path, monkeypatch):
+    from cladec.runs import _same_dataset
+
+    monkeypatch.chdir(tmp_path)
+    assert _same_dataset("imagefolder:imgs", f"imagefolder:{tmp_path.resolve() / 'imgs'}")
+    assert not _same_dataset("imagefolder:imgs", f"imagefolder:{tmp_path.resolve() / 'other'}")
+    assert _same_dataset("fmnist", "fashion-mnist") and not _same_dataset("mnist", "fashion-mnist")

@@ -79,6 +79,22 @@ def test_other_configuration_is_refused(eval_setup, sweep_dir):
         run_sweep(sweep_dir, classifier_dir=eval_setup.clf_dir, alphas=[0.0], **dict(SMALL, dataset="mnist"))
 
 
+def test_older_sweep_with_eval_epochs_but_no_evaluation_classifiers_resumes(eval_setup, sweep_dir, tmp_path):
+    """Earlier versions recorded eval_epochs even with eval_classifier=False (now refused as ignored): such a sweep
+    must still resume with the same settings, which can no longer name eval_epochs."""
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(sweep_dir, old)
+    state = json.loads((old / "sweep.json").read_text())
+    assert state["config"]["eval_classifier"] is False
+    state["config"]["eval_epochs"] = 1
+    (old / "sweep.json").write_text(json.dumps(state))
+    s = run_sweep(old, classifier_dir=eval_setup.clf_dir, alphas=[0.0, 1.0], data_root=str(eval_setup.data_root),
+                  **SMALL)
+    assert {("cladec", 0.0), ("cladec", 1.0)} <= {(r["method"], r["alpha"]) for r in s["rows"]}
+
+
 def test_cli_sweep_refuses_other_configuration(eval_setup, sweep_dir):
     from cladec._cli_evaluate import register
 

@@ -152,13 +152,17 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def check_replaceable(path: str | os.PathLike, marker: str | None = None, what: str = "cladec output") -> None:
+def check_replaceable(path: str | os.PathLike, marker: str | None = None, what: str = "cladec output", *,
+                      in_place: bool = False) -> None:
     """Raise :class:`SaveFormatError` unless ``path`` is missing, an empty folder, or (with ``marker``) a
-    folder holding ``marker`` — one that :func:`atomic_dir` may replace. Call it before long work."""
+    folder holding ``marker`` — one that :func:`atomic_dir` may replace. Call it before long work.
+
+    With ``in_place`` (output written file by file into the folder, which is never replaced) the folder may
+    be the current directory or hold it."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise SaveFormatError(f"{path} exists and is not a directory")
-    if path.is_dir() and Path.cwd().resolve().is_relative_to(path.resolve()):
+    if not in_place and path.is_dir() and Path.cwd().resolve().is_relative_to(path.resolve()):
         raise SaveFormatError(f"{path} is the current directory (or holds it) and cannot be replaced; "
                               "give a folder inside it, e.g. runs/out")
     if marker is not None and path.is_dir() and _has_files(path) and not (path / marker).is_file():

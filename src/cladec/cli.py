@@ -489,7 +489,8 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     dev = _device(args.device)
     norm = parse_input_norm(args.input_norm)
     # before loading data or training: refuse a file or a folder of other things (a checkpoint is replaced)
-    check_replaceable(args.out, "classifier.json", "cladec classifier checkpoint")
+    # files are written into --out (never replaced as a folder), so it may be the current directory
+    check_replaceable(args.out, "classifier.json", "cladec classifier checkpoint", in_place=True)
     train = load_dataset(args.dataset, root=args.data_root, split="train", size=args.size, limit=args.limit,
                          download=args.download)
     test = load_dataset(args.dataset, root=args.data_root, split="test", size=args.size, limit=args.test_limit,
@@ -673,8 +674,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     g = torch.Generator().manual_seed(int(args.seed))
     idx = torch.randperm(len(ds), generator=g)[:n].sort().values
     # the classifier's outputs are the classes it was trained on (else those of the run's data set)
-    clf_ds = run.classifier_info.get("dataset") if isinstance(run.classifier_info, dict) else None
-    out_classes = (clf_ds.get("classes") if isinstance(clf_ds, dict) else None) or ds_cfg.get("classes")
+    out_classes = run.output_classes
     labels = y[idx]
     if out_classes and list(ds.classes) != list(out_classes):
         # another label space: a true class is no class the classifier knows, so no accuracy can be measured

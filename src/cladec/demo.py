@@ -68,6 +68,40 @@ def _check_out(out: Path) -> None:
     check_replaceable(out, _MARKER, "cladec demo folder")  # e.g. not the current folder, which cannot be swapped
 
 
+def _is_demo_entry(name: str) -> bool:
+    """Whether a name in a demo folder is one of the demo's own outputs (replaced by the next demo)."""
+    return name in (_MARKER, "classifier", "runs", "report", "summary.json", "summary.txt") or (
+        name.startswith("triplets-") and name.endswith(".png"))
+
+
+def _keep_user_entries(out: Path, new: Path) -> None:
+    """Carry what a user added to an earlier demo folder (e.g. a compare-saliency output) into the new one.
+
+    Files are hard-linked where the file system allows it (no copy of the data), else copied; the earlier
+    folder is untouched until the new one replaces it.
+    """
+    import shutil
+
+    if not out.is_dir():
+        return
+
+    def link_or_copy(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    for entry in out.iterdir():
+        if _is_demo_entry(entry.name):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True, copy_function=link_or_copy)
+        elif entry.is_symlink():
+            os.symlink(os.readlink(entry), new / entry.name)
+        else:
+            link_or_copy(str(entry), str(new / entry.name))
+
+
 def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f} %"
 
@@ -161,7 +195,8 @@ def run_demo(
         out: Output folder. The results are written to a temporary folder beside it that replaces ``out``
             only when they are complete (the HTML report is added after), so bad options, an error or an
             interruption leave an earlier demo's results as they were. A folder from an earlier demo
-            (holding ``.cladec-demo``) is replaced as a whole; any other non-empty folder is refused.
+            (holding ``.cladec-demo``) gets the new results in place of its own; what a user added there
+            (e.g. a compare-saliency output) is kept. Any other non-empty folder is refused.
         quick: Smaller settings (quarter-width classifier, 3,000 images, fewer epochs): under a minute on
             two CPU cores instead of a few minutes.
         dataset: ``"fashion-mnist-mini"`` (embedded, default) or any name :func:`cladec.data.load_dataset`
@@ -341,6 +376,7 @@ def run_demo(
         summary["timings"]["total_s"] = round(time.perf_counter() - t_start, 2)
         write_json(tmp / "summary.json", summary)
         write_bytes(tmp / "summary.txt", format_summary(summary).encode("utf-8"))
+        _keep_user_entries(out, tmp)
     clf_dir = out / "classifier"
 
     # -- report (optional) -----------------------------------------------------------------------

@@ -65,14 +65,25 @@ class Run:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.config["image_shape"])  # type: ignore[return-value]
 
+    @property
+    def output_classes(self) -> list[str] | None:
+        """The classifier's output classes: those recorded in its checkpoint (``classifier.json``'s
+        ``dataset.classes``), else the run's data set's, else None (name outputs by number)."""
+        recorded = classifier_classes(self.classifier_info)
+        if recorded is not None:
+            return recorded
+        ds = self.config.get("dataset") or {}
+        classes = ds.get("classes") if isinstance(ds, dict) else None
+        return list(classes) if isinstance(classes, list) and classes else None
+
     def dataset(self, split: str = "test", *, limit: int | None = None, data_root: str | None = None):
         """Load ``split`` of the run's data set (same name and resizing as at fit time).
 
         Args:
             split: ``"train"`` or ``"test"``.
             limit: Keep the first ``limit`` images.
-            data_root: Where the data set is (default: ``$CLADEC_DATA`` if set, else the root recorded in the
-                run while it exists, else the user cache; see :func:`data_root_for`).
+            data_root: Where the data set is (default: the root recorded in the run while it exists, else
+                ``$CLADEC_DATA``, else the user cache; see :func:`data_root_for`).
 
         Returns:
             A :class:`cladec.data.ImageDataset`.
@@ -85,6 +96,15 @@ class Run:
         ds = self.config["dataset"]
         root = data_root_for(data_root, ds.get("root"))
         return load_dataset(ds["name"], root=root, split=split, size=ds.get("size"), limit=limit)
+
+
+def classifier_classes(info: Any) -> list[str] | None:
+    """The class names recorded in a classifier checkpoint's ``classifier.json`` (``dataset.classes``), or None."""
+    ds = info.get("dataset") if isinstance(info, dict) else None
+    classes = ds.get("classes") if isinstance(ds, dict) else None
+    if isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes):
+        return list(classes)
+    return None
 
 
 def recorded_dataset_name(name: Any) -> Any:
@@ -112,17 +132,20 @@ def recorded_dataset_name(name: Any) -> Any:
     return name
 
 
-def data_root_for(given: Any, recorded: Any) -> Any:
+def data_root_for(given: Any, recorded: Any, *, env_first: bool = False) -> Any:
     """The data root to load a recorded data set from.
 
-    ``given`` (an explicit ``--data-root`` / ``data_root=``) wins; else ``$CLADEC_DATA`` if set (returns None,
-    which :func:`cladec.data.load_dataset` reads as the environment's root); else the recorded root while
-    that folder exists; else None (the user cache). So a moved data folder is found through
-    ``$CLADEC_DATA``, as the error for missing data advises.
+    ``given`` (an explicit ``--data-root`` / ``data_root=``) wins; else the recorded root while that folder
+    exists (where a run's data was when it was fitted: every command that reads a run finds the same data);
+    else None, which :func:`cladec.data.load_dataset` reads as ``$CLADEC_DATA`` or the user cache — so a
+    moved data folder is found through ``$CLADEC_DATA``, as the error for missing data advises. With
+    ``env_first`` a set ``$CLADEC_DATA`` goes before the recorded root (for a new fit, where a checkpoint's
+    recorded root is only a hint).
 
     Args:
         given: The root the caller gave, or None.
         recorded: The root recorded in a run or checkpoint, or None.
+        env_first: Prefer ``$CLADEC_DATA`` (when set) to the recorded root.
 
     Returns:
         The root to pass to :func:`cladec.data.load_dataset` (None for its default).
@@ -133,7 +156,7 @@ def data_root_for(given: Any, recorded: Any) -> Any:
     """
     if given is not None:
         return given
-    if os.environ.get("CLADEC_DATA"):
+    if env_first and os.environ.get("CLADEC_DATA"):
         return None
     if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
         return recorded
@@ -221,7 +244,8 @@ def _same_dataset(a: Any, b: Any) -> bool:
 
     if not isinstance(a, str) or not isinstance(b, str):
         return False
-    na, nb = a.strip(), b.strip()
+    # an image folder recorded relative (earlier versions) and absolute (now) is the same folder
+    na, nb = recorded_dataset_name(a.strip()), recorded_dataset_name(b.strip())
     return _ALIASES.get(na.lower(), na) == _ALIASES.get(nb.lower(), nb)
 
 
@@ -332,7 +356,7 @@ def fit_run(
         size = rec.get("size") or (list(shape[1:]) if isinstance(shape, (list, tuple)) and len(shape) == 3 else None)
     if data_root is None and same_data:
         # where the classifier's training data was found (`train-classifier --data-root`), unless $CLADEC_DATA
-        data_root = data_root_for(None, rec.get("root"))
+        data_root = data_root_for(None, rec.get("root"), env_first=True)
     train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit)
     test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit)
     timings: dict[str, float] = {}

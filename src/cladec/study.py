@@ -191,7 +191,6 @@ def build_study(
     from ._version import __version__
     from .explanation import explain
     from .report._images import write_png
-    from .report._gallery import classifier_classes
     from .report._site import check_device, copy_static, environment, script_json, site_dir
     from .report._sources import read_run_config
     from .runs import load_run
@@ -226,7 +225,7 @@ def build_study(
     has_refae = e.x_refae is not None
     # predictions are named with the classifier's own classes (it may have more outputs than the data set has
     # classes, e.g. a 10-class classifier explained on a 3-class image folder), else by number
-    out_names = classifier_classes(run.classifier_info) or list(ds.classes)
+    out_names = run.output_classes or list(ds.classes)
 
     def pred_name(i: int) -> str:
         return out_names[i] if 0 <= i < len(out_names) else str(i)

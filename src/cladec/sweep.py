@@ -134,6 +134,13 @@ def _read_state(path: Path) -> dict | None:
 
 
 def _diff_config(old: dict, new: dict) -> list[str]:
+    def identity(cfg: dict) -> dict:
+        cfg = {k: cfg.get(k) for k in _IDENTITY}
+        if not cfg["eval_classifier"]:  # eval_epochs means nothing without evaluation classifiers (older
+            cfg["eval_epochs"] = None   # sweeps recorded it anyway)
+        return cfg
+
+    old, new = identity(old), identity(new)
     diffs = []
     for k in _IDENTITY:
         if old.get(k) != new.get(k):

@@ -42,15 +42,6 @@ def classifier_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def classifier_classes(info: dict[str, Any]) -> list[str] | None:
-    """The class names recorded in a classifier checkpoint's ``classifier.json`` (``dataset.classes``), or None."""
-    ds = info.get("dataset") if isinstance(info, dict) else None
-    classes = ds.get("classes") if isinstance(ds, dict) else None
-    if isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes):
-        return list(classes)
-    return None
-
-
 def _dataset_key(cfg: dict[str, Any]) -> tuple[str, list[str] | None]:
     ds = cfg.get("dataset") if isinstance(cfg.get("dataset"), dict) else {}
     classes = ds.get("classes")
@@ -118,7 +109,7 @@ def build_gallery(
     """
     from ..explanation import explain
     from ..persistence import load
-    from ..runs import load_run
+    from ..runs import classifier_classes, load_run
 
     if not runs:
         return None
