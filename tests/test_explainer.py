@@ -527,6 +527,8 @@ def test_fast_path_classification_loss_uses_the_classifier_function():
     m = _train(_TokenMixer(), x, y, epochs=1)
     with torch.no_grad():
         torch.testing.assert_close(_frozen_copy(m, channels_last=False, probe=x[:8])(x[:64]), m(x[:64]))
+    # a sanity check of the whole fit (the assertion above is the one that catches a wrong fused copy: at this
+    # near-chance CE the old copy's error moved the loss by only ~1e-5)
     kw = dict(epochs=1, batch_size=128, verbose=False, seed=0, amp=False)
     fast = ClaDec(m, "conv", alpha=0.5).fit((x, y), fast=True, **kw)
     plain = ClaDec(m, "conv", alpha=0.5).fit((x, y), fast=False, **kw)
@@ -646,3 +648,65 @@ def test_a_single_image_is_a_clear_data_error_or_fits_without_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script_method.*")  # torch.fx tracing, not cladec
         e = ClaDec(m, "conv4", alpha=0.001).fit((x[:1], y[:1]), epochs=1, verbose=False)
     assert e.fitted and not e.collapsed
+
+
+class _Gated(nn.Module):
+    """A conv net with an architecture's own constant starting values (a ReZero gate of 0, a LayerScale of
+    1e-4), a frozen input normaliser and tokens, as in transformers and ConvNeXt-style models."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.gate = nn.Parameter(torch.zeros(1))
+        self.gamma = nn.Parameter(torch.full((8,), 1e-4))
+        self.norm = nn.Parameter(torch.tensor([0.2861, 0.353]), requires_grad=False)
+        self.tokens = nn.Parameter(torch.randn(1, 4, 8))
+
+    def forward(self, x):
+        x = (x - self.norm[0]) / self.norm[1]
+        return self.conv(x) * self.gamma.view(1, -1, 1, 1) * (1 + self.gate) + self.tokens.mean()
+
+
+def test_reinitialise_keeps_an_architectures_constants_and_frozen_parameters():
+    from cladec.explainer import _reinitialise
+
+    torch.manual_seed(0)
+    src = _Gated()
+    fresh = _reinitialise(copy.deepcopy(src), seed=1)
+    assert float(fresh.gate.detach()) == 0.0 and torch.equal(fresh.gamma, src.gamma)  # never trained: kept as the architecture set them
+    assert torch.equal(fresh.norm, src.norm) and not fresh.norm.requires_grad  # fixed by the model: kept, stays frozen
+    assert not torch.equal(fresh.tokens, src.tokens) and not torch.equal(fresh.conv.weight, src.conv.weight)
+    assert fresh.tokens.requires_grad and fresh.conv.weight.requires_grad
+    frozen_all = copy.deepcopy(src).requires_grad_(False)  # a classifier frozen as a whole is still re-drawn
+    again = _reinitialise(frozen_all, seed=1)
+    assert all(p.requires_grad for p in again.parameters()) and not torch.equal(again.conv.weight, src.conv.weight)
+
+
+def test_weights_loaded_by_assignment_before_the_first_fit_are_kept():
+    """``param.data = ...`` (as vector_to_parameters does) changes no version counter; the first fit's seed must
+    not take such weights for the explainer's own draw and replace them."""
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+
+    x, y = fmnist("train", 256)
+    torch.manual_seed(0)
+    m = tiny_vgg()
+    donor = ClaDec(m, "conv2", alpha=0.0, image_shape=(1, 28, 28))
+    e = ClaDec(m, "conv2", alpha=0.0, image_shape=(1, 28, 28))
+    vector_to_parameters(parameters_to_vector(donor.decoder.parameters()).detach().clone(), e.decoder.parameters())
+    loaded = {k: v.clone() for k, v in e.decoder.state_dict().items()}
+    e.fit((x, y), epochs=1, lr=1e-12, verbose=False, seed=0, fast=False)
+    out_bias = [k for k in loaded if k.startswith("up.") and k.endswith(".bias")][-1]  # set to the data's mean
+    for k, v in e.decoder.state_dict().items():
+        if k != out_bias:
+            torch.testing.assert_close(v, loaded[k], rtol=0, atol=1e-6)
+
+
+def test_refae_like_with_its_own_decoder_ignores_the_built_decoders_settings():
+    torch.manual_seed(0)
+    m = tiny_vgg()
+    e = ClaDec(m, "conv2", base_width=32)
+    dec = nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28)))
+    ref = RefAE.like(e, decoder=dec, image_shape=(1, 28, 28))
+    assert ref.decoder is dec
+    with pytest.raises(ConfigError, match="base_width"):  # asked for explicitly: still refused
+        RefAE.like(e, decoder=dec, base_width=16)

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from cladec import ConfigError, SaveFormatError
+from cladec import ConfigError, DataError, SaveFormatError
 from cladec.classifier import save_classifier
 from cladec.data import load_dataset
 from cladec.models import create_model
@@ -119,6 +119,14 @@ def test_run_dataset_finds_moved_data_through_cladec_data(saliency_run, tmp_path
     (tmp_path / "empty").mkdir()
     monkeypatch.setenv("CLADEC_DATA", str(tmp_path / "empty"))
     assert len(load_run(run_dir, device="cpu").dataset("test", limit=5)) == 5
+    # a recorded folder that still exists but no longer holds the data set: $CLADEC_DATA is looked in next
+    cfg["dataset"]["root"] = str(tmp_path / "empty")
+    (run_dir / "run.json").write_text(json.dumps(cfg))
+    monkeypatch.setenv("CLADEC_DATA", str(data_root))
+    assert len(load_run(run_dir, device="cpu").dataset("test", limit=5)) == 5
+    monkeypatch.setenv("CLADEC_DATA", str(tmp_path / "empty"))  # in neither place: both are named
+    with pytest.raises(DataError, match="did not have it either"):
+        load_run(run_dir, device="cpu").dataset("test", limit=5)
 
 
 def test_same_dataset_reads_relative_and_absolute_image_folders_as_one(tmp_path, monkeypatch):

@@ -649,9 +649,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """
     import torch
 
-    from .data import load_dataset
     from .explanation import explain
-    from .runs import data_root_for, load_run
+    from .runs import load_recorded_dataset, load_run
 
     if not str(args.out).lower().endswith(".png"):
         raise ConfigError(f"--out must be a .png file, got {args.out!r}")
@@ -662,9 +661,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     name = args.dataset or ds_cfg.get("name")
     if not name:
         raise ConfigError("give the data set with --dataset NAME (the run does not record one)")
-    # --data-root, else $CLADEC_DATA, else the run's recorded root while it exists, else the user cache
-    root = data_root_for(args.data_root, ds_cfg.get("root"))
-    ds = load_dataset(name, root=root, split=args.split, size=ds_cfg.get("size"))
+    # --data-root, else the run's recorded root while it holds the data set, else $CLADEC_DATA / the user cache
+    ds = load_recorded_dataset(name, args.data_root, ds_cfg.get("root"), split=args.split, size=ds_cfg.get("size"))
     want = run.config.get("image_shape")
     if want and tuple(ds.image_shape) != tuple(want):
         raise DataError(f"the run was fitted on images of shape {'×'.join(map(str, want))} (C×H×W), but {ds.name} "

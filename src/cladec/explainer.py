@@ -691,9 +691,10 @@ def _same_function(model: nn.Module, other: nn.Module, probe: torch.Tensor) -> b
 
 
 def _marks(module: nn.Module, buffers: bool = False) -> tuple:
-    """Identity and version of every parameter (and buffer) of ``module``: any in-place change alters them."""
+    """Identity, version and storage of every parameter (and buffer) of ``module``: an in-place change alters
+    the version, a ``param.data = ...`` assignment (as ``vector_to_parameters`` makes) the storage."""
     tensors = list(module.parameters()) + (list(module.buffers()) if buffers else [])
-    return tuple((id(t), t._version) for t in tensors)
+    return tuple((id(t), t._version, t.data_ptr()) for t in tensors)
 
 
 _BIAS_LIKE = ("bias", "beta", "shift", "offset")
@@ -707,11 +708,15 @@ def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
     in which they are constructed, so a parent's own initialisation wins, as in ``nn.MultiheadAttention``):
     ``reset_parameters()``, or ``_reset_parameters()`` where a module has only that
     (``nn.MultiheadAttention``, ``nn.Transformer``); BatchNorm running statistics are reset. A parameter
-    that no method re-drew keeps its value after that pass; it is then drawn by a fixed rule: tensors of two
-    or more dimensions (class, register and position tokens) from N(0, 0.02²), the usual initialisation of
-    tokens in vision transformers; vectors and scalars (scales) set to ones, or to zeros when their name
-    ends in ``bias``, ``beta``, ``shift`` or ``offset``. A constant that a module's own reset method set (as
-    BatchNorm's weight of ones) is left as set. All parameters end trainable.
+    that no method re-drew keeps its value after that pass. Such a parameter is kept as it is when it is a
+    constant (all its elements equal: an architecture's own starting value that training never changed, as a
+    ReZero gate of 0, a LayerScale of 1e-4 or BatchNorm's weight of ones) or when the source froze it
+    (``requires_grad=False``, e.g. a fixed normaliser) while other parameters are trainable — it then stays
+    frozen. Otherwise it was trained and is drawn by a fixed rule: tensors of two or more dimensions (class,
+    register and position tokens) from N(0, 0.02²), the usual initialisation of tokens in vision transformers;
+    vectors and scalars (scales) set to ones, or to zeros when their name ends in ``bias``, ``beta``, ``shift``
+    or ``offset``. An architecture's own non-constant initialisation of such parameters (e.g. a trained
+    LayerScale's 1e-6) cannot be recovered from trained weights. Every other parameter ends trainable.
 
     Args:
         module: The module, changed in place (pass a copy to keep the original).
@@ -730,6 +735,8 @@ def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
     if seed is not None:
         torch.manual_seed(seed)
     before = {id(p): p.detach().clone() for p in module.parameters()}
+    some_trainable = any(p.requires_grad for p in module.parameters())
+    frozen = {id(p) for p in module.parameters() if some_trainable and not p.requires_grad}
     order: list[nn.Module] = []
     seen: set[int] = set()
 
@@ -761,9 +768,10 @@ def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
                 done.add(id(p))
                 if not torch.equal(p, before[id(p)]):
                     continue  # re-drawn
-                constant = p.numel() <= 1 or bool((p == p.flatten()[0]).all())
-                if id(m) in has_reset and constant:
-                    continue  # a constant its module's reset set (and the source had)
+                if id(p) in frozen:
+                    continue  # fixed by the source (e.g. a normaliser): kept, and stays frozen
+                if p.numel() > 0 and bool((p == p.flatten()[0]).all()):
+                    continue  # a constant: the architecture's own starting value (or one its module's reset set)
                 if p.dim() >= 2:
                     p.normal_(0.0, 0.02)
                 elif name.lower().endswith(_BIAS_LIKE):
@@ -771,7 +779,7 @@ def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
                 else:
                     p.fill_(1.0)
     for p in module.parameters():
-        p.requires_grad_(True)
+        p.requires_grad_(id(p) not in frozen)
     return module
 
 
@@ -850,6 +858,10 @@ class RefAE(_DecoderExplainer):
             cache_budget=explainer.cache_budget,
         )
         kwargs.update(overrides)
+        if kwargs.get("decoder") is not None:  # the built decoder's settings mean nothing beside a custom one
+            for k in ("base_width", "decoder_norm"):
+                if k not in overrides:
+                    kwargs.pop(k)
         ref = cls(explainer.model, explainer.layer, **kwargs)
         if decoder is not None and ref.decoder is decoder:  # the copy is this RefAE's own draw, not a user's decoder
             ref._decoder_marks = _marks(decoder)

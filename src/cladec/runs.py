@@ -30,11 +30,12 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ._errors import ConfigError, SaveFormatError
+from ._errors import ConfigError, DataError, SaveFormatError
 from ._io import atomic_dir, check_replaceable, file_sha256, read_json, write_json
 from ._training import compile_mode
 
-__all__ = ["Run", "fit_run", "load_run", "load_classifier_spec", "recorded_dataset_name", "data_root_for"]
+__all__ = ["Run", "fit_run", "load_run", "load_classifier_spec", "recorded_dataset_name", "data_root_for",
+           "load_recorded_dataset"]
 
 
 @dataclass
@@ -82,7 +83,7 @@ class Run:
         Args:
             split: ``"train"`` or ``"test"``.
             limit: Keep the first ``limit`` images.
-            data_root: Where the data set is (default: the root recorded in the run while it exists, else
+            data_root: Where the data set is (default: the root recorded in the run while it holds the data set, else
                 ``$CLADEC_DATA``, else the user cache; see :func:`data_root_for`).
 
         Returns:
@@ -91,11 +92,9 @@ class Run:
         Example:
             >>> load_run("runs/conv4").dataset("test", limit=100)  # doctest: +SKIP
         """
-        from .data import load_dataset
-
         ds = self.config["dataset"]
-        root = data_root_for(data_root, ds.get("root"))
-        return load_dataset(ds["name"], root=root, split=split, size=ds.get("size"), limit=limit)
+        return load_recorded_dataset(ds["name"], data_root, ds.get("root"), split=split, size=ds.get("size"),
+                                     limit=limit)
 
 
 def classifier_classes(info: Any) -> list[str] | None:
@@ -161,6 +160,40 @@ def data_root_for(given: Any, recorded: Any, *, env_first: bool = False) -> Any:
     if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
         return recorded
     return None
+
+
+def load_recorded_dataset(name: str, given_root: Any, recorded_root: Any, **kwargs: Any):
+    """Load a data set for a run: from ``given_root`` if given; else from the root recorded in the run while that
+    folder exists and holds the data set; else from ``$CLADEC_DATA`` or the user cache.
+
+    Args:
+        name: The data set's name (:func:`cladec.data.load_dataset`).
+        given_root: An explicit ``--data-root`` / ``data_root=``, or None.
+        recorded_root: The root recorded in the run, or None.
+        **kwargs: ``split``, ``size``, ``limit`` for :func:`cladec.data.load_dataset`.
+
+    Returns:
+        A :class:`cladec.data.ImageDataset`.
+
+    Raises:
+        DataError: The data set is in none of these places (the message names them).
+
+    Example:
+        >>> test = load_recorded_dataset("fashion-mnist", None, "/data", split="test")  # doctest: +SKIP
+    """
+    from .data import load_dataset
+
+    root = data_root_for(given_root, recorded_root)
+    if root is None or given_root is not None:
+        return load_dataset(name, root=root, **kwargs)
+    try:
+        return load_dataset(name, root=root, **kwargs)
+    except DataError as first:  # the recorded folder no longer holds it (or never held this one): look further
+        try:
+            return load_dataset(name, root=None, **kwargs)
+        except DataError as e:
+            raise DataError(f"{e}\n(the folder recorded in the run, {root}, did not have it either: "
+                            f"{str(first).splitlines()[0]})") from None
 
 
 def _rel_or_abs(target: Path, base: Path) -> str:
