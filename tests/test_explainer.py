@@ -710,3 +710,22 @@ def test_refae_like_with_its_own_decoder_ignores_the_built_decoders_settings():
     assert ref.decoder is dec
     with pytest.raises(ConfigError, match="base_width"):  # asked for explicitly: still refused
         RefAE.like(e, decoder=dec, base_width=16)
+
+
+def test_refae_of_a_registered_model_starts_from_its_architectures_own_initialisation():
+    """ResNet initialises its convolutions with Kaiming fan-out: RefAE's encoder starts as a new resnet10 would,
+    not from PyTorch's default reset (a std ~2.4x smaller)."""
+    from cladec.models import create_model
+
+    torch.manual_seed(1)
+    net = create_model("resnet10", in_channels=1, num_classes=10, width=0.25)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.5)  # stands in for training
+    ref = RefAE(net, "layer2", init_seed=3)
+    torch.manual_seed(3)
+    new = create_model("resnet10", in_channels=1, num_classes=10, width=0.25)
+    for k, v in new.state_dict().items():
+        assert torch.equal(ref.encoder.state_dict()[k], v), k
+    assert all(p.requires_grad for p in ref.encoder.parameters())
+    assert not any(torch.equal(a, b) for a, b in zip(ref.encoder.parameters(), net.parameters()) if a.numel() > 1)

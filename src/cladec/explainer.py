@@ -783,14 +783,58 @@ def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
     return module
 
 
+def _redraw(module: nn.Module, seed: int | None = None) -> nn.Module:
+    """Re-draw ``module``'s parameters in place as a new model of its architecture would have them.
+
+    A model made by :func:`cladec.models.create_model` (it carries ``arch`` and ``arch_kwargs``) gets the weights
+    of a freshly created one — its architecture's own initialisation (e.g. ResNet's Kaiming fan-out) — when its
+    parameters and buffers have the same names and shapes; any other module goes through :func:`_reinitialise`.
+
+    Args:
+        module: The module, changed in place (pass a copy to keep the original).
+        seed: Seeds the draws; None: the global random generator as it stands.
+
+    Returns:
+        ``module``.
+
+    Example:
+        >>> from cladec.models import create_model
+        >>> net = create_model("resnet10", width=0.25)
+        >>> _ = _redraw(net, seed=0)
+        >>> torch.manual_seed(0) is not None and torch.equal(net.fc.weight, create_model("resnet10", width=0.25).fc.weight)
+        True
+    """
+    arch, kwargs = getattr(module, "arch", None), getattr(module, "arch_kwargs", None)
+    if isinstance(arch, str) and isinstance(kwargs, dict):
+        from .models import create_model
+
+        try:
+            if seed is not None:
+                torch.manual_seed(seed)
+            fresh = create_model(arch, **kwargs)
+        except Exception:  # noqa: BLE001 - an architecture that no longer builds: the generic way below
+            fresh = None
+        own = module.state_dict()
+        if fresh is not None:
+            new = fresh.state_dict()
+            if new.keys() == own.keys() and all(new[k].shape == own[k].shape for k in own):
+                with torch.no_grad():
+                    module.load_state_dict(new)
+                for p in module.parameters():
+                    p.requires_grad_(True)
+                return module
+    return _reinitialise(module, seed)
+
+
 class RefAE(_DecoderExplainer):
     """Reference auto-encoder: the classifier's modules up to the layer, freshly initialised and
     trainable, plus the same decoder architecture, trained on reconstruction only.
 
     Args:
         model: The classifier whose architecture is copied (its weights are not used or changed): every
-            parameter of the copy is drawn afresh, also those no ``reset_parameters`` covers (class and
-            position tokens, scales; see ``_reinitialise`` for the rule).
+            parameter of the copy is drawn afresh — for a model made by :func:`cladec.models.create_model` as a
+            new one of its architecture (its own initialisation), else by each module's reset and, for what no
+            reset covers (class and position tokens, scales), the rule of ``_reinitialise``.
         layer: Dotted module name or module of ``model``.
         init_seed: Seeds the encoder's initialisation now. None: drawn from the global random generator,
             and drawn again from ``fit``'s ``seed`` at the first fit (as ``init_seed=seed`` would).
@@ -807,7 +851,7 @@ class RefAE(_DecoderExplainer):
             from .capture import resolve_layer
 
             layer = resolve_layer(model, layer)
-        self.encoder = _reinitialise(copy.deepcopy(model), init_seed)
+        self.encoder = _redraw(copy.deepcopy(model), init_seed)
         super().__init__(model, layer, **kwargs)
         self.encoder.to(self.device)
         self._encoder_params: list[nn.Parameter] | None = None
@@ -820,7 +864,7 @@ class RefAE(_DecoderExplainer):
     def _seed_initial_weights(self, seed: int) -> None:
         # the encoder as init_seed=seed would have drawn it, then the decoder from the same seed as with init_seed
         if self._encoder_marks is not None and self._encoder_marks == _marks(self.encoder):
-            _reinitialise(self.encoder, seed)
+            _redraw(self.encoder, seed)
             torch.manual_seed(seed)
         super()._seed_initial_weights(seed)
 
