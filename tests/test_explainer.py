@@ -667,19 +667,25 @@ class _Gated(nn.Module):
         return self.conv(x) * self.gamma.view(1, -1, 1, 1) * (1 + self.gate) + self.tokens.mean()
 
 
-def test_reinitialise_keeps_an_architectures_constants_and_frozen_parameters():
+def test_reinitialise_keeps_an_architectures_constants_and_redraws_what_was_trained():
     from cladec.explainer import _reinitialise
 
     torch.manual_seed(0)
     src = _Gated()
     fresh = _reinitialise(copy.deepcopy(src), seed=1)
-    assert float(fresh.gate.detach()) == 0.0 and torch.equal(fresh.gamma, src.gamma)  # never trained: kept as the architecture set them
-    assert torch.equal(fresh.norm, src.norm) and not fresh.norm.requires_grad  # fixed by the model: kept, stays frozen
+    # never trained: kept as the architecture set them
+    assert float(fresh.gate.detach()) == 0.0 and torch.equal(fresh.gamma, src.gamma)
     assert not torch.equal(fresh.tokens, src.tokens) and not torch.equal(fresh.conv.weight, src.conv.weight)
-    assert fresh.tokens.requires_grad and fresh.conv.weight.requires_grad
-    frozen_all = copy.deepcopy(src).requires_grad_(False)  # a classifier frozen as a whole is still re-drawn
-    again = _reinitialise(frozen_all, seed=1)
-    assert all(p.requires_grad for p in again.parameters()) and not torch.equal(again.conv.weight, src.conv.weight)
+    # trained values are never carried over, frozen or not: a frozen normaliser is drawn by the rule too (ones)
+    assert torch.equal(fresh.norm, torch.ones(2))
+    trained = copy.deepcopy(src)
+    with torch.no_grad():
+        trained.gate.fill_(0.37)  # a trained gate (one value: no "constant" to keep)
+    trained.conv.requires_grad_(False)  # a backbone part frozen for fine-tuning
+    again = _reinitialise(trained, seed=1)
+    assert float(again.gate.detach()) == 1.0
+    assert all(p.requires_grad for p in again.parameters())  # RefAE's encoder is trained as a whole
+    assert not torch.equal(again.conv.weight, src.conv.weight)
 
 
 def test_weights_loaded_by_assignment_before_the_first_fit_are_kept():

@@ -127,6 +127,18 @@ def test_run_dataset_finds_moved_data_through_cladec_data(saliency_run, tmp_path
     monkeypatch.setenv("CLADEC_DATA", str(tmp_path / "empty"))  # in neither place: both are named
     with pytest.raises(DataError, match="did not have it either"):
         load_run(run_dir, device="cpu").dataset("test", limit=5)
+    # files in the recorded folder that are damaged are an error, not replaced by another copy from $CLADEC_DATA
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(data_root / "FashionMNIST", bad / "FashionMNIST")
+    labels = next((bad / "FashionMNIST" / "raw").glob("t10k-labels-idx1-ubyte*"))
+    labels.write_bytes(labels.read_bytes()[:20])
+    cfg["dataset"]["root"] = str(bad)
+    (run_dir / "run.json").write_text(json.dumps(cfg))
+    monkeypatch.setenv("CLADEC_DATA", str(data_root))
+    with pytest.raises(DataError, match="IDX file"):
+        load_run(run_dir, device="cpu").dataset("test", limit=5)
 
 
 def test_same_dataset_reads_relative_and_absolute_image_folders_as_one(tmp_path, monkeypatch):

@@ -16,6 +16,10 @@ class DataError(CladecError, ValueError):
     """A data set is missing, empty or has the wrong shape."""
 
 
+class MissingDataError(DataError):
+    """A data set's files are not where it was looked for (as opposed to files that are there but unusable)."""
+
+
 class TrainingError(CladecError, RuntimeError):
     """Training diverged (NaN/inf loss) or cannot proceed."""
 

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ._checks import image_tensor, label_tensor
-from ._errors import ConfigError, DataError
+from ._errors import ConfigError, DataError, MissingDataError
 from ._io import atomic_path
 
 __all__ = [
@@ -739,7 +739,7 @@ def _load_idx_dataset(
         tried += tried2
     if pair is None:
         tried_txt = "\n  ".join(str(p) for p in dict.fromkeys(tried))
-        raise DataError(
+        raise MissingDataError(
             f"{spec.title} ({split}) not found. Looked for:\n  {tried_txt}\n{_how_to_get(spec.title)}"
         )
     images, n_images = _read_idx_file(pair[0], limit)
@@ -1035,7 +1035,7 @@ def _load_image_folder(
     """
     layout = "<split>/<class>/<image>.png|jpg|jpeg|bmp|tif|tiff with <split> 'train' or 'test'"
     if not path.exists():
-        raise DataError(f"image folder not found: {path}; expected a folder or .zip laid out as {layout}")
+        raise MissingDataError(f"image folder not found: {path}; expected a folder or .zip laid out as {layout}")
     is_zip = path.is_file()
     if is_zip and not zipfile.is_zipfile(path):
         raise DataError(f"{path} is a file but not a zip archive; expected a folder or .zip laid out as {layout}")
@@ -1184,7 +1184,7 @@ def _load_cifar10(
     if _have_batches():
         return _read_cifar_batches(batch_dir, split, limit)
     tried_txt = "\n  ".join(str(p) for p in tried)
-    raise DataError(f"CIFAR-10 ({split}) not found. Looked for:\n  {tried_txt}\n{_how_to_get('CIFAR-10')}")
+    raise MissingDataError(f"CIFAR-10 ({split}) not found. Looked for:\n  {tried_txt}\n{_how_to_get('CIFAR-10')}")
 
 
 def _read_cifar_batches(folder: Path, split: str, limit: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:

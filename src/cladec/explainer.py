@@ -708,15 +708,15 @@ def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
     in which they are constructed, so a parent's own initialisation wins, as in ``nn.MultiheadAttention``):
     ``reset_parameters()``, or ``_reset_parameters()`` where a module has only that
     (``nn.MultiheadAttention``, ``nn.Transformer``); BatchNorm running statistics are reset. A parameter
-    that no method re-drew keeps its value after that pass. Such a parameter is kept as it is when it is a
-    constant (all its elements equal: an architecture's own starting value that training never changed, as a
-    ReZero gate of 0, a LayerScale of 1e-4 or BatchNorm's weight of ones) or when the source froze it
-    (``requires_grad=False``, e.g. a fixed normaliser) while other parameters are trainable — it then stays
-    frozen. Otherwise it was trained and is drawn by a fixed rule: tensors of two or more dimensions (class,
-    register and position tokens) from N(0, 0.02²), the usual initialisation of tokens in vision transformers;
-    vectors and scalars (scales) set to ones, or to zeros when their name ends in ``bias``, ``beta``, ``shift``
-    or ``offset``. An architecture's own non-constant initialisation of such parameters (e.g. a trained
-    LayerScale's 1e-6) cannot be recovered from trained weights. Every other parameter ends trainable.
+    that no method re-drew keeps its value after that pass. Such a parameter is kept as it is when it is an
+    untrained constant (one value in all its elements, or a single 0 or 1: an architecture's own starting value
+    that training never changed, as a ReZero gate of 0, a LayerScale of 1e-4 or BatchNorm's weight of ones).
+    Otherwise it was trained and is drawn by a fixed rule: tensors of two or more dimensions (class, register
+    and position tokens) from N(0, 0.02²), the usual initialisation of tokens in vision transformers; vectors and
+    scalars (scales, gates, temperatures) set to ones, or to zeros when their name ends in ``bias``, ``beta``,
+    ``shift`` or ``offset``. An architecture's own initialisation of such trained parameters (e.g. a LayerScale's
+    1e-6) cannot be recovered from trained weights. All parameters end trainable (also those the source froze:
+    RefAE's encoder is trained as a whole).
 
     Args:
         module: The module, changed in place (pass a copy to keep the original).
@@ -735,8 +735,6 @@ def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
     if seed is not None:
         torch.manual_seed(seed)
     before = {id(p): p.detach().clone() for p in module.parameters()}
-    some_trainable = any(p.requires_grad for p in module.parameters())
-    frozen = {id(p) for p in module.parameters() if some_trainable and not p.requires_grad}
     order: list[nn.Module] = []
     seen: set[int] = set()
 
@@ -768,10 +766,8 @@ def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
                 done.add(id(p))
                 if not torch.equal(p, before[id(p)]):
                     continue  # re-drawn
-                if id(p) in frozen:
-                    continue  # fixed by the source (e.g. a normaliser): kept, and stays frozen
-                if p.numel() > 0 and bool((p == p.flatten()[0]).all()):
-                    continue  # a constant: the architecture's own starting value (or one its module's reset set)
+                if _untrained_constant(p):
+                    continue  # the architecture's own starting value (or one its module's reset set)
                 if p.dim() >= 2:
                     p.normal_(0.0, 0.02)
                 elif name.lower().endswith(_BIAS_LIKE):
@@ -779,8 +775,16 @@ def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
                 else:
                     p.fill_(1.0)
     for p in module.parameters():
-        p.requires_grad_(id(p) not in frozen)
+        p.requires_grad_(True)
     return module
+
+
+def _untrained_constant(p: torch.Tensor) -> bool:
+    """Whether a parameter holds what an architecture sets and training would not leave: one value in every
+    element of a tensor of several, or a single 0 or 1 (a trained scalar, as a gate at 0.37, is not)."""
+    if p.numel() > 1:
+        return bool((p == p.flatten()[0]).all())
+    return p.numel() == 1 and float(p.detach().flatten()[0]) in (0.0, 1.0)
 
 
 def _redraw(module: nn.Module, seed: int | None = None) -> nn.Module:

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ._errors import ConfigError, DataError, SaveFormatError
+from ._errors import ConfigError, DataError, MissingDataError, SaveFormatError
 from ._io import atomic_dir, check_replaceable, file_sha256, read_json, write_json
 from ._training import compile_mode
 
@@ -164,7 +164,8 @@ def data_root_for(given: Any, recorded: Any, *, env_first: bool = False) -> Any:
 
 def load_recorded_dataset(name: str, given_root: Any, recorded_root: Any, **kwargs: Any):
     """Load a data set for a run: from ``given_root`` if given; else from the root recorded in the run while that
-    folder exists and holds the data set; else from ``$CLADEC_DATA`` or the user cache.
+    folder exists and holds the data set; else from ``$CLADEC_DATA`` or the user cache. Files that are in the
+    recorded folder but damaged are an error (not silently replaced by another copy).
 
     Args:
         name: The data set's name (:func:`cladec.data.load_dataset`).
@@ -188,7 +189,7 @@ def load_recorded_dataset(name: str, given_root: Any, recorded_root: Any, **kwar
         return load_dataset(name, root=root, **kwargs)
     try:
         return load_dataset(name, root=root, **kwargs)
-    except DataError as first:  # the recorded folder no longer holds it (or never held this one): look further
+    except MissingDataError as first:  # the recorded folder no longer holds it (or never held this one): look further
         try:
             return load_dataset(name, root=None, **kwargs)
         except DataError as e:
