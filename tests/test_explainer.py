@@ -735,3 +735,20 @@ def test_refae_of_a_registered_model_starts_from_its_architectures_own_initialis
         assert torch.equal(ref.encoder.state_dict()[k], v), k
     assert all(p.requires_grad for p in ref.encoder.parameters())
     assert not any(torch.equal(a, b) for a, b in zip(ref.encoder.parameters(), net.parameters()) if a.numel() > 1)
+
+
+def test_reconstructions_of_an_unfitted_explainer_warn_once():
+    x, y = fmnist("train", 256)
+    torch.manual_seed(0)
+    m = tiny_vgg()
+    e = ClaDec(m, "conv2", alpha=0.0, image_shape=(1, 28, 28))
+    with pytest.warns(UserWarning, match="has not been fitted: its decoder is untrained") as rec:
+        e.reconstruct(x[:4])
+    assert rec[0].filename == __file__  # points at the user's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", cladec.CollapseWarning)  # a 1-epoch fit on 256 images may collapse
+        fitted = ClaDec(m, "conv2", alpha=0.0).fit((x, y), epochs=1, verbose=False, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        e.decode(e.encode(x[:4]))  # once per explainer
+        fitted.reconstruct(x[:4])  # a fitted explainer: no warning

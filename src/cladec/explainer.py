@@ -185,6 +185,7 @@ class _DecoderExplainer:
     def decode(self, a: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
         """Decode activations ``a`` (as returned by :meth:`encode`) into images."""
         self._require_built()
+        self._warn_if_unfitted()
         outs = []
         dec = self.decoder
         was = dec.training
@@ -213,11 +214,24 @@ class _DecoderExplainer:
         x = image_tensor(x)
         self._ensure_built(tuple(x.shape[1:]))
         self._require_built()
+        self._warn_if_unfitted()
 
         def one(xb: torch.Tensor) -> torch.Tensor:
             return self.decoder(self._encode_batch(xb))
 
         return self._batched(x, one, batch_size)
+
+    def _warn_if_unfitted(self) -> None:
+        """Warn (once per explainer) that reconstructions of an unfitted explainer come from an untrained decoder."""
+        if self.fitted or getattr(self, "_warned_unfitted", False):
+            return
+        self._warned_unfitted = True
+        warnings.warn(
+            f"{type(self).__name__} for layer {self.layer!r} has not been fitted: its decoder is untrained, so "
+            "its reconstructions show nothing the layer keeps; call fit() first (or load a fitted save)",
+            UserWarning,
+            stacklevel=_caller_level(),
+        )
 
     def _batched(self, x: torch.Tensor, fn, batch_size: int = 256) -> torch.Tensor:
         mods = [self.capture.model, self.decoder]
