@@ -71,10 +71,7 @@ class EngineConfig:
     shuffle: bool = True
 
     def __post_init__(self) -> None:
-        self.compile = compile_mode(self.compile)  # type: ignore[assignment]
-        if self.compile and not self.fast:
-            raise ConfigError(f"compile={self.compile!r} compiles the fast path's loss, which fast=False does not use: "
-                              "drop compile or keep fast=True")
+        self.compile = check_compile(self.compile, self.fast)  # type: ignore[assignment]
 
 
 #: ``torch.compile`` modes the engine accepts (the others build CUDA graphs of their own, which the
@@ -534,6 +531,30 @@ class Engine:
 def _deterministic() -> bool:
     """Whether the user asked for deterministic algorithms (then cuDNN autotuning stays as they set it)."""
     return bool(torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled())
+
+
+def check_compile(compile: bool | str | None, fast: bool) -> str | None:
+    """``compile=`` as a ``torch.compile`` mode (:func:`compile_mode`), refused with ``fast=False`` (else ignored).
+
+    Args:
+        compile: ``False``/``None``, ``True`` or a mode.
+        fast: Whether the fast path runs (only it compiles its loss).
+
+    Returns:
+        The mode, or None.
+
+    Raises:
+        ConfigError: A bad value, or a mode with ``fast=False``.
+
+    Example:
+        >>> check_compile(True, fast=True)
+        'default'
+    """
+    mode = compile_mode(compile)
+    if mode and not fast:
+        raise ConfigError(f"compile={compile!r} compiles the fast path's loss, which fast=False does not use: drop "
+                          "compile or keep fast=True")
+    return mode
 
 
 def check_amp(amp: bool | None, device: torch.device | str) -> None:

@@ -20,7 +20,7 @@ from torch import nn
 from ._errors import ConfigError, DataError
 from ._checks import image_tensor
 from ._inputs import Prepared, iterate_batches, prepare
-from ._training import Engine, EngineConfig, Task, check_amp, compile_mode, make_optimizer
+from ._training import Engine, EngineConfig, Task, check_amp, check_compile, make_optimizer
 from .capture import LayerCapture, _model_device
 from .decoder import Decoder, build_decoder
 
@@ -1002,9 +1002,7 @@ def _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, c
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if lr_decay not in (None, "step"):
         raise ConfigError(f"lr_decay must be None or 'step', got {lr_decay!r}")
-    if compile_mode(compile) and not fast:  # a bad value is an error before any work
-        raise ConfigError(f"compile={compile!r} compiles the fast path's loss, which fast=False does not use: drop "
-                          "compile or keep fast=True")
+    check_compile(compile, fast)  # a bad value is an error before any work
 
 
 def fit_together(
