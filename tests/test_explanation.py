@@ -86,3 +86,6 @@ def test_labels_are_checked(pair):
     # a (N, 1) column and a list of ints are fine, and give the same explanation as the 1-D tensor
     ex = cladec.explain(xt, cladec=e, labels=yt.view(-1, 1))
     assert torch.equal(ex.labels, yt) and ex.summary() == cladec.explain(xt, cladec=e, labels=yt.tolist()).summary()
+    # images of another shape are a clear error before the classifier sees them (it failed inside the classifier)
+    with pytest.raises(DataError, match=r"images have shape \(3, 28, 28\) but this cladec explainer was built for"):
+        cladec.explain(xt.repeat(1, 3, 1, 1), cladec=e, refae=r, labels=yt)

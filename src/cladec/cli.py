@@ -31,7 +31,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-from ._errors import CladecError, ConfigError, DataError
+from ._errors import CladecError, ConfigError
 from ._cli_args import pos_int as _pos_int
 
 __all__ = ["main", "build_parser", "parse_neurons", "parse_input_norm", "parse_image_shape"]
@@ -452,17 +452,6 @@ def _default_layer_marks(model) -> dict[str, list[str]]:
     return marks
 
 
-def _resolve_layer_name(model, layer: str) -> str:
-    from .capture import resolve_layer
-
-    names = {n for n, _ in model.named_modules() if n}
-    if layer not in names:
-        dl = getattr(model, "default_layers", None)
-        if isinstance(dl, dict) and layer in dl:
-            layer = dl[layer]
-    return resolve_layer(model, layer)
-
-
 def cmd_train_classifier(args: argparse.Namespace) -> int:
     """Handler of ``cladec train-classifier``: train and save a classifier checkpoint.
 
@@ -585,6 +574,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         >>> main(["fit", "--model", "clf", "--layer", "conv4", "--out", "run"])  # doctest: +SKIP
         0
     """
+    from .capture import resolve_layer_or_role
     from .explainer import CollapseWarning
     from .runs import fit_run
 
@@ -595,7 +585,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.no_refae and args.refae_epochs is not None:
         raise ConfigError("--refae-epochs sets the RefAE's epochs, but --no-refae fits no RefAE; drop one of them")
     spec, model, info = _load_model(args)
-    layer = _resolve_layer_name(model, args.layer)  # fails fast, listing valid names
+    layer = resolve_layer_or_role(model, args.layer)  # fails fast, listing valid names
     dataset = args.dataset
     if dataset is None:
         ds = info.get("dataset") if isinstance(info, dict) else None
@@ -663,10 +653,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise ConfigError("give the data set with --dataset NAME (the run does not record one)")
     # --data-root, else the run's recorded root while it holds the data set, else $CLADEC_DATA / the user cache
     ds = load_recorded_dataset(name, args.data_root, ds_cfg.get("root"), split=args.split, size=ds_cfg.get("size"))
-    want = run.config.get("image_shape")
-    if want and tuple(ds.image_shape) != tuple(want):
-        raise DataError(f"the run was fitted on images of shape {'×'.join(map(str, want))} (C×H×W), but {ds.name} "
-                        f"has {'×'.join(map(str, ds.image_shape))}; explain it on a data set of the run's shape")
     x, y = ds.tensors()
     n = min(args.n, len(ds))
     g = torch.Generator().manual_seed(int(args.seed))

@@ -186,6 +186,9 @@ def explain(
     x = image_tensor(x).cpu()
     if refae is not None and refae.layer != cladec.layer:
         raise ConfigError(f"the RefAE explains layer {refae.layer!r}, the ClaDec {cladec.layer!r}: use one layer")
+    for e in (cladec, refae):  # images of another shape: a clear error before the classifier sees them
+        if e is not None:
+            e._check_image_shape(tuple(x.shape[1:]))
     y = label_tensor(labels, x.shape[0], "explain").cpu() if labels is not None else None
     model, norm = cladec.model, cladec.capture.normalize
     pred_x, n_out = _predict(model, x, norm, batch_size, with_outputs=True)
