@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ._checks import device as checked_device
 from ._errors import ConfigError, DataError, MissingDataError, SaveFormatError
 from ._io import atomic_dir, check_replaceable, file_sha256, read_json, write_json
 from ._training import compile_mode
@@ -369,7 +370,7 @@ def fit_run(
                               "model, weights and input normalisation; give either classifier_dir= or factory=")
     if not refae and refae_epochs is not None:
         raise ConfigError("refae_epochs sets the RefAE's epochs, but refae=False fits no RefAE; drop one of them")
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = checked_device(device, "device")
     dataset = recorded_dataset_name(dataset)  # a relative imagefolder: path would break from another folder
     if classifier_dir is not None:
         spec: dict[str, Any] = {"type": "checkpoint", "path": str(Path(classifier_dir).resolve())}
@@ -481,7 +482,7 @@ def load_run(path: str | os.PathLike, device: str | torch.device | None = None) 
     cfg = read_json(cfg_file, "cladec run file")
     if cfg.get("format") != "cladec-run":
         raise SaveFormatError(f"{cfg_file} is not a cladec run file (format {cfg.get('format')!r})")
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = checked_device(device or None, "device")
     model, info = load_classifier_spec(cfg["classifier"], path, device=dev)
     e = load(path / "cladec", model)
     r = load(path / "refae", model) if (path / "refae").is_dir() else None

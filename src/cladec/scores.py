@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._errors import ConfigError, DataError
+from ._checks import device as checked_device
 from ._checks import image_tensor
 from .capture import _model_device
 
@@ -652,7 +653,7 @@ def roar_accuracy(
             raise ConfigError("ROAR with k > 0 needs train_maps and test_maps")
         xtr = roar_images(xtr, train_maps, k, fill, seed)
         xte = roar_images(xte, test_maps, k, fill, seed + 1)
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = checked_device(device, "device")
     torch.manual_seed(seed)
     model = build_model().to(dev)
     hist = train_classifier(model, (xtr, ytr), epochs, input_norm=input_norm, seed=seed, device=dev,
