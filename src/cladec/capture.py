@@ -83,6 +83,17 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> str:
     )
 
 
+def resolve_layer_or_role(model: nn.Module, layer: str) -> str:
+    """:func:`resolve_layer`, where a name the model lacks may also be one of its architecture's default-layer
+    roles (``model.default_layers``, e.g. ``"last"`` → ``"conv4"`` for vgg-paper), as ``cladec fit --layer``
+    and ``cladec sweep --layers`` accept."""
+    names = {n for n, _ in model.named_modules() if n}
+    roles = getattr(model, "default_layers", None)
+    if layer not in names and isinstance(roles, dict) and layer in roles:
+        layer = roles[layer]
+    return resolve_layer(model, layer)
+
+
 @dataclass
 class LayerInfo:
     """A layer's name, module type and output shape (without the batch dimension)."""

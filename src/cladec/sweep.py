@@ -102,15 +102,11 @@ def _layer(s: Any) -> str:
 def _resolve_layers(model: Any, layers: list[str]) -> list[str]:
     """The layers' module names in ``model``; an architecture's default-layer roles (``"last"``, ``"middle"``)
     stand for the layers they name, as in ``cladec fit --layer``. Unknown names raise a ConfigError."""
-    from .capture import resolve_layer
+    from .capture import resolve_layer_or_role
 
-    names = {n for n, _ in model.named_modules() if n}
-    roles = getattr(model, "default_layers", None)
     out: list[str] = []
     for layer in layers:
-        if layer not in names and isinstance(roles, dict) and layer in roles:
-            layer = roles[layer]
-        name = resolve_layer(model, layer)
+        name = resolve_layer_or_role(model, layer)
         if name not in out:
             out.append(name)
     return out
