@@ -17,6 +17,7 @@ import torch
 
 from cladec import CladecError, ConfigError, DataError, SaveFormatError
 from cladec.evaluation import evaluate_run
+from helpers.core import assert_bad_devices_refused
 
 
 @pytest.fixture(scope="module")
@@ -134,15 +135,9 @@ def test_cli_evaluate(eval_setup, tmp_path, capsys):
 
 def test_cli_evaluate_refuses_a_bad_device_before_any_work(eval_setup, tmp_path, capsys):
     """A bad --device was passed on raw: a traceback (RuntimeError; AssertionError for cuda on a CPU machine)."""
-    from cladec.cli import main
-
     base = ["evaluate", "--run", str(eval_setup.run_dir), "--limit", "20", "--no-eval-classifier",
             "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "ev"), "--quiet"]
-    assert main(base + ["--device", "nope"]) == 2
-    assert "--device 'nope' is not a device" in capsys.readouterr().err
-    if not torch.cuda.is_available():
-        assert main(base + ["--device", "cuda"]) == 2
-        assert "CUDA is not available" in capsys.readouterr().err
+    assert_bad_devices_refused(base, capsys)
     assert not (tmp_path / "ev").exists()
 
 

@@ -5,10 +5,10 @@ import csv
 import json
 
 import pytest
-import torch
 
 from cladec import ConfigError
 from cladec.sweep import cell_name, run_sweep, summarize_sweep
+from helpers.core import assert_bad_devices_refused
 
 # the tiny cells (600 images, 1 epoch) may collapse; these tests check the sweep's bookkeeping, not quality
 pytestmark = pytest.mark.filterwarnings("ignore::cladec.CollapseWarning")
@@ -155,11 +155,7 @@ def test_cli_sweep_refuses_a_bad_device_before_any_work(eval_setup, tmp_path, ca
     base = ["sweep", "--model", str(eval_setup.clf_dir), "--dataset", "fashion-mnist", "--layers", "conv2",
             "--alphas", "0", "--epochs", "1", "--limit", "600", "--test-limit", "200", "--no-eval-classifier",
             "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "sw"), "--quiet"]
-    assert main(base + ["--device", "nope"]) == 2
-    assert "--device 'nope' is not a device" in capsys.readouterr().err
-    if not torch.cuda.is_available():
-        assert main(base + ["--device", "cuda"]) == 2
-        assert "CUDA is not available" in capsys.readouterr().err
+    assert_bad_devices_refused(base, capsys)
     assert main(base + ["--eval-epochs", "2"]) == 2  # only the evaluation classifiers use it
     assert "--eval-epochs sets up the evaluation classifiers" in capsys.readouterr().err
     assert not (tmp_path / "sw").exists()

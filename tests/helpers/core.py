@@ -123,3 +123,15 @@ def png_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as im:
         assert im.format == "PNG"
         return im.size
+
+
+def assert_bad_devices_refused(argv: list[str], capsys) -> None:
+    """``cladec ARGV --device X`` with a device that is no device (and ``cuda`` on a machine without CUDA) is one
+    usage error (exit 2) naming the value."""
+    from cladec.cli import main
+
+    assert main(argv + ["--device", "nope"]) == 2
+    assert "--device 'nope' is not a device" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(argv + ["--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
