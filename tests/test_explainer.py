@@ -246,6 +246,37 @@ def test_collapse_is_detected():
     assert e.collapsed
 
 
+def _forced_collapse_message(e, x, y) -> str:
+    """Fit ``e`` briefly, zero its decoder's weights (a constant output) and return the collapse warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        e.fit((x, y), epochs=1, verbose=False)
+    with torch.no_grad():
+        for mod in e.decoder.modules():
+            if getattr(mod, "weight", None) is not None:
+                mod.weight.zero_()
+    with pytest.warns(cladec.CollapseWarning) as rec:
+        e._check_collapse(cladec._inputs.prepare((x, y), need_labels=False, max_bytes=10**9))
+    return str(rec[0].message)
+
+
+def test_collapse_advice_names_only_options_that_apply():
+    x, y = fmnist("train", 256)
+    # conv4 (1×1 map): a dense head and four transposed convolutions, three hidden stages to normalise
+    msg = _forced_collapse_message(ClaDec(tiny_vgg(), "conv4", alpha=0.0), x, y)
+    assert "decoder_norm='batch'" in msg and "lr=0.0003" in msg
+    # already normalised: not advised again
+    msg = _forced_collapse_message(ClaDec(tiny_vgg(), "conv4", alpha=0.0, decoder_norm="batch"), x, y)
+    assert "decoder_norm" not in msg
+    # the residual block's 16×14×14 map: one 3×3 conv and one transposed conv to 28×28, nothing to normalise
+    e = ClaDec(residual_net(), "block.conv2", alpha=0.0, decoder_norm="batch")
+    msg = _forced_collapse_message(e, x, y)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in e.decoder.modules())
+    msg = _forced_collapse_message(ClaDec(residual_net(), "block.conv2", alpha=0.0), x, y)
+    assert "decoder_norm" not in msg and "learning rate" in msg
+    assert msg.endswith(".") and msg.split(". ")[-1].startswith("Train longer")
+
+
 def test_activation_cache_is_not_reused_for_other_images():
     m = tiny_vgg()
     x, y = fmnist("train", 256)

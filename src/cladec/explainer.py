@@ -443,11 +443,29 @@ class _DecoderExplainer:
         if self.collapsed:
             warnings.warn(
                 f"{self.kind} for layer {self.layer!r} collapsed: its reconstructions hardly vary across "
-                f"images (mean per-pixel std {spread:.2e} vs {data_spread:.2e} in the data). Train "
-                "longer, on more images, or with decoder_norm='batch'.",
+                f"images (mean per-pixel std {spread:.2e} vs {data_spread:.2e} in the data). "
+                f"{self._collapse_advice()}",
                 CollapseWarning,
                 stacklevel=_caller_level(),
             )
+
+    def _collapse_advice(self) -> str:
+        """What could help this explainer escape a collapse: only advice that applies to its setup.
+
+        ``decoder_norm='batch'`` is suggested only for a built decoder without it that has hidden stages to
+        normalise (a decoder of one head and one output convolution has none: the option changes nothing);
+        a higher learning rate only when the fit used one below 1e-3 (small fits at the paper's 3e-4 often
+        stay at a constant image, ``FINDINGS.md``)."""
+        tips = ["train longer", "on more images"]
+        lr = self.fit_config.get("lr")
+        if isinstance(lr, (int, float)) and lr < 1e-3:
+            tips.append(f"with a higher learning rate (lr={lr:g} now; e.g. 1e-3)")
+        dec = self.decoder
+        if (isinstance(dec, Decoder) and not self._custom_decoder and dec.spec.norm is None
+                and any(isinstance(m, nn.ReLU) for m in dec.up)):
+            tips.append("with decoder_norm='batch'")
+        text = ", ".join(tips[:-1]) + " or " + tips[-1]
+        return text[0].upper() + text[1:] + "."
 
     # -- persistence ---------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
