@@ -274,7 +274,7 @@ def test_collapse_advice_names_only_options_that_apply():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in e.decoder.modules())
     msg = _forced_collapse_message(ClaDec(residual_net(), "block.conv2", alpha=0.0), x, y)
     assert "decoder_norm" not in msg and "learning rate" in msg
-    assert msg.endswith(".") and msg.split(". ")[-1].startswith("Train longer")
+    assert msg.endswith(".") and msg.split("in the data). ")[-1].startswith("Train longer")
 
 
 def test_activation_cache_is_not_reused_for_other_images():
