@@ -362,7 +362,9 @@ def test_options_that_would_be_ignored_are_refused(clf_dir, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_a_diverging_fit_is_one_message_with_one_prefix(clf_dir, tmp_path, capsys):
+def test_a_diverging_fit_is_one_message_with_one_prefix(clf_dir, tmp_path, capsys, monkeypatch):
+    # --lr 1e30 diverges at once; the command line refuses it (above cladec._checks.LR_MAX), so lift the limit
+    monkeypatch.setattr("cladec._checks.LR_MAX", 1e31)
     err = _error_of(capsys, ["fit", "--model", str(clf_dir), "--layer", "conv2", "--no-refae", "--lr", "1e30",
                              "--epochs", "1", "--limit", "256", "--test-limit", "32", "--data-root", str(DATA),
                              "--out", str(tmp_path / "r"), "-q"])

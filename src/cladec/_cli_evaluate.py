@@ -7,7 +7,9 @@ from typing import Any
 
 from ._errors import ConfigError
 from ._cli_args import csv_list as _csv_list
+from ._cli_args import learning_rate as _learning_rate
 from ._cli_args import pos_int as _pos_int
+from ._cli_args import seed_int as _seed_int
 
 __all__ = ["register", "cmd_evaluate", "cmd_sweep"]
 
@@ -51,7 +53,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--eval-arch", default=None,
                    help="architecture of the evaluation classifier (default: that of the run's classifier)")
     p.add_argument("--data-root", default=None, help="data root (default: the run's, else $CLADEC_DATA)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation classifiers")
+    p.add_argument("--seed", type=_seed_int, default=0, help="seed of the evaluation classifiers")
     p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_evaluate)
@@ -68,7 +70,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--layers", required=True, type=_csv_list(str, "--layers"), help="comma-separated layer names")
     s.add_argument("--alphas", type=_csv_list(float, "--alphas"), default=None,
                    help="comma-separated α values (default: 0,0.001,0.01,0.1,0.5,0.9,0.99,0.999,1)")
-    s.add_argument("--seeds", type=_csv_list(int, "--seeds"), default=[0], help="comma-separated seeds (0)")
+    s.add_argument("--seeds", type=_csv_list(_seed_int, "--seeds"), default=[0], help="comma-separated seeds (0)")
     s.add_argument("--epochs", type=_pos_int, default=5, help="decoder epochs per cell (5)")
     s.add_argument("--out", required=True, help="sweep directory")
     s.add_argument("--limit", type=_pos_int, default=None, help="training images per cell (default: all)")
@@ -77,7 +79,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("--no-eval-classifier", action="store_true", help="skip the evaluation classifiers")
     s.add_argument("--eval-epochs", type=_pos_int, default=None, help="epochs of the evaluation classifiers")
     s.add_argument("--batch-size", type=_pos_int, default=128, help="decoder batch size (128)")
-    s.add_argument("--lr", type=float, default=3e-4, help="decoder learning rate (3e-4)")
+    s.add_argument("--lr", type=_learning_rate, default=3e-4, help="decoder learning rate (3e-4)")
     s.add_argument("--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder")
     s.add_argument("--data-root", default=None, help="data root (default: $CLADEC_DATA / user cache)")
     s.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")

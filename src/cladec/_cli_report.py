@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ._cli_args import pos_int as _pos_int
+from ._cli_args import seed_int as _seed_int
 
 __all__ = ["register", "cmd_report", "cmd_study", "cmd_study_summary"]
 
@@ -59,7 +60,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("run", metavar="RUN_DIR", help="run directory (made by `cladec fit`)")
     s.add_argument("--out", required=True, help="output folder (new, empty, or an earlier study page, which is replaced)")
     s.add_argument("--items", type=_pos_int, default=20, help="number of images to ask about (default 20, at most 200)")
-    s.add_argument("--seed", type=int, default=0,
+    s.add_argument("--seed", type=_seed_int, default=0,
                    help="seeds the choice of the images (and their order with --order fixed) (default 0)")
     s.add_argument("--order", choices=["per-participant", "fixed"], default="per-participant",
                    help="item order: each participant's own, derived from their participant id (default), or one "

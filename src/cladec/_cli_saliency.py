@@ -40,7 +40,7 @@ from typing import Any, Sequence
 import torch
 
 from ._errors import ConfigError
-from ._cli_args import csv_list
+from ._cli_args import csv_list, seed_int
 from ._cli_args import pos_int as _pos_int
 from ._stats import mean_std
 
@@ -895,7 +895,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--roar-k", default="10,30,50,70,90", help="ROAR percentages in [0, 100) (10,30,50,70,90)")
     p.add_argument("--roar-epochs", type=_pos_int, default=None,
                    help="epochs of each ROAR retraining (default: the classifier's own)")
-    p.add_argument("--seeds", type=csv_list(int, "--seeds"), default=[0], help="comma-separated seeds (0)")
+    p.add_argument("--seeds", type=csv_list(seed_int, "--seeds"), default=[0], help="comma-separated seeds (0)")
     p.add_argument("--data-root", default=None, help="data root (default: the run's, else $CLADEC_DATA)")
     p.add_argument("--limit", type=_pos_int, default=5000, help="training images for ROAR retraining (5000)")
     p.add_argument("--steps", type=_pos_int, default=32, help="deletion/insertion steps (32)")

@@ -32,7 +32,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ._errors import CladecError, ConfigError
+from ._cli_args import learning_rate as _learning_rate
 from ._cli_args import pos_int as _pos_int
+from ._cli_args import seed_int as _seed_int
 
 __all__ = ["main", "build_parser", "parse_neurons", "parse_input_norm", "parse_image_shape"]
 
@@ -194,7 +196,7 @@ def _add_common(p: argparse.ArgumentParser, *, data_root: bool = True, seed: boo
         p.add_argument("--data-root", default=None, metavar="PATH",
                        help="folder holding the data sets (default: $CLADEC_DATA, else the user cache folder)")
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+        p.add_argument("--seed", type=_seed_int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
@@ -221,6 +223,16 @@ class _Formatter(argparse.HelpFormatter):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, ``cladec: error: fit: argument --seed: ...``, like
+    every other error of the command line (exit status 2), instead of the usage text followed by the message."""
+
+    def error(self, message: str):  # type: ignore[override]
+        cmd = self.prog[len("cladec"):].strip() if self.prog.startswith("cladec") else self.prog
+        where = f"{cmd}: " if cmd else ""
+        self.exit(2, f"cladec: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the ``cladec`` argument parser with every available subcommand.
 
@@ -237,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     """
     from ._version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cladec",
         description="Explain a layer of an image classifier by decoding its activations back into images "
         "(ClaDec, Schneider & Vlachos 2022). Start with `cladec demo`.",
@@ -302,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--limit", type=_pos_int, default=None, help="use the first N training images")
     t.add_argument("--test-limit", type=_pos_int, default=None, help="use the first N test images")
     t.add_argument("--batch-size", type=_pos_int, default=128, help="batch size (default: 128)")
-    t.add_argument("--lr", type=_pos_float, default=0.1, help="initial SGD learning rate (default: 0.1)")
+    t.add_argument("--lr", type=_learning_rate, default=0.1, help="initial SGD learning rate (default: 0.1)")
     t.add_argument("--width", type=_pos_float, default=None, help="channel width multiplier (default: 1.0)")
     t.add_argument("--input-norm", default=None, metavar="MEAN,STD",
                    help="normalise images before the model, e.g. '0.286,0.353' (default: none)")
@@ -356,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--limit", type=_pos_int, default=None, help="use the first N training images")
     f.add_argument("--test-limit", type=_pos_int, default=2000, help="test images for the metrics (default: 2000)")
     f.add_argument("--batch-size", type=_pos_int, default=128, help="batch size (default: 128)")
-    f.add_argument("--lr", type=_pos_float, default=3e-4, help="Adam learning rate (default: 3e-4)")
+    f.add_argument("--lr", type=_learning_rate, default=3e-4, help="Adam learning rate (default: 3e-4)")
     f.add_argument("--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder (default: none)")
     f.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
                    choices=["default", "max-autotune-no-cudagraphs"],
@@ -725,18 +737,51 @@ def _error(msg: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cladec`` command line.
 
+    Everything heavy (torch, the subcommand modules) is imported inside this function, so that an interrupt
+    (Ctrl-C) at any moment -- also while the first imports run -- ends in one line, ``cladec: interrupted``,
+    and exit status 130, never a traceback. When the reader of the output goes away (``cladec layers ... |
+    head -1``), the command stops quietly with exit status 141 (128 + SIGPIPE, what a shell reports for
+    ``cat`` or ``grep`` stopped the same way); nothing more is printed.
+
     Args:
         argv: Arguments without the program name (default: ``sys.argv[1:]``).
 
     Returns:
         The exit status: 0 on success, 2 for a usage or input error (printed as ``cladec: error: ...``),
-        130 when interrupted.
+        130 when interrupted, 141 when the output's reader closed the pipe.
 
     Example:
         >>> main(["--version"])  # doctest: +SKIP
         cladec 0.1.0
         0
     """
+    try:
+        try:
+            code = _main(argv)
+            sys.stdout.flush()  # output still buffered for a closed pipe fails here, not at exit
+            return code
+        except KeyboardInterrupt:
+            print("cladec: interrupted", file=sys.stderr)
+            return 130
+    except BrokenPipeError:
+        _stdout_to_devnull()
+        return 141
+
+
+def _stdout_to_devnull() -> None:
+    """Point the standard output at /dev/null, so that flushing it at exit does not fail on the closed pipe."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by an object without a file (tests, notebooks)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
@@ -746,16 +791,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
+        _check_out_paths(args)
         return int(args.func(args) or 0)
     except CladecError as e:
         return _error(str(e))
     except FileNotFoundError as e:
         return _error(f"file not found: {e.filename}" if e.filename else str(e))
-    except (PermissionError, IsADirectoryError, NotADirectoryError) as e:
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as e:
         return _error(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
-    except KeyboardInterrupt:
-        print("cladec: interrupted", file=sys.stderr)
-        return 130
+
+
+#: Options that name something a command writes (the folder or file is created with its parents).
+OUT_OPTIONS = ("out",)
+
+
+def _check_out_paths(args: argparse.Namespace) -> None:
+    """Refuse an output path below a file (``--out /etc/passwd/x``) before any work.
+
+    The nearest existing ancestor of the path must be a folder: below a file nothing can be created, and the
+    command would fail only at the end, after the work, with an OS error.
+    """
+    for opt in OUT_OPTIONS:
+        value = getattr(args, opt, None)
+        if not isinstance(value, (str, os.PathLike)) or not str(value):
+            continue
+        path = Path(value).expanduser()
+        for parent in path.absolute().parents:
+            if parent.exists() or parent.is_symlink():
+                if not parent.is_dir():
+                    raise ConfigError(f"--{opt.replace('_', '-')} {value}: {parent} is a file, not a folder, so "
+                                      "nothing can be written below it; give a path in a folder")
+                break
 
 
 if __name__ == "__main__":  # pragma: no cover
