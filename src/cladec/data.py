@@ -65,6 +65,7 @@ from ._io import atomic_path
 __all__ = [
     "ImageDataset",
     "load_dataset",
+    "check_trainable",
     "available_datasets",
     "read_idx",
     "check_md5",
@@ -191,6 +192,9 @@ class ImageDataset(Dataset):
         self.split = split
         #: ``(H, W)`` the images were resized to when loaded (``load_dataset(size=...)``), else None
         self.resized_to: tuple[int, int] | None = None
+        #: the ``limit`` of :func:`load_dataset` when it kept exactly that many images (the split may hold more,
+        #: so the images may be cut short), else None; :func:`check_trainable` then advises a larger limit
+        self.limit: int | None = None
 
     # -- basic protocol -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -453,7 +457,104 @@ def load_dataset(
     lab_t = torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64))
     ds = ImageDataset(img_t, lab_t, classes, name=ds_name, split=split)
     ds.resized_to = out_size  # recorded in classifier checkpoints, so that `fit` loads the same size
+    ds.limit = limit if limit is not None and len(ds) == limit else None
     return ds
+
+
+def check_trainable(train: Any, test: Any = None) -> None:
+    """Refuse data a classifier cannot learn from: fewer than 2 classes, or test classes never trained on.
+
+    A classifier trained on one class always predicts it, and reports "accuracy 1.0 (chance 1.00)"; one
+    whose test split holds classes without training images is scored on classes it never saw. Call this
+    before training.
+
+    Args:
+        train: the training data: an :class:`ImageDataset` (its ``classes`` name the classes in the messages)
+            or an ``(images, labels)`` pair of tensors (classes named by their label). Other kinds of data (a
+            generic ``Dataset``, a ``DataLoader``) are not checked, as counting their labels means reading them.
+        test: the test data (same kinds), or None.
+
+    Returns:
+        None.
+
+    Raises:
+        DataError: the training data has images of fewer than 2 classes; the test data has images of a class
+            the training data has none of (the message names those classes and their test-image counts); or
+            the two data sets name different classes. When the training set was cut by ``limit``
+            (``load_dataset(limit=...)`` kept exactly that many images) the message advises a larger
+            ``--limit``.
+
+    Example:
+        >>> check_trainable(load_dataset("fashion-mnist-mini", limit=100), load_dataset("fashion-mnist-mini", "test"))
+        >>> check_trainable(ImageDataset(torch.zeros(3, 1, 4, 4), [0, 0, 0], ["cat"], name="pets"))
+        Traceback (most recent call last):
+            ...
+        cladec._errors.DataError: a classifier needs images of at least 2 classes; pets (train) has 1: 'cat' (3 images)
+    """
+    tr = _label_counts(train, "training")
+    if tr is None:
+        return
+    tr_classes, tr_counts, tr_where, tr_role, tr_limit = tr
+    limit_hint = (
+        f"; the training split was cut to its first {tr_limit} images (limit={tr_limit}): a larger --limit "
+        "may include more classes" if tr_limit is not None else ""
+    )
+    present = [(c, n) for c, n in zip(tr_classes, tr_counts) if n > 0]
+    if len(present) < 2:
+        listed = ", ".join(f"{c!r} ({n} image{'s' if n != 1 else ''})" for c, n in present)
+        hint = limit_hint
+        if not hint and tr_where.startswith("imagefolder:"):
+            hint = "; give the folder one sub-folder of images per class under train/ (and test/), at least 2"
+        raise DataError(
+            f"a classifier needs images of at least 2 classes; {tr_where} has {len(present)}: {listed}{hint}"
+        )
+    if test is None:
+        return
+    te = _label_counts(test, "test")
+    if te is None:
+        return
+    te_classes, te_counts, te_where, te_role, _ = te
+    if isinstance(train, ImageDataset) and isinstance(test, ImageDataset) and list(te_classes) != list(tr_classes):
+        raise DataError(
+            f"{te_role} names other classes than {tr_role}: "
+            f"{_short_list(te_classes)} against {_short_list(tr_classes)}; both must name the same classes in the "
+            "same order (the labels index them)"
+        )
+    if len(te_counts) > len(tr_counts):
+        tr_counts = list(tr_counts) + [0] * (len(te_counts) - len(tr_counts))
+    unseen = [(te_classes[k], n) for k, n in enumerate(te_counts) if n > 0 and tr_counts[k] == 0]
+    if unseen:
+        listed = ", ".join(f"{c!r} ({n} test image{'s' if n != 1 else ''})" for c, n in unseen)
+        them = "it" if len(unseen) == 1 else "them"
+        hint = limit_hint.replace("more classes", them) if limit_hint else (
+            "; add training images of " + ("it" if len(unseen) == 1 else "them")
+            + (" (train/<class>/ in the folder)" if tr_where.startswith("imagefolder:") else "")
+            + ", or remove " + ("it" if len(unseen) == 1 else "them") + " from the test data")
+        raise DataError(
+            f"{te_role} has images of {len(unseen)} class{'es' if len(unseen) != 1 else ''} {tr_role} has no "
+            f"images of, so the classifier could never predict {them}: {listed}{hint}"
+        )
+
+
+def _short_list(names: Sequence[str], n: int = 6) -> str:
+    shown = ", ".join(repr(c) for c in names[:n])
+    return f"[{shown}{', ...' if len(names) > n else ''}] ({len(names)})"
+
+
+def _label_counts(data: Any, role: str) -> tuple[list[str], list[int], str, str, int | None] | None:
+    """``(class names, images per class, where, role phrase, limit)`` of an ImageDataset or (images, labels)
+    pair: ``where`` is ``"NAME (SPLIT)"`` (a pair: ``"the ROLE data"``), the role phrase ``"the ROLE data NAME
+    (SPLIT)"``."""
+    if isinstance(data, ImageDataset):
+        where = f"{data.name} ({data.split})"
+        return list(data.classes), data.class_counts(), where, f"the {role} data {where}", data.limit
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], torch.Tensor):
+        labels = data[1].reshape(-1)
+        if labels.numel() == 0 or labels.is_floating_point() or labels.is_complex() or int(labels.min()) < 0:
+            return None  # the training code refuses such labels with its own message
+        counts = torch.bincount(labels.to(torch.int64)).tolist()
+        return [str(k) for k in range(len(counts))], counts, f"the {role} data", f"the {role} data", None
+    return None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -965,7 +1066,13 @@ def _decode_images(source: Any, members: list[Any], label: str) -> tuple[np.ndar
     any_color = False
     for i, m in enumerate(members):
         try:
-            with Image.open(io.BytesIO(source.read(m))) as im:
+            with warnings.catch_warnings():  # the pixel limit is enforced below, as an error, not a warning
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(io.BytesIO(source.read(m)))
+            with im:
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit is not None and im.width * im.height > limit:
+                    raise _TooManyPixels(im.size)
                 transparent[i] = _has_transparency(im)
                 if im.mode in _GREY_MODES:
                     a = _grey_uint8(im)[:, :, None]
@@ -976,6 +1083,10 @@ def _decode_images(source: Any, members: list[Any], label: str) -> tuple[np.ndar
                 else:
                     a = np.asarray(im.convert("RGB"))
                     any_color = True
+        except Image.DecompressionBombError as e:  # over twice the limit: PIL refuses before decoding
+            raise DataError(_too_many_pixels(m, label, None, _pixels_in(str(e)))) from None
+        except _TooManyPixels as e:
+            raise DataError(_too_many_pixels(m, label, e.size, e.size[0] * e.size[1])) from None
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise DataError(f"cannot decode image {m} in {label}: {e}") from None
         arrays.append(a)
@@ -985,6 +1096,33 @@ def _decode_images(source: Any, members: list[Any], label: str) -> tuple[np.ndar
     if len(shapes) > 1:
         raise _MixedSizes(arrays, transparent)
     return np.stack(arrays), transparent
+
+
+class _TooManyPixels(Exception):
+    def __init__(self, size: tuple[int, int]) -> None:
+        super().__init__(f"{size[0]}x{size[1]} pixels")
+        self.size = size
+
+
+def _pixels_in(message: str) -> int | None:
+    """The pixel count in PIL's DecompressionBombError message ("Image size (N pixels) exceeds ..."), if any."""
+    m = re.search(r"\((\d+) pixels\)", message)
+    return int(m.group(1)) if m else None
+
+
+def _too_many_pixels(member: Any, label: str, size: tuple[int, int] | None, pixels: int | None) -> str:
+    """The message refusing an image over ``PIL.Image.MAX_IMAGE_PIXELS`` (see :func:`_load_image_folder`)."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    side = int(limit ** 0.5) if limit else 0
+    what = f"{size[0]}×{size[1]} = {size[0] * size[1]:,} pixels" if size else (
+        f"{pixels:,} pixels" if pixels else "more pixels than twice the limit")
+    return (
+        f"image {member} in {label} is too large to load: {what}, more than the limit of {limit:,} pixels per "
+        f"image (about {side:,}×{side:,}; PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); "
+        "downscale that image or remove it from the data set"
+    )
 
 
 class _MixedSizes(Exception):
@@ -1029,6 +1167,14 @@ def _load_image_folder(
     files do to people, and dark objects on a clear background (logos, sketches, cut-out photos) stay
     visible. One ``UserWarning`` per load names the folder/zip, the number of images with transparent pixels
     and the background (also when the images come from the decoded-image cache).
+
+    Unreadable and oversized images: every image file of the split (within ``limit``) must decode, else
+    the load is refused with a :class:`DataError` naming the file -- nothing is skipped silently, so a data
+    set never shrinks unnoticed. That includes images of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels
+    (89,478,485 by default, about 9,459 × 9,459; ``None`` there lifts the limit): PIL's guard against
+    decompression bombs (a 20000 × 20000 PNG of one colour is a few KB on disk but 400 MB decoded). The
+    message gives the file, its size and the limit; downscale or remove the file. Such a file is refused
+    from its header, before any pixel is decoded.
 
     The decoded-image cache (zips, ``limit=None`` decodes) keeps one entry per zip and split: writing a new
     entry removes the older ones of the same zip and split (the zip was replaced since).
@@ -1106,7 +1252,23 @@ def _cache_file(path: Path, split: str) -> Path | None:
 def _read_cache(
     path: Path, limit: int | None
 ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None:
-    """``(images, labels, classes, transparent)`` from a cache entry, or None for a broken or outdated one."""
+    """``(images, labels, classes, transparent)`` from a cache entry, or None for a broken or outdated one.
+
+    The entry is read with ``allow_pickle=False``: arrays of Python objects (which only unpickling could
+    read, and unpickling can run any code) are never loaded. cladec never writes such an entry, so one that
+    holds them was put there by something else: it is ignored with a one-line ``UserWarning`` naming the file
+    and why, and rebuilt (replaced) from the zip, like any other unusable entry.
+    """
+    objects = _npz_object_arrays(path)  # from the .npy headers: also arrays the reading below would not touch
+    if objects:
+        warnings.warn(
+            f"ignored the decoded-image cache entry {path}: it holds arrays of Python objects "
+            f"({', '.join(objects)}), which cladec never loads (reading them means unpickling, which can run "
+            "any code; its entries hold only numbers and text); it is rebuilt from the zip",
+            UserWarning,
+            stacklevel=4,  # _read_cache < _load_image_folder < load_dataset < the caller
+        )
+        return None
     try:
         with np.load(path, allow_pickle=False) as z:
             images, labels, classes = z["images"], z["labels"], [str(c) for c in z["classes"]]
@@ -1118,6 +1280,28 @@ def _read_cache(
     if limit is not None:
         images, labels, transparent = images[:limit], labels[:limit], transparent[:limit]
     return images, labels.astype(np.int64), classes, transparent.astype(bool)
+
+
+def _npz_object_arrays(path: Path) -> list[str]:
+    """Names of the arrays in the ``.npz`` at ``path`` whose dtype holds Python objects, read from the ``.npy``
+    headers only (nothing is unpickled); ``[]`` if there are none or the file cannot be read as a zip of them."""
+    found: list[str] = []
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with zf.open(name) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        _, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    else:
+                        _, _, dtype = np.lib.format.read_array_header_2_0(f)
+                if dtype.hasobject:
+                    found.append(name[: -len(".npy")])
+    except Exception:  # noqa: BLE001 - not an npz at all: no object arrays to report
+        return found
+    return found
 
 
 def _write_cache(

@@ -223,7 +223,9 @@ def run_demo(
 
     Raises:
         ConfigError, DataError: Unknown data set, architecture or device, missing data (the message says where
-            it looked and how to get it), an ``out`` that is not a demo folder. All are checked before any
+            it looked and how to get it), data a classifier cannot learn from (fewer than 2 classes, test
+            classes without training images: :func:`cladec.data.check_trainable`), an ``out`` that is not a
+            demo folder. All are checked before any
             training and before ``out`` is touched.
 
     Example:
@@ -238,7 +240,7 @@ def run_demo(
     from ._version import __version__
     from .classifier import save_classifier, train_classifier
     from ._checks import device as checked_device
-    from .data import load_dataset
+    from .data import check_trainable, load_dataset
     from .explainer import CollapseWarning
     from .explanation import explain
     from .models import create_model
@@ -269,6 +271,7 @@ def run_demo(
     # -- data ------------------------------------------------------------------------------------
     train = load_dataset(dataset, root=root, split="train", limit=cfg["limit"], download=download)
     test = load_dataset(dataset, root=root, split="test", limit=cfg["test_limit"], download=download)
+    check_trainable(train, test)  # one class, or test classes without training images: refused before training
     ds_name = recorded_dataset_name(train.name)  # imagefolder: an absolute path, valid from any folder
     torch.manual_seed(seed)
     model = create_model(arch, in_channels=train.image_shape[0], num_classes=train.num_classes,
