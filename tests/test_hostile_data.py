@@ -300,6 +300,48 @@ def test_report_built_by_the_cli_escapes_names_that_would_close_the_script(closi
     assert "&lt;/script&gt;&lt;script&gt;alert(3)&lt;/script&gt;" in html  # the predictions, shown escaped
 
 
+#: Layer (module) names a user's architecture may have: PyTorch allows anything but "." in them.
+LAYERS = {"middle": "<b>c/1</b>", "last": "<script>alert(5)</script>"}
+
+
+def _hostile_net(in_channels: int = 1, num_classes: int = 10, width: float = 1.0, **_: object):
+    """A small CNN whose layers are named with markup and '/' (registered as 'hostile-test-net')."""
+    from collections import OrderedDict
+
+    from torch import nn
+
+    net = nn.Sequential(OrderedDict([
+        (LAYERS["middle"], nn.Conv2d(in_channels, 4, 3, padding=1)), ("r1", nn.ReLU()),
+        (LAYERS["last"], nn.Conv2d(4, 4, 3, stride=2, padding=1)), ("r2", nn.ReLU()),
+        ("pool", nn.AdaptiveAvgPool2d(4)), ("flat", nn.Flatten()), ("fc", nn.Linear(64, num_classes)),
+    ]))
+    net.default_layers = dict(LAYERS)
+    return net
+
+
+def test_demo_with_layer_names_holding_markup_and_slashes(hostile_demo, tmp_path):
+    """`cladec demo` once wrote runs/<layer>/ and triplets-<layer>.png from the raw layer name (a '/' in it: a
+    FileNotFoundError traceback); the page must show the names escaped."""
+    from cladec.demo import run_demo
+    from cladec.models import list_models, register_model
+
+    if "hostile-test-net" not in list_models():
+        register_model("hostile-test-net")(_hostile_net)
+    _, folder = hostile_demo
+    out = tmp_path / "demo"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s = run_demo(out, quick=True, dataset=f"imagefolder:{folder}", arch="hostile-test-net", limit=24,
+                     test_limit=6, epochs=1, decoder_epochs=1, n_images=3, verbose=False, log=lambda m: None)
+    assert [L["layer"] for L in s["layers"]] == [LAYERS["last"], LAYERS["middle"]]
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["_b_c_1__b_", "_script_alert_5___script_"]
+    assert (out / "triplets-_script_alert_5___script_.png").is_file()
+    html = (out / "report" / "index.html").read_text(encoding="utf-8")
+    data = _check_page(html, HOSTILE + tuple(LAYERS.values()), "report-data")
+    assert sorted(L["name"] for L in data["gallery"]["layers"]) == sorted(LAYERS.values())
+    assert "&lt;script&gt;alert(5)&lt;/script&gt;" in html
+
+
 # ------------------------------------------------------------------------- 4. data a classifier cannot learn
 
 

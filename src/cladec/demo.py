@@ -14,6 +14,8 @@ Output layout (``cladec-demo/`` by default)::
     classifier/               checkpoint (model.safetensors + classifier.json)
     runs/<layer>/             run directories (run.json, cladec/, refae/), one per layer
     triplets-<layer>.png      original | RefAE | ClaDec with true and predicted classes
+
+(``<layer>`` is the layer's name, with characters other than ``A-Z a-z 0-9 _ . + -`` replaced by ``_``.)
     summary.json              accuracies, per-layer test MSE and accuracy on reconstructions, timings
     summary.txt               the same in words
     report/index.html         the HTML report (when available)
@@ -66,6 +68,23 @@ def _check_out(out: Path) -> None:
             "folder (or one a previous `cladec demo` wrote)"
         )
     check_replaceable(out, _MARKER, "cladec demo folder")  # e.g. not the current folder, which cannot be swapped
+
+
+def _file_stem(layer: str, taken: set[str]) -> str:
+    """A file and folder name for ``layer``'s outputs (``runs/<stem>/``, ``triplets-<stem>.png``): the layer
+    name itself when it is a plain name (``conv4``, ``layer4.1``), else with every character outside
+    ``A-Z a-z 0-9 _ . + -`` replaced by ``_`` (a module name may hold ``/``, markup, spaces ...), never
+    starting with a dot, and made unique among ``taken`` (which it is added to)."""
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9_.+-]", "_", layer)
+    if not stem or stem.startswith("."):
+        stem = "_" + stem
+    base, k = stem, 2
+    while stem in taken:
+        stem, k = f"{base}-{k}", k + 1
+    taken.add(stem)
+    return stem
 
 
 def _is_demo_entry(name: str) -> bool:
@@ -306,10 +325,12 @@ def run_demo(
         xt, yt = test.tensors()
         pick = _balanced_indices(yt, n_images)
         layers: list[dict[str, Any]] = []
+        stems: set[str] = set()
         for role, layer in roles:
+            stem = _file_stem(layer, stems)
             say(f"[2/3] layer {layer} ({role}): fitting ClaDec (α = {alpha:g}) and RefAE, "
                 f"{cfg['decoder_epochs']} epochs each ...")
-            run_dir = tmp / "runs" / layer
+            run_dir = tmp / "runs" / stem
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CollapseWarning)  # recorded in run.json and stated in summary.txt
                 run = fit_run(run_dir, classifier_dir=clf_tmp, dataset=dataset, layer=layer, alpha=alpha,
@@ -322,7 +343,7 @@ def run_demo(
             run_cfg["classifier"]["abs_path"] = str(out.resolve() / "classifier")
             write_json(run_dir / "run.json", run_cfg)
             m = run.config["metrics"]
-            png = tmp / f"triplets-{layer}.png"
+            png = tmp / f"triplets-{stem}.png"
             ex = explain(xt[pick], cladec=run.cladec, refae=run.refae, labels=yt[pick], classes=test.classes)
             ex.save_grid(png, columns=min(4, len(pick)))
             entry = {
