@@ -148,6 +148,57 @@ def test_cli_refuses_a_bomb_in_one_line_and_writes_nothing(tmp_path, bomb, capsy
     assert not (out / "classifier.json").exists()
 
 
+def test_zip_bomb_member_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    import cladec.data as data_mod
+
+    root = write_folder(tmp_path / "pets", {"train": {"cat": 2, "dog": 2}})
+    zpath = _zip(root, tmp_path / "pets.zip")
+    with zipfile.ZipFile(zpath, "a", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("train/dog/zz.png", b"\0" * 300_000)  # ~300 bytes compressed
+    monkeypatch.setattr(data_mod, "_MAX_ZIP_MEMBER_BYTES", 100_000)  # (the real limit is 512 MiB)
+    with pytest.raises(DataError, match=r"^image train/dog/zz\.png in .*pets\.zip is too large to load: 300,000 "
+                                         r"bytes uncompressed, more than the limit of 100,000 bytes per image file"):
+        load_dataset(f"imagefolder:{zpath}", split="train", cache=False)
+
+
+def _member_offset(zpath: Path, name: str) -> tuple[int, int]:
+    """(offset of the local header, offset of the data) of member ``name``."""
+    with zipfile.ZipFile(zpath) as z:
+        info = z.getinfo(name)
+    raw = zpath.read_bytes()
+    h = info.header_offset
+    n, m = struct.unpack("<HH", raw[h + 26 : h + 30])
+    return h, h + 30 + n + m
+
+
+def test_damaged_and_encrypted_zip_members_are_refused_in_one_line(tmp_path):
+    root = write_folder(tmp_path / "pets", {"train": {"cat": 2, "dog": 2}})
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(root.rglob("*.png")):
+            z.write(f, f.relative_to(root).as_posix())
+    # damaged: bytes of a member's deflate data changed (zlib error or CRC mismatch, once a traceback)
+    raw = bytearray(good.read_bytes())
+    _, data = _member_offset(good, "train/cat/001.png")
+    raw[data + 20 : data + 60] = bytes(40)
+    bad = tmp_path / "damaged.zip"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"^cannot read image train/cat/001\.png in .*damaged\.zip: "):
+        load_dataset(f"imagefolder:{bad}", split="train", cache=False)
+    # encrypted: the flag bit set in the local and central headers (zipfile: RuntimeError, password required)
+    raw = bytearray(good.read_bytes())
+    local, _ = _member_offset(good, "train/dog/000.png")
+    raw[local + 6] |= 1
+    central = raw.find(b"PK\x01\x02")
+    while raw[central + 46 : central + 46 + 17] != b"train/dog/000.png":
+        central = raw.find(b"PK\x01\x02", central + 4)
+    raw[central + 8] |= 1
+    enc = tmp_path / "encrypted.zip"
+    enc.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"^cannot read image train/dog/000\.png in .*encrypted\.zip: .*encrypted"):
+        load_dataset(f"imagefolder:{enc}", split="train", cache=False)
+
+
 # --------------------------------------------------------------------------- 2. object arrays in .npz files
 
 

@@ -48,6 +48,7 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -906,6 +907,10 @@ def _is_image_name(name: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
+#: Largest uncompressed image file read from a zip (512 MiB; a full-limit RGBA BMP is ~358 MB).
+_MAX_ZIP_MEMBER_BYTES = 512 * 1024 * 1024
+
+
 class _ZipSource:
     """Entries ``[prefix/]split/class/file`` of a zip archive."""
 
@@ -938,7 +943,21 @@ class _ZipSource:
         return sorted(self.tree.get((self.prefix, split, cls), []), key=lambda m: m.rsplit("/", 1)[-1])
 
     def read(self, member: str) -> bytes:
-        return self.zf.read(member)
+        """The bytes of ``member``, refused (DataError) past :data:`_MAX_ZIP_MEMBER_BYTES` uncompressed, by the
+        size the zip declares and by what is actually read (a zip bomb may declare less than it holds)."""
+        limit = _MAX_ZIP_MEMBER_BYTES
+        declared = self.zf.getinfo(member).file_size
+        if declared <= limit:
+            with self.zf.open(member) as f:
+                data = f.read(limit + 1)
+            if len(data) <= limit:
+                return data
+        raise DataError(
+            f"image {member} in {self.path} is too large to load: "
+            f"{'over ' if declared <= limit else ''}{max(declared, limit + 1):,} bytes uncompressed, more than "
+            f"the limit of {limit:,} bytes per image file in a zip (a guard against zip bombs); remove it from "
+            "the zip"
+        )
 
     def close(self) -> None:
         self.zf.close()
@@ -1066,9 +1085,14 @@ def _decode_images(source: Any, members: list[Any], label: str) -> tuple[np.ndar
     any_color = False
     for i, m in enumerate(members):
         try:
+            raw = source.read(m)
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, RuntimeError, NotImplementedError) as e:
+            # a damaged zip member (bad CRC or deflate data), an encrypted one, an unsupported compression
+            raise DataError(f"cannot read image {m} in {label}: {e}") from None
+        try:
             with warnings.catch_warnings():  # the pixel limit is enforced below, as an error, not a warning
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = Image.open(io.BytesIO(source.read(m)))
+                im = Image.open(io.BytesIO(raw))
             with im:
                 limit = Image.MAX_IMAGE_PIXELS
                 if limit is not None and im.width * im.height > limit:
@@ -1174,7 +1198,9 @@ def _load_image_folder(
     (89,478,485 by default, about 9,459 × 9,459; ``None`` there lifts the limit): PIL's guard against
     decompression bombs (a 20000 × 20000 PNG of one colour is a few KB on disk but 400 MB decoded). The
     message gives the file, its size and the limit; downscale or remove the file. Such a file is refused
-    from its header, before any pixel is decoded.
+    from its header, before any pixel is decoded. In a zip, an image file of more than 512 MiB uncompressed
+    (a zip bomb) is refused the same way, from the size the zip declares or, if that lies, after reading
+    512 MiB of it.
 
     The decoded-image cache (zips, ``limit=None`` decodes) keeps one entry per zip and split: writing a new
     entry removes the older ones of the same zip and split (the zip was replaced since).
