@@ -335,6 +335,10 @@ def compare_saliency(
     ds_name = dataset or ds_cfg["name"]
     root = data_root if data_root is not None else ds_cfg.get("root")
     size = ds_cfg.get("size")
+    from ._limits import check_dataset_fits
+
+    check_dataset_fits(ds_name, [("test", n), ("train", roar_train_limit if "roar" in score_list else 5000)], size,
+                       what=f"the run's image size {size} (run.json dataset.size)")
     test = load_dataset(ds_name, root=root, split="test", size=size, limit=n)
     x, y = test.tensors()
     if tuple(x.shape[1:]) != tuple(run.image_shape):

@@ -16,7 +16,8 @@ from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["memory_limit", "format_bytes", "check_fits", "tensor_bytes"]
+__all__ = ["memory_limit", "format_bytes", "check_fits", "tensor_bytes", "dataset_bytes", "check_dataset_fits",
+           "batch_bytes", "build_on_meta", "check_model_fits"]
 
 
 def _cgroup_limit() -> int | None:
@@ -103,3 +104,146 @@ def check_fits(nbytes: float, what: str, *, hint: str = "", device: Any = None) 
         msg = f"{what} needs about {format_bytes(nbytes)} of memory (estimated), more than the " \
               f"{format_bytes(limit)} {where}"
         raise ConfigError(msg + (f"; {hint}" if hint else ""))
+
+
+#: Channels and images per split (train, test) of the built-in data sets, for estimates before anything is loaded.
+_SPLIT_IMAGES = {"mnist": (1, 60000, 10000), "fashion-mnist": (1, 60000, 10000), "cifar10": (3, 50000, 10000)}
+
+
+def _height_width(size: Any) -> tuple[int, int] | None:
+    """``size`` as ``(H, W)`` when it is an int or a pair of ints (else None: the loader reports the bad value)."""
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    if is_int(size):
+        return (size, size)
+    if isinstance(size, (list, tuple)) and len(size) == 2 and all(is_int(s) for s in size):
+        return (int(size[0]), int(size[1]))
+    return None
+
+
+def dataset_bytes(name: Any, split: str, size: Any, limit: Any = None) -> float | None:
+    """Estimated bytes of a split loaded at ``size`` (float32 images), before it is loaded.
+
+    The built-in data sets' image counts and channels are known; for others (image folders, the embedded
+    set) the estimate assumes one channel and ``limit`` images, or one image without a limit, so it is a
+    lower bound.
+
+    Returns:
+        The estimate, or None for no resize (images kept at their native size, as uint8) or a malformed
+        ``size`` (which the loader refuses with its own message).
+
+    Example:
+        >>> dataset_bytes("fashion-mnist", "test", 32)
+        40960000.0
+    """
+    hw = _height_width(size)
+    if hw is None:
+        return None
+    from .data import _ALIASES
+
+    key = _ALIASES.get(name.strip().lower()) if isinstance(name, str) else None
+    channels, n = 1, None
+    if key in _SPLIT_IMAGES:
+        channels, n_train, n_test = _SPLIT_IMAGES[key]
+        n = n_train if split == "train" else n_test
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        n = min(n, limit) if n else limit
+    return tensor_bytes(n or 1, channels, *hw)
+
+
+def check_dataset_fits(name: Any, splits: Any, size: Any, *, what: str, device: Any = None) -> None:
+    """Refuse loading the ``splits`` (``[(split, limit), ...]``, held at the same time) of data set ``name``
+    resized to ``size`` when they could not fit in the host's memory (see :func:`dataset_bytes`).
+
+    Raises:
+        ConfigError: ``"<what> needs about 2.5 TB of memory (estimated), ..."``.
+
+    Example:
+        >>> check_dataset_fits("fashion-mnist", [("train", 100), ("test", 100)], 32, what="--size 32")
+    """
+    total = 0.0
+    for split, limit in splits:
+        b = dataset_bytes(name, split, size, limit)
+        if b is None:
+            return
+        total += b
+    hw = _height_width(size)
+    check_fits(total, f"{what} ({hw[0]}×{hw[1]} images of {name})",  # type: ignore[index]
+               hint="use a smaller size (the paper uses 32) or fewer images (--limit, --test-limit)")
+
+
+def batch_bytes(model: Any, input_shape: Any, batch_size: int) -> float | None:
+    """Estimated bytes of one batch's activations through ``model``: the sum of every leaf module's output for
+    ``batch_size`` inputs of shape ``input_shape`` (C, H, W), as a training step keeps them for the backward pass.
+
+    Computed on PyTorch's ``meta`` device (shapes only, nothing is allocated) on a copy of the model.
+
+    Returns:
+        The estimate, or None when the model cannot run on the meta device or does not take that shape
+        (then the work itself reports it).
+    """
+    import copy
+
+    import torch
+
+    try:
+        meta = copy.deepcopy(model).to("meta")
+    except Exception:  # noqa: BLE001 - a model that cannot be copied or moved: no estimate
+        return None
+    total = [0.0]
+
+    def add(_m: Any, _inp: Any, out: Any) -> None:
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                total[0] += float(t.numel()) * t.element_size()
+
+    hooks = [m.register_forward_hook(add) for m in meta.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            meta.eval()(torch.empty(int(batch_size), *map(int, input_shape), device="meta"))
+    except Exception:  # noqa: BLE001 - shapes the model refuses, ops without meta kernels: no estimate
+        return None
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0] + tensor_bytes(batch_size, *input_shape)
+
+
+def build_on_meta(build: Any) -> Any:
+    """The model ``build()`` makes, built on PyTorch's ``meta`` device (shapes only, nothing is allocated), or
+    None when it cannot be built there (then building it for real reports the problem)."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return build()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+#: Below this many bytes of input per batch, no estimate of the activations is made: a network would need
+#: activations over this factor times its input to run out of memory (the estimate costs a second of set-up).
+_ACTIVATION_FACTOR = 4096
+
+
+def check_model_fits(model: Any, input_shape: Any, batch_size: int, *, what: str, hint: str, device: Any = None,
+                     train_copies: int = 3, activation_copies: int = 1) -> None:
+    """Refuse training ``model`` (an ``nn.Module``, possibly on the ``meta`` device) on batches of
+    ``batch_size`` inputs of ``input_shape`` when its parameters (``train_copies`` times: weights, gradients,
+    optimiser state) and one batch's activations (``activation_copies`` times: 2 for a decoder that mirrors the
+    model) could not fit in the memory of ``device``.
+
+    Raises:
+        ConfigError: ``"<what> needs about ... of memory (estimated), ...; <hint>"``.
+    """
+    params = float(sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers())))
+    total = params * train_copies
+    check_fits(total, what, hint=hint, device=device)
+    shape = tuple(int(s) for s in input_shape)
+    inputs = tensor_bytes(batch_size, *shape)
+    check_fits(total + inputs, what, hint=hint, device=device)
+    if (total + inputs) * _ACTIVATION_FACTOR > memory_limit(device):
+        acts = batch_bytes(model, shape, batch_size)
+        if acts is not None:
+            check_fits(total + acts * activation_copies, what, hint=hint, device=device)

@@ -40,6 +40,8 @@ import torch
 from torch import nn
 
 from ._errors import ConfigError, TrainingError
+from ._checks import learning_rate as check_learning_rate
+from ._checks import seed as check_seed
 
 LossFn = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -72,6 +74,7 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         self.compile = check_compile(self.compile, self.fast)  # type: ignore[assignment]
+        self.seed = check_seed(self.seed, "seed", optional=True)  # 2**80 would overflow the generator
 
 
 #: ``torch.compile`` modes the engine accepts (the others build CUDA graphs of their own, which the
@@ -601,7 +604,13 @@ def make_optimizer(
     fast: bool,
     momentum: float = 0.9,
 ) -> torch.optim.Optimizer:
-    """Adam or SGD; on CUDA with ``fast`` fused (and capturable, for CUDA graphs)."""
+    """Adam or SGD; on CUDA with ``fast`` fused (and capturable, for CUDA graphs).
+
+    Raises:
+        ConfigError: ``lr`` is not a finite number in (0, 10] (:func:`cladec._checks.learning_rate`): a rate
+            such as 1e30 only diverges, and 1e308 overflows the fused optimisers' float32.
+    """
+    lr = check_learning_rate(lr, "lr")
     dev_type = torch.device(device).type
     cuda_fast = fast and dev_type == "cuda"
     if kind == "adam":

@@ -21,6 +21,7 @@ message, ``cladec: error: ...``, with exit status 2 and no traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import math
@@ -482,6 +483,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     import torch
 
     from ._io import check_replaceable
+    from ._limits import build_on_meta, check_dataset_fits, check_model_fits
     from .classifier import save_classifier, train_classifier
     from .data import load_dataset
     from .models import create_model
@@ -492,11 +494,23 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     # before loading data or training: refuse a file or a folder of other things (a checkpoint is replaced)
     # files are written into --out (never replaced as a folder), so it may be the current directory
     check_replaceable(args.out, "classifier.json", "cladec classifier checkpoint", in_place=True)
+    check_dataset_fits(args.dataset, [("train", args.limit), ("test", args.test_limit)], args.size,
+                       what=f"--size {args.size}")
     train = load_dataset(args.dataset, root=args.data_root, split="train", size=args.size, limit=args.limit,
                          download=args.download)
     test = load_dataset(args.dataset, root=args.data_root, split="test", size=args.size, limit=args.test_limit,
                         download=args.download)
     kw = {} if args.width is None else {"width": args.width}
+    # before the model is built (a --width of 1e6 asks for petabytes of weights) or a batch is run
+    meta = build_on_meta(lambda: create_model(args.arch, in_channels=train.image_shape[0],
+                                              num_classes=train.num_classes, **kw))
+    if meta is not None:
+        batch = min(args.batch_size, len(train))
+        check_model_fits(meta, train.image_shape, batch, device=dev,
+                         what=f"training {args.arch}" + (f" at --width {args.width:g}" if args.width else "")
+                         + f" on batches of {batch} {'×'.join(map(str, train.image_shape))} images (--batch-size)",
+                         hint="use a smaller --width, --batch-size or --size")
+        del meta
     torch.manual_seed(args.seed)
     model = create_model(args.arch, in_channels=train.image_shape[0], num_classes=train.num_classes, **kw).to(dev)
     if not args.quiet:
@@ -604,6 +618,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         dataset = ds.get("name") if isinstance(ds, dict) else None
         if not dataset:
             raise ConfigError("give the data set with --dataset NAME (the classifier does not record one)")
+    _check_fit_fits(args, dataset, model, info, dev)
     del model
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
@@ -636,6 +651,27 @@ def cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_fit_fits(args: argparse.Namespace, dataset: str, model: Any, info: Any, dev: Any) -> None:
+    """Refuse a ``fit`` whose images (at ``--size``, else the size the classifier records) or batches could not
+    fit in memory, before any data is loaded (the size fit_run uses: ``--size``, else the checkpoint's)."""
+    from ._limits import check_dataset_fits, check_model_fits
+
+    rec = info.get("dataset") if isinstance(info, dict) else None
+    rec = rec if isinstance(rec, dict) else {}
+    shape = rec.get("image_shape")
+    shape = shape if isinstance(shape, (list, tuple)) and len(shape) == 3 else None
+    size = args.size if args.size is not None else (rec.get("size") or (list(shape[1:]) if shape else None))
+    where = f"--size {size}" if args.size is not None else f"the classifier's recorded image size {size}"
+    check_dataset_fits(dataset, [("train", args.limit), ("test", args.test_limit)], size, what=where)
+    hw = (size, size) if isinstance(size, int) else size
+    if shape is not None and isinstance(hw, (list, tuple)) and len(hw) == 2 and all(isinstance(v, int) for v in hw) \
+            and isinstance(shape[0], int):
+        batch = min(args.batch_size, args.limit) if args.limit else args.batch_size
+        check_model_fits(model, (shape[0], *hw), batch, device=dev, train_copies=1, activation_copies=2,
+                         what=f"fitting on batches of {batch} {shape[0]}×{hw[0]}×{hw[1]} images (--batch-size)",
+                         hint="use a smaller --batch-size or --size")
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     """Handler of ``cladec explain``: save a triplet grid (original | RefAE | ClaDec) of a run.
 
@@ -651,6 +687,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     """
     import torch
 
+    from ._limits import check_dataset_fits
     from .explanation import explain
     from .runs import load_recorded_dataset, load_run
 
@@ -663,6 +700,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     name = args.dataset or ds_cfg.get("name")
     if not name:
         raise ConfigError("give the data set with --dataset NAME (the run does not record one)")
+    check_dataset_fits(name, [(args.split, None)], ds_cfg.get("size"),
+                       what=f"the run's image size {ds_cfg.get('size')} (run.json dataset.size)")
     # --data-root, else the run's recorded root while it holds the data set, else $CLADEC_DATA / the user cache
     ds = load_recorded_dataset(name, args.data_root, ds_cfg.get("root"), split=args.split, size=ds_cfg.get("size"))
     x, y = ds.tensors()
@@ -799,6 +838,19 @@ def _main(argv: Sequence[str] | None) -> int:
         return _error(f"file not found: {e.filename}" if e.filename else str(e))
     except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as e:
         return _error(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+    except OSError as e:
+        if e.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):  # read-only file system, disk full
+            return _error(f"{e.strerror}: {e.filename}" if e.filename else str(e))
+        raise
+    except (MemoryError, RuntimeError) as e:
+        # what the estimates before the work (cladec._limits) did not foresee: the allocator's refusal, one line
+        text = str(e)
+        if isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+            m = re.search(r"tried to allocate ([0-9.]+ ?[KMGT]?i?B|\d+ bytes)", text)
+            got = f" (an allocation of {m.group(1)} failed)" if m else ""
+            return _error(f"out of memory{got}; use a smaller --batch-size, --size or --width, or fewer images "
+                          "(--limit)")
+        raise
 
 
 #: Options that name something a command writes (the folder or file is created with its parents).
@@ -806,21 +858,28 @@ OUT_OPTIONS = ("out",)
 
 
 def _check_out_paths(args: argparse.Namespace) -> None:
-    """Refuse an output path below a file (``--out /etc/passwd/x``) before any work.
+    """Refuse an output path below a file (``--out /etc/passwd/x``) or in a folder that cannot be written
+    (read-only) before any work.
 
-    The nearest existing ancestor of the path must be a folder: below a file nothing can be created, and the
-    command would fail only at the end, after the work, with an OS error.
+    The nearest existing folder of the path (the path itself when it is a folder) must be a writable folder:
+    below a file nothing can be created, and the command would fail only at the end, after the work, with an
+    OS error.
     """
     for opt in OUT_OPTIONS:
         value = getattr(args, opt, None)
         if not isinstance(value, (str, os.PathLike)) or not str(value):
             continue
-        path = Path(value).expanduser()
-        for parent in path.absolute().parents:
+        path = Path(value).expanduser().absolute()
+        for parent in (path, *path.parents):
             if parent.exists() or parent.is_symlink():
+                if parent == path and not path.is_dir():
+                    continue  # an existing file (a PNG, a JSON summary) is replaced: its folder is checked
                 if not parent.is_dir():
                     raise ConfigError(f"--{opt.replace('_', '-')} {value}: {parent} is a file, not a folder, so "
                                       "nothing can be written below it; give a path in a folder")
+                if not os.access(parent, os.W_OK | os.X_OK):
+                    raise ConfigError(f"--{opt.replace('_', '-')} {value}: the folder {parent} is not writable "
+                                      "(read-only, or not yours); give a path in a folder you can write to")
                 break
 
 

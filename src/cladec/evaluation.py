@@ -86,7 +86,11 @@ def _load_split(run, split: str, *, dataset: str | None, limit: int | None, data
     """Load a split with the run's resizing, checking the image shape against the run."""
     from .data import load_dataset
 
+    from ._limits import check_dataset_fits
+
     ds_cfg = run.config.get("dataset", {})
+    check_dataset_fits(dataset or ds_cfg.get("name"), [(split, limit)], ds_cfg.get("size"),
+                       what=f"the run's image size {ds_cfg.get('size')} (run.json dataset.size)")
     if dataset is None:
         ds = run.dataset(split, limit=limit, data_root=data_root)
     else:

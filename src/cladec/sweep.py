@@ -88,9 +88,9 @@ def _check_list(name: str, vals: Sequence[Any], conv) -> list:
 
 
 def _seed(s: Any) -> int:
-    if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-        raise ConfigError(f"seeds must be non-negative integers, got {s!r}")
-    return int(s)
+    from ._checks import seed
+
+    return seed(s, "seeds")  # type: ignore[return-value]
 
 
 def _layer(s: Any) -> str:
@@ -239,6 +239,10 @@ def run_sweep(
         shape = (info.get("dataset") or {}).get("image_shape")
         if isinstance(shape, list) and len(shape) == 3 and shape[1] == shape[2]:
             size = int(shape[1])
+    from ._limits import check_dataset_fits
+
+    # before anything is written: every cell holds its training and test images at this size
+    check_dataset_fits(dataset, [("train", limit), ("test", test_limit)], size, what=f"size {size}")
     config = {
         "classifier": str(clf.resolve()),
         "classifier_sha256": file_sha256(clf / "model.safetensors"),
