@@ -19,11 +19,29 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from ._errors import CladecError, ConfigError, DataError, SaveFormatError, TrainingError
 from ._version import __version__
-from .capture import LayerCapture, list_layers, resolve_layer
-from .decoder import build_decoder
-from .explainer import ClaDec, CollapseWarning, RefAE, fit_together
-from .explanation import Explanation, explain
-from .persistence import load
+
+# The names that need torch are imported on first use (PEP 562), so that `import cladec` -- and with it the
+# `cladec` command's start -- is quick and a Ctrl-C while torch loads reaches cladec.cli.main (one line, exit 130)
+_LAZY = {
+    "LayerCapture": "capture", "list_layers": "capture", "resolve_layer": "capture", "build_decoder": "decoder",
+    "ClaDec": "explainer", "CollapseWarning": "explainer", "RefAE": "explainer", "fit_together": "explainer",
+    "Explanation": "explanation", "explain": "explanation", "load": "persistence",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "__version__",
