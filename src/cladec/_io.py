@@ -94,8 +94,12 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def read_json(path: str | os.PathLike, what: str = "file") -> dict:
-    """Read a JSON object, raising :class:`SaveFormatError` with a clear message if it is not one."""
+def read_json(path: str | os.PathLike, what: str = "file", schema: Any = None, hint: str = "") -> dict:
+    """Read a JSON object, raising :class:`SaveFormatError` with a clear message if it is not one.
+
+    With ``schema`` (one of :mod:`cladec._schema`'s) the object is also checked against it: a missing or
+    malformed field is refused naming the file and the field (``hint``: what to do about it).
+    """
     path = Path(path)
     if not path.is_file():
         raise SaveFormatError(f"{what} not found: {path}")
@@ -103,9 +107,37 @@ def read_json(path: str | os.PathLike, what: str = "file") -> dict:
         obj = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SaveFormatError(f"{path} is not a valid JSON {what}: {e}") from None
+    except RecursionError:  # "[[[[..." 100,000 deep: the decoder's recursion limit
+        raise SaveFormatError(f"{path} is not a valid {what}: its JSON is nested too deeply to read (a damaged "
+                              "or hostile file; cladec writes a few levels)") from None
     if not isinstance(obj, dict):
         raise SaveFormatError(f"{path} is not a {what}: expected a JSON object")
+    if schema is not None:
+        from ._schema import validate
+
+        validate(obj, schema, path, hint)
     return obj
+
+
+def check_inside(path: str | os.PathLike, folder: str | os.PathLike, what: str) -> Path:
+    """Refuse ``path`` (a file or folder that is part of the save ``folder``) when it is a symbolic link, or
+    leads through one, to somewhere outside ``folder``: cladec writes every part of a save into the save itself,
+    so a part that points out of it was put there by hand (e.g. to make cladec read another file).
+
+    Returns:
+        ``path``.
+
+    Raises:
+        SaveFormatError: naming the part, where it leads and the rule.
+    """
+    path, folder = Path(path), Path(folder)
+    real = path.resolve()
+    if not real.is_relative_to(folder.resolve()):
+        raise SaveFormatError(
+            f"{path} ({what}) leads outside its folder {folder}, to {real}: the files of a cladec save must lie "
+            "in the save itself (symbolic links out of it are refused); copy the file in instead of linking it"
+        )
+    return path
 
 
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor]) -> None:
@@ -127,8 +159,11 @@ def load_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise SaveFormatError(f"weights file not found: {path}")
     try:
         return load_file(str(path), device=str(device))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise SaveFormatError(f"{path} is not a valid safetensors file: {e}") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "out of memory" in str(e).lower():
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SaveFormatError(f"{path} is not a valid safetensors file (truncated or damaged?): {first}") from None
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -138,12 +173,25 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise SaveFormatError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
         return load_tensors(path)
+    import pickle
+
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+    except pickle.UnpicklingError:
+        # torch's own message ends in advice to load it with weights_only=False, which would run the file's code
         raise SaveFormatError(
-            f"{path} could not be read as safetensors or as a PyTorch state dict "
-            f"(loaded with weights_only=True): {e}"
+            f"{path} is a pickle that holds more than tensors (Python objects or code), and cladec never "
+            "unpickles such files: loading it could run code from the file. Give the weights as a .safetensors "
+            "file, or as a plain state_dict saved with torch.save(model.state_dict(), path) (one that loads with "
+            "torch.load(path, weights_only=True))"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = f": {first}" if "weights_only" not in first else ""
+        raise SaveFormatError(
+            f"{path} could not be read as a PyTorch state dict (loaded with weights_only=True, never as a full "
+            f"pickle){reason}; give a .safetensors file or a state_dict saved with torch.save(model.state_dict(), "
+            "path)"
         ) from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]

@@ -34,7 +34,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ._checks import image_tensor, label_tensor
 from ._errors import ConfigError, DataError, SaveFormatError, TrainingError, out_of_memory_types
-from ._io import file_sha256, load_state_dict_file, load_tensors, read_json, save_tensors, write_json
+from ._io import check_inside, file_sha256, load_state_dict_file, load_tensors, read_json, save_tensors, write_json
+from ._limits import check_fits
+from ._schema import CLASSIFIER, validate
 from ._version import __version__
 from .capture import _model_device
 from .data import ImageDataset
@@ -747,6 +749,22 @@ def save_classifier(
     return directory
 
 
+def _weight_bytes_on_meta(build: Any) -> float | None:
+    """Bytes of the weights and buffers of the module ``build()`` makes, built on the ``meta`` device (nothing is
+    allocated); ``inf`` when even their sizes overflow; None when it cannot be built there (building it for real
+    then reports why)."""
+    try:
+        with torch.device("meta"):
+            module = build()
+    except RuntimeError as e:
+        return math.inf if "overflow" in str(e).lower() else None
+    except Exception:  # noqa: BLE001 - bad arguments: the real build reports them
+        return None
+    if not isinstance(module, nn.Module):
+        return None
+    return sum(float(t.numel()) * t.element_size() for t in module.state_dict().values())
+
+
 def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Load a checkpoint written by :func:`save_classifier` (or ``cladec train-classifier``).
 
@@ -774,7 +792,8 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
         raise SaveFormatError(f"{path} does not exist; expected a cladec classifier checkpoint directory ({hint})")
     if not path.is_dir() or not (path / _INFO_FILE).is_file():
         raise SaveFormatError(f"{path} is not a cladec classifier checkpoint: missing {_INFO_FILE}; {hint}")
-    info = read_json(path / _INFO_FILE, what="cladec classifier checkpoint")
+    info_file = check_inside(path / _INFO_FILE, path, "the checkpoint's description")
+    info = read_json(info_file, what="cladec classifier checkpoint")
     if info.get("format") != CHECKPOINT_FORMAT:
         raise SaveFormatError(
             f"{path / _INFO_FILE} is not a cladec classifier checkpoint: format is {info.get('format')!r}, "
@@ -796,6 +815,15 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
         )
     if not isinstance(kwargs, dict):
         raise SaveFormatError(f"{path / _INFO_FILE}: 'arch_kwargs' must be a JSON object, got {kwargs!r}")
+    validate(info, CLASSIFIER, info_file, "save the classifier again with `cladec train-classifier` or save_classifier()")
+    # an absurd width or class count would ask the allocator for terabytes: estimate on the meta device first
+    nbytes = _weight_bytes_on_meta(lambda: create_model(arch, **kwargs))
+    if nbytes is not None:
+        try:
+            check_fits(nbytes, f"{info_file}: the {arch!r} model of 'arch_kwargs' {kwargs} (its weights)",
+                       hint="the file is damaged or was edited by hand; save the classifier again")
+        except ConfigError as e:
+            raise SaveFormatError(str(e)) from None
     try:
         model = create_model(arch, **kwargs)
     except (ConfigError, TypeError) as e:
@@ -805,6 +833,8 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
     weights = path / _WEIGHTS_FILE
     if not weights.is_file():
         raise SaveFormatError(f"{path} is an incomplete cladec classifier checkpoint: {_WEIGHTS_FILE} is missing")
+    check_inside(weights, path, "the checkpoint's weights")
+    state = load_tensors(weights)  # a truncated or damaged file is named as such before the digest is compared
     recorded = info.get("weights_sha256")  # absent in checkpoints of earlier cladec versions: not checked
     if recorded is not None and file_sha256(weights) != recorded:
         raise SaveFormatError(
@@ -812,7 +842,6 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
             "files of this checkpoint do not belong together (an interrupted save, or the weights replaced by "
             "hand); save the classifier again with save_classifier() / `cladec train-classifier`"
         )
-    state = load_tensors(weights)
     _check_state_dict_fits(model, state, str(weights))
     model.load_state_dict(state, strict=True)
     model.to(device).eval()

@@ -504,6 +504,7 @@ class _DecoderExplainer:
         """Save weights (``weights.safetensors``) and configuration (``cladec.json``) to directory ``path``.
 
         The directory appears complete or not at all (written to a temporary directory, then renamed).
+        ``cladec.json`` records the weights' SHA-256 (``weights_sha256``), which :func:`cladec.load` checks.
 
         Args:
             path: Target directory (replaced if it holds an earlier save; any other non-empty folder is
@@ -512,12 +513,15 @@ class _DecoderExplainer:
         Example:
             >>> explainer.save("runs/conv4-cladec")  # doctest: +SKIP
         """
-        from ._io import atomic_dir, save_tensors, write_json
+        from ._io import atomic_dir, file_sha256, save_tensors, write_json
 
         cfg = self.config()
         tensors = self.state_tensors()
         with atomic_dir(path, "cladec.json", "saved explainer") as tmp:
             save_tensors(tmp / "weights.safetensors", tensors)
+            # the weights' identity: cladec.load refuses weights changed or replaced since (one flipped byte, or
+            # another save's weights copied in)
+            cfg["weights_sha256"] = file_sha256(tmp / "weights.safetensors")
             write_json(tmp / "cladec.json", cfg)
 
     def __repr__(self) -> str:

@@ -32,7 +32,8 @@ from torch import nn
 
 from ._checks import device as checked_device
 from ._errors import ConfigError, DataError, MissingDataError, SaveFormatError
-from ._io import atomic_dir, check_replaceable, file_sha256, read_json, write_json
+from ._io import atomic_dir, check_inside, check_replaceable, file_sha256, read_json, write_json
+from ._schema import CLASSIFIER_ENTRY, RUN, validate
 from ._training import compile_mode
 
 __all__ = ["Run", "fit_run", "load_run", "load_classifier_spec", "recorded_dataset_name", "data_root_for",
@@ -253,6 +254,7 @@ def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.d
     """
     from .classifier import load_classifier, load_user_model
 
+    validate(spec, CLASSIFIER_ENTRY, base / "run.json", _RUN_HINT, root="classifier")
     kind = spec.get("type")
     if kind == "checkpoint":
         p = Path(spec["path"])
@@ -270,7 +272,10 @@ def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.d
         model = load_user_model(spec["factory"], weights, **spec.get("kwargs", {}))
         model.to(device).eval()
         return model, {"arch": spec["factory"], "input_norm": spec.get("input_norm")}
-    raise SaveFormatError(f"unknown classifier entry {spec!r} in run.json")
+    raise SaveFormatError(f"unknown classifier entry {spec!r} in run.json")  # pragma: no cover - the schema refuses it
+
+
+_RUN_HINT = "fit the run again with `cladec fit`"
 
 
 def _same_dataset(a: Any, b: Any) -> bool:
@@ -479,11 +484,13 @@ def load_run(path: str | os.PathLike, device: str | torch.device | None = None) 
     cfg_file = path / "run.json"
     if not cfg_file.is_file():
         raise SaveFormatError(f"{path} is not a cladec run directory: it has no run.json (make one with `cladec fit`)")
+    check_inside(cfg_file, path, "the run's settings")
     cfg = read_json(cfg_file, "cladec run file")
     if cfg.get("format") != "cladec-run":
         raise SaveFormatError(f"{cfg_file} is not a cladec run file (format {cfg.get('format')!r})")
+    validate(cfg, RUN, cfg_file, _RUN_HINT)
     dev = checked_device(device or None, "device")
     model, info = load_classifier_spec(cfg["classifier"], path, device=dev)
-    e = load(path / "cladec", model)
-    r = load(path / "refae", model) if (path / "refae").is_dir() else None
+    e = load(check_inside(path / "cladec", path, "the run's ClaDec"), model)
+    r = load(check_inside(path / "refae", path, "the run's RefAE"), model) if (path / "refae").is_dir() else None
     return Run(path=path, config=cfg, classifier=model, classifier_info=info, cladec=e, refae=r)
