@@ -201,3 +201,224 @@ def test_deeply_nested_classifier_json_is_one_line(copy, capsys, text):
 
 def test_the_untouched_checkpoint_lists_its_layers(copy, capsys):
     assert main(["layers", "--model", str(copy / "clf")]) == 0, capsys.readouterr().err
+
+
+# --- 4. explainer weights: integrity -----------------------------------------------------------------------------
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_save_records_its_weights_digest(copy):
+    for kind in ("cladec", "refae"):
+        cfg = json.loads((copy / "run" / kind / "cladec.json").read_text())
+        assert cfg["weights_sha256"] == _sha256(copy / "run" / kind / "weights.safetensors")
+
+
+@pytest.mark.parametrize("where", [-1, -5000, 200])  # the last weight, one in the middle, the header's JSON
+def test_one_flipped_byte_in_explainer_weights_is_refused(copy, capsys, where):
+    w = copy / "run" / "cladec" / "weights.safetensors"
+    data = bytearray(w.read_bytes())
+    data[where] ^= 0x01
+    w.write_bytes(bytes(data))
+    _one_line_error(capsys, _explain(copy / "run", copy), contains=("weights.safetensors",))
+
+
+def test_refae_weights_copied_over_cladec_weights_are_refused(copy, capsys):
+    shutil.copy(copy / "run" / "refae" / "weights.safetensors", copy / "run" / "cladec" / "weights.safetensors")
+    _one_line_error(capsys, _explain(copy / "run", copy), contains=("weights.safetensors", "SHA-256"))
+    # a save of an earlier version records no digest: the RefAE's encoder.* keys are refused by name
+    _edit(copy / "run" / "cladec" / "cladec.json", _set("weights_sha256", _DEL))
+    _one_line_error(capsys, _explain(copy / "run", copy), contains=("weights.safetensors", "encoder."))
+
+
+def test_cladec_weights_copied_over_refae_weights_are_refused(copy, capsys):
+    shutil.copy(copy / "run" / "cladec" / "weights.safetensors", copy / "run" / "refae" / "weights.safetensors")
+    _one_line_error(capsys, _explain(copy / "run", copy), contains=("refae", "SHA-256"))
+    _edit(copy / "run" / "refae" / "cladec.json", _set("weights_sha256", _DEL))
+    _one_line_error(capsys, _explain(copy / "run", copy), contains=("refae", "encoder weights", "missing"))
+
+
+def test_weights_of_another_shape_are_named(copy, capsys):
+    """A tensor renamed in an older save (no digest): the key is named."""
+    from safetensors.torch import load_file, save_file
+
+    w = copy / "run" / "cladec" / "weights.safetensors"
+    t = load_file(str(w))
+    key = sorted(t)[0]
+    t["decoder.extra"] = t.pop(key)
+    save_file(t, str(w))
+    _edit(copy / "run" / "cladec" / "cladec.json", _set("weights_sha256", _DEL))
+    _one_line_error(capsys, _explain(copy / "run", copy), contains=("decoder.extra", key.removeprefix("decoder.")))
+
+
+def test_saves_without_a_digest_still_load(copy, capsys):
+    for kind in ("cladec", "refae"):
+        _edit(copy / "run" / kind / "cladec.json", _set("weights_sha256", _DEL))
+    assert main([str(a) for a in _explain(copy / "run", copy)]) == 0, capsys.readouterr().err
+
+
+# --- 5. a pickle offered as weights ------------------------------------------------------------------------------
+
+def _pwn(marker: str) -> dict:
+    """What a hostile pickle would run; here it only leaves a file behind."""
+    Path(marker).write_text("ran")
+    return {}
+
+
+class _Evil:
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (_pwn, (self.marker,))
+
+
+def _factory_layers(weights: Path) -> list:
+    return ["layers", "--factory", _FACTORY, "--weights", weights, "--image-shape", "1,28,28"]
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle.dump", "whole-model"])
+def test_a_pickle_offered_as_weights_is_refused_in_cladecs_words(tmp_path, capsys, how):
+    from helpers.user_model import make_net
+
+    evil, marker = tmp_path / "evil.pt", tmp_path / "pwned"
+    if how == "torch.save":
+        torch.save({"conv.weight": torch.zeros(1), "x": _Evil(marker)}, evil)
+    elif how == "pickle.dump":
+        evil.write_bytes(pickle.dumps({"x": _Evil(marker)}))
+    else:
+        torch.save(make_net(), evil)
+    err = _one_line_error(capsys, _factory_layers(evil), contains=("evil.pt", "never unpickles", "safetensors",
+                                                                    "weights_only=True"))
+    assert "weights_only set to False" not in err and "will likely succeed" not in err, err
+    assert not marker.exists()
+
+
+def test_a_plain_state_dict_file_still_loads(tmp_path, capsys):
+    from helpers.user_model import make_net
+
+    torch.save(make_net().state_dict(), tmp_path / "ok.pt")
+    assert main([str(a) for a in _factory_layers(tmp_path / "ok.pt")]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cut", [0, 10, 200, -100])
+def test_a_truncated_state_dict_file_is_one_line(tmp_path, capsys, cut):
+    from helpers.user_model import make_net
+
+    torch.save(make_net().state_dict(), tmp_path / "w.pt")
+    data = (tmp_path / "w.pt").read_bytes()
+    (tmp_path / "w.pt").write_bytes(data[:cut])
+    err = _one_line_error(capsys, _factory_layers(tmp_path / "w.pt"), contains=("w.pt",))
+    assert "weights_only set to False" not in err, err
+
+
+# --- 6. truncated safetensors, every kind ------------------------------------------------------------------------
+
+_CUTS = [0, 4, 8, 60, -100, -1]  # empty, inside the header length, inside the header, inside the data
+
+
+def _truncate(path: Path, cut: int) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:cut])
+
+
+@pytest.mark.parametrize("cut", _CUTS)
+@pytest.mark.parametrize("digest", [True, False])
+def test_truncated_classifier_weights_are_one_line(copy, capsys, cut, digest):
+    _truncate(copy / "clf" / "model.safetensors", cut)
+    if not digest:  # a checkpoint of an earlier version
+        _edit(copy / "clf" / "classifier.json", _set("weights_sha256", _DEL))
+    _one_line_error(capsys, _layers(copy / "clf"), contains=("model.safetensors",))
+
+
+@pytest.mark.parametrize("cut", _CUTS)
+@pytest.mark.parametrize("kind", ["cladec", "refae"])
+def test_truncated_explainer_weights_are_one_line(copy, capsys, cut, kind):
+    _truncate(copy / "run" / kind / "weights.safetensors", cut)
+    _one_line_error(capsys, _explain(copy / "run", copy), contains=(f"{kind}/weights.safetensors",))
+
+
+@pytest.mark.parametrize("cut", _CUTS)
+def test_truncated_factory_weights_are_one_line(tmp_path, capsys, cut):
+    from safetensors.torch import save_file
+
+    from helpers.user_model import make_net
+
+    w = tmp_path / "w.safetensors"
+    save_file(make_net().state_dict(), str(w))
+    _truncate(w, cut)
+    _one_line_error(capsys, _factory_layers(w), contains=("w.safetensors",))
+
+
+@pytest.mark.parametrize("cut", _CUTS)
+def test_a_truncated_saliency_map_cache_entry_is_recomputed(tmp_path, cut):
+    """compare-saliency's cached maps (maps/*.safetensors) are a cache: a damaged entry is read as missing (and
+    computed again); read directly it is one SaveFormatError line naming the file."""
+    from cladec import SaveFormatError
+    from cladec._cli_saliency import _load_maps
+    from cladec._io import load_tensors, save_tensors
+
+    f = tmp_path / "maps" / "grad__cladec.safetensors"
+    save_tensors(f, {"maps": torch.rand(4, 1, 28, 28)})
+    _truncate(f, cut)
+    assert _load_maps(f) is None
+    with pytest.raises(SaveFormatError) as info:
+        load_tensors(f)
+    assert str(f) in str(info.value) and "\n" not in str(info.value)
+
+
+# --- 7. symbolic links out of a run folder, '..' paths -----------------------------------------------------------
+# Rule (cladec.runs module docs): every file of a run, an explainer save or a checkpoint must lie in that folder
+# (the folder itself may be reached through a link, and a link that stays inside is fine); the classifier entry of
+# run.json is a reference to a checkpoint the user named at fit time, relative to the run ('../clf', as fit_run
+# writes it) or absolute, so it may lead anywhere -- but it must hold a checkpoint with the recorded weights.
+
+def _link_out(path: Path, outside: Path) -> None:
+    """Move ``path`` to ``outside`` and leave a symbolic link to it in its place."""
+    shutil.move(str(path), str(outside))
+    os.symlink(outside, path)
+
+
+@pytest.mark.parametrize("part", ["run.json", "cladec/cladec.json", "cladec/weights.safetensors",
+                                  "refae/weights.safetensors", "cladec"])
+def test_a_run_file_linked_out_of_the_run_is_refused(copy, capsys, part):
+    (copy / "elsewhere").mkdir()
+    _link_out(copy / "run" / part, copy / "elsewhere" / Path(part).name)
+    _one_line_error(capsys, _explain(copy / "run", copy), contains=(str(copy / "run" / part), "outside"))
+
+
+@pytest.mark.parametrize("part", ["classifier.json", "model.safetensors"])
+def test_a_checkpoint_file_linked_out_of_the_checkpoint_is_refused(copy, capsys, part):
+    _link_out(copy / "clf" / part, copy / part)
+    _one_line_error(capsys, _layers(copy / "clf"), contains=(str(copy / "clf" / part), "outside"))
+    _one_line_error(capsys, _explain(copy / "run", copy), contains=(str(copy / "clf" / part), "outside"))
+
+
+def test_links_that_stay_inside_and_linked_folders_are_fine(copy, tmp_path, capsys):
+    w = copy / "run" / "cladec" / "weights.safetensors"
+    w.rename(w.with_name("real.safetensors"))
+    os.symlink("real.safetensors", w)  # a link inside the save
+    _link_out(copy / "clf", tmp_path / "models-clf")  # the classifier a link to a folder elsewhere
+    _link_out(copy / "run", tmp_path / "runs-run")  # the run folder itself reached through a link
+    assert main([str(a) for a in _explain(copy / "run", copy)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["../../../../../../../../etc", "/", "../run", "../nowhere", "run.json"])
+def test_a_classifier_path_to_something_else_is_one_line(copy, capsys, value):
+    _edit(copy / "run" / "run.json", _set("classifier.path", value))
+    _edit(copy / "run" / "run.json", _set("classifier.abs_path", _DEL))
+    _one_line_error(capsys, _explain(copy / "run", copy), contains=("classifier",))
+
+
+def test_a_classifier_path_to_another_checkpoint_is_refused_by_its_digest(copy, capsys):
+    from cladec.classifier import save_classifier
+    from cladec.models import create_model
+
+    torch.manual_seed(1)
+    save_classifier(copy / "other", create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25),
+                    dataset=json.loads((copy / "clf" / "classifier.json").read_text())["dataset"])
+    _edit(copy / "run" / "run.json", _set("classifier.path", "../other"))
+    _one_line_error(capsys, _explain(copy / "run", copy), contains=("other", "not the one the run"))

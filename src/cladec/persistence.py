@@ -30,7 +30,10 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
         in eval mode as after ``fit``).
 
     Raises:
-        SaveFormatError: If ``path`` is not a cladec save, the weights do not match, or the model's
+        SaveFormatError: If ``path`` is not a cladec save, a field of ``cladec.json`` is missing or malformed
+            (:data:`cladec._schema.EXPLAINER`) or describes a decoder too large for this machine, a file of the
+            save is a link out of its folder, the weights are not those the save recorded (``weights_sha256``;
+            saves of earlier versions record none) or hold keys the explainer does not have, or the model's
             layer now produces a different shape.
 
     Example:

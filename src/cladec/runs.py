@@ -18,6 +18,19 @@ Both entries record ``"weights_sha256"``, the identity of the classifier's weigh
 recorded SHA-256, or that of the ``--weights`` file); :func:`load_run` refuses a run whose classifier has
 been replaced since (e.g. a new ``cladec train-classifier --out`` at the same path), because its decoders
 would then explain another model. Runs of earlier versions, without it, load unchecked.
+
+What a run folder may point at (checked by :func:`load_run`):
+
+* Its own files -- ``run.json``, ``cladec/`` and ``refae/`` with their ``cladec.json`` and
+  ``weights.safetensors`` -- must lie in the run folder: a symbolic link (or a chain of them) that leads out of
+  it is refused, naming the link and where it leads (cladec writes every one of them into the folder, so a link
+  out was put there by hand). Links that stay inside the folder, and the run folder itself reached through a
+  link, are fine. The same holds for the two files of a classifier checkpoint within its folder.
+* ``classifier.path`` is a reference to the checkpoint the user named at fit time, stored relative to the run
+  folder (usually ``../clf``, ``..`` included) with ``abs_path`` as a fallback, or absolute: it may lead outside
+  the run folder (that is where checkpoints live), but it must name a classifier checkpoint, and that
+  checkpoint's weights must be the ones ``weights_sha256`` recorded.
+* Every field of ``run.json`` is checked against a schema (:data:`cladec._schema.RUN`) before it is used.
 """
 
 from __future__ import annotations
@@ -469,8 +482,10 @@ def load_run(path: str | os.PathLike, device: str | torch.device | None = None) 
         The :class:`Run` with classifier, ClaDec and RefAE (None if not fitted) loaded.
 
     Raises:
-        SaveFormatError: If ``path`` is not a run directory, or its classifier is not the one the run was
-            fitted with (other weights at the recorded path since; runs of earlier versions are not checked).
+        SaveFormatError: If ``path`` is not a run directory, a field of its ``run.json`` is missing or malformed,
+            one of its files is a link out of the run folder (see the module's docs), or its classifier is not the
+            one the run was fitted with (other weights at the recorded path since; runs of earlier versions are
+            not checked).
 
     Example:
         >>> run = load_run("runs/conv4")  # doctest: +SKIP
