@@ -6,7 +6,7 @@ from torch import nn
 
 import cladec
 from cladec import ConfigError, DataError, LayerCapture, list_layers, resolve_layer
-from helpers.core import ResidualNet, fmnist, residual_net, tiny_vgg
+from helpers.core import QUICK, ResidualNet, fmnist, residual_net, tiny_vgg
 
 
 def test_layer_given_as_module_is_stored_as_name():
@@ -104,7 +104,8 @@ def test_token_sequences_laid_on_grid_class_token_dropped_or_kept():
 def test_cladec_explains_a_token_layer():
     m = TinyViT().eval()
     x, y = fmnist("train", 256)
-    e = cladec.ClaDec(m, "block", alpha=0.0).fit((x, y), epochs=1, verbose=False)
+    e = cladec.ClaDec(m, "block", alpha=0.0).fit((x, y), epochs=1, verbose=False, **QUICK)
+    assert not e.collapsed
     assert e.reconstruct(x[:5]).shape == (5, 1, 28, 28)
 
 

@@ -6,7 +6,7 @@ from PIL import Image
 
 import cladec
 from cladec import ClaDec, ConfigError, DataError, RefAE
-from helpers.core import fmnist, tiny_vgg
+from helpers.core import QUICK, fmnist, tiny_vgg
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
@@ -14,8 +14,10 @@ CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 @pytest.fixture(scope="module")
 def pair():
     x, y = fmnist("train", 1024)
-    e = ClaDec(tiny_vgg(), "conv2", alpha=0.001).fit((x, y), epochs=1, verbose=False)
-    return e, RefAE.like(e).fit((x, y), epochs=1, verbose=False)
+    e = ClaDec(tiny_vgg(), "conv2", alpha=0.001).fit((x, y), epochs=1, verbose=False, **QUICK)
+    r = RefAE.like(e).fit((x, y), epochs=1, verbose=False, **QUICK)
+    assert not e.collapsed and not r.collapsed
+    return e, r
 
 
 def test_explanation_holds_triplets_predictions_and_errors(pair):

@@ -18,7 +18,8 @@ import torch
 
 from cladec import ConfigError, DataError
 from cladec.cli import main
-from helpers.core import DATA_ROOT
+from cladec import ClaDec
+from helpers.core import DATA_ROOT, QUICK, fmnist, png_size, tiny_vgg
 
 pytestmark = [
     pytest.mark.skipif(not (DATA_ROOT / "FashionMNIST" / "raw").is_dir(), reason=f"no data at {DATA_ROOT}"),
@@ -275,3 +276,25 @@ def test_nan_inf_and_empty_images_are_data_errors(fmnist_small):
         ClaDec(net, "conv2").fit((x[:0], y[:0]), epochs=1, verbose=False)
     with pytest.raises(DataError, match="empty"):
         explain(x[:0], cladec=e)
+
+
+# -- Python API: seeds that no generator takes; class names that look like matplotlib mathtext --------------------
+
+
+def test_fit_refuses_a_seed_no_generator_takes():
+    x, y = fmnist("train", 64)
+    for bad in (2**80, -1, 1.5):
+        with pytest.raises(ConfigError, match=r"seed must be an integer from 0 to 9223372036854775807"):
+            ClaDec(tiny_vgg(), "conv2", alpha=0.0).fit((x, y), epochs=1, verbose=False, seed=bad)
+
+
+def test_grid_with_mathtext_like_class_names(tmp_path):
+    """A class named "$\\frac{$" (an image folder's sub-folder) crashed the triplet grid in matplotlib's mathtext."""
+    import cladec
+
+    x, y = fmnist("train", 256)
+    e = ClaDec(tiny_vgg(), "conv2", alpha=0.0).fit((x, y), epochs=1, verbose=False, **QUICK)
+    names = ["$\\frac{$", "$x^$", "a_$b$"] + [f"c{i}" for i in range(7)]
+    ex = cladec.explain(x[:6], cladec=e, labels=y[:6], classes=names)
+    out = ex.save_grid(tmp_path / "grid.png")
+    assert png_size(out)[0] > 100

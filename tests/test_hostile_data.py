@@ -478,3 +478,32 @@ def test_demo_and_its_cli_refuse_a_one_class_folder_before_training(tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("cladec: error: a classifier needs images of at least 2 classes") and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_train_classifier_and_its_cli_refuse_untrainable_data(tmp_path, capsys):
+    """train_classifier (and `cladec train-classifier`) trained on one class to "accuracy 1.0 (chance 1.00)", and
+    on a test split with classes it never saw to accuracy 0; lr 1e30 started training (also streamed)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from cladec import ConfigError
+    from cladec.classifier import train_classifier
+    from cladec.models import create_model
+
+    root = write_folder(tmp_path / "pets", {"train": {"cat": 4}, "test": {"cat": 2, "dog": 2}})
+    train, test = (load_dataset(f"imagefolder:{root}", split=s) for s in ("train", "test"))
+    net = create_model("vgg-paper", in_channels=train.image_shape[0], num_classes=2, width=0.25)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(DataError, match="at least 2 classes"):
+        train_classifier(net, train, 1, test_data=test, verbose=False)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # nothing was trained
+    x, y = train.tensors()
+    for data in ((x, y), DataLoader(TensorDataset(x, y), batch_size=2)):
+        with pytest.raises(ConfigError, match=r"lr must be a finite number in \(0, 10\]"):
+            train_classifier(net, data, 1, lr=1e30, verbose=False)
+    with pytest.raises(ConfigError, match="seed must be an integer"):
+        train_classifier(net, (x, y), 1, seed=2**80, verbose=False)
+    rc = main(["train-classifier", "--dataset", f"imagefolder:{root}", "--arch", "vgg-paper", "--epochs", "1",
+               "--out", str(tmp_path / "clf"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("cladec: error: ") and err.count("\n") == 1 and "at least 2 classes" in err
+    assert not (tmp_path / "clf").exists()

@@ -9,14 +9,16 @@ import torch
 import cladec
 from cladec import ClaDec, RefAE, SaveFormatError
 from cladec.models import create_model
-from helpers.core import fmnist, tiny_vgg
+from helpers.core import QUICK, fmnist, tiny_vgg
 
 
 @pytest.fixture(scope="module")
 def fitted():
     x, y = fmnist("train", 512)
-    e = ClaDec(tiny_vgg(), "conv2", alpha=0.01, neurons=list(range(0, 32, 2))).fit((x, y), epochs=1, verbose=False)
-    r = RefAE.like(e).fit((x, y), epochs=1, verbose=False)
+    e = ClaDec(tiny_vgg(), "conv2", alpha=0.01, neurons=list(range(0, 32, 2))).fit((x, y), epochs=1, verbose=False,
+                                                                                **QUICK)
+    r = RefAE.like(e).fit((x, y), epochs=1, verbose=False, **QUICK)
+    assert not e.collapsed and not r.collapsed
     return e, r
 
 
@@ -128,7 +130,7 @@ def test_loaded_explainers_are_in_eval_mode_as_after_fit(tmp_path, fitted):
     # statistics when used directly
     x, y = fmnist("train", 256)
     e, r = fitted
-    bn = ClaDec(tiny_vgg(), "conv2", alpha=0.0, decoder_norm="batch").fit((x, y), epochs=1, verbose=False)
+    bn = ClaDec(tiny_vgg(), "conv2", alpha=0.0, decoder_norm="batch").fit((x, y), epochs=1, verbose=False, **QUICK)
     for name, ex in (("e", e), ("r", r), ("bn", bn)):
         ex.save(tmp_path / name)
         loaded = cladec.load(tmp_path / name, tiny_vgg())

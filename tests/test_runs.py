@@ -10,8 +10,10 @@ from cladec.classifier import save_classifier
 from cladec.data import load_dataset
 from cladec.models import create_model
 from cladec.runs import fit_run, load_run
+from helpers.core import COLLAPSE_OK
 
 
+@COLLAPSE_OK  # an untrained (random) classifier and <= 256 images: checks the sizes a run records, not its decoder
 def test_fit_uses_the_size_the_classifier_was_trained_at(tmp_path, data_root):
     # a classifier trained on Fashion-MNIST resized to 32×32 (as in the paper) through the Python API: the run
     # must decode 32×32 images, not the native 28×28 ones the classifier never saw
@@ -36,6 +38,7 @@ def test_fit_uses_the_size_the_classifier_was_trained_at(tmp_path, data_root):
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
+@COLLAPSE_OK  # an untrained (random) classifier and <= 256 images: checks the sizes a run records, not its decoder
 def test_fit_finds_the_data_where_the_classifier_was_trained(tmp_path, data_root, monkeypatch):
     # no data root given and none in the environment: the checkpoint's recorded root is used
     monkeypatch.delenv("CLADEC_DATA", raising=False)
@@ -79,6 +82,7 @@ def test_load_run_refuses_a_classifier_replaced_since(saliency_run, tmp_path, on
     assert load_run(run_dir, device="cpu").cladec is not None
 
 
+@COLLAPSE_OK  # an untrained (random) classifier and <= 256 images: checks the sizes a run records, not its decoder
 def test_fit_defaults_to_the_classifiers_size_on_another_data_set(tmp_path, data_root, one_torch_thread):
     # a classifier trained at 32×32 (Fashion-MNIST resized, as in the paper) explained on MNIST: without --size the
     # images must reach it at 32×32, the size it was trained at, not MNIST's own 28×28

@@ -379,6 +379,10 @@ def train_classifier(
             raise ConfigError(f"{name} must be a {'non-negative' if lo_ok else 'positive'} number, got {val!r}")
     if momentum >= 1:
         raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
+    from . import _checks
+
+    _checks.learning_rate(lr, "lr")  # also on the streamed path, which builds its own optimiser
+    _checks.seed(seed, "seed", optional=True)
     if isinstance(lr_decay, str) and lr_decay.lower() in ("none", "constant"):
         lr_decay = None
     if lr_decay not in ("step", None):
@@ -404,6 +408,9 @@ def train_classifier(
     if has_bn and train.x is not None and len(train.x) < 2:
         raise DataError(f"training needs at least 2 images, got {len(train.x)} (the model's BatchNorm layers in "
                         "training mode need more than one value per channel)")
+    from .data import check_trainable
+
+    check_trainable(data, test_data)  # one class only, or test classes never seen in training: refused
     if batch_size < 2 and has_bn:
         raise ConfigError("batch_size must be at least 2 for a model with BatchNorm layers (in training mode they "
                           "need more than one value per channel), got 1")

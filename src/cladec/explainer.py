@@ -1011,7 +1011,11 @@ def _has_batchnorm(e: _DecoderExplainer) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for mod in mods for m in mod.modules())
 
 
-def _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast=True) -> None:
+def _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast=True,
+                    seed=None) -> None:
+    from . import _checks
+
+    _checks.seed(seed, "seed", optional=True)  # torch.manual_seed would fail with an overflow traceback
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
     for name, val in (("lr", lr), ("weight_decay", weight_decay)):
@@ -1089,7 +1093,7 @@ def fit_together(
     devices = {str(e.device) for e in explainers}
     if len(devices) > 1:
         raise ConfigError(f"explainers fitted together must share a device, got {sorted(devices)}")
-    _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast)
+    _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast, seed)
     check_amp(amp, explainers[0].device)
     if batch_size < 2 and any(_has_batchnorm(e) for e in explainers):
         raise ConfigError("batch_size must be at least 2 here: the trained modules have BatchNorm layers, which in "

@@ -119,12 +119,13 @@ class Explanation:
                 if j == 0 and self.labels is not None:
                     lines.append(f"true: {self.class_name(self.labels[i])}"[:18])
                 lines.append(f"pred: {self.class_name(pred)}"[:18])
-                ax.set_title(title, fontsize=7, pad=2)
+                # parse_math=False: a class name such as "$\\frac{$" is text, not matplotlib mathtext
+                ax.set_title(title, fontsize=7, pad=2, parse_math=False)
                 ax.text(0.5, -0.04, "\n".join(lines), transform=ax.transAxes, ha="center", va="top",
-                        fontsize=5.5, color="black" if ok else "crimson")
+                        fontsize=5.5, color="black" if ok else "crimson", parse_math=False)
         head = f"layer {self.layer}" + (f", α = {self.alpha:g}" if self.alpha is not None else "")
         fig.suptitle(f"original | RefAE | ClaDec  ({head})" if per == 3 else f"original | ClaDec ({head})",
-                     fontsize=8)
+                     fontsize=8, parse_math=False)
         fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=1.6)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi)

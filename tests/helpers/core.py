@@ -7,6 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
@@ -61,14 +62,29 @@ def _train(model: nn.Module, x, y, epochs: int = 1, lr: float = 0.05, seed: int 
     return model.eval()
 
 
+#: Fit settings under which one epoch on a few hundred images trains a decoder that does not collapse to a
+#: constant image (ClaDec at tiny_vgg's conv2/conv4, RefAE at conv2 and residual_net's block.conv2, 256-512
+#: images: 0 collapses in 8 fits each, seeds 0-3 at lr 1e-3 and 3e-3; the paper's lr 3e-4 at batch 128 takes
+#: 2-4 steps there and collapses every time, tests/STABILITY.md). RefAE at a 1x1 layer (conv4) needs more.
+QUICK = dict(lr=3e-3, batch_size=32)
+
+#: For a test of mechanics (bookkeeping, refusals, bit-equality of two paths, deliberately untrained fits) on so
+#: few images that its decoder may collapse: the suite otherwise turns CollapseWarning into an error
+#: (pyproject.toml). Each use says why a collapsed decoder is fine there.
+COLLAPSE_OK = pytest.mark.filterwarnings("ignore::cladec.CollapseWarning")
+
+
 @functools.lru_cache(maxsize=None)
 def tiny_vgg() -> nn.Module:
     """The paper's VGG-style classifier at quarter width, trained 2 epochs on 3,000 Fashion-MNIST images."""
     from cladec.models import create_model
 
-    torch.manual_seed(0)
+    from .stability import seed
+
+    torch.manual_seed(seed(0))
     x, y = fmnist("train", 3000)
-    return _train(create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25), x, y, epochs=2)
+    return _train(create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25), x, y, epochs=2,
+                  seed=seed(0))
 
 
 class Block(nn.Module):
@@ -109,9 +125,11 @@ class ResidualNet(nn.Module):
 
 @functools.lru_cache(maxsize=None)
 def residual_net() -> ResidualNet:
-    torch.manual_seed(0)
+    from .stability import seed
+
+    torch.manual_seed(seed(0))
     x, y = fmnist("train", 3000)
-    return _train(ResidualNet(), x, y, epochs=1)
+    return _train(ResidualNet(), x, y, epochs=1, seed=seed(0))
 
 
 def png_size(path: Path) -> tuple[int, int]:
