@@ -1,11 +1,15 @@
 """cladec.evaluation and the paper's claims, measured on a small real configuration (see conftest.eval_setup).
 
-The claims (Schneider & Vlachos 2022), with safe margins taken from measurements over several seeds
-(benchmarks/RESULTS.md, "Reproduction of the paper's claims"):
+The claims (Schneider & Vlachos 2022) asserted here hold with a wide margin at this scale (spread over 11 runs
+in tests/STABILITY.md): the explained classifier recognises ClaDec reconstructions better than RefAE
+reconstructions, in accuracy and in agreement with its predictions on the originals.
 
-* the RefAE (trained for reconstruction only) reconstructs better than ClaDec: lower test MSE;
-* the explained classifier recognises ClaDec reconstructions better than RefAE reconstructions;
-* raising α (more weight on the classifier's loss) raises its accuracy on the reconstructions.
+Not asserted here, because they do not hold robustly at test scale: "the RefAE reconstructs better than ClaDec
+(lower test MSE)" (RefAE/ClaDec MSE 0.835-1.084 over those runs at conv4, 0.86-1.29 at conv2: a RefAE trained two
+epochs on 5,000 images is not yet the better autoencoder) is reported per layer by benchmarks/reproduce_paper.py
+(its "Claims" lines, benchmarks/RESULTS.md); "raising alpha raises accuracy" is asserted by
+tests/test_explainer.py::test_alpha_one_keeps_more_class_information_than_alpha_zero (alpha 0 -> 1), where it
+is robust, while alpha 0.001 -> 0.9 here gave +0.002 to +0.17.
 """
 
 import argparse
@@ -29,27 +33,11 @@ def evaluated(eval_setup, tmp_path_factory):
     return res, out
 
 
-def test_claim_refae_reconstructs_better(evaluated):
-    s = evaluated[0]["summary"]
-    # spread over seeds, 1/2 threads, bf16 on/off: tests/STABILITY.md
-    margin("claim: RefAE/ClaDec test MSE", s["mse_refae"] / s["mse_cladec"], "<", 0.97)
-    margin("claim: RefAE - ClaDec SSIM", s["ssim_refae"] - s["ssim_cladec"], ">", -0.02)
-
-
 def test_claim_classifier_recognises_cladec_better(evaluated):
     s = evaluated[0]["summary"]
-    margin("claim: ClaDec - RefAE accuracy", s["accuracy_cladec"] - s["accuracy_refae"], ">", 0.03)
-    margin("claim: ClaDec - RefAE agreement", s["agreement_cladec"] - s["agreement_refae"], ">", 0.0)
-
-
-def test_claim_raising_alpha_raises_accuracy(eval_setup, evaluated):
-    from cladec.classifier import predict
-    from cladec.metrics import accuracy
-
-    x, y = eval_setup.test.tensors()
-    acc_high = accuracy(predict(eval_setup.run.classifier, eval_setup.cladec_high.reconstruct(x)), y)
-    margin("claim: accuracy at alpha 0.9 - at alpha 0.001", acc_high - evaluated[0]["summary"]["accuracy_cladec"],
-           ">", 0.05)
+    # 11 runs (tests/STABILITY.md): accuracy difference 0.150-0.369, agreement difference 0.140-0.392
+    margin("claim: ClaDec - RefAE accuracy", s["accuracy_cladec"] - s["accuracy_refae"], ">", 0.05)
+    margin("claim: ClaDec - RefAE agreement", s["agreement_cladec"] - s["agreement_refae"], ">", 0.08)
 
 
 def test_outputs_written(evaluated):

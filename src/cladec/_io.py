@@ -24,7 +24,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -37,6 +38,57 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def _host() -> str:
+    import socket
+
+    return "".join(c for c in socket.gethostname() if c.isalnum())[:16] or "host"
+
+
+def _temp_prefix(path: Path) -> str:
+    """Temporary names next to ``path`` carry the writer's host and process id, so that a later writer can tell
+    the leftovers of a killed one (``.<name>.<host>-<pid>.<random>.tmp``)."""
+    return f".{path.name}.{_host()}-{os.getpid()}."
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or cannot tell: keep its files
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Remove what a killed writer left next to ``path``: its ``.tmp``/``.old`` files and folders.
+
+    Only leftovers of processes on this host that no longer run are removed (a writer on another host of a
+    shared file system, or one still running, keeps its temporary files).
+
+    Returns:
+        The removed paths.
+    """
+    import re
+    import shutil
+
+    path = Path(path)
+    pat = re.compile(re.escape(f".{path.name}.{_host()}-") + r"(\d+)\.[^/]*\.(tmp|old)$")
+    removed: list[Path] = []
+    with contextlib.suppress(OSError):
+        for p in path.parent.iterdir():
+            m = pat.match(p.name)
+            if m is None or _alive(int(m.group(1))):
+                continue
+            with contextlib.suppress(OSError):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                removed.append(p)
+    return removed
 
 
 def file_sha256(path: str | os.PathLike) -> str | None:
@@ -242,14 +294,15 @@ def atomic_dir(path: str | os.PathLike, marker: str | None = None, what: str = "
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     check_replaceable(path, marker, what)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         for f in [*tmp.rglob("*"), tmp]:  # files, then the directories that name them
             _fsync(f)
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes the directory private; give it the usual mode
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            old = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".old", dir=path.parent))
             os.replace(path, old / "d")
             os.replace(tmp, path)
             _fsync(path.parent)
