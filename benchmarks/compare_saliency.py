@@ -41,20 +41,50 @@ RESULTS_MD = HERE / "RESULTS.md"
 HEADING = "## Saliency comparison"
 
 CONFIGS = {
-    "smoke": dict(width=0.25, train=1000, clf_epochs=1, dec_epochs=1, n=32, steps=8, roar_k="10,50",
-                  roar_epochs=1, roar_train=500, seeds="0",
-                  methods="cladec,cladec-kept,cladec-evidence,cladec-swap,cladec-roundtrip,saliency,gradcam,random,sobel",
-                  roar_methods="cladec,gradcam,random"),
-    "reduced": dict(width=0.25, train=4000, clf_epochs=3, dec_epochs=3, n=200, steps=32, roar_k="10,50,90",
-                    roar_epochs=2, roar_train=2000, seeds="0",
-                    methods="cladec-kept,cladec-evidence,cladec-swap,cladec-roundtrip,saliency,input-x-gradient,"
-                            "integrated-gradients,guided-backprop,gradcam,guided-gradcam,occlusion,random,sobel",
-                    roar_methods="cladec,saliency,integrated-gradients,gradcam,random,sobel"),
-    "full": dict(width=1.0, train=None, clf_epochs=10, dec_epochs=5, n=1000, steps=64, roar_k="10,30,50,70,90",
-                 roar_epochs=3, roar_train=10000, seeds="0,1",
-                 methods="cladec-kept,cladec-evidence,cladec-swap,cladec-roundtrip,saliency,input-x-gradient,"
-                         "integrated-gradients,guided-backprop,gradcam,guided-gradcam,occlusion,random,sobel",
-                 roar_methods="cladec,saliency,integrated-gradients,gradcam,random,sobel"),
+    "smoke": dict(
+        width=0.25,
+        train=1000,
+        clf_epochs=1,
+        dec_epochs=1,
+        n=32,
+        steps=8,
+        roar_k="10,50",
+        roar_epochs=1,
+        roar_train=500,
+        seeds="0",
+        methods="cladec,cladec-kept,cladec-evidence,cladec-swap,cladec-roundtrip,saliency,gradcam,random,sobel",
+        roar_methods="cladec,gradcam,random",
+    ),
+    "reduced": dict(
+        width=0.25,
+        train=4000,
+        clf_epochs=3,
+        dec_epochs=3,
+        n=200,
+        steps=32,
+        roar_k="10,50,90",
+        roar_epochs=2,
+        roar_train=2000,
+        seeds="0",
+        methods="cladec-kept,cladec-evidence,cladec-swap,cladec-roundtrip,saliency,input-x-gradient,"
+        "integrated-gradients,guided-backprop,gradcam,guided-gradcam,occlusion,random,sobel",
+        roar_methods="cladec,saliency,integrated-gradients,gradcam,random,sobel",
+    ),
+    "full": dict(
+        width=1.0,
+        train=None,
+        clf_epochs=10,
+        dec_epochs=5,
+        n=1000,
+        steps=64,
+        roar_k="10,30,50,70,90",
+        roar_epochs=3,
+        roar_train=10000,
+        seeds="0,1",
+        methods="cladec-kept,cladec-evidence,cladec-swap,cladec-roundtrip,saliency,input-x-gradient,"
+        "integrated-gradients,guided-backprop,gradcam,guided-gradcam,occlusion,random,sobel",
+        roar_methods="cladec,saliency,integrated-gradients,gradcam,random,sobel",
+    ),
 }
 NORMS = {"fashion-mnist": ([0.2861], [0.3530]), "cifar10": ([0.491, 0.482, 0.447], [0.247, 0.243, 0.261])}
 
@@ -79,27 +109,64 @@ def cell(ds: str, arch: str, cfg: dict, out: Path, data_root: str, device: str, 
         hist = train_classifier(net, train, cfg["clf_epochs"], input_norm=norm, seed=0, device=device, verbose=verbose)
         acc = accuracy(net, test, input_norm=norm)
         # dataset given as a dict without "size": runs.fit_run reads info["dataset"]["size"] as an image size
-        meta = {"name": ds, "image_shape": list(train.image_shape), "classes": list(train.classes), "n_train": len(train)}
+        meta = {
+            "name": ds,
+            "image_shape": list(train.image_shape),
+            "classes": list(train.classes),
+            "n_train": len(train),
+        }
         save_classifier(clf_dir, net, dataset=meta, input_norm=norm, metrics={"test_acc": acc}, history=hist)
     net, info = load_classifier(clf_dir, device=device)
     clf_acc = info["metrics"]["test_acc"]
     layer = net.default_layers["middle"]
     if not (run_dir / "run.json").is_file():
-        fit_run(run_dir, classifier_dir=clf_dir, dataset=ds, layer=layer, epochs=cfg["dec_epochs"], limit=cfg["train"],
-                data_root=data_root, device=device, seed=0, verbose=verbose)
+        fit_run(
+            run_dir,
+            classifier_dir=clf_dir,
+            dataset=ds,
+            layer=layer,
+            epochs=cfg["dec_epochs"],
+            limit=cfg["train"],
+            data_root=data_root,
+            device=device,
+            seed=0,
+            verbose=verbose,
+        )
     run = load_run(run_dir, device=device)
     t_fit = time.perf_counter() - t0
-    common = dict(n=cfg["n"], steps=cfg["steps"], seeds=[int(s) for s in cfg["seeds"].split(",")],
-                  data_root=data_root, device=device, verbose=verbose)
+    common = dict(
+        n=cfg["n"],
+        steps=cfg["steps"],
+        seeds=[int(s) for s in cfg["seeds"].split(",")],
+        data_root=data_root,
+        device=device,
+        verbose=verbose,
+    )
     res = compare_saliency(run, out=base / "cmp", methods=cfg["methods"], scores="deletion,insertion,road", **common)
-    res_roar = compare_saliency(run, out=base / "cmp-roar", methods=cfg["roar_methods"], scores="roar",
-                                roar_k=cfg["roar_k"], roar_epochs=cfg["roar_epochs"], roar_train_limit=cfg["roar_train"],
-                                **common)
+    res_roar = compare_saliency(
+        run,
+        out=base / "cmp-roar",
+        methods=cfg["roar_methods"],
+        scores="roar",
+        roar_k=cfg["roar_k"],
+        roar_epochs=cfg["roar_epochs"],
+        roar_train_limit=cfg["roar_train"],
+        **common,
+    )
     return {
-        "dataset": ds, "arch": arch, "layer": layer, "classifier_test_acc": clf_acc,
-        "run_metrics": {k: run.config["metrics"].get(k) for k in ("mse_cladec", "mse_refae", "accuracy_cladec", "accuracy_refae")},
-        "table": format_table(res), "roar_table": format_table(res_roar), "results": res, "roar": res_roar,
-        "seconds": round(time.perf_counter() - t0, 1), "fit_seconds": round(t_fit, 1),
+        "dataset": ds,
+        "arch": arch,
+        "layer": layer,
+        "classifier_test_acc": clf_acc,
+        "run_metrics": {
+            k: run.config["metrics"].get(k) for k in ("mse_cladec", "mse_refae", "accuracy_cladec", "accuracy_refae")
+        },
+        "table": format_table(res),
+        "roar_table": format_table(res_roar),
+        "results": res,
+        "roar": res_roar,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "fit_seconds": round(t_fit, 1),
     }
 
 
@@ -107,7 +174,11 @@ def verdict(c: dict) -> list[str]:
     """Plain-language findings for one cell: where ClaDec's maps rank among the methods."""
     lines = []
     r = c["results"]["results"]
-    for score, key, better in (("deletion", "auc_mean", min), ("insertion", "auc_mean", max), ("road", "gap_mean", max)):
+    for score, key, better in (
+        ("deletion", "auc_mean", min),
+        ("insertion", "auc_mean", max),
+        ("road", "gap_mean", max),
+    ):
         vals = {m: v[score][key] for m, v in r.items() if score in v}
         if not vals:
             continue
@@ -124,8 +195,10 @@ def verdict(c: dict) -> list[str]:
     if rr:
         aucs = {m: v["roar"]["auc"] for m, v in rr.items() if "roar" in v}
         order = sorted(aucs, key=aucs.get)
-        lines.append("ROAR (mean accuracy over k, lower = removes more information): "
-                     + ", ".join(f"{m} {aucs[m]:.3f}" for m in order))
+        lines.append(
+            "ROAR (mean accuracy over k, lower = removes more information): "
+            + ", ".join(f"{m} {aucs[m]:.3f}" for m in order)
+        )
     return lines
 
 
@@ -138,13 +211,21 @@ def main(argv=None) -> int:
     ap.add_argument("--archs", default="vgg-paper,resnet10")
     ap.add_argument("--seeds", default=None, help="override the config's seeds, e.g. 0,1,2")
     ap.add_argument("--device", default=None)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (1: on 2 busy cores more threads make small convolutions slower)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1: on 2 busy cores more threads make small convolutions slower)",
+    )
     ap.add_argument("--no-append", action="store_true", help="do not append to benchmarks/RESULTS.md")
     ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--append-summary", default=None, metavar="SUMMARY_JSON",
-                    help="only append the cells of a summary.json written elsewhere (e.g. on a GPU machine) to "
-                    "RESULTS.md; give --machine, --command and --minutes with it")
+    ap.add_argument(
+        "--append-summary",
+        default=None,
+        metavar="SUMMARY_JSON",
+        help="only append the cells of a summary.json written elsewhere (e.g. on a GPU machine) to "
+        "RESULTS.md; give --machine, --command and --minutes with it",
+    )
     ap.add_argument("--machine", default=None)
     ap.add_argument("--command", default=None)
     ap.add_argument("--minutes", type=float, default=None)
@@ -154,8 +235,9 @@ def main(argv=None) -> int:
         cfg = dict(CONFIGS[args.config])
         if args.seeds:
             cfg["seeds"] = args.seeds
-        append_results(cells, args, cfg, "given", (args.minutes or 0) * 60, machine_text=args.machine,
-                       command=args.command)
+        append_results(
+            cells, args, cfg, "given", (args.minutes or 0) * 60, machine_text=args.machine, command=args.command
+        )
         return 0
     cfg = dict(CONFIGS[args.config])
     if args.seeds:
@@ -178,7 +260,9 @@ def main(argv=None) -> int:
             for line in verdict(c):
                 print("  " + line)
             print(f"({c['seconds']} s)", flush=True)
-            (out / "summary.json").write_text(json.dumps([{k: v for k, v in cc.items()} for cc in cells], indent=1, default=str))
+            (out / "summary.json").write_text(
+                json.dumps([{k: v for k, v in cc.items()} for cc in cells], indent=1, default=str)
+            )
     total = time.perf_counter() - t0
     print(f"total {total:.0f} s")
     if not args.no_append:
@@ -194,7 +278,8 @@ def machine(device: str) -> str:
 
 def append_results(cells, args, cfg, device, total, machine_text=None, command=None) -> None:
     cmd = command or "python " + " ".join(
-        shlex.quote(a) for a in [os.path.relpath(sys.argv[0], HERE.parent)] + sys.argv[1:])
+        shlex.quote(a) for a in [os.path.relpath(sys.argv[0], HERE.parent)] + sys.argv[1:]
+    )
     lines = [
         "",
         f"### {args.config} config — {dt.datetime.now():%Y-%m-%d %H:%M}",
@@ -207,19 +292,25 @@ def append_results(cells, args, cfg, device, total, machine_text=None, command=N
         "",
     ]
     for c in cells:
-        lines += [
-            f"#### {c['dataset']} / {c['arch']} (layer {c['layer']}; classifier test accuracy {c['classifier_test_acc']:.3f}; "
-            f"ClaDec MSE {c['run_metrics']['mse_cladec']:.4f}, RefAE MSE {c['run_metrics']['mse_refae']:.4f})",
-            "",
-            "```",
-            c["table"],
-            "",
-            c["roar_table"],
-            "```",
-            "",
-        ] + [f"* {v}" for v in verdict(c)] + [
-            f"* ROAR's `cladec` row is the variant that was the default when it ran: "
-            f"`cladec-{c['roar'].get('cladec_default_variant', '?')}`.", ""]
+        lines += (
+            [
+                f"#### {c['dataset']} / {c['arch']} (layer {c['layer']}; classifier test accuracy {c['classifier_test_acc']:.3f}; "
+                f"ClaDec MSE {c['run_metrics']['mse_cladec']:.4f}, RefAE MSE {c['run_metrics']['mse_refae']:.4f})",
+                "",
+                "```",
+                c["table"],
+                "",
+                c["roar_table"],
+                "```",
+                "",
+            ]
+            + [f"* {v}" for v in verdict(c)]
+            + [
+                f"* ROAR's `cladec` row is the variant that was the default when it ran: "
+                f"`cladec-{c['roar'].get('cladec_default_variant', '?')}`.",
+                "",
+            ]
+        )
     text = "\n".join(lines) + "\n"
     if RESULTS_MD.exists():
         cur = RESULTS_MD.read_text()

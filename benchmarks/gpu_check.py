@@ -34,7 +34,9 @@ def main() -> int:
     ap.add_argument("--data-root", required=True)
     ap.add_argument("--train", type=int, default=20000)
     ap.add_argument("--device", default="cuda")
-    ap.add_argument("--only", default="", help="run only the checks whose names start with one of these (comma-separated)")
+    ap.add_argument(
+        "--only", default="", help="run only the checks whose names start with one of these (comma-separated)"
+    )
     args = ap.parse_args()
     dev = torch.device(args.device)
     tr = load_dataset("fashion-mnist", root=args.data_root, split="train", size=32, limit=args.train)
@@ -51,8 +53,14 @@ def main() -> int:
         ("cladec conv4 fast", dict(cls="cladec", layer="conv4", fast=True)),
         ("cladec conv4 plain", dict(cls="cladec", layer="conv4", fast=False)),
         ("cladec conv4 compile", dict(cls="cladec", layer="conv4", fast=True, compile=True)),
-        ("cladec conv2 neurons+step-decay fast", dict(cls="cladec", layer="conv2", fast=True, neurons=list(range(0, 128, 2)), lr_decay="step")),
-        ("cladec conv2 neurons+step-decay plain", dict(cls="cladec", layer="conv2", fast=False, neurons=list(range(0, 128, 2)), lr_decay="step")),
+        (
+            "cladec conv2 neurons+step-decay fast",
+            dict(cls="cladec", layer="conv2", fast=True, neurons=list(range(0, 128, 2)), lr_decay="step"),
+        ),
+        (
+            "cladec conv2 neurons+step-decay plain",
+            dict(cls="cladec", layer="conv2", fast=False, neurons=list(range(0, 128, 2)), lr_decay="step"),
+        ),
         ("cladec conv2 alpha=0 fast", dict(cls="cladec", layer="conv2", fast=True, alpha=0.0)),
         ("cladec conv4 streamed", dict(cls="cladec", layer="conv4", fast=True, cache_budget=1 << 16)),
         ("refae conv4 fast", dict(cls="refae", layer="conv4", fast=True)),
@@ -79,11 +87,22 @@ def main() -> int:
             else:
                 e = cladec.RefAE(clf, c["layer"], **kw)
             # 4 epochs with step decay: the learning rate drops after epoch 3 (the CUDA graph is captured again)
-            e.fit((x, y), epochs=4 if c.get("lr_decay") else 3, verbose=False, seed=0, fast=c["fast"], lr_decay=c.get("lr_decay"),
-                  compile=c.get("compile", False))
-            results[name] = {"mse_acc": mse_acc(e, clf, xt, yt), "loss": [round(hh["loss"], 5) for hh in e.history],
-                             "epoch_s": [round(hh["seconds"], 3) for hh in e.history], "collapsed": e.collapsed,
-                             "wall_s": round(time.perf_counter() - t, 2)}
+            e.fit(
+                (x, y),
+                epochs=4 if c.get("lr_decay") else 3,
+                verbose=False,
+                seed=0,
+                fast=c["fast"],
+                lr_decay=c.get("lr_decay"),
+                compile=c.get("compile", False),
+            )
+            results[name] = {
+                "mse_acc": mse_acc(e, clf, xt, yt),
+                "loss": [round(hh["loss"], 5) for hh in e.history],
+                "epoch_s": [round(hh["seconds"], 3) for hh in e.history],
+                "collapsed": e.collapsed,
+                "wall_s": round(time.perf_counter() - t, 2),
+            }
         except Exception as ex:  # report and go on: this script is a check, not a test
             import traceback
 
@@ -118,11 +137,15 @@ def main() -> int:
             res = {}
             for k, (a, b) in (("cladec", (pair[0][0], pair[1][0])), ("refae", (pair[0][1], pair[1][1]))):
                 la, lb = [hh["loss"] for hh in a.history], [hh["loss"] for hh in b.history]
-                res[k] = {"loss_together": [round(v, 5) for v in la], "loss_separate": [round(v, 5) for v in lb],
-                          "max_rel_diff": round(max(abs(u - v) / abs(v) for u, v in zip(la, lb)), 5),
-                          "mse_acc_together": mse_acc(a, clf, xt, yt), "mse_acc_separate": mse_acc(b, clf, xt, yt),
-                          "epoch_s_together": [round(hh["seconds"], 3) for hh in a.history],
-                          "epoch_s_separate": [round(hh["seconds"], 3) for hh in b.history]}
+                res[k] = {
+                    "loss_together": [round(v, 5) for v in la],
+                    "loss_separate": [round(v, 5) for v in lb],
+                    "max_rel_diff": round(max(abs(u - v) / abs(v) for u, v in zip(la, lb)), 5),
+                    "mse_acc_together": mse_acc(a, clf, xt, yt),
+                    "mse_acc_separate": mse_acc(b, clf, xt, yt),
+                    "epoch_s_together": [round(hh["seconds"], 3) for hh in a.history],
+                    "epoch_s_separate": [round(hh["seconds"], 3) for hh in b.history],
+                }
             res["wall_s"] = round(time.perf_counter() - t, 2)
             results["together " + name] = res
         except Exception as ex:

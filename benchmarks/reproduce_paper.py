@@ -41,14 +41,31 @@ sys.path.insert(0, str(ROOT / "src"))
 
 CONFIGS = {
     "reduced": dict(
-        datasets=["fashion-mnist", "mnist", "cifar10"], archs=["vgg-paper", "resnet10"], size=32,
-        limit=3000, test_limit=1000, clf_epochs=3, epochs=2, seeds=[0, 1, 2], alphas=[0.0, 0.001, 0.9],
-        eval_classifier=True, eval_epochs=1, arch_kwargs={"resnet10": {"width": 0.5}},
+        datasets=["fashion-mnist", "mnist", "cifar10"],
+        archs=["vgg-paper", "resnet10"],
+        size=32,
+        limit=3000,
+        test_limit=1000,
+        clf_epochs=3,
+        epochs=2,
+        seeds=[0, 1, 2],
+        alphas=[0.0, 0.001, 0.9],
+        eval_classifier=True,
+        eval_epochs=1,
+        arch_kwargs={"resnet10": {"width": 0.5}},
     ),
     "full": dict(
-        datasets=["fashion-mnist", "mnist", "cifar10"], archs=["vgg-paper", "resnet10"], size=32,
-        limit=None, test_limit=None, clf_epochs=5, epochs=5, seeds=[0, 1, 2],
-        alphas=[0.0, 0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0], eval_classifier=True, eval_epochs=5,
+        datasets=["fashion-mnist", "mnist", "cifar10"],
+        archs=["vgg-paper", "resnet10"],
+        size=32,
+        limit=None,
+        test_limit=None,
+        clf_epochs=5,
+        epochs=5,
+        seeds=[0, 1, 2],
+        alphas=[0.0, 0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0],
+        eval_classifier=True,
+        eval_epochs=5,
         arch_kwargs={},
     ),
 }
@@ -128,16 +145,16 @@ def train_classifier_dir(path: Path, dataset: str, arch: str, cfg: dict, data_ro
     train = load_dataset(dataset, root=data_root, split="train", size=cfg["size"], limit=cfg["limit"])
     test = load_dataset(dataset, root=data_root, split="test", size=cfg["size"], limit=cfg["test_limit"])
     torch.manual_seed(0)
-    net = create_model(arch, in_channels=train.image_shape[0], num_classes=train.num_classes,
-                       **cfg["arch_kwargs"].get(arch, {}))
+    net = create_model(
+        arch, in_channels=train.image_shape[0], num_classes=train.num_classes, **cfg["arch_kwargs"].get(arch, {})
+    )
     if device:
         net.to(device)
     t0 = time.perf_counter()
     hist = train_classifier(net, train, cfg["clf_epochs"], seed=0, verbose=False)
     secs = time.perf_counter() - t0
     acc = accuracy(net, test)
-    save_classifier(path, net, dataset=train, metrics={"test_acc": acc, "train_seconds": round(secs, 1)},
-                    history=hist)
+    save_classifier(path, net, dataset=train, metrics={"test_acc": acc, "train_seconds": round(secs, 1)}, history=hist)
     print(f"[repro] {dataset}/{arch}: classifier test accuracy {acc:.4f} ({secs:.0f} s)", flush=True)
     _, info = load_classifier(path)
     return info
@@ -185,9 +202,11 @@ def _ms(r, key, digits=3):
 
 
 def table(results: list[dict]) -> str:
-    head = ("| data set | classifier (test acc) | layer | MSE ClaDec α=0.001 | MSE RefAE | acc on ClaDec | "
-            "acc on RefAE | eval-clf acc ClaDec / RefAE / orig | α sweep: MSE (α min → max) | "
-            "α sweep: acc (α min → max) | collapsed |")
+    head = (
+        "| data set | classifier (test acc) | layer | MSE ClaDec α=0.001 | MSE RefAE | acc on ClaDec | "
+        "acc on RefAE | eval-clf acc ClaDec / RefAE / orig | α sweep: MSE (α min → max) | "
+        "α sweep: acc (α min → max) | collapsed |"
+    )
     lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
     for res in results:
         rows = res["summary"]["rows"]
@@ -203,7 +222,9 @@ def table(results: list[dict]) -> str:
                 f"| {res['dataset']} | {res['arch']} ({res['clf_acc']:.3f}) | {layer} ({res['layer_shapes'].get(layer, '')}) "
                 f"| {_ms(c, 'mse', 4)} | {_ms(r, 'mse', 4)} | {_ms(c, 'accuracy')} | {_ms(r, 'accuracy')} | {ev} "
                 f"| α={al[0]:g}: {_ms(lo, 'mse', 4)} → α={al[-1]:g}: {_ms(hi, 'mse', 4)} "
-                f"| {_ms(lo, 'accuracy')} → {_ms(hi, 'accuracy')} | {coll} |" if al else f"| {res['dataset']} | – |"
+                f"| {_ms(lo, 'accuracy')} → {_ms(hi, 'accuracy')} | {coll} |"
+                if al
+                else f"| {res['dataset']} | – |"
             )
     return "\n".join(lines)
 
@@ -223,8 +244,10 @@ def claims(results: list[dict]) -> str:
                 ("acc on ClaDec > acc on RefAE", c["accuracy_mean"] > r["accuracy_mean"]),
                 (f"acc rises from α={al[0]:g} to α={al[-1]:g}", hi["accuracy_mean"] > lo["accuracy_mean"]),
             ]
-            out.append(f"* {res['dataset']} / {res['arch']} / {layer}: "
-                       + "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks))
+            out.append(
+                f"* {res['dataset']} / {res['arch']} / {layer}: "
+                + "; ".join(f"{name}: {'yes' if ok else 'NO'}" for name, ok in checks)
+            )
     return "\n".join(out)
 
 
@@ -236,8 +259,10 @@ def machine() -> str:
         dev = f"GPU {torch.cuda.get_device_name(0)}"
     import os
 
-    return (f"{platform.node() or 'host'}: {platform.platform()}, Python {platform.python_version()}, torch "
-            f"{torch.__version__}, {os.cpu_count()} CPU cores, {dev}")
+    return (
+        f"{platform.node() or 'host'}: {platform.platform()}, Python {platform.python_version()}, torch "
+        f"{torch.__version__}, {os.cpu_count()} CPU cores, {dev}"
+    )
 
 
 def append_results(text: str) -> None:
@@ -288,15 +313,33 @@ def main(argv=None) -> int:
                 summary = summarize_sweep(base / "sweep")
             else:
                 summary = run_sweep(
-                    base / "sweep", classifier_dir=base / "classifier", dataset=dataset, layers=layers,
-                    alphas=cfg["alphas"], seeds=cfg["seeds"], epochs=cfg["epochs"], limit=cfg["limit"],
-                    test_limit=cfg["test_limit"], data_root=args.data_root, size=cfg["size"],
-                    eval_classifier=cfg["eval_classifier"], eval_epochs=cfg["eval_epochs"], device=args.device,
+                    base / "sweep",
+                    classifier_dir=base / "classifier",
+                    dataset=dataset,
+                    layers=layers,
+                    alphas=cfg["alphas"],
+                    seeds=cfg["seeds"],
+                    epochs=cfg["epochs"],
+                    limit=cfg["limit"],
+                    test_limit=cfg["test_limit"],
+                    data_root=args.data_root,
+                    size=cfg["size"],
+                    eval_classifier=cfg["eval_classifier"],
+                    eval_epochs=cfg["eval_epochs"],
+                    device=args.device,
                     verbose=False,
                 )
-            results.append({"dataset": dataset, "arch": arch, "clf_acc": info["metrics"]["test_acc"],
-                            "layers": layers, "layer_shapes": shapes, "summary": summary,
-                            "seconds": round(time.perf_counter() - t0, 1)})
+            results.append(
+                {
+                    "dataset": dataset,
+                    "arch": arch,
+                    "clf_acc": info["metrics"]["test_acc"],
+                    "layers": layers,
+                    "layer_shapes": shapes,
+                    "summary": summary,
+                    "seconds": round(time.perf_counter() - t0, 1),
+                }
+            )
             (out / "table.md").write_text(table(results) + "\n\n" + claims(results) + "\n")
             print(f"[repro] {dataset}/{arch} done in {results[-1]['seconds']:.0f} s", flush=True)
     tab = table(results)
@@ -305,24 +348,26 @@ def main(argv=None) -> int:
     print(cl)
     total = time.perf_counter() - t_all
     cmd = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    text = "\n".join([
-        f"### {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} — `--config {args.config}`",
-        "",
-        f"* machine: {machine()}",
-        f"* command: `{cmd}`",
-        f"* settings: {json.dumps(cfg)}",
-        f"* wall time: {total / 60:.1f} min" + (" (report only)" if args.report_only else ""),
-        "* figures: mean ± std over seeds on the test images; 'acc' = the explained classifier's accuracy on "
-        "the reconstructions; eval-clf = a fresh classifier of the same architecture trained and tested on "
-        "the image set.",
-        "",
-        tab,
-        "",
-        "Claims:",
-        cl,
-        "",
-        f"{REFERENCE}",
-    ])
+    text = "\n".join(
+        [
+            f"### {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} — `--config {args.config}`",
+            "",
+            f"* machine: {machine()}",
+            f"* command: `{cmd}`",
+            f"* settings: {json.dumps(cfg)}",
+            f"* wall time: {total / 60:.1f} min" + (" (report only)" if args.report_only else ""),
+            "* figures: mean ± std over seeds on the test images; 'acc' = the explained classifier's accuracy on "
+            "the reconstructions; eval-clf = a fresh classifier of the same architecture trained and tested on "
+            "the image set.",
+            "",
+            tab,
+            "",
+            "Claims:",
+            cl,
+            "",
+            f"{REFERENCE}",
+        ]
+    )
     (out / "results.md").write_text(text + "\n")
     if not args.no_results and results:
         append_results(text)

@@ -180,8 +180,10 @@ VARIANTS = {
     "compile-combo": ({"compile": True}, {"torch._inductor.config.combo_kernels": True}),
     "fp32-compile": ({"amp": False, "compile": True}, {}),
     "compile-nocl": ({"compile": True, "channels_last": False}, {}),
-    "compile-nocl-nolayout": ({"compile": True, "channels_last": False},
-                              {"torch._inductor.config.layout_optimization": False}),
+    "compile-nocl-nolayout": (
+        {"compile": True, "channels_last": False},
+        {"torch._inductor.config.layout_optimization": False},
+    ),
 }
 
 
@@ -242,12 +244,17 @@ def profile_phase(make, x, y, dev, out_dir, name, steps=40, bs=128, variant="def
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 make().fit((xs, ys), **kw)
                 sync(dev)
-        ev = [e for e in prof.key_averages() if getattr(e, "device_type", None) is not None
-              and str(e.device_type).endswith("CUDA")]
+        ev = [
+            e
+            for e in prof.key_averages()
+            if getattr(e, "device_type", None) is not None and str(e.device_type).endswith("CUDA")
+        ]
         total_us = sum(getattr(e, "self_device_time_total", 0) or getattr(e, "self_cuda_time_total", 0) for e in ev)
         count = sum(e.count for e in ev)
-        head = (f"# profile {name} ({label}): {steps} steps, {count} GPU kernels/ops ({count / steps:.0f} per step), "
-                f"GPU time {total_us / 1e3:.1f} ms ({total_us / steps:.0f} us per step)")
+        head = (
+            f"# profile {name} ({label}): {steps} steps, {count} GPU kernels/ops ({count / steps:.0f} per step), "
+            f"GPU time {total_us / 1e3:.1f} ms ({total_us / steps:.0f} us per step)"
+        )
         table = prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=70)
         print(head, flush=True)
         print(table, flush=True)
@@ -271,16 +278,24 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--phases", default="classifier,cladec,refae,cladec-streamed,together")
     ap.add_argument("--pipeline-epochs", type=int, default=0)
-    ap.add_argument("--variants", default="default",
-                    help="fast-path variants to time, comma-separated: " + ",".join(VARIANTS))
-    ap.add_argument("--profile", default=None, metavar="DIR",
-                    help="also profile 40 ClaDec and RefAE steps per kernel (with and without CUDA graphs), "
-                         "tables printed and saved in DIR")
+    ap.add_argument(
+        "--variants", default="default", help="fast-path variants to time, comma-separated: " + ",".join(VARIANTS)
+    )
+    ap.add_argument(
+        "--profile",
+        default=None,
+        metavar="DIR",
+        help="also profile 40 ClaDec and RefAE steps per kernel (with and without CUDA graphs), "
+        "tables printed and saved in DIR",
+    )
     ap.add_argument("--profile-variants", default="default", help="variants to profile (comma-separated)")
     ap.add_argument("--max-pipeline-s", type=float, default=0, help="shorten the pipeline run to fit this budget")
     ap.add_argument("--pipeline-only", action="store_true", help="run only the pipeline, with --pipeline-variants")
-    ap.add_argument("--pipeline-variants", default="classifier=default,together=default",
-                    help="with --pipeline-only: PART=VARIANT,... for classifier and either together or cladec+refae")
+    ap.add_argument(
+        "--pipeline-variants",
+        default="classifier=default,together=default",
+        help="with --pipeline-only: PART=VARIANT,... for classifier and either together or cladec+refae",
+    )
     ap.add_argument("--json", default=None, help="also write the results as JSON here")
     args = ap.parse_args()
 
@@ -295,8 +310,15 @@ def main() -> int:
     rows = []
 
     def row(phase, path, times, n, extra=None):
-        r = {"phase": phase, "path": path, "images_per_s": n / steady(times), "s_per_epoch": steady(times),
-             "first_epoch_s": times[0], "peak_mb": peak_mb(dev), "device": str(dev)}
+        r = {
+            "phase": phase,
+            "path": path,
+            "images_per_s": n / steady(times),
+            "s_per_epoch": steady(times),
+            "first_epoch_s": times[0],
+            "peak_mb": peak_mb(dev),
+            "device": str(dev),
+        }
         r.update(extra or {})
         rows.append(r)
         print(json.dumps(r), flush=True)
@@ -314,21 +336,24 @@ def main() -> int:
         phases = []
     # classifier ------------------------------------------------------------------------------
     ce = args.classifier_epochs or E
-    for v in (chosen if "classifier" in phases else ["default"] if not args.pipeline_only else []):
+    for v in chosen if "classifier" in phases else ["default"] if not args.pipeline_only else []:
         torch.manual_seed(0)
         m = create_model("vgg-paper", in_channels=1, num_classes=10).to(dev)
         reset_peak(dev)
         try:
             with variant_globals(v):
-                hist = train_classifier(m, (x, y), ce, test_data=(xt, yt), batch_size=bs, verbose=False, seed=0,
-                                        **variants[v])
+                hist = train_classifier(
+                    m, (x, y), ce, test_data=(xt, yt), batch_size=bs, verbose=False, seed=0, **variants[v]
+                )
         except Exception as ex:  # a variant that fails is reported, not fatal
             print(f"# classifier variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
             continue
         if v == "default":
             clf = m
         with torch.no_grad():
-            acc = float((torch.cat([m(xt[i:i+1000]).argmax(1) for i in range(0, len(xt), 1000)]) == yt).float().mean())
+            acc = float(
+                (torch.cat([m(xt[i : i + 1000]).argmax(1) for i in range(0, len(xt), 1000)]) == yt).float().mean()
+            )
         if "classifier" in phases:
             row("classifier", vname(v), hist["seconds"], len(x), {"test_acc": acc})
     if "classifier" in phases:
@@ -346,8 +371,16 @@ def main() -> int:
         for pv in [v for v in args.profile_variants.split(",") if v]:
             if pv not in VARIANTS:
                 ap.error(f"unknown profile variant {pv!r}; valid: {sorted(VARIANTS)}")
-            profile_phase(lambda: cladec.ClaDec(clf, args.layer, alpha=0.001), x, y, dev, args.profile, "cladec",
-                          bs=bs, variant=pv)
+            profile_phase(
+                lambda: cladec.ClaDec(clf, args.layer, alpha=0.001),
+                x,
+                y,
+                dev,
+                args.profile,
+                "cladec",
+                bs=bs,
+                variant=pv,
+            )
             profile_phase(lambda: cladec.RefAE(clf, args.layer), x, y, dev, args.profile, "refae", bs=bs, variant=pv)
 
     # ClaDec ------------------------------------------------------------------------------------
@@ -356,8 +389,9 @@ def main() -> int:
             reset_peak(dev)
             try:
                 with variant_globals(v):
-                    e = cladec.ClaDec(clf, args.layer, alpha=0.001).fit((x, y), epochs=E, batch_size=bs,
-                                                                         verbose=False, seed=0, **variants[v])
+                    e = cladec.ClaDec(clf, args.layer, alpha=0.001).fit(
+                        (x, y), epochs=E, batch_size=bs, verbose=False, seed=0, **variants[v]
+                    )
             except Exception as ex:
                 print(f"# cladec variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
                 continue
@@ -370,16 +404,24 @@ def main() -> int:
     if "cladec-streamed" in phases:
         reset_peak(dev)
         e = cladec.ClaDec(clf, args.layer, alpha=0.001, cache_budget=1 << 20).fit(
-            (x.cpu(), y.cpu()), epochs=E, batch_size=bs, verbose=False, seed=0)
+            (x.cpu(), y.cpu()), epochs=E, batch_size=bs, verbose=False, seed=0
+        )
         mse, acc_r = quality(lambda xs: e.decoder(e.capture(xs)), clf, xt, yt)
-        row("cladec-streamed", "cladec", [h["seconds"] for h in e.history], len(x), {"test_mse": mse, "acc_on_recon": acc_r})
+        row(
+            "cladec-streamed",
+            "cladec",
+            [h["seconds"] for h in e.history],
+            len(x),
+            {"test_mse": mse, "acc_on_recon": acc_r},
+        )
     if "refae" in phases:
         for v in chosen:
             reset_peak(dev)
             try:
                 with variant_globals(v):
-                    r = cladec.RefAE(clf, args.layer).fit((x, y), epochs=E, batch_size=bs, verbose=False, seed=0,
-                                                          **variants[v])
+                    r = cladec.RefAE(clf, args.layer).fit(
+                        (x, y), epochs=E, batch_size=bs, verbose=False, seed=0, **variants[v]
+                    )
             except Exception as ex:
                 print(f"# refae variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
                 continue
@@ -402,8 +444,13 @@ def main() -> int:
                 continue
             mse, acc_r = quality(lambda xs: e.decoder(e.capture(xs)), clf, xt, yt)
             mse2, acc_r2 = quality(lambda xs: r.decoder(r.capture(xs)), clf, xt, yt)
-            row("together", vname(v), [h["seconds"] for h in e.history], len(x),
-                {"test_mse": mse, "acc_on_recon": acc_r, "refae_test_mse": mse2, "refae_acc_on_recon": acc_r2})
+            row(
+                "together",
+                vname(v),
+                [h["seconds"] for h in e.history],
+                len(x),
+                {"test_mse": mse, "acc_on_recon": acc_r, "refae_test_mse": mse2, "refae_acc_on_recon": acc_r2},
+            )
 
     # whole pipeline ------------------------------------------------------------------------------
     pipeline = None
@@ -415,10 +462,15 @@ def main() -> int:
             best = dict(kv.split("=", 1) for kv in args.pipeline_variants.split(",") if kv)
         except ValueError:
             ap.error(f"--pipeline-variants must be PART=VARIANT,..., got {args.pipeline_variants!r}")
-        if "classifier" not in best or not ({"together"} <= set(best) or {"cladec", "refae"} <= set(best)) \
-                or any(v not in VARIANTS for v in best.values()):
-            ap.error("--pipeline-variants needs classifier= and together= (or cladec= and refae=) with variants "
-                     f"from {sorted(VARIANTS)}, got {args.pipeline_variants!r}")
+        if (
+            "classifier" not in best
+            or not ({"together"} <= set(best) or {"cladec", "refae"} <= set(best))
+            or any(v not in VARIANTS for v in best.values())
+        ):
+            ap.error(
+                "--pipeline-variants needs classifier= and together= (or cladec= and refae=) with variants "
+                f"from {sorted(VARIANTS)}, got {args.pipeline_variants!r}"
+            )
         P = P or 64
     elif P and not ({"classifier", "together"} <= set(phases) or {"classifier", "cladec", "refae"} <= set(phases)):
         print("# pipeline skipped: it needs the classifier phase and together (or cladec and refae)", flush=True)
@@ -431,13 +483,17 @@ def main() -> int:
             if not cands:
                 return None
             b = min(cands, key=lambda r: r["first_epoch_s"] + (P - 1) * r["s_per_epoch"])
-            return (b["path"].replace("cladec-", "") if b["path"] != "cladec" else "default",
-                    b["first_epoch_s"] + (P - 1) * b["s_per_epoch"])
+            return (
+                b["path"].replace("cladec-", "") if b["path"] != "cladec" else "default",
+                b["first_epoch_s"] + (P - 1) * b["s_per_epoch"],
+            )
+
         found = {ph: fastest(ph) for ph in ("classifier", "cladec", "refae", "together")}
         found = {k: v for k, v in found.items() if v is not None}
         seq = found["cladec"][1] + found["refae"][1] if {"cladec", "refae"} <= set(found) else float("inf")
-        parts = ["classifier"] + (["together"] if found.get("together", (None, float("inf")))[1] < seq
-                                  else ["cladec", "refae"])
+        parts = ["classifier"] + (
+            ["together"] if found.get("together", (None, float("inf")))[1] < seq else ["cladec", "refae"]
+        )
         best = {k: found[k][0] for k in parts}
         est = sum(found[k][1] for k in parts)
     if P:
@@ -476,36 +532,62 @@ def main() -> int:
             acc_c = float((c2(xt).argmax(1) == yt).float().mean())
         mse_e, acc_e = quality(lambda xs: e2.decoder(e2.capture(xs)), c2, xt, yt)
         mse_r, acc_r = quality(lambda xs: r2.decoder(r2.capture(xs)), c2, xt, yt)
-        pipeline = {"variants": best, "epochs_each": P, "total_s": t3 - t0, **times,
-                    "compile_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default"),
-                    "classifier_acc": acc_c, "cladec_mse": mse_e, "refae_mse": mse_r,
-                    "cladec_acc_on_recon": acc_e, "refae_acc_on_recon": acc_r}
+        pipeline = {
+            "variants": best,
+            "epochs_each": P,
+            "total_s": t3 - t0,
+            **times,
+            "compile_cache": os.environ.get("TORCHINDUCTOR_CACHE_DIR", "default"),
+            "classifier_acc": acc_c,
+            "cladec_mse": mse_e,
+            "refae_mse": mse_r,
+            "cladec_acc_on_recon": acc_e,
+            "refae_acc_on_recon": acc_r,
+        }
         print(json.dumps({"pipeline": pipeline}), flush=True)
 
     # table -----------------------------------------------------------------------------------
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-    print(f"\n# speed benchmark {_dt.datetime.now().isoformat(timespec='seconds')} on {name}, torch {torch.__version__}")
-    print(f"# Fashion-MNIST 32x32, {len(x)} train / {len(xt)} test, layer {args.layer}, batch {bs}, {E} epochs per phase")
-    print("| phase | path | images/s | s/epoch (steady) | first epoch s | peak MB | test MSE | acc on recon / test acc |")
+    name = (
+        torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+    )
+    print(
+        f"\n# speed benchmark {_dt.datetime.now().isoformat(timespec='seconds')} on {name}, torch {torch.__version__}"
+    )
+    print(
+        f"# Fashion-MNIST 32x32, {len(x)} train / {len(xt)} test, layer {args.layer}, batch {bs}, {E} epochs per phase"
+    )
+    print(
+        "| phase | path | images/s | s/epoch (steady) | first epoch s | peak MB | test MSE | acc on recon / test acc |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
         q = f"{r.get('acc_on_recon', r.get('test_acc', float('nan'))):.3f}"
         mse = f"{r.get('test_mse', float('nan')):.4f}"
         if "refae_test_mse" in r:  # ClaDec and RefAE fitted together: both
             mse, q = f"{mse} / {r['refae_test_mse']:.4f}", f"{q} / {r['refae_acc_on_recon']:.3f}"
-        print(f"| {r['phase']} | {r['path']} | {r['images_per_s']:.0f} | {r['s_per_epoch']:.3f} | {r['first_epoch_s']:.3f} "
-              f"| {r['peak_mb']:.0f} | {mse} | {q} |")
+        print(
+            f"| {r['phase']} | {r['path']} | {r['images_per_s']:.0f} | {r['s_per_epoch']:.3f} | {r['first_epoch_s']:.3f} "
+            f"| {r['peak_mb']:.0f} | {mse} | {q} |"
+        )
     for phase in ("classifier", "cladec", "refae"):
         f = [r for r in rows if r["phase"] == phase and r["path"] == "cladec"]
         p = [r for r in rows if r["phase"] == phase and r["path"] == "plain"]
         if f and p:
             print(f"# {phase}: fast/plain throughput ratio {f[0]['images_per_s'] / p[0]['images_per_s']:.2f}x")
     if pipeline:
-        print(f"# pipeline ({pipeline['epochs_each']} epochs each, {pipeline['variants']}): "
-              f"{pipeline['total_s']:.1f} s total")
+        print(
+            f"# pipeline ({pipeline['epochs_each']} epochs each, {pipeline['variants']}): "
+            f"{pipeline['total_s']:.1f} s total"
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"device": name, "torch": torch.__version__, "args": vars(args),
-                                               "rows": rows, "pipeline": pipeline}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {"device": name, "torch": torch.__version__, "args": vars(args), "rows": rows, "pipeline": pipeline},
+                indent=2,
+            )
+        )
     return 0
 
 

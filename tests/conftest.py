@@ -39,8 +39,10 @@ def data_root() -> Path:
     from helpers.core import DATA_ROOT as root
 
     if not (root / "FashionMNIST" / "raw").is_dir():
-        pytest.fail(f"real data sets not found at {root}: the tests need ../shared/data beside the repository "
-                    "(or beside the checkout this one was cloned from), or CLADEC_TEST_DATA=<folder>")
+        pytest.fail(
+            f"real data sets not found at {root}: the tests need ../shared/data beside the repository "
+            "(or beside the checkout this one was cloned from), or CLADEC_TEST_DATA=<folder>"
+        )
     return root
 
 
@@ -94,8 +96,19 @@ def saliency_run(data_root, fmnist_small, tmp_path_factory):
         hist = train_classifier(net, train, 2, seed=seed(0), device="cpu", verbose=False)
         meta = {"name": "fashion-mnist", "image_shape": list(train.image_shape), "classes": list(train.classes)}
         save_classifier(base / "clf", net, dataset=meta, history=hist)
-        fit_run(base / "run", classifier_dir=base / "clf", dataset="fashion-mnist", layer="conv2", epochs=1,
-                limit=3000, test_limit=200, data_root=str(data_root), device="cpu", seed=seed(0), verbose=False)
+        fit_run(
+            base / "run",
+            classifier_dir=base / "clf",
+            dataset="fashion-mnist",
+            layer="conv2",
+            epochs=1,
+            limit=3000,
+            test_limit=200,
+            data_root=str(data_root),
+            device="cpu",
+            seed=seed(0),
+            verbose=False,
+        )
         return load_run(base / "run", device="cpu")
     finally:
         torch.set_num_threads(before)
@@ -135,8 +148,19 @@ def eval_setup(data_root, tmp_path_factory):
     net = create_model("vgg-paper", in_channels=1, num_classes=10)
     train_classifier(net, train, 2, seed=seed(0), verbose=False)
     clf_dir = save_classifier(base / "clf", net, dataset=train, metrics={"test_acc": accuracy(net, test)})
-    run = fit_run(base / "run", classifier_dir=clf_dir, dataset="fashion-mnist", layer="conv4", alpha=0.001,
-                  epochs=2, seed=seed(0), size=28, limit=5000, test_limit=1000, data_root=str(data_root), verbose=False)
+    run = fit_run(
+        base / "run",
+        classifier_dir=clf_dir,
+        dataset="fashion-mnist",
+        layer="conv4",
+        alpha=0.001,
+        epochs=2,
+        seed=seed(0),
+        size=28,
+        limit=5000,
+        test_limit=1000,
+        data_root=str(data_root),
+        verbose=False,
+    )
     torch.set_num_threads(threads)
-    return SimpleNamespace(clf_dir=clf_dir, run_dir=base / "run", run=run, train=train,
-                           test=test, data_root=data_root)
+    return SimpleNamespace(clf_dir=clf_dir, run_dir=base / "run", run=run, train=train, test=test, data_root=data_root)

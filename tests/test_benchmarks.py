@@ -17,8 +17,9 @@ def _script(name: str):
     return mod
 
 
-def test_reproduce_paper_reuses_a_classifier_only_when_trained_with_the_same_settings(data_root, tmp_path,
-                                                                                      one_torch_thread):
+def test_reproduce_paper_reuses_a_classifier_only_when_trained_with_the_same_settings(
+    data_root, tmp_path, one_torch_thread
+):
     repro = _script("reproduce_paper")
     cfg = dict(size=32, limit=300, test_limit=200, clf_epochs=1, arch_kwargs={"vgg-paper": {"width": 0.25}})
     path = tmp_path / "fashion-mnist-vgg-paper" / "classifier"
@@ -27,15 +28,19 @@ def test_reproduce_paper_reuses_a_classifier_only_when_trained_with_the_same_set
     weights = (path / "model.safetensors").read_bytes()
     again = repro.train_classifier_dir(path, "fashion-mnist", "vgg-paper", cfg, str(data_root), "cpu")
     assert again == info and (path / "model.safetensors").read_bytes() == weights  # reused, not retrained
-    for change, words in [({"clf_epochs": 2}, "epochs 1, wanted 2"),
-                          ({"limit": 600}, "training images 300, wanted 600"),
-                          ({"size": 28}, "image size [32, 32], wanted [28, 28]"),
-                          ({"arch_kwargs": {"vgg-paper": {"width": 0.5}}}, "arch_kwargs['width'] 0.25, wanted 0.5")]:
-        with pytest.raises(SystemExit, match="trained with other settings.*" + words.replace("[", r"\[")
-                           .replace("]", r"\]")):
+    for change, words in [
+        ({"clf_epochs": 2}, "epochs 1, wanted 2"),
+        ({"limit": 600}, "training images 300, wanted 600"),
+        ({"size": 28}, "image size [32, 32], wanted [28, 28]"),
+        ({"arch_kwargs": {"vgg-paper": {"width": 0.5}}}, "arch_kwargs['width'] 0.25, wanted 0.5"),
+    ]:
+        with pytest.raises(
+            SystemExit, match="trained with other settings.*" + words.replace("[", r"\[").replace("]", r"\]")
+        ):
             repro.train_classifier_dir(path, "fashion-mnist", "vgg-paper", {**cfg, **change}, str(data_root), "cpu")
     with pytest.raises(SystemExit, match=r"arch_kwargs\['width'\] 0.25, wanted 1.0"):  # settings naming no width
-        repro.train_classifier_dir(path, "fashion-mnist", "vgg-paper", {**cfg, "arch_kwargs": {}}, str(data_root),
-                                   "cpu")
+        repro.train_classifier_dir(
+            path, "fashion-mnist", "vgg-paper", {**cfg, "arch_kwargs": {}}, str(data_root), "cpu"
+        )
     with pytest.raises(SystemExit, match="data set 'fashion-mnist', wanted 'mnist'"):
         repro.train_classifier_dir(path, "mnist", "vgg-paper", cfg, str(data_root), "cpu")

@@ -190,10 +190,21 @@ def test_an_attached_capture_leaves_other_forward_passes_alone():
 def test_token_options_are_refused_for_other_outputs():
     # prefix_tokens / num_prefix_tokens only apply to (N, T, D) outputs; for maps and vectors they were ignored
     x, _ = fmnist("test", 4)
-    with pytest.raises(ConfigError, match=r"prefix_tokens='channels' sets how extra tokens of a token output \(N, T, D\) "
-                                          r"are handled, but layer 'conv2' outputs shape \(32, 4, 4\) per image"):
+    with pytest.raises(
+        ConfigError,
+        match=r"prefix_tokens='channels' sets how extra tokens of a token output \(N, T, D\) "
+        r"are handled, but layer 'conv2' outputs shape \(32, 4, 4\) per image",
+    ):
         LayerCapture(tiny_vgg(), "conv2", prefix_tokens="channels")(x)
-    with pytest.raises(ConfigError, match=r"prefix_tokens='channels' and num_prefix_tokens=1 set .*'flatten' outputs "
-                                          r"shape \(128,\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"prefix_tokens='channels' and num_prefix_tokens=1 set .*'flatten' outputs "
+        r"shape \(128,\)",
+    ):
         LayerCapture(tiny_vgg(), "flatten", prefix_tokens="channels", num_prefix_tokens=1)(x)
-    assert LayerCapture(TinyViT().eval(), "block", prefix_tokens="channels", num_prefix_tokens=1)(x).shape == (4, 48, 4, 4)
+    assert LayerCapture(TinyViT().eval(), "block", prefix_tokens="channels", num_prefix_tokens=1)(x).shape == (
+        4,
+        48,
+        4,
+        4,
+    )

@@ -254,7 +254,11 @@ def test_checkpoint_round_trip_reproduces_predictions_exactly(trained, fmnist_sm
     assert info["format"] == "cladec-classifier" and info["version"] == 1 and info["arch"] == "vgg-paper"
     assert info["arch_kwargs"] == {"in_channels": 1, "num_classes": 10, "width": 0.25}
     assert info["dataset"]["name"] == "fashion-mnist" and info["dataset"]["image_shape"] == [1, 28, 28]
-    assert info["dataset"]["classes"][0] == "T-shirt/top" and info["dataset"]["n_images"] == 3000 and info["dataset"]["size"] is None
+    assert (
+        info["dataset"]["classes"][0] == "T-shirt/top"
+        and info["dataset"]["n_images"] == 3000
+        and info["dataset"]["size"] is None
+    )
     assert info["input_norm"] is None and info["metrics"] == metrics and info["history"]["lr"] == [0.1]
     assert "cladec_version" in info
 

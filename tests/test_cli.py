@@ -23,8 +23,9 @@ from helpers.core import DATA_ROOT, png_size
 DATA = DATA_ROOT
 TESTS = Path(__file__).resolve().parent
 
-pytestmark = pytest.mark.skipif(not (DATA / "FashionMNIST" / "raw").is_dir(),
-                                reason=f"real data sets not found at {DATA}")
+pytestmark = pytest.mark.skipif(
+    not (DATA / "FashionMNIST" / "raw").is_dir(), reason=f"real data sets not found at {DATA}"
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +41,28 @@ def cli_threads():
 def clf_dir(tmp_path_factory, cli_threads) -> Path:
     """A vgg-paper (width 0.25) checkpoint trained by the CLI on 2,000 Fashion-MNIST images (28×28)."""
     out = tmp_path_factory.mktemp("cli") / "clf"
-    rc = main(["train-classifier", "--dataset", "fashion-mnist", "--data-root", str(DATA), "--arch", "vgg-paper",
-               "--width", "0.25", "--epochs", "2", "--limit", "2000", "--test-limit", "500", "--out", str(out),
-               "-q"])
+    rc = main(
+        [
+            "train-classifier",
+            "--dataset",
+            "fashion-mnist",
+            "--data-root",
+            str(DATA),
+            "--arch",
+            "vgg-paper",
+            "--width",
+            "0.25",
+            "--epochs",
+            "2",
+            "--limit",
+            "2000",
+            "--test-limit",
+            "500",
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -51,9 +71,32 @@ def clf_dir(tmp_path_factory, cli_threads) -> Path:
 def run_dir(clf_dir, tmp_path_factory) -> Path:
     """A run (ClaDec + RefAE) of the shared classifier's middle layer on a subset of its units."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    rc = main(["fit", "--model", str(clf_dir), "--dataset", "fashion-mnist", "--data-root", str(DATA),
-               "--layer", "conv2", "--neurons", "0,1,5-9", "--alpha", "0.001", "--epochs", "1",
-               "--limit", "1000", "--test-limit", "200", "--out", str(out), "-q"])
+    rc = main(
+        [
+            "fit",
+            "--model",
+            str(clf_dir),
+            "--dataset",
+            "fashion-mnist",
+            "--data-root",
+            str(DATA),
+            "--layer",
+            "conv2",
+            "--neurons",
+            "0,1,5-9",
+            "--alpha",
+            "0.001",
+            "--epochs",
+            "1",
+            "--limit",
+            "1000",
+            "--test-limit",
+            "200",
+            "--out",
+            str(out),
+            "-q",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -158,9 +201,28 @@ def test_fit_neuron_subset_and_explain(run_dir, tmp_path, capsys):
 
 def test_fit_default_layer_alias_without_refae_compiled(clf_dir, tmp_path, capsys):
     out = tmp_path / "run-last"
-    rc = main(["fit", "--model", str(clf_dir), "--layer", "last", "--no-refae", "--epochs", "1", "--limit", "500",
-               "--test-limit", "100", "--data-root", str(DATA), "--out", str(out), "-q",
-               "--compile"])  # data set from checkpoint
+    rc = main(
+        [
+            "fit",
+            "--model",
+            str(clf_dir),
+            "--layer",
+            "last",
+            "--no-refae",
+            "--epochs",
+            "1",
+            "--limit",
+            "500",
+            "--test-limit",
+            "100",
+            "--data-root",
+            str(DATA),
+            "--out",
+            str(out),
+            "-q",
+            "--compile",
+        ]
+    )  # data set from checkpoint
     assert rc == 0, capsys.readouterr().err
     cfg = json.loads((out / "run.json").read_text())
     assert cfg["layer"] == "conv4" and cfg["neurons"] is None and cfg["dataset"]["name"] == "fashion-mnist"
@@ -174,33 +236,126 @@ def test_fit_default_layer_alias_without_refae_compiled(clf_dir, tmp_path, capsy
 
 def test_mnist_resized_to_32(tmp_path, cli_threads, capsys):
     clf = tmp_path / "clf32"
-    assert main(["train-classifier", "--dataset", "mnist", "--data-root", str(DATA), "--size", "32", "--width",
-                 "0.125", "--epochs", "1", "--limit", "500", "--test-limit", "100", "--out", str(clf), "-q"]) == 0
+    assert (
+        main(
+            [
+                "train-classifier",
+                "--dataset",
+                "mnist",
+                "--data-root",
+                str(DATA),
+                "--size",
+                "32",
+                "--width",
+                "0.125",
+                "--epochs",
+                "1",
+                "--limit",
+                "500",
+                "--test-limit",
+                "100",
+                "--out",
+                str(clf),
+                "-q",
+            ]
+        )
+        == 0
+    )
     info = json.loads((clf / "classifier.json").read_text())
     assert info["dataset"]["size"] == 32 and info["dataset"]["image_shape"] == [1, 32, 32]
     capsys.readouterr()
     assert main(["layers", "--model", str(clf)]) == 0
     assert "input 1×32×32" in capsys.readouterr().out
     run = tmp_path / "run32"
-    assert main(["fit", "--model", str(clf), "--dataset", "mnist", "--data-root", str(DATA), "--layer", "middle",
-                 "--epochs", "1", "--refae-epochs", "1", "--limit", "300", "--test-limit", "50", "--out", str(run),
-                 "-q"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--model",
+                str(clf),
+                "--dataset",
+                "mnist",
+                "--data-root",
+                str(DATA),
+                "--layer",
+                "middle",
+                "--epochs",
+                "1",
+                "--refae-epochs",
+                "1",
+                "--limit",
+                "300",
+                "--test-limit",
+                "50",
+                "--out",
+                str(run),
+                "-q",
+            ]
+        )
+        == 0
+    )
     cfg = json.loads((run / "run.json").read_text())
     assert cfg["dataset"]["size"] == 32 and cfg["image_shape"] == [1, 32, 32] and cfg["layer"] == "conv2"
 
 
 def test_resnet10_on_cifar10_colour(tmp_path, cli_threads, capsys):
     clf = tmp_path / "resnet"
-    assert main(["train-classifier", "--dataset", "cifar10", "--data-root", str(DATA), "--arch", "resnet10",
-                 "--width", "0.125", "--epochs", "1", "--limit", "400", "--test-limit", "100", "--out", str(clf),
-                 "-q"]) == 0
+    assert (
+        main(
+            [
+                "train-classifier",
+                "--dataset",
+                "cifar10",
+                "--data-root",
+                str(DATA),
+                "--arch",
+                "resnet10",
+                "--width",
+                "0.125",
+                "--epochs",
+                "1",
+                "--limit",
+                "400",
+                "--test-limit",
+                "100",
+                "--out",
+                str(clf),
+                "-q",
+            ]
+        )
+        == 0
+    )
     info = json.loads((clf / "classifier.json").read_text())
     assert info["arch"] == "resnet10" and info["dataset"]["image_shape"] == [3, 32, 32]
     assert info["dataset"]["classes"][0] == "airplane"
     run = tmp_path / "run"
-    assert main(["fit", "--model", str(clf), "--dataset", "cifar10", "--data-root", str(DATA), "--layer", "layer2",
-                 "--neurons", "0-3", "--epochs", "1", "--limit", "300", "--test-limit", "50", "--out", str(run),
-                 "-q"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--model",
+                str(clf),
+                "--dataset",
+                "cifar10",
+                "--data-root",
+                str(DATA),
+                "--layer",
+                "layer2",
+                "--neurons",
+                "0-3",
+                "--epochs",
+                "1",
+                "--limit",
+                "300",
+                "--test-limit",
+                "50",
+                "--out",
+                str(run),
+                "-q",
+            ]
+        )
+        == 0
+    )
     png = tmp_path / "cifar.png"
     assert main(["explain", "--run", str(run), "--n", "6", "--out", str(png), "--data-root", str(DATA)]) == 0
     w, h = png_size(png)
@@ -229,9 +384,34 @@ def test_user_model_from_factory(tmp_path, cli_threads, capsys):
     assert "input 1×28×28" in out and "BatchNorm2d" in out and "8×28×28" in out
 
     run = tmp_path / "run"
-    rc = main(["fit", "--factory", factory, "--weights", str(weights), "--input-norm", "0.5,0.5",
-               "--dataset", "mnist", "--data-root", str(DATA), "--layer", "bn", "--neurons", "0-3",
-               "--epochs", "1", "--limit", "300", "--test-limit", "50", "--out", str(run), "-q"])
+    rc = main(
+        [
+            "fit",
+            "--factory",
+            factory,
+            "--weights",
+            str(weights),
+            "--input-norm",
+            "0.5,0.5",
+            "--dataset",
+            "mnist",
+            "--data-root",
+            str(DATA),
+            "--layer",
+            "bn",
+            "--neurons",
+            "0-3",
+            "--epochs",
+            "1",
+            "--limit",
+            "300",
+            "--test-limit",
+            "50",
+            "--out",
+            str(run),
+            "-q",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     cfg = json.loads((run / "run.json").read_text())
     assert cfg["classifier"]["type"] == "factory" and cfg["classifier"]["factory"] == factory
@@ -241,8 +421,9 @@ def test_user_model_from_factory(tmp_path, cli_threads, capsys):
     png_size(png)
     assert cfg["classifier"]["weights_sha256"]  # the identity of the weights the run was fitted with
     # other weights written over the file: the run's decoders do not belong to that model
-    save_file({k: (v + 1 if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()},
-              str(weights))
+    save_file(
+        {k: (v + 1 if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}, str(weights)
+    )
     err = _error_of(capsys, ["explain", "--run", str(run), "--n", "4", "--out", str(png)])
     assert "not the one the run" in err and "SHA-256" in err
 
@@ -265,15 +446,17 @@ def test_errors_are_one_message_and_exit_2(clf_dir, run_dir, tmp_path, capsys):
     err = _error_of(capsys, ["train-classifier", "--dataset", "nope", "--out", str(tmp_path / "c")])
     assert "unknown data set 'nope'" in err and "fashion-mnist" in err
     # missing data: the paths tried and how to get it
-    err = _error_of(capsys, ["train-classifier", "--dataset", "mnist", "--data-root", str(empty),
-                             "--out", str(tmp_path / "c")])
+    err = _error_of(
+        capsys, ["train-classifier", "--dataset", "mnist", "--data-root", str(empty), "--out", str(tmp_path / "c")]
+    )
     assert str(empty) in err and "download" in err
     # a bad layer lists valid names
     err = _error_of(capsys, ["fit", "--model", str(clf_dir), "--layer", "conv9", "--out", str(tmp_path / "r")])
     assert "unknown layer 'conv9'" in err and "conv4" in err
     # neurons: malformed, out of range
-    err = _error_of(capsys, ["fit", "--model", str(clf_dir), "--layer", "conv4", "--neurons", "0,x",
-                             "--out", str(tmp_path / "r")])
+    err = _error_of(
+        capsys, ["fit", "--model", str(clf_dir), "--layer", "conv4", "--neurons", "0,x", "--out", str(tmp_path / "r")]
+    )
     assert "--neurons" in err
     # a model dir that is not a checkpoint
     err = _error_of(capsys, ["layers", "--model", str(empty)])
@@ -286,8 +469,22 @@ def test_errors_are_one_message_and_exit_2(clf_dir, run_dir, tmp_path, capsys):
     err = _error_of(capsys, ["explain", "--run", str(run_dir), "--out", str(tmp_path / "t.jpg")])
     assert ".png" in err
     # a run explained on a data set of another shape
-    err = _error_of(capsys, ["explain", "--run", str(run_dir), "--dataset", "cifar10", "--data-root", str(DATA),
-                             "--n", "2", "--out", str(tmp_path / "t.png")])
+    err = _error_of(
+        capsys,
+        [
+            "explain",
+            "--run",
+            str(run_dir),
+            "--dataset",
+            "cifar10",
+            "--data-root",
+            str(DATA),
+            "--n",
+            "2",
+            "--out",
+            str(tmp_path / "t.png"),
+        ],
+    )
     assert "shape" in err
     # bad option values are usage errors (exit 2)
     assert main(["fit", "--model", str(clf_dir), "--layer", "conv4", "--alpha", "2", "--out", "r"]) == 2
@@ -297,13 +494,35 @@ def test_errors_are_one_message_and_exit_2(clf_dir, run_dir, tmp_path, capsys):
 
 def test_python_dash_m_subprocess(clf_dir, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    ok = subprocess.run([sys.executable, "-m", "cladec", "layers", "--model", str(clf_dir)],
-                        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    ok = subprocess.run(
+        [sys.executable, "-m", "cladec", "layers", "--model", str(clf_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "conv4" in ok.stdout and "last" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "cladec", "fit", "--model", str(clf_dir), "--layer", "conv9",
-                          "--out", str(tmp_path / "r")], capture_output=True, text=True, env=env, cwd=tmp_path,
-                         timeout=300)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cladec",
+            "fit",
+            "--model",
+            str(clf_dir),
+            "--layer",
+            "conv9",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert bad.returncode == 2
     assert bad.stderr.startswith("cladec: error: unknown layer 'conv9'") and "Traceback" not in bad.stderr
 
@@ -353,11 +572,36 @@ def test_device_is_checked_for_every_kind(monkeypatch):
 def test_options_that_would_be_ignored_are_refused(clf_dir, tmp_path, capsys):
     err = _error_of(capsys, ["layers", "--model", str(clf_dir), "--factory-kwargs", '{"num_classes": 3}'])
     assert "--factory-kwargs goes with --factory" in err
-    err = _error_of(capsys, ["fit", "--model", str(clf_dir), "--factory-kwargs", '{"num_classes": 3}',
-                             "--layer", "conv2", "--out", str(tmp_path / "r")])
+    err = _error_of(
+        capsys,
+        [
+            "fit",
+            "--model",
+            str(clf_dir),
+            "--factory-kwargs",
+            '{"num_classes": 3}',
+            "--layer",
+            "conv2",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert "--factory-kwargs goes with --factory" in err
-    err = _error_of(capsys, ["fit", "--model", str(clf_dir), "--layer", "conv2", "--no-refae", "--refae-epochs", "3",
-                             "--out", str(tmp_path / "r")])
+    err = _error_of(
+        capsys,
+        [
+            "fit",
+            "--model",
+            str(clf_dir),
+            "--layer",
+            "conv2",
+            "--no-refae",
+            "--refae-epochs",
+            "3",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert "--refae-epochs" in err and "--no-refae" in err
     assert not (tmp_path / "r").exists()
 
@@ -365,9 +609,30 @@ def test_options_that_would_be_ignored_are_refused(clf_dir, tmp_path, capsys):
 def test_a_diverging_fit_is_one_message_with_one_prefix(clf_dir, tmp_path, capsys, monkeypatch):
     # --lr 1e30 diverges at once; the command line refuses it (above cladec._checks.LR_MAX), so lift the limit
     monkeypatch.setattr("cladec._checks.LR_MAX", 1e31)
-    err = _error_of(capsys, ["fit", "--model", str(clf_dir), "--layer", "conv2", "--no-refae", "--lr", "1e30",
-                             "--epochs", "1", "--limit", "256", "--test-limit", "32", "--data-root", str(DATA),
-                             "--out", str(tmp_path / "r"), "-q"])
+    err = _error_of(
+        capsys,
+        [
+            "fit",
+            "--model",
+            str(clf_dir),
+            "--layer",
+            "conv2",
+            "--no-refae",
+            "--lr",
+            "1e30",
+            "--epochs",
+            "1",
+            "--limit",
+            "256",
+            "--test-limit",
+            "32",
+            "--data-root",
+            str(DATA),
+            "--out",
+            str(tmp_path / "r"),
+            "-q",
+        ],
+    )
     assert err.startswith("cladec: error: ClaDec: the loss became") and "cladec: error: cladec:" not in err
     assert not (tmp_path / "r").exists()
 
@@ -388,8 +653,21 @@ def test_explain_on_another_label_space_names_the_classifiers_classes(run_dir, t
     monkeypatch.setattr(Explanation, "save_grid", spy)
     png = tmp_path / "mnist.png"
     # a Fashion-MNIST classifier's run explained on MNIST digits (same image shape, other classes)
-    rc = main(["explain", "--run", str(run_dir), "--dataset", "mnist", "--data-root", str(DATA), "--n", "4",
-               "--out", str(png)])
+    rc = main(
+        [
+            "explain",
+            "--run",
+            str(run_dir),
+            "--dataset",
+            "mnist",
+            "--data-root",
+            str(DATA),
+            "--n",
+            "4",
+            "--out",
+            str(png),
+        ]
+    )
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert seen["classes"][0] == "T-shirt/top" and seen["labels"] is None  # predictions named as the classifier's
@@ -430,12 +708,45 @@ def test_relative_imagefolder_is_recorded_absolute(tmp_path, cli_threads, capsys
             for k, i in enumerate((ds.labels == c).nonzero().flatten()[:n].tolist()):
                 Image.fromarray((ds.images[i, 0] * 255).round().byte().numpy()).save(d / f"{k}.png")
     monkeypatch.chdir(work)
-    assert main(["train-classifier", "--dataset", "imagefolder:imgs", "--width", "0.125", "--epochs", "1",
-                 "--out", "clf", "-q"]) == 0
+    assert (
+        main(
+            [
+                "train-classifier",
+                "--dataset",
+                "imagefolder:imgs",
+                "--width",
+                "0.125",
+                "--epochs",
+                "1",
+                "--out",
+                "clf",
+                "-q",
+            ]
+        )
+        == 0
+    )
     absolute = f"imagefolder:{(work / 'imgs').resolve()}"
     assert json.loads((work / "clf" / "classifier.json").read_text())["dataset"]["name"] == absolute
-    assert main(["fit", "--model", "clf", "--dataset", "imagefolder:imgs", "--layer", "conv2", "--epochs", "1",
-                 "--no-refae", "--out", "run", "-q"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                "--model",
+                "clf",
+                "--dataset",
+                "imagefolder:imgs",
+                "--layer",
+                "conv2",
+                "--epochs",
+                "1",
+                "--no-refae",
+                "--out",
+                "run",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert json.loads((work / "run" / "run.json").read_text())["dataset"]["name"] == absolute
     capsys.readouterr()
     # from another folder the run still finds its images (a relative path would name nothing there)

@@ -501,7 +501,8 @@ def test_imagefolder_16_bit_and_float_grey_images_are_scaled_not_clipped(data_ro
     (edge / "train" / "0").mkdir(parents=True)
     Image.fromarray(np.full((28, 28), 200, dtype=np.uint16)).save(edge / "train" / "0" / "dark.png")
     Image.fromarray(np.full((28, 28), np.nextafter(np.float32(1), np.float32(2))), mode="F").save(
-        edge / "train" / "0" / "over.tif")
+        edge / "train" / "0" / "over.tif"
+    )
     e = load_dataset(f"imagefolder:{edge}", cache=False)
     assert sorted(int(e.images[i].max()) for i in range(2)) == [1, 255]
     bad = root / "train" / "0" / "bad.tif"
@@ -532,8 +533,11 @@ def test_imagefolder_transparent_pixels_become_white_with_one_warning(data_root,
     pal = Image.fromarray(photos[4]).quantize(16)
     hole = pal.getpixel((0, 0))
     pal.save(cat / "2.png", transparency=hole)
-    with pytest.warns(UserWarning, match=rf"3 of 6 images in {re.escape(str(root))} \(train\) have transparent "
-                                         r"pixels.*white background") as rec:
+    with pytest.warns(
+        UserWarning,
+        match=rf"3 of 6 images in {re.escape(str(root))} \(train\) have transparent "
+        r"pixels.*white background",
+    ) as rec:
         ds = load_dataset(f"imagefolder:{root}")
     assert len(rec) == 1 and rec[0].filename == __file__  # one warning, pointing at the caller
     assert ds.classes == ["cat", "dog"] and ds.labels.tolist() == [0, 1, 0, 1, 0, 1]
@@ -573,8 +577,14 @@ def test_grey_transparent_pngs_in_a_zip_become_white_also_from_the_cache(data_ro
             else:
                 Image.fromarray(digits[k]).save(buf, "PNG", transparency=0)
             z.writestr(f"sheets/train/{'ab'[k % 2]}/{k}.png", buf.getvalue())  # interleaved: 0, 1, 2, 3
-    want = np.stack([255 - digits[0], 255 - digits[1],
-                     np.where(digits[2] == 0, 255, digits[2]), np.where(digits[3] == 0, 255, digits[3])])
+    want = np.stack(
+        [
+            255 - digits[0],
+            255 - digits[1],
+            np.where(digits[2] == 0, 255, digits[2]),
+            np.where(digits[3] == 0, 255, digits[3]),
+        ]
+    )
     for _ in range(2):  # the second load comes from the decoded-image cache and warns the same
         with pytest.warns(UserWarning, match=rf"4 of 4 images in {re.escape(str(zpath))} \(train\).*white"):
             ds = load_dataset(f"imagefolder:{zpath}")
@@ -669,8 +679,12 @@ def test_decoded_cache_keeps_one_entry_per_zip_and_split(data_root, tmp_path, mo
     key = train_old.rsplit("-", 2)[0]  # digits-<digest>-train
     # files that are not this zip's train entries, and must stay: another zip's entry, a name that only starts
     # like ours, a backup, a note, and a folder named like an entry (cannot be removed: left alone)
-    keep = ["other-0123456789ab-train-1-2.npz", f"{key}-5-0123456789ab-train-1-2.npz", f"{key}-1-2.npz.bak",
-            f"{key}-notes.txt"]
+    keep = [
+        "other-0123456789ab-train-1-2.npz",
+        f"{key}-5-0123456789ab-train-1-2.npz",
+        f"{key}-1-2.npz.bak",
+        f"{key}-notes.txt",
+    ]
     for name in keep:
         (cache / name).write_bytes(b"x")
     (cache / f"{key}-3-4.npz").mkdir()

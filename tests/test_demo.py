@@ -36,8 +36,25 @@ def test_demo_defaults_are_the_documented_ones():
 
 def test_demo_quick_end_to_end_on_embedded_data(tmp_path, demo_threads, capsys):
     out = tmp_path / "demo"
-    rc = main(["demo", "--quick", "--out", str(out), "--limit", "1000", "--test-limit", "200", "--epochs", "2",
-               "--decoder-epochs", "1", "--n-images", "8", "-q"])
+    rc = main(
+        [
+            "demo",
+            "--quick",
+            "--out",
+            str(out),
+            "--limit",
+            "1000",
+            "--test-limit",
+            "200",
+            "--epochs",
+            "2",
+            "--decoder-epochs",
+            "1",
+            "--n-images",
+            "8",
+            "-q",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     printed = capsys.readouterr().out
     s = json.loads((out / "summary.json").read_text())
@@ -79,9 +96,21 @@ def test_demo_quick_end_to_end_on_embedded_data(tmp_path, demo_threads, capsys):
 
 
 def test_demo_on_a_full_data_set_via_data_root(tmp_path, demo_threads):
-    s = run_demo(tmp_path / "d", quick=True, dataset="mnist", data_root=DATA, limit=300, test_limit=100,
-                 epochs=1, decoder_epochs=1, width=0.125, n_images=4, report=False, verbose=False,
-                 log=lambda _: None)
+    s = run_demo(
+        tmp_path / "d",
+        quick=True,
+        dataset="mnist",
+        data_root=DATA,
+        limit=300,
+        test_limit=100,
+        epochs=1,
+        decoder_epochs=1,
+        width=0.125,
+        n_images=4,
+        report=False,
+        verbose=False,
+        log=lambda _: None,
+    )
     assert s["dataset"]["name"] == "mnist" and s["dataset"]["classes"][3] == "3"
     assert s["dataset"]["root"] == str(DATA.resolve())
     run = json.loads((tmp_path / "d" / "runs" / "conv2" / "run.json").read_text())
@@ -134,12 +163,25 @@ def _snapshot(folder):
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_demo_keeps_the_previous_results_on_bad_options_and_interruption(tmp_path, demo_threads, capsys,
-                                                                          monkeypatch):
+def test_demo_keeps_the_previous_results_on_bad_options_and_interruption(tmp_path, demo_threads, capsys, monkeypatch):
     _write_png_folder(tmp_path / "imgs", 20, 5)
     monkeypatch.chdir(tmp_path)
-    small = ["--limit", "60", "--test-limit", "15", "--epochs", "1", "--decoder-epochs", "1", "--width", "0.125",
-             "--n-images", "3", "--no-report", "-q"]
+    small = [
+        "--limit",
+        "60",
+        "--test-limit",
+        "15",
+        "--epochs",
+        "1",
+        "--decoder-epochs",
+        "1",
+        "--width",
+        "0.125",
+        "--n-images",
+        "3",
+        "--no-report",
+        "-q",
+    ]
     assert main(["demo", "--dataset", "imagefolder:imgs", "--out", "d", *small]) == 0, capsys.readouterr().err
     out = tmp_path / "d"
     # a relative image folder is recorded as an absolute path: the results work from any folder
@@ -154,8 +196,11 @@ def test_demo_keeps_the_previous_results_on_bad_options_and_interruption(tmp_pat
     assert ".cladec-demo" in before and "summary.json" in before and "runs/conv4/run.json" in before
 
     # bad options are refused before anything is touched
-    for bad, msg in ((["--arch", "nope"], "vgg-paper"), (["--device", "nope"], "not a device"),
-                     (["--dataset", "nope"], "unknown data set")):
+    for bad, msg in (
+        (["--arch", "nope"], "vgg-paper"),
+        (["--device", "nope"], "not a device"),
+        (["--dataset", "nope"], "unknown data set"),
+    ):
         assert main(["demo", "--dataset", "imagefolder:imgs", "--out", "d", *small, *bad]) == 2
         assert msg in capsys.readouterr().err
         assert _snapshot(out) == before, bad
@@ -191,16 +236,39 @@ def test_balanced_pick():
 
 
 def test_format_summary_states_the_findings():
-    layer = {"role": "last", "layer": "conv4", "activation_shape": [512, 1, 1], "triplets": "triplets-conv4.png",
-             "mse_cladec": 0.03, "mse_refae": 0.02, "accuracy_original": 0.9, "accuracy_cladec": 0.8,
-             "accuracy_refae": 0.6, "refae_reconstructs_better": True, "classifier_better_on_cladec": True,
-             "collapsed": {"cladec": False, "refae": True}, "timings": {"cladec_s": 10, "refae_s": 12}}
-    s = {"dataset": {"name": "fashion-mnist-mini", "image_shape": [1, 28, 28], "n_train": 6000, "n_test": 1000,
-                     "num_classes": 10},
-         "classifier": {"arch": "vgg-paper", "width": 1.0, "test_accuracy": 0.9, "epochs": 6},
-         "alpha": 0.001, "layers": [layer, dict(layer, layer="conv2", role="middle", mse_refae=0.04,
-                                                refae_reconstructs_better=False, collapsed=None)],
-         "timings": {"total_s": 100, "classifier_s": 30}, "device": "cpu", "report": "report/index.html"}
+    layer = {
+        "role": "last",
+        "layer": "conv4",
+        "activation_shape": [512, 1, 1],
+        "triplets": "triplets-conv4.png",
+        "mse_cladec": 0.03,
+        "mse_refae": 0.02,
+        "accuracy_original": 0.9,
+        "accuracy_cladec": 0.8,
+        "accuracy_refae": 0.6,
+        "refae_reconstructs_better": True,
+        "classifier_better_on_cladec": True,
+        "collapsed": {"cladec": False, "refae": True},
+        "timings": {"cladec_s": 10, "refae_s": 12},
+    }
+    s = {
+        "dataset": {
+            "name": "fashion-mnist-mini",
+            "image_shape": [1, 28, 28],
+            "n_train": 6000,
+            "n_test": 1000,
+            "num_classes": 10,
+        },
+        "classifier": {"arch": "vgg-paper", "width": 1.0, "test_accuracy": 0.9, "epochs": 6},
+        "alpha": 0.001,
+        "layers": [
+            layer,
+            dict(layer, layer="conv2", role="middle", mse_refae=0.04, refae_reconstructs_better=False, collapsed=None),
+        ],
+        "timings": {"total_s": 100, "classifier_s": 30},
+        "device": "cpu",
+        "report": "report/index.html",
+    }
     text = format_summary(s)
     assert "Does RefAE reconstruct better than ClaDec?  YES" in text
     assert "Does RefAE reconstruct better than ClaDec?  NO" in text

@@ -28,8 +28,15 @@ from helpers.stability import margin
 @pytest.fixture(scope="module")
 def evaluated(eval_setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "eval"
-    res = evaluate_run(eval_setup.run_dir, limit=1000, data_root=str(eval_setup.data_root), eval_epochs=2,
-                       train_limit=2000, out=out, verbose=False)
+    res = evaluate_run(
+        eval_setup.run_dir,
+        limit=1000,
+        data_root=str(eval_setup.data_root),
+        eval_epochs=2,
+        train_limit=2000,
+        out=out,
+        verbose=False,
+    )
     return res, out
 
 
@@ -42,8 +49,13 @@ def test_claim_classifier_recognises_cladec_better(evaluated):
 
 def test_outputs_written(evaluated):
     res, out = evaluated
-    assert {p.name for p in out.iterdir()} >= {"metrics.json", "metrics.csv", "per_class.csv",
-                                               "per_class_accuracy.png", "errors.png"}
+    assert {p.name for p in out.iterdir()} >= {
+        "metrics.json",
+        "metrics.csv",
+        "per_class.csv",
+        "per_class_accuracy.png",
+        "errors.png",
+    }
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["format"] == "cladec-eval"
     assert on_disk["summary"]["mse_cladec"] == pytest.approx(res["summary"]["mse_cladec"])
@@ -78,24 +90,43 @@ def test_unknown_run_directory(tmp_path):
 def test_evaluation_classifiers_start_from_the_seed_and_never_test_on_their_training_split(eval_setup):
     # the seed fixes the evaluation classifiers' initial weights too: the same call twice in one process (with
     # other random draws in between) gives the same figures (it once gave 0.125, then 0.109)
-    kw = dict(limit=64, train_limit=128, eval_epochs=1, sets=["cladec"], data_root=str(eval_setup.data_root),
-              write=False, verbose=False, seed=3)
+    kw = dict(
+        limit=64,
+        train_limit=128,
+        eval_epochs=1,
+        sets=["cladec"],
+        data_root=str(eval_setup.data_root),
+        write=False,
+        verbose=False,
+        seed=3,
+    )
     a = evaluate_run(eval_setup.run, **kw)["sets"]["cladec"]["eval_accuracy"]
     torch.rand(1000)
     b = evaluate_run(eval_setup.run, **kw)["sets"]["cladec"]["eval_accuracy"]
     assert a == b
     with pytest.raises(ConfigError, match="trained on the training split, so they cannot be tested on it"):
         evaluate_run(eval_setup.run, split="train", verbose=False)
-    for ignored in (dict(eval_epochs=2), dict(eval_arch="resnet10"), dict(train_limit=100),
-                    dict(eval_arch_kwargs={"width": 0.5})):  # options of classifiers that are not trained
+    for ignored in (
+        dict(eval_epochs=2),
+        dict(eval_arch="resnet10"),
+        dict(train_limit=100),
+        dict(eval_arch_kwargs={"width": 0.5}),
+    ):  # options of classifiers that are not trained
         with pytest.raises(ConfigError, match=f"{next(iter(ignored))} set the evaluation classifiers"):
             evaluate_run(eval_setup.run, eval_classifier=False, verbose=False, write=False, **ignored)
 
 
 def test_dataset_with_other_image_shape(eval_setup, tmp_path):
     with pytest.raises(DataError, match=r"shape \(3, 28, 28\).*\(1, 28, 28\)"):
-        evaluate_run(eval_setup.run, dataset="cifar10", limit=20, data_root=str(eval_setup.data_root),
-                     eval_classifier=False, out=tmp_path / "e", verbose=False)
+        evaluate_run(
+            eval_setup.run,
+            dataset="cifar10",
+            limit=20,
+            data_root=str(eval_setup.data_root),
+            eval_classifier=False,
+            out=tmp_path / "e",
+            verbose=False,
+        )
     assert not (tmp_path / "e").exists()
 
 
@@ -104,16 +135,43 @@ def test_cli_evaluate(eval_setup, tmp_path, capsys):
 
     parser = argparse.ArgumentParser(prog="cladec")
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["evaluate", "--run", str(eval_setup.run_dir), "--dataset", "fashion-mnist",
-                              "--out", str(tmp_path / "ev"), "--limit", "300", "--no-eval-classifier",
-                              "--data-root", str(eval_setup.data_root), "--quiet"])
+    args = parser.parse_args(
+        [
+            "evaluate",
+            "--run",
+            str(eval_setup.run_dir),
+            "--dataset",
+            "fashion-mnist",
+            "--out",
+            str(tmp_path / "ev"),
+            "--limit",
+            "300",
+            "--no-eval-classifier",
+            "--data-root",
+            str(eval_setup.data_root),
+            "--quiet",
+        ]
+    )
     assert args.func(args) == 0
     res = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert res["eval_classifier"] is None and res["dataset"]["n"] == 300
     assert "cladec" in capsys.readouterr().out
     # bad input: a MNIST-shaped run evaluated on CIFAR-10 is a CladecError (the CLI prints it)
-    args = parser.parse_args(["evaluate", "--run", str(eval_setup.run_dir), "--dataset", "cifar10", "--limit",
-                              "10", "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "x")])
+    args = parser.parse_args(
+        [
+            "evaluate",
+            "--run",
+            str(eval_setup.run_dir),
+            "--dataset",
+            "cifar10",
+            "--limit",
+            "10",
+            "--data-root",
+            str(eval_setup.data_root),
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     with pytest.raises(DataError):
         args.func(args)
 
@@ -123,8 +181,19 @@ def test_cli_evaluate(eval_setup, tmp_path, capsys):
 
 def test_cli_evaluate_refuses_a_bad_device_before_any_work(eval_setup, tmp_path, capsys):
     """A bad --device was passed on raw: a traceback (RuntimeError; AssertionError for cuda on a CPU machine)."""
-    base = ["evaluate", "--run", str(eval_setup.run_dir), "--limit", "20", "--no-eval-classifier",
-            "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "ev"), "--quiet"]
+    base = [
+        "evaluate",
+        "--run",
+        str(eval_setup.run_dir),
+        "--limit",
+        "20",
+        "--no-eval-classifier",
+        "--data-root",
+        str(eval_setup.data_root),
+        "--out",
+        str(tmp_path / "ev"),
+        "--quiet",
+    ]
     assert_bad_devices_refused(base, capsys)
     assert not (tmp_path / "ev").exists()
 
@@ -134,10 +203,24 @@ def test_cli_evaluate_refuses_evaluation_classifier_options_it_would_ignore(eval
 
     parser = argparse.ArgumentParser(prog="cladec")
     register(parser.add_subparsers(dest="command"))
-    base = ["evaluate", "--run", str(eval_setup.run_dir), "--limit", "20", "--no-eval-classifier",
-            "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "ev"), "--quiet"]
-    for extra, name in ((["--train-limit", "100"], "--train-limit"), (["--eval-epochs", "3"], "--eval-epochs"),
-                        (["--eval-arch", "resnet10"], "--eval-arch")):
+    base = [
+        "evaluate",
+        "--run",
+        str(eval_setup.run_dir),
+        "--limit",
+        "20",
+        "--no-eval-classifier",
+        "--data-root",
+        str(eval_setup.data_root),
+        "--out",
+        str(tmp_path / "ev"),
+        "--quiet",
+    ]
+    for extra, name in (
+        (["--train-limit", "100"], "--train-limit"),
+        (["--eval-epochs", "3"], "--eval-epochs"),
+        (["--eval-arch", "resnet10"], "--eval-arch"),
+    ):
         args = parser.parse_args(base + extra)
         with pytest.raises(ConfigError, match=f"{name} sets up the evaluation classifiers.*--no-eval-classifier"):
             args.func(args)
@@ -150,8 +233,24 @@ def test_cli_evaluate_refuses_evaluation_classifier_options_it_would_ignore(eval
 def test_cli_evaluate_takes_q_for_quiet(eval_setup, tmp_path, capsys):
     from cladec.cli import main
 
-    assert main(["evaluate", "--run", str(eval_setup.run_dir), "--limit", "50", "--no-eval-classifier",
-                 "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "ev"), "-q"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--run",
+                str(eval_setup.run_dir),
+                "--limit",
+                "50",
+                "--no-eval-classifier",
+                "--data-root",
+                str(eval_setup.data_root),
+                "--out",
+                str(tmp_path / "ev"),
+                "-q",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr()
     assert "50 test images" in out.out and out.err == ""
     assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["dataset"]["n"] == 50
@@ -168,21 +267,51 @@ def test_cli_evaluate_loads_a_factory_run_from_the_working_directory(eval_setup,
     mod = "cladec_test_eval_factory"
     (tmp_path / f"{mod}.py").write_text(
         "from cladec.models import create_model\n\n\n"
-        "def make():\n    return create_model('vgg-paper', in_channels=1, num_classes=10)\n")
+        "def make():\n    return create_model('vgg-paper', in_channels=1, num_classes=10)\n"
+    )
     weights = str(eval_setup.clf_dir / "model.safetensors")
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     sys.path.insert(0, str(tmp_path))  # importable while the run is fitted, as `cladec fit --factory` makes it
     try:
-        fit_run(tmp_path / "run", factory=f"{mod}:make", weights=weights, dataset="fashion-mnist", layer="conv4",
-                epochs=1, refae=False, limit=128, test_limit=20, data_root=str(eval_setup.data_root),
-                device="cpu", verbose=False)
+        fit_run(
+            tmp_path / "run",
+            factory=f"{mod}:make",
+            weights=weights,
+            dataset="fashion-mnist",
+            layer="conv4",
+            epochs=1,
+            refae=False,
+            limit=128,
+            test_limit=20,
+            data_root=str(eval_setup.data_root),
+            device="cpu",
+            verbose=False,
+        )
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop(mod, None)
     monkeypatch.chdir(tmp_path)
     try:
-        assert main(["evaluate", "--run", "run", "--limit", "30", "--no-eval-classifier", "--device", "cpu",
-                     "--data-root", str(eval_setup.data_root), "--out", "ev", "--quiet"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--run",
+                    "run",
+                    "--limit",
+                    "30",
+                    "--no-eval-classifier",
+                    "--device",
+                    "cpu",
+                    "--data-root",
+                    str(eval_setup.data_root),
+                    "--out",
+                    "ev",
+                    "--quiet",
+                ]
+            )
+            == 0
+        )
     finally:
         sys.modules.pop(mod, None)
     res = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -264,9 +393,20 @@ def test_a_users_model_gets_a_freshly_initialised_evaluation_classifier(eval_set
         torch.manual_seed(0)
         train_classifier(net, eval_setup.train.subset(range(512)), 1, seed=0, device="cpu", verbose=False)
         save_tensors(tmp_path / "weights.safetensors", net.state_dict())
-        run = fit_run(tmp_path / "run", factory=f"{mod}:make", weights=str(tmp_path / "weights.safetensors"),
-                      dataset="fashion-mnist", layer="conv", epochs=1, refae=False, limit=128, test_limit=20,
-                      data_root=str(eval_setup.data_root), device="cpu", verbose=False)
+        run = fit_run(
+            tmp_path / "run",
+            factory=f"{mod}:make",
+            weights=str(tmp_path / "weights.safetensors"),
+            dataset="fashion-mnist",
+            layer="conv",
+            epochs=1,
+            refae=False,
+            limit=128,
+            test_limit=20,
+            data_root=str(eval_setup.data_root),
+            device="cpu",
+            verbose=False,
+        )
     finally:
         sys.modules.pop(mod, None)
     trained = {n: p.detach().clone() for n, p in run.classifier.named_parameters()}
@@ -279,8 +419,16 @@ def test_a_users_model_gets_a_freshly_initialised_evaluation_classifier(eval_set
         return real_train(model, *a, **k)
 
     monkeypatch.setattr(C, "train_classifier", spy)
-    res = evaluate_run(run, limit=32, train_limit=64, eval_epochs=1, sets=["cladec"], write=False, verbose=False,
-                       data_root=str(eval_setup.data_root))
+    res = evaluate_run(
+        run,
+        limit=32,
+        train_limit=64,
+        eval_epochs=1,
+        sets=["cladec"],
+        write=False,
+        verbose=False,
+        data_root=str(eval_setup.data_root),
+    )
     assert res["eval_classifier"]["arch"] == f"{mod}:make"
     assert set(start) == set(trained)
     kept = [n for n in trained if torch.equal(start[n], trained[n])]

@@ -104,10 +104,15 @@ def test_data_as_loader_dataset_or_tensors_give_the_same_model():
     a = ClaDec(m, "conv2", alpha=0.01).fit((x, y), epochs=1, verbose=False, seed=1, **QUICK)
     b = ClaDec(m, "conv2", alpha=0.01).fit(TensorDataset(x, y), epochs=1, verbose=False, seed=1, **QUICK)
     assert not a.collapsed
-    margin("tensors vs TensorDataset: relative loss difference", _rel(a.history[0]["loss"], b.history[0]["loss"]),
-           "<", 1e-4)
-    c = ClaDec(m, "conv2", alpha=0.01).fit(DataLoader(TensorDataset(x, y), batch_size=32), epochs=1, verbose=False,
-                                           lr=QUICK["lr"])
+    margin(
+        "tensors vs TensorDataset: relative loss difference",
+        _rel(a.history[0]["loss"], b.history[0]["loss"]),
+        "<",
+        1e-4,
+    )
+    c = ClaDec(m, "conv2", alpha=0.01).fit(
+        DataLoader(TensorDataset(x, y), batch_size=32), epochs=1, verbose=False, lr=QUICK["lr"]
+    )
     assert c.fitted and c.reconstruct(x[:3]).shape == (3, 1, 28, 28)
 
 
@@ -117,11 +122,19 @@ def test_fast_and_plain_paths_agree_on_cpu():
     # float32 on both paths (the fast path would use bf16 on CPUs that have it)
     fast = ClaDec(m, "conv4", alpha=0.1).fit((x, y), epochs=2, verbose=False, seed=3, fast=True, amp=False)
     plain = ClaDec(m, "conv4", alpha=0.1).fit((x, y), epochs=2, verbose=False, seed=3, fast=False)
-    margin("fast vs plain path: relative loss difference",
-           max(_rel(hf["loss"], hp["loss"]) for hf, hp in zip(fast.history, plain.history)), "<", 1e-3)
+    margin(
+        "fast vs plain path: relative loss difference",
+        max(_rel(hf["loss"], hp["loss"]) for hf, hp in zip(fast.history, plain.history)),
+        "<",
+        1e-3,
+    )
     xt, _ = fmnist("test", 64)
-    margin("fast vs plain path: largest reconstruction difference",
-           (fast.reconstruct(xt) - plain.reconstruct(xt)).abs().max(), "<", 2e-3)
+    margin(
+        "fast vs plain path: largest reconstruction difference",
+        (fast.reconstruct(xt) - plain.reconstruct(xt)).abs().max(),
+        "<",
+        2e-3,
+    )
 
 
 @pytest.mark.parametrize("cls", ["cladec", "refae"])
@@ -142,12 +155,20 @@ def test_compiled_loss_gives_the_eager_result(cls):
     # a hook that stays attached for the whole fit)
     assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
     # measured up to 9.9e-4 (ClaDec, seed offset 1, busy CPU): the compiled kernels round differently
-    margin(f"compiled vs eager ({cls}): relative loss difference",
-           _rel(compiled.history[0]["loss"], eager.history[0]["loss"]), "<", 3e-3)
+    margin(
+        f"compiled vs eager ({cls}): relative loss difference",
+        _rel(compiled.history[0]["loss"], eager.history[0]["loss"]),
+        "<",
+        3e-3,
+    )
     xt, _ = fmnist("test", 32)
     # 7 steps at lr 3e-3 amplify the compiled kernels' rounding: measured up to 6.2e-4 (RefAE, busy CPU)
-    margin(f"compiled vs eager ({cls}): largest reconstruction difference",
-           (compiled.reconstruct(xt) - eager.reconstruct(xt)).abs().max(), "<", 5e-3)
+    margin(
+        f"compiled vs eager ({cls}): largest reconstruction difference",
+        (compiled.reconstruct(xt) - eager.reconstruct(xt)).abs().max(),
+        "<",
+        5e-3,
+    )
 
 
 def test_bad_compile_mode_is_a_clear_error():
@@ -162,8 +183,12 @@ def test_streamed_activations_match_the_cache():
     cached = ClaDec(m, "conv2", alpha=0.01).fit((x, y), epochs=1, verbose=False, seed=2, **QUICK)
     streamed = ClaDec(m, "conv2", alpha=0.01, cache_budget=1000).fit((x, y), epochs=1, verbose=False, seed=2, **QUICK)
     assert not cached.collapsed
-    margin("cached vs streamed activations: relative loss difference",
-           _rel(cached.history[0]["loss"], streamed.history[0]["loss"]), "<", 1e-4)
+    margin(
+        "cached vs streamed activations: relative loss difference",
+        _rel(cached.history[0]["loss"], streamed.history[0]["loss"]),
+        "<",
+        1e-4,
+    )
     assert cached._act_cache is not None and streamed._act_cache is None
 
 
@@ -497,8 +522,9 @@ class _TinyViT(nn.Module):
         self.patch = nn.Conv2d(1, 16, 7, stride=7)  # 4×4 patches
         self.cls = nn.Parameter(torch.zeros(1, 1, 16))
         self.pos = nn.Parameter(torch.zeros(1, 17, 16))
-        self.blocks = nn.TransformerEncoder(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2,
-                                            enable_nested_tensor=False)
+        self.blocks = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 2, enable_nested_tensor=False
+        )
         self.head = nn.Linear(16, 10)
 
     def forward(self, x):
@@ -597,8 +623,12 @@ def test_fast_path_classification_loss_uses_the_classifier_function():
     kw = dict(epochs=1, batch_size=128, verbose=False, seed=0, amp=False)
     fast = ClaDec(m, "conv", alpha=0.5).fit((x, y), fast=True, **kw)
     plain = ClaDec(m, "conv", alpha=0.5).fit((x, y), fast=False, **kw)
-    margin("fast vs plain path, token layer: relative CE difference", _rel(fast.history[0]["ce"], plain.history[0]["ce"]),
-           "<", 1e-4)
+    margin(
+        "fast vs plain path, token layer: relative CE difference",
+        _rel(fast.history[0]["ce"], plain.history[0]["ce"]),
+        "<",
+        1e-4,
+    )
 
 
 @COLLAPSE_OK  # 64 images: checks shapes and refusals
@@ -613,7 +643,9 @@ def test_a_custom_decoder_must_produce_the_data_shape():
     def grey():  # one channel: against RGB images the losses broadcast silently
         return nn.Sequential(nn.Flatten(), nn.Linear(32 * 4 * 4, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28)))
 
-    pattern = r"must map activations of shape \(2, 32, 4, 4\) to images of shape \(2, 3, 28, 28\).*returned \(2, 1, 28, 28\)"
+    pattern = (
+        r"must map activations of shape \(2, 32, 4, 4\) to images of shape \(2, 3, 28, 28\).*returned \(2, 1, 28, 28\)"
+    )
     with pytest.raises(ConfigError, match=pattern):
         ClaDec(net, "conv2", alpha=0.0, decoder=grey()).fit((rgb, y), epochs=1, verbose=False)
     with pytest.raises(ConfigError, match=pattern):
@@ -649,7 +681,8 @@ def _order_engine(x, seed, record, fast=True):
 
     cfg = EngineConfig(epochs=1, batch_size=128, fast=fast, amp=False, verbose=False, seed=seed)
     return Engine(loss, torch.optim.SGD([w], lr=0.1), [], torch.device("cpu"), cfg, []).run(
-        tensors={"x": x, "i": torch.arange(len(x))})
+        tensors={"x": x, "i": torch.arange(len(x))}
+    )
 
 
 def test_seed_none_shuffles_differently_each_run():
@@ -690,8 +723,14 @@ def test_options_that_would_be_ignored_are_refused():
     check_amp(False, "mps")
     w = nn.Parameter(torch.zeros(()))
     with pytest.raises(ConfigError, match="not on 'mps'"):
-        Engine(lambda b: (w.sum(), {}), torch.optim.SGD([w], lr=0.1), [], torch.device("mps"),
-               EngineConfig(epochs=1, amp=True), [])
+        Engine(
+            lambda b: (w.sum(), {}),
+            torch.optim.SGD([w], lr=0.1),
+            [],
+            torch.device("mps"),
+            EngineConfig(epochs=1, amp=True),
+            [],
+        )
     dec = nn.Sequential(nn.Flatten(), nn.Linear(512, 784), nn.Sigmoid(), nn.Unflatten(1, (1, 28, 28)))
     with pytest.raises(ConfigError, match="base_width=8 configures the decoder cladec builds, which decoder= replaces"):
         ClaDec(m, "conv2", decoder=dec, base_width=8)

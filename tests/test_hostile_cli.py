@@ -43,8 +43,9 @@ def clf(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
     out = tmp_path_factory.mktemp("hostile") / "clf"
-    save_classifier(out, net, dataset={"name": "fashion-mnist", "image_shape": [1, 28, 28],
-                                       "classes": list(FASHION_MNIST_CLASSES)})
+    save_classifier(
+        out, net, dataset={"name": "fashion-mnist", "image_shape": [1, 28, 28], "classes": list(FASHION_MNIST_CLASSES)}
+    )
     return out
 
 
@@ -54,8 +55,19 @@ def run(clf, tmp_path_factory) -> Path:
     from cladec.runs import fit_run
 
     out = tmp_path_factory.mktemp("hostile") / "run"
-    fit_run(out, classifier_dir=clf, dataset="fashion-mnist", layer="conv2", epochs=1, refae=False, limit=128,
-            test_limit=32, data_root=DATA, device="cpu", verbose=False)
+    fit_run(
+        out,
+        classifier_dir=clf,
+        dataset="fashion-mnist",
+        layer="conv2",
+        epochs=1,
+        refae=False,
+        limit=128,
+        test_limit=32,
+        data_root=DATA,
+        device="cpu",
+        verbose=False,
+    )
     return out
 
 
@@ -70,13 +82,48 @@ def _one_line_error(capsys, argv, *, contains=()) -> str:
 
 
 def _fit(clf, out, *extra) -> list[str]:
-    return ["fit", "--model", str(clf), "--layer", "conv2", "--no-refae", "--epochs", "1", "--limit", "64",
-            "--test-limit", "32", "--data-root", DATA, "--out", str(out), "-q", *extra]
+    return [
+        "fit",
+        "--model",
+        str(clf),
+        "--layer",
+        "conv2",
+        "--no-refae",
+        "--epochs",
+        "1",
+        "--limit",
+        "64",
+        "--test-limit",
+        "32",
+        "--data-root",
+        DATA,
+        "--out",
+        str(out),
+        "-q",
+        *extra,
+    ]
 
 
 def _train(out, *extra) -> list[str]:
-    return ["train-classifier", "--dataset", "fashion-mnist", "--data-root", DATA, "--width", "0.25", "--epochs",
-            "1", "--limit", "64", "--test-limit", "32", "--out", str(out), "-q", *extra]
+    return [
+        "train-classifier",
+        "--dataset",
+        "fashion-mnist",
+        "--data-root",
+        DATA,
+        "--width",
+        "0.25",
+        "--epochs",
+        "1",
+        "--limit",
+        "64",
+        "--test-limit",
+        "32",
+        "--out",
+        str(out),
+        "-q",
+        *extra,
+    ]
 
 
 def _nothing_at(path: Path) -> None:
@@ -103,8 +150,11 @@ def test_widths_and_batches_beyond_memory_are_refused_before_building(tmp_path, 
     # on a machine with 300 MB: 96 images of 300×300 (35 MB) fit, the full-width network's activations for a
     # batch of 64 of them (~0.7 GB) do not
     monkeypatch.setattr("cladec._limits.memory_limit", lambda device=None: 300_000_000)
-    _one_line_error(capsys, _train(tmp_path / "c", "--width", "1", "--size", "300", "--batch-size", "64"),
-                    contains=("batches of 64 1×300×300 images (--batch-size)", "more than the 300 MB"))
+    _one_line_error(
+        capsys,
+        _train(tmp_path / "c", "--width", "1", "--size", "300", "--batch-size", "64"),
+        contains=("batches of 64 1×300×300 images (--batch-size)", "more than the 300 MB"),
+    )
     _nothing_at(tmp_path / "c")
 
 
@@ -114,11 +164,29 @@ def test_a_run_recording_an_absurd_size_is_refused_by_explain_and_evaluate(run, 
     cfg = json.loads((bad / "run.json").read_text())
     cfg["dataset"]["size"] = 100000
     (bad / "run.json").write_text(json.dumps(cfg))
-    _one_line_error(capsys, ["explain", "--run", str(bad), "--data-root", DATA, "--out", str(tmp_path / "t.png")],
-                    contains=("dataset.size", "TB"))
+    _one_line_error(
+        capsys,
+        ["explain", "--run", str(bad), "--data-root", DATA, "--out", str(tmp_path / "t.png")],
+        contains=("dataset.size", "TB"),
+    )
     _nothing_at(tmp_path / "t.png")
-    _one_line_error(capsys, ["evaluate", "--run", str(bad), "--data-root", DATA, "--limit", "8",
-                             "--no-eval-classifier", "--out", str(tmp_path / "ev"), "-q"], contains=("dataset.size",))
+    _one_line_error(
+        capsys,
+        [
+            "evaluate",
+            "--run",
+            str(bad),
+            "--data-root",
+            DATA,
+            "--limit",
+            "8",
+            "--no-eval-classifier",
+            "--out",
+            str(tmp_path / "ev"),
+            "-q",
+        ],
+        contains=("dataset.size",),
+    )
     _nothing_at(tmp_path / "ev")
 
 
@@ -129,8 +197,11 @@ def test_an_output_below_a_file_is_refused(clf, run, tmp_path, capsys):
     f = tmp_path / "a_file"
     f.write_text("keep")
     _one_line_error(capsys, _fit(clf, f / "x"), contains=(f"{f} is a file, not a folder",))
-    _one_line_error(capsys, ["explain", "--run", str(run), "--data-root", DATA, "--out", str(f / "t.png")],
-                    contains=("is a file, not a folder",))
+    _one_line_error(
+        capsys,
+        ["explain", "--run", str(run), "--data-root", DATA, "--out", str(f / "t.png")],
+        contains=("is a file, not a folder",),
+    )
     assert f.read_text() == "keep"
 
 
@@ -142,8 +213,11 @@ def test_a_read_only_output_folder_is_named(run, tmp_path, capsys, monkeypatch):
         if os.geteuid() == 0:  # root writes anywhere: the folder is reported read-only as on a read-only mount
             access = os.access
             monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro else access(p, mode, **kw))
-        _one_line_error(capsys, ["explain", "--run", str(run), "--data-root", DATA, "--out", str(ro / "t.png")],
-                        contains=(f"the folder {ro} is not writable",))
+        _one_line_error(
+            capsys,
+            ["explain", "--run", str(run), "--data-root", DATA, "--out", str(ro / "t.png")],
+            contains=(f"the folder {ro} is not writable",),
+        )
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o755)
@@ -152,16 +226,40 @@ def test_a_read_only_output_folder_is_named(run, tmp_path, capsys, monkeypatch):
 # -- 3. and 6. seeds and learning rates that are no such thing --------------------------------------------------
 
 
-@pytest.mark.parametrize("opt,value", [("--seed", "99999999999999999999999"), ("--seed", "-1"),
-                                       ("--lr", "1e30"), ("--lr", "1e308"), ("--lr", "nan"), ("--lr", "inf")])
+@pytest.mark.parametrize(
+    "opt,value",
+    [
+        ("--seed", "99999999999999999999999"),
+        ("--seed", "-1"),
+        ("--lr", "1e30"),
+        ("--lr", "1e308"),
+        ("--lr", "nan"),
+        ("--lr", "inf"),
+    ],
+)
 def test_seeds_and_learning_rates_are_checked_on_the_command_line(clf, tmp_path, capsys, opt, value):
     for argv in (_fit(clf, tmp_path / "r", opt, value), _train(tmp_path / "c", opt, value)):
         _one_line_error(capsys, argv, contains=(f"argument {opt}:", "expected"))
     _nothing_at(tmp_path / "r")
     _nothing_at(tmp_path / "c")
     if opt == "--seed":
-        _one_line_error(capsys, ["sweep", "--model", str(clf), "--dataset", "fashion-mnist", "--layers", "conv2",
-                                 "--seeds", f"0,{value}", "--out", str(tmp_path / "s")], contains=("--seeds",))
+        _one_line_error(
+            capsys,
+            [
+                "sweep",
+                "--model",
+                str(clf),
+                "--dataset",
+                "fashion-mnist",
+                "--layers",
+                "conv2",
+                "--seeds",
+                f"0,{value}",
+                "--out",
+                str(tmp_path / "s"),
+            ],
+            contains=("--seeds",),
+        )
 
 
 def test_learning_rates_and_seeds_are_checked_by_the_python_api(fmnist_small):
@@ -190,8 +288,7 @@ def _default_sigint() -> None:
 
 def _interrupt(argv: list[str], *, after: float | None = None, when_stderr: bool = False) -> tuple[int, str]:
     """Start ``cladec argv``, send SIGINT ``after`` seconds or once it first writes to stderr; (status, stderr)."""
-    p = subprocess.Popen(CLADEC + argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         preexec_fn=_default_sigint)
+    p = subprocess.Popen(CLADEC + argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_default_sigint)
     err: list[bytes] = []
     started = threading.Event()
 

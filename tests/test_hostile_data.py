@@ -61,6 +61,7 @@ def write_folder(root: Path, layout: dict[str, dict[str, int]], classes: dict[st
 
 def bomb_png(path: Path, width: int = 20000, height: int = 20000) -> Path:
     """A valid 1-bit grey PNG of one colour (black), ``width`` × ``height``, compressed row by row."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -114,8 +115,11 @@ def test_bomb_in_a_zip_is_refused_and_nothing_is_cached(tmp_path, bomb):
     root = write_folder(tmp_path / "pets", {"train": {"cat": 2, "dog": 2}, "test": {"cat": 1, "dog": 1}})
     (root / "train" / "cat" / "zz.png").write_bytes(bomb.read_bytes())
     zpath = _zip(root, tmp_path / "pets.zip")
-    with pytest.raises(DataError, match=r"image train/cat/zz\.png in .*pets\.zip is too large to load: "
-                                         r"400,000,000 pixels, more than the limit of 89,478,485"):
+    with pytest.raises(
+        DataError,
+        match=r"image train/cat/zz\.png in .*pets\.zip is too large to load: "
+        r"400,000,000 pixels, more than the limit of 89,478,485",
+    ):
         load_dataset(f"imagefolder:{zpath}", split="train")
     assert not list(tmp_path.rglob("*.npz"))  # no cache entry of the refused decode
 
@@ -126,8 +130,11 @@ def test_image_over_the_limit_but_under_pils_error_is_refused_too(tmp_path, monk
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 700)  # 28 × 28 = 784 pixels: in PIL's warning range
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no DecompressionBombWarning escapes either
-        with pytest.raises(DataError, match=r"train/cat/000\.png in .* is too large to load: 28×28 = 784 pixels, "
-                                             r"more than the limit of 700 pixels per image \(about 26×26"):
+        with pytest.raises(
+            DataError,
+            match=r"train/cat/000\.png in .* is too large to load: 28×28 = 784 pixels, "
+            r"more than the limit of 700 pixels per image \(about 26×26",
+        ):
             load_dataset(f"imagefolder:{root}", split="train")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 784)  # at the limit: fine
     assert len(load_dataset(f"imagefolder:{root}", split="train")) == 4
@@ -140,8 +147,22 @@ def test_cli_refuses_a_bomb_in_one_line_and_writes_nothing(tmp_path, bomb, capsy
     target = root / "test" / "cat" / "big.png"
     target.write_bytes(bomb.read_bytes())
     out = tmp_path / "clf"
-    assert main(["train-classifier", "--dataset", f"imagefolder:{root}", "--epochs", "1", "--width", "0.25",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "train-classifier",
+                "--dataset",
+                f"imagefolder:{root}",
+                "--epochs",
+                "1",
+                "--width",
+                "0.25",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("cladec: error: image ") and str(target) in err and "too large" in err
     assert err.count("\n") == 1 and "Traceback" not in err
@@ -156,8 +177,11 @@ def test_zip_bomb_member_is_refused_before_it_is_read(tmp_path, monkeypatch):
     with zipfile.ZipFile(zpath, "a", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("train/dog/zz.png", b"\0" * 300_000)  # ~300 bytes compressed
     monkeypatch.setattr(data_mod, "_MAX_ZIP_MEMBER_BYTES", 100_000)  # (the real limit is 512 MiB)
-    with pytest.raises(DataError, match=r"^image train/dog/zz\.png in .*pets\.zip is too large to load: 300,000 "
-                                         r"bytes uncompressed, more than the limit of 100,000 bytes per image file"):
+    with pytest.raises(
+        DataError,
+        match=r"^image train/dog/zz\.png in .*pets\.zip is too large to load: 300,000 "
+        r"bytes uncompressed, more than the limit of 100,000 bytes per image file",
+    ):
         load_dataset(f"imagefolder:{zpath}", split="train", cache=False)
 
 
@@ -242,9 +266,12 @@ def test_cache_entry_with_object_arrays_is_ignored_with_a_warning_never_unpickle
     mtime = entry.stat().st_mtime_ns
 
     name = "note" if poisoned == "extra" else ("labels" if poisoned == "structured" else poisoned)
-    with pytest.warns(UserWarning, match=rf"ignored the decoded-image cache entry {re.escape(str(entry))}: it holds "
-                                         rf"arrays of Python objects \({name}\), which cladec never loads \(reading "
-                                         r"them means unpickling, which can run any code"):
+    with pytest.warns(
+        UserWarning,
+        match=rf"ignored the decoded-image cache entry {re.escape(str(entry))}: it holds "
+        rf"arrays of Python objects \({name}\), which cladec never loads \(reading "
+        r"them means unpickling, which can run any code",
+    ):
         again = load_dataset(f"imagefolder:{zpath}", split="train")
     assert not marker.exists()  # nothing was unpickled
     assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
@@ -261,8 +288,12 @@ def test_cache_entry_with_object_arrays_is_ignored_with_a_warning_never_unpickle
 def test_no_npz_reader_in_the_package_allows_pickle():
     """The decoded-image cache is the only ``.npz`` cladec reads; every np.load says allow_pickle=False."""
     src = Path(__file__).resolve().parents[1] / "src" / "cladec"
-    calls = [(p.name, line) for p in src.rglob("*.py") for line in p.read_text().splitlines()
-             if re.search(r"\bnp\.load\(|numpy\.load\(", line)]
+    calls = [
+        (p.name, line)
+        for p in src.rglob("*.py")
+        for line in p.read_text().splitlines()
+        if re.search(r"\bnp\.load\(|numpy\.load\(", line)
+    ]
     assert calls and all("allow_pickle=False" in line for _, line in calls), calls
 
 
@@ -281,8 +312,10 @@ def _check_page(html: str, names: tuple[str, ...], data_id: str) -> dict:
         if "<" in name or "&" in name:  # (U+2028 is harmless in HTML text; script_json escapes it in the JSON)
             assert name not in html, f"raw {name!r} in the page"
     assert "alert(1)</script>" not in html and "<img src=x" not in html and "<img src=y" not in html
-    assert re.findall(r"<script\b[^>]*>", html) == [f'<script type="application/json" id="{data_id}">',
-                                                     f'<script src="static/{data_id.split("-")[0]}.js">']
+    assert re.findall(r"<script\b[^>]*>", html) == [
+        f'<script type="application/json" id="{data_id}">',
+        f'<script src="static/{data_id.split("-")[0]}.js">',
+    ]
     m = re.search(rf'<script type="application/json" id="{data_id}">(.*?)</script>', html, re.S)
     return json.loads(m.group(1))
 
@@ -295,15 +328,29 @@ def hostile_demo(tmp_path_factory) -> tuple[Path, Path]:
 
     base = tmp_path_factory.mktemp("hostile")
     folder = base / "<script>alert(1)</script>" / "imgs"  # the data set's name carries `</script>` too
-    write_folder(folder, {"train": {n: 12 for n in HOSTILE}, "test": {n: 4 for n in HOSTILE}},
-                 classes={n: k for k, n in enumerate(HOSTILE)})
+    write_folder(
+        folder,
+        {"train": {n: 12 for n in HOSTILE}, "test": {n: 4 for n in HOSTILE}},
+        classes={n: k for k, n in enumerate(HOSTILE)},
+    )
     img = folder / "train" / HOSTILE[0] / "000.png"
     img.rename(img.with_name("<img src=y onerror=alert(4)>.png"))
     out = base / "demo"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", cladec.CollapseWarning)
-        run_demo(out, quick=True, dataset=f"imagefolder:{folder}", limit=36, test_limit=12, epochs=1,
-                 decoder_epochs=1, width=0.25, n_images=6, verbose=False, log=lambda s: None)
+        run_demo(
+            out,
+            quick=True,
+            dataset=f"imagefolder:{folder}",
+            limit=36,
+            test_limit=12,
+            epochs=1,
+            decoder_epochs=1,
+            width=0.25,
+            n_images=6,
+            verbose=False,
+            log=lambda s: None,
+        )
     return out, folder
 
 
@@ -361,11 +408,19 @@ def _hostile_net(in_channels: int = 1, num_classes: int = 10, width: float = 1.0
 
     from torch import nn
 
-    net = nn.Sequential(OrderedDict([
-        (LAYERS["middle"], nn.Conv2d(in_channels, 4, 3, padding=1)), ("r1", nn.ReLU()),
-        (LAYERS["last"], nn.Conv2d(4, 4, 3, stride=2, padding=1)), ("r2", nn.ReLU()),
-        ("pool", nn.AdaptiveAvgPool2d(4)), ("flat", nn.Flatten()), ("fc", nn.Linear(64, num_classes)),
-    ]))
+    net = nn.Sequential(
+        OrderedDict(
+            [
+                (LAYERS["middle"], nn.Conv2d(in_channels, 4, 3, padding=1)),
+                ("r1", nn.ReLU()),
+                (LAYERS["last"], nn.Conv2d(4, 4, 3, stride=2, padding=1)),
+                ("r2", nn.ReLU()),
+                ("pool", nn.AdaptiveAvgPool2d(4)),
+                ("flat", nn.Flatten()),
+                ("fc", nn.Linear(64, num_classes)),
+            ]
+        )
+    )
     net.default_layers = dict(LAYERS)
     return net
 
@@ -382,8 +437,19 @@ def test_demo_with_layer_names_holding_markup_and_slashes(hostile_demo, tmp_path
     out = tmp_path / "demo"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        s = run_demo(out, quick=True, dataset=f"imagefolder:{folder}", arch="hostile-test-net", limit=24,
-                     test_limit=6, epochs=1, decoder_epochs=1, n_images=3, verbose=False, log=lambda m: None)
+        s = run_demo(
+            out,
+            quick=True,
+            dataset=f"imagefolder:{folder}",
+            arch="hostile-test-net",
+            limit=24,
+            test_limit=6,
+            epochs=1,
+            decoder_epochs=1,
+            n_images=3,
+            verbose=False,
+            log=lambda m: None,
+        )
     assert [L["layer"] for L in s["layers"]] == [LAYERS["last"], LAYERS["middle"]]
     assert sorted(p.name for p in (out / "runs").iterdir()) == ["_b_c_1__b_", "_script_alert_5___script_"]
     assert (out / "triplets-_script_alert_5___script_.png").is_file()
@@ -403,7 +469,8 @@ def test_one_class_folder_is_refused(tmp_path):
         check_trainable(train, test)
     assert str(ei.value) == (
         f"a classifier needs images of at least 2 classes; imagefolder:{root} (train) has 1: 'cat' (5 images); "
-        "give the folder one sub-folder of images per class under train/ (and test/), at least 2")
+        "give the folder one sub-folder of images per class under train/ (and test/), at least 2"
+    )
     with pytest.raises(DataError, match="has 1: 'cat' \\(5 images\\)"):
         check_trainable(train)
 
@@ -418,8 +485,9 @@ def test_empty_second_class_folder_counts_as_missing(tmp_path):
 
 
 def test_test_classes_without_training_images_are_named_with_their_counts(tmp_path):
-    root = write_folder(tmp_path / "pets", {"train": {"cat": 4, "dog": 4},
-                                            "test": {"bird": 3, "cat": 2, "dog": 2, "fish": 1}})
+    root = write_folder(
+        tmp_path / "pets", {"train": {"cat": 4, "dog": 4}, "test": {"bird": 3, "cat": 2, "dog": 2, "fish": 1}}
+    )
     train, test = (load_dataset(f"imagefolder:{root}", split=s) for s in ("train", "test"))
     with pytest.raises(DataError) as ei:
         check_trainable(train, test)
@@ -427,20 +495,29 @@ def test_test_classes_without_training_images_are_named_with_their_counts(tmp_pa
         f"the test data imagefolder:{root} (test) has images of 2 classes the training data imagefolder:{root} "
         "(train) has no images of, so the classifier could never predict them: 'bird' (3 test images), "
         "'fish' (1 test image); add training images of them (train/<class>/ in the folder), or remove them from "
-        "the test data")
+        "the test data"
+    )
     check_trainable(train, test.subset((test.labels == 1) | (test.labels == 2)))  # cat and dog only: fine
 
 
 def test_a_limit_that_cuts_classes_advises_a_larger_limit(tmp_path):
-    root = write_folder(tmp_path / "pets", {"train": {"bird": 3, "cat": 3, "dog": 3}, "test": {"bird": 1, "cat": 1, "dog": 1}})
+    root = write_folder(
+        tmp_path / "pets", {"train": {"bird": 3, "cat": 3, "dog": 3}, "test": {"bird": 1, "cat": 1, "dog": 1}}
+    )
     test = load_dataset(f"imagefolder:{root}", split="test")
     one = load_dataset(f"imagefolder:{root}", split="train", limit=1)
-    with pytest.raises(DataError, match=r"has 1: 'bird' \(1 image\); the training split was cut to its first 1 "
-                                         r"images \(limit=1\): a larger --limit may include more classes$"):
+    with pytest.raises(
+        DataError,
+        match=r"has 1: 'bird' \(1 image\); the training split was cut to its first 1 "
+        r"images \(limit=1\): a larger --limit may include more classes$",
+    ):
         check_trainable(one, test)
     two = load_dataset(f"imagefolder:{root}", split="train", limit=2)
-    with pytest.raises(DataError, match=r"could never predict it: 'dog' \(1 test image\); the training split was cut "
-                                         r"to its first 2 images \(limit=2\): a larger --limit may include it$"):
+    with pytest.raises(
+        DataError,
+        match=r"could never predict it: 'dog' \(1 test image\); the training split was cut "
+        r"to its first 2 images \(limit=2\): a larger --limit may include it$",
+    ):
         check_trainable(two, test)
     check_trainable(load_dataset(f"imagefolder:{root}", split="train", limit=3), test)
     assert load_dataset(f"imagefolder:{root}", split="train", limit=50).limit is None  # not cut: no advice
@@ -450,8 +527,11 @@ def test_check_trainable_on_real_fashion_mnist_and_tensor_pairs(data_root):
     train = load_dataset("fashion-mnist", root=data_root, split="train", limit=5)
     assert train.limit == 5 and len(set(train.labels.tolist())) < 10
     test = load_dataset("fashion-mnist", root=data_root, split="test", limit=50)
-    with pytest.raises(DataError, match=r"fashion-mnist \(test\) has images of \d classes .* fashion-mnist \(train\) "
-                                         r"has no images of.*'Trouser' \(\d+ test images\).*a larger --limit"):
+    with pytest.raises(
+        DataError,
+        match=r"fashion-mnist \(test\) has images of \d classes .* fashion-mnist \(train\) "
+        r"has no images of.*'Trouser' \(\d+ test images\).*a larger --limit",
+    ):
         check_trainable(train, test)
     check_trainable(load_dataset("fashion-mnist", root=data_root, split="train", limit=100), test)
     x, y = train.tensors()
@@ -502,8 +582,20 @@ def test_train_classifier_and_its_cli_refuse_untrainable_data(tmp_path, capsys):
             train_classifier(net, data, 1, lr=1e30, verbose=False)
     with pytest.raises(ConfigError, match="seed must be an integer"):
         train_classifier(net, (x, y), 1, seed=2**80, verbose=False)
-    rc = main(["train-classifier", "--dataset", f"imagefolder:{root}", "--arch", "vgg-paper", "--epochs", "1",
-               "--out", str(tmp_path / "clf"), "--quiet"])
+    rc = main(
+        [
+            "train-classifier",
+            "--dataset",
+            f"imagefolder:{root}",
+            "--arch",
+            "vgg-paper",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "clf"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("cladec: error: ") and err.count("\n") == 1 and "at least 2 classes" in err
     assert not (tmp_path / "clf").exists()

@@ -38,10 +38,24 @@ def made(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("hostile-files")
     torch.manual_seed(0)
     net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
-    save_classifier(base / "clf", net, dataset={"name": "fashion-mnist", "image_shape": [1, 28, 28],
-                                                "classes": list(FASHION_MNIST_CLASSES)})
-    fit_run(base / "run", classifier_dir=base / "clf", dataset="fashion-mnist", layer="conv2", epochs=1, limit=64,
-            test_limit=16, data_root=DATA, device="cpu", seed=0, verbose=False)
+    save_classifier(
+        base / "clf",
+        net,
+        dataset={"name": "fashion-mnist", "image_shape": [1, 28, 28], "classes": list(FASHION_MNIST_CLASSES)},
+    )
+    fit_run(
+        base / "run",
+        classifier_dir=base / "clf",
+        dataset="fashion-mnist",
+        layer="conv2",
+        epochs=1,
+        limit=64,
+        test_limit=16,
+        data_root=DATA,
+        device="cpu",
+        seed=0,
+        verbose=False,
+    )
     return base
 
 
@@ -75,6 +89,7 @@ def _edit(path: Path, change) -> None:
 
 def _set(key_path: str, value):
     """An edit that sets (or, with value _DEL, deletes) the dotted ``key_path``."""
+
     def change(obj):
         *parents, last = key_path.split(".")
         for p in parents:
@@ -83,6 +98,7 @@ def _set(key_path: str, value):
             obj.pop(last, None)
         else:
             obj[last] = value
+
     return change
 
 
@@ -99,32 +115,35 @@ def test_explain_works_on_the_untouched_copy(copy, capsys):
 _FACTORY = "helpers.user_model:make_net"
 
 
-@pytest.mark.parametrize("key_path, value, field", [
-    ("classifier", _DEL, "classifier"),
-    ("classifier", [1], "classifier"),
-    ("classifier", "../clf", "classifier"),
-    ("classifier.path", _DEL, "classifier.path"),
-    ("classifier.path", 5, "classifier.path"),
-    ("classifier.path", "", "classifier.path"),
-    ("classifier.type", "zip", "classifier.type"),
-    ("classifier.weights_sha256", 7, "classifier.weights_sha256"),
-    ("classifier", {"type": "factory"}, "classifier.factory"),
-    ("classifier", {"type": "factory", "factory": _FACTORY, "weights": None, "kwargs": [1]}, "classifier.kwargs"),
-    ("classifier", {"type": "factory", "factory": _FACTORY, "weights": 3, "kwargs": {}}, "classifier.weights"),
-    ("dataset", "mnist", "dataset"),
-    ("dataset.name", 5, "dataset.name"),
-    ("dataset.size", "big", "dataset.size"),
-    ("dataset.root", ["x"], "dataset.root"),
-    ("dataset.classes", "abc", "dataset.classes"),
-    ("layer", _DEL, "layer"),
-    ("layer", 3, "layer"),
-    ("image_shape", [1, -28, 28], "image_shape"),
-    ("alpha", "x", "alpha"),
-    ("neurons", "all", "neurons"),
-    ("metrics", [1], "metrics"),
-    ("collapsed", 1, "collapsed"),
-    ("format_version", 2, "format_version"),
-])
+@pytest.mark.parametrize(
+    "key_path, value, field",
+    [
+        ("classifier", _DEL, "classifier"),
+        ("classifier", [1], "classifier"),
+        ("classifier", "../clf", "classifier"),
+        ("classifier.path", _DEL, "classifier.path"),
+        ("classifier.path", 5, "classifier.path"),
+        ("classifier.path", "", "classifier.path"),
+        ("classifier.type", "zip", "classifier.type"),
+        ("classifier.weights_sha256", 7, "classifier.weights_sha256"),
+        ("classifier", {"type": "factory"}, "classifier.factory"),
+        ("classifier", {"type": "factory", "factory": _FACTORY, "weights": None, "kwargs": [1]}, "classifier.kwargs"),
+        ("classifier", {"type": "factory", "factory": _FACTORY, "weights": 3, "kwargs": {}}, "classifier.weights"),
+        ("dataset", "mnist", "dataset"),
+        ("dataset.name", 5, "dataset.name"),
+        ("dataset.size", "big", "dataset.size"),
+        ("dataset.root", ["x"], "dataset.root"),
+        ("dataset.classes", "abc", "dataset.classes"),
+        ("layer", _DEL, "layer"),
+        ("layer", 3, "layer"),
+        ("image_shape", [1, -28, 28], "image_shape"),
+        ("alpha", "x", "alpha"),
+        ("neurons", "all", "neurons"),
+        ("metrics", [1], "metrics"),
+        ("collapsed", 1, "collapsed"),
+        ("format_version", 2, "format_version"),
+    ],
+)
 def test_malformed_run_json_is_one_line_naming_the_field(copy, capsys, key_path, value, field):
     _edit(copy / "run" / "run.json", _set(key_path, value))
     _one_line_error(capsys, _explain(copy / "run", copy), contains=("run.json", field))
@@ -138,32 +157,36 @@ def test_run_json_that_is_no_json_object_is_one_line(copy, capsys, text):
 
 # --- 2. cladec.json ----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("key_path, value, field", [
-    ("image_shape", [1, -28, 28], "image_shape"),
-    ("image_shape", "abc", "image_shape"),
-    ("image_shape", [1, 28], "image_shape"),
-    ("image_shape", [1, 100_000, 100_000], "image_shape"),
-    ("layer_shape", _DEL, "layer_shape"),
-    ("layer", ["conv2"], "layer"),
-    ("base_width", -4, "base_width"),
-    ("base_width", 1e9, "base_width"),
-    ("base_width", 10**9, "base_width"),
-    ("base_width", "64", "base_width"),
-    ("alpha", "x", "alpha"),
-    ("alpha", 7, "alpha"),
-    ("history", 5, "history"),
-    ("history", [1], "history"),
-    ("fit_config", [1, 2, 3], "fit_config"),
-    ("neurons", [-1], "neurons"),
-    ("neurons", "x", "neurons"),
-    ("decoder_norm", "layer", "decoder_norm"),
-    ("decoder", 3, "decoder"),
-    ("input_norm", "x", "input_norm"),
-    ("fitted", "yes", "fitted"),
-    ("num_prefix_tokens", -1, "num_prefix_tokens"),
-    ("weights_sha256", 5, "weights_sha256"),
-    ("kind", "pca", "kind"),
-])
+
+@pytest.mark.parametrize(
+    "key_path, value, field",
+    [
+        ("image_shape", [1, -28, 28], "image_shape"),
+        ("image_shape", "abc", "image_shape"),
+        ("image_shape", [1, 28], "image_shape"),
+        ("image_shape", [1, 100_000, 100_000], "image_shape"),
+        ("layer_shape", _DEL, "layer_shape"),
+        ("layer", ["conv2"], "layer"),
+        ("base_width", -4, "base_width"),
+        ("base_width", 1e9, "base_width"),
+        ("base_width", 10**9, "base_width"),
+        ("base_width", "64", "base_width"),
+        ("alpha", "x", "alpha"),
+        ("alpha", 7, "alpha"),
+        ("history", 5, "history"),
+        ("history", [1], "history"),
+        ("fit_config", [1, 2, 3], "fit_config"),
+        ("neurons", [-1], "neurons"),
+        ("neurons", "x", "neurons"),
+        ("decoder_norm", "layer", "decoder_norm"),
+        ("decoder", 3, "decoder"),
+        ("input_norm", "x", "input_norm"),
+        ("fitted", "yes", "fitted"),
+        ("num_prefix_tokens", -1, "num_prefix_tokens"),
+        ("weights_sha256", 5, "weights_sha256"),
+        ("kind", "pca", "kind"),
+    ],
+)
 def test_malformed_cladec_json_is_one_line_naming_the_field(copy, capsys, key_path, value, field):
     _edit(copy / "run" / "cladec" / "cladec.json", _set(key_path, value))
     _one_line_error(capsys, _explain(copy / "run", copy), contains=("cladec.json", field))
@@ -171,23 +194,27 @@ def test_malformed_cladec_json_is_one_line_naming_the_field(copy, capsys, key_pa
 
 # --- 3. classifier.json ------------------------------------------------------------------------------------------
 
+
 def _layers(clf: Path) -> list:
     return ["layers", "--model", clf]
 
 
-@pytest.mark.parametrize("key_path, value, field", [
-    ("arch_kwargs.width", 1e12, "arch_kwargs"),
-    ("arch_kwargs.num_classes", 10**12, "arch_kwargs"),
-    ("arch_kwargs", [1], "arch_kwargs"),
-    ("dataset.image_shape", "1,28,28", "dataset.image_shape"),
-    ("dataset.image_shape", [28, 28], "dataset.image_shape"),
-    ("dataset.image_shape", [1, 0, 28], "dataset.image_shape"),
-    ("dataset.classes", 10, "dataset.classes"),
-    ("dataset", "fashion-mnist", "dataset"),
-    ("input_norm", [[0.5], [-1]], "input_norm"),
-    ("weights_sha256", 5, "weights_sha256"),
-    ("arch", 5, "arch"),
-])
+@pytest.mark.parametrize(
+    "key_path, value, field",
+    [
+        ("arch_kwargs.width", 1e12, "arch_kwargs"),
+        ("arch_kwargs.num_classes", 10**12, "arch_kwargs"),
+        ("arch_kwargs", [1], "arch_kwargs"),
+        ("dataset.image_shape", "1,28,28", "dataset.image_shape"),
+        ("dataset.image_shape", [28, 28], "dataset.image_shape"),
+        ("dataset.image_shape", [1, 0, 28], "dataset.image_shape"),
+        ("dataset.classes", 10, "dataset.classes"),
+        ("dataset", "fashion-mnist", "dataset"),
+        ("input_norm", [[0.5], [-1]], "input_norm"),
+        ("weights_sha256", 5, "weights_sha256"),
+        ("arch", 5, "arch"),
+    ],
+)
 def test_malformed_classifier_json_is_one_line_naming_the_field(copy, capsys, key_path, value, field):
     _edit(copy / "clf" / "classifier.json", _set(key_path, value))
     _one_line_error(capsys, _layers(copy / "clf"), contains=("classifier.json", field))
@@ -204,6 +231,7 @@ def test_the_untouched_checkpoint_lists_its_layers(copy, capsys):
 
 
 # --- 4. explainer weights: integrity -----------------------------------------------------------------------------
+
 
 def _sha256(path: Path) -> str:
     import hashlib
@@ -262,6 +290,7 @@ def test_saves_without_a_digest_still_load(copy, capsys):
 
 # --- 5. a pickle offered as weights ------------------------------------------------------------------------------
 
+
 def _pwn(marker: str) -> dict:
     """What a hostile pickle would run; here it only leaves a file behind."""
     Path(marker).write_text("ran")
@@ -291,8 +320,9 @@ def test_a_pickle_offered_as_weights_is_refused_in_cladecs_words(tmp_path, capsy
         evil.write_bytes(pickle.dumps({"x": _Evil(marker)}))
     else:
         torch.save(make_net(), evil)
-    err = _one_line_error(capsys, _factory_layers(evil), contains=("evil.pt", "never unpickles", "safetensors",
-                                                                    "weights_only=True"))
+    err = _one_line_error(
+        capsys, _factory_layers(evil), contains=("evil.pt", "never unpickles", "safetensors", "weights_only=True")
+    )
     assert "weights_only set to False" not in err and "will likely succeed" not in err, err
     assert not marker.exists()
 
@@ -376,14 +406,16 @@ def test_a_truncated_saliency_map_cache_entry_is_recomputed(tmp_path, cut):
 # run.json is a reference to a checkpoint the user named at fit time, relative to the run ('../clf', as fit_run
 # writes it) or absolute, so it may lead anywhere -- but it must hold a checkpoint with the recorded weights.
 
+
 def _link_out(path: Path, outside: Path) -> None:
     """Move ``path`` to ``outside`` and leave a symbolic link to it in its place."""
     shutil.move(str(path), str(outside))
     os.symlink(outside, path)
 
 
-@pytest.mark.parametrize("part", ["run.json", "cladec/cladec.json", "cladec/weights.safetensors",
-                                  "refae/weights.safetensors", "cladec"])
+@pytest.mark.parametrize(
+    "part", ["run.json", "cladec/cladec.json", "cladec/weights.safetensors", "refae/weights.safetensors", "cladec"]
+)
 def test_a_run_file_linked_out_of_the_run_is_refused(copy, capsys, part):
     (copy / "elsewhere").mkdir()
     _link_out(copy / "run" / part, copy / "elsewhere" / Path(part).name)
@@ -418,7 +450,10 @@ def test_a_classifier_path_to_another_checkpoint_is_refused_by_its_digest(copy, 
     from cladec.models import create_model
 
     torch.manual_seed(1)
-    save_classifier(copy / "other", create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25),
-                    dataset=json.loads((copy / "clf" / "classifier.json").read_text())["dataset"])
+    save_classifier(
+        copy / "other",
+        create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25),
+        dataset=json.loads((copy / "clf" / "classifier.json").read_text())["dataset"],
+    )
     _edit(copy / "run" / "run.json", _set("classifier.path", "../other"))
     _one_line_error(capsys, _explain(copy / "run", copy), contains=("other", "not the one the run"))

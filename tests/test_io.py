@@ -13,10 +13,12 @@ from cladec._io import atomic_dir, atomic_path, remove_stale_temporaries
 def _killed_writer(target, kind: str):
     """Write ``target`` in another process (atomic_path or atomic_dir) and SIGKILL it midway; return the
     temporary path it left."""
-    code = ("import os, signal, sys\nfrom cladec._io import atomic_dir, atomic_path\n"
-            f"with {kind}(sys.argv[1]) as tmp:\n"
-            "    (tmp / 'a.bin' if tmp.is_dir() else tmp).write_bytes(b'x' * 1000)\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    code = (
+        "import os, signal, sys\nfrom cladec._io import atomic_dir, atomic_path\n"
+        f"with {kind}(sys.argv[1]) as tmp:\n"
+        "    (tmp / 'a.bin' if tmp.is_dir() else tmp).write_bytes(b'x' * 1000)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True)
     assert r.returncode == -signal.SIGKILL, r.stderr
     left = list(target.parent.glob(f".{target.name}.*.tmp"))

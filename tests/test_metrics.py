@@ -81,8 +81,11 @@ def test_per_class():
     assert pc["a"]["mean"] == 0.5 and pc["a"]["n"] == 2
     assert pc["b"]["mean"] == 0.375
     assert pc["c"] == {"n": 0, "mean": None, "std": None}
-    assert M.per_class(torch.tensor([float("nan"), 1.0]), torch.tensor([0, 0]), 1)["0"] == {"n": 2, "mean": None,
-                                                                                           "std": None}
+    assert M.per_class(torch.tensor([float("nan"), 1.0]), torch.tensor([0, 0]), 1)["0"] == {
+        "n": 2,
+        "mean": None,
+        "std": None,
+    }
     # booleans give per-class accuracy; an int gives numbered classes
     assert M.per_class(torch.tensor([True, False]), torch.tensor([1, 1]), 2)["1"]["mean"] == 0.5
     with pytest.raises(DataError):

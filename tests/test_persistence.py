@@ -15,8 +15,9 @@ from helpers.core import QUICK, fmnist, tiny_vgg
 @pytest.fixture(scope="module")
 def fitted():
     x, y = fmnist("train", 512)
-    e = ClaDec(tiny_vgg(), "conv2", alpha=0.01, neurons=list(range(0, 32, 2))).fit((x, y), epochs=1, verbose=False,
-                                                                                **QUICK)
+    e = ClaDec(tiny_vgg(), "conv2", alpha=0.01, neurons=list(range(0, 32, 2))).fit(
+        (x, y), epochs=1, verbose=False, **QUICK
+    )
     r = RefAE.like(e).fit((x, y), epochs=1, verbose=False, **QUICK)
     assert not e.collapsed and not r.collapsed
     return e, r
@@ -40,8 +41,17 @@ def test_save_contents(tmp_path, fitted):
     e.save(tmp_path / "e")
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == ["cladec.json", "weights.safetensors"]
     cfg = json.loads((tmp_path / "e" / "cladec.json").read_text())
-    for key in ("layer", "neurons", "alpha", "layer_shape", "activation_shape", "image_shape", "decoder",
-                "cladec_version", "history"):
+    for key in (
+        "layer",
+        "neurons",
+        "alpha",
+        "layer_shape",
+        "activation_shape",
+        "image_shape",
+        "decoder",
+        "cladec_version",
+        "history",
+    ):
         assert key in cfg
     assert cfg["layer"] == "conv2" and cfg["layer_shape"] == [32, 4, 4] and cfg["activation_shape"] == [16, 4, 4]
     assert not list(tmp_path.glob(".*tmp")), "temporary files left behind"
@@ -150,8 +160,9 @@ def test_older_saves_with_settings_now_refused_still_load(tmp_path, fitted):
     cfg_path.write_text(json.dumps(cfg))
     xt, _ = fmnist("test", 16)
     assert torch.equal(cladec.load(tmp_path / "e", tiny_vgg()).reconstruct(xt), e.reconstruct(xt))
-    dec = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(512, 784), torch.nn.Sigmoid(),
-                              torch.nn.Unflatten(1, (1, 28, 28)))
+    dec = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(512, 784), torch.nn.Sigmoid(), torch.nn.Unflatten(1, (1, 28, 28))
+    )
     x, y = fmnist("train", 64)
     custom = ClaDec(tiny_vgg(), "conv2", alpha=0.0, decoder=dec).fit((x, y), epochs=1, verbose=False)
     custom.save(tmp_path / "c")

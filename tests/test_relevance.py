@@ -66,16 +66,21 @@ def test_kept_map_lies_on_the_garment(saliency_run, images):
     on = x[:, 0] > 0.1
     inside = (r * on).sum((1, 2)) / on.sum((1, 2))
     outside = (r * ~on).sum((1, 2)) / (~on).sum((1, 2)).clamp_min(1)
-    margin("kept relevance: share of images with more inside the garment", (inside > outside).float().mean(),
-           ">=", 0.9)
+    margin("kept relevance: share of images with more inside the garment", (inside > outside).float().mean(), ">=", 0.9)
 
 
 def test_default_variant_and_precomputed_reconstructions(saliency_run, images):
     x, _ = images
     run = saliency_run
     a = relevance_map(x, cladec=run.cladec, refae=run.refae)
-    b = relevance_map(x, cladec=run.cladec, refae=run.refae, variant=DEFAULT_VARIANT,
-                      x_cladec=run.cladec.reconstruct(x), x_refae=run.refae.reconstruct(x))
+    b = relevance_map(
+        x,
+        cladec=run.cladec,
+        refae=run.refae,
+        variant=DEFAULT_VARIANT,
+        x_cladec=run.cladec.reconstruct(x),
+        x_refae=run.refae.reconstruct(x),
+    )
     assert torch.allclose(a, b, atol=1e-5)
 
 

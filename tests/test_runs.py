@@ -24,8 +24,18 @@ def test_fit_uses_the_size_the_classifier_was_trained_at(tmp_path, data_root):
     save_classifier(tmp_path / "clf", net, dataset=train)
     info = json.loads((tmp_path / "clf" / "classifier.json").read_text())
     assert info["dataset"]["size"] == [32, 32]
-    run = fit_run(tmp_path / "run", classifier_dir=tmp_path / "clf", dataset="fashion-mnist", layer="conv2",
-                  epochs=1, limit=256, test_limit=64, data_root=str(data_root), device="cpu", verbose=False)
+    run = fit_run(
+        tmp_path / "run",
+        classifier_dir=tmp_path / "clf",
+        dataset="fashion-mnist",
+        layer="conv2",
+        epochs=1,
+        limit=256,
+        test_limit=64,
+        data_root=str(data_root),
+        device="cpu",
+        verbose=False,
+    )
     assert run.config["image_shape"] == [1, 32, 32] and run.cladec.image_shape == (1, 32, 32)
     assert load_run(tmp_path / "run", device="cpu").config["dataset"]["size"] == [32, 32]
     # a non-empty folder that is not a run is refused, not replaced
@@ -33,8 +43,19 @@ def test_fit_uses_the_size_the_classifier_was_trained_at(tmp_path, data_root):
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
     with pytest.raises(SaveFormatError, match="not a cladec run directory.*no run.json"):
-        fit_run(mine, classifier_dir=tmp_path / "clf", dataset="fashion-mnist", layer="conv2", epochs=1,
-                limit=128, test_limit=32, data_root=str(data_root), device="cpu", verbose=False, refae=False)
+        fit_run(
+            mine,
+            classifier_dir=tmp_path / "clf",
+            dataset="fashion-mnist",
+            layer="conv2",
+            epochs=1,
+            limit=128,
+            test_limit=32,
+            data_root=str(data_root),
+            device="cpu",
+            verbose=False,
+            refae=False,
+        )
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
@@ -45,11 +66,25 @@ def test_fit_finds_the_data_where_the_classifier_was_trained(tmp_path, data_root
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
     torch.manual_seed(0)
     net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
-    meta = {"name": "fashion-mnist", "image_shape": [1, 28, 28], "classes": [str(i) for i in range(10)],
-            "root": str(data_root)}
+    meta = {
+        "name": "fashion-mnist",
+        "image_shape": [1, 28, 28],
+        "classes": [str(i) for i in range(10)],
+        "root": str(data_root),
+    }
     save_classifier(tmp_path / "clf", net, dataset=meta)
-    run = fit_run(tmp_path / "run", classifier_dir=tmp_path / "clf", dataset="fashion-mnist", layer="conv2",
-                  epochs=1, limit=128, test_limit=32, device="cpu", verbose=False, refae=False)
+    run = fit_run(
+        tmp_path / "run",
+        classifier_dir=tmp_path / "clf",
+        dataset="fashion-mnist",
+        layer="conv2",
+        epochs=1,
+        limit=128,
+        test_limit=32,
+        device="cpu",
+        verbose=False,
+        refae=False,
+    )
     assert run.config["dataset"]["n_train"] == 128
 
 
@@ -72,8 +107,15 @@ def test_load_run_refuses_a_classifier_replaced_since(saliency_run, tmp_path, on
     # would explain a model they were not fitted on
     torch.manual_seed(1)
     other = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
-    save_classifier(clf, other, dataset={"name": "fashion-mnist", "image_shape": [1, 28, 28],
-                                         "classes": saliency_run.config["dataset"]["classes"]})
+    save_classifier(
+        clf,
+        other,
+        dataset={
+            "name": "fashion-mnist",
+            "image_shape": [1, 28, 28],
+            "classes": saliency_run.config["dataset"]["classes"],
+        },
+    )
     with pytest.raises(SaveFormatError, match="not the one the run .* was fitted with.*SHA-256"):
         load_run(run_dir, device="cpu")
     # a run of an earlier version records no identity: it still loads
@@ -88,10 +130,22 @@ def test_fit_defaults_to_the_classifiers_size_on_another_data_set(tmp_path, data
     # images must reach it at 32×32, the size it was trained at, not MNIST's own 28×28
     train = load_dataset("fashion-mnist", root=data_root, split="train", size=32, limit=64)
     torch.manual_seed(0)
-    save_classifier(tmp_path / "clf", create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25),
-                    dataset=train)
-    run = fit_run(tmp_path / "run", classifier_dir=tmp_path / "clf", dataset="mnist", layer="conv2", epochs=1,
-                  limit=128, test_limit=32, data_root=str(data_root), device="cpu", verbose=False, refae=False)
+    save_classifier(
+        tmp_path / "clf", create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25), dataset=train
+    )
+    run = fit_run(
+        tmp_path / "run",
+        classifier_dir=tmp_path / "clf",
+        dataset="mnist",
+        layer="conv2",
+        epochs=1,
+        limit=128,
+        test_limit=32,
+        data_root=str(data_root),
+        device="cpu",
+        verbose=False,
+        refae=False,
+    )
     assert run.config["image_shape"] == [1, 32, 32] and run.cladec.image_shape == (1, 32, 32)
     assert run.config["dataset"]["name"] == "mnist"
 
@@ -102,8 +156,13 @@ def test_fit_run_refuses_settings_it_would_ignore(saliency_run, tmp_path):
     with pytest.raises(ConfigError, match="input_norm cannot go with classifier_dir"):
         fit_run(tmp_path / "a", classifier_dir=clf, input_norm=([0.5], [0.5]), **common)
     with pytest.raises(ConfigError, match="factory, factory_kwargs cannot go with classifier_dir"):
-        fit_run(tmp_path / "b", classifier_dir=clf, factory="helpers.user_model:make_net",
-                factory_kwargs={"hidden": 4}, **common)
+        fit_run(
+            tmp_path / "b",
+            classifier_dir=clf,
+            factory="helpers.user_model:make_net",
+            factory_kwargs={"hidden": 4},
+            **common,
+        )
     with pytest.raises(ConfigError, match="refae_epochs .* refae=False"):
         fit_run(tmp_path / "c", classifier_dir=clf, refae=False, refae_epochs=2, **common)
     assert not any(tmp_path.iterdir())  # refused before anything was written

@@ -23,8 +23,9 @@ def images(fmnist_small):
 def test_every_method_gives_finite_maps_of_the_input_size(saliency_run, images):
     x, _ = images
     run = saliency_run
-    maps = saliency_maps(run.classifier, x, None, available_methods(), layer="conv2", cladec=run.cladec,
-                         refae=run.refae, batch_size=4)
+    maps = saliency_maps(
+        run.classifier, x, None, available_methods(), layer="conv2", cladec=run.cladec, refae=run.refae, batch_size=4
+    )
     assert list(maps) == available_methods()
     for name, m in maps.items():
         assert m.shape == (8, 28, 28), name
@@ -112,9 +113,19 @@ def test_compare_saliency_writes_all_outputs_and_resumes(saliency_run, tmp_path,
     from cladec.relevance import DEFAULT_VARIANT
 
     out = tmp_path / "cmp"
-    kw = dict(out=out, methods="cladec,gradcam,random", scores="deletion,insertion,road,roar", n=24, steps=8,
-              roar_k=[50], roar_epochs=1, roar_train_limit=300, road_fractions=(0.3, 0.7), data_root=str(data_root),
-              verbose=False)
+    kw = dict(
+        out=out,
+        methods="cladec,gradcam,random",
+        scores="deletion,insertion,road,roar",
+        n=24,
+        steps=8,
+        roar_k=[50],
+        roar_epochs=1,
+        roar_train_limit=300,
+        road_fractions=(0.3, 0.7),
+        data_root=str(data_root),
+        verbose=False,
+    )
     res = compare_saliency(saliency_run, **kw)
     assert res["format"] == "cladec-saliency"
     for f in ("results.json", "results.csv", "curves.png", "maps.png"):
@@ -127,7 +138,9 @@ def test_compare_saliency_writes_all_outputs_and_resumes(saliency_run, tmp_path,
     header, *rows = (out / "results.csv").read_text().splitlines()
     assert header.startswith("method,deletion_auc_mean,deletion_auc_std")
     # one seed: no spread over seeds to report (null / empty, never "± 0")
-    assert r["deletion"]["auc_std"] is None and r["road"]["gap_std"] is None and r["roar"]["accuracy_std"] == [None, None]
+    assert (
+        r["deletion"]["auc_std"] is None and r["road"]["gap_std"] is None and r["roar"]["accuracy_std"] == [None, None]
+    )
     assert rows[0].split(",")[2] == "" and "±" not in format_table(stored)
     # a second run reuses every finished unit: change one stored unit and see it come back unchanged
     assert (out / "units" / f"cladec-{DEFAULT_VARIANT}__deletion__0__0.json").is_file()  # stored under its variant
@@ -162,11 +175,26 @@ def test_cli_validates_methods_scores_and_k_before_loading(tmp_path):
 
 
 def test_cli_runs_end_to_end(saliency_run, tmp_path, data_root, capsys):
-    args = _parser().parse_args([
-        "compare-saliency", "--run", str(saliency_run.path), "--out", str(tmp_path / "c"), "--methods",
-        "cladec,saliency,random", "--scores", "deletion,insertion", "--n", "16", "--steps", "4",
-        "--data-root", str(data_root), "--quiet",
-    ])
+    args = _parser().parse_args(
+        [
+            "compare-saliency",
+            "--run",
+            str(saliency_run.path),
+            "--out",
+            str(tmp_path / "c"),
+            "--methods",
+            "cladec,saliency,random",
+            "--scores",
+            "deletion,insertion",
+            "--n",
+            "16",
+            "--steps",
+            "4",
+            "--data-root",
+            str(data_root),
+            "--quiet",
+        ]
+    )
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "cladec" in out and "deletion_auc" in out
@@ -226,8 +254,16 @@ def test_compare_saliency_reports_per_image_spread_and_paired_comparison(salienc
     from cladec._cli_saliency import compare_saliency, format_table
 
     out = tmp_path / "cmp"
-    kw = dict(out=out, methods="cladec,gradcam,random", scores="deletion,insertion", n=24, steps=8, seeds=(0, 1),
-              data_root=str(data_root), verbose=False)
+    kw = dict(
+        out=out,
+        methods="cladec,gradcam,random",
+        scores="deletion,insertion",
+        n=24,
+        steps=8,
+        seeds=(0, 1),
+        data_root=str(data_root),
+        verbose=False,
+    )
     res = compare_saliency(saliency_run, **kw)
     assert json.loads((out / "results.json").read_text())["paired"] == res["paired"]
     for score in ("deletion", "insertion"):
@@ -269,7 +305,8 @@ def test_compare_saliency_reports_per_image_spread_and_paired_comparison(salienc
     assert gone["mean_diff"] is None and gone["p_value"] is None and "older cladec" in gone["missing"]
     kept = ("mean_diff", "ci_low", "ci_high", "p_value", "n", "better")
     assert {k: res2["paired"]["deletion"]["gradcam"][k] for k in kept} == {
-        k: res["paired"]["deletion"]["gradcam"][k] for k in kept}
+        k: res["paired"]["deletion"]["gradcam"][k] for k in kept
+    }
     assert res2["paired"]["deletion"]["gradcam"]["p_holm"] == res["paired"]["deletion"]["gradcam"]["p_value"]
     assert res2["paired"]["insertion"] == res["paired"]["insertion"]
     assert "missing (older units without per-image AUCs)" in format_table(res2)

@@ -117,8 +117,9 @@ def test_roar_with_k0_reproduces_the_plain_accuracy(fmnist_small):
     acc = accuracy(plain, (xte, yte))
     r = roar_accuracy(build, (xtr, ytr), (xte, yte), k=0, epochs=1, seed=3, device="cpu")
     assert r["accuracy"] == acc and r["k"] == 0
-    r50 = roar_accuracy(build, (xtr, ytr), (xte, yte), k=50, train_maps=xtr[:, 0], test_maps=xte[:, 0], epochs=1,
-                        seed=3, device="cpu")
+    r50 = roar_accuracy(
+        build, (xtr, ytr), (xte, yte), k=50, train_maps=xtr[:, 0], test_maps=xte[:, 0], epochs=1, seed=3, device="cpu"
+    )
     assert 0 <= r50["accuracy"] <= 1
     with pytest.raises(ConfigError, match="train_maps"):
         roar_accuracy(build, (xtr, ytr), (xte, yte), k=10, epochs=1)

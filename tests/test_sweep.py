@@ -14,15 +14,22 @@ from helpers.stability import margin
 # the tiny cells (600 images, 1 epoch) may collapse; these tests check the sweep's bookkeeping, not quality
 pytestmark = pytest.mark.filterwarnings("ignore::cladec.CollapseWarning")
 
-SMALL = dict(dataset="fashion-mnist", layers=["conv2"], seeds=[0], epochs=1, limit=600, test_limit=200,
-             eval_classifier=False, verbose=False)
+SMALL = dict(
+    dataset="fashion-mnist",
+    layers=["conv2"],
+    seeds=[0],
+    epochs=1,
+    limit=600,
+    test_limit=200,
+    eval_classifier=False,
+    verbose=False,
+)
 
 
 @pytest.fixture(scope="module")
 def sweep_dir(eval_setup, tmp_path_factory):
     out = tmp_path_factory.mktemp("sweep") / "sw"
-    run_sweep(out, classifier_dir=eval_setup.clf_dir, alphas=[0.0, 1.0], data_root=str(eval_setup.data_root),
-              **SMALL)
+    run_sweep(out, classifier_dir=eval_setup.clf_dir, alphas=[0.0, 1.0], data_root=str(eval_setup.data_root), **SMALL)
     return out
 
 
@@ -47,8 +54,12 @@ def test_summary_outputs(sweep_dir):
     for f in ("summary.csv", "summary.json", "tradeoff.png"):
         assert (sweep_dir / f).is_file()
     rows = list(csv.DictReader((sweep_dir / "summary.csv").open()))
-    assert [(r["method"], r["alpha"]) for r in rows] == [("original", ""), ("refae", ""), ("cladec", "0"),
-                                                         ("cladec", "1")]
+    assert [(r["method"], r["alpha"]) for r in rows] == [
+        ("original", ""),
+        ("refae", ""),
+        ("cladec", "0"),
+        ("cladec", "1"),
+    ]
     s = summarize_sweep(sweep_dir, write=False)
     by = {(r["method"], r["alpha"]): r for r in s["rows"]}
     # one seed: a mean without a spread (not "± 0"), and how many cells had the metric
@@ -56,14 +67,23 @@ def test_summary_outputs(sweep_dir):
     assert by[("cladec", 1.0)]["mse_n"] == 1 and rows[-1]["mse_std"] == "" and rows[-1]["mse_n"] == "1"
     assert cell_name("conv2", 0.9999999, 0) != cell_name("conv2", 1.0, 0)  # :g once gave both "a1"
     # α = 1 ignores reconstruction: a much larger error than α = 0
-    margin("sweep: MSE at alpha 1 / at alpha 0", by[("cladec", 1.0)]["mse_mean"] / by[("cladec", 0.0)]["mse_mean"],
-           ">", 1.0)
+    margin(
+        "sweep: MSE at alpha 1 / at alpha 0",
+        by[("cladec", 1.0)]["mse_mean"] / by[("cladec", 0.0)]["mse_mean"],
+        ">",
+        1.0,
+    )
 
 
 def test_resume_adds_only_new_cells(eval_setup, sweep_dir):
     before = {p.name: (p / "run.json").stat().st_mtime_ns for p in (sweep_dir / "cells").iterdir()}
-    run_sweep(sweep_dir, classifier_dir=eval_setup.clf_dir, alphas=[0.0, 1.0, 0.5],
-              data_root=str(eval_setup.data_root), **SMALL)
+    run_sweep(
+        sweep_dir,
+        classifier_dir=eval_setup.clf_dir,
+        alphas=[0.0, 1.0, 0.5],
+        data_root=str(eval_setup.data_root),
+        **SMALL,
+    )
     after = {p.name: (p / "run.json").stat().st_mtime_ns for p in (sweep_dir / "cells").iterdir()}
     assert {k: after[k] for k in before} == before  # finished cells were not recomputed
     new = set(after) - set(before)
@@ -92,8 +112,9 @@ def test_older_sweep_with_eval_epochs_but_no_evaluation_classifiers_resumes(eval
     assert state["config"]["eval_classifier"] is False
     state["config"]["eval_epochs"] = 1
     (old / "sweep.json").write_text(json.dumps(state))
-    s = run_sweep(old, classifier_dir=eval_setup.clf_dir, alphas=[0.0, 1.0], data_root=str(eval_setup.data_root),
-                  **SMALL)
+    s = run_sweep(
+        old, classifier_dir=eval_setup.clf_dir, alphas=[0.0, 1.0], data_root=str(eval_setup.data_root), **SMALL
+    )
     assert {("cladec", 0.0), ("cladec", 1.0)} <= {(r["method"], r["alpha"]) for r in s["rows"]}
 
 
@@ -102,10 +123,31 @@ def test_cli_sweep_refuses_other_configuration(eval_setup, sweep_dir):
 
     parser = argparse.ArgumentParser(prog="cladec")
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sweep", "--model", str(eval_setup.clf_dir), "--dataset", "fashion-mnist",
-                              "--layers", "conv2", "--alphas", "0,1", "--seeds", "0", "--epochs", "1",
-                              "--limit", "999", "--test-limit", "200", "--no-eval-classifier",
-                              "--out", str(sweep_dir), "--quiet"])
+    args = parser.parse_args(
+        [
+            "sweep",
+            "--model",
+            str(eval_setup.clf_dir),
+            "--dataset",
+            "fashion-mnist",
+            "--layers",
+            "conv2",
+            "--alphas",
+            "0,1",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--limit",
+            "999",
+            "--test-limit",
+            "200",
+            "--no-eval-classifier",
+            "--out",
+            str(sweep_dir),
+            "--quiet",
+        ]
+    )
     assert args.layers == ["conv2"] and args.alphas == [0.0, 1.0]
     with pytest.raises(ConfigError, match="limit: 600"):
         args.func(args)
@@ -117,10 +159,33 @@ def test_cli_sweep_with_one_seed_prints_its_table(eval_setup, sweep_dir, capsys)
 
     parser = argparse.ArgumentParser(prog="cladec")
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["sweep", "--model", str(eval_setup.clf_dir), "--dataset", "fashion-mnist",
-                              "--layers", "conv2", "--alphas", "0,1", "--seeds", "0", "--epochs", "1",
-                              "--limit", "600", "--test-limit", "200", "--no-eval-classifier",
-                              "--data-root", str(eval_setup.data_root), "--out", str(sweep_dir), "--quiet"])
+    args = parser.parse_args(
+        [
+            "sweep",
+            "--model",
+            str(eval_setup.clf_dir),
+            "--dataset",
+            "fashion-mnist",
+            "--layers",
+            "conv2",
+            "--alphas",
+            "0,1",
+            "--seeds",
+            "0",
+            "--epochs",
+            "1",
+            "--limit",
+            "600",
+            "--test-limit",
+            "200",
+            "--no-eval-classifier",
+            "--data-root",
+            str(eval_setup.data_root),
+            "--out",
+            str(sweep_dir),
+            "--quiet",
+        ]
+    )
     assert args.func(args) == 0  # every cell is done: resumes, summarises, prints
     out = capsys.readouterr().out
     s = summarize_sweep(sweep_dir, write=False)
@@ -154,9 +219,29 @@ def test_layers_device_and_lr_are_checked_before_anything_is_written(eval_setup,
 def test_cli_sweep_refuses_a_bad_device_before_any_work(eval_setup, tmp_path, capsys):
     from cladec.cli import main
 
-    base = ["sweep", "--model", str(eval_setup.clf_dir), "--dataset", "fashion-mnist", "--layers", "conv2",
-            "--alphas", "0", "--epochs", "1", "--limit", "600", "--test-limit", "200", "--no-eval-classifier",
-            "--data-root", str(eval_setup.data_root), "--out", str(tmp_path / "sw"), "--quiet"]
+    base = [
+        "sweep",
+        "--model",
+        str(eval_setup.clf_dir),
+        "--dataset",
+        "fashion-mnist",
+        "--layers",
+        "conv2",
+        "--alphas",
+        "0",
+        "--epochs",
+        "1",
+        "--limit",
+        "600",
+        "--test-limit",
+        "200",
+        "--no-eval-classifier",
+        "--data-root",
+        str(eval_setup.data_root),
+        "--out",
+        str(tmp_path / "sw"),
+        "--quiet",
+    ]
     assert_bad_devices_refused(base, capsys)
     assert main(base + ["--eval-epochs", "2"]) == 2  # only the evaluation classifiers use it
     assert "--eval-epochs sets up the evaluation classifiers" in capsys.readouterr().err
@@ -168,10 +253,36 @@ def test_layer_roles_name_the_architecture_layers_and_q_is_quiet(eval_setup, swe
     from cladec.cli import main
 
     before = {p.name: (p / "run.json").stat().st_mtime_ns for p in (sweep_dir / "cells").iterdir()}
-    assert main(["sweep", "--model", str(eval_setup.clf_dir), "--dataset", "fashion-mnist", "--layers", "middle",
-                 "--alphas", "0,1", "--seeds", "0", "--epochs", "1", "--limit", "600", "--test-limit", "200",
-                 "--no-eval-classifier", "--data-root", str(eval_setup.data_root), "--out", str(sweep_dir),
-                 "-q"]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "--model",
+                str(eval_setup.clf_dir),
+                "--dataset",
+                "fashion-mnist",
+                "--layers",
+                "middle",
+                "--alphas",
+                "0,1",
+                "--seeds",
+                "0",
+                "--epochs",
+                "1",
+                "--limit",
+                "600",
+                "--test-limit",
+                "200",
+                "--no-eval-classifier",
+                "--data-root",
+                str(eval_setup.data_root),
+                "--out",
+                str(sweep_dir),
+                "-q",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr()
     assert out.err == "" and "conv2" in out.out
     after = {p.name: (p / "run.json").stat().st_mtime_ns for p in (sweep_dir / "cells").iterdir()}

@@ -23,9 +23,17 @@ from ._version import __version__
 # The names that need torch are imported on first use (PEP 562), so that `import cladec` -- and with it the
 # `cladec` command's start -- is quick and a Ctrl-C while torch loads reaches cladec.cli.main (one line, exit 130)
 _LAZY = {
-    "LayerCapture": "capture", "list_layers": "capture", "resolve_layer": "capture", "build_decoder": "decoder",
-    "ClaDec": "explainer", "CollapseWarning": "explainer", "RefAE": "explainer", "fit_together": "explainer",
-    "Explanation": "explanation", "explain": "explanation", "load": "persistence",
+    "LayerCapture": "capture",
+    "list_layers": "capture",
+    "resolve_layer": "capture",
+    "build_decoder": "decoder",
+    "ClaDec": "explainer",
+    "CollapseWarning": "explainer",
+    "RefAE": "explainer",
+    "fit_together": "explainer",
+    "Explanation": "explanation",
+    "explain": "explanation",
+    "load": "persistence",
 }
 
 
@@ -42,6 +50,7 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "__version__",

@@ -47,8 +47,10 @@ def image_tensor(
     if x.dim() != 4:
         hint = ""
         if x.dim() == 3:
-            hint = ("; for N grey images add the channel dimension with x.unsqueeze(1), for one image add "
-                    "the batch dimension with x.unsqueeze(0)")
+            hint = (
+                "; for N grey images add the channel dimension with x.unsqueeze(1), for one image add "
+                "the batch dimension with x.unsqueeze(0)"
+            )
         raise DataError(f"{where} must have shape (N, C, H, W), got shape {tuple(x.shape)}{hint}")
     if x.shape[0] == 0 and not allow_empty:
         raise DataError(f"{where}: the data set is empty")
@@ -203,9 +205,13 @@ def learning_rate(value: Any, what: str = "lr") -> float:
     """
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-        math.isfinite(value) and 0 < value <= LR_MAX
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and 0 < value <= LR_MAX)
     ):
-        raise ConfigError(f"{what} must be a finite number in (0, {LR_MAX:g}] (Adam typically 1e-4 to 1e-2, "
-                          f"SGD 0.01 to 0.1), got {value!r}")
+        raise ConfigError(
+            f"{what} must be a finite number in (0, {LR_MAX:g}] (Adam typically 1e-4 to 1e-2, "
+            f"SGD 0.01 to 0.1), got {value!r}"
+        )
     return float(value)

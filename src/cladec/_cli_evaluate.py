@@ -39,19 +39,32 @@ def register(subparsers: Any) -> None:
         "metrics.csv, per_class.csv and plots to --out.",
     )
     p.add_argument("--run", required=True, help="run directory (made by `cladec fit`)")
-    p.add_argument("--dataset", default=None,
-                   help="data set to evaluate on (default: the run's; must have the same image shape)")
+    p.add_argument(
+        "--dataset", default=None, help="data set to evaluate on (default: the run's; must have the same image shape)"
+    )
     p.add_argument("--out", default=None, help="output directory (default: RUN/eval)")
     p.add_argument("--split", default="test", choices=["train", "test"], help="split to evaluate on (test)")
     p.add_argument("--limit", type=_pos_int, default=None, help="use the first N images of the split")
-    p.add_argument("--train-limit", type=_pos_int, default=None,
-                   help="training images for the evaluation classifiers (default: the run's limit)")
-    p.add_argument("--no-eval-classifier", action="store_true",
-                   help="skip training the evaluation classifiers (the slow part)")
-    p.add_argument("--eval-epochs", type=_pos_int, default=None,
-                   help="epochs of each evaluation classifier (default: the run's epochs)")
-    p.add_argument("--eval-arch", default=None,
-                   help="architecture of the evaluation classifier (default: that of the run's classifier)")
+    p.add_argument(
+        "--train-limit",
+        type=_pos_int,
+        default=None,
+        help="training images for the evaluation classifiers (default: the run's limit)",
+    )
+    p.add_argument(
+        "--no-eval-classifier", action="store_true", help="skip training the evaluation classifiers (the slow part)"
+    )
+    p.add_argument(
+        "--eval-epochs",
+        type=_pos_int,
+        default=None,
+        help="epochs of each evaluation classifier (default: the run's epochs)",
+    )
+    p.add_argument(
+        "--eval-arch",
+        default=None,
+        help="architecture of the evaluation classifier (default: that of the run's classifier)",
+    )
     p.add_argument("--data-root", default=None, help="data root (default: the run's, else $CLADEC_DATA)")
     p.add_argument("--seed", type=_seed_int, default=0, help="seed of the evaluation classifiers")
     p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
@@ -68,8 +81,12 @@ def register(subparsers: Any) -> None:
     s.add_argument("--model", required=True, help="classifier checkpoint directory (`cladec train-classifier`)")
     s.add_argument("--dataset", required=True, help="data set name, e.g. fashion-mnist, mnist, cifar10")
     s.add_argument("--layers", required=True, type=_csv_list(str, "--layers"), help="comma-separated layer names")
-    s.add_argument("--alphas", type=_csv_list(float, "--alphas"), default=None,
-                   help="comma-separated α values (default: 0,0.001,0.01,0.1,0.5,0.9,0.99,0.999,1)")
+    s.add_argument(
+        "--alphas",
+        type=_csv_list(float, "--alphas"),
+        default=None,
+        help="comma-separated α values (default: 0,0.001,0.01,0.1,0.5,0.9,0.99,0.999,1)",
+    )
     s.add_argument("--seeds", type=_csv_list(_seed_int, "--seeds"), default=[0], help="comma-separated seeds (0)")
     s.add_argument("--epochs", type=_pos_int, default=5, help="decoder epochs per cell (5)")
     s.add_argument("--out", required=True, help="sweep directory")
@@ -108,9 +125,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         _refuse_ignored(args, ("train_limit", "eval_epochs", "eval_arch"))
     cli._importable_cwd()  # a run fitted with --factory PKG.MOD:FN imports its model from here, as explain does
     res = evaluate_run(
-        args.run, split=args.split, limit=args.limit, data_root=args.data_root, dataset=args.dataset,
-        eval_classifier=not args.no_eval_classifier, eval_epochs=args.eval_epochs, eval_arch=args.eval_arch,
-        train_limit=args.train_limit, out=args.out, seed=args.seed, device=dev, verbose=not args.quiet,
+        args.run,
+        split=args.split,
+        limit=args.limit,
+        data_root=args.data_root,
+        dataset=args.dataset,
+        eval_classifier=not args.no_eval_classifier,
+        eval_epochs=args.eval_epochs,
+        eval_arch=args.eval_arch,
+        train_limit=args.train_limit,
+        out=args.out,
+        seed=args.seed,
+        device=dev,
+        verbose=not args.quiet,
     )
     print(format_eval_table(res))
     print(f"wrote {res['out']}")
@@ -123,7 +150,8 @@ def _refuse_ignored(args: argparse.Namespace, names: tuple[str, ...]) -> None:
     if given:
         raise ConfigError(
             f"{', '.join(given)} set{'s' if len(given) == 1 else ''} up the evaluation classifiers, which "
-            "--no-eval-classifier skips; drop " + ("it" if len(given) == 1 else "them")
+            "--no-eval-classifier skips; drop "
+            + ("it" if len(given) == 1 else "them")
             + " or drop --no-eval-classifier"
         )
 
@@ -141,8 +169,10 @@ def format_eval_table(res: dict) -> str:
         >>> print(format_eval_table(res))  # doctest: +SKIP
     """
     cols = ("mse", "psnr", "ssim", "accuracy", "agreement", "eval_accuracy")
-    lines = [f"layer {res['layer']}, α = {res['alpha']:g}, {res['dataset']['n']} {res['dataset']['split']} images",
-             f"{'image set':<10}" + "".join(f"{c:>15}" for c in cols)]
+    lines = [
+        f"layer {res['layer']}, α = {res['alpha']:g}, {res['dataset']['n']} {res['dataset']['split']} images",
+        f"{'image set':<10}" + "".join(f"{c:>15}" for c in cols),
+    ]
     for s, m in res["sets"].items():
         cells = []
         for c in cols:
@@ -178,11 +208,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         _refuse_ignored(args, ("eval_epochs",))
     cli._importable_cwd()  # as every command that loads models does
     summary = run_sweep(
-        args.out, classifier_dir=args.model, dataset=args.dataset, layers=args.layers,
-        alphas=args.alphas if args.alphas is not None else DEFAULT_ALPHAS, seeds=args.seeds, epochs=args.epochs,
-        limit=args.limit, test_limit=args.test_limit, data_root=args.data_root, size=args.size,
-        eval_classifier=not args.no_eval_classifier, eval_epochs=args.eval_epochs, batch_size=args.batch_size,
-        lr=args.lr, decoder_norm=args.decoder_norm, device=dev, verbose=not args.quiet,
+        args.out,
+        classifier_dir=args.model,
+        dataset=args.dataset,
+        layers=args.layers,
+        alphas=args.alphas if args.alphas is not None else DEFAULT_ALPHAS,
+        seeds=args.seeds,
+        epochs=args.epochs,
+        limit=args.limit,
+        test_limit=args.test_limit,
+        data_root=args.data_root,
+        size=args.size,
+        eval_classifier=not args.no_eval_classifier,
+        eval_epochs=args.eval_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        decoder_norm=args.decoder_norm,
+        device=dev,
+        verbose=not args.quiet,
     )
     print(format_summary_table(summary))
     print(f"wrote {args.out}/summary.csv, summary.json, tradeoff.png")

@@ -38,12 +38,19 @@ def register(subparsers: Any) -> None:
         "configuration, and the tables and plots of the evaluation, sweep and saliency comparison found in the "
         "source. Open OUT/index.html in a browser; it needs no network.",
     )
-    r.add_argument("source", metavar="RUN_OR_EVAL_DIR",
-                   help="a run (run.json), evaluation (metrics.json), sweep (sweep.json) or demo (runs/<layer>/) directory")
+    r.add_argument(
+        "source",
+        metavar="RUN_OR_EVAL_DIR",
+        help="a run (run.json), evaluation (metrics.json), sweep (sweep.json) or demo (runs/<layer>/) directory",
+    )
     r.add_argument("--out", required=True, help="output folder (new, empty, or an earlier report, which is replaced)")
     r.add_argument("--n-images", type=_pos_int, default=48, help="test images in the gallery (default 48)")
-    r.add_argument("--data-root", default=None, metavar="PATH",
-                   help="folder holding the data set (default: the run's, else $CLADEC_DATA / the user cache)")
+    r.add_argument(
+        "--data-root",
+        default=None,
+        metavar="PATH",
+        help="folder holding the data set (default: the run's, else $CLADEC_DATA / the user cache)",
+    )
     r.add_argument("--device", default=None, help="device for the reconstructions (default: cpu)")
     r.add_argument("--title", default=None, help="page title")
     r.set_defaults(func=cmd_report)
@@ -58,13 +65,23 @@ def register(subparsers: Any) -> None:
         "browser and downloaded at the end; aggregate them with `cladec study-summary`.",
     )
     s.add_argument("run", metavar="RUN_DIR", help="run directory (made by `cladec fit`)")
-    s.add_argument("--out", required=True, help="output folder (new, empty, or an earlier study page, which is replaced)")
+    s.add_argument(
+        "--out", required=True, help="output folder (new, empty, or an earlier study page, which is replaced)"
+    )
     s.add_argument("--items", type=_pos_int, default=20, help="number of images to ask about (default 20, at most 200)")
-    s.add_argument("--seed", type=_seed_int, default=0,
-                   help="seeds the choice of the images (and their order with --order fixed) (default 0)")
-    s.add_argument("--order", choices=["per-participant", "fixed"], default="per-participant",
-                   help="item order: each participant's own, derived from their participant id (default), or one "
-                        "seeded order for everyone (e.g. a pilot)")
+    s.add_argument(
+        "--seed",
+        type=_seed_int,
+        default=0,
+        help="seeds the choice of the images (and their order with --order fixed) (default 0)",
+    )
+    s.add_argument(
+        "--order",
+        choices=["per-participant", "fixed"],
+        default="per-participant",
+        help="item order: each participant's own, derived from their participant id (default), or one "
+        "seeded order for everyone (e.g. a pilot)",
+    )
     s.add_argument("--data-root", default=None, metavar="PATH", help="folder holding the data set")
     s.add_argument("--device", default=None, help="device for the reconstructions (default: cpu)")
     s.add_argument("--title", default=None, help="page title")
@@ -98,8 +115,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     """
     from .report import build_report
 
-    index = build_report(args.source, args.out, n_images=args.n_images, data_root=args.data_root,
-                         device=args.device, title=args.title)
+    index = build_report(
+        args.source, args.out, n_images=args.n_images, data_root=args.data_root, device=args.device, title=args.title
+    )
     print(f"wrote {index}")
     return 0
 
@@ -121,8 +139,16 @@ def cmd_study(args: argparse.Namespace) -> int:
     """
     from .study import build_study
 
-    index = build_study(args.run, args.out, items=args.items, seed=args.seed, data_root=args.data_root,
-                        device=args.device, title=args.title, order=getattr(args, "order", "per-participant"))
+    index = build_study(
+        args.run,
+        args.out,
+        items=args.items,
+        seed=args.seed,
+        data_root=args.data_root,
+        device=args.device,
+        title=args.title,
+        order=getattr(args, "order", "per-participant"),
+    )
     print(f"wrote {index} ({args.items} items); send it to participants as a folder, they open index.html")
     return 0
 

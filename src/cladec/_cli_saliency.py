@@ -44,12 +44,26 @@ from ._cli_args import csv_list, seed_int
 from ._cli_args import pos_int as _pos_int
 from ._stats import mean_std
 
-__all__ = ["register", "cmd_compare_saliency", "compare_saliency", "format_table", "paired_comparison",
-           "DEFAULT_METHODS"]
+__all__ = [
+    "register",
+    "cmd_compare_saliency",
+    "compare_saliency",
+    "format_table",
+    "paired_comparison",
+    "DEFAULT_METHODS",
+]
 
 DEFAULT_METHODS = (
-    "cladec", "saliency", "input-x-gradient", "integrated-gradients", "guided-backprop", "gradcam",
-    "guided-gradcam", "occlusion", "random", "sobel",
+    "cladec",
+    "saliency",
+    "input-x-gradient",
+    "integrated-gradients",
+    "guided-backprop",
+    "gradcam",
+    "guided-gradcam",
+    "occlusion",
+    "random",
+    "sobel",
 )
 
 
@@ -71,8 +85,12 @@ def _image_spread(per_image: list[float] | None) -> dict[str, Any]:
         return {"auc_per_image": None, "auc_image_std": None, "auc_image_q25": None, "auc_image_q75": None}
     a = np.asarray(per_image, dtype=float)
     q25, q75 = np.quantile(a, [0.25, 0.75])
-    return {"auc_per_image": per_image, "auc_image_std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
-            "auc_image_q25": float(q25), "auc_image_q75": float(q75)}
+    return {
+        "auc_per_image": per_image,
+        "auc_image_std": float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        "auc_image_q25": float(q25),
+        "auc_image_q75": float(q75),
+    }
 
 
 def paired_comparison(
@@ -128,8 +146,10 @@ def paired_comparison(
     a = np.asarray(reference, dtype=float)
     b = np.asarray(other, dtype=float)
     if a.ndim != 1 or b.ndim != 1 or a.shape != b.shape or a.size == 0:
-        raise DataError(f"a paired comparison needs two equally long 1-D sequences with one score per image, got "
-                        f"shapes {a.shape} and {b.shape}")
+        raise DataError(
+            f"a paired comparison needs two equally long 1-D sequences with one score per image, got "
+            f"shapes {a.shape} and {b.shape}"
+        )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         raise DataError("a paired comparison needs finite scores; got NaN or infinite values")
     if not 0 < confidence < 1:
@@ -148,16 +168,29 @@ def paired_comparison(
             rng_kw = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"
             lo = hi = float("nan")
             for method in ("BCa", "percentile"):  # BCa fails (NaN) on some degenerate samples
-                ci = stats.bootstrap((d,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                                     method=method, batch=max(1, 5_000_000 // d.size),
-                                     **{rng_kw: np.random.default_rng(seed)}).confidence_interval
+                ci = stats.bootstrap(
+                    (d,),
+                    np.mean,
+                    n_resamples=n_resamples,
+                    confidence_level=confidence,
+                    method=method,
+                    batch=max(1, 5_000_000 // d.size),
+                    **{rng_kw: np.random.default_rng(seed)},
+                ).confidence_interval
                 lo, hi = float(ci.low), float(ci.high)
                 if math.isfinite(lo) and math.isfinite(hi):
                     break
         p = 1.0 if not np.any(d != 0) else float(stats.wilcoxon(d).pvalue)
     better = "tie" if mean == 0 else names[0] if (mean < 0) == lower_is_better else names[1]
-    return {"mean_diff": mean, "ci_low": lo, "ci_high": hi, "p_value": p, "n": int(d.size), "better": better,
-            "median_diff": float(np.median(d))}
+    return {
+        "mean_diff": mean,
+        "ci_low": lo,
+        "ci_high": hi,
+        "p_value": p,
+        "n": int(d.size),
+        "better": better,
+        "median_diff": float(np.median(d)),
+    }
 
 
 def _holm(pvalues: Sequence[float]) -> list[float]:
@@ -175,23 +208,32 @@ PAIRED_SCORES = {"deletion": True, "insertion": False}  # score -> lower is bett
 _ALPHA = 0.05
 
 
-def _paired_section(results: dict, methods: Sequence[str], score_list: Sequence[str], *, confidence: float = 0.95,
-                    n_resamples: int = 9999, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+def _paired_section(
+    results: dict,
+    methods: Sequence[str],
+    score_list: Sequence[str],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """``results.json``'s ``paired`` (score -> method -> comparison with ClaDec) and ``paired_info`` sections."""
     ref = next((m for m in methods if m.startswith("cladec")), None)
     info: dict[str, Any] = {
         "reference": ref,
         "difference": f"{ref} − method of the per-image AUC (each image's AUC averaged over the seeds first)",
         "better": {s: "lower AUC" if low else "higher AUC" for s, low in PAIRED_SCORES.items()},
-        "confidence": confidence, "n_resamples": n_resamples, "bootstrap_seed": seed,
+        "confidence": confidence,
+        "n_resamples": n_resamples,
+        "bootstrap_seed": seed,
         "ci": f"{confidence:.0%} bootstrap confidence interval of the mean difference (BCa, scipy.stats.bootstrap)",
         "test": "two-sided Wilcoxon signed-rank test of the per-image differences (scipy.stats.wilcoxon, zero "
-                "differences dropped)",
+        "differences dropped)",
         "multiple_comparisons": f"p_holm: Holm-adjusted over the methods compared within a score; significant: "
-                                f"p_holm < {_ALPHA}",
+        f"p_holm < {_ALPHA}",
         "note_on_better": "better follows the sign of the mean difference; the Wilcoxon test concerns the location "
-                          "of the differences (see median_diff) and can disagree with the CI of the mean when they "
-                          "are skewed",
+        "of the differences (see median_diff) and can disagree with the CI of the mean when they "
+        "are skewed",
     }
     if ref is None:
         info["note"] = "no ClaDec method among the methods: nothing to compare against"
@@ -209,12 +251,27 @@ def _paired_section(results: dict, methods: Sequence[str], score_list: Sequence[
             if a is None or b is None:
                 old = [k for k, v in ((ref, a), (m, b)) if v is None]
                 files = ", ".join(f"units/{_stored(k)}__{score}__0__*.json" for k in old)
-                rows[m] = {"mean_diff": None, "ci_low": None, "ci_high": None, "p_value": None, "n": 0,
-                           "better": None, "median_diff": None, "missing": f"units without per-image AUCs (written by an older cladec); "
-                                                      f"delete {files} to recompute them"}
+                rows[m] = {
+                    "mean_diff": None,
+                    "ci_low": None,
+                    "ci_high": None,
+                    "p_value": None,
+                    "n": 0,
+                    "better": None,
+                    "median_diff": None,
+                    "missing": f"units without per-image AUCs (written by an older cladec); "
+                    f"delete {files} to recompute them",
+                }
             else:
-                rows[m] = paired_comparison(a, b, lower_is_better=lower, names=(ref, m), confidence=confidence,
-                                            n_resamples=n_resamples, seed=seed)
+                rows[m] = paired_comparison(
+                    a,
+                    b,
+                    lower_is_better=lower,
+                    names=(ref, m),
+                    confidence=confidence,
+                    n_resamples=n_resamples,
+                    seed=seed,
+                )
         done = [m for m, e in rows.items() if e["p_value"] is not None]
         for m, q in zip(done, _holm([rows[m]["p_value"] for m in done])):
             rows[m]["p_holm"] = q
@@ -337,17 +394,28 @@ def compare_saliency(
     size = ds_cfg.get("size")
     from ._limits import check_dataset_fits
 
-    check_dataset_fits(ds_name, [("test", n), ("train", roar_train_limit if "roar" in score_list else 5000)], size,
-                       what=f"the run's image size {size} (run.json dataset.size)")
+    check_dataset_fits(
+        ds_name,
+        [("test", n), ("train", roar_train_limit if "roar" in score_list else 5000)],
+        size,
+        what=f"the run's image size {size} (run.json dataset.size)",
+    )
     test = load_dataset(ds_name, root=root, split="test", size=size, limit=n)
     x, y = test.tensors()
     if tuple(x.shape[1:]) != tuple(run.image_shape):
-        raise ConfigError(f"data set {ds_name!r} has images {tuple(x.shape[1:])}, the run was fitted on {run.image_shape}")
+        raise ConfigError(
+            f"data set {ds_name!r} has images {tuple(x.shape[1:])}, the run was fitted on {run.image_shape}"
+        )
     need_train = "roar" in score_list or any(m.startswith("cladec") for m in methods)
     train = None
     if need_train:
-        train = load_dataset(ds_name, root=root, split="train", size=size,
-                             limit=roar_train_limit if "roar" in score_list else min(roar_train_limit or 5000, 5000))
+        train = load_dataset(
+            ds_name,
+            root=root,
+            split="train",
+            size=size,
+            limit=roar_train_limit if "roar" in score_list else min(roar_train_limit or 5000, 5000),
+        )
     reference = train.tensors()[0].mean(0) if train is not None else None
     from .classifier import predict
 
@@ -367,10 +435,18 @@ def compare_saliency(
     # settings are never mixed in
     settings = {
         # a refitted run has a new run.json
-        "run": str(Path(run.path).resolve()), "run_fingerprint": file_sha256(Path(run.path) / "run.json"),
-        "dataset": ds_name, "size": size, "n": int(x.shape[0]), "gradcam_layer": gc_layer, "steps": steps,
-        "deletion_baseline": deletion_baseline, "insertion_start": insertion_start, "road_fractions": list(fractions),
-        "roar_epochs": roar_epochs, "roar_train_limit": roar_train_limit,
+        "run": str(Path(run.path).resolve()),
+        "run_fingerprint": file_sha256(Path(run.path) / "run.json"),
+        "dataset": ds_name,
+        "size": size,
+        "n": int(x.shape[0]),
+        "gradcam_layer": gc_layer,
+        "steps": steps,
+        "deletion_baseline": deletion_baseline,
+        "insertion_start": insertion_start,
+        "road_fractions": list(fractions),
+        "roar_epochs": roar_epochs,
+        "roar_train_limit": roar_train_limit,
         "reference_images": len(train) if train is not None else None,
     }
     _check_settings(out, settings)
@@ -384,9 +460,20 @@ def compare_saliency(
         if cached is not None and cached.shape[0] == images.shape[0]:
             return cached
         t0 = time.perf_counter()
-        m = saliency_maps(model, images, tgt, [method], layer=gc_layer, input_norm=norm, cladec=run.cladec,
-                          refae=run.refae, batch_size=batch_size, seed=seed, reference=reference,
-                          progress=verbose)[method]
+        m = saliency_maps(
+            model,
+            images,
+            tgt,
+            [method],
+            layer=gc_layer,
+            input_norm=norm,
+            cladec=run.cladec,
+            refae=run.refae,
+            batch_size=batch_size,
+            seed=seed,
+            reference=reference,
+            progress=verbose,
+        )[method]
         timings[f"maps_{method}_{tag}"] = round(time.perf_counter() - t0, 2)
         save_tensors(path, {"maps": m})
         return m
@@ -408,23 +495,60 @@ def compare_saliency(
                         maps = maps_for(method, x, target, "test", seed)
                     t0 = time.perf_counter()
                     if score == "road":
-                        r = road(model, x, maps, target=target, fractions=fractions, input_norm=norm,
-                                 batch_size=max(batch_size, 128), seed=seed, progress=verbose)
+                        r = road(
+                            model,
+                            x,
+                            maps,
+                            target=target,
+                            fractions=fractions,
+                            input_norm=norm,
+                            batch_size=max(batch_size, 128),
+                            seed=seed,
+                            progress=verbose,
+                        )
                         got = r
                     else:
                         fn = deletion if score == "deletion" else insertion
                         sub = deletion_baseline if score == "deletion" else insertion_start
-                        r = fn(model, x, maps, target=target, steps=steps, substrate=sub, input_norm=norm,
-                               batch_size=batch_size, seed=seed, progress=verbose)
+                        r = fn(
+                            model,
+                            x,
+                            maps,
+                            target=target,
+                            steps=steps,
+                            substrate=sub,
+                            input_norm=norm,
+                            batch_size=batch_size,
+                            seed=seed,
+                            progress=verbose,
+                        )
                         # per-image AUCs: the per-image spread and the paired comparison need them
-                        got = {"auc": float(r["auc"].mean()), "auc_per_image": r["auc"].tolist(),
-                               "fractions": r["fractions"].tolist(), "curve": r["curves"].mean(0).tolist()}
+                        got = {
+                            "auc": float(r["auc"].mean()),
+                            "auc_per_image": r["auc"].tolist(),
+                            "fractions": r["fractions"].tolist(),
+                            "curve": r["curves"].mean(0).tolist(),
+                        }
                     got["seconds"] = round(time.perf_counter() - t0, 2)
                     store.put(key, got)
                 per_seed.setdefault((method, score), []).append(got)
         if "roar" in score_list:
-            _roar_units(run, model, train, test, methods, ks, seed, roar_epochs, norm, store, maps_for,
-                        per_seed, device, verbose)
+            _roar_units(
+                run,
+                model,
+                train,
+                test,
+                methods,
+                ks,
+                seed,
+                roar_epochs,
+                norm,
+                store,
+                maps_for,
+                per_seed,
+                device,
+                verbose,
+            )
 
     # ---- aggregate ------------------------------------------------------------------------------
     for method in methods:
@@ -436,9 +560,14 @@ def compare_saliency(
             if score in ("deletion", "insertion"):
                 m, s = mean_std([u["auc"] for u in units])
                 curve = torch.tensor([u["curve"] for u in units]).mean(0).tolist()
-                res[score] = {"auc_mean": m, "auc_std": s, "per_seed": [u["auc"] for u in units],
-                              "fractions": units[0]["fractions"], "curve": curve,
-                              **_image_spread(_per_image(units, int(x.shape[0])))}
+                res[score] = {
+                    "auc_mean": m,
+                    "auc_std": s,
+                    "per_seed": [u["auc"] for u in units],
+                    "fractions": units[0]["fractions"],
+                    "curve": curve,
+                    **_image_spread(_per_image(units, int(x.shape[0]))),
+                }
             elif score == "road":
                 entry: dict[str, Any] = {"fractions": list(fractions)}
                 for o in ("morf", "lerf"):
@@ -454,16 +583,21 @@ def compare_saliency(
                 stds = [mean_std(accs[k])[1] for k in kk]
                 # area under accuracy(k/100) over the k measured (lower = the map removed more information)
                 xs = [k / 100 for k in kk]
-                auc = float(torch.trapezoid(torch.tensor(means), torch.tensor(xs))) / max(xs[-1] - xs[0], 1e-9) \
-                    if len(kk) > 1 else means[0]
+                auc = (
+                    float(torch.trapezoid(torch.tensor(means), torch.tensor(xs))) / max(xs[-1] - xs[0], 1e-9)
+                    if len(kk) > 1
+                    else means[0]
+                )
                 res[score] = {"k": kk, "accuracy_mean": means, "accuracy_std": stds, "auc": auc}
     paired, paired_info = _paired_section(results, methods, score_list)
     if verbose:
         for score, rows in paired.items():
             old = [m for m, e in rows.items() if e.get("missing")]
             if old:
-                print(f"[compare-saliency] {score}: no paired comparison for {', '.join(old)}: "
-                      f"{rows[old[0]]['missing']}", flush=True)
+                print(
+                    f"[compare-saliency] {score}: no paired comparison for {', '.join(old)}: {rows[old[0]]['missing']}",
+                    flush=True,
+                )
     from ._version import __version__
 
     result = {
@@ -476,8 +610,11 @@ def compare_saliency(
         "layer": run.layer,
         "gradcam_layer": gc_layer,
         "alpha": run.alpha,
-        "classifier": {"arch": run.classifier_info.get("arch"), "arch_kwargs": run.classifier_info.get("arch_kwargs"),
-                       "accuracy_on_scored_images": float((target.cpu() == y).float().mean())},
+        "classifier": {
+            "arch": run.classifier_info.get("arch"),
+            "arch_kwargs": run.classifier_info.get("arch_kwargs"),
+            "accuracy_on_scored_images": float((target.cpu() == y).float().mean()),
+        },
         "methods": methods,
         "cladec_default_variant": DEFAULT_VARIANT,
         "scores": score_list,
@@ -485,8 +622,11 @@ def compare_saliency(
         "roar_k": ks,
         "settings": {
             "target": "the classifier's prediction on the clean image",
-            "steps": steps, "deletion_baseline": deletion_baseline, "insertion_start": insertion_start,
-            "road_fractions": list(fractions), "road_noise": 0.01,
+            "steps": steps,
+            "deletion_baseline": deletion_baseline,
+            "insertion_start": insertion_start,
+            "road_fractions": list(fractions),
+            "road_noise": 0.01,
             "roar_epochs": _roar_epochs(run, roar_epochs) if "roar" in score_list else None,
             "roar_train_images": len(train) if (train is not None and "roar" in score_list) else None,
             "roar_fill": "per-channel training-set mean",
@@ -501,7 +641,11 @@ def compare_saliency(
     _write_csv(out / "results.csv", result)
     try:
         _plot_curves(out / "curves.png", result)
-        x_e, x_r = reconstruct_pair(x[:6], run.cladec, run.refae) if run.refae is not None else (run.cladec.reconstruct(x[:6]), None)
+        x_e, x_r = (
+            reconstruct_pair(x[:6], run.cladec, run.refae)
+            if run.refae is not None
+            else (run.cladec.reconstruct(x[:6]), None)
+        )
         first_maps = {m: maps_for(m, x, target, "test", seeds[0])[:6] for m in methods}
         _plot_maps(out / "maps.png", x[:6], x_r, x_e, first_maps, test.classes, target[:6].cpu())
     finally:
@@ -526,8 +670,10 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
             )
         return
     if out.is_dir() and any(p.name in ("units", "maps") for p in out.iterdir()):
-        raise ConfigError(f"{out} holds results of unknown settings (no settings.json, an older cladec?); give a "
-                          "new --out, or delete it to start over")
+        raise ConfigError(
+            f"{out} holds results of unknown settings (no settings.json, an older cladec?); give a "
+            "new --out, or delete it to start over"
+        )
     out.mkdir(parents=True, exist_ok=True)
     write_json(path, settings)
 
@@ -552,8 +698,9 @@ def _roar_epochs(run: Any, roar_epochs: int | None) -> int:
     return len(e) if e else 5
 
 
-def _roar_units(run, model, train, test, methods, ks, seed, roar_epochs, norm, store, maps_for, per_seed,
-                device, verbose) -> None:
+def _roar_units(
+    run, model, train, test, methods, ks, seed, roar_epochs, norm, store, maps_for, per_seed, device, verbose
+) -> None:
     from .classifier import predict
     from .models import create_model
     from .scores import roar_accuracy
@@ -561,8 +708,10 @@ def _roar_units(run, model, train, test, methods, ks, seed, roar_epochs, norm, s
     info = run.classifier_info or {}
     arch, kw = info.get("arch"), info.get("arch_kwargs")
     if not isinstance(arch, str) or not isinstance(kw, dict):
-        raise ConfigError("ROAR retrains the classifier from scratch and needs a checkpoint classifier "
-                          "(made with `cladec train-classifier`); this run's classifier has no recorded architecture")
+        raise ConfigError(
+            "ROAR retrains the classifier from scratch and needs a checkpoint classifier "
+            "(made with `cladec train-classifier`); this run's classifier has no recorded architecture"
+        )
     epochs = _roar_epochs(run, roar_epochs)
     hist = info.get("history") or {}
     lr = float(hist["lr"][0]) if isinstance(hist, dict) and hist.get("lr") else 0.1
@@ -577,8 +726,21 @@ def _roar_units(run, model, train, test, methods, ks, seed, roar_epochs, norm, s
         return create_model(arch, **kw)
 
     def unit(k, tr_maps=None, te_maps=None):
-        r = roar_accuracy(build, (xtr, ytr), (xte, yte), k=k, train_maps=tr_maps, test_maps=te_maps, epochs=epochs,
-                          seed=seed, input_norm=norm, fill=fill, device=dev, train_kwargs={"lr": lr}, verbose=verbose)
+        r = roar_accuracy(
+            build,
+            (xtr, ytr),
+            (xte, yte),
+            k=k,
+            train_maps=tr_maps,
+            test_maps=te_maps,
+            epochs=epochs,
+            seed=seed,
+            input_norm=norm,
+            fill=fill,
+            device=dev,
+            train_kwargs={"lr": lr},
+            verbose=verbose,
+        )
         return r
 
     base = store.run(("baseline", "roar", 0, seed), lambda: unit(0))
@@ -622,8 +784,15 @@ def _csv_columns(result: dict) -> list[tuple[str, Any]]:
         cols.append(("road_gap", lambda r: (r["road"]["gap_mean"], r["road"]["gap_std"])))
     if "roar" in sc:
         for k in [0] + [k for k in result["roar_k"] if k > 0]:
-            cols.append((f"roar_acc_k{k}", lambda r, k=k: (
-                r["roar"]["accuracy_mean"][r["roar"]["k"].index(k)], r["roar"]["accuracy_std"][r["roar"]["k"].index(k)])))
+            cols.append(
+                (
+                    f"roar_acc_k{k}",
+                    lambda r, k=k: (
+                        r["roar"]["accuracy_mean"][r["roar"]["k"].index(k)],
+                        r["roar"]["accuracy_std"][r["roar"]["k"].index(k)],
+                    ),
+                )
+            )
     return cols
 
 
@@ -648,9 +817,12 @@ def _write_csv(path: Path, result: dict) -> None:
     pfields = ("diff", "ci_low", "ci_high", "p", "p_holm", "better")
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["method"] + [f"{c}_{s}" for c, _ in cols for s in ("mean", "std")]
-               + [f"{sc}_auc_image_{s}" for sc in image_scores for s in ("std", "q25", "q75")]
-               + [f"{sc}_paired_{f}" for sc in image_scores if sc in paired for f in pfields])
+    w.writerow(
+        ["method"]
+        + [f"{c}_{s}" for c, _ in cols for s in ("mean", "std")]
+        + [f"{sc}_auc_image_{s}" for sc in image_scores for s in ("std", "q25", "q75")]
+        + [f"{sc}_paired_{f}" for sc in image_scores if sc in paired for f in pfields]
+    )
     for method, r in result["results"].items():
         row = [method]
         for _, get in cols:
@@ -669,9 +841,14 @@ def _write_csv(path: Path, result: dict) -> None:
             if e is None:  # the reference itself
                 row += [""] * len(pfields)
             else:
-                row += [_fmt(e.get("mean_diff")), _fmt(e.get("ci_low")), _fmt(e.get("ci_high")),
-                        _fmt(e.get("p_value"), ".4g"), _fmt(e.get("p_holm"), ".4g"),
-                        e.get("better") or ("missing" if e.get("missing") else "")]
+                row += [
+                    _fmt(e.get("mean_diff")),
+                    _fmt(e.get("ci_low")),
+                    _fmt(e.get("ci_high")),
+                    _fmt(e.get("p_value"), ".4g"),
+                    _fmt(e.get("p_holm"), ".4g"),
+                    e.get("better") or ("missing" if e.get("missing") else ""),
+                ]
         w.writerow(row)
     write_bytes(path, buf.getvalue().encode())
 
@@ -688,9 +865,12 @@ def _format_paired(result: dict) -> list[str]:
     if ref is None or not paired:
         return ["", f"paired comparison: {info.get('note', 'none')}"] if ref is None and _paired_scores(result) else []
     conf = info.get("confidence", 0.95)
-    lines = ["", f"paired: {ref} − method on the same images (per-image AUC, mean over seeds); {conf:.0%} "
-                 f"bootstrap CI; Wilcoxon signed-rank p, Holm-adjusted within each score (p_holm)",
-             f"{'score':<12}{'method':<22}{ref + ' − method':>20}{'CI':>22}{'p':>11}{'p_holm':>11}  better"]
+    lines = [
+        "",
+        f"paired: {ref} − method on the same images (per-image AUC, mean over seeds); {conf:.0%} "
+        f"bootstrap CI; Wilcoxon signed-rank p, Holm-adjusted within each score (p_holm)",
+        f"{'score':<12}{'method':<22}{ref + ' − method':>20}{'CI':>22}{'p':>11}{'p_holm':>11}  better",
+    ]
     missing = False
     for score, rows in paired.items():
         arrow = "↓" if PAIRED_SCORES.get(score, True) else "↑"
@@ -703,13 +883,19 @@ def _format_paired(result: dict) -> list[str]:
             ci = f"[{e['ci_low']:+.4f}, {e['ci_high']:+.4f}]"
             p_holm = e.get("p_holm")
             sig = " *" if e.get("significant") else ""
-            lines.append(head + f"{e['mean_diff']:>+20.4f}{ci:>22}{e['p_value']:>11.3g}"
-                         f"{(format(p_holm, '.3g') if p_holm is not None else '-'):>11}  {e['better']}{sig}")
-    lines.append(f"better (by the mean difference): deletion lower AUC, insertion higher; * = Wilcoxon p_holm < "
-                 f"{_ALPHA} (a test of the differences' location, not of their mean: see results.json median_diff)")
+            lines.append(
+                head + f"{e['mean_diff']:>+20.4f}{ci:>22}{e['p_value']:>11.3g}"
+                f"{(format(p_holm, '.3g') if p_holm is not None else '-'):>11}  {e['better']}{sig}"
+            )
+    lines.append(
+        f"better (by the mean difference): deletion lower AUC, insertion higher; * = Wilcoxon p_holm < "
+        f"{_ALPHA} (a test of the differences' location, not of their mean: see results.json median_diff)"
+    )
     if missing:
-        lines.append("missing: some units were written by an older cladec without per-image AUCs; delete those "
-                     "unit files (see results.json 'paired') to recompute them")
+        lines.append(
+            "missing: some units were written by an older cladec without per-image AUCs; delete those "
+            "unit files (see results.json 'paired') to recompute them"
+        )
     return lines
 
 
@@ -890,26 +1076,47 @@ def register(subparsers: Any) -> None:
     p.add_argument("--run", required=True, help="run directory (made by `cladec fit`)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--dataset", default=None, help="data set (default: the run's)")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help="comma-separated methods: cladec, cladec-<variant>, saliency, input-x-gradient, "
-                   "integrated-gradients, guided-backprop, gradcam, guided-gradcam, occlusion, random, sobel")
-    p.add_argument("--scores", default="deletion,insertion,road",
-                   help="comma-separated scores: deletion, insertion, road, roar (default: all but roar)")
+    p.add_argument(
+        "--methods",
+        default=",".join(DEFAULT_METHODS),
+        help="comma-separated methods: cladec, cladec-<variant>, saliency, input-x-gradient, "
+        "integrated-gradients, guided-backprop, gradcam, guided-gradcam, occlusion, random, sobel",
+    )
+    p.add_argument(
+        "--scores",
+        default="deletion,insertion,road",
+        help="comma-separated scores: deletion, insertion, road, roar (default: all but roar)",
+    )
     p.add_argument("--n", type=_pos_int, default=200, help="test images scored (200)")
     p.add_argument("--roar-k", default="10,30,50,70,90", help="ROAR percentages in [0, 100) (10,30,50,70,90)")
-    p.add_argument("--roar-epochs", type=_pos_int, default=None,
-                   help="epochs of each ROAR retraining (default: the classifier's own)")
+    p.add_argument(
+        "--roar-epochs",
+        type=_pos_int,
+        default=None,
+        help="epochs of each ROAR retraining (default: the classifier's own)",
+    )
     p.add_argument("--seeds", type=csv_list(seed_int, "--seeds"), default=[0], help="comma-separated seeds (0)")
     p.add_argument("--data-root", default=None, help="data root (default: the run's, else $CLADEC_DATA)")
     p.add_argument("--limit", type=_pos_int, default=5000, help="training images for ROAR retraining (5000)")
     p.add_argument("--steps", type=_pos_int, default=32, help="deletion/insertion steps (32)")
-    p.add_argument("--insertion-start", default="zero", choices=["zero", "blur", "mean"],
-                   help="image insertion starts from (zero = black, default)")
-    p.add_argument("--deletion-baseline", default="zero", choices=["zero", "blur", "mean"],
-                   help="what deleted pixels become (zero = black, default)")
-    p.add_argument("--gradcam-layer", default=None,
-                   help="layer for Grad-CAM / guided Grad-CAM, with a spatial map larger than 1×1 (default: the "
-                        "run's layer if it has one, else the classifier's last layer that has one)")
+    p.add_argument(
+        "--insertion-start",
+        default="zero",
+        choices=["zero", "blur", "mean"],
+        help="image insertion starts from (zero = black, default)",
+    )
+    p.add_argument(
+        "--deletion-baseline",
+        default="zero",
+        choices=["zero", "blur", "mean"],
+        help="what deleted pixels become (zero = black, default)",
+    )
+    p.add_argument(
+        "--gradcam-layer",
+        default=None,
+        help="layer for Grad-CAM / guided Grad-CAM, with a spatial map larger than 1×1 (default: the "
+        "run's layer if it has one, else the classifier's last layer that has one)",
+    )
     p.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_compare_saliency)
@@ -936,10 +1143,23 @@ def cmd_compare_saliency(args: argparse.Namespace) -> int:
     scores = check_scores(args.scores)
     ks = check_roar_k(args.roar_k)
     res = compare_saliency(
-        args.run, out=args.out, methods=methods, scores=scores, n=args.n, roar_k=ks, roar_epochs=args.roar_epochs,
-        roar_train_limit=args.limit, seeds=args.seeds, dataset=args.dataset, data_root=args.data_root, steps=args.steps,
-        insertion_start=args.insertion_start, deletion_baseline=args.deletion_baseline, device=args.device,
-        layer=args.gradcam_layer, verbose=not args.quiet,
+        args.run,
+        out=args.out,
+        methods=methods,
+        scores=scores,
+        n=args.n,
+        roar_k=ks,
+        roar_epochs=args.roar_epochs,
+        roar_train_limit=args.limit,
+        seeds=args.seeds,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        steps=args.steps,
+        insertion_start=args.insertion_start,
+        deletion_baseline=args.deletion_baseline,
+        device=args.device,
+        layer=args.gradcam_layer,
+        verbose=not args.quiet,
     )
     print(format_table(res))
     print(f"wrote {args.out}")

@@ -46,8 +46,10 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int, batch_size: int = 1
     if isinstance(data, torch.Tensor):
         data = (data, None)
     if isinstance(data, np.ndarray) or (isinstance(data, (tuple, list)) and data and isinstance(data[0], np.ndarray)):
-        raise DataError("the images are a numpy array: give a torch tensor (torch.from_numpy(images)), "
-                        "a Dataset or a DataLoader (labels may be a tensor, array or list)")
+        raise DataError(
+            "the images are a numpy array: give a torch tensor (torch.from_numpy(images)), "
+            "a Dataset or a DataLoader (labels may be a tensor, array or list)"
+        )
     if _is_pair(data):
         x, y = data
         x = image_tensor(x)

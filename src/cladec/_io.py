@@ -160,8 +160,10 @@ def read_json(path: str | os.PathLike, what: str = "file", schema: Any = None, h
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SaveFormatError(f"{path} is not a valid JSON {what}: {e}") from None
     except RecursionError:  # "[[[[..." 100,000 deep: the decoder's recursion limit
-        raise SaveFormatError(f"{path} is not a valid {what}: its JSON is nested too deeply to read (a damaged "
-                              "or hostile file; cladec writes a few levels)") from None
+        raise SaveFormatError(
+            f"{path} is not a valid {what}: its JSON is nested too deeply to read (a damaged "
+            "or hostile file; cladec writes a few levels)"
+        ) from None
     if not isinstance(obj, dict):
         raise SaveFormatError(f"{path} is not a {what}: expected a JSON object")
     if schema is not None:
@@ -252,8 +254,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return obj
 
 
-def check_replaceable(path: str | os.PathLike, marker: str | None = None, what: str = "cladec output", *,
-                      in_place: bool = False) -> None:
+def check_replaceable(
+    path: str | os.PathLike, marker: str | None = None, what: str = "cladec output", *, in_place: bool = False
+) -> None:
     """Raise :class:`SaveFormatError` unless ``path`` is missing, an empty folder, or (with ``marker``) a
     folder holding ``marker`` — one that :func:`atomic_dir` may replace. Call it before long work.
 
@@ -263,8 +266,10 @@ def check_replaceable(path: str | os.PathLike, marker: str | None = None, what: 
     if path.exists() and not path.is_dir():
         raise SaveFormatError(f"{path} exists and is not a directory")
     if not in_place and path.is_dir() and Path.cwd().resolve().is_relative_to(path.resolve()):
-        raise SaveFormatError(f"{path} is the current directory (or holds it) and cannot be replaced; "
-                              "give a folder inside it, e.g. runs/out")
+        raise SaveFormatError(
+            f"{path} is the current directory (or holds it) and cannot be replaced; "
+            "give a folder inside it, e.g. runs/out"
+        )
     if marker is not None and path.is_dir() and _has_files(path) and not (path / marker).is_file():
         raise SaveFormatError(
             f"{path} is a non-empty folder that is not a {what} (it has no {marker}); give a new or empty "

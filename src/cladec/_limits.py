@@ -16,8 +16,17 @@ from typing import Any
 
 from ._errors import ConfigError
 
-__all__ = ["memory_limit", "format_bytes", "check_fits", "tensor_bytes", "dataset_bytes", "check_dataset_fits",
-           "batch_bytes", "build_on_meta", "check_model_fits"]
+__all__ = [
+    "memory_limit",
+    "format_bytes",
+    "check_fits",
+    "tensor_bytes",
+    "dataset_bytes",
+    "check_dataset_fits",
+    "batch_bytes",
+    "build_on_meta",
+    "check_model_fits",
+]
 
 
 def _cgroup_limit() -> int | None:
@@ -101,8 +110,10 @@ def check_fits(nbytes: float, what: str, *, hint: str = "", device: Any = None) 
     limit = memory_limit(device)
     if not math.isfinite(nbytes) or nbytes > limit:
         where = "this machine has" if device is None or str(device).startswith("cpu") else f"{device} has"
-        msg = f"{what} needs about {format_bytes(nbytes)} of memory (estimated), more than the " \
-              f"{format_bytes(limit)} {where}"
+        msg = (
+            f"{what} needs about {format_bytes(nbytes)} of memory (estimated), more than the "
+            f"{format_bytes(limit)} {where}"
+        )
         raise ConfigError(msg + (f"; {hint}" if hint else ""))
 
 
@@ -112,6 +123,7 @@ _SPLIT_IMAGES = {"mnist": (1, 60000, 10000), "fashion-mnist": (1, 60000, 10000),
 
 def _height_width(size: Any) -> tuple[int, int] | None:
     """``size`` as ``(H, W)`` when it is an int or a pair of ints (else None: the loader reports the bad value)."""
+
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
@@ -169,8 +181,11 @@ def check_dataset_fits(name: Any, splits: Any, size: Any, *, what: str, device: 
             return
         total += b
     hw = _height_width(size)
-    check_fits(total, f"{what} ({hw[0]}×{hw[1]} images of {name})",  # type: ignore[index]
-               hint="use a smaller size (the paper uses 32) or fewer images (--limit, --test-limit)")
+    check_fits(
+        total,
+        f"{what} ({hw[0]}×{hw[1]} images of {name})",  # type: ignore[index]
+        hint="use a smaller size (the paper uses 32) or fewer images (--limit, --test-limit)",
+    )
 
 
 def batch_bytes(model: Any, input_shape: Any, batch_size: int) -> float | None:
@@ -227,8 +242,17 @@ def build_on_meta(build: Any) -> Any:
 _ACTIVATION_FACTOR = 4096
 
 
-def check_model_fits(model: Any, input_shape: Any, batch_size: int, *, what: str, hint: str, device: Any = None,
-                     train_copies: int = 3, activation_copies: int = 1) -> None:
+def check_model_fits(
+    model: Any,
+    input_shape: Any,
+    batch_size: int,
+    *,
+    what: str,
+    hint: str,
+    device: Any = None,
+    train_copies: int = 3,
+    activation_copies: int = 1,
+) -> None:
     """Refuse training ``model`` (an ``nn.Module``, possibly on the ``meta`` device) on batches of
     ``batch_size`` inputs of ``input_shape`` when its parameters (``train_copies`` times: weights, gradients,
     optimiser state) and one batch's activations (``activation_copies`` times: 2 for a decoder that mirrors the

@@ -62,8 +62,9 @@ class Null(Of):
 class List(Of):
     """A JSON array of ``item``s (of ``length`` items, or ``lengths`` (lo, hi) inclusive)."""
 
-    def __init__(self, item: Of, *, length: int | None = None, lengths: tuple[int, int] | None = None,
-                 desc: str | None = None) -> None:
+    def __init__(
+        self, item: Of, *, length: int | None = None, lengths: tuple[int, int] | None = None, desc: str | None = None
+    ) -> None:
         n = f"{length} " if length is not None else ""
         super().__init__(desc or f"a list of {n}{item.desc}", lambda v: True)
         self.item = item
@@ -110,8 +111,9 @@ class Tagged(Of):
             raise _Invalid(field, self.desc, v)
         kind = v.get(self.tag)
         if kind not in self.kinds:
-            raise _Invalid(_join(field, self.tag), " or ".join(repr(k) for k in self.kinds), kind,
-                           missing=self.tag not in v)
+            raise _Invalid(
+                _join(field, self.tag), " or ".join(repr(k) for k in self.kinds), kind, missing=self.tag not in v
+            )
         self.kinds[kind].check(v, field)
 
 
@@ -129,7 +131,8 @@ def _is_num(v: Any) -> bool:
 
 def integer(lo: int | None = None, desc: str | None = None) -> Of:
     words = desc or {None: "an integer", 0: "a non-negative integer", 1: "a positive integer"}.get(
-        lo, f"an integer >= {lo}")
+        lo, f"an integer >= {lo}"
+    )
     return Of(words, lambda v: _is_int(v) and (lo is None or v >= lo))
 
 
@@ -149,9 +152,10 @@ OBJECT = Of("an object", lambda v: isinstance(v, dict))
 SHA256 = Null(Of("a SHA-256 (64 hex digits)", lambda v: isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)))
 IMAGE_SHAPE = List(integer(1), length=3, desc="[C, H, W]: three positive integers")
 SHAPE = List(integer(1), lengths=(1, 3), desc="a shape: a list of one to three positive integers")
-SIZE = Of("a positive integer or [H, W] (two positive integers)",
-          lambda v: (_is_int(v) and v > 0) or (isinstance(v, list) and len(v) == 2 and all(_is_int(s) and s > 0
-                                                                                          for s in v)))
+SIZE = Of(
+    "a positive integer or [H, W] (two positive integers)",
+    lambda v: (_is_int(v) and v > 0) or (isinstance(v, list) and len(v) == 2 and all(_is_int(s) and s > 0 for s in v)),
+)
 NEURONS = Null(List(integer(0), desc="a list of unit indices (non-negative integers)"))
 CLASSES = Null(List(STRING, desc="a list of class names (strings)"))
 
@@ -165,70 +169,111 @@ def _input_norm_ok(v: Any) -> bool:
 
 INPUT_NORM = Null(Of("[mean, std]: two numbers or two equal-length lists of numbers, std > 0", _input_norm_ok))
 
-_CHECKPOINT_ENTRY = Obj({"type": one_of("checkpoint"), "path": NAME, "abs_path": Null(NAME), "weights_sha256": SHA256},
-                        required=("type", "path"))
-_FACTORY_ENTRY = Obj({"type": one_of("factory"), "factory": NAME, "weights": Null(NAME),
-                      "kwargs": Of("an object of keyword arguments", lambda v: isinstance(v, dict)),
-                      "input_norm": INPUT_NORM, "weights_sha256": SHA256}, required=("type", "factory"))
+_CHECKPOINT_ENTRY = Obj(
+    {"type": one_of("checkpoint"), "path": NAME, "abs_path": Null(NAME), "weights_sha256": SHA256},
+    required=("type", "path"),
+)
+_FACTORY_ENTRY = Obj(
+    {
+        "type": one_of("factory"),
+        "factory": NAME,
+        "weights": Null(NAME),
+        "kwargs": Of("an object of keyword arguments", lambda v: isinstance(v, dict)),
+        "input_norm": INPUT_NORM,
+        "weights_sha256": SHA256,
+    },
+    required=("type", "factory"),
+)
 
 #: ``run.json``'s ``classifier`` entry.
 CLASSIFIER_ENTRY = Tagged("type", {"checkpoint": _CHECKPOINT_ENTRY, "factory": _FACTORY_ENTRY})
 
 #: ``run.json`` (written by :func:`cladec.runs.fit_run`).
-RUN = Obj({
-    "format_version": one_of(1),
-    "classifier": CLASSIFIER_ENTRY,
-    "dataset": Obj({"name": NAME, "size": Null(SIZE), "root": Null(STRING), "limit": Null(integer(1)),
-                    "n_train": Null(integer(0)), "classes": CLASSES, "image_shape": Null(IMAGE_SHAPE)}),
-    "image_shape": IMAGE_SHAPE,
-    "input_norm": INPUT_NORM,
-    "layer": NAME,
-    "neurons": NEURONS,
-    "alpha": number(0, 1),
-    "epochs": Null(integer(1)),
-    "refae_epochs": Null(integer(1)),
-    "batch_size": Null(integer(1)),
-    "lr": Null(number()),
-    "seed": Null(integer()),
-    "metrics": OBJECT,
-    "timings": OBJECT,
-    "collapsed": OBJECT,
-}, required=("classifier", "layer"), desc="a run file")
+RUN = Obj(
+    {
+        "format_version": one_of(1),
+        "classifier": CLASSIFIER_ENTRY,
+        "dataset": Obj(
+            {
+                "name": NAME,
+                "size": Null(SIZE),
+                "root": Null(STRING),
+                "limit": Null(integer(1)),
+                "n_train": Null(integer(0)),
+                "classes": CLASSES,
+                "image_shape": Null(IMAGE_SHAPE),
+            }
+        ),
+        "image_shape": IMAGE_SHAPE,
+        "input_norm": INPUT_NORM,
+        "layer": NAME,
+        "neurons": NEURONS,
+        "alpha": number(0, 1),
+        "epochs": Null(integer(1)),
+        "refae_epochs": Null(integer(1)),
+        "batch_size": Null(integer(1)),
+        "lr": Null(number()),
+        "seed": Null(integer()),
+        "metrics": OBJECT,
+        "timings": OBJECT,
+        "collapsed": OBJECT,
+    },
+    required=("classifier", "layer"),
+    desc="a run file",
+)
 
 #: ``cladec.json`` (written by ``ClaDec.save`` / ``RefAE.save``).
-EXPLAINER = Obj({
-    "format_version": one_of(1),
-    "kind": one_of("cladec", "refae"),
-    "layer": NAME,
-    "layer_shape": SHAPE,
-    "activation_shape": SHAPE,
-    "image_shape": IMAGE_SHAPE,
-    "neurons": NEURONS,
-    "prefix_tokens": one_of("drop", "channels"),
-    "num_prefix_tokens": Null(integer(0)),
-    "input_norm": INPUT_NORM,
-    "decoder": OBJECT,
-    "base_width": integer(1),
-    "decoder_norm": Null(one_of("batch")),
-    "alpha": number(0, 1),
-    "fitted": BOOL,
-    "collapsed": BOOL,
-    "fit_config": OBJECT,
-    "history": List(OBJECT, desc="a list of objects (one per epoch)"),
-    "weights_sha256": SHA256,
-}, required=("kind", "layer", "layer_shape", "image_shape"), desc="an explainer configuration")
+EXPLAINER = Obj(
+    {
+        "format_version": one_of(1),
+        "kind": one_of("cladec", "refae"),
+        "layer": NAME,
+        "layer_shape": SHAPE,
+        "activation_shape": SHAPE,
+        "image_shape": IMAGE_SHAPE,
+        "neurons": NEURONS,
+        "prefix_tokens": one_of("drop", "channels"),
+        "num_prefix_tokens": Null(integer(0)),
+        "input_norm": INPUT_NORM,
+        "decoder": OBJECT,
+        "base_width": integer(1),
+        "decoder_norm": Null(one_of("batch")),
+        "alpha": number(0, 1),
+        "fitted": BOOL,
+        "collapsed": BOOL,
+        "fit_config": OBJECT,
+        "history": List(OBJECT, desc="a list of objects (one per epoch)"),
+        "weights_sha256": SHA256,
+    },
+    required=("kind", "layer", "layer_shape", "image_shape"),
+    desc="an explainer configuration",
+)
 
 #: ``classifier.json`` (written by :func:`cladec.classifier.save_classifier`).
-CLASSIFIER = Obj({
-    "arch": NAME,
-    "arch_kwargs": Of("an object of the arguments that rebuild the model", lambda v: isinstance(v, dict)),
-    "dataset": Null(Obj({"name": Null(STRING), "image_shape": Null(IMAGE_SHAPE), "classes": CLASSES,
-                         "n_images": Null(integer(0)), "size": Null(SIZE), "root": Null(STRING)})),
-    "input_norm": INPUT_NORM,
-    "metrics": OBJECT,
-    "history": OBJECT,
-    "weights_sha256": SHA256,
-}, required=("arch", "arch_kwargs"), desc="a classifier description")
+CLASSIFIER = Obj(
+    {
+        "arch": NAME,
+        "arch_kwargs": Of("an object of the arguments that rebuild the model", lambda v: isinstance(v, dict)),
+        "dataset": Null(
+            Obj(
+                {
+                    "name": Null(STRING),
+                    "image_shape": Null(IMAGE_SHAPE),
+                    "classes": CLASSES,
+                    "n_images": Null(integer(0)),
+                    "size": Null(SIZE),
+                    "root": Null(STRING),
+                }
+            )
+        ),
+        "input_norm": INPUT_NORM,
+        "metrics": OBJECT,
+        "history": OBJECT,
+        "weights_sha256": SHA256,
+    },
+    required=("arch", "arch_kwargs"),
+    desc="a classifier description",
+)
 
 
 def _show(v: Any) -> str:

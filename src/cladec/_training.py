@@ -195,9 +195,7 @@ class Engine:
     # -- helpers -------------------------------------------------------------------------------
     def _autocast(self):
         enabled = self.use_amp
-        return torch.autocast(
-            device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=False
-        )
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=False)
 
     def _compute(self, s: _State, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         fn = s.task.loss_fn
@@ -264,7 +262,9 @@ class Engine:
         if tensors is not None:
             sizes = {next(iter(t.values())).shape[0] if t else 0 for t in tensors}
             if len(sizes) != 1 or 0 in sizes:
-                raise ValueError(f"joint tasks need non-empty tensors with the same number of examples, got {sorted(sizes)}")
+                raise ValueError(
+                    f"joint tasks need non-empty tensors with the same number of examples, got {sorted(sizes)}"
+                )
             n = sizes.pop()
         t0 = time.perf_counter()
         self._graph = None
@@ -366,7 +366,9 @@ class Engine:
                 "NaN/inf, or use a smaller alpha."
             )
 
-    def _epoch_batches(self, it: Iterable[Mapping[str, torch.Tensor]], epoch: int, bar) -> tuple[torch.Tensor, torch.Tensor]:
+    def _epoch_batches(
+        self, it: Iterable[Mapping[str, torch.Tensor]], epoch: int, bar
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """One epoch over streamed batches; returns the per-step loss rows and the steps' batch sizes."""
         s = self._states[0]
         rows = []
@@ -424,8 +426,11 @@ class Engine:
         # every path (graph replays of full batches, eager steps, the short last batch) weighs a row by its batch size
         sizes = torch.tensor([min(B, n - i * B) for i in range(steps)], dtype=torch.float64)
         # the graph reads device tensors by index and host tensors from static buffers copied in per step
-        use_graph = cfg.fast and cfg.cuda_graph and self.on_cuda and all(
-            v.device == self.device or v.device.type == "cpu" for s in states for v in s.tensors.values()
+        use_graph = (
+            cfg.fast
+            and cfg.cuda_graph
+            and self.on_cuda
+            and all(v.device == self.device or v.device.type == "cpu" for s in states for v in s.tensors.values())
         )
         self._order = order
         self._order_dev = order.to(self.device)  # one copy per epoch; device tensors are gathered there
@@ -478,7 +483,9 @@ class Engine:
                 buf.copy_(rows[id(v)], non_blocking=True)
 
     def _static_batch(self, s: _State) -> dict[str, torch.Tensor]:
-        return {k: (s.static[k] if k in s.static else v.index_select(0, self._static_idx)) for k, v in s.tensors.items()}
+        return {
+            k: (s.static[k] if k in s.static else v.index_select(0, self._static_idx)) for k, v in s.tensors.items()
+        }
 
     def _lr_is_tensor(self) -> bool:
         return all(isinstance(t.optimizer.param_groups[0]["lr"], torch.Tensor) for t in self.tasks)
@@ -491,8 +498,11 @@ class Engine:
         self._static_idx = self._order_dev[lo:hi].clone()
         for s in states:
             if not s.static:
-                s.static = {k: torch.empty((hi - lo,) + tuple(v.shape[1:]), dtype=v.dtype, device=dev)
-                            for k, v in s.tensors.items() if v.device != dev}
+                s.static = {
+                    k: torch.empty((hi - lo,) + tuple(v.shape[1:]), dtype=v.dtype, device=dev)
+                    for k, v in s.tensors.items()
+                    if v.device != dev
+                }
             if s.stream is None:
                 s.stream = torch.cuda.Stream(dev)
         self._fill_static(lo, hi)
@@ -555,8 +565,10 @@ def check_compile(compile: bool | str | None, fast: bool) -> str | None:
     """
     mode = compile_mode(compile)
     if mode and not fast:
-        raise ConfigError(f"compile={compile!r} compiles the fast path's loss, which fast=False does not use: drop "
-                          "compile or keep fast=True")
+        raise ConfigError(
+            f"compile={compile!r} compiles the fast path's loss, which fast=False does not use: drop "
+            "compile or keep fast=True"
+        )
     return mode
 
 
@@ -575,8 +587,10 @@ def check_amp(amp: bool | None, device: torch.device | str) -> None:
     """
     dev_type = torch.device(device).type
     if amp and dev_type not in ("cuda", "cpu"):
-        raise ConfigError(f"amp=True (bf16 autocast) is supported on CUDA and CPU only, not on {dev_type!r}: "
-                          "pass amp=False or leave it None (float32 there)")
+        raise ConfigError(
+            f"amp=True (bf16 autocast) is supported on CUDA and CPU only, not on {dev_type!r}: "
+            "pass amp=False or leave it None (float32 there)"
+        )
 
 
 @functools.lru_cache(maxsize=None)

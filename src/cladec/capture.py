@@ -67,9 +67,7 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> str:
                 return name
         if layer is model:
             raise ConfigError("the layer is the whole model; pick one of its submodules")
-        raise ConfigError(
-            f"the module {type(layer).__name__} given as layer is not a submodule of the model"
-        )
+        raise ConfigError(f"the module {type(layer).__name__} given as layer is not a submodule of the model")
     if not isinstance(layer, str):
         raise ConfigError(f"layer must be a dotted module name or an nn.Module, got {type(layer).__name__}")
     if layer in names:
@@ -265,9 +263,7 @@ class LayerCapture:
         if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
             out = out[0]
         if not isinstance(out, torch.Tensor):
-            raise ConfigError(
-                f"layer {self.layer!r} ({type(mod).__name__}) returns {type(out).__name__}, not a tensor"
-            )
+            raise ConfigError(f"layer {self.layer!r} ({type(mod).__name__}) returns {type(out).__name__}, not a tensor")
         self._out = out
         raise _StopForward
 
@@ -401,8 +397,9 @@ class LayerCapture:
             extra = k * D if (self.prefix_tokens == "channels" and k) else 0
             shape: tuple[int, ...] = (D + extra, g, g)
         elif len(raw_shape) in (1, 3):
-            given = ([f"prefix_tokens={self.prefix_tokens!r}"] if self.prefix_tokens != "drop" else []) \
-                + ([f"num_prefix_tokens={k!r}"] if k is not None else [])
+            given = ([f"prefix_tokens={self.prefix_tokens!r}"] if self.prefix_tokens != "drop" else []) + (
+                [f"num_prefix_tokens={k!r}"] if k is not None else []
+            )
             if given:  # they would be ignored
                 raise ConfigError(
                     f"{' and '.join(given)} set{'s' if len(given) == 1 else ''} how extra tokens of a token output "
@@ -436,12 +433,17 @@ class LayerCapture:
 
 def _neuron_indices(neurons, units: int, layer: str) -> list[int]:
     if isinstance(neurons, (str, bytes, set, frozenset, dict)):
-        raise ConfigError(f"neurons must be a list of integer unit indices or a boolean mask, got a "
-                          f"{type(neurons).__name__} (order matters: use a list)")
+        raise ConfigError(
+            f"neurons must be a list of integer unit indices or a boolean mask, got a "
+            f"{type(neurons).__name__} (order matters: use a list)"
+        )
     if isinstance(neurons, (list, tuple)) and not neurons:
         raise ConfigError(f"the neuron selection for layer {layer!r} is empty")
-    if isinstance(neurons, (list, tuple)) and any(isinstance(v, bool) for v in neurons) \
-            and not all(isinstance(v, bool) for v in neurons):
+    if (
+        isinstance(neurons, (list, tuple))
+        and any(isinstance(v, bool) for v in neurons)
+        and not all(isinstance(v, bool) for v in neurons)
+    ):
         raise ConfigError("neurons mixes booleans and integers; give integer indices or a boolean mask")
     try:
         t = torch.as_tensor(neurons)

@@ -87,8 +87,7 @@ _DATA_KINDS = (
 
 def _check_xy(x: Any, y: Any, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     # any channel count (the classifier is the user's); uint8 stays uint8 until a batch is used
-    x = image_tensor(x, f"the images of {what}", channels=None, scale_uint8=False, check_range=False,
-                     float32=False)
+    x = image_tensor(x, f"the images of {what}", channels=None, scale_uint8=False, check_range=False, float32=False)
     return x, label_tensor(y, len(x), what)
 
 
@@ -211,8 +210,9 @@ def _check_input_norm(input_norm: Any) -> tuple[list[float], list[float]]:
     return mean, std
 
 
-def _iter_batches(d: _Data, batch_size: int, *, shuffle: bool, gen: torch.Generator | None, device: torch.device,
-                  what: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _iter_batches(
+    d: _Data, batch_size: int, *, shuffle: bool, gen: torch.Generator | None, device: torch.device, what: str
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(images, labels)`` on ``device``; images still uint8 or float as stored."""
     if d.x is not None:
         assert d.y is not None
@@ -373,8 +373,12 @@ def train_classifier(
     batch_size = _positive_int("batch_size", batch_size)
     hyper = (("lr", lr, False), ("momentum", momentum, True), ("weight_decay", weight_decay, True))
     for name, val, lo_ok in hyper:
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0 or (
-            val == 0 and not lo_ok
+        if (
+            isinstance(val, bool)
+            or not isinstance(val, (int, float))
+            or not math.isfinite(val)
+            or val < 0
+            or (val == 0 and not lo_ok)
         ):
             raise ConfigError(f"{name} must be a {'non-negative' if lo_ok else 'positive'} number, got {val!r}")
     if momentum >= 1:
@@ -390,8 +394,15 @@ def train_classifier(
     from ._training import compile_mode
 
     compile_mode(compile)
-    fast_only = [n for n, v in (("amp", amp is True), ("compile", compile_mode(compile) is not None),
-                                ("channels_last", channels_last is True)) if v]
+    fast_only = [
+        n
+        for n, v in (
+            ("amp", amp is True),
+            ("compile", compile_mode(compile) is not None),
+            ("channels_last", channels_last is True),
+        )
+        if v
+    ]
     if fast_only and not fast:  # before any data is loaded
         _refuse_fast_only(fast_only, "fast=False runs the plain loop", "drop fast=False")
 
@@ -399,21 +410,31 @@ def train_classifier(
     model.to(dev)
     train = _place(_as_data(data, "the training data", batch_size), dev)
     if fast_only and train.x is None:
-        what = ("a DataLoader is streamed" if isinstance(data, DataLoader) else
-                f"a Dataset over {_MAX_MATERIALISE_BYTES // 2**30} GiB as float32 is streamed")
-        _refuse_fast_only(fast_only, f"{what} by the plain loop",
-                          "pass the data in memory (an ImageDataset or (images, labels) tensors)")
+        what = (
+            "a DataLoader is streamed"
+            if isinstance(data, DataLoader)
+            else f"a Dataset over {_MAX_MATERIALISE_BYTES // 2**30} GiB as float32 is streamed"
+        )
+        _refuse_fast_only(
+            fast_only,
+            f"{what} by the plain loop",
+            "pass the data in memory (an ImageDataset or (images, labels) tensors)",
+        )
     test = _place(_as_data(test_data, "the test data", batch_size), dev) if test_data is not None else None
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if has_bn and train.x is not None and len(train.x) < 2:
-        raise DataError(f"training needs at least 2 images, got {len(train.x)} (the model's BatchNorm layers in "
-                        "training mode need more than one value per channel)")
+        raise DataError(
+            f"training needs at least 2 images, got {len(train.x)} (the model's BatchNorm layers in "
+            "training mode need more than one value per channel)"
+        )
     from .data import check_trainable
 
     check_trainable(data, test_data)  # one class only, or test classes never seen in training: refused
     if batch_size < 2 and has_bn:
-        raise ConfigError("batch_size must be at least 2 for a model with BatchNorm layers (in training mode they "
-                          "need more than one value per channel), got 1")
+        raise ConfigError(
+            "batch_size must be at least 2 for a model with BatchNorm layers (in training mode they "
+            "need more than one value per channel), got 1"
+        )
     channels = int(train.x.shape[1]) if train.x is not None else None
     norm = _Normalize(input_norm, channels, dev)
 
@@ -421,9 +442,22 @@ def train_classifier(
         torch.manual_seed(seed)
     if train.x is not None and fast:
         return _train_in_memory(
-            model, train, test, epochs, batch_size=batch_size, lr=lr, momentum=momentum,
-            weight_decay=weight_decay, lr_decay=lr_decay, norm=norm, seed=seed, dev=dev, verbose=verbose,
-            channels_last=channels_last, compile=compile, amp=amp,
+            model,
+            train,
+            test,
+            epochs,
+            batch_size=batch_size,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            lr_decay=lr_decay,
+            norm=norm,
+            seed=seed,
+            dev=dev,
+            verbose=verbose,
+            channels_last=channels_last,
+            compile=compile,
+            amp=amp,
         )
     gen = torch.Generator()
     gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
@@ -469,8 +503,9 @@ def train_classifier(
                 seen += len(yb)
                 bar.update(1)
                 if verbose and (step % 20 == 0):
-                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}",
-                                    refresh=False)
+                    bar.set_postfix(
+                        loss=f"{float(loss_sum) / seen:.4f}", acc=f"{int(correct) / seen:.4f}", refresh=False
+                    )
             if seen == 0:
                 raise DataError("the training data yielded no batches")
             history["epoch"].append(epoch + 1)
@@ -501,8 +536,25 @@ def _refuse_fast_only(names: list[str], why: str, fix: str) -> None:
     )
 
 
-def _train_in_memory(model, train, test, epochs, *, batch_size, lr, momentum, weight_decay, lr_decay, norm,
-                     seed, dev, verbose, channels_last=None, compile=False, amp=None) -> dict[str, list]:
+def _train_in_memory(
+    model,
+    train,
+    test,
+    epochs,
+    *,
+    batch_size,
+    lr,
+    momentum,
+    weight_decay,
+    lr_decay,
+    norm,
+    seed,
+    dev,
+    verbose,
+    channels_last=None,
+    compile=False,
+    amp=None,
+) -> dict[str, list]:
     """Train on in-memory tensors with :class:`cladec._training.Engine` (the fast path)."""
     from ._training import Engine, EngineConfig, make_optimizer
 
@@ -529,10 +581,21 @@ def _train_in_memory(model, train, test, epochs, *, batch_size, lr, momentum, we
             model.train()
         return rec
 
-    opt = make_optimizer("sgd", list(model.parameters()), lr=lr, weight_decay=weight_decay, momentum=momentum,
-                         device=dev, fast=True)
-    cfg = EngineConfig(epochs=epochs, batch_size=batch_size, fast=True, verbose=verbose, desc="classifier",
-                       seed=seed, lr_decay=lr_decay, channels_last=channels_last, compile=compile, amp=amp)
+    opt = make_optimizer(
+        "sgd", list(model.parameters()), lr=lr, weight_decay=weight_decay, momentum=momentum, device=dev, fast=True
+    )
+    cfg = EngineConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        fast=True,
+        verbose=verbose,
+        desc="classifier",
+        seed=seed,
+        lr_decay=lr_decay,
+        channels_last=channels_last,
+        compile=compile,
+        amp=amp,
+    )
     tensors = {"x": train.x, "y": train.y}
     if dev.type == "cuda" and train.x.device.type == "cpu":
         tensors = {k: v.pin_memory() for k, v in tensors.items()}  # streamed from pinned host memory
@@ -625,8 +688,9 @@ def predict(model: nn.Module, x: Any, *, batch_size: int = 512, input_norm: Any 
         x = x.images
     if not isinstance(x, torch.Tensor):
         raise DataError(f"predict needs an image tensor (N, C, H, W) or an ImageDataset, got {type(x).__name__}")
-    x = image_tensor(x, "the images", channels=None, scale_uint8=False, check_range=False, allow_empty=True,
-                     float32=False)
+    x = image_tensor(
+        x, "the images", channels=None, scale_uint8=False, check_range=False, allow_empty=True, float32=False
+    )
     if len(x) == 0:
         return torch.zeros(0, dtype=torch.int64)
     dev = _model_device(model)
@@ -657,8 +721,13 @@ def _dataset_info(dataset: Any) -> dict | None:
         d = dataset.describe()
         # "size" is the resize applied when loading (as `cladec train-classifier --size` records it)
         size = getattr(dataset, "resized_to", None)
-        return {"name": d["name"], "image_shape": d["image_shape"], "classes": d["classes"], "n_images": d["size"],
-                "size": list(size) if size is not None else None}
+        return {
+            "name": d["name"],
+            "image_shape": d["image_shape"],
+            "classes": d["classes"],
+            "n_images": d["size"],
+            "size": list(size) if size is not None else None,
+        }
     if isinstance(dataset, Mapping):
         return dict(dataset)
     raise ConfigError(f"dataset must be an ImageDataset, a dict or None, got {type(dataset).__name__}")
@@ -733,8 +802,10 @@ def save_classifier(
             f"got {arch!r}; models built with cladec.models.create_model() carry it"
         )
     if not isinstance(arch_kwargs, Mapping):
-        raise ConfigError("arch_kwargs must be a dict of the arguments that rebuild the model, e.g. "
-                          "{'in_channels': 1, 'num_classes': 10}")
+        raise ConfigError(
+            "arch_kwargs must be a dict of the arguments that rebuild the model, e.g. "
+            "{'in_channels': 1, 'num_classes': 10}"
+        )
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise ConfigError(f"{directory} exists and is not a directory; give a directory for the checkpoint")
@@ -822,21 +893,24 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
         )
     if not isinstance(kwargs, dict):
         raise SaveFormatError(f"{path / _INFO_FILE}: 'arch_kwargs' must be a JSON object, got {kwargs!r}")
-    validate(info, CLASSIFIER, info_file, "save the classifier again with `cladec train-classifier` or save_classifier()")
+    validate(
+        info, CLASSIFIER, info_file, "save the classifier again with `cladec train-classifier` or save_classifier()"
+    )
     # an absurd width or class count would ask the allocator for terabytes: estimate on the meta device first
     nbytes = _weight_bytes_on_meta(lambda: create_model(arch, **kwargs))
     if nbytes is not None:
         try:
-            check_fits(nbytes, f"{info_file}: the {arch!r} model of 'arch_kwargs' {kwargs} (its weights)",
-                       hint="the file is damaged or was edited by hand; save the classifier again")
+            check_fits(
+                nbytes,
+                f"{info_file}: the {arch!r} model of 'arch_kwargs' {kwargs} (its weights)",
+                hint="the file is damaged or was edited by hand; save the classifier again",
+            )
         except ConfigError as e:
             raise SaveFormatError(str(e)) from None
     try:
         model = create_model(arch, **kwargs)
     except (ConfigError, TypeError) as e:
-        raise SaveFormatError(
-            f"{path / _INFO_FILE}: cannot rebuild {arch!r} from arch_kwargs {kwargs}: {e}"
-        ) from None
+        raise SaveFormatError(f"{path / _INFO_FILE}: cannot rebuild {arch!r} from arch_kwargs {kwargs}: {e}") from None
     weights = path / _WEIGHTS_FILE
     if not weights.is_file():
         raise SaveFormatError(f"{path} is an incomplete cladec classifier checkpoint: {_WEIGHTS_FILE} is missing")
@@ -887,8 +961,11 @@ def load_user_model(factory: str, weights: str | Path | None = None, **factory_k
     if not isinstance(factory, str) or factory.count(":") != 1:
         raise ConfigError(f"{fmt}, got {factory!r}")
     mod_name, attr_path = (s.strip() for s in factory.split(":"))
-    if not mod_name or not attr_path or not all(p.isidentifier() for p in attr_path.split(".")) or not all(
-        p.isidentifier() for p in mod_name.split(".")
+    if (
+        not mod_name
+        or not attr_path
+        or not all(p.isidentifier() for p in attr_path.split("."))
+        or not all(p.isidentifier() for p in mod_name.split("."))
     ):
         raise ConfigError(f"{fmt}, got {factory!r}")
     try:
@@ -923,7 +1000,7 @@ def load_user_model(factory: str, weights: str | Path | None = None, **factory_k
         state = load_state_dict_file(weights)
         own = model.state_dict()
         if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
-            state = {k[len("module."):]: v for k, v in state.items()}
+            state = {k[len("module.") :]: v for k, v in state.items()}
         _check_state_dict_fits(model, state, str(weights))
         model.load_state_dict(state, strict=True)
     return model.eval()

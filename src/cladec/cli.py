@@ -115,8 +115,10 @@ def parse_input_norm(text: str | None) -> tuple[list[float], list[float]] | None
     """
     if text is None:
         return None
-    msg = (f"--input-norm must be 'MEAN,STD' (one channel), 'M1,M2,M3,S1,S2,S3' or 'M1,M2,M3;S1,S2,S3' "
-           f"with every std > 0, got {text!r}")
+    msg = (
+        f"--input-norm must be 'MEAN,STD' (one channel), 'M1,M2,M3,S1,S2,S3' or 'M1,M2,M3;S1,S2,S3' "
+        f"with every std > 0, got {text!r}"
+    )
     try:
         if ";" in text:
             m_s, s_s = text.split(";", 1)
@@ -194,8 +196,12 @@ def _json_kwargs(text: str) -> dict:
 
 def _add_common(p: argparse.ArgumentParser, *, data_root: bool = True, seed: bool = True) -> None:
     if data_root:
-        p.add_argument("--data-root", default=None, metavar="PATH",
-                       help="folder holding the data sets (default: $CLADEC_DATA, else the user cache folder)")
+        p.add_argument(
+            "--data-root",
+            default=None,
+            metavar="PATH",
+            help="folder holding the data sets (default: $CLADEC_DATA, else the user cache folder)",
+        )
     if seed:
         p.add_argument("--seed", type=_seed_int, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
@@ -204,15 +210,32 @@ def _add_common(p: argparse.ArgumentParser, *, data_root: bool = True, seed: boo
 
 def _add_model_source(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("classifier (a checkpoint directory, or your own model)")
-    g.add_argument("--model", default=None, metavar="DIR",
-                   help="classifier checkpoint directory (made by `cladec train-classifier`)")
-    g.add_argument("--factory", default=None, metavar="PKG.MOD:FN",
-                   help="your own model: an importable 'package.module:function' that builds it "
-                        "(the current folder is importable)")
-    g.add_argument("--weights", default=None, metavar="FILE",
-                   help="weights for --factory (.safetensors or a PyTorch state dict, loaded with weights_only=True)")
-    g.add_argument("--factory-kwargs", type=_json_kwargs, default=None, metavar="JSON",
-                   help="keyword arguments for --factory as a JSON object, e.g. '{\"num_classes\": 10}'")
+    g.add_argument(
+        "--model",
+        default=None,
+        metavar="DIR",
+        help="classifier checkpoint directory (made by `cladec train-classifier`)",
+    )
+    g.add_argument(
+        "--factory",
+        default=None,
+        metavar="PKG.MOD:FN",
+        help="your own model: an importable 'package.module:function' that builds it "
+        "(the current folder is importable)",
+    )
+    g.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE",
+        help="weights for --factory (.safetensors or a PyTorch state dict, loaded with weights_only=True)",
+    )
+    g.add_argument(
+        "--factory-kwargs",
+        type=_json_kwargs,
+        default=None,
+        metavar="JSON",
+        help="keyword arguments for --factory as a JSON object, e.g. '{\"num_classes\": 10}'",
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -229,7 +252,7 @@ class _Parser(argparse.ArgumentParser):
     every other error of the command line (exit status 2), instead of the usage text followed by the message."""
 
     def error(self, message: str):  # type: ignore[override]
-        cmd = self.prog[len("cladec"):].strip() if self.prog.startswith("cladec") else self.prog
+        cmd = self.prog[len("cladec") :].strip() if self.prog.startswith("cladec") else self.prog
         where = f"{cmd}: " if cmd else ""
         self.exit(2, f"cladec: error: {where}{message} (see `{self.prog} --help`)\n")
 
@@ -273,25 +296,48 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     d.add_argument("--out", default="cladec-demo", metavar="DIR", help="output folder (default: cladec-demo)")
-    d.add_argument("--quick", action="store_true",
-                   help="smaller and faster (quarter-width classifier, fewer images and epochs)")
-    d.add_argument("--dataset", default="fashion-mnist-mini",
-                   help="data set: fashion-mnist-mini (embedded, default), fashion-mnist, mnist, cifar10, imagefolder:PATH")
+    d.add_argument(
+        "--quick", action="store_true", help="smaller and faster (quarter-width classifier, fewer images and epochs)"
+    )
+    d.add_argument(
+        "--dataset",
+        default="fashion-mnist-mini",
+        help="data set: fashion-mnist-mini (embedded, default), fashion-mnist, mnist, cifar10, imagefolder:PATH",
+    )
     d.add_argument("--arch", default="vgg-paper", help="classifier architecture (default: vgg-paper)")
     from .demo import DEMO_SETTINGS
 
     full, quick = DEMO_SETTINGS["full"], DEMO_SETTINGS["quick"]
-    d.add_argument("--limit", type=_pos_int, default=None,
-                   help=f"training images (default: {full['limit']}; {quick['limit']} with --quick)")
-    d.add_argument("--test-limit", type=_pos_int, default=None,
-                   help=f"test images for the metrics (default: {full['test_limit']}; {quick['test_limit']} with --quick)")
-    d.add_argument("--epochs", type=_pos_int, default=None,
-                   help=f"classifier epochs (default: {full['epochs']}; {quick['epochs']} with --quick)")
-    d.add_argument("--decoder-epochs", type=_pos_int, default=None,
-                   help=f"ClaDec and RefAE epochs (default: {full['decoder_epochs']}; "
-                        f"{quick['decoder_epochs']} with --quick)")
-    d.add_argument("--width", type=_pos_float, default=None,
-                   help=f"classifier width multiplier (default: {full['width']:g}; {quick['width']:g} with --quick)")
+    d.add_argument(
+        "--limit",
+        type=_pos_int,
+        default=None,
+        help=f"training images (default: {full['limit']}; {quick['limit']} with --quick)",
+    )
+    d.add_argument(
+        "--test-limit",
+        type=_pos_int,
+        default=None,
+        help=f"test images for the metrics (default: {full['test_limit']}; {quick['test_limit']} with --quick)",
+    )
+    d.add_argument(
+        "--epochs",
+        type=_pos_int,
+        default=None,
+        help=f"classifier epochs (default: {full['epochs']}; {quick['epochs']} with --quick)",
+    )
+    d.add_argument(
+        "--decoder-epochs",
+        type=_pos_int,
+        default=None,
+        help=f"ClaDec and RefAE epochs (default: {full['decoder_epochs']}; {quick['decoder_epochs']} with --quick)",
+    )
+    d.add_argument(
+        "--width",
+        type=_pos_float,
+        default=None,
+        help=f"classifier width multiplier (default: {full['width']:g}; {quick['width']:g} with --quick)",
+    )
     d.add_argument("--n-images", type=_pos_int, default=24, help="test images per triplet grid (default: 24)")
     d.add_argument("--download", action="store_true", help="download a missing MNIST / Fashion-MNIST / CIFAR-10")
     d.add_argument("--no-report", action="store_true", help="do not build the HTML report")
@@ -307,7 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
         "data set, its image size and classes, and the test accuracy.",
         formatter_class=_Formatter,
     )
-    t.add_argument("--dataset", required=True, help="fashion-mnist, mnist, cifar10, fashion-mnist-mini, imagefolder:PATH")
+    t.add_argument(
+        "--dataset", required=True, help="fashion-mnist, mnist, cifar10, fashion-mnist-mini, imagefolder:PATH"
+    )
     t.add_argument("--arch", default="vgg-paper", help="architecture (default: vgg-paper; see also resnet10, resnet18)")
     t.add_argument("--epochs", type=_pos_int, default=5, help="epochs (default: 5)")
     t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
@@ -317,8 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_pos_int, default=128, help="batch size (default: 128)")
     t.add_argument("--lr", type=_learning_rate, default=0.1, help="initial SGD learning rate (default: 0.1)")
     t.add_argument("--width", type=_pos_float, default=None, help="channel width multiplier (default: 1.0)")
-    t.add_argument("--input-norm", default=None, metavar="MEAN,STD",
-                   help="normalise images before the model, e.g. '0.286,0.353' (default: none)")
+    t.add_argument(
+        "--input-norm",
+        default=None,
+        metavar="MEAN,STD",
+        help="normalise images before the model, e.g. '0.286,0.353' (default: none)",
+    )
     t.add_argument("--download", action="store_true", help="download a missing MNIST / Fashion-MNIST / CIFAR-10")
     _add_common(t)
     t.set_defaults(func=cmd_train_classifier)
@@ -332,8 +384,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _add_model_source(lay)
-    lay.add_argument("--image-shape", default=None, metavar="C,H,W",
-                     help="input shape, e.g. 1,28,28 (default: the checkpoint's; required with --factory)")
+    lay.add_argument(
+        "--image-shape",
+        default=None,
+        metavar="C,H,W",
+        help="input shape, e.g. 1,28,28 (default: the checkpoint's; required with --factory)",
+    )
     lay.add_argument("--json", action="store_true", help="print JSON instead of a table")
     lay.set_defaults(func=cmd_layers)
 
@@ -349,32 +405,63 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _add_model_source(f)
-    f.add_argument("--input-norm", default=None, metavar="MEAN,STD",
-                   help="with --factory: the normalisation your model expects, e.g. '0.5,0.5' or "
-                        "'0.49,0.48,0.45;0.25,0.24,0.26' (checkpoints record their own)")
-    f.add_argument("--dataset", default=None,
-                   help="data set (default: the checkpoint's); fashion-mnist, mnist, cifar10, fashion-mnist-mini ...")
-    f.add_argument("--layer", required=True,
-                   help="layer name (see `cladec layers`); 'last' / 'middle' pick the architecture's defaults")
-    f.add_argument("--neurons", default=None, metavar="LIST",
-                   help="decode only these units (channels), e.g. '0,1,5-9' (default: all)")
+    f.add_argument(
+        "--input-norm",
+        default=None,
+        metavar="MEAN,STD",
+        help="with --factory: the normalisation your model expects, e.g. '0.5,0.5' or "
+        "'0.49,0.48,0.45;0.25,0.24,0.26' (checkpoints record their own)",
+    )
+    f.add_argument(
+        "--dataset",
+        default=None,
+        help="data set (default: the checkpoint's); fashion-mnist, mnist, cifar10, fashion-mnist-mini ...",
+    )
+    f.add_argument(
+        "--layer",
+        required=True,
+        help="layer name (see `cladec layers`); 'last' / 'middle' pick the architecture's defaults",
+    )
+    f.add_argument(
+        "--neurons",
+        default=None,
+        metavar="LIST",
+        help="decode only these units (channels), e.g. '0,1,5-9' (default: all)",
+    )
     f.add_argument("--alpha", type=_alpha, default=0.001, help="α, weight of the classification loss (default: 0.001)")
     f.add_argument("--epochs", type=_pos_int, default=5, help="ClaDec epochs (default: 5)")
-    f.add_argument("--refae-epochs", type=_pos_int, default=None, help="RefAE epochs (default: --epochs; a different value fits RefAE after ClaDec)")
+    f.add_argument(
+        "--refae-epochs",
+        type=_pos_int,
+        default=None,
+        help="RefAE epochs (default: --epochs; a different value fits RefAE after ClaDec)",
+    )
     f.add_argument("--no-refae", action="store_true", help="fit ClaDec only")
     f.add_argument("--out", required=True, metavar="DIR", help="run directory to write (replaced if it exists)")
-    f.add_argument("--size", type=_pos_int, default=None,
-                   help="resize images to SIZE×SIZE (default: the size the classifier was trained at when its "
-                        "checkpoint records it, also for another data set; else the data's own size)")
+    f.add_argument(
+        "--size",
+        type=_pos_int,
+        default=None,
+        help="resize images to SIZE×SIZE (default: the size the classifier was trained at when its "
+        "checkpoint records it, also for another data set; else the data's own size)",
+    )
     f.add_argument("--limit", type=_pos_int, default=None, help="use the first N training images")
     f.add_argument("--test-limit", type=_pos_int, default=2000, help="test images for the metrics (default: 2000)")
     f.add_argument("--batch-size", type=_pos_int, default=128, help="batch size (default: 128)")
     f.add_argument("--lr", type=_learning_rate, default=3e-4, help="Adam learning rate (default: 3e-4)")
-    f.add_argument("--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder (default: none)")
-    f.add_argument("--compile", nargs="?", const="default", default=None, metavar="MODE",
-                   choices=["default", "max-autotune-no-cudagraphs"],
-                   help="torch.compile the training losses: faster epochs after a compile of several seconds "
-                        "per model (worth it for long fits on a GPU); MODE: default or max-autotune-no-cudagraphs")
+    f.add_argument(
+        "--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder (default: none)"
+    )
+    f.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="MODE",
+        choices=["default", "max-autotune-no-cudagraphs"],
+        help="torch.compile the training losses: faster epochs after a compile of several seconds "
+        "per model (worth it for long fits on a GPU); MODE: default or max-autotune-no-cudagraphs",
+    )
     _add_common(f)
     f.set_defaults(func=cmd_fit)
 
@@ -433,19 +520,25 @@ def _classifier_spec(args: argparse.Namespace) -> dict[str, Any]:
         if args.weights is not None:
             raise ConfigError("--weights goes with --factory; a --model checkpoint holds its own weights")
         if args.factory_kwargs is not None:
-            raise ConfigError("--factory-kwargs goes with --factory; a --model checkpoint records the arguments "
-                              "that rebuild it")
+            raise ConfigError(
+                "--factory-kwargs goes with --factory; a --model checkpoint records the arguments that rebuild it"
+            )
         return {"type": "checkpoint", "path": str(Path(args.model).resolve())}
     if args.factory is not None:
         _importable_cwd()
         if args.weights is not None and not Path(args.weights).is_file():
             raise ConfigError(f"--weights: file not found: {args.weights}")
-        return {"type": "factory", "factory": args.factory,
-                "weights": str(Path(args.weights).resolve()) if args.weights else None,
-                "kwargs": dict(args.factory_kwargs or {}),
-                "input_norm": parse_input_norm(getattr(args, "input_norm", None))}
-    raise ConfigError("give the classifier: --model DIR (a checkpoint from `cladec train-classifier`) "
-                      "or --factory PKG.MOD:FN [--weights FILE]")
+        return {
+            "type": "factory",
+            "factory": args.factory,
+            "weights": str(Path(args.weights).resolve()) if args.weights else None,
+            "kwargs": dict(args.factory_kwargs or {}),
+            "input_norm": parse_input_norm(getattr(args, "input_norm", None)),
+        }
+    raise ConfigError(
+        "give the classifier: --model DIR (a checkpoint from `cladec train-classifier`) "
+        "or --factory PKG.MOD:FN [--weights FILE]"
+    )
 
 
 def _load_model(args: argparse.Namespace, device=None):
@@ -494,43 +587,78 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     # before loading data or training: refuse a file or a folder of other things (a checkpoint is replaced)
     # files are written into --out (never replaced as a folder), so it may be the current directory
     check_replaceable(args.out, "classifier.json", "cladec classifier checkpoint", in_place=True)
-    check_dataset_fits(args.dataset, [("train", args.limit), ("test", args.test_limit)], args.size,
-                       what=f"--size {args.size}")
-    train = load_dataset(args.dataset, root=args.data_root, split="train", size=args.size, limit=args.limit,
-                         download=args.download)
-    test = load_dataset(args.dataset, root=args.data_root, split="test", size=args.size, limit=args.test_limit,
-                        download=args.download)
+    check_dataset_fits(
+        args.dataset, [("train", args.limit), ("test", args.test_limit)], args.size, what=f"--size {args.size}"
+    )
+    train = load_dataset(
+        args.dataset, root=args.data_root, split="train", size=args.size, limit=args.limit, download=args.download
+    )
+    test = load_dataset(
+        args.dataset, root=args.data_root, split="test", size=args.size, limit=args.test_limit, download=args.download
+    )
     kw = {} if args.width is None else {"width": args.width}
     # before the model is built (a --width of 1e6 asks for petabytes of weights) or a batch is run
-    meta = build_on_meta(lambda: create_model(args.arch, in_channels=train.image_shape[0],
-                                              num_classes=train.num_classes, **kw))
+    meta = build_on_meta(
+        lambda: create_model(args.arch, in_channels=train.image_shape[0], num_classes=train.num_classes, **kw)
+    )
     if meta is not None:
         batch = min(args.batch_size, len(train))
-        check_model_fits(meta, train.image_shape, batch, device=dev,
-                         what=f"training {args.arch}" + (f" at --width {args.width:g}" if args.width else "")
-                         + f" on batches of {batch} {'×'.join(map(str, train.image_shape))} images (--batch-size)",
-                         hint="use a smaller --width, --batch-size or --size")
+        check_model_fits(
+            meta,
+            train.image_shape,
+            batch,
+            device=dev,
+            what=f"training {args.arch}"
+            + (f" at --width {args.width:g}" if args.width else "")
+            + f" on batches of {batch} {'×'.join(map(str, train.image_shape))} images (--batch-size)",
+            hint="use a smaller --width, --batch-size or --size",
+        )
         del meta
     torch.manual_seed(args.seed)
     model = create_model(args.arch, in_channels=train.image_shape[0], num_classes=train.num_classes, **kw).to(dev)
     if not args.quiet:
-        print(f"training {model.arch} on {train.name} ({len(train)} training / {len(test)} test images, "
-              f"{'×'.join(map(str, train.image_shape))}) for {args.epochs} epoch(s) on {dev}", file=sys.stderr)
+        print(
+            f"training {model.arch} on {train.name} ({len(train)} training / {len(test)} test images, "
+            f"{'×'.join(map(str, train.image_shape))}) for {args.epochs} epoch(s) on {dev}",
+            file=sys.stderr,
+        )
     t0 = time.perf_counter()
-    hist = train_classifier(model, train, args.epochs, test_data=test, batch_size=args.batch_size, lr=args.lr,
-                            input_norm=norm, seed=args.seed, device=dev, verbose=not args.quiet)
+    hist = train_classifier(
+        model,
+        train,
+        args.epochs,
+        test_data=test,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        input_norm=norm,
+        seed=args.seed,
+        device=dev,
+        verbose=not args.quiet,
+    )
     seconds = time.perf_counter() - t0
     test_acc = float(hist["test_acc"][-1])
-    dataset = {"name": recorded_dataset_name(train.name),  # imagefolder: absolute, valid from any folder
-               "size": args.size, "image_shape": list(train.image_shape), "classes": list(train.classes),
-               "num_classes": train.num_classes,
-               "root": str(Path(args.data_root).resolve()) if args.data_root else None,
-               "limit": args.limit, "n_train": len(train), "n_test": len(test)}
-    metrics = {"test_acc": test_acc, "train_acc": float(hist["train_acc"][-1]), "test_images": len(test),
-               "train_seconds": round(seconds, 2)}
+    dataset = {
+        "name": recorded_dataset_name(train.name),  # imagefolder: absolute, valid from any folder
+        "size": args.size,
+        "image_shape": list(train.image_shape),
+        "classes": list(train.classes),
+        "num_classes": train.num_classes,
+        "root": str(Path(args.data_root).resolve()) if args.data_root else None,
+        "limit": args.limit,
+        "n_train": len(train),
+        "n_test": len(test),
+    }
+    metrics = {
+        "test_acc": test_acc,
+        "train_acc": float(hist["train_acc"][-1]),
+        "test_images": len(test),
+        "train_seconds": round(seconds, 2),
+    }
     save_classifier(args.out, model.cpu(), dataset=dataset, input_norm=norm, metrics=metrics, history=hist)
-    print(f"test accuracy {test_acc:.4f} on {len(test)} {train.name} test images "
-          f"(chance {1 / train.num_classes:.2f}); trained in {seconds:.0f} s")
+    print(
+        f"test accuracy {test_acc:.4f} on {len(test)} {train.name} test images "
+        f"(chance {1 / train.num_classes:.2f}); trained in {seconds:.0f} s"
+    )
     print(f"wrote classifier checkpoint {args.out}")
     return 0
 
@@ -559,8 +687,9 @@ def cmd_layers(args: argparse.Namespace) -> int:
         ds = info.get("dataset") if isinstance(info, dict) else None
         shape_l = ds.get("image_shape") if isinstance(ds, dict) else None
         if not shape_l:
-            raise ConfigError("give the input shape with --image-shape C,H,W (e.g. 1,28,28): the model does not "
-                              "record it")
+            raise ConfigError(
+                "give the input shape with --image-shape C,H,W (e.g. 1,28,28): the model does not record it"
+            )
         shape = tuple(int(s) for s in shape_l)  # type: ignore[assignment]
     try:
         layers = list_layers(model, torch.zeros(1, *shape))
@@ -568,11 +697,20 @@ def cmd_layers(args: argparse.Namespace) -> int:
         raise ConfigError(f"the model does not accept input of shape {shape} (C, H, W): {e}") from None
     marks = _default_layer_marks(model)
     if args.json:
-        print(json.dumps([{"name": L.name, "type": L.type, "shape": list(L.shape),
-                           "default": marks.get(L.name, [])} for L in layers], indent=2))
+        print(
+            json.dumps(
+                [
+                    {"name": L.name, "type": L.type, "shape": list(L.shape), "default": marks.get(L.name, [])}
+                    for L in layers
+                ],
+                indent=2,
+            )
+        )
         return 0
-    rows = [(L.name, L.type, "×".join(map(str, L.shape)) if L.shape else "-",
-             ", ".join(marks.get(L.name, []))) for L in layers]
+    rows = [
+        (L.name, L.type, "×".join(map(str, L.shape)) if L.shape else "-", ", ".join(marks.get(L.name, [])))
+        for L in layers
+    ]
     head = ("layer", "type", "output shape", "default")
     widths = [max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i]) for i in range(4)]
     src = args.model if spec["type"] == "checkpoint" else args.factory
@@ -582,8 +720,11 @@ def cmd_layers(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if marks:
-        print("\ndefault layers: " + ", ".join(f"{k} = {n}" for n, ks in marks.items() for k in ks)
-              + "  (use them as `cladec fit --layer NAME`)")
+        print(
+            "\ndefault layers: "
+            + ", ".join(f"{k} = {n}" for n, ks in marks.items() for k in ks)
+            + "  (use them as `cladec fit --layer NAME`)"
+        )
     return 0
 
 
@@ -623,13 +764,29 @@ def cmd_fit(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
         run = fit_run(
-            args.out, dataset=dataset, layer=layer,
+            args.out,
+            dataset=dataset,
+            layer=layer,
             classifier_dir=args.model if spec["type"] == "checkpoint" else None,
-            factory=spec.get("factory"), weights=spec.get("weights"), factory_kwargs=spec.get("kwargs"),
-            input_norm=spec.get("input_norm"), alpha=args.alpha, neurons=neurons, epochs=args.epochs,
-            refae=not args.no_refae, refae_epochs=args.refae_epochs, batch_size=args.batch_size, lr=args.lr,
-            seed=args.seed, size=args.size, limit=args.limit, test_limit=args.test_limit,
-            data_root=args.data_root, device=str(dev), decoder_norm=args.decoder_norm, compile=args.compile or False,
+            factory=spec.get("factory"),
+            weights=spec.get("weights"),
+            factory_kwargs=spec.get("kwargs"),
+            input_norm=spec.get("input_norm"),
+            alpha=args.alpha,
+            neurons=neurons,
+            epochs=args.epochs,
+            refae=not args.no_refae,
+            refae_epochs=args.refae_epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            size=args.size,
+            limit=args.limit,
+            test_limit=args.test_limit,
+            data_root=args.data_root,
+            device=str(dev),
+            decoder_norm=args.decoder_norm,
+            compile=args.compile or False,
             verbose=not args.quiet,
         )
     m = run.config["metrics"]
@@ -637,16 +794,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if "mse_refae" in m:
         line += f", RefAE {m['mse_refae']:.4f}"
     if "accuracy_cladec" in m:
-        line += (f"; classifier accuracy on originals {m['accuracy_original']:.3f}, "
-                 f"on ClaDec's reconstructions {m['accuracy_cladec']:.3f}")
+        line += (
+            f"; classifier accuracy on originals {m['accuracy_original']:.3f}, "
+            f"on ClaDec's reconstructions {m['accuracy_cladec']:.3f}"
+        )
         if "accuracy_refae" in m:
             line += f", on RefAE's {m['accuracy_refae']:.3f}"
     print(line)
     for kind, flag in run.config.get("collapsed", {}).items():
         if flag:
-            print(f"cladec: warning: {kind} for layer {run.layer} collapsed: its reconstructions hardly vary "
-                  "across images. Train longer (--epochs), on more images (--limit) or with --decoder-norm batch",
-                  file=sys.stderr)
+            print(
+                f"cladec: warning: {kind} for layer {run.layer} collapsed: its reconstructions hardly vary "
+                "across images. Train longer (--epochs), on more images (--limit) or with --decoder-norm batch",
+                file=sys.stderr,
+            )
     print(f"wrote run directory {args.out}  (next: cladec explain --run {args.out} --out triplets.png)")
     return 0
 
@@ -664,12 +825,24 @@ def _check_fit_fits(args: argparse.Namespace, dataset: str, model: Any, info: An
     where = f"--size {size}" if args.size is not None else f"the classifier's recorded image size {size}"
     check_dataset_fits(dataset, [("train", args.limit), ("test", args.test_limit)], size, what=where)
     hw = (size, size) if isinstance(size, int) else size
-    if shape is not None and isinstance(hw, (list, tuple)) and len(hw) == 2 and all(isinstance(v, int) for v in hw) \
-            and isinstance(shape[0], int):
+    if (
+        shape is not None
+        and isinstance(hw, (list, tuple))
+        and len(hw) == 2
+        and all(isinstance(v, int) for v in hw)
+        and isinstance(shape[0], int)
+    ):
         batch = min(args.batch_size, args.limit) if args.limit else args.batch_size
-        check_model_fits(model, (shape[0], *hw), batch, device=dev, train_copies=1, activation_copies=2,
-                         what=f"fitting on batches of {batch} {shape[0]}×{hw[0]}×{hw[1]} images (--batch-size)",
-                         hint="use a smaller --batch-size or --size")
+        check_model_fits(
+            model,
+            (shape[0], *hw),
+            batch,
+            device=dev,
+            train_copies=1,
+            activation_copies=2,
+            what=f"fitting on batches of {batch} {shape[0]}×{hw[0]}×{hw[1]} images (--batch-size)",
+            hint="use a smaller --batch-size or --size",
+        )
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -700,8 +873,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     name = args.dataset or ds_cfg.get("name")
     if not name:
         raise ConfigError("give the data set with --dataset NAME (the run does not record one)")
-    check_dataset_fits(name, [(args.split, None)], ds_cfg.get("size"),
-                       what=f"the run's image size {ds_cfg.get('size')} (run.json dataset.size)")
+    check_dataset_fits(
+        name,
+        [(args.split, None)],
+        ds_cfg.get("size"),
+        what=f"the run's image size {ds_cfg.get('size')} (run.json dataset.size)",
+    )
     # --data-root, else the run's recorded root while it holds the data set, else $CLADEC_DATA / the user cache
     ds = load_recorded_dataset(name, args.data_root, ds_cfg.get("root"), split=args.split, size=ds_cfg.get("size"))
     x, y = ds.tensors()
@@ -715,8 +892,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
         # another label space: a true class is no class the classifier knows, so no accuracy can be measured
         labels = None
         shown = ", ".join(map(str, list(out_classes)[:4])) + (", ..." if len(out_classes) > 4 else "")
-        print(f"cladec: note: the classes of {ds.name} are not the classifier's ({shown}); predictions are named "
-              "with the classifier's classes and no accuracy is reported", file=sys.stderr)
+        print(
+            f"cladec: note: the classes of {ds.name} are not the classifier's ({shown}); predictions are named "
+            "with the classifier's classes and no accuracy is reported",
+            file=sys.stderr,
+        )
     classes = list(out_classes) if out_classes else ds.classes
     ex = explain(x[idx], cladec=run.cladec, refae=run.refae, labels=labels, classes=classes)
     ex.save_grid(args.out, columns=min(args.columns, n))
@@ -725,12 +905,14 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if "mse_refae" in s:
         line += f", RefAE {s['mse_refae']:.4f}"
     if "accuracy_original" in s:
-        line += (f"; classifier accuracy originals {s['accuracy_original']:.3f}, ClaDec {s['accuracy_cladec']:.3f}"
-                 + (f", RefAE {s['accuracy_refae']:.3f}" if "accuracy_refae" in s else ""))
+        line += f"; classifier accuracy originals {s['accuracy_original']:.3f}, ClaDec {s['accuracy_cladec']:.3f}" + (
+            f", RefAE {s['accuracy_refae']:.3f}" if "accuracy_refae" in s else ""
+        )
     else:
-        line += (f"; classifier agrees with its prediction on the original for ClaDec's reconstructions "
-                 f"{s['agreement_cladec']:.3f}"
-                 + (f", RefAE's {s['agreement_refae']:.3f}" if "agreement_refae" in s else ""))
+        line += (
+            f"; classifier agrees with its prediction on the original for ClaDec's reconstructions "
+            f"{s['agreement_cladec']:.3f}" + (f", RefAE's {s['agreement_refae']:.3f}" if "agreement_refae" in s else "")
+        )
     print(line)
     print(f"wrote {args.out}")
     return 0
@@ -753,10 +935,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     dev = _device(args.device)  # before any work: a bad --device is a usage error
     run_demo(
-        args.out, quick=args.quick, dataset=args.dataset, data_root=args.data_root, device=str(dev),
-        arch=args.arch, limit=args.limit, test_limit=args.test_limit, epochs=args.epochs,
-        decoder_epochs=args.decoder_epochs, width=args.width, n_images=args.n_images, seed=args.seed,
-        download=args.download, report=not args.no_report, verbose=not args.quiet,
+        args.out,
+        quick=args.quick,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        device=str(dev),
+        arch=args.arch,
+        limit=args.limit,
+        test_limit=args.test_limit,
+        epochs=args.epochs,
+        decoder_epochs=args.decoder_epochs,
+        width=args.width,
+        n_images=args.n_images,
+        seed=args.seed,
+        download=args.download,
+        report=not args.no_report,
+        verbose=not args.quiet,
     )
     return 0
 
@@ -848,8 +1042,9 @@ def _main(argv: Sequence[str] | None) -> int:
         if isinstance(e, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
             m = re.search(r"tried to allocate ([0-9.]+ ?[KMGT]?i?B|\d+ bytes)", text)
             got = f" (an allocation of {m.group(1)} failed)" if m else ""
-            return _error(f"out of memory{got}; use a smaller --batch-size, --size or --width, or fewer images "
-                          "(--limit)")
+            return _error(
+                f"out of memory{got}; use a smaller --batch-size, --size or --width, or fewer images (--limit)"
+            )
         raise
 
 
@@ -875,11 +1070,15 @@ def _check_out_paths(args: argparse.Namespace) -> None:
                 if parent == path and not path.is_dir():
                     continue  # an existing file (a PNG, a JSON summary) is replaced: its folder is checked
                 if not parent.is_dir():
-                    raise ConfigError(f"--{opt.replace('_', '-')} {value}: {parent} is a file, not a folder, so "
-                                      "nothing can be written below it; give a path in a folder")
+                    raise ConfigError(
+                        f"--{opt.replace('_', '-')} {value}: {parent} is a file, not a folder, so "
+                        "nothing can be written below it; give a path in a folder"
+                    )
                 if not os.access(parent, os.W_OK | os.X_OK):
-                    raise ConfigError(f"--{opt.replace('_', '-')} {value}: the folder {parent} is not writable "
-                                      "(read-only, or not yours); give a path in a folder you can write to")
+                    raise ConfigError(
+                        f"--{opt.replace('_', '-')} {value}: the folder {parent} is not writable "
+                        "(read-only, or not yours); give a path in a folder you can write to"
+                    )
                 break
 
 

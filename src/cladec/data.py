@@ -171,8 +171,7 @@ class ImageDataset(Dataset):
             >>> ImageDataset(torch.rand(2, 3, 4, 4), [0, 0], ["cat"]).image_shape
             (3, 4, 4)
         """
-        images = image_tensor(images, "images", channels=None, scale_uint8=False, check_range=True,
-                              allow_empty=True)
+        images = image_tensor(images, "images", channels=None, scale_uint8=False, check_range=True, allow_empty=True)
         labels = label_tensor(labels, len(images))
         if len(images) == 0:
             raise DataError(f"data set {name!r} ({split}) is empty: it needs at least one image")
@@ -183,9 +182,7 @@ class ImageDataset(Dataset):
             raise DataError("classes must name at least one class")
         lo, hi = int(labels.min()), int(labels.max())
         if lo < 0 or hi >= len(classes):
-            raise DataError(
-                f"labels must lie in [0, {len(classes) - 1}] for {len(classes)} classes, found {lo}..{hi}"
-            )
+            raise DataError(f"labels must lie in [0, {len(classes) - 1}] for {len(classes)} classes, found {lo}..{hi}")
         self.images = images
         self.labels = labels
         self.classes = classes
@@ -271,8 +268,9 @@ class ImageDataset(Dataset):
             if idx.numel() == 0:
                 idx = idx.to(torch.int64).reshape(-1)
             if idx.dtype == torch.bool and tuple(idx.shape) != (len(self),):
-                raise DataError(f"a boolean subset mask needs one entry per image ({len(self)}), "
-                                f"got shape {tuple(idx.shape)}")
+                raise DataError(
+                    f"a boolean subset mask needs one entry per image ({len(self)}), got shape {tuple(idx.shape)}"
+                )
             if idx.dtype != torch.bool:
                 if idx.is_floating_point():
                     raise DataError(f"subset indices must be integers, got dtype {idx.dtype}")
@@ -498,7 +496,9 @@ def check_trainable(train: Any, test: Any = None) -> None:
     tr_classes, tr_counts, tr_where, tr_role, tr_limit = tr
     limit_hint = (
         f"; the training split was cut to its first {tr_limit} images (limit={tr_limit}): a larger --limit "
-        "may include more classes" if tr_limit is not None else ""
+        "may include more classes"
+        if tr_limit is not None
+        else ""
     )
     present = [(c, n) for c, n in zip(tr_classes, tr_counts) if n > 0]
     if len(present) < 2:
@@ -527,10 +527,18 @@ def check_trainable(train: Any, test: Any = None) -> None:
     if unseen:
         listed = ", ".join(f"{c!r} ({n} test image{'s' if n != 1 else ''})" for c, n in unseen)
         them = "it" if len(unseen) == 1 else "them"
-        hint = limit_hint.replace("more classes", them) if limit_hint else (
-            "; add training images of " + ("it" if len(unseen) == 1 else "them")
-            + (" (train/<class>/ in the folder)" if tr_where.startswith("imagefolder:") else "")
-            + ", or remove " + ("it" if len(unseen) == 1 else "them") + " from the test data")
+        hint = (
+            limit_hint.replace("more classes", them)
+            if limit_hint
+            else (
+                "; add training images of "
+                + ("it" if len(unseen) == 1 else "them")
+                + (" (train/<class>/ in the folder)" if tr_where.startswith("imagefolder:") else "")
+                + ", or remove "
+                + ("it" if len(unseen) == 1 else "them")
+                + " from the test data"
+            )
+        )
         raise DataError(
             f"{te_role} has images of {len(unseen)} class{'es' if len(unseen) != 1 else ''} {tr_role} has no "
             f"images of, so the classifier could never predict {them}: {listed}{hint}"
@@ -577,9 +585,7 @@ def _check_size(size: Any) -> tuple[int, int] | None:
     if isinstance(size, (tuple, list)) and len(size) == 2:
         if all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size):
             return (int(size[0]), int(size[1]))
-    raise ConfigError(
-        f"size must be None, a positive integer or an (H, W) pair of positive integers, got {size!r}"
-    )
+    raise ConfigError(f"size must be None, a positive integer or an (H, W) pair of positive integers, got {size!r}")
 
 
 def _resize(images: torch.Tensor, size: tuple[int, int], mode: str, chunk: int = 4096) -> torch.Tensor:
@@ -1028,8 +1034,10 @@ def _grey_uint8(im: Any) -> np.ndarray:
     else:
         lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
         if not (lo >= 0 and hi <= 255):
-            raise ValueError(f"grey image of mode {im.mode} has values {lo:g}..{hi:g}; supported are 8- and "
-                             "16-bit integers and floats in [0, 1] or [0, 255]")
+            raise ValueError(
+                f"grey image of mode {im.mode} has values {lo:g}..{hi:g}; supported are 8- and "
+                "16-bit integers and floats in [0, 1] or [0, 255]"
+            )
         out = np.rint(a).astype(np.uint8)
     return _composite(out, _grey_alpha(im))
 
@@ -1139,9 +1147,12 @@ def _too_many_pixels(member: Any, label: str, size: tuple[int, int] | None, pixe
     from PIL import Image
 
     limit = Image.MAX_IMAGE_PIXELS
-    side = int(limit ** 0.5) if limit else 0
-    what = f"{size[0]}×{size[1]} = {size[0] * size[1]:,} pixels" if size else (
-        f"{pixels:,} pixels" if pixels else "more pixels than twice the limit")
+    side = int(limit**0.5) if limit else 0
+    what = (
+        f"{size[0]}×{size[1]} = {size[0] * size[1]:,} pixels"
+        if size
+        else (f"{pixels:,} pixels" if pixels else "more pixels than twice the limit")
+    )
     return (
         f"image {member} in {label} is too large to load: {what}, more than the limit of {limit:,} pixels per "
         f"image (about {side:,}×{side:,}; PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); "
@@ -1226,9 +1237,7 @@ def _load_image_folder(
         classes = source.classes()
         if split not in source.splits():
             found = source.splits()
-            raise DataError(
-                f"{path} has no '{split}' split (found: {found or 'none'}); expected a layout {layout}"
-            )
+            raise DataError(f"{path} has no '{split}' split (found: {found or 'none'}); expected a layout {layout}")
         per_class = [source.files(split, c) for c in classes]
         order = _interleave(per_class)
         if not order:
@@ -1275,9 +1284,7 @@ def _cache_file(path: Path, split: str) -> Path | None:
     return _decoded_cache_dir() / f"{stem}-{digest}-{split}-{st.st_size}-{st.st_mtime_ns}.npz"
 
 
-def _read_cache(
-    path: Path, limit: int | None
-) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None:
+def _read_cache(path: Path, limit: int | None) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None:
     """``(images, labels, classes, transparent)`` from a cache entry, or None for a broken or outdated one.
 
     The entry is read with ``allow_pickle=False``: arrays of Python objects (which only unpickling could
@@ -1337,8 +1344,7 @@ def _write_cache(
     try:
         with atomic_path(path) as tmp:
             with tmp.open("wb") as f:
-                np.savez(f, images=images, labels=labels, classes=np.array(classes, dtype=str),
-                         transparent=transparent)
+                np.savez(f, images=images, labels=labels, classes=np.array(classes, dtype=str), transparent=transparent)
     except OSError:
         return  # the cache is only an optimisation
     _prune_cache(path)

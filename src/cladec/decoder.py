@@ -90,8 +90,12 @@ def _hooked(*mods: nn.Module) -> bool:
     """Whether calling these modules would run hooks (their own forward/backward hooks, or global ones)."""
     from torch.nn.modules import module as _m
 
-    glob = (_m._global_forward_hooks, _m._global_forward_pre_hooks, _m._global_backward_hooks,
-            _m._global_backward_pre_hooks)
+    glob = (
+        _m._global_forward_hooks,
+        _m._global_forward_pre_hooks,
+        _m._global_backward_hooks,
+        _m._global_backward_pre_hooks,
+    )
     return any(glob) or any(
         m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks for m in mods
     )
@@ -222,6 +226,11 @@ def build_decoder(
         (2, 1, 28, 28)
     """
     return Decoder(
-        DecoderSpec(tuple(int(s) for s in in_shape), tuple(int(s) for s in out_shape),  # type: ignore[arg-type]
-                    base_width=base_width, max_width=max_width, norm=norm)
+        DecoderSpec(
+            tuple(int(s) for s in in_shape),
+            tuple(int(s) for s in out_shape),  # type: ignore[arg-type]
+            base_width=base_width,
+            max_width=max_width,
+            norm=norm,
+        )
     )

@@ -90,7 +90,8 @@ def _file_stem(layer: str, taken: set[str]) -> str:
 def _is_demo_entry(name: str) -> bool:
     """Whether a name in a demo folder is one of the demo's own outputs (replaced by the next demo)."""
     return name in (_MARKER, "classifier", "runs", "report", "summary.json", "summary.txt") or (
-        name.startswith("triplets-") and name.endswith(".png"))
+        name.startswith("triplets-") and name.endswith(".png")
+    )
 
 
 def _keep_user_entries(out: Path, new: Path) -> None:
@@ -159,31 +160,43 @@ def format_summary(summary: dict[str, Any]) -> str:
         mse_e, mse_r = L["mse_cladec"], L.get("mse_refae")
         if mse_r is not None:
             verdict = "YES" if L["refae_reconstructs_better"] else "NO"
-            lines.append(f"  Does RefAE reconstruct better than ClaDec?  {verdict}: test MSE RefAE {mse_r:.4f} vs "
-                         f"ClaDec {mse_e:.4f} (lower is better).")
+            lines.append(
+                f"  Does RefAE reconstruct better than ClaDec?  {verdict}: test MSE RefAE {mse_r:.4f} vs "
+                f"ClaDec {mse_e:.4f} (lower is better)."
+            )
         else:
             lines.append(f"  Test MSE of ClaDec: {mse_e:.4f} (no RefAE fitted).")
         acc_o, acc_e, acc_r = L.get("accuracy_original"), L.get("accuracy_cladec"), L.get("accuracy_refae")
         if acc_r is not None:
             verdict = "YES" if L["classifier_better_on_cladec"] else "NO"
-            lines.append(f"  Does the classifier do better on ClaDec's reconstructions?  {verdict}: accuracy "
-                         f"{_pct(acc_e)} on ClaDec's vs {_pct(acc_r)} on RefAE's (originals: {_pct(acc_o)}).")
+            lines.append(
+                f"  Does the classifier do better on ClaDec's reconstructions?  {verdict}: accuracy "
+                f"{_pct(acc_e)} on ClaDec's vs {_pct(acc_r)} on RefAE's (originals: {_pct(acc_o)})."
+            )
         else:
             lines.append(f"  Classifier accuracy on ClaDec's reconstructions: {_pct(acc_e)} (originals {_pct(acc_o)}).")
         for kind, flag in (L.get("collapsed") or {}).items():
             if flag:
-                lines.append(f"  WARNING: {kind} collapsed to a nearly constant image; its numbers mean little "
-                             "(train longer or on more images).")
+                lines.append(
+                    f"  WARNING: {kind} collapsed to a nearly constant image; its numbers mean little "
+                    "(train longer or on more images)."
+                )
         t = L.get("timings", {})
-        fit = (f"ClaDec + RefAE {t['cladec_refae_s']:.0f} s" if "cladec_refae_s" in t
-               else f"ClaDec {t.get('cladec_s', 0):.0f} s, RefAE {t.get('refae_s', 0):.0f} s")
+        fit = (
+            f"ClaDec + RefAE {t['cladec_refae_s']:.0f} s"
+            if "cladec_refae_s" in t
+            else f"ClaDec {t.get('cladec_s', 0):.0f} s, RefAE {t.get('refae_s', 0):.0f} s"
+        )
         lines.append(f"  Triplets: {L['triplets']}   (fit: {fit})")
     tt = summary["timings"]
     lines += ["", f"Total time: {tt['total_s']:.0f} s (classifier {tt['classifier_s']:.0f} s) on {summary['device']}."]
     if summary.get("report"):
         lines.append(f"HTML report: {summary['report']}")
-    lines += ["", "Files: classifier/ (checkpoint), runs/<layer>/ (ClaDec + RefAE, run.json), triplets-<layer>.png, "
-              "summary.json."]
+    lines += [
+        "",
+        "Files: classifier/ (checkpoint), runs/<layer>/ (ClaDec + RefAE, run.json), triplets-<layer>.png, "
+        "summary.json.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -268,8 +281,13 @@ def run_demo(
     say = log or (lambda s: print(s, flush=True))
     t_start = time.perf_counter()
     cfg = dict(DEMO_SETTINGS["quick" if quick else "full"])
-    for k, v in (("limit", limit), ("test_limit", test_limit), ("epochs", epochs),
-                 ("decoder_epochs", decoder_epochs), ("width", width)):
+    for k, v in (
+        ("limit", limit),
+        ("test_limit", test_limit),
+        ("epochs", epochs),
+        ("decoder_epochs", decoder_epochs),
+        ("width", width),
+    ):
         if v is not None:
             cfg[k] = v
 
@@ -293,11 +311,13 @@ def run_demo(
     check_trainable(train, test)  # one class, or test classes without training images: refused before training
     ds_name = recorded_dataset_name(train.name)  # imagefolder: an absolute path, valid from any folder
     torch.manual_seed(seed)
-    model = create_model(arch, in_channels=train.image_shape[0], num_classes=train.num_classes,
-                         width=cfg["width"]).to(dev)
-    say(f"cladec demo: {train.name}, {len(train)} training / {len(test)} test images "
-        f"({'×'.join(map(str, train.image_shape))}), {arch} classifier, device {dev}"
-        + (" [quick]" if quick else ""))
+    model = create_model(arch, in_channels=train.image_shape[0], num_classes=train.num_classes, width=cfg["width"]).to(
+        dev
+    )
+    say(
+        f"cladec demo: {train.name}, {len(train)} training / {len(test)} test images "
+        f"({'×'.join(map(str, train.image_shape))}), {arch} classifier, device {dev}" + (" [quick]" if quick else "")
+    )
 
     # everything is written into a temporary folder that replaces `out` only when it is complete
     with atomic_dir(out, _MARKER, "cladec demo folder") as tmp:
@@ -306,19 +326,34 @@ def run_demo(
         # -- classifier --------------------------------------------------------------------------
         say(f"[1/3] training the classifier ({cfg['epochs']} epochs) ...")
         t0 = time.perf_counter()
-        hist = train_classifier(model, train, cfg["epochs"], test_data=test, seed=seed, device=dev,
-                                verbose=verbose)
+        hist = train_classifier(model, train, cfg["epochs"], test_data=test, seed=seed, device=dev, verbose=verbose)
         clf_s = time.perf_counter() - t0
         test_acc = float(hist["test_acc"][-1])
         say(f"      test accuracy {_pct(test_acc)} (chance {_pct(1 / train.num_classes)}), {clf_s:.0f} s")
         clf_tmp = tmp / "classifier"
-        ds_info = {"name": ds_name, "size": None, "image_shape": list(train.image_shape),
-                   "classes": list(train.classes), "num_classes": train.num_classes, "root": root,
-                   "limit": cfg["limit"], "n_train": len(train), "n_test": len(test)}
-        save_classifier(clf_tmp, model.cpu(), dataset=ds_info,
-                        metrics={"test_acc": test_acc, "train_acc": float(hist["train_acc"][-1]),
-                                 "test_images": len(test), "train_seconds": round(clf_s, 2)},
-                        history=hist)
+        ds_info = {
+            "name": ds_name,
+            "size": None,
+            "image_shape": list(train.image_shape),
+            "classes": list(train.classes),
+            "num_classes": train.num_classes,
+            "root": root,
+            "limit": cfg["limit"],
+            "n_train": len(train),
+            "n_test": len(test),
+        }
+        save_classifier(
+            clf_tmp,
+            model.cpu(),
+            dataset=ds_info,
+            metrics={
+                "test_acc": test_acc,
+                "train_acc": float(hist["train_acc"][-1]),
+                "test_images": len(test),
+                "train_seconds": round(clf_s, 2),
+            },
+            history=hist,
+        )
         model.to(dev)
 
         # -- ClaDec + RefAE per layer ------------------------------------------------------------
@@ -328,15 +363,29 @@ def run_demo(
         stems: set[str] = set()
         for role, layer in roles:
             stem = _file_stem(layer, stems)
-            say(f"[2/3] layer {layer} ({role}): fitting ClaDec (α = {alpha:g}) and RefAE, "
-                f"{cfg['decoder_epochs']} epochs each ...")
+            say(
+                f"[2/3] layer {layer} ({role}): fitting ClaDec (α = {alpha:g}) and RefAE, "
+                f"{cfg['decoder_epochs']} epochs each ..."
+            )
             run_dir = tmp / "runs" / stem
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", CollapseWarning)  # recorded in run.json and stated in summary.txt
-                run = fit_run(run_dir, classifier_dir=clf_tmp, dataset=dataset, layer=layer, alpha=alpha,
-                              epochs=cfg["decoder_epochs"], refae=True, seed=seed, limit=cfg["limit"],
-                              batch_size=cfg["batch_size"], test_limit=cfg["test_limit"], data_root=root,
-                              device=str(dev), verbose=verbose)
+                run = fit_run(
+                    run_dir,
+                    classifier_dir=clf_tmp,
+                    dataset=dataset,
+                    layer=layer,
+                    alpha=alpha,
+                    epochs=cfg["decoder_epochs"],
+                    refae=True,
+                    seed=seed,
+                    limit=cfg["limit"],
+                    batch_size=cfg["batch_size"],
+                    test_limit=cfg["test_limit"],
+                    data_root=root,
+                    device=str(dev),
+                    verbose=verbose,
+                )
             # the run finds its classifier by the relative path ../../classifier; its absolute fallback must
             # name where the classifier will be, not the temporary folder
             run_cfg = read_json(run_dir / "run.json", "cladec run file")
@@ -361,8 +410,9 @@ def run_demo(
                 "agreement_cladec": m.get("agreement_cladec"),
                 "agreement_refae": m.get("agreement_refae"),
                 "refae_reconstructs_better": (m.get("mse_refae") is not None and m["mse_refae"] < m["mse_cladec"]),
-                "classifier_better_on_cladec": (m.get("accuracy_refae") is not None
-                                                and m["accuracy_cladec"] > m["accuracy_refae"]),
+                "classifier_better_on_cladec": (
+                    m.get("accuracy_refae") is not None and m["accuracy_cladec"] > m["accuracy_refae"]
+                ),
                 "collapsed": run.config.get("collapsed"),
                 "timings": run.config.get("timings", {}),
             }
@@ -370,9 +420,11 @@ def run_demo(
             for kind, flag in (entry["collapsed"] or {}).items():
                 if flag:
                     say(f"      WARNING: {kind} collapsed to a nearly constant image (train longer / on more images)")
-            say(f"      test MSE RefAE {entry['mse_refae']:.4f} / ClaDec {entry['mse_cladec']:.4f}; classifier "
+            say(
+                f"      test MSE RefAE {entry['mse_refae']:.4f} / ClaDec {entry['mse_cladec']:.4f}; classifier "
                 f"accuracy on RefAE's {_pct(entry['accuracy_refae'])} / ClaDec's {_pct(entry['accuracy_cladec'])} "
-                "reconstructions")
+                "reconstructions"
+            )
 
         summary: dict[str, Any] = {
             "format": _FORMAT,
@@ -384,12 +436,24 @@ def run_demo(
             "device": str(dev),
             "torch_threads": torch.get_num_threads(),
             "settings": cfg,
-            "dataset": {"name": ds_name, "root": root, "n_train": len(train), "n_test": len(test),
-                        "image_shape": list(train.image_shape), "num_classes": train.num_classes,
-                        "classes": list(train.classes)},
-            "classifier": {"arch": arch, "width": cfg["width"], "epochs": cfg["epochs"], "path": "classifier",
-                           "test_accuracy": test_acc, "train_accuracy": float(hist["train_acc"][-1]),
-                           "seconds": round(clf_s, 2)},
+            "dataset": {
+                "name": ds_name,
+                "root": root,
+                "n_train": len(train),
+                "n_test": len(test),
+                "image_shape": list(train.image_shape),
+                "num_classes": train.num_classes,
+                "classes": list(train.classes),
+            },
+            "classifier": {
+                "arch": arch,
+                "width": cfg["width"],
+                "epochs": cfg["epochs"],
+                "path": "classifier",
+                "test_accuracy": test_acc,
+                "train_accuracy": float(hist["train_acc"][-1]),
+                "seconds": round(clf_s, 2),
+            },
             "layers": layers,
             "refae_reconstructs_better": all(L["refae_reconstructs_better"] for L in layers),
             "classifier_better_on_cladec": all(L["classifier_better_on_cladec"] for L in layers),
@@ -423,8 +487,10 @@ def run_demo(
             try:
                 index = build_report(out, out / "report", data_root=root, n_images=n_images)
             except Exception as e:  # noqa: BLE001 - the demo's results stand without the report
-                print(f"cladec demo: warning: the HTML report could not be built: {type(e).__name__}: {e}",
-                      file=sys.stderr)
+                print(
+                    f"cladec demo: warning: the HTML report could not be built: {type(e).__name__}: {e}",
+                    file=sys.stderr,
+                )
             else:
                 summary["report"] = str(Path(index).relative_to(out)) if Path(index).is_relative_to(out) else str(index)
                 summary["timings"]["report_s"] = round(time.perf_counter() - t0, 2)

@@ -43,8 +43,16 @@ EVAL_FORMAT = "cladec-eval"
 SETS = ("original", "cladec", "refae")
 #: Columns of ``metrics.csv`` (after ``image_set`` and ``n``).
 METRIC_COLUMNS = (
-    "mse", "mse_std", "psnr", "psnr_std", "ssim", "ssim_std", "accuracy", "agreement",
-    "eval_accuracy", "eval_accuracy_on_original",
+    "mse",
+    "mse_std",
+    "psnr",
+    "psnr_std",
+    "ssim",
+    "ssim_std",
+    "accuracy",
+    "agreement",
+    "eval_accuracy",
+    "eval_accuracy_on_original",
 )
 _PER_CLASS_COLUMNS = ("mse", "psnr", "ssim", "accuracy", "agreement", "eval_accuracy", "eval_accuracy_on_original")
 
@@ -63,9 +71,11 @@ def _load(run_or_path: Any, device: str | None):
             want = checked_device(device, "device")
             has = next((p.device for p in run_or_path.classifier.parameters()), torch.device("cpu"))
             if not _same_device(want, has):
-                raise ConfigError(f"device={str(device)!r}, but the given Run is loaded on {has} and is used where "
-                                  "it is: drop device, or pass the run directory (or load_run(path, "
-                                  f"device={str(device)!r}))")
+                raise ConfigError(
+                    f"device={str(device)!r}, but the given Run is loaded on {has} and is used where "
+                    "it is: drop device, or pass the run directory (or load_run(path, "
+                    f"device={str(device)!r}))"
+                )
         return run_or_path
     if isinstance(run_or_path, (str, os.PathLike)):
         return load_run(run_or_path, device=device)
@@ -74,6 +84,7 @@ def _load(run_or_path: Any, device: str | None):
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
     """``cuda`` and ``cuda:<current>`` are the same device."""
+
     def norm(d: torch.device) -> torch.device:
         if d.type == "cuda" and d.index is None:
             return torch.device("cuda", torch.cuda.current_device())
@@ -89,8 +100,12 @@ def _load_split(run, split: str, *, dataset: str | None, limit: int | None, data
     from ._limits import check_dataset_fits
 
     ds_cfg = run.config.get("dataset", {})
-    check_dataset_fits(dataset or ds_cfg.get("name"), [(split, limit)], ds_cfg.get("size"),
-                       what=f"the run's image size {ds_cfg.get('size')} (run.json dataset.size)")
+    check_dataset_fits(
+        dataset or ds_cfg.get("name"),
+        [(split, limit)],
+        ds_cfg.get("size"),
+        what=f"the run's image size {ds_cfg.get('size')} (run.json dataset.size)",
+    )
     if dataset is None:
         ds = run.dataset(split, limit=limit, data_root=data_root)
     else:
@@ -167,8 +182,12 @@ def _plots(result: dict, tmp: Path) -> list[str]:
     fig, axes = plt.subplots(1, ncols, figsize=(max(6, 0.75 * len(classes)) * ncols, 3.6), squeeze=False)
     width = 0.8 / max(len(sets), 1)
     xs = np.arange(len(classes))
-    for k, (key, title) in enumerate((("accuracy", "explained classifier on each image set"),
-                                      ("eval_accuracy", "evaluation classifier (trained and tested on the set)"))[:ncols]):
+    for k, (key, title) in enumerate(
+        (
+            ("accuracy", "explained classifier on each image set"),
+            ("eval_accuracy", "evaluation classifier (trained and tested on the set)"),
+        )[:ncols]
+    ):
         ax = axes[0, k]
         for j, s in enumerate(sets):
             vals = [result["per_class"][s][c].get(key) for c in classes]
@@ -200,8 +219,15 @@ def _plots(result: dict, tmp: Path) -> list[str]:
             pc = result["per_class"][s]
             means = [np.nan if pc[c]["mse"] is None else pc[c]["mse"] for c in classes]
             stds = [0 if pc[c].get("mse_std") is None else pc[c]["mse_std"] for c in classes]
-            ax.bar(xs + (j - (len(rec_sets) - 1) / 2) * width, means, width, yerr=stds, capsize=2, label=s,
-                   color=colours.get(s))
+            ax.bar(
+                xs + (j - (len(rec_sets) - 1) / 2) * width,
+                means,
+                width,
+                yerr=stds,
+                capsize=2,
+                label=s,
+                color=colours.get(s),
+            )
         ax.set_xticks(xs)
         ax.set_xticklabels([c[:10] for c in classes], rotation=45, ha="right", fontsize=7)
         ax.set_title("per-class MSE (± std)", fontsize=9)
@@ -291,28 +317,44 @@ def evaluate_run(
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     if split == "train" and eval_classifier:
-        raise ConfigError("the evaluation classifiers are trained on the training split, so they cannot be tested "
-                          "on it: use split='test', or eval_classifier=False (--no-eval-classifier) with split='train'")
+        raise ConfigError(
+            "the evaluation classifiers are trained on the training split, so they cannot be tested "
+            "on it: use split='test', or eval_classifier=False (--no-eval-classifier) with split='train'"
+        )
     for name, v in (("limit", limit), ("train_limit", train_limit), ("eval_epochs", eval_epochs)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ConfigError(f"{name} must be a positive integer or None, got {v!r}")
     if not eval_classifier:  # options of the evaluation classifiers would be ignored without them
-        given = [n for n, v in (("eval_epochs", eval_epochs), ("eval_arch", eval_arch),
-                                ("eval_arch_kwargs", eval_arch_kwargs), ("train_limit", train_limit)) if v is not None]
+        given = [
+            n
+            for n, v in (
+                ("eval_epochs", eval_epochs),
+                ("eval_arch", eval_arch),
+                ("eval_arch_kwargs", eval_arch_kwargs),
+                ("train_limit", train_limit),
+            )
+            if v is not None
+        ]
         if given:
-            raise ConfigError(f"{', '.join(given)} set the evaluation classifiers, which eval_classifier=False turns "
-                              "off: drop them, or keep eval_classifier=True")
+            raise ConfigError(
+                f"{', '.join(given)} set the evaluation classifiers, which eval_classifier=False turns "
+                "off: drop them, or keep eval_classifier=True"
+            )
     # options that would be ignored are refused, before any work
     if refae_source is not None and refae is None:
-        raise ConfigError("refae_source says where refae= came from, but no refae was given (the run's own RefAE "
-                          "is recorded as 'run'): drop refae_source, or pass the RefAE as refae=")
+        raise ConfigError(
+            "refae_source says where refae= came from, but no refae was given (the run's own RefAE "
+            "is recorded as 'run'): drop refae_source, or pass the RefAE as refae="
+        )
     if out is not None and not write:
-        raise ConfigError(f"out={str(out)!r} names the output directory, but write=False writes nothing: drop out, "
-                          "or keep write=True")
+        raise ConfigError(
+            f"out={str(out)!r} names the output directory, but write=False writes nothing: drop out, or keep write=True"
+        )
     run = _load(run_or_path, device)
     if write:  # a folder that is not an earlier evaluation is refused before any work
-        check_replaceable(Path(out) if out is not None else Path(run.path) / "eval", "metrics.json",
-                          "cladec evaluation")
+        check_replaceable(
+            Path(out) if out is not None else Path(run.path) / "eval", "metrics.json", "cladec evaluation"
+        )
     ref = refae if refae is not None else run.refae
     if ref is not None and ref.layer != run.cladec.layer:
         raise ConfigError(f"the RefAE explains layer {ref.layer!r} but the run's ClaDec explains {run.cladec.layer!r}")
@@ -354,8 +396,15 @@ def evaluate_run(
     per_image: dict[str, dict[str, torch.Tensor]] = {}
     for s in chosen:
         if s == "original":
-            rm: dict[str, Any] = {"n": len(test), "mse": 0.0, "mse_std": 0.0, "psnr": None, "psnr_std": None,
-                                  "ssim": 1.0, "ssim_std": 0.0}
+            rm: dict[str, Any] = {
+                "n": len(test),
+                "mse": 0.0,
+                "mse_std": 0.0,
+                "psnr": None,
+                "psnr_std": None,
+                "ssim": 1.0,
+                "ssim_std": 0.0,
+            }
             per_image[s] = {}
         else:
             per_image[s] = M.reconstruction_metrics(x, images[s], per_image=True)
@@ -396,12 +445,17 @@ def evaluate_run(
             del net, xs_train
         timings["eval_classifier_s"] = round(time.perf_counter() - t0, 2)
         eval_info = {
-            "arch": arch_name, "arch_kwargs": dict(eval_arch_kwargs or {}) if eval_arch else None,
-            "epochs": epochs, "n_train": len(train), "train_limit": tl, "seed": seed, "input_norm": norm,
+            "arch": arch_name,
+            "arch_kwargs": dict(eval_arch_kwargs or {}) if eval_arch else None,
+            "epochs": epochs,
+            "n_train": len(train),
+            "train_limit": tl,
+            "seed": seed,
+            "input_norm": norm,
             "history": histories,
             "note": "one fresh classifier per image set, trained on that set made from the training split and "
-                    "tested on the same set made from the evaluation split (eval_accuracy) and on the original "
-                    "images (eval_accuracy_on_original)",
+            "tested on the same set made from the evaluation split (eval_accuracy) and on the original "
+            "images (eval_accuracy_on_original)",
         }
 
     # -- per class ------------------------------------------------------------------------------------
@@ -444,16 +498,27 @@ def evaluate_run(
         "run": str(Path(run.path).resolve()),
         "layer": run.layer,
         "alpha": run.alpha,
-        "dataset": {"name": test.name, "split": split, "n": len(test), "limit": limit,
-                    "image_shape": list(test.image_shape), "classes": classes},
-        "refae_source": (str(refae_source) if refae is not None and refae_source is not None
-                         else ("given" if refae is not None else ("run" if ref is not None else None))),
+        "dataset": {
+            "name": test.name,
+            "split": split,
+            "n": len(test),
+            "limit": limit,
+            "image_shape": list(test.image_shape),
+            "classes": classes,
+        },
+        "refae_source": (
+            str(refae_source)
+            if refae is not None and refae_source is not None
+            else ("given" if refae is not None else ("run" if ref is not None else None))
+        ),
         "sets": result_sets,
         "eval_classifier": eval_info,
         "per_class": pc,
         "summary": summary,
-        "collapsed": {"cladec": bool(getattr(run.cladec, "collapsed", False)),
-                      "refae": bool(getattr(ref, "collapsed", False)) if ref is not None else None},
+        "collapsed": {
+            "cladec": bool(getattr(run.cladec, "collapsed", False)),
+            "refae": bool(getattr(ref, "collapsed", False)) if ref is not None else None,
+        },
         "timings": timings,
         "out": str(out_path) if write else None,
     }

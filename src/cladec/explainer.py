@@ -56,12 +56,17 @@ class _DecoderExplainer:
         if decoder is not None:
             if not isinstance(decoder, nn.Module):
                 raise ConfigError(f"decoder must be an nn.Module, got {type(decoder).__name__}")
-            given = [f"{n}={v!r}" for n, v, default in (("base_width", base_width, 64), ("decoder_norm", decoder_norm, None))
-                     if v != default]
+            given = [
+                f"{n}={v!r}"
+                for n, v, default in (("base_width", base_width, 64), ("decoder_norm", decoder_norm, None))
+                if v != default
+            ]
             if given:
-                raise ConfigError(f"{' and '.join(given)} configure{'s' if len(given) == 1 else ''} the decoder cladec "
-                                  "builds, which decoder= replaces: drop "
-                                  f"{'it' if len(given) == 1 else 'them'} or the custom decoder")
+                raise ConfigError(
+                    f"{' and '.join(given)} configure{'s' if len(given) == 1 else ''} the decoder cladec "
+                    "builds, which decoder= replaces: drop "
+                    f"{'it' if len(given) == 1 else 'them'} or the custom decoder"
+                )
         self.model = model
         self.capture = LayerCapture(
             self._encoder_model(),
@@ -125,9 +130,7 @@ class _DecoderExplainer:
         if len(image_shape) != 3:
             raise ConfigError(f"image_shape must be (C, H, W), got {image_shape}")
         if self.image_shape is not None and self.image_shape != image_shape:
-            raise DataError(
-                f"this explainer was built for images of shape {self.image_shape}, got {image_shape}"
-            )
+            raise DataError(f"this explainer was built for images of shape {self.image_shape}, got {image_shape}")
         model = self.capture.model
         was = model.training
         model.eval()
@@ -166,8 +169,10 @@ class _DecoderExplainer:
         want = (act.shape[0], *image_shape)
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         if got != want:
-            raise ConfigError(f"the decoder must map activations of shape {tuple(act.shape)} to images of shape "
-                              f"{want} (N, C, H, W: the data's), but it returned {got}")
+            raise ConfigError(
+                f"the decoder must map activations of shape {tuple(act.shape)} to images of shape "
+                f"{want} (N, C, H, W: the data's), but it returned {got}"
+            )
 
     @property
     def decoder_spec(self) -> dict[str, Any]:
@@ -327,9 +332,20 @@ class _DecoderExplainer:
             >>> ClaDec(model, "conv4", alpha=0.001).fit((x, y), epochs=5)  # doctest: +SKIP
         """
         fit_together(
-            [self], data, epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay,
-            seed=seed, verbose=verbose, fast=fast, log_every=log_every, channels_last=channels_last,
-            compile=compile, amp=amp,
+            [self],
+            data,
+            epochs,
+            batch_size=batch_size,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_decay=lr_decay,
+            seed=seed,
+            verbose=verbose,
+            fast=fast,
+            log_every=log_every,
+            channels_last=channels_last,
+            compile=compile,
+            amp=amp,
         )
         return self
 
@@ -381,8 +397,11 @@ class _DecoderExplainer:
             h["epoch"] = start + i + 1
         self.history.extend(res.history)
         self.fit_config = dict(
-            fit_config, n_train=int(prepared.x.shape[0]) if prepared.in_memory else None,
-            seconds=round(res.seconds, 3), steps=res.steps, device=str(self.device),
+            fit_config,
+            n_train=int(prepared.x.shape[0]) if prepared.in_memory else None,
+            seconds=round(res.seconds, 3),
+            steps=res.steps,
+            device=str(self.device),
         )
         self.fitted = True
         self._check_collapse(prepared)
@@ -461,8 +480,12 @@ class _DecoderExplainer:
         if isinstance(lr, (int, float)) and lr < 1e-3:
             tips.append(f"with a higher learning rate (lr={lr:g} now; e.g. 1e-3)")
         dec = self.decoder
-        if (isinstance(dec, Decoder) and not self._custom_decoder and dec.spec.norm is None
-                and any(isinstance(m, nn.ReLU) for m in dec.up)):
+        if (
+            isinstance(dec, Decoder)
+            and not self._custom_decoder
+            and dec.spec.norm is None
+            and any(isinstance(m, nn.ReLU) for m in dec.up)
+        ):
             tips.append("with decoder_norm='batch'")
         text = ", ".join(tips[:-1]) + " or " + tips[-1]
         return text[0].upper() + text[1:] + "."
@@ -886,7 +909,9 @@ class RefAE(_DecoderExplainer):
 
     kind = "refae"
 
-    def __init__(self, model: nn.Module, layer: str | nn.Module, *, init_seed: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, model: nn.Module, layer: str | nn.Module, *, init_seed: int | None = None, **kwargs: Any
+    ) -> None:
         if isinstance(layer, nn.Module):
             from .capture import resolve_layer
 
@@ -1011,16 +1036,20 @@ def _has_batchnorm(e: _DecoderExplainer) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for mod in mods for m in mod.modules())
 
 
-def _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast=True,
-                    seed=None) -> None:
+def _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast=True, seed=None) -> None:
     from . import _checks
 
     _checks.seed(seed, "seed", optional=True)  # torch.manual_seed would fail with an overflow traceback
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
     for name, val in (("lr", lr), ("weight_decay", weight_decay)):
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val) or val < 0 \
-                or (name == "lr" and val == 0):
+        if (
+            isinstance(val, bool)
+            or not isinstance(val, (int, float))
+            or not math.isfinite(val)
+            or val < 0
+            or (name == "lr" and val == 0)
+        ):
             raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, got {val!r}")
     if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
         raise ConfigError(f"log_every must be a positive integer, got {log_every!r}")
@@ -1096,39 +1125,66 @@ def fit_together(
     _check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast, seed)
     check_amp(amp, explainers[0].device)
     if batch_size < 2 and any(_has_batchnorm(e) for e in explainers):
-        raise ConfigError("batch_size must be at least 2 here: the trained modules have BatchNorm layers, which in "
-                          "training mode need more than one value per channel")
-    kw = dict(batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay, seed=seed, verbose=verbose,
-              fast=fast, log_every=log_every, channels_last=channels_last, compile=compile, amp=amp)
+        raise ConfigError(
+            "batch_size must be at least 2 here: the trained modules have BatchNorm layers, which in "
+            "training mode need more than one value per channel"
+        )
+    kw = dict(
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        lr_decay=lr_decay,
+        seed=seed,
+        verbose=verbose,
+        fast=fast,
+        log_every=log_every,
+        channels_last=channels_last,
+        compile=compile,
+        amp=amp,
+    )
     owners: dict[int, int] = {}
     for i, e in enumerate(explainers):  # one decoder trained by two explainers would be updated by both at once
         for p in e.decoder.parameters() if e.decoder is not None else []:
             if owners.setdefault(id(p), i) != i:
-                raise ConfigError(f"explainers {owners[id(p)]} ({explainers[owners[id(p)]].kind}) and {i} ({e.kind}) "
-                                  "share trainable parameters (the same decoder module?); give each its own")
+                raise ConfigError(
+                    f"explainers {owners[id(p)]} ({explainers[owners[id(p)]].kind}) and {i} ({e.kind}) "
+                    "share trainable parameters (the same decoder module?); give each its own"
+                )
     needs_labels = any(e._needs_labels() for e in explainers)
     budget = min(e.cache_budget for e in explainers)
     prepared = prepare(data, need_labels=needs_labels, max_bytes=budget * 4, batch_size=batch_size)
     for e in explainers:  # before any of them is built or trained
         e._check_image_shape(prepared.image_shape)  # type: ignore[arg-type]
     if prepared.in_memory and prepared.x.shape[0] < 2 and any(_has_batchnorm(e) for e in explainers):
-        raise DataError(f"training needs at least 2 images here, got {prepared.x.shape[0]}: the trained modules have "
-                        "BatchNorm layers, which in training mode need more than one value per channel")
+        raise DataError(
+            f"training needs at least 2 images here, got {prepared.x.shape[0]}: the trained modules have "
+            "BatchNorm layers, which in training mode need more than one value per channel"
+        )
     if len(explainers) > 1 and not prepared.in_memory:
         for e in explainers:  # streamed batches come one at a time: fit one explainer after the other
             fit_together([e], data, epochs, **kw)  # type: ignore[arg-type]
         return explainers
-    tasks = [e._fit_begin(prepared, seed=seed, lr=lr, weight_decay=weight_decay, fast=fast, channels_last=channels_last)
-             for e in explainers]
+    tasks = [
+        e._fit_begin(prepared, seed=seed, lr=lr, weight_decay=weight_decay, fast=fast, channels_last=channels_last)
+        for e in explainers
+    ]
     kinds = [e.kind for e in explainers]
     for i, t in enumerate(tasks):  # names shown in the progress bar and in errors: unique
         if kinds.count(t.name) > 1:
-            t.name = f"{t.name}{kinds[:i + 1].count(t.name)}"
+            t.name = f"{t.name}{kinds[: i + 1].count(t.name)}"
     dev = explainers[0].device
     cfg = EngineConfig(
-        epochs=epochs, batch_size=batch_size, fast=fast, log_every=log_every, verbose=verbose,
-        desc="+".join(e.kind for e in explainers), seed=seed, lr_decay=lr_decay, channels_last=channels_last,
-        compile=compile, amp=amp,
+        epochs=epochs,
+        batch_size=batch_size,
+        fast=fast,
+        log_every=log_every,
+        verbose=verbose,
+        desc="+".join(e.kind for e in explainers),
+        seed=seed,
+        lr_decay=lr_decay,
+        channels_last=channels_last,
+        compile=compile,
+        amp=amp,
     )
     placed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     with contextlib.ExitStack() as stack:
@@ -1146,10 +1202,13 @@ def fit_together(
         except ValueError as err:  # torch's BatchNorm check, for a streamed first batch of one image
             if "Expected more than 1 value per channel" not in str(err):
                 raise
-            raise DataError("a batch of one image reached a BatchNorm layer in training mode, which needs more than "
-                            "one value per channel: give batches of at least 2 images") from err
-    base = dict(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay,
-                seed=seed, fast=fast)
+            raise DataError(
+                "a batch of one image reached a BatchNorm layer in training mode, which needs more than "
+                "one value per channel: give batches of at least 2 images"
+            ) from err
+    base = dict(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay, seed=seed, fast=fast
+    )
     for e, res in zip(explainers, results):
         extra = {"fitted_with": [o.kind for o in explainers if o is not e]} if len(explainers) > 1 else {}
         e._fit_end(res, prepared, dict(base, **extra))

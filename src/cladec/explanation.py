@@ -51,8 +51,12 @@ class Explanation:
 
     def summary(self) -> dict:
         """Mean errors and the classifier's accuracy / agreement on each image set."""
-        out: dict = {"n": len(self), "layer": self.layer, "alpha": self.alpha,
-                     "mse_cladec": float(self.mse_cladec.mean())}
+        out: dict = {
+            "n": len(self),
+            "layer": self.layer,
+            "alpha": self.alpha,
+            "mse_cladec": float(self.mse_cladec.mean()),
+        }
         if self.mse_refae is not None:
             out["mse_refae"] = float(self.mse_refae.mean())
         out["agreement_cladec"] = float((self.pred_cladec == self.pred_x).float().mean())
@@ -121,11 +125,23 @@ class Explanation:
                 lines.append(f"pred: {self.class_name(pred)}"[:18])
                 # parse_math=False: a class name such as "$\\frac{$" is text, not matplotlib mathtext
                 ax.set_title(title, fontsize=7, pad=2, parse_math=False)
-                ax.text(0.5, -0.04, "\n".join(lines), transform=ax.transAxes, ha="center", va="top",
-                        fontsize=5.5, color="black" if ok else "crimson", parse_math=False)
+                ax.text(
+                    0.5,
+                    -0.04,
+                    "\n".join(lines),
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="top",
+                    fontsize=5.5,
+                    color="black" if ok else "crimson",
+                    parse_math=False,
+                )
         head = f"layer {self.layer}" + (f", α = {self.alpha:g}" if self.alpha is not None else "")
-        fig.suptitle(f"original | RefAE | ClaDec  ({head})" if per == 3 else f"original | ClaDec ({head})",
-                     fontsize=8, parse_math=False)
+        fig.suptitle(
+            f"original | RefAE | ClaDec  ({head})" if per == 3 else f"original | ClaDec ({head})",
+            fontsize=8,
+            parse_math=False,
+        )
         fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=1.6)
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi)
@@ -194,8 +210,10 @@ def explain(
     model, norm = cladec.model, cladec.capture.normalize
     pred_x, n_out = _predict(model, x, norm, batch_size, with_outputs=True)
     if y is not None and len(y) and int(y.max()) >= n_out:
-        raise DataError(f"labels must lie in 0..{n_out - 1} (the classifier has {n_out} outputs), "
-                        f"got {int(y.min())}..{int(y.max())}")
+        raise DataError(
+            f"labels must lie in 0..{n_out - 1} (the classifier has {n_out} outputs), "
+            f"got {int(y.min())}..{int(y.max())}"
+        )
     x_e = cladec.reconstruct(x, batch_size=batch_size).cpu()
     x_r = refae.reconstruct(x, batch_size=batch_size).cpu() if refae is not None else None
     return Explanation(

@@ -37,9 +37,7 @@ def _pair(x: torch.Tensor, x_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
             raise DataError(f"{name} must be shaped (N, C, H, W), got shape {tuple(t.shape)}")
         out.append(t.detach().float().cpu())
     if out[0].shape != out[1].shape:
-        raise DataError(
-            f"x and x_hat must have the same shape, got {tuple(out[0].shape)} and {tuple(out[1].shape)}"
-        )
+        raise DataError(f"x and x_hat must have the same shape, got {tuple(out[0].shape)} and {tuple(out[1].shape)}")
     if out[0].shape[0] == 0:
         raise DataError("no images: x and x_hat are empty")
     return out[0], out[1]
@@ -92,8 +90,10 @@ def _data_range(x: Any, x_hat: Any, data_range: float) -> float:
     """uint8 images are compared after scaling to [0, 1]: their range is 1 (``data_range`` 255 means the same)."""
     if any(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in (x, x_hat)):
         if float(data_range) not in (1.0, 255.0):
-            raise DataError(f"uint8 images are scaled to [0, 1] before comparing: data_range must be 1 (or 255, "
-                            f"the same range), got {data_range}")
+            raise DataError(
+                f"uint8 images are scaled to [0, 1] before comparing: data_range must be 1 (or 255, "
+                f"the same range), got {data_range}"
+            )
         return 1.0
     return float(data_range)
 

@@ -54,8 +54,10 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
         raise SaveFormatError(f"{cfg_path} is not a cladec explainer save (format is {cfg.get('format')!r})")
     version = cfg.get("format_version", 1)
     if version != 1:
-        raise SaveFormatError(f"{cfg_path} has format version {version!r}; this cladec reads version 1 "
-                              "(a newer cladec wrote it: upgrade cladec)")
+        raise SaveFormatError(
+            f"{cfg_path} has format version {version!r}; this cladec reads version 1 "
+            "(a newer cladec wrote it: upgrade cladec)"
+        )
     kind = cfg.get("kind")
     if kind not in ("cladec", "refae"):
         raise SaveFormatError(f"{cfg_path}: unknown explainer kind {kind!r} (valid: 'cladec', 'refae')")
@@ -76,8 +78,9 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
         kwargs.update(base_width=cfg.get("base_width", 64), decoder_norm=cfg.get("decoder_norm"))
     if len(recorded) == 2:  # token outputs only (other layers refuse them; older saves may record ignored values)
         kwargs.update(prefix_tokens=cfg.get("prefix_tokens", "drop"), num_prefix_tokens=cfg.get("num_prefix_tokens"))
-    _check_affordable(tensor_bytes(2, *image_shape), f"{cfg_path}: 'image_shape' {list(image_shape)}",
-                      "the probe images")
+    _check_affordable(
+        tensor_bytes(2, *image_shape), f"{cfg_path}: 'image_shape' {list(image_shape)}", "the probe images"
+    )
     try:
         if kind == "cladec":
             exp = ClaDec(model, layer, alpha=float(cfg.get("alpha", 0.0)), **kwargs)
@@ -97,8 +100,10 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
     except RuntimeError as e:
         if "out of memory" in str(e).lower():
             raise
-        raise SaveFormatError(f"{cfg_path}: this classifier does not take images of 'image_shape' "
-                              f"{list(image_shape)}: {str(e).splitlines()[0] if str(e) else e!r}") from None
+        raise SaveFormatError(
+            f"{cfg_path}: this classifier does not take images of 'image_shape' "
+            f"{list(image_shape)}: {str(e).splitlines()[0] if str(e) else e!r}"
+        ) from None
     finally:
         probe_model.train(was)
     if tuple(raw.shape[1:]) != recorded:
@@ -157,15 +162,17 @@ def _check_affordable(nbytes: float, what: str, of: str) -> None:
 
 
 def _load_part(module: nn.Module, tensors: dict[str, torch.Tensor], prefix: str, path: Path, cfg_path: Path) -> None:
-    part = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    part = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     own = module.state_dict()
     missing = sorted(set(own) - set(part))
     unexpected = sorted(set(part) - set(own))
     bad = [k for k in own if k in part and tuple(own[k].shape) != tuple(part[k].shape)]
     if missing or unexpected or bad:
-        found = [f"missing {', '.join(missing[:5])}" if missing else "",
-                 f"unexpected {', '.join(prefix + k for k in unexpected[:5])}" if unexpected else "",
-                 f"wrong shape {', '.join(bad[:5])}" if bad else ""]
+        found = [
+            f"missing {', '.join(missing[:5])}" if missing else "",
+            f"unexpected {', '.join(prefix + k for k in unexpected[:5])}" if unexpected else "",
+            f"wrong shape {', '.join(bad[:5])}" if bad else "",
+        ]
         raise SaveFormatError(
             f"{path}: the saved {prefix.rstrip('.')} weights do not fit the {prefix.rstrip('.')} {cfg_path} describes "
             f"(its layer_shape, image_shape, base_width, decoder_norm): {'; '.join(f for f in found if f)}; "

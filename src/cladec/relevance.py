@@ -177,7 +177,9 @@ def kept_map(
     return gaussian_smooth(r, x.shape[-2] / 28.0 if sigma is None else sigma)
 
 
-def reconstruct_pair(x: torch.Tensor, cladec: Any, refae: Any, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def reconstruct_pair(
+    x: torch.Tensor, cladec: Any, refae: Any, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor]:
     """ClaDec and RefAE reconstructions of ``x``.
 
     Args:
@@ -276,9 +278,7 @@ def relevance_map(
         n = x.shape[0]
         if target is None:
             with torch.no_grad():
-                target = torch.cat(
-                    [clf(x[i : i + batch_size].to(dev)).argmax(1) for i in range(0, n, batch_size)]
-                )
+                target = torch.cat([clf(x[i : i + batch_size].to(dev)).argmax(1) for i in range(0, n, batch_size)])
         tgt = torch.as_tensor(target, dtype=torch.long, device=dev).view(-1)
         if tgt.numel() == 1 and n > 1:
             tgt = tgt.expand(n).clone()
@@ -308,8 +308,14 @@ def _variant_batch(variant, clf, cladec, xb, xe, xr, t) -> torch.Tensor:
         c, h = xe.shape[1], xe.shape[2]
         win = max(2, h // 7)
         occ = ca.Occlusion(clf)
-        a = occ.attribute(xe, sliding_window_shapes=(c, win, win), strides=(c, max(1, win // 2), max(1, win // 2)),
-                          baselines=xr, target=t, perturbations_per_eval=16)
+        a = occ.attribute(
+            xe,
+            sliding_window_shapes=(c, win, win),
+            strides=(c, max(1, win // 2), max(1, win // 2)),
+            baselines=xr,
+            target=t,
+            perturbations_per_eval=16,
+        )
         return a.sum(1)
     if variant == "roundtrip":
         dec = cladec.decoder

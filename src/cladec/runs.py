@@ -49,8 +49,15 @@ from ._io import atomic_dir, check_inside, check_replaceable, file_sha256, read_
 from ._schema import RUN, validate
 from ._training import compile_mode
 
-__all__ = ["Run", "fit_run", "load_run", "load_classifier_spec", "recorded_dataset_name", "data_root_for",
-           "load_recorded_dataset"]
+__all__ = [
+    "Run",
+    "fit_run",
+    "load_run",
+    "load_classifier_spec",
+    "recorded_dataset_name",
+    "data_root_for",
+    "load_recorded_dataset",
+]
 
 
 @dataclass
@@ -108,8 +115,9 @@ class Run:
             >>> load_run("runs/conv4").dataset("test", limit=100)  # doctest: +SKIP
         """
         ds = self.config["dataset"]
-        return load_recorded_dataset(ds["name"], data_root, ds.get("root"), split=split, size=ds.get("size"),
-                                     limit=limit)
+        return load_recorded_dataset(
+            ds["name"], data_root, ds.get("root"), split=split, size=ds.get("size"), limit=limit
+        )
 
 
 def classifier_classes(info: Any) -> list[str] | None:
@@ -140,7 +148,7 @@ def recorded_dataset_name(name: Any) -> Any:
         True
     """
     if isinstance(name, str) and name.strip().lower().startswith("imagefolder:"):
-        path = name.strip()[len("imagefolder:"):]
+        path = name.strip()[len("imagefolder:") :]
         if path:
             return f"imagefolder:{Path(path).expanduser().resolve()}"
     return name
@@ -208,8 +216,9 @@ def load_recorded_dataset(name: str, given_root: Any, recorded_root: Any, **kwar
         try:
             return load_dataset(name, root=None, **kwargs)
         except DataError as e:
-            raise DataError(f"{e}\n(the folder recorded in the run, {root}, did not have it either: "
-                            f"{str(first).splitlines()[0]})") from None
+            raise DataError(
+                f"{e}\n(the folder recorded in the run, {root}, did not have it either: {str(first).splitlines()[0]})"
+            ) from None
 
 
 def _rel_or_abs(target: Path, base: Path) -> str:
@@ -381,12 +390,21 @@ def fit_run(
     out = Path(out)
     check_replaceable(out, "run.json", "cladec run directory")  # before any training
     if classifier_dir is not None:
-        ignored = [name for name, v in (("factory", factory), ("weights", weights),
-                                        ("factory_kwargs", factory_kwargs), ("input_norm", input_norm))
-                   if v is not None]
+        ignored = [
+            name
+            for name, v in (
+                ("factory", factory),
+                ("weights", weights),
+                ("factory_kwargs", factory_kwargs),
+                ("input_norm", input_norm),
+            )
+            if v is not None
+        ]
         if ignored:
-            raise ConfigError(f"{', '.join(ignored)} cannot go with classifier_dir: a checkpoint holds its own "
-                              "model, weights and input normalisation; give either classifier_dir= or factory=")
+            raise ConfigError(
+                f"{', '.join(ignored)} cannot go with classifier_dir: a checkpoint holds its own "
+                "model, weights and input normalisation; give either classifier_dir= or factory="
+            )
     if not refae and refae_epochs is not None:
         raise ConfigError("refae_epochs sets the RefAE's epochs, but refae=False fits no RefAE; drop one of them")
     dev = checked_device(device, "device")
@@ -394,14 +412,24 @@ def fit_run(
     if classifier_dir is not None:
         spec: dict[str, Any] = {"type": "checkpoint", "path": str(Path(classifier_dir).resolve())}
     elif factory is not None:
-        spec = {"type": "factory", "factory": factory, "weights": str(Path(weights).resolve()) if weights else None,
-                "kwargs": dict(factory_kwargs or {}), "input_norm": input_norm}
+        spec = {
+            "type": "factory",
+            "factory": factory,
+            "weights": str(Path(weights).resolve()) if weights else None,
+            "kwargs": dict(factory_kwargs or {}),
+            "input_norm": input_norm,
+        }
     else:
         raise ConfigError("give the classifier as classifier_dir= or as factory= (with weights=)")
     model, info = load_classifier_spec(spec, Path.cwd(), device=dev)
     # the classifier's identity, so that load_run notices when another classifier replaced it
-    spec["weights_sha256"] = (_checkpoint_weights_sha256(Path(spec["path"]), info) if spec["type"] == "checkpoint"
-                              else file_sha256(spec["weights"]) if spec["weights"] else None)
+    spec["weights_sha256"] = (
+        _checkpoint_weights_sha256(Path(spec["path"]), info)
+        if spec["type"] == "checkpoint"
+        else file_sha256(spec["weights"])
+        if spec["weights"]
+        else None
+    )
     norm = info.get("input_norm") if spec["type"] == "checkpoint" else input_norm
     rec = info.get("dataset") or {}
     same_data = _same_dataset(rec.get("name"), dataset)
@@ -436,9 +464,15 @@ def fit_run(
         "format": "cladec-run",
         "format_version": 1,
         "classifier": spec,
-        "dataset": {"name": dataset, "size": size, "root": str(Path(data_root).resolve()) if data_root else None,
-                    "limit": limit, "n_train": len(train), "classes": list(train.classes),
-                    "image_shape": list(train.image_shape)},
+        "dataset": {
+            "name": dataset,
+            "size": size,
+            "root": str(Path(data_root).resolve()) if data_root else None,
+            "limit": limit,
+            "n_train": len(train),
+            "classes": list(train.classes),
+            "image_shape": list(train.image_shape),
+        },
         "image_shape": list(train.image_shape),
         "input_norm": norm,
         "layer": e.layer,
@@ -462,8 +496,9 @@ def fit_run(
     with atomic_dir(out, "run.json", "cladec run directory") as tmp:
         if spec["type"] == "checkpoint":
             # store the classifier path relative to the final run directory when possible
-            spec = dict(spec, path=_rel_or_abs(Path(spec["path"]), out.resolve().parent / out.name),
-                        abs_path=spec["path"])
+            spec = dict(
+                spec, path=_rel_or_abs(Path(spec["path"]), out.resolve().parent / out.name), abs_path=spec["path"]
+            )
             config["classifier"] = spec
         e.save(tmp / "cladec")
         if r is not None:

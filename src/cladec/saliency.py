@@ -43,8 +43,15 @@ from ._errors import ConfigError
 from ._checks import image_tensor
 from .capture import _model_device, _norm_pair, resolve_layer
 
-__all__ = ["saliency_maps", "available_methods", "canonical_method", "gradcam_layer", "sobel_map", "random_map",
-           "Normalized"]
+__all__ = [
+    "saliency_maps",
+    "available_methods",
+    "canonical_method",
+    "gradcam_layer",
+    "sobel_map",
+    "random_map",
+    "Normalized",
+]
 
 _BASELINES = (
     "saliency",
@@ -364,10 +371,16 @@ def saliency_maps(
                     raise ConfigError(
                         f"method {name!r} needs a fitted ClaDec and RefAE (cladec=, refae=; e.g. from cladec.runs.load_run)"
                     )
-                variant = None if name == "cladec" else name[len("cladec-"):]
+                variant = None if name == "cladec" else name[len("cladec-") :]
                 m = relevance_map(
-                    x, cladec=cladec, refae=refae, variant=variant, target=tgt, input_norm=input_norm,
-                    reference=reference, batch_size=batch_size,
+                    x,
+                    cladec=cladec,
+                    refae=refae,
+                    variant=variant,
+                    target=tgt,
+                    input_norm=input_norm,
+                    reference=reference,
+                    batch_size=batch_size,
                 )
             elif name == "random":
                 m = random_map(x, seed)
@@ -414,8 +427,15 @@ def _captum_fn(name, wrapped, model, layer, shape, ig_steps, occlusion_window) -
     if name == "integrated-gradients":
         s = ca.IntegratedGradients(wrapped)
         return lambda xb, t: _reduce(
-            s.attribute(xb, baselines=torch.zeros_like(xb), target=t, n_steps=ig_steps,
-                        internal_batch_size=max(1, xb.shape[0]) * 8), "sum")
+            s.attribute(
+                xb,
+                baselines=torch.zeros_like(xb),
+                target=t,
+                n_steps=ig_steps,
+                internal_batch_size=max(1, xb.shape[0]) * 8,
+            ),
+            "sum",
+        )
     if name == "guided-backprop":
         s = ca.GuidedBackprop(wrapped)
         return lambda xb, t: _reduce(s.attribute(xb, target=t), "sum")
@@ -442,6 +462,14 @@ def _captum_fn(name, wrapped, model, layer, shape, ig_steps, occlusion_window) -
         stride = max(1, win // 2)
         s = ca.Occlusion(wrapped)
         return lambda xb, t: _reduce(
-            s.attribute(xb, sliding_window_shapes=(c, win, win), strides=(c, stride, stride), baselines=0.0,
-                        target=t, perturbations_per_eval=16), "sum")
+            s.attribute(
+                xb,
+                sliding_window_shapes=(c, win, win),
+                strides=(c, stride, stride),
+                baselines=0.0,
+                target=t,
+                perturbations_per_eval=16,
+            ),
+            "sum",
+        )
     raise ConfigError(f"unknown saliency method {name!r}")  # pragma: no cover

@@ -251,7 +251,9 @@ def _substrate(x: torch.Tensor, kind: Any) -> torch.Tensor:
         try:
             return torch.broadcast_to(s, x.shape)
         except RuntimeError:
-            raise ConfigError(f"a baseline tensor must broadcast to the images' shape {tuple(x.shape)}, got {tuple(kind.shape)}") from None
+            raise ConfigError(
+                f"a baseline tensor must broadcast to the images' shape {tuple(x.shape)}, got {tuple(kind.shape)}"
+            ) from None
     if kind == "zero":
         return torch.zeros_like(x)
     if kind == "mean":
@@ -329,7 +331,9 @@ def perturbation_curve(
             for i in rng:
                 xb = x[i : i + batch_size].to(dev).float()
                 rb = ranks_all[i : i + batch_size].to(dev)
-                per_image = isinstance(substrate, torch.Tensor) and substrate.dim() == 4 and substrate.shape[0] == x.shape[0]
+                per_image = (
+                    isinstance(substrate, torch.Tensor) and substrate.dim() == 4 and substrate.shape[0] == x.shape[0]
+                )
                 sb = _substrate(xb, substrate[i : i + batch_size] if per_image else substrate)
                 tb = tgt[i : i + batch_size]
                 b = xb.shape[0]
@@ -432,7 +436,9 @@ def noisy_linear_impute(
     if remove.dim() == 4:
         remove = remove[:, 0]
     if remove.shape != (x.shape[0],) + tuple(x.shape[2:]):
-        raise ConfigError(f"remove mask must be (N, H, W) = {(x.shape[0],) + tuple(x.shape[2:])}, got {tuple(remove.shape)}")
+        raise ConfigError(
+            f"remove mask must be (N, H, W) = {(x.shape[0],) + tuple(x.shape[2:])}, got {tuple(remove.shape)}"
+        )
     n, c, h, w = x.shape
     remove = remove.to(x.device).bool()
     if bool(remove.flatten(1).all(1).any()):
@@ -470,8 +476,11 @@ def noisy_linear_impute(
         rs = rs_new
     out = torch.where(u.bool(), v, xf)
     if noise > 0:
-        eps = torch.randn(out.shape, generator=generator, device=x.device, dtype=out.dtype) if generator is not None \
+        eps = (
+            torch.randn(out.shape, generator=generator, device=x.device, dtype=out.dtype)
+            if generator is not None
             else torch.randn_like(out)
+        )
         out = out + u * noise * eps
     return out.view(n, c, h, w).to(x.dtype)
 
@@ -568,7 +577,9 @@ def road(
 # ------------------------------------------------------------------------------------------------
 
 
-def roar_images(x: torch.Tensor, maps: torch.Tensor, k: float, fill: torch.Tensor | Sequence[float], seed: int = 0) -> torch.Tensor:
+def roar_images(
+    x: torch.Tensor, maps: torch.Tensor, k: float, fill: torch.Tensor | Sequence[float], seed: int = 0
+) -> torch.Tensor:
     """Replace the top-``k`` % pixels of each image (by its map) with a per-channel fill value.
 
     Args:
@@ -656,8 +667,9 @@ def roar_accuracy(
     dev = checked_device(device, "device")
     torch.manual_seed(seed)
     model = build_model().to(dev)
-    hist = train_classifier(model, (xtr, ytr), epochs, input_norm=input_norm, seed=seed, device=dev,
-                            verbose=verbose, **(train_kwargs or {}))
+    hist = train_classifier(
+        model, (xtr, ytr), epochs, input_norm=input_norm, seed=seed, device=dev, verbose=verbose, **(train_kwargs or {})
+    )
     acc = accuracy(model, (xte, yte), input_norm=input_norm)
     return {"k": k, "seed": seed, "accuracy": float(acc), "train_acc": float(hist["train_acc"][-1])}
 

@@ -34,8 +34,16 @@ from typing import Any, Callable, Iterable, Sequence
 from ._errors import ConfigError, DataError, SaveFormatError
 from ._sampling import balanced_indices
 
-__all__ = ["ANSWER_COLUMNS", "CONCEPTS", "ORDERS", "build_study", "participant_order", "read_answers",
-           "summarize_answers", "format_summary"]
+__all__ = [
+    "ANSWER_COLUMNS",
+    "CONCEPTS",
+    "ORDERS",
+    "build_study",
+    "participant_order",
+    "read_answers",
+    "summarize_answers",
+    "format_summary",
+]
 
 #: Columns of the answer files the study page downloads (CSV header; keys of each JSON answer).
 ANSWER_COLUMNS = [
@@ -204,7 +212,9 @@ def build_study(
     device = check_device(device)
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise SaveFormatError(f"{run_dir} is not a directory; expected a run directory (run.json, made by `cladec fit`)")
+        raise SaveFormatError(
+            f"{run_dir} is not a directory; expected a run directory (run.json, made by `cladec fit`)"
+        )
     if not (run_dir / "run.json").is_file():
         raise SaveFormatError(
             f"{run_dir} is not a cladec run directory: it has no run.json (make one with `cladec fit`; "
@@ -216,8 +226,9 @@ def build_study(
     try:
         ds = run.dataset("test", limit=max(items * 25, 500), data_root=str(data_root) if data_root else None)
     except DataError as e:
-        raise DataError(f"{e}\n(the study shows test images of the run's data set: pass --data-root to say where "
-                        "it is)") from None
+        raise DataError(
+            f"{e}\n(the study shows test images of the run's data set: pass --data-root to say where it is)"
+        ) from None
     x_all, y_all = ds.tensors()
     idx = _pick_items(y_all.tolist(), items, seed)
     x, y = x_all[idx].clone(), y_all[idx].clone()
@@ -229,6 +240,7 @@ def build_study(
 
     def pred_name(i: int) -> str:
         return out_names[i] if 0 <= i < len(out_names) else str(i)
+
     ds_name = str((cfg.get("dataset") or {}).get("name", ds.name))
     image_ids = [f"{ds_name}:test:{i}" for i in idx]
     study_id = hashlib.sha1(
@@ -243,15 +255,17 @@ def build_study(
             write_png(site / f"{base}-cladec.png", e.x_cladec[k])
             if has_refae:
                 write_png(site / f"{base}-refae.png", e.x_refae[k])  # type: ignore[index]
-            entries.append({
-                "item_id": item_id,
-                "image_id": image_ids[k],
-                "true_label": ds.classes[int(y[k])],
-                "predicted": pred_name(int(e.pred_x[k])),
-                "original": f"{base}-original.png",
-                "refae": f"{base}-refae.png" if has_refae else None,
-                "cladec": f"{base}-cladec.png",
-            })
+            entries.append(
+                {
+                    "item_id": item_id,
+                    "image_id": image_ids[k],
+                    "true_label": ds.classes[int(y[k])],
+                    "predicted": pred_name(int(e.pred_x[k])),
+                    "original": f"{base}-original.png",
+                    "refae": f"{base}-refae.png" if has_refae else None,
+                    "cladec": f"{base}-cladec.png",
+                }
+            )
         data = {
             "format": "cladec-study",
             "study_id": study_id,
@@ -318,8 +332,10 @@ def _split_list(v: Any) -> list[str]:
 def _check_row(row: dict[str, Any], where: str) -> dict[str, Any]:
     missing = [c for c in ("participant_id", "item_id", "confidence") if str(row.get(c) or "").strip() == ""]
     if missing:
-        raise SaveFormatError(f"{where}: empty {', '.join(missing)}; every answer needs a participant, an item and "
-                              "a confidence from 1 to 5")
+        raise SaveFormatError(
+            f"{where}: empty {', '.join(missing)}; every answer needs a participant, an item and "
+            "a confidence from 1 to 5"
+        )
     try:
         cval = float(str(row["confidence"]).strip())
         if not cval.is_integer():
@@ -341,8 +357,10 @@ def _check_row(row: dict[str, Any], where: str) -> dict[str, Any]:
             raise ValueError
         pos = int(pval) if pval is not None else None
     except (ValueError, OverflowError):
-        raise SaveFormatError(f"{where}: position {pos_raw!r} is not a whole number from 1 (the place in the "
-                              "participant's sequence at which the item was shown; empty in older files)") from None
+        raise SaveFormatError(
+            f"{where}: position {pos_raw!r} is not a whole number from 1 (the place in the "
+            "participant's sequence at which the item was shown; empty in older files)"
+        ) from None
     return {
         "study_id": str(row.get("study_id") or "").strip(),
         "participant_id": str(row["participant_id"]).strip(),
@@ -388,11 +406,15 @@ def _read_json(path: Path, text: str) -> list[dict[str, Any]]:
     if isinstance(obj, dict) and obj.get("format") not in (None, ANSWERS_FORMAT):
         raise SaveFormatError(f"{path} has format {obj.get('format')!r}, expected {ANSWERS_FORMAT!r}")
     if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
-        raise SaveFormatError(f"{path} is not a cladec study answer file: expected an object with an 'answers' list "
-                              "(as downloaded from the study page)")
+        raise SaveFormatError(
+            f"{path} is not a cladec study answer file: expected an object with an 'answers' list "
+            "(as downloaded from the study page)"
+        )
     study = obj.get("study_id") if isinstance(obj, dict) else None
-    return [_check_row(dict({"study_id": study}, **a) if study and not a.get("study_id") else a,
-                       f"{path}, answer {i + 1}") for i, a in enumerate(answers)]
+    return [
+        _check_row(dict({"study_id": study}, **a) if study and not a.get("study_id") else a, f"{path}, answer {i + 1}")
+        for i, a in enumerate(answers)
+    ]
 
 
 def read_answers(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
@@ -454,14 +476,16 @@ def _halves(rows: list[dict[str, Any]]) -> dict[int, str]:
         h = len(seq) // 2
         for r in seq[:h]:
             half[id(r)] = "first"
-        for r in seq[len(seq) - h:] if h else []:
+        for r in seq[len(seq) - h :] if h else []:
             half[id(r)] = "second"
     return half
 
 
 def _half_means(rows: list[dict[str, Any]], half: dict[int, str]) -> tuple[float | None, float | None]:
-    return (_mean([r["confidence"] for r in rows if half.get(id(r)) == "first"]),
-            _mean([r["confidence"] for r in rows if half.get(id(r)) == "second"]))
+    return (
+        _mean([r["confidence"] for r in rows if half.get(id(r)) == "first"]),
+        _mean([r["confidence"] for r in rows if half.get(id(r)) == "second"]),
+    )
 
 
 def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike | None = None) -> dict[str, Any]:
@@ -521,10 +545,21 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
         c["ignores_share"] = round(c["ignores"] / n, 4)
     items: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:  # per (study, item): the same item number is another image in another study
-        it = items.setdefault((r["study_id"], r["item_id"]), {
-            "study_id": r["study_id"], "item_id": r["item_id"], "image_id": r["image_id"],
-            "true_label": r["true_label"], "answers": 0, "_conf": [], "_pos": [], "uses": {c: 0 for c in concepts},
-            "ignores": {c: 0 for c in concepts}, "free_text": []})
+        it = items.setdefault(
+            (r["study_id"], r["item_id"]),
+            {
+                "study_id": r["study_id"],
+                "item_id": r["item_id"],
+                "image_id": r["image_id"],
+                "true_label": r["true_label"],
+                "answers": 0,
+                "_conf": [],
+                "_pos": [],
+                "uses": {c: 0 for c in concepts},
+                "ignores": {c: 0 for c in concepts},
+                "free_text": [],
+            },
+        )
         it["answers"] += 1
         it["_conf"].append(r["confidence"])
         if r["position"] is not None:
@@ -548,10 +583,16 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
     per_participant = []
     for p, rs in sorted(parts.items()):
         first, second = _half_means(rs, half)
-        per_participant.append({
-            "participant_id": p, "answers": len(rs), "mean_confidence": _mean([r["confidence"] for r in rs]),
-            "total_seconds": round(sum(r["seconds_on_item"] or 0.0 for r in rs), 1),
-            "first_half_mean_confidence": first, "second_half_mean_confidence": second})
+        per_participant.append(
+            {
+                "participant_id": p,
+                "answers": len(rs),
+                "mean_confidence": _mean([r["confidence"] for r in rs]),
+                "total_seconds": round(sum(r["seconds_on_item"] or 0.0 for r in rs), 1),
+                "first_half_mean_confidence": first,
+                "second_half_mean_confidence": second,
+            }
+        )
     order_effect = None
     if half:
         first, second = _half_means(rows, half)
@@ -610,20 +651,27 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"{c:<12} {t['uses']:>6} {t['ignores']:>8}")
     oe = summary.get("order_effect")
     if oe:
-        lines += ["", f"order check: mean confidence {oe['first_half_mean_confidence']} in the first half of each "
-                      f"participant's sequence, {oe['second_half_mean_confidence']} in the second "
-                      f"(difference {oe['difference']:+}; {oe['participants']} sequence(s), "
-                      f"{oe['answers_per_half']} answers per half)"]
+        lines += [
+            "",
+            f"order check: mean confidence {oe['first_half_mean_confidence']} in the first half of each "
+            f"participant's sequence, {oe['second_half_mean_confidence']} in the second "
+            f"(difference {oe['difference']:+}; {oe['participants']} sequence(s), "
+            f"{oe['answers_per_half']} answers per half)",
+        ]
     lines += ["", f"{'item':<10} {'label':<14} {'answers':>7} {'conf.':>6} {'pos.':>5}  most named as used"]
     several = len(summary.get("studies") or []) > 1
     if several:
-        lines.insert(1, f"answers of {len(summary['studies'])} studies: {', '.join(s or '(unknown)' for s in summary['studies'])}"
-                        " (items are counted per study)")
+        lines.insert(
+            1,
+            f"answers of {len(summary['studies'])} studies: {', '.join(s or '(unknown)' for s in summary['studies'])}"
+            " (items are counted per study)",
+        )
     for it in summary["per_item"]:
         top = sorted(((v, c) for c, v in it["uses"].items() if v), reverse=True)[:3]
         name = f"{it.get('study_id') or '?'}/{it['item_id']}" if several else it["item_id"]
-        lines.append(f"{name:<10} {it['true_label'][:14]:<14} {it['answers']:>7} "
-                     f"{it['mean_confidence'] if it['mean_confidence'] is not None else '':>6} "
-                     f"{_fmt_pos(it.get('mean_position')):>5}  "
-                     + ", ".join(f"{c} ({v})" for v, c in top))
+        lines.append(
+            f"{name:<10} {it['true_label'][:14]:<14} {it['answers']:>7} "
+            f"{it['mean_confidence'] if it['mean_confidence'] is not None else '':>6} "
+            f"{_fmt_pos(it.get('mean_position')):>5}  " + ", ".join(f"{c} ({v})" for v, c in top)
+        )
     return "\n".join(lines)

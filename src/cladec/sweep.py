@@ -42,8 +42,21 @@ DEFAULT_ALPHAS = (0.0, 0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0)
 #: Per-set metrics taken from each cell's evaluation summary.
 SUMMARY_METRICS = ("mse", "psnr", "ssim", "accuracy", "agreement", "eval_accuracy", "eval_accuracy_on_original")
 # configuration keys that identify a sweep (a sweep directory refuses another value for any of them)
-_IDENTITY = ("classifier", "classifier_sha256", "dataset", "size", "limit", "test_limit", "epochs", "batch_size",
-             "lr", "decoder_norm", "eval_classifier", "eval_epochs", "refae")
+_IDENTITY = (
+    "classifier",
+    "classifier_sha256",
+    "dataset",
+    "size",
+    "limit",
+    "test_limit",
+    "epochs",
+    "batch_size",
+    "lr",
+    "decoder_norm",
+    "eval_classifier",
+    "eval_epochs",
+    "refae",
+)
 
 
 def cell_name(layer: str, alpha: float, seed: int) -> str:
@@ -133,7 +146,7 @@ def _diff_config(old: dict, new: dict) -> list[str]:
     def identity(cfg: dict) -> dict:
         cfg = {k: cfg.get(k) for k in _IDENTITY}
         if not cfg["eval_classifier"]:  # eval_epochs means nothing without evaluation classifiers (older
-            cfg["eval_epochs"] = None   # sweeps recorded it anyway)
+            cfg["eval_epochs"] = None  # sweeps recorded it anyway)
         return cfg
 
     old, new = identity(old), identity(new)
@@ -220,8 +233,10 @@ def run_sweep(
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise ConfigError(f"lr must be a positive number, got {lr!r}")
     if not eval_classifier and eval_epochs is not None:
-        raise ConfigError("eval_epochs sets the evaluation classifiers, which eval_classifier=False turns off: drop "
-                          "it, or keep eval_classifier=True")
+        raise ConfigError(
+            "eval_epochs sets the evaluation classifiers, which eval_classifier=False turns off: drop "
+            "it, or keep eval_classifier=True"
+        )
     device = checked_device(device, "device")  # the one device check (ConfigError)
     clf = Path(classifier_dir)
     if not (clf / "classifier.json").is_file():
@@ -271,8 +286,17 @@ def run_sweep(
     else:
         from ._version import __version__
 
-        state = {"format": SWEEP_FORMAT, "format_version": 1, "cladec_version": __version__, "config": config,
-                 "layers": [], "alphas": [], "seeds": [], "refae": {}, "cells": []}
+        state = {
+            "format": SWEEP_FORMAT,
+            "format_version": 1,
+            "cladec_version": __version__,
+            "config": config,
+            "layers": [],
+            "alphas": [],
+            "seeds": [],
+            "refae": {},
+            "cells": [],
+        }
     for key, vals in (("layers", layers_l), ("alphas", alphas_l), ("seeds", seeds_l)):
         for v in vals:
             if v not in state[key]:
@@ -292,8 +316,12 @@ def run_sweep(
     for i, (layer, alpha, seed) in enumerate(todo):
         cell = find(layer, alpha, seed)
         rel = f"cells/{cell_name(layer, alpha, seed)}"
-        if cell is not None and cell.get("status") == "done" and (out / rel / "run.json").is_file() \
-                and (out / rel / "eval" / "metrics.json").is_file():
+        if (
+            cell is not None
+            and cell.get("status") == "done"
+            and (out / rel / "run.json").is_file()
+            and (out / rel / "eval" / "metrics.json").is_file()
+        ):
             n_done += 1
             continue
         if cell is None:
@@ -305,30 +333,68 @@ def run_sweep(
         is_ref = not ref_ok or ref_rel == rel
         cell.update(status="running", refae=rel if is_ref else ref_rel, error=None)
         write_json(out / "sweep.json", state)
-        _log(verbose, f"cell {i + 1}/{len(todo)}: layer {layer}, α = {alpha:g}, seed {seed}"
-                      + (" (with its RefAE)" if is_ref else f" (RefAE from {ref_rel})"))
+        _log(
+            verbose,
+            f"cell {i + 1}/{len(todo)}: layer {layer}, α = {alpha:g}, seed {seed}"
+            + (" (with its RefAE)" if is_ref else f" (RefAE from {ref_rel})"),
+        )
         t0 = time.perf_counter()
         try:
             run = fit_run(
-                out / rel, classifier_dir=clf, dataset=dataset, layer=layer, alpha=alpha, epochs=epochs,
-                refae=is_ref, batch_size=batch_size, lr=lr, seed=seed, size=size, limit=limit,
-                test_limit=test_limit, data_root=data_root, device=device, decoder_norm=decoder_norm,
+                out / rel,
+                classifier_dir=clf,
+                dataset=dataset,
+                layer=layer,
+                alpha=alpha,
+                epochs=epochs,
+                refae=is_ref,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                size=size,
+                limit=limit,
+                test_limit=test_limit,
+                data_root=data_root,
+                device=device,
+                decoder_norm=decoder_norm,
                 verbose=False,
             )
             if is_ref:
-                res = evaluate_run(run, limit=test_limit, data_root=data_root, eval_classifier=eval_classifier,
-                                   eval_epochs=eval_epochs, seed=seed, out=out / rel / "eval", verbose=verbose)
+                res = evaluate_run(
+                    run,
+                    limit=test_limit,
+                    data_root=data_root,
+                    eval_classifier=eval_classifier,
+                    eval_epochs=eval_epochs,
+                    seed=seed,
+                    out=out / rel / "eval",
+                    verbose=verbose,
+                )
             else:
                 ref = load(out / ref_rel / "refae", run.classifier)
-                res = evaluate_run(run, limit=test_limit, data_root=data_root, eval_classifier=eval_classifier,
-                                   eval_epochs=eval_epochs, seed=seed, out=out / rel / "eval", verbose=verbose,
-                                   sets=("cladec",), refae=ref, refae_source=ref_rel)
+                res = evaluate_run(
+                    run,
+                    limit=test_limit,
+                    data_root=data_root,
+                    eval_classifier=eval_classifier,
+                    eval_epochs=eval_epochs,
+                    seed=seed,
+                    out=out / rel / "eval",
+                    verbose=verbose,
+                    sets=("cladec",),
+                    refae=ref,
+                    refae_source=ref_rel,
+                )
         except BaseException as e:
             cell.update(status="failed", error=f"{type(e).__name__}: {e}")
             write_json(out / "sweep.json", state)
             raise
-        cell.update(status="done", seconds=round(time.perf_counter() - t0, 2), metrics=res["summary"],
-                    collapsed=res["collapsed"])
+        cell.update(
+            status="done",
+            seconds=round(time.perf_counter() - t0, 2),
+            metrics=res["summary"],
+            collapsed=res["collapsed"],
+        )
         if is_ref:
             state["refae"][ref_key] = rel
         write_json(out / "sweep.json", state)
@@ -366,7 +432,9 @@ def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
         raise SaveFormatError(f"{path} is not a cladec sweep directory (no sweep.json); make one with `cladec sweep`")
     done = [c for c in state["cells"] if c.get("status") == "done" and c.get("metrics")]
     rows: list[dict] = []
-    layer_order = [l for l in state.get("layers", [])] + sorted({c["layer"] for c in done} - set(state.get("layers", [])))
+    layer_order = [l for l in state.get("layers", [])] + sorted(
+        {c["layer"] for c in done} - set(state.get("layers", []))
+    )
     for layer in layer_order:
         cells = [c for c in done if c["layer"] == layer]
         if not cells:
@@ -380,8 +448,13 @@ def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
         for method, alpha, cs in groups:
             if not cs:
                 continue
-            row: dict[str, Any] = {"layer": layer, "method": method, "alpha": alpha, "n_seeds": len(cs),
-                                   "seeds": sorted(int(c["seed"]) for c in cs)}
+            row: dict[str, Any] = {
+                "layer": layer,
+                "method": method,
+                "alpha": alpha,
+                "n_seeds": len(cs),
+                "seeds": sorted(int(c["seed"]) for c in cs),
+            }
             for m in SUMMARY_METRICS:
                 vals = [c["metrics"].get(f"{m}_{method}") for c in cs]
                 row[f"{m}_mean"], row[f"{m}_std"] = mean_std(vals)
@@ -389,8 +462,13 @@ def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
             if method != "original":
                 row["collapsed"] = sum(bool((c.get("collapsed") or {}).get(method)) for c in cs)
             rows.append(row)
-    summary = {"format": "cladec-sweep-summary", "format_version": 1, "config": state["config"],
-               "metrics": list(SUMMARY_METRICS), "rows": rows}
+    summary = {
+        "format": "cladec-sweep-summary",
+        "format_version": 1,
+        "config": state["config"],
+        "metrics": list(SUMMARY_METRICS),
+        "rows": rows,
+    }
     if write:
         _write_summary(path, summary)
     return summary
@@ -426,20 +504,45 @@ def _tradeoff_plot(file: Path, summary: dict) -> None:
         col = cmap(k % 10)
         cl = [r for r in rows if r["layer"] == layer and r["method"] == "cladec" and r["mse_mean"] is not None]
         if cl:
-            ax.errorbar([r["mse_mean"] for r in cl], [r["accuracy_mean"] for r in cl],
-                        xerr=[r["mse_std"] or 0 for r in cl], yerr=[r["accuracy_std"] or 0 for r in cl],
-                        marker="o", ms=4, color=col, capsize=2, label=f"{layer}: ClaDec (α)")
+            ax.errorbar(
+                [r["mse_mean"] for r in cl],
+                [r["accuracy_mean"] for r in cl],
+                xerr=[r["mse_std"] or 0 for r in cl],
+                yerr=[r["accuracy_std"] or 0 for r in cl],
+                marker="o",
+                ms=4,
+                color=col,
+                capsize=2,
+                label=f"{layer}: ClaDec (α)",
+            )
             for r in cl:
-                ax.annotate(f"{r['alpha']:g}", (r["mse_mean"], r["accuracy_mean"]), fontsize=6,
-                            xytext=(3, 3), textcoords="offset points", color=col)
+                ax.annotate(
+                    f"{r['alpha']:g}",
+                    (r["mse_mean"], r["accuracy_mean"]),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                    color=col,
+                )
         ref = [r for r in rows if r["layer"] == layer and r["method"] == "refae" and r["mse_mean"] is not None]
         for r in ref:
-            ax.errorbar([r["mse_mean"]], [r["accuracy_mean"]], xerr=[r["mse_std"] or 0], yerr=[r["accuracy_std"] or 0],
-                        marker="*", ms=11, color=col, capsize=2, linestyle="none", label=f"{layer}: RefAE")
+            ax.errorbar(
+                [r["mse_mean"]],
+                [r["accuracy_mean"]],
+                xerr=[r["mse_std"] or 0],
+                yerr=[r["accuracy_std"] or 0],
+                marker="*",
+                ms=11,
+                color=col,
+                capsize=2,
+                linestyle="none",
+                label=f"{layer}: RefAE",
+            )
         orig = [r for r in rows if r["layer"] == layer and r["method"] == "original"]
         if orig and orig[0]["accuracy_mean"] is not None and k == 0:
-            ax.axhline(orig[0]["accuracy_mean"], color="grey", linestyle="--", linewidth=1,
-                       label="classifier on originals")
+            ax.axhline(
+                orig[0]["accuracy_mean"], color="grey", linestyle="--", linewidth=1, label="classifier on originals"
+            )
     ax.set_xlabel("reconstruction error (test MSE)")
     ax.set_ylabel("classifier accuracy on reconstructions")
     ax.set_title("ClaDec trade-off: α from reconstruction (0) to classification (1)", fontsize=9)

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 
-
 def _find_data_root() -> Path:
     """The real data sets: ``$CLADEC_TEST_DATA`` if set, else ``../shared/data`` beside the repository, else
     (for a clone of a local checkout, e.g. in a temporary folder) ``../shared/data`` beside that checkout."""
@@ -22,8 +21,9 @@ def _find_data_root() -> Path:
     repo = Path(__file__).resolve().parents[2]
     candidates = [repo.parent / "shared" / "data"]
     try:
-        url = subprocess.run(["git", "-C", str(repo), "config", "--get", "remote.origin.url"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
+        url = subprocess.run(
+            ["git", "-C", str(repo), "config", "--get", "remote.origin.url"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         url = ""
     url = url.removeprefix("file://")
@@ -83,8 +83,7 @@ def tiny_vgg() -> nn.Module:
 
     torch.manual_seed(seed(0))
     x, y = fmnist("train", 3000)
-    return _train(create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25), x, y, epochs=2,
-                  seed=seed(0))
+    return _train(create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25), x, y, epochs=2, seed=seed(0))
 
 
 class Block(nn.Module):

@@ -42,11 +42,19 @@ def margin(name: str, value: float, op: str, threshold: float) -> None:
     if log:
         import torch
 
-        rec = {"name": name, "value": value, "op": op, "threshold": float(threshold), "seed": SEED,
-               "threads": torch.get_num_threads(), "bf16": os.environ.get("CLADEC_STABILITY_BF16", "")}
+        rec = {
+            "name": name,
+            "value": value,
+            "op": op,
+            "threshold": float(threshold),
+            "seed": SEED,
+            "threads": torch.get_num_threads(),
+            "bf16": os.environ.get("CLADEC_STABILITY_BF16", ""),
+        }
         with open(log, "a") as f:
             f.write(json.dumps(rec) + "\n")
     assert _OPS[op](value, threshold), f"{name}: {value:.4g} is not {op} {threshold:g}"
+
 
 #: The torch thread count the session started with (set by conftest; fixtures shared across modules use it).
 SESSION_THREADS = 2

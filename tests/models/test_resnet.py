@@ -81,6 +81,7 @@ def test_layer_inside_a_block_can_be_hooked():
     net = create_model("resnet18", width=0.25).eval()
     seen = {}
     mod = dict(net.named_modules())["layer3.0.conv2"]
+
     def hook(module, inputs, output):
         seen["a"] = output.shape
 

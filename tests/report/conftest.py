@@ -20,8 +20,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 INSTALL_HINT = "run `bash scripts/install_browser.sh` (installs Debian's chromium and the playwright client)"
 
 
@@ -51,12 +59,27 @@ def tiny_sweep(tmp_path_factory, data_root):
         train = load_dataset("fashion-mnist", root=data_root, split="train", limit=2000)
         net = create_model("vgg-paper", 1, 10, width=0.25)
         train_classifier(net, train, 2, lr=0.05, lr_decay=None, seed=0, verbose=False)
-        clf = save_classifier(base / "clf", net, dataset={"name": train.name, "image_shape": list(train.image_shape),
-                                                           "classes": list(train.classes)})
+        clf = save_classifier(
+            base / "clf",
+            net,
+            dataset={"name": train.name, "image_shape": list(train.image_shape), "classes": list(train.classes)},
+        )
         sweep = base / "sweep"
-        run_sweep(sweep, classifier_dir=clf, dataset="fashion-mnist", layers=["conv2", "conv4"], alphas=[0.001, 0.5],
-                  seeds=[0], epochs=1, lr=3e-3, limit=2000, test_limit=300, data_root=str(data_root),
-                  eval_classifier=False, verbose=False)
+        run_sweep(
+            sweep,
+            classifier_dir=clf,
+            dataset="fashion-mnist",
+            layers=["conv2", "conv4"],
+            alphas=[0.001, 0.5],
+            seeds=[0],
+            epochs=1,
+            lr=3e-3,
+            limit=2000,
+            test_limit=300,
+            data_root=str(data_root),
+            eval_classifier=False,
+            verbose=False,
+        )
         print(f"\n[report fixture] classifier + sweep built in {time.perf_counter() - t0:.1f} s")
     finally:
         torch.set_num_threads(before)
@@ -101,8 +124,9 @@ def write_image_folder(root: Path, data_root: Path, *, per_class: dict[str, int]
 @pytest.fixture(scope="session")
 def make_image_folder(data_root):
     """:func:`write_image_folder` with the real data sets' folder filled in."""
-    return lambda root, per_class, classes=FOLDER_CLASSES: write_image_folder(root, data_root, per_class=per_class,
-                                                                             classes=classes)
+    return lambda root, per_class, classes=FOLDER_CLASSES: write_image_folder(
+        root, data_root, per_class=per_class, classes=classes
+    )
 
 
 @pytest.fixture(scope="session")
@@ -121,8 +145,16 @@ def folder_run(tmp_path_factory, tiny_sweep, data_root) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CollapseWarning)  # one training step: the pages need no good decoder
-            fit_run(base / "run", classifier_dir=tiny_sweep.parent / "clf", dataset=f"imagefolder:{folder}",
-                    layer="conv2", epochs=1, device="cpu", seed=0, verbose=False)
+            fit_run(
+                base / "run",
+                classifier_dir=tiny_sweep.parent / "clf",
+                dataset=f"imagefolder:{folder}",
+                layer="conv2",
+                epochs=1,
+                device="cpu",
+                seed=0,
+                verbose=False,
+            )
     finally:
         torch.set_num_threads(before)
     return base / "run"
@@ -154,15 +186,26 @@ def demo_dir(tmp_path_factory, tiny_sweep, fake_saliency_png) -> Path:
     (demo / "summary.txt").write_text("cladec demo (test fixture)\nclassifier: vgg-paper, width 0.25\n")
     cmp = demo / "cmp"
     cmp.mkdir()
-    (cmp / "results.json").write_text(json.dumps({
-        "format": "cladec-saliency", "format_version": 1, "run": str(demo / "runs" / "conv2"), "layer": "conv2",
-        "methods": ["cladec", "gradcam", "random"], "scores": ["deletion", "insertion"],
-        "results": {m: {"deletion": {"auc_mean": a, "auc_std": 0.01}, "insertion": {"auc_mean": 1 - a, "auc_std": 0.02}}
-                    for m, a in (("cladec", 0.21), ("gradcam", 0.25), ("random", 0.4))},
-    }))
+    (cmp / "results.json").write_text(
+        json.dumps(
+            {
+                "format": "cladec-saliency",
+                "format_version": 1,
+                "run": str(demo / "runs" / "conv2"),
+                "layer": "conv2",
+                "methods": ["cladec", "gradcam", "random"],
+                "scores": ["deletion", "insertion"],
+                "results": {
+                    m: {"deletion": {"auc_mean": a, "auc_std": 0.01}, "insertion": {"auc_mean": 1 - a, "auc_std": 0.02}}
+                    for m, a in (("cladec", 0.21), ("gradcam", 0.25), ("random", 0.4))
+                },
+            }
+        )
+    )
     (cmp / "results.csv").write_text(
         "method,deletion_auc_mean,deletion_auc_std,insertion_auc_mean,insertion_auc_std\n"
-        "cladec,0.21,0.01,0.79,0.02\ngradcam,0.25,0.01,0.75,0.02\nrandom,0.4,0.01,0.6,0.02\n")
+        "cladec,0.21,0.01,0.79,0.02\ngradcam,0.25,0.01,0.75,0.02\nrandom,0.4,0.01,0.6,0.02\n"
+    )
     shutil.copyfile(fake_saliency_png, cmp / "curves.png")
     shutil.copyfile(fake_saliency_png, cmp / "maps.png")
     return demo
@@ -188,8 +231,11 @@ def browser():
         pytest.fail(f"the browser tests need the playwright Python client: {INSTALL_HINT}", pytrace=False)
     exe = _chromium_path()
     if exe is None:
-        where = (f"CLADEC_CHROMIUM={os.environ['CLADEC_CHROMIUM']} does not exist" if os.environ.get("CLADEC_CHROMIUM")
-                 else "no chromium on PATH")
+        where = (
+            f"CLADEC_CHROMIUM={os.environ['CLADEC_CHROMIUM']} does not exist"
+            if os.environ.get("CLADEC_CHROMIUM")
+            else "no chromium on PATH"
+        )
         pytest.fail(f"the browser tests need Chromium ({where}): {INSTALL_HINT}", pytrace=False)
     pw = sync_playwright().start()
     try:
@@ -209,7 +255,9 @@ class PageProbe:
         self.context = context
         self.page = context.new_page()
         self.errors: list[str] = []
-        self.page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
+        self.page.on(
+            "console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None
+        )
         self.page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
         self.page.on("requestfailed", lambda r: self.errors.append(f"requestfailed: {r.url} {r.failure}"))
 
@@ -221,7 +269,8 @@ class PageProbe:
         self.page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=10_000)
         return self.page.evaluate(
             "Array.from(document.images).filter(i => i.getAttribute('src') && !(i.naturalWidth > 0))"
-            ".map(i => i.getAttribute('src'))")
+            ".map(i => i.getAttribute('src'))"
+        )
 
 
 @pytest.fixture

@@ -49,8 +49,10 @@ def test_run_report_loads_and_shows_everything(browser, run_site, probe, artifac
     cards = _visible_cards(page)
     assert len(cards) == N_IMAGES
     # the header shows the run's configuration
-    chips = page.evaluate("Object.fromEntries(Array.from(document.querySelectorAll('.chip')).map("
-                          "c => [c.querySelector('dt').textContent, c.querySelector('dd').textContent]))")
+    chips = page.evaluate(
+        "Object.fromEntries(Array.from(document.querySelectorAll('.chip')).map("
+        "c => [c.querySelector('dt').textContent, c.querySelector('dd').textContent]))"
+    )
     assert chips["Model"].startswith("vgg-paper")
     assert chips["Layer"] == "conv2"
     assert chips["α"] == "0.001"
@@ -58,8 +60,10 @@ def test_run_report_loads_and_shows_everything(browser, run_site, probe, artifac
     assert chips["Epochs"] == "1" and chips["Seed"] == "0" and chips["Version"].startswith("cladec ")
     assert chips["Neurons"].startswith("all")
     # every card has true and predicted labels for all three images
-    labels = page.evaluate("Array.from(document.querySelectorAll('.card')).map(c => [c.querySelector('.true-label').textContent,"
-                           " c.querySelectorAll('.pred').length])")
+    labels = page.evaluate(
+        "Array.from(document.querySelectorAll('.card')).map(c => [c.querySelector('.true-label').textContent,"
+        " c.querySelectorAll('.pred').length])"
+    )
     assert all(t and n == 3 for t, n in labels)
     # the evaluation found in run/eval: metrics and per-class tables, and its plots
     assert page.is_visible("#evaluation")
@@ -88,8 +92,12 @@ def test_filters_and_sorting_change_what_is_shown(browser, run_site, probe, arti
     page.select_option("#filter-class", "all")
 
     # by correct / incorrect prediction (on the original, and on ClaDec's reconstruction)
-    for value, pred in (("x-ok", lambda it, y: it["pred_x"] == y), ("x-bad", lambda it, y: it["pred_x"] != y),
-                        ("e-bad:0", lambda it, y: it["pred_e"] != y), ("e-changed:0", lambda it, y: it["pred_e"] != it["pred_x"])):
+    for value, pred in (
+        ("x-ok", lambda it, y: it["pred_x"] == y),
+        ("x-bad", lambda it, y: it["pred_x"] != y),
+        ("e-bad:0", lambda it, y: it["pred_e"] != y),
+        ("e-changed:0", lambda it, y: it["pred_e"] != it["pred_x"]),
+    ):
         page.select_option("#filter-correct", value)
         shown = {c["j"] for c in _visible_cards(page)}
         assert shown == {j for j, it in enumerate(items) if pred(it, labels[j])}, value
@@ -127,7 +135,9 @@ def test_sweep_report_alpha_slider_and_layers_side_by_side(browser, sweep_site, 
     assert [L["name"] for L in data["layers"]] == ["conv2", "conv4"]
     assert all([v["alpha"] for v in L["variants"]] == [0.001, 0.5] for L in data["layers"])
     # layers side by side: each card holds a block per layer
-    assert page.evaluate("Array.from(document.querySelectorAll('.card')).every(c => c.querySelectorAll('.layer-block').length === 2)")
+    assert page.evaluate(
+        "Array.from(document.querySelectorAll('.card')).every(c => c.querySelectorAll('.layer-block').length === 2)"
+    )
     # every cell's RefAE is shown (non-reference cells use their layer's shared RefAE)
     assert page.evaluate("document.querySelectorAll('[data-slot=\"refae\"]:not([hidden]) img').length") == 2 * N_IMAGES
 
@@ -143,14 +153,18 @@ def test_sweep_report_alpha_slider_and_layers_side_by_side(browser, sweep_site, 
     for c in after:
         assert c["cladec"][0] != by_j[c["j"]]["cladec"][0]  # conv2's ClaDec images moved to α = 0.5
         assert c["cladec"][1] == by_j[c["j"]]["cladec"][1]  # conv4's did not
-    assert page.evaluate("Array.from(document.querySelectorAll('.layer-block[data-li=\"0\"] .alpha-now')).every(e => e.textContent === '0.5')")
+    assert page.evaluate(
+        "Array.from(document.querySelectorAll('.layer-block[data-li=\"0\"] .alpha-now')).every(e => e.textContent === '0.5')"
+    )
     expected = {j: it["cladec"] for j, it in enumerate(data["layers"][0]["variants"][1]["items"])}
     assert all(c["cladec"][0] == expected[c["j"]] for c in after)
     assert "0.5" in page.inner_text('.variant-stats[data-li="0"]')
     assert probe.broken_images() == []
     # the sweep's own outputs: summary table and trade-off plot
     assert page.is_visible("#sweep")
-    assert "tradeoff.png" in page.evaluate("Array.from(document.querySelectorAll('#sweep .figure img')).map(i => i.getAttribute('src')).join(' ')")
+    assert "tradeoff.png" in page.evaluate(
+        "Array.from(document.querySelectorAll('#sweep .figure img')).map(i => i.getAttribute('src')).join(' ')"
+    )
     assert page.evaluate("document.querySelectorAll('#sweep table.data tbody tr').length") >= 4
     page.screenshot(path=str(artifacts / "report-sweep.png"))
     page.locator("#gallery").scroll_into_view_if_needed()
@@ -172,7 +186,9 @@ def test_demo_report_with_saliency_comparison(browser, demo_dir, probe, artifact
     assert page.locator(".alpha-slider").count() == 0  # one α per layer: no slider
     # saliency comparison with its map figure and scores table
     assert page.is_visible("#saliency")
-    srcs = page.evaluate("Array.from(document.querySelectorAll('#saliency .figure img')).map(i => i.getAttribute('src'))")
+    srcs = page.evaluate(
+        "Array.from(document.querySelectorAll('#saliency .figure img')).map(i => i.getAttribute('src'))"
+    )
     assert any(s.endswith("maps.png") for s in srcs) and srcs[0].endswith("maps.png")
     assert "gradcam" in page.inner_text("#saliency table.data")
     # both layers' evaluations, and the demo's summary text
@@ -207,8 +223,15 @@ def test_run_without_refae_hides_its_slots(browser, tiny_sweep, probe, tmp_path)
     page = probe.page
     assert probe.broken_images() == []
     assert page.evaluate("document.querySelectorAll('.card').length") == 6
-    assert page.evaluate("document.querySelectorAll('[data-slot=\"refae\"]:not([hidden]), [data-slot=\"drefae\"]:not([hidden])').length") == 0
-    assert page.evaluate("Array.from(document.querySelectorAll('#sort-by option')).every(o => !o.value.startsWith('r:'))")
+    assert (
+        page.evaluate(
+            'document.querySelectorAll(\'[data-slot="refae"]:not([hidden]), [data-slot="drefae"]:not([hidden])\').length'
+        )
+        == 0
+    )
+    assert page.evaluate(
+        "Array.from(document.querySelectorAll('#sort-by option')).every(o => !o.value.startsWith('r:'))"
+    )
     # the explanation of how to read the page speaks of the one reconstruction there is
     page.click(".howto summary")
     howto = page.inner_text(".howto")
@@ -252,7 +275,9 @@ def test_runs_of_one_layer_are_told_apart(browser, tiny_sweep, probe, tmp_path):
     slider = page.locator('.alpha-slider[data-li="0"]')
     assert page.inner_text(".alpha-ctl").startswith("run")
     assert page.evaluate("Array.from(document.querySelectorAll('#alpha-ticks-0 option')).map(o => o.label)") == [
-        "a_norefae", "b_full"]
+        "a_norefae",
+        "b_full",
+    ]
     assert page.inner_text('.alpha-value[data-li="0"]') == "a_norefae"
     assert slider.get_attribute("aria-valuetext") == "a_norefae"
     assert "run a_norefae" in page.inner_text('.variant-stats[data-li="0"]')
@@ -261,7 +286,9 @@ def test_runs_of_one_layer_are_told_apart(browser, tiny_sweep, probe, tmp_path):
     assert "r:0:desc" in sorts and "g:0:desc" in sorts
     slider.focus()
     page.keyboard.press("ArrowRight")
-    assert page.inner_text('.alpha-value[data-li="0"]') == "b_full" and slider.get_attribute("aria-valuetext") == "b_full"
+    assert (
+        page.inner_text('.alpha-value[data-li="0"]') == "b_full" and slider.get_attribute("aria-valuetext") == "b_full"
+    )
     assert page.evaluate("document.querySelectorAll('.card [data-slot=\"refae\"]:not([hidden])').length") == 6
     page.select_option("#sort-by", "r:0:desc")
     data = _page_data(page)["gallery"]
@@ -269,7 +296,9 @@ def test_runs_of_one_layer_are_told_apart(browser, tiny_sweep, probe, tmp_path):
     mse_r = [items[c["j"]]["mse_r"] for c in _visible_cards(page)]
     assert mse_r == sorted(mse_r, reverse=True)
     # the configuration table names each run
-    rows = page.evaluate("Array.from(document.querySelectorAll('.config-table tr')).map(r => Array.from(r.cells).map(c => c.textContent))")
+    rows = page.evaluate(
+        "Array.from(document.querySelectorAll('.config-table tr')).map(r => Array.from(r.cells).map(c => c.textContent))"
+    )
     assert rows[0][0] == "Run" and [r[0] for r in rows[1:]] == ["a_norefae", "b_full"]
     assert probe.errors == []
 
@@ -297,8 +326,11 @@ def test_figures_with_odd_file_names_load(browser, probe, tmp_path, fake_salienc
     page = probe.page
     assert page.evaluate("document.querySelectorAll('#evaluation .figure img').length") == 3
     assert probe.broken_images() == []
-    assert sorted(page.evaluate("Array.from(document.querySelectorAll('#evaluation .figure figcaption .small'))"
-                                ".map(e => e.textContent)")) == ["(100%.png)", "(fig #1.png)", "(q?.png)"]
+    assert sorted(
+        page.evaluate(
+            "Array.from(document.querySelectorAll('#evaluation .figure figcaption .small')).map(e => e.textContent)"
+        )
+    ) == ["(100%.png)", "(fig #1.png)", "(q?.png)"]
     assert probe.errors == []
 
 
@@ -320,7 +352,9 @@ def test_a_sweep_cell_shows_the_same_shared_refae_however_reached(browser, tiny_
     # the sweep's configuration table: every row has RefAE numbers, those of non-reference cells marked shared
     probe.open(sweep_site)
     page = probe.page
-    rows = page.evaluate("Array.from(document.querySelectorAll('.config-table tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent))")
+    rows = page.evaluate(
+        "Array.from(document.querySelectorAll('.config-table tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent))"
+    )
     head = page.evaluate("Array.from(document.querySelectorAll('.config-table thead th')).map(c => c.textContent)")
     col = head.index("acc. RefAE")
     assert len(rows) == 4 and all(r[col] != "–" for r in rows)

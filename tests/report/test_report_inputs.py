@@ -22,8 +22,7 @@ from cladec.cli import main
 from cladec.report import build_report
 from cladec.report._site import script_json
 from cladec.report._sources import detect_source
-from cladec.study import (ANSWER_COLUMNS, build_study, format_summary, participant_order, read_answers,
-                          summarize_answers)
+from cladec.study import ANSWER_COLUMNS, build_study, format_summary, participant_order, read_answers, summarize_answers
 
 
 # -- sources -------------------------------------------------------------------------------------------
@@ -49,14 +48,21 @@ def test_source_missing_or_a_file(tmp_path, what):
         build_report(p, tmp_path / "site")
 
 
-@pytest.mark.parametrize("name, content, match", [
-    ("run.json", "{not json", "not a valid JSON"),
-    ("run.json", json.dumps([1, 2]), "not a valid JSON object"),
-    ("run.json", json.dumps({"format": "cladec-explainer"}), "format 'cladec-explainer', expected 'cladec-run'"),
-    ("run.json", json.dumps({"format": "cladec-run", "layer": "conv2"}), "incomplete: it lacks alpha, dataset, classifier"),
-    ("metrics.json", json.dumps({"format": "something-else"}), "expected 'cladec-eval'"),
-    ("sweep.json", json.dumps({"format": "cladec-run"}), "expected 'cladec-sweep'"),
-])
+@pytest.mark.parametrize(
+    "name, content, match",
+    [
+        ("run.json", "{not json", "not a valid JSON"),
+        ("run.json", json.dumps([1, 2]), "not a valid JSON object"),
+        ("run.json", json.dumps({"format": "cladec-explainer"}), "format 'cladec-explainer', expected 'cladec-run'"),
+        (
+            "run.json",
+            json.dumps({"format": "cladec-run", "layer": "conv2"}),
+            "incomplete: it lacks alpha, dataset, classifier",
+        ),
+        ("metrics.json", json.dumps({"format": "something-else"}), "expected 'cladec-eval'"),
+        ("sweep.json", json.dumps({"format": "cladec-run"}), "expected 'cladec-sweep'"),
+    ],
+)
 def test_malformed_marker_files(tmp_path, name, content, match):
     src = tmp_path / "src"
     src.mkdir()
@@ -68,8 +74,17 @@ def test_malformed_marker_files(tmp_path, name, content, match):
 def test_run_without_its_cladec_folder(tmp_path):
     src = tmp_path / "run"
     src.mkdir()
-    (src / "run.json").write_text(json.dumps({"format": "cladec-run", "layer": "conv2", "alpha": 0.001,
-                                               "dataset": {"name": "fashion-mnist"}, "classifier": {}}))
+    (src / "run.json").write_text(
+        json.dumps(
+            {
+                "format": "cladec-run",
+                "layer": "conv2",
+                "alpha": 0.001,
+                "dataset": {"name": "fashion-mnist"},
+                "classifier": {},
+            }
+        )
+    )
     with pytest.raises(SaveFormatError, match="cladec/ folder is missing"):
         build_report(src, tmp_path / "site")
 
@@ -77,8 +92,15 @@ def test_run_without_its_cladec_folder(tmp_path):
 def test_eval_dir_without_a_run_still_reports_its_metrics(tmp_path):
     ev = tmp_path / "eval"
     ev.mkdir()
-    (ev / "metrics.json").write_text(json.dumps({"format": "cladec-eval", "run": str(tmp_path / "gone"),
-                                                  "summary": {"mse_cladec": 0.0123, "accuracy_cladec": 0.8}}))
+    (ev / "metrics.json").write_text(
+        json.dumps(
+            {
+                "format": "cladec-eval",
+                "run": str(tmp_path / "gone"),
+                "summary": {"mse_cladec": 0.0123, "accuracy_cladec": 0.8},
+            }
+        )
+    )
     (ev / "metrics.csv").write_text("image_set,n,mse,accuracy\noriginal,10,0,0.9\ncladec,10,0.0123,0.8\n")
     index = build_report(ev, tmp_path / "site")
     html = index.read_text()
@@ -89,9 +111,15 @@ def test_eval_dir_without_a_run_still_reports_its_metrics(tmp_path):
 def test_sweep_without_finished_cells(tmp_path):
     sw = tmp_path / "sweep"
     sw.mkdir()
-    (sw / "sweep.json").write_text(json.dumps({"format": "cladec-sweep", "config": {"epochs": 1},
-                                               "cells": [{"layer": "conv2", "alpha": 0.1, "seed": 0,
-                                                          "run": "cells/x", "status": "failed"}]}))
+    (sw / "sweep.json").write_text(
+        json.dumps(
+            {
+                "format": "cladec-sweep",
+                "config": {"epochs": 1},
+                "cells": [{"layer": "conv2", "alpha": 0.1, "seed": 0, "run": "cells/x", "status": "failed"}],
+            }
+        )
+    )
     html = build_report(sw, tmp_path / "site").read_text()
     assert "1 of 1 sweep cells are not finished" in html and "1 failed" in html
 
@@ -163,8 +191,15 @@ def test_study_needs_a_run_directory(tmp_path):
         build_study(bad, tmp_path / "s")
 
 
-@pytest.mark.parametrize("kw, match", [({"items": 0}, "items"), ({"items": 500}, "items"), ({"seed": "x"}, "seed"),
-                                       ({"order": "random"}, "order must be one of 'per-participant', 'fixed'")])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"items": 0}, "items"),
+        ({"items": 500}, "items"),
+        ({"seed": "x"}, "seed"),
+        ({"order": "random"}, "order must be one of 'per-participant', 'fixed'"),
+    ],
+)
 def test_study_bad_arguments(tmp_path, kw, match):
     with pytest.raises(ConfigError, match=match):
         build_study(tmp_path, tmp_path / "s", **kw)
@@ -177,9 +212,19 @@ def test_study_bad_arguments(tmp_path, kw, match):
 
 
 def _row(pid="P1", item="item-01", **kw):
-    r = {"participant_id": pid, "item_id": item, "image_id": "fashion-mnist:test:7", "true_label": "Coat",
-         "uses": "shape;details", "ignores": "texture", "free_text": "", "confidence": "4",
-         "seconds_on_item": "12.5", "started_at": "2024-01-01T10:00:00.000Z", "answered_at": "2024-01-01T10:00:12.500Z"}
+    r = {
+        "participant_id": pid,
+        "item_id": item,
+        "image_id": "fashion-mnist:test:7",
+        "true_label": "Coat",
+        "uses": "shape;details",
+        "ignores": "texture",
+        "free_text": "",
+        "confidence": "4",
+        "seconds_on_item": "12.5",
+        "started_at": "2024-01-01T10:00:00.000Z",
+        "answered_at": "2024-01-01T10:00:12.500Z",
+    }
     r.update(kw)
     return r
 
@@ -195,10 +240,23 @@ def _write_csv(path: Path, rows, columns=ANSWER_COLUMNS):
 def test_summary_counts_concepts_items_and_confidence(tmp_path):
     d = tmp_path / "answers"
     d.mkdir()
-    _write_csv(d / "p1.csv", [_row(), _row(item="item-02", uses="colour", ignores="", confidence="2",
-                                             true_label="Bag", free_text="likes handles")])
-    (d / "p2.json").write_text(json.dumps({"format": "cladec-study-answers", "answers": [
-        dict(_row(pid="P2"), uses=["shape"], ignores=["background", "texture"], confidence=5)]}))
+    _write_csv(
+        d / "p1.csv",
+        [
+            _row(),
+            _row(
+                item="item-02", uses="colour", ignores="", confidence="2", true_label="Bag", free_text="likes handles"
+            ),
+        ],
+    )
+    (d / "p2.json").write_text(
+        json.dumps(
+            {
+                "format": "cladec-study-answers",
+                "answers": [dict(_row(pid="P2"), uses=["shape"], ignores=["background", "texture"], confidence=5)],
+            }
+        )
+    )
     out = tmp_path / "summary.json"
     s = summarize_answers([d], out=out)
     assert json.loads(out.read_text()) == s
@@ -217,12 +275,28 @@ def test_summary_counts_concepts_items_and_confidence(tmp_path):
 def test_answers_of_two_studies_are_never_merged(tmp_path):
     # item-01 of a conv4 study and item-01 of a conv2 study are different images: both answers count, per study
     a = _write_csv(tmp_path / "a.csv", [_row(study_id="s-conv4", image_id="fashion-mnist:test:17")])
-    (tmp_path / "b.json").write_text(json.dumps({"format": "cladec-study-answers", "study_id": "s-conv2", "answers": [
-        dict(_row(image_id="fashion-mnist:test:903", true_label="Bag"), uses=["colour"], ignores=[], confidence=3)]}))
+    (tmp_path / "b.json").write_text(
+        json.dumps(
+            {
+                "format": "cladec-study-answers",
+                "study_id": "s-conv2",
+                "answers": [
+                    dict(
+                        _row(image_id="fashion-mnist:test:903", true_label="Bag"),
+                        uses=["colour"],
+                        ignores=[],
+                        confidence=3,
+                    )
+                ],
+            }
+        )
+    )
     s = summarize_answers([a, tmp_path / "b.json"])
     assert s["answers"] == 2 and s["items"] == 2 and s["studies"] == ["s-conv2", "s-conv4"]
     assert sorted((i["study_id"], i["image_id"]) for i in s["per_item"]) == [
-        ("s-conv2", "fashion-mnist:test:903"), ("s-conv4", "fashion-mnist:test:17")]
+        ("s-conv2", "fashion-mnist:test:903"),
+        ("s-conv4", "fashion-mnist:test:17"),
+    ]
     assert "answers of 2 studies" in format_summary(s) and "s-conv2/item-01" in format_summary(s)
     # answer files written before the study id was a column still read (as one unknown study)
     old = _write_csv(tmp_path / "old.csv", [_row()], columns=[c for c in ANSWER_COLUMNS if c != "study_id"])
@@ -236,16 +310,19 @@ def test_repeated_answer_keeps_the_latest(tmp_path):
     assert len(rows) == 1 and rows[0]["confidence"] == 5 and rows[0]["uses"] == ["shape", "details"]
 
 
-@pytest.mark.parametrize("content, match", [
-    ("", "is empty"),
-    ("participant_id,item_id\nP1,item-01\n", "header lacks image_id, true_label, uses"),
-    (None, "confidence 7 is outside 1..5"),
-    (None, "confidence 'high' is not a whole number"),
-    (None, "confidence '3.7' is not a whole number"),
-    (None, "empty participant_id"),
-    (None, "more fields than the header"),
-    (None, "seconds_on_item 'long' is not a number"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("", "is empty"),
+        ("participant_id,item_id\nP1,item-01\n", "header lacks image_id, true_label, uses"),
+        (None, "confidence 7 is outside 1..5"),
+        (None, "confidence 'high' is not a whole number"),
+        (None, "confidence '3.7' is not a whole number"),
+        (None, "empty participant_id"),
+        (None, "more fields than the header"),
+        (None, "seconds_on_item 'long' is not a number"),
+    ],
+)
 def test_malformed_answer_csv(tmp_path, content, match):
     p = tmp_path / "bad.csv"
     if content is not None:
@@ -272,14 +349,30 @@ def test_malformed_answer_csv(tmp_path, content, match):
 def test_answers_with_and_without_positions(tmp_path):
     # P1 (CSV with positions): 4 items, confidence falling along the sequence; P3 (JSON with positions): 3 items;
     # P2: an older file with neither the position nor the study_id column
-    p1 = _write_csv(tmp_path / "p1.csv", [_row(pid="P1", item=f"item-0{i}", position=str(pos), confidence=str(c))
-                                          for i, pos, c in ((3, 1, 5), (1, 2, 4), (4, 3, 2), (2, 4, 1))])
-    (tmp_path / "p3.json").write_text(json.dumps({"format": "cladec-study-answers", "order": "per-participant",
-                                                  "answers": [dict(_row(pid="P3", item=f"item-0{i}"), position=pos,
-                                                                   confidence=c, uses=[], ignores=[])
-                                                              for i, pos, c in ((1, 1, 3), (2, 2, 3), (3, 3, 1))]}))
-    old = _write_csv(tmp_path / "p2.csv", [_row(pid="P2", item=f"item-0{i}", confidence="2") for i in (1, 2)],
-                     columns=[c for c in ANSWER_COLUMNS if c not in ("position", "study_id")])
+    p1 = _write_csv(
+        tmp_path / "p1.csv",
+        [
+            _row(pid="P1", item=f"item-0{i}", position=str(pos), confidence=str(c))
+            for i, pos, c in ((3, 1, 5), (1, 2, 4), (4, 3, 2), (2, 4, 1))
+        ],
+    )
+    (tmp_path / "p3.json").write_text(
+        json.dumps(
+            {
+                "format": "cladec-study-answers",
+                "order": "per-participant",
+                "answers": [
+                    dict(_row(pid="P3", item=f"item-0{i}"), position=pos, confidence=c, uses=[], ignores=[])
+                    for i, pos, c in ((1, 1, 3), (2, 2, 3), (3, 3, 1))
+                ],
+            }
+        )
+    )
+    old = _write_csv(
+        tmp_path / "p2.csv",
+        [_row(pid="P2", item=f"item-0{i}", confidence="2") for i in (1, 2)],
+        columns=[c for c in ANSWER_COLUMNS if c not in ("position", "study_id")],
+    )
     assert "position" in ANSWER_COLUMNS and "position" not in old.read_text().splitlines()[0]
     got = {(r["participant_id"], r["item_id"]): r["position"] for r in read_answers([p1, tmp_path / "p3.json", old])}
     assert got[("P1", "item-03")] == 1 and got[("P1", "item-02")] == 4 and got[("P3", "item-03")] == 3
@@ -294,9 +387,13 @@ def test_answers_with_and_without_positions(tmp_path):
     # 3 answers: the first and the last count, the middle one is in neither half
     assert (parts["P3"]["first_half_mean_confidence"], parts["P3"]["second_half_mean_confidence"]) == (3.0, 1.0)
     assert parts["P2"]["first_half_mean_confidence"] is None and parts["P2"]["second_half_mean_confidence"] is None
-    assert s["order_effect"] == {"participants": 2, "answers_per_half": 3,
-                                 "first_half_mean_confidence": 4.0, "second_half_mean_confidence": round(4 / 3, 4),
-                                 "difference": round(4 / 3 - 4.0, 4)}
+    assert s["order_effect"] == {
+        "participants": 2,
+        "answers_per_half": 3,
+        "first_half_mean_confidence": 4.0,
+        "second_half_mean_confidence": round(4 / 3, 4),
+        "difference": round(4 / 3 - 4.0, 4),
+    }
     assert "order check: mean confidence 4.0 in the first half" in format_summary(s)
 
     # only older files: no positions, no order check, and the rest of the summary as before
@@ -313,12 +410,15 @@ def test_bad_position(tmp_path, position):
         read_answers([p])
 
 
-@pytest.mark.parametrize("content, match", [
-    ('{"format": "cladec-run"}', "expected 'cladec-study-answers'"),
-    ('{"answers": 3}', "expected an object with an 'answers' list"),
-    ("{broken", "not valid JSON"),
-    ('{"answers": [{"participant_id": "P", "item_id": "i"}]}', "empty confidence"),
-])
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ('{"format": "cladec-run"}', "expected 'cladec-study-answers'"),
+        ('{"answers": 3}', "expected an object with an 'answers' list"),
+        ("{broken", "not valid JSON"),
+        ('{"answers": [{"participant_id": "P", "item_id": "i"}]}', "empty confidence"),
+    ],
+)
 def test_malformed_answer_json(tmp_path, content, match):
     p = tmp_path / "bad.json"
     p.write_text(content)
@@ -377,7 +477,9 @@ def _report_data(index: Path) -> dict:
     return json.loads(m.group(1))
 
 
-@pytest.mark.parametrize("text", ["<!--<script>", "</script><!--", "a&b <i>\"x\"</i> 'y'", "line\u2028sep\u2029", "plain"])
+@pytest.mark.parametrize(
+    "text", ["<!--<script>", "</script><!--", "a&b <i>\"x\"</i> 'y'", "line\u2028sep\u2029", "plain"]
+)
 def test_script_json_is_valid_json_that_cannot_end_its_script(text):
     obj = {"classes": [text, "x"], "nested": {text: [1.5, None, True]}}
     out = str(script_json(obj))
@@ -425,8 +527,10 @@ def test_report_and_study_refuse_a_bad_device_clearly(tmp_path, capsys, device):
     with pytest.raises(ConfigError, match=f"--device '{device}'"):
         build_report(_eval_only(tmp_path), tmp_path / "site", device=device)
     assert not (tmp_path / "site").exists()
-    for cmd in (["report", str(tmp_path / "ev"), "--out", str(tmp_path / "s1")],
-                ["study", str(tmp_path / "ev"), "--out", str(tmp_path / "s2")]):
+    for cmd in (
+        ["report", str(tmp_path / "ev"), "--out", str(tmp_path / "s1")],
+        ["study", str(tmp_path / "ev"), "--out", str(tmp_path / "s2")],
+    ):
         assert main([*cmd, "--device", device]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"cladec: error: --device '{device}'") and "Traceback" not in err
@@ -468,7 +572,10 @@ def test_a_sweep_cell_with_missing_weights_is_left_out_with_a_note(tiny_sweep, t
     index = build_report(sweep, tmp_path / "site", n_images=4)
     g = _report_data(index)["gallery"]
     assert {(L["name"], v["alpha"]) for L in g["layers"] for v in L["variants"]} == {
-        ("conv2", 0.001), ("conv2", 0.5), ("conv4", 0.001)}
+        ("conv2", 0.001),
+        ("conv2", 0.5),
+        ("conv4", 0.001),
+    }
     html = index.read_text()
     assert "conv4__a0.5__s0: could not be loaded (" in html and "weights file not found" in html
 
@@ -480,8 +587,17 @@ def test_missing_image_folder_says_which_folder_must_exist(tiny_sweep, make_imag
     folder = make_image_folder(tmp_path / "imgs", {"train": 4, "test": 2})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fit_run(tmp_path / "run", classifier_dir=tiny_sweep.parent / "clf", dataset=f"imagefolder:{folder}",
-                layer="conv2", epochs=1, device="cpu", seed=0, refae=False, verbose=False)
+        fit_run(
+            tmp_path / "run",
+            classifier_dir=tiny_sweep.parent / "clf",
+            dataset=f"imagefolder:{folder}",
+            layer="conv2",
+            epochs=1,
+            device="cpu",
+            seed=0,
+            refae=False,
+            verbose=False,
+        )
     folder.rename(tmp_path / "moved")
     with pytest.raises(DataError) as e:
         build_report(tmp_path / "run", tmp_path / "site", n_images=2)
@@ -492,10 +608,12 @@ def test_missing_image_folder_says_which_folder_must_exist(tiny_sweep, make_imag
 
 def _killed_build(out: Path) -> Path:
     """Start a page build of ``out`` in another process and kill it (SIGKILL) in the middle; return its folder."""
-    code = ("import os, signal, sys\nfrom cladec.report._site import site_dir\n"
-            "with site_dir(sys.argv[1], 'report', protect=[]) as tmp:\n"
-            "    (tmp / 'img').mkdir(); (tmp / 'img' / 'a.png').write_bytes(b'x' * 1000)\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    code = (
+        "import os, signal, sys\nfrom cladec.report._site import site_dir\n"
+        "with site_dir(sys.argv[1], 'report', protect=[]) as tmp:\n"
+        "    (tmp / 'img').mkdir(); (tmp / 'img' / 'a.png').write_bytes(b'x' * 1000)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True)
     assert r.returncode == -signal.SIGKILL, r.stderr
     left = list(out.parent.glob(f".{out.name}.*.tmp"))
@@ -519,4 +637,6 @@ def test_leftovers_of_killed_builds_are_removed(tmp_path):
     assert (mine / "keep.txt").read_text() == "mine" and running.is_dir()
     assert not (out / ".cladec-build").exists() and (out / ".cladec-site").is_file()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".site.")) == [
-        ".site.abc123.tmp", ".site.notes.tmp"]
+        ".site.abc123.tmp",
+        ".site.notes.tmp",
+    ]

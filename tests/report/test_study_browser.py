@@ -62,7 +62,10 @@ def test_study_order_is_seeded(run_dir, study_index, tmp_path):
     other = build_study(run_dir, tmp_path / "other", items=N_ITEMS, seed=4)
 
     def ids(index):
-        return [i["image_id"] for i in json.loads(index.read_text().split('id="study-data">')[1].split("</script>")[0])["items"]]
+        return [
+            i["image_id"]
+            for i in json.loads(index.read_text().split('id="study-data">')[1].split("</script>")[0])["items"]
+        ]
 
     assert ids(again) == [i["image_id"] for i in items]
     assert ids(other) != ids(again)
@@ -244,8 +247,23 @@ def test_fixed_order_for_a_pilot(run_dir, probe, tmp_path):
     from cladec.cli import main
 
     # through the command line: `cladec study RUN --order fixed`
-    assert main(["study", str(run_dir), "--out", str(tmp_path / "pilot"), "--items", str(N_ITEMS), "--seed", "3",
-                 "--order", "fixed"]) == 0
+    assert (
+        main(
+            [
+                "study",
+                str(run_dir),
+                "--out",
+                str(tmp_path / "pilot"),
+                "--items",
+                str(N_ITEMS),
+                "--seed",
+                "3",
+                "--order",
+                "fixed",
+            ]
+        )
+        == 0
+    )
     index = tmp_path / "pilot" / "index.html"
     page = probe.page
     probe.open(index)

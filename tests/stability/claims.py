@@ -44,21 +44,49 @@ def main(argv: list[str]) -> None:
     net = create_model("vgg-paper", in_channels=1, num_classes=10)
     train_classifier(net, train, 2, seed=seed, verbose=False)
     clf = save_classifier(base / "clf", net, dataset=train)
-    run = fit_run(base / "run", classifier_dir=clf, dataset="fashion-mnist", layer=layer, alpha=0.001,
-                  epochs=epochs, seed=seed, size=28, limit=5000, test_limit=1000, data_root=str(root),
-                  verbose=False, lr=lr)
+    run = fit_run(
+        base / "run",
+        classifier_dir=clf,
+        dataset="fashion-mnist",
+        layer=layer,
+        alpha=0.001,
+        epochs=epochs,
+        seed=seed,
+        size=28,
+        limit=5000,
+        test_limit=1000,
+        data_root=str(root),
+        verbose=False,
+        lr=lr,
+    )
     high = ClaDec(run.classifier, layer, alpha=0.9).fit(train, epochs=epochs, seed=seed, verbose=False, lr=lr)
-    s = evaluate_run(base / "run", limit=1000, data_root=str(root), eval_classifier=False, write=False,
-                     verbose=False)["summary"]
+    s = evaluate_run(base / "run", limit=1000, data_root=str(root), eval_classifier=False, write=False, verbose=False)[
+        "summary"
+    ]
     x, y = test.tensors()
     acc_high = M.accuracy(predict(run.classifier, high.reconstruct(x)), y)
-    print(json.dumps(dict(
-        layer=layer, seed=seed, threads=threads, lr=lr, epochs=epochs,
-        collapsed=[run.cladec.collapsed, run.refae.collapsed, high.collapsed],
-        mse_ratio=s["mse_refae"] / s["mse_cladec"], mse_cladec=s["mse_cladec"], mse_refae=s["mse_refae"],
-        ssim_diff=s["ssim_refae"] - s["ssim_cladec"], acc_diff=s["accuracy_cladec"] - s["accuracy_refae"],
-        agree_diff=s["agreement_cladec"] - s["agreement_refae"], alpha_diff=acc_high - s["accuracy_cladec"],
-        acc_orig=s["accuracy_original"], seconds=time.time() - t)), flush=True)
+    print(
+        json.dumps(
+            dict(
+                layer=layer,
+                seed=seed,
+                threads=threads,
+                lr=lr,
+                epochs=epochs,
+                collapsed=[run.cladec.collapsed, run.refae.collapsed, high.collapsed],
+                mse_ratio=s["mse_refae"] / s["mse_cladec"],
+                mse_cladec=s["mse_cladec"],
+                mse_refae=s["mse_refae"],
+                ssim_diff=s["ssim_refae"] - s["ssim_cladec"],
+                acc_diff=s["accuracy_cladec"] - s["accuracy_refae"],
+                agree_diff=s["agreement_cladec"] - s["agreement_refae"],
+                alpha_diff=acc_high - s["accuracy_cladec"],
+                acc_orig=s["accuracy_original"],
+                seconds=time.time() - t,
+            )
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

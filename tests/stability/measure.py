@@ -50,12 +50,22 @@ def _ints(text: str) -> list[int]:
 
 
 def run_one(seed: int, threads: int, bf16: int, out: Path, tests: list[str]) -> int:
-    env = dict(os.environ, CLADEC_STABILITY_SEED=str(seed), CLADEC_TEST_THREADS=str(threads),
-               CLADEC_STABILITY_BF16=str(bf16), CLADEC_STABILITY_LOG=str(out / "values.jsonl"))
+    env = dict(
+        os.environ,
+        CLADEC_STABILITY_SEED=str(seed),
+        CLADEC_TEST_THREADS=str(threads),
+        CLADEC_STABILITY_BF16=str(bf16),
+        CLADEC_STABILITY_LOG=str(out / "values.jsonl"),
+    )
     log = out / f"pytest-s{seed}-t{threads}-b{bf16}.txt"
     with log.open("w") as f:
-        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
-                              cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT).returncode
+        return subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+            cwd=ROOT,
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        ).returncode
 
 
 def table(values: list[dict]) -> str:

@@ -55,9 +55,12 @@ def register_model(name_or_fn: str | Factory | None = None) -> Any:
         except (TypeError, ValueError):
             raise ConfigError(f"cannot register {fn!r}: its signature cannot be read") from None
         if not any(p.kind == p.VAR_KEYWORD for p in params) and not {"in_channels", "num_classes"} <= {
-                p.name for p in params}:
-            raise ConfigError(f"model factory {getattr(fn, '__qualname__', fn)!r} must accept in_channels and "
-                              "num_classes keyword arguments")
+            p.name for p in params
+        }:
+            raise ConfigError(
+                f"model factory {getattr(fn, '__qualname__', fn)!r} must accept in_channels and "
+                "num_classes keyword arguments"
+            )
         _MODELS[key] = fn
         return fn
 

@@ -118,9 +118,7 @@ class ResNet(nn.Module):
 
     WIDTHS = (64, 128, 256, 512)
 
-    def __init__(
-        self, blocks: list[int], in_channels: int = 1, num_classes: int = 10, width: float = 1.0
-    ) -> None:
+    def __init__(self, blocks: list[int], in_channels: int = 1, num_classes: int = 10, width: float = 1.0) -> None:
         """Build the net.
 
         Args:

@@ -26,13 +26,20 @@ from ._tables import eval_section, fmt_value, read_json_obj, saliency_section, s
 __all__ = ["build_report"]
 
 #: The run statistics shown in the configuration: (key in run.json's metrics, label, short label).
-STATS = (("accuracy_original", "accuracy on originals", "acc. original"),
-         ("accuracy_refae", "accuracy on RefAE", "acc. RefAE"),
-         ("accuracy_cladec", "accuracy on ClaDec", "acc. ClaDec"),
-         ("mse_refae", "MSE RefAE", "MSE RefAE"), ("mse_cladec", "MSE ClaDec", "MSE ClaDec"))
+STATS = (
+    ("accuracy_original", "accuracy on originals", "acc. original"),
+    ("accuracy_refae", "accuracy on RefAE", "acc. RefAE"),
+    ("accuracy_cladec", "accuracy on ClaDec", "acc. ClaDec"),
+    ("mse_refae", "MSE RefAE", "MSE RefAE"),
+    ("mse_cladec", "MSE ClaDec", "MSE ClaDec"),
+)
 
-_KIND_TEXT = {"run": "Run directory", "eval": "Evaluation directory", "sweep": "Sweep directory",
-              "demo": "Demo directory"}
+_KIND_TEXT = {
+    "run": "Run directory",
+    "eval": "Evaluation directory",
+    "sweep": "Sweep directory",
+    "demo": "Demo directory",
+}
 
 
 def _classifier_text(ref: RunRef) -> tuple[str, dict[str, Any]]:
@@ -64,7 +71,9 @@ def _run_view(ref: RunRef) -> dict[str, Any]:
     shape = cfg.get("image_shape") or ds.get("image_shape")
     shape_txt = "×".join(str(s) for s in shape[1:]) if isinstance(shape, list) and len(shape) == 3 else ""
     ds_txt = str(ds.get("name", "?"))
-    extra = [t for t in (shape_txt, f"{ds['n_train']:,} training images" if isinstance(ds.get("n_train"), int) else "") if t]
+    extra = [
+        t for t in (shape_txt, f"{ds['n_train']:,} training images" if isinstance(ds.get("n_train"), int) else "") if t
+    ]
     if extra:
         ds_txt += f" ({', '.join(extra)})"
     exp = read_json_obj(ref.path / "cladec" / "cladec.json") or {}
@@ -102,13 +111,24 @@ def _run_view(ref: RunRef) -> dict[str, Any]:
             v, shared = shared_m.get(key), True
         if isinstance(v, (int, float)):
             text = f"{100 * v:.1f}%" if key.startswith("acc") else f"{v:.4f}"
-            stats.append({"label": label + (f" (shared RefAE, fitted in {shared_from.name})" if shared else ""),
-                          "short": short, "value": text, "shared": shared})
+            stats.append(
+                {
+                    "label": label + (f" (shared RefAE, fitted in {shared_from.name})" if shared else ""),
+                    "short": short,
+                    "value": text,
+                    "shared": shared,
+                }
+            )
     n = m.get("test_images")
     if isinstance(n, int) and stats:
         stats[0]["label"] += f" ({n:,} test images)"
-    return {"name": ref.path.name, "chips": chips, "stats": stats, "path": str(ref.path),
-            "refae_shared_from": shared_from.name if shared_from is not None else None}
+    return {
+        "name": ref.path.name,
+        "chips": chips,
+        "stats": stats,
+        "path": str(ref.path),
+        "refae_shared_from": shared_from.name if shared_from is not None else None,
+    }
 
 
 def _config_view(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -124,11 +144,17 @@ def _config_view(runs: list[dict[str, Any]]) -> dict[str, Any]:
     rows = []
     for r, v in zip(runs, vals):
         st = {s["short"]: s["value"] + (" (shared)" if s["shared"] else "") for s in r["stats"]}
-        rows.append({"cells": [r["name"]] + [v.get(k, "") for k in columns],
-                     "stats": [st.get(n, "–") for n in stat_names]})
+        rows.append(
+            {"cells": [r["name"]] + [v.get(k, "") for k in columns], "stats": [st.get(n, "–") for n in stat_names]}
+        )
     shared = sorted({r["refae_shared_from"] for r in runs if r.get("refae_shared_from")})
-    return {"common": common, "columns": ["Run"] + columns, "rows": rows, "stat_names": stat_names,
-            "shared_from": shared}
+    return {
+        "common": common,
+        "columns": ["Run"] + columns,
+        "rows": rows,
+        "stat_names": stat_names,
+        "shared_from": shared,
+    }
 
 
 def _title(src: Source) -> str:
@@ -205,22 +231,29 @@ def build_report(
     src = detect_source(source, exclude=[out])
     with site_dir(out, "report", protect=[source]) as site:
         notes = list(src.notes)
-        gallery = build_gallery(src.runs, site, n_images=n_images,
-                                data_root=str(data_root) if data_root is not None else None,
-                                device=device, notes=notes)
+        gallery = build_gallery(
+            src.runs,
+            site,
+            n_images=n_images,
+            data_root=str(data_root) if data_root is not None else None,
+            device=device,
+            notes=notes,
+        )
         runs_view = [_run_view(r) for r in src.runs]
         if gallery:
             order = {L["name"]: i for i, L in enumerate(gallery["layers"])}
-            pairs = sorted(zip(src.runs, runs_view),
-                           key=lambda t: (order.get(t[0].layer, 99), t[0].alpha, t[0].path.name))
+            pairs = sorted(
+                zip(src.runs, runs_view), key=lambda t: (order.get(t[0].layer, 99), t[0].alpha, t[0].path.name)
+            )
             runs_view = [v for _, v in pairs]
         config = _config_view(runs_view)
         evals = []
         for k, e in enumerate(src.evals):
             t = "" if src.kind == "eval" and len(src.evals) == 1 else _rel_title(e, src.path)
             evals.append(eval_section(e, site, f"eval-{k}", t))
-        saliency = [saliency_section(s, site, f"saliency-{k}", _rel_title(s, src.path))
-                    for k, s in enumerate(src.saliency)]
+        saliency = [
+            saliency_section(s, site, f"saliency-{k}", _rel_title(s, src.path)) for k, s in enumerate(src.saliency)
+        ]
         sweep = sweep_section(src.path, src.sweep, site) if src.sweep is not None else None
         page_data = {"kind": src.kind, "gallery": None}
         if gallery:

@@ -65,12 +65,16 @@ def _data_hint(ref: RunRef) -> str:
     """What to do when the run's test images cannot be loaded."""
     name = str((ref.config.get("dataset") or {}).get("name"))
     if name.lower().startswith("imagefolder:"):
-        folder = name[len("imagefolder:"):]
-        return (f"the report reconstructs test images of the run's image folder {folder} (recorded in "
-                f"{ref.path / 'run.json'}): that folder or zip must exist, with a test/ split; --data-root "
-                "does not apply to image folders")
-    return (f"the report reconstructs test images of the run's data set {name!r}: pass --data-root / "
-            "data_root= to say where it is")
+        folder = name[len("imagefolder:") :]
+        return (
+            f"the report reconstructs test images of the run's image folder {folder} (recorded in "
+            f"{ref.path / 'run.json'}): that folder or zip must exist, with a test/ split; --data-root "
+            "does not apply to image folders"
+        )
+    return (
+        f"the report reconstructs test images of the run's data set {name!r}: pass --data-root / "
+        "data_root= to say where it is"
+    )
 
 
 def build_gallery(
@@ -136,10 +140,18 @@ def build_gallery(
                     raise DataError(f"{err}\n({_data_hint(ref)})") from None
                 x_all, y_all = ds.tensors()
                 idx = pick_images(y_all, n_images)
-                base = {"ref": ref, "cfg": ref.config, "idx": idx, "x": x_all[idx].clone(), "y": y_all[idx].clone(),
-                        "classes": list(ds.classes), "shape": tuple(x_all.shape[1:]),
-                        "order": _layer_order(run.classifier), "fp": classifier_fingerprint(run.classifier),
-                        "clf_classes": classifier_classes(run.classifier_info)}
+                base = {
+                    "ref": ref,
+                    "cfg": ref.config,
+                    "idx": idx,
+                    "x": x_all[idx].clone(),
+                    "y": y_all[idx].clone(),
+                    "classes": list(ds.classes),
+                    "shape": tuple(x_all.shape[1:]),
+                    "order": _layer_order(run.classifier),
+                    "fp": classifier_fingerprint(run.classifier),
+                    "clf_classes": classifier_classes(run.classifier_info),
+                }
                 del ds, x_all, y_all
             else:
                 why = None
@@ -154,8 +166,9 @@ def build_gallery(
             try:
                 e = explain(base["x"], cladec=run.cladec, refae=run.refae, labels=base["y"])
             except CladecError as err:
-                notes.append(f"{ref.path.name}: could not reconstruct the gallery's images ({err}); left out of "
-                             "the gallery.")
+                notes.append(
+                    f"{ref.path.name}: could not reconstruct the gallery's images ({err}); left out of the gallery."
+                )
                 continue
             results.append((ref, e, shared))
         finally:
@@ -167,18 +180,26 @@ def build_gallery(
 
     # predictions are named by the classifier's own classes (a classifier may have more outputs than the data set
     # has classes); without recorded names, by their index
-    n_pred = 1 + max(int(t.max()) for _, e, _ in results for t in (e.pred_x, e.pred_cladec, e.pred_refae)
-                     if t is not None and t.numel())
+    n_pred = 1 + max(
+        int(t.max())
+        for _, e, _ in results
+        for t in (e.pred_x, e.pred_cladec, e.pred_refae)
+        if t is not None and t.numel()
+    )
     clf_classes = base["clf_classes"]
     known = clf_classes or []
     pred_classes = [known[i] if i < len(known) else str(i) for i in range(max(n_pred, len(known)))]
     if clf_classes is None:
-        notes.append("The classifier records no class names: its predictions are shown by class index, and count as "
-                     "correct when the index equals the test label's.")
+        notes.append(
+            "The classifier records no class names: its predictions are shown by class index, and count as "
+            "correct when the index equals the test label's."
+        )
     elif clf_classes != classes:
-        notes.append(f"The classifier's classes ({_names(clf_classes)}) are not the data set's ({_names(classes)}): "
-                     "predictions are named by the classifier's classes and count as correct when their index equals "
-                     "the test label's, as in the run's metrics.")
+        notes.append(
+            f"The classifier's classes ({_names(clf_classes)}) are not the data set's ({_names(classes)}): "
+            "predictions are named by the classifier's classes and count as correct when their index equals "
+            "the test label's, as in the run's metrics."
+        )
 
     lut = colormap_lut("magma")
     diffs = []
@@ -219,42 +240,75 @@ def build_gallery(
                     "pred_x": int(e.pred_x[j]),
                     "pred_e": int(e.pred_cladec[j]),
                     "mse_e": round(float(e.mse_cladec[j]), 6),
-                    "refae": None, "drefae": None, "pred_r": None, "mse_r": None,
+                    "refae": None,
+                    "drefae": None,
+                    "pred_r": None,
+                    "mse_r": None,
                 }
                 if e.x_refae is not None:
                     write_png(site / f"{base_name}-refae.png", e.x_refae[j])
                     write_png(site / f"{base_name}-drefae.png", diff_map(e.x[j], e.x_refae[j], scale, lut))
-                    item.update(refae=f"{base_name}-refae.png", drefae=f"{base_name}-drefae.png",
-                                pred_r=int(e.pred_refae[j]), mse_r=round(float(e.mse_refae[j]), 6))
+                    item.update(
+                        refae=f"{base_name}-refae.png",
+                        drefae=f"{base_name}-drefae.png",
+                        pred_r=int(e.pred_refae[j]),
+                        mse_r=round(float(e.mse_refae[j]), 6),
+                    )
                 items.append(item)
             summary = e.summary()
             alpha_text = _fmt_alpha(ref.alpha)
-            variants.append({
-                "key": vkey,
-                "alpha": ref.alpha,
-                "alpha_text": alpha_text,
-                "run": ref.path.name,
-                "label": alpha_text if series == "α" else ref.path.name,
-                "has_refae": e.x_refae is not None,
-                "refae_shared": shared and e.x_refae is not None,
-                "summary": {k: v for k, v in summary.items() if isinstance(v, (int, float)) and k != "alpha"},
-                "items": items,
-            })
-        layers.append({"name": name, "index": li, "variants": variants, "default": 0, "series": series,
-                       "has_refae": any(v["has_refae"] for v in variants)})
+            variants.append(
+                {
+                    "key": vkey,
+                    "alpha": ref.alpha,
+                    "alpha_text": alpha_text,
+                    "run": ref.path.name,
+                    "label": alpha_text if series == "α" else ref.path.name,
+                    "has_refae": e.x_refae is not None,
+                    "refae_shared": shared and e.x_refae is not None,
+                    "summary": {k: v for k, v in summary.items() if isinstance(v, (int, float)) and k != "alpha"},
+                    "items": items,
+                }
+            )
+        layers.append(
+            {
+                "name": name,
+                "index": li,
+                "variants": variants,
+                "default": 0,
+                "series": series,
+                "has_refae": any(v["has_refae"] for v in variants),
+            }
+        )
 
     c, h, w = shape
     tile = int(w * max(1, round(96 / w))) if w <= 128 else 128
-    images = [{"j": j, "index": int(idx[j]), "label": int(y[j]), "label_name": classes[int(y[j])],
-               "src": f"img/orig/{j:03d}.png"} for j in range(len(idx))]
+    images = [
+        {
+            "j": j,
+            "index": int(idx[j]),
+            "label": int(y[j]),
+            "label_name": classes[int(y[j])],
+            "src": f"img/orig/{j:03d}.png",
+        }
+        for j in range(len(idx))
+    ]
     cards = []
     for im in images:
         j = im["j"]
         blocks = []
         for L in layers:
             v = L["variants"][L["default"]]
-            blocks.append({"layer": L["name"], "li": L["index"], "alpha_text": v["alpha_text"], "label": v["label"],
-                           "series": L["series"], **v["items"][j]})
+            blocks.append(
+                {
+                    "layer": L["name"],
+                    "li": L["index"],
+                    "alpha_text": v["alpha_text"],
+                    "label": v["label"],
+                    "series": L["series"],
+                    **v["items"][j],
+                }
+            )
         cards.append({**im, "blocks": blocks})
     return {
         "classes": classes,

@@ -85,7 +85,9 @@ def _read_obj(path: Path) -> dict[str, Any] | None:
 def _require(path: Path, fmt: str, what: str) -> dict[str, Any]:
     obj = _read_obj(path)
     if obj is None:
-        raise SaveFormatError(f"{path} is not a valid JSON object, so {path.parent} is not a readable {what}; {EXPECTED}")
+        raise SaveFormatError(
+            f"{path} is not a valid JSON object, so {path.parent} is not a readable {what}; {EXPECTED}"
+        )
     if obj.get("format") != fmt:
         raise SaveFormatError(
             f"{path} has format {obj.get('format')!r}, expected {fmt!r}: {path.parent} is not a {what}; {EXPECTED}"
@@ -98,9 +100,13 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     cfg = _require(run_dir / "run.json", "cladec-run", "cladec run directory")
     missing = [k for k in ("layer", "alpha", "dataset", "classifier") if k not in cfg]
     if missing:
-        raise SaveFormatError(f"{run_dir / 'run.json'} is incomplete: it lacks {', '.join(missing)} (re-run `cladec fit`)")
+        raise SaveFormatError(
+            f"{run_dir / 'run.json'} is incomplete: it lacks {', '.join(missing)} (re-run `cladec fit`)"
+        )
     if not (run_dir / "cladec").is_dir():
-        raise SaveFormatError(f"{run_dir} is an incomplete run directory: its cladec/ folder is missing (re-run `cladec fit`)")
+        raise SaveFormatError(
+            f"{run_dir} is an incomplete run directory: its cladec/ folder is missing (re-run `cladec fit`)"
+        )
     return cfg
 
 
@@ -137,7 +143,7 @@ def _run_of_eval(eval_dir: Path, metrics: dict[str, Any]) -> Path | None:
             v = v.get("path") or v.get("dir")
         if isinstance(v, str) and v:
             p = Path(v)
-            for cand in ([p] if p.is_absolute() else [eval_dir / p, Path.cwd() / p]):
+            for cand in [p] if p.is_absolute() else [eval_dir / p, Path.cwd() / p]:
                 if (cand / "run.json").is_file():
                     return cand
     if (eval_dir.parent / "run.json").is_file():
@@ -150,7 +156,7 @@ def _shared_refae(run_dir: Path, ref: Any, bases: list[Path]) -> Path | None:
     if (run_dir / "refae").is_dir() or not isinstance(ref, str) or not ref or ref in ("given", "run"):
         return None
     p = Path(ref)
-    for cand in ([p] if p.is_absolute() else [b / p for b in bases]):
+    for cand in [p] if p.is_absolute() else [b / p for b in bases]:
         if (cand / "refae" / "cladec.json").is_file():
             return cand / "refae"
         if cand.name == "refae" and (cand / "cladec.json").is_file():
@@ -223,7 +229,9 @@ def _sweep_runs(sweep_dir: Path, sweep: dict[str, Any], notes: list[str]) -> lis
                 eval_dir = ep if (ep / "metrics.json").is_file() else None
             refs.append(RunRef(p, cfg, eval_dir or _eval_of_run(p), _shared_refae(p, c.get("refae"), [sweep_dir])))
         if bad:
-            notes.append(f"{bad} of {len(cells)} sweep cells are not finished or have no run directory; they are left out.")
+            notes.append(
+                f"{bad} of {len(cells)} sweep cells are not finished or have no run directory; they are left out."
+            )
     else:
         for d in sorted((sweep_dir / "cells").glob("*/run.json")):
             try:
@@ -275,8 +283,14 @@ def detect_source(path: str | os.PathLike, *, exclude: list[Path] | None = None)
         cfg = read_run_config(src)
         evals = find_dirs(src, "metrics.json", "cladec-eval", exclude=exclude, max_depth=2)
         sal = find_dirs(src, "results.json", "cladec-saliency", exclude=exclude, max_depth=2)
-        return Source("run", src, runs=[RunRef(src, cfg, evals[0] if evals else None, _run_shared_refae(src, evals))],
-                      evals=evals, saliency=sal, notes=notes)
+        return Source(
+            "run",
+            src,
+            runs=[RunRef(src, cfg, evals[0] if evals else None, _run_shared_refae(src, evals))],
+            evals=evals,
+            saliency=sal,
+            notes=notes,
+        )
 
     if (src / "metrics.json").is_file():
         metrics = _require(src / "metrics.json", "cladec-eval", "cladec evaluation directory")
@@ -284,13 +298,22 @@ def detect_source(path: str | os.PathLike, *, exclude: list[Path] | None = None)
         runs: list[RunRef] = []
         sal = find_dirs(src, "results.json", "cladec-saliency", exclude=exclude, max_depth=2)
         if run_dir is None:
-            notes.append("The run this evaluation belongs to was not found (metrics.json names no existing run and "
-                         "the parent folder is not a run): the gallery is left out.")
+            notes.append(
+                "The run this evaluation belongs to was not found (metrics.json names no existing run and "
+                "the parent folder is not a run): the gallery is left out."
+            )
         else:
             try:
-                runs = [RunRef(run_dir, read_run_config(run_dir), src,
-                               _shared_refae(run_dir, metrics.get("refae_source"),
-                                             [run_dir.parent.parent, run_dir.parent, Path.cwd()]))]
+                runs = [
+                    RunRef(
+                        run_dir,
+                        read_run_config(run_dir),
+                        src,
+                        _shared_refae(
+                            run_dir, metrics.get("refae_source"), [run_dir.parent.parent, run_dir.parent, Path.cwd()]
+                        ),
+                    )
+                ]
             except SaveFormatError as e:
                 notes.append(f"The evaluated run could not be read ({e}): the gallery is left out.")
             if runs:

@@ -63,10 +63,22 @@ def csv_table(path: Path, title: str | None = None) -> dict[str, Any] | None:
     out_rows = []
     for r in body:
         r = (r + [""] * width)[:width]
-        out_rows.append([fmt_value(_num(c)) if numeric[j] and c != "" and not c.lstrip("-").isdigit() else c
-                         for j, c in enumerate(r)])
-    return {"title": title or path.name, "header": header, "rows": out_rows, "numeric": numeric,
-            "truncated": truncated, "file": path.name, "n_rows": len(out_rows), "collapsed": False}
+        out_rows.append(
+            [
+                fmt_value(_num(c)) if numeric[j] and c != "" and not c.lstrip("-").isdigit() else c
+                for j, c in enumerate(r)
+            ]
+        )
+    return {
+        "title": title or path.name,
+        "header": header,
+        "rows": out_rows,
+        "numeric": numeric,
+        "truncated": truncated,
+        "file": path.name,
+        "n_rows": len(out_rows),
+        "collapsed": False,
+    }
 
 
 def dict_table(obj: dict[str, Any], title: str, skip: tuple[str, ...] = ()) -> dict[str, Any] | None:
@@ -93,14 +105,24 @@ def dict_table(obj: dict[str, Any], title: str, skip: tuple[str, ...] = ()) -> d
     if not rows:
         return None
     numeric = all(_num(v) is not None for _, v in rows)
-    return {"title": title, "header": ["quantity", "value"], "rows": rows, "numeric": [False, numeric],
-            "truncated": len(rows) >= MAX_ROWS, "file": None, "n_rows": len(rows), "collapsed": False}
+    return {
+        "title": title,
+        "header": ["quantity", "value"],
+        "rows": rows,
+        "numeric": [False, numeric],
+        "truncated": len(rows) >= MAX_ROWS,
+        "file": None,
+        "n_rows": len(rows),
+        "collapsed": False,
+    }
 
 
 def copy_figures(src_dir: Path, site: Path, dest_rel: str, first: tuple[str, ...] = ()) -> list[dict[str, str]]:
     """Copy the ``*.png`` files of ``src_dir`` into ``site/dest_rel``; return ``[{src, caption, name}]``."""
-    pngs = sorted(src_dir.glob("*.png"), key=lambda p: (p.name not in first, first.index(p.name)
-                                                          if p.name in first else 0, p.name))
+    pngs = sorted(
+        src_dir.glob("*.png"),
+        key=lambda p: (p.name not in first, first.index(p.name) if p.name in first else 0, p.name),
+    )
     figs = []
     for p in pngs:
         if not p.is_file():
