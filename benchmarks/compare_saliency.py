@@ -260,9 +260,7 @@ def main(argv=None) -> int:
             for line in verdict(c):
                 print("  " + line)
             print(f"({c['seconds']} s)", flush=True)
-            (out / "summary.json").write_text(
-                json.dumps([{k: v for k, v in cc.items()} for cc in cells], indent=1, default=str)
-            )
+            (out / "summary.json").write_text(json.dumps([dict(cc) for cc in cells], indent=1, default=str))
     total = time.perf_counter() - t0
     print(f"total {total:.0f} s")
     if not args.no_append:
@@ -273,7 +271,10 @@ def main(argv=None) -> int:
 def machine(device: str) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    return f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} thread)"
+    return (
+        f"{platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"({torch.get_num_threads()} thread)"
+    )
 
 
 def append_results(cells, args, cfg, device, total, machine_text=None, command=None) -> None:
@@ -285,16 +286,19 @@ def append_results(cells, args, cfg, device, total, machine_text=None, command=N
         f"### {args.config} config — {dt.datetime.now():%Y-%m-%d %H:%M}",
         "",
         f"Machine: {machine_text or machine(device)}. Command: `{cmd}`. Total {total / 60:.1f} min.",
-        f"Settings: classifiers width {cfg['width']}, {cfg['train'] or 'all'} training images, {cfg['clf_epochs']} epochs; "
+        f"Settings: classifiers width {cfg['width']}, {cfg['train'] or 'all'} training images, "
+        f"{cfg['clf_epochs']} epochs; "
         f"ClaDec/RefAE {cfg['dec_epochs']} epochs on the middle layer; {cfg['n']} test images; deletion to black, "
         f"insertion from black ({cfg['steps']} steps); ROAD 10–90 % noisy linear imputation; ROAR k = {cfg['roar_k']} "
-        f"on {cfg['roar_train']} images, {cfg['roar_epochs']} epochs; seeds {cfg['seeds']}. Maps explain the predicted class.",
+        f"on {cfg['roar_train']} images, {cfg['roar_epochs']} epochs; seeds {cfg['seeds']}. "
+        "Maps explain the predicted class.",
         "",
     ]
     for c in cells:
         lines += (
             [
-                f"#### {c['dataset']} / {c['arch']} (layer {c['layer']}; classifier test accuracy {c['classifier_test_acc']:.3f}; "
+                f"#### {c['dataset']} / {c['arch']} (layer {c['layer']}; "
+                f"classifier test accuracy {c['classifier_test_acc']:.3f}; "
                 f"ClaDec MSE {c['run_metrics']['mse_cladec']:.4f}, RefAE MSE {c['run_metrics']['mse_refae']:.4f})",
                 "",
                 "```",

@@ -219,7 +219,8 @@ def table(results: list[dict]) -> str:
             coll = sum((x.get("collapsed") or 0) for x in rows if x["layer"] == layer and x["method"] != "original")
             ev = " / ".join(_ms(x, "eval_accuracy") for x in (c, r, o))
             lines.append(
-                f"| {res['dataset']} | {res['arch']} ({res['clf_acc']:.3f}) | {layer} ({res['layer_shapes'].get(layer, '')}) "
+                f"| {res['dataset']} | {res['arch']} ({res['clf_acc']:.3f}) "
+                f"| {layer} ({res['layer_shapes'].get(layer, '')}) "
                 f"| {_ms(c, 'mse', 4)} | {_ms(r, 'mse', 4)} | {_ms(c, 'accuracy')} | {_ms(r, 'accuracy')} | {ev} "
                 f"| α={al[0]:g}: {_ms(lo, 'mse', 4)} → α={al[-1]:g}: {_ms(hi, 'mse', 4)} "
                 f"| {_ms(lo, 'accuracy')} → {_ms(hi, 'accuracy')} | {coll} |"
@@ -285,11 +286,11 @@ def main(argv=None) -> int:
     cfg = settings(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    import torch
+
     from cladec.capture import LayerCapture
     from cladec.classifier import load_classifier
     from cladec.sweep import run_sweep, summarize_sweep
-
-    import torch
 
     results = []
     t_all = time.perf_counter()

@@ -40,12 +40,12 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import cladec  # noqa: E402
-from cladec.capture import LayerCapture  # noqa: E402
-from cladec.classifier import train_classifier  # noqa: E402
-from cladec.data import load_dataset  # noqa: E402
-from cladec.decoder import build_decoder  # noqa: E402
-from cladec.models import create_model  # noqa: E402
+import cladec
+from cladec.capture import LayerCapture
+from cladec.classifier import train_classifier
+from cladec.data import load_dataset
+from cladec.decoder import build_decoder
+from cladec.models import create_model
 
 
 def sync(dev: torch.device) -> None:
@@ -345,7 +345,7 @@ def main() -> int:
                 hist = train_classifier(
                     m, (x, y), ce, test_data=(xt, yt), batch_size=bs, verbose=False, seed=0, **variants[v]
                 )
-        except Exception as ex:  # a variant that fails is reported, not fatal
+        except Exception as ex:  # noqa: BLE001 - a variant that fails is reported, not fatal
             print(f"# classifier variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
             continue
         if v == "default":
@@ -392,10 +392,10 @@ def main() -> int:
                     e = cladec.ClaDec(clf, args.layer, alpha=0.001).fit(
                         (x, y), epochs=E, batch_size=bs, verbose=False, seed=0, **variants[v]
                     )
-            except Exception as ex:
+            except Exception as ex:  # noqa: BLE001 - a variant that fails is reported, not fatal
                 print(f"# cladec variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
                 continue
-            mse, acc_r = quality(lambda xs: e.decoder(e.capture(xs)), clf, xt, yt)
+            mse, acc_r = quality(lambda xs, e=e: e.decoder(e.capture(xs)), clf, xt, yt)
             row("cladec", vname(v), [h["seconds"] for h in e.history], len(x), {"test_mse": mse, "acc_on_recon": acc_r})
         reset_peak(dev)
         times, rec = plain_cladec(clf, args.layer, x, y, E, bs)
@@ -422,10 +422,10 @@ def main() -> int:
                     r = cladec.RefAE(clf, args.layer).fit(
                         (x, y), epochs=E, batch_size=bs, verbose=False, seed=0, **variants[v]
                     )
-            except Exception as ex:
+            except Exception as ex:  # noqa: BLE001 - a variant that fails is reported, not fatal
                 print(f"# refae variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
                 continue
-            mse, acc_r = quality(lambda xs: r.decoder(r.capture(xs)), clf, xt, yt)
+            mse, acc_r = quality(lambda xs, r=r: r.decoder(r.capture(xs)), clf, xt, yt)
             row("refae", vname(v), [h["seconds"] for h in r.history], len(x), {"test_mse": mse, "acc_on_recon": acc_r})
         reset_peak(dev)
         times, rec = plain_refae(clf, args.layer, x, E, bs)
@@ -439,11 +439,11 @@ def main() -> int:
                     e = cladec.ClaDec(clf, args.layer, alpha=0.001)
                     r = cladec.RefAE.like(e, init_seed=0)
                     cladec.fit_together([e, r], (x, y), epochs=E, batch_size=bs, verbose=False, seed=0, **variants[v])
-            except Exception as ex:
+            except Exception as ex:  # noqa: BLE001 - a variant that fails is reported, not fatal
                 print(f"# together variant {v} failed: {type(ex).__name__}: {ex}", flush=True)
                 continue
-            mse, acc_r = quality(lambda xs: e.decoder(e.capture(xs)), clf, xt, yt)
-            mse2, acc_r2 = quality(lambda xs: r.decoder(r.capture(xs)), clf, xt, yt)
+            mse, acc_r = quality(lambda xs, e=e: e.decoder(e.capture(xs)), clf, xt, yt)
+            mse2, acc_r2 = quality(lambda xs, r=r: r.decoder(r.capture(xs)), clf, xt, yt)
             row(
                 "together",
                 vname(v),
@@ -568,7 +568,8 @@ def main() -> int:
         if "refae_test_mse" in r:  # ClaDec and RefAE fitted together: both
             mse, q = f"{mse} / {r['refae_test_mse']:.4f}", f"{q} / {r['refae_acc_on_recon']:.3f}"
         print(
-            f"| {r['phase']} | {r['path']} | {r['images_per_s']:.0f} | {r['s_per_epoch']:.3f} | {r['first_epoch_s']:.3f} "
+            f"| {r['phase']} | {r['path']} | {r['images_per_s']:.0f} | {r['s_per_epoch']:.3f} "
+            f"| {r['first_epoch_s']:.3f} "
             f"| {r['peak_mb']:.0f} | {mse} | {q} |"
         )
     for phase in ("classifier", "cladec", "refae"):

@@ -28,6 +28,7 @@ def pytest_configure(config):
     bf16 = os.environ.get("CLADEC_STABILITY_BF16", "0") == "1"
     cladec._training.cpu_has_bf16 = lambda: bf16
     import torch
+
     from helpers import stability
 
     stability.SESSION_THREADS = torch.get_num_threads()

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cladec.cli import build_parser, main, parse_image_shape, parse_input_norm, parse_neurons
 from cladec import ConfigError
+from cladec.cli import build_parser, main, parse_image_shape, parse_input_norm, parse_neurons
 from helpers.core import DATA_ROOT, png_size
 
 DATA = DATA_ROOT

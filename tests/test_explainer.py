@@ -124,7 +124,7 @@ def test_fast_and_plain_paths_agree_on_cpu():
     plain = ClaDec(m, "conv4", alpha=0.1).fit((x, y), epochs=2, verbose=False, seed=3, fast=False)
     margin(
         "fast vs plain path: relative loss difference",
-        max(_rel(hf["loss"], hp["loss"]) for hf, hp in zip(fast.history, plain.history)),
+        max(_rel(hf["loss"], hp["loss"]) for hf, hp in zip(fast.history, plain.history, strict=True)),
         "<",
         1e-3,
     )
@@ -499,7 +499,7 @@ def test_iterable_dataset_is_streamed_like_a_loader_over_it():
 
     class Stream(IterableDataset):
         def __iter__(self):
-            return zip(x, y)
+            return zip(x, y, strict=True)
 
     fitted = []
     for data in (Stream(), DataLoader(Stream(), batch_size=QUICK["batch_size"])):
@@ -551,7 +551,7 @@ def test_refae_of_a_transformer_starts_from_fresh_weights_everywhere():
     attn = enc.blocks.layers[0].self_attn
     assert torch.equal(attn.in_proj_bias, torch.zeros(48)) and torch.equal(attn.out_proj.bias, torch.zeros(16))
     again = RefAE(vit, "blocks.layers.0", init_seed=0)  # seeded: the same draw
-    assert all(torch.equal(p, q) for p, q in zip(enc.parameters(), again.encoder.parameters()))
+    assert all(torch.equal(p, q) for p, q in zip(enc.parameters(), again.encoder.parameters(), strict=True))
     assert r.fit((x[:128], y[:128]), epochs=1, verbose=False).reconstruct(x[:2]).shape == (2, 1, 28, 28)
 
 
@@ -841,7 +841,9 @@ def test_refae_of_a_registered_model_starts_from_its_architectures_own_initialis
     for k, v in new.state_dict().items():
         assert torch.equal(ref.encoder.state_dict()[k], v), k
     assert all(p.requires_grad for p in ref.encoder.parameters())
-    assert not any(torch.equal(a, b) for a, b in zip(ref.encoder.parameters(), net.parameters()) if a.numel() > 1)
+    assert not any(
+        torch.equal(a, b) for a, b in zip(ref.encoder.parameters(), net.parameters(), strict=False) if a.numel() > 1
+    )
 
 
 def test_reconstructions_of_an_unfitted_explainer_warn_once():

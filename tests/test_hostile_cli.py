@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cladec import ConfigError, DataError
+from cladec import ClaDec, ConfigError, DataError
 from cladec.cli import main
-from cladec import ClaDec
 from helpers.core import DATA_ROOT, QUICK, fmnist, png_size, tiny_vgg
 
 pytestmark = [

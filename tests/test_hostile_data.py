@@ -330,7 +330,7 @@ def hostile_demo(tmp_path_factory) -> tuple[Path, Path]:
     folder = base / "<script>alert(1)</script>" / "imgs"  # the data set's name carries `</script>` too
     write_folder(
         folder,
-        {"train": {n: 12 for n in HOSTILE}, "test": {n: 4 for n in HOSTILE}},
+        {"train": dict.fromkeys(HOSTILE, 12), "test": dict.fromkeys(HOSTILE, 4)},
         classes={n: k for k, n in enumerate(HOSTILE)},
     )
     img = folder / "train" / HOSTILE[0] / "000.png"

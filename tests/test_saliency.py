@@ -274,7 +274,7 @@ def test_compare_saliency_reports_per_image_spread_and_paired_comparison(salienc
             assert e["auc_image_std"] > 0 and e["auc_image_q25"] <= e["auc_image_q75"]
         paired = res["paired"][score]
         assert set(paired) == {"gradcam", "random"}
-        for method, p in paired.items():
+        for p in paired.values():
             assert 0 <= p["p_value"] <= p["p_holm"] <= 1 and p["n"] == 24
             assert p["ci_low"] <= p["mean_diff"] <= p["ci_high"]
         # ClaDec against the random map: the per-image difference agrees with the two mean AUCs

@@ -5,7 +5,6 @@ import torch
 
 from cladec import ConfigError, DataError
 from cladec.saliency import random_map
-from helpers.stability import margin
 from cladec.scores import (
     UnitStore,
     check_roar_k,
@@ -18,6 +17,7 @@ from cladec.scores import (
     roar_accuracy,
     roar_images,
 )
+from helpers.stability import margin
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

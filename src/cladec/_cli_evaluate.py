@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ._errors import ConfigError
 from ._cli_args import csv_list as _csv_list
 from ._cli_args import learning_rate as _learning_rate
 from ._cli_args import pos_int as _pos_int
 from ._cli_args import seed_int as _seed_int
+from ._errors import ConfigError
 
 __all__ = ["register", "cmd_evaluate", "cmd_sweep"]
 

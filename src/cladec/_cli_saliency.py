@@ -34,14 +34,15 @@ import datetime as _dt
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from ._errors import ConfigError
 from ._cli_args import csv_list, seed_int
 from ._cli_args import pos_int as _pos_int
+from ._errors import ConfigError
 from ._stats import mean_std
 
 __all__ = [
@@ -273,7 +274,7 @@ def _paired_section(
                     seed=seed,
                 )
         done = [m for m, e in rows.items() if e["p_value"] is not None]
-        for m, q in zip(done, _holm([rows[m]["p_value"] for m in done])):
+        for m, q in zip(done, _holm([rows[m]["p_value"] for m in done]), strict=True):
             rows[m]["p_holm"] = q
             rows[m]["significant"] = q < _ALPHA
         for e in rows.values():
@@ -970,7 +971,7 @@ def _plot_curves(path: Path, result: dict) -> None:
     if not panels:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.1), squeeze=False)
-    for ax, (title, score, sub) in zip(axes[0], panels):
+    for ax, (title, score, sub) in zip(axes[0], panels, strict=True):
         ax.set_prop_cycle(color=list(plt.cm.tab20.colors))
         for method, r in result["results"].items():
             if score not in r:

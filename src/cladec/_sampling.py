@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def balanced_indices(labels: Sequence[int], n: int, rng: random.Random | None = None) -> list[int]:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ._errors import SaveFormatError
 
@@ -298,7 +299,8 @@ def validate(obj: Any, schema: Of, path: str | Path, hint: str = "", *, root: st
         SaveFormatError: ``"<path>: 'base_width' must be a positive integer, got -4 (...)"``, one line.
 
     Example:
-        >>> validate({"layer": "conv2", "classifier": {"type": "checkpoint", "path": "../clf"}}, RUN, "run.json")["layer"]
+        >>> run = {"layer": "conv2", "classifier": {"type": "checkpoint", "path": "../clf"}}
+        >>> validate(run, RUN, "run.json")["layer"]
         'conv2'
     """
     try:

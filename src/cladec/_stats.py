@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def mean_std(values: Iterable[float | None]) -> tuple[float | None, float | None]:

@@ -33,15 +33,15 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from ._errors import ConfigError, TrainingError
 from ._checks import learning_rate as check_learning_rate
 from ._checks import seed as check_seed
+from ._errors import ConfigError, TrainingError
 
 LossFn = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -167,7 +167,7 @@ class Engine:
         self._setup([task], device, config)
 
     @classmethod
-    def joint(cls, tasks: list[Task], device: torch.device, config: EngineConfig) -> "Engine":
+    def joint(cls, tasks: list[Task], device: torch.device, config: EngineConfig) -> Engine:
         """An engine that trains ``tasks`` together (same epochs, batch order and settings)."""
         if not tasks:
             raise ValueError("joint training needs at least one task")
@@ -276,7 +276,8 @@ class Engine:
         self._warmup_rounds = 1 if (cfg.compile and cfg.fast) else 0
         self._states = states = [_State(t) for t in self.tasks]
         gen = torch.Generator()
-        # seed None: a new order each run, drawn from the global generator (torch.initial_seed() is constant in a process)
+        # seed None: a new order each run, drawn from the global generator
+        # (torch.initial_seed() is constant in a process)
         gen.manual_seed(cfg.seed if cfg.seed is not None else int(torch.randint(0, 2**62, ()).item()))
         modules = [m for t in self.tasks for m in t.train_modules]
         modes = [[(mod, mod.training) for mod in m.modules()] for m in modules]
@@ -291,7 +292,7 @@ class Engine:
         bench_was = torch.backends.cudnn.benchmark
         if tensors is not None:
             assert n is not None
-            for s, t in zip(states, tensors):
+            for s, t in zip(states, tensors, strict=True):
                 s.tensors = t
             steps_per_epoch = math.ceil(n / cfg.batch_size)
         else:
@@ -321,11 +322,11 @@ class Engine:
                 seconds = round(time.perf_counter() - t_epoch, 4)
                 post = {}
                 weights = sizes.double().unsqueeze(1)  # per-image means: each step weighted by its batch size
-                for s, lo in zip(states, losses):
+                for s, lo in zip(states, losses, strict=True):
                     self._check_finite(s, lo, epoch)
                     mean = ((lo.double() * weights).sum(0) / weights.sum()).tolist()
                     rec = {"epoch": epoch + 1, "lr": self._lr(s.task.optimizer), "seconds": seconds}
-                    rec.update({k: float(v) for k, v in zip(s.parts, mean)})
+                    rec.update({k: float(v) for k, v in zip(s.parts, mean, strict=True)})
                     if s.task.on_epoch_end is not None:
                         rec = s.task.on_epoch_end(rec)
                     s.result.history.append(rec)
@@ -393,8 +394,8 @@ class Engine:
     def _postfix(self, bar, rows: list[torch.Tensor]) -> None:
         if self.cfg.verbose:
             post = {}
-            for s, row in zip(self._states, rows):
-                post.update(self._postfix_items(s, dict(zip(s.parts, row.tolist()))))
+            for s, row in zip(self._states, rows, strict=True):
+                post.update(self._postfix_items(s, dict(zip(s.parts, row.tolist(), strict=True))))
             bar.set_postfix(post, refresh=False)
 
     def _host_rows(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -444,13 +445,13 @@ class Engine:
                 batch = nxt if nxt is not None else [self._gather(s, lo, hi) for s in states]
                 # prefetch the next batch (host gather + async copy) before this step runs
                 nxt = [self._gather(s, hi, hi + B) for s in states] if (not use_graph and hi < n) else None
-                rows = [self._eager_step(s, b) for s, b in zip(states, batch)]
-            for buf, row in zip(bufs, rows):
+                rows = [self._eager_step(s, b) for s, b in zip(states, batch, strict=True)]
+            for buf, row in zip(bufs, rows, strict=True):
                 buf[i].copy_(row)
             if not cfg.fast or (i + 1) % cfg.log_every == 0 or i == steps - 1:
                 if not cfg.fast or cfg.verbose or (i + 1) % (cfg.log_every * 4) == 0:
                     parts = [buf[: i + 1].cpu() for buf in bufs]  # one host synchronisation per log_every steps
-                    for s, part in zip(states, parts):
+                    for s, part in zip(states, parts, strict=True):
                         self._check_finite(s, part, epoch)
                     self._postfix(bar, [part[-1] for part in parts])
                 bar.update(i + 1 - done)
@@ -593,7 +594,7 @@ def check_amp(amp: bool | None, device: torch.device | str) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast speeds it up."""
     try:

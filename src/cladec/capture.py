@@ -25,8 +25,8 @@ from __future__ import annotations
 import contextlib
 import difflib
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -109,8 +109,8 @@ def list_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo
         example_input: One batch (N ≥ 1) of valid input, e.g. ``torch.zeros(1, 1, 28, 28)``.
 
     Returns:
-        A list of :class:`LayerInfo` in the order the modules are called (a block before its children); modules whose output is not a tensor report
-        an empty shape.
+        A list of :class:`LayerInfo` in the order the modules are called (a block before its children); modules
+        whose output is not a tensor report an empty shape.
 
     Example:
         >>> from torch import nn
@@ -164,7 +164,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def _infer_prefix(T: int) -> int | None:
     """The smallest k in 0..8 such that T - k tokens form a square grid (None if there is none)."""
-    for k in range(0, 9):
+    for k in range(9):
         if T - k > 0 and math.isqrt(T - k) ** 2 == T - k:
             return k
     return None
@@ -224,7 +224,7 @@ class LayerCapture:
         self.output_shape: tuple[int, ...] | None = None
 
     # -- context manager -------------------------------------------------------------------
-    def __enter__(self) -> "LayerCapture":
+    def __enter__(self) -> LayerCapture:
         self.attach()
         return self
 
@@ -237,7 +237,7 @@ class LayerCapture:
             self._handle = self._module.register_forward_hook(self._hook)
 
     @contextlib.contextmanager
-    def attached(self) -> Iterator["LayerCapture"]:
+    def attached(self) -> Iterator[LayerCapture]:
         """The hook attached for a block, left as it was afterwards (for code that may run inside a user's ``with``).
 
         Training attaches it once around all steps, so that no hook is added or removed inside a step

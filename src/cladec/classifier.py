@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import importlib
 import math
-import warnings
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,7 +247,7 @@ def _place(d: _Data, device: torch.device) -> _Data:
     need = d.x.nbytes + d.y.nbytes  # type: ignore[union-attr]
     try:
         free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - free memory unknown (no CUDA query): the data stays where it is
         free = 0
     if need < 0.5 * free:
         return _Data(x=d.x.to(device), y=d.y.to(device))  # type: ignore[union-attr]

@@ -29,13 +29,14 @@ import os
 import re
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from ._errors import CladecError, ConfigError
 from ._cli_args import learning_rate as _learning_rate
 from ._cli_args import pos_int as _pos_int
 from ._cli_args import seed_int as _seed_int
+from ._errors import CladecError, ConfigError
 
 __all__ = ["main", "build_parser", "parse_neurons", "parse_input_norm", "parse_image_shape"]
 
@@ -568,7 +569,9 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         0 on success (user errors are raised as :class:`cladec.CladecError`).
 
     Example:
-        >>> main(["train-classifier", "--dataset", "fashion-mnist-mini", "--epochs", "1", "--out", "clf"])  # doctest: +SKIP
+        >>> main(
+        ...     ["train-classifier", "--dataset", "fashion-mnist-mini", "--epochs", "1", "--out", "clf"]
+        ... )  # doctest: +SKIP
         0
     """
     import time
@@ -715,10 +718,10 @@ def cmd_layers(args: argparse.Namespace) -> int:
     widths = [max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i]) for i in range(4)]
     src = args.model if spec["type"] == "checkpoint" else args.factory
     print(f"{src}: input {'×'.join(map(str, shape))}, {len(rows)} layers")
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip())
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
     print("  ".join("-" * w for w in widths))
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     if marks:
         print(
             "\ndefault layers: "

@@ -500,7 +500,7 @@ def check_trainable(train: Any, test: Any = None) -> None:
         if tr_limit is not None
         else ""
     )
-    present = [(c, n) for c, n in zip(tr_classes, tr_counts) if n > 0]
+    present = [(c, n) for c, n in zip(tr_classes, tr_counts, strict=False) if n > 0]
     if len(present) < 2:
         listed = ", ".join(f"{c!r} ({n} image{'s' if n != 1 else ''})" for c, n in present)
         hint = limit_hint
@@ -1534,7 +1534,7 @@ _SAFE_GLOBALS = {
 class _SafeUnpickler(pickle.Unpickler):
     """An unpickler that imports nothing: the few numpy names a CIFAR batch needs map to local stand-ins."""
 
-    def find_class(self, module: str, name: str) -> Any:  # noqa: D401
+    def find_class(self, module: str, name: str) -> Any:
         try:
             return _SAFE_GLOBALS[(module, name)]
         except KeyError:
@@ -1611,7 +1611,7 @@ def _download(url: str, dest: Path, md5: str, timeout: float = 60.0) -> None:
     req = urllib.request.Request(url, headers={"User-Agent": "cladec"})
     h = hashlib.md5(usedforsecurity=False)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp, atomic_path(dest) as tmp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout) as resp, atomic_path(dest) as tmp:
             with tmp.open("wb") as out:
                 for block in iter(lambda: resp.read(1 << 20), b""):
                     h.update(block)

@@ -1,8 +1,8 @@
 """Decoder builder: from any activation shape to any image shape.
 
 Follows the authors' decoder: a dense head for vectors and 1×1 maps (``Linear`` to
-``max(D, base_width)`` features on a 1×1 seed, capped at ``max_width``) or a 3×3 conv head for spatial maps, then stride-2
-transposed convolutions (kernel 4, ReLU) that double the size at each stage, widths ``base_width ·
+``max(D, base_width)`` features on a 1×1 seed, capped at ``max_width``) or a 3×3 conv head for spatial maps, then
+stride-2 transposed convolutions (kernel 4, ReLU) that double the size at each stage, widths ``base_width ·
 2^k`` halving towards the image, a last transposed conv to the image channels and a sigmoid, so
 outputs lie in [0, 1]. Exact output sizes are reached for any H×W: each stage maps ``h → 2h`` or
 ``h → 2h − 1`` (padding/output padding chosen per stage); a seed whose size does not fit the chain
@@ -54,7 +54,7 @@ class DecoderSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DecoderSpec":
+    def from_dict(cls, d: dict[str, Any]) -> DecoderSpec:
         return cls(
             in_shape=tuple(d["in_shape"]),
             out_shape=tuple(d["out_shape"]),  # type: ignore[arg-type]
@@ -76,7 +76,7 @@ def _chain(target: int, n: int) -> list[int]:
 def _up(cin: int, cout: int, h_in: tuple[int, int], h_out: tuple[int, int], bias: bool = True) -> nn.ConvTranspose2d:
     # kernel 4, stride 2: out = 2h + 2 - 2p + op. p=1, op=0 -> 2h; p=2, op=1 -> 2h - 1.
     pads, ops = [], []
-    for a, b in zip(h_in, h_out):
+    for a, b in zip(h_in, h_out, strict=True):
         if b == 2 * a:
             pads.append(1), ops.append(0)
         elif b == 2 * a - 1:

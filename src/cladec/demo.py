@@ -27,8 +27,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ._errors import ConfigError
 
@@ -268,10 +269,10 @@ def run_demo(
     """
     import torch
 
+    from ._checks import device as checked_device
     from ._io import atomic_dir, read_json, write_bytes, write_json
     from ._version import __version__
     from .classifier import save_classifier, train_classifier
-    from ._checks import device as checked_device
     from .data import check_trainable, load_dataset
     from .explainer import CollapseWarning
     from .explanation import explain

@@ -29,13 +29,14 @@ import io
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from ._errors import ConfigError, DataError
 from . import metrics as M
+from ._errors import ConfigError, DataError
 
 __all__ = ["evaluate_run", "EVAL_FORMAT", "METRIC_COLUMNS"]
 
@@ -95,9 +96,8 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 def _load_split(run, split: str, *, dataset: str | None, limit: int | None, data_root: str | None):
     """Load a split with the run's resizing, checking the image shape against the run."""
-    from .data import load_dataset
-
     from ._limits import check_dataset_fits
+    from .data import load_dataset
 
     ds_cfg = run.config.get("dataset", {})
     check_dataset_fits(
@@ -208,7 +208,7 @@ def _plots(result: dict, tmp: Path) -> list[str]:
     rec_sets = [s for s in sets if s != "original"]
     if rec_sets:
         fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), gridspec_kw={"width_ratios": [1, 1, 3]})
-        for ax, key in zip(axes[:2], ("mse", "ssim")):
+        for ax, key in zip(axes[:2], ("mse", "ssim"), strict=True):
             means = [result["sets"][s][key] for s in rec_sets]
             stds = [result["sets"][s][f"{key}_std"] for s in rec_sets]
             ax.bar(rec_sets, means, yerr=stds, capsize=4, color=[colours.get(s) for s in rec_sets])

@@ -11,14 +11,15 @@ from __future__ import annotations
 import copy
 import math
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._errors import ConfigError, DataError
 from ._checks import image_tensor
+from ._errors import ConfigError, DataError
 from ._inputs import Prepared, iterate_batches, prepare
 from ._training import Engine, EngineConfig, Task, check_amp, check_compile, make_optimizer
 from .capture import LayerCapture, _model_device
@@ -249,7 +250,7 @@ class _DecoderExplainer:
                 for i in range(0, x.shape[0], batch_size):
                     outs.append(fn(x[i : i + batch_size].to(self.device, non_blocking=True)).to(x.device))
         finally:
-            for m, s in zip(mods, states):
+            for m, s in zip(mods, states, strict=True):
                 m.train(s)
         return torch.cat(outs)
 
@@ -864,7 +865,8 @@ def _redraw(module: nn.Module, seed: int | None = None) -> nn.Module:
         >>> from cladec.models import create_model
         >>> net = create_model("resnet10", width=0.25)
         >>> _ = _redraw(net, seed=0)
-        >>> torch.manual_seed(0) is not None and torch.equal(net.fc.weight, create_model("resnet10", width=0.25).fc.weight)
+        >>> _ = torch.manual_seed(0)
+        >>> torch.equal(net.fc.weight, create_model("resnet10", width=0.25).fc.weight)
         True
     """
     arch, kwargs = getattr(module, "arch", None), getattr(module, "arch_kwargs", None)
@@ -938,7 +940,7 @@ class RefAE(_DecoderExplainer):
         super()._forget_initial_weights()
 
     @classmethod
-    def like(cls, explainer: _DecoderExplainer, **overrides: Any) -> "RefAE":
+    def like(cls, explainer: _DecoderExplainer, **overrides: Any) -> RefAE:
         """A RefAE matching ``explainer``: same model architecture, layer, neurons and decoder architecture.
 
         Args:
@@ -1209,7 +1211,7 @@ def fit_together(
     base = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay, seed=seed, fast=fast
     )
-    for e, res in zip(explainers, results):
+    for e, res in zip(explainers, results, strict=True):
         extra = {"fitted_with": [o.kind for o in explainers if o is not e]} if len(explainers) > 1 else {}
         e._fit_end(res, prepared, dict(base, **extra))
     return explainers

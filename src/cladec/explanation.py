@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
-from ._errors import ConfigError, DataError
 from ._checks import image_tensor, label_tensor
+from ._errors import ConfigError, DataError
 
 __all__ = ["Explanation", "explain"]
 

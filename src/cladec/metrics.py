@@ -12,7 +12,8 @@ Images are float tensors ``(N, C, H, W)`` in [0, 1]; ``uint8`` images are scaled
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

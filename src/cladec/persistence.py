@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ._errors import ConfigError, SaveFormatError
-from ._limits import tensor_bytes
 from ._io import check_inside, file_sha256, load_tensors, read_json
+from ._limits import tensor_bytes
 from ._schema import EXPLAINER, validate
 
 __all__ = ["load"]

@@ -64,13 +64,14 @@ Default (:data:`DEFAULT_VARIANT` = ``"roundtrip"``)
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ._errors import ConfigError
 from ._checks import image_tensor
+from ._errors import ConfigError
 
 __all__ = [
     "VARIANTS",
@@ -203,7 +204,8 @@ def _check_pair(cladec: Any, refae: Any) -> None:
         raise ConfigError("ClaDec relevance maps need both a fitted ClaDec and its RefAE")
     if getattr(refae, "layer", None) != getattr(cladec, "layer", None):
         raise ConfigError(
-            f"the RefAE explains layer {getattr(refae, 'layer', None)!r} but the ClaDec {getattr(cladec, 'layer', None)!r}; "
+            f"the RefAE explains layer {getattr(refae, 'layer', None)!r} "
+            f"but the ClaDec {getattr(cladec, 'layer', None)!r}; "
             "use a pair fitted for one layer"
         )
 

@@ -36,9 +36,10 @@ What a run folder may point at (checked by :func:`load_run`):
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -379,7 +380,9 @@ def fit_run(
         The :class:`Run`.
 
     Example:
-        >>> run = fit_run("runs/conv4", classifier_dir="clf", dataset="fashion-mnist-mini", layer="conv4")  # doctest: +SKIP
+        >>> run = fit_run(
+        ...     "runs/conv4", classifier_dir="clf", dataset="fashion-mnist-mini", layer="conv4"
+        ... )  # doctest: +SKIP
     """
     import time
 

@@ -33,14 +33,15 @@ attributions are with respect to the unnormalised image.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._errors import ConfigError
 from ._checks import image_tensor
+from ._errors import ConfigError
 from .capture import _model_device, _norm_pair, resolve_layer
 
 __all__ = [
@@ -369,7 +370,8 @@ def saliency_maps(
 
                 if cladec is None or refae is None:
                     raise ConfigError(
-                        f"method {name!r} needs a fitted ClaDec and RefAE (cladec=, refae=; e.g. from cladec.runs.load_run)"
+                        f"method {name!r} needs a fitted ClaDec and RefAE "
+                        "(cladec=, refae=; e.g. from cladec.runs.load_run)"
                     )
                 variant = None if name == "cladec" else name[len("cladec-") :]
                 m = relevance_map(

@@ -55,16 +55,17 @@ import json
 import math
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._errors import ConfigError, DataError
 from ._checks import device as checked_device
 from ._checks import image_tensor
+from ._errors import ConfigError, DataError
 from .capture import _model_device
 
 __all__ = [
@@ -650,7 +651,8 @@ def roar_accuracy(
         ``{"k": k, "seed": seed, "accuracy": test accuracy, "train_acc": last-epoch training accuracy}``.
 
     Example:
-        >>> r = roar_accuracy(lambda: create_model("vgg-paper", 1, 10, width=0.25), (xt, yt), (xs, ys), k=0)  # doctest: +SKIP
+        >>> new_model = lambda: create_model("vgg-paper", 1, 10, width=0.25)  # doctest: +SKIP
+        >>> r = roar_accuracy(new_model, (xt, yt), (xs, ys), k=0)  # doctest: +SKIP
     """
     from .classifier import accuracy, train_classifier
 

@@ -28,8 +28,9 @@ import io
 import json
 import os
 import random
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from ._errors import ConfigError, DataError, SaveFormatError
 from ._sampling import balanced_indices
@@ -555,8 +556,8 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
                 "answers": 0,
                 "_conf": [],
                 "_pos": [],
-                "uses": {c: 0 for c in concepts},
-                "ignores": {c: 0 for c in concepts},
+                "uses": dict.fromkeys(concepts, 0),
+                "ignores": dict.fromkeys(concepts, 0),
                 "free_text": [],
             },
         )

@@ -29,8 +29,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ._errors import ConfigError, SaveFormatError
 from ._stats import mean_std
@@ -217,9 +218,9 @@ def run_sweep(
         >>> run_sweep("sweep", classifier_dir="clf", dataset="fashion-mnist", layers=["conv2"],
         ...           alphas=[0, 0.001, 0.9], seeds=[0, 1], epochs=1, limit=5000)  # doctest: +SKIP
     """
+    from ._checks import device as checked_device
     from ._io import file_sha256, write_json
     from .classifier import load_classifier
-    from ._checks import device as checked_device
     from .evaluation import evaluate_run
     from .persistence import load
     from .runs import fit_run
@@ -311,7 +312,7 @@ def run_sweep(
         return None
 
     # seeds outermost: an interrupted sweep has every layer and α for the first seed(s)
-    todo = [(l, a, s) for s in seeds_l for l in layers_l for a in alphas_l]
+    todo = [(la, a, s) for s in seeds_l for la in layers_l for a in alphas_l]
     n_done = 0
     for i, (layer, alpha, seed) in enumerate(todo):
         cell = find(layer, alpha, seed)
@@ -432,9 +433,7 @@ def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
         raise SaveFormatError(f"{path} is not a cladec sweep directory (no sweep.json); make one with `cladec sweep`")
     done = [c for c in state["cells"] if c.get("status") == "done" and c.get("metrics")]
     rows: list[dict] = []
-    layer_order = [l for l in state.get("layers", [])] + sorted(
-        {c["layer"] for c in done} - set(state.get("layers", []))
-    )
+    layer_order = list(state.get("layers", [])) + sorted({c["layer"] for c in done} - set(state.get("layers", [])))
     for layer in layer_order:
         cells = [c for c in done if c["layer"] == layer]
         if not cells:

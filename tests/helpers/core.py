@@ -38,7 +38,7 @@ def _find_data_root() -> Path:
 DATA_ROOT = _find_data_root()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fmnist(split: str = "train", limit: int = 3000, size: int | None = None):
     """Real Fashion-MNIST images (N, 1, H, W) in [0, 1] and labels, through cladec's loader."""
     from cladec.data import load_dataset
@@ -74,7 +74,7 @@ QUICK = dict(lr=3e-3, batch_size=32)
 COLLAPSE_OK = pytest.mark.filterwarnings("ignore::cladec.CollapseWarning")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_vgg() -> nn.Module:
     """The paper's VGG-style classifier at quarter width, trained 2 epochs on 3,000 Fashion-MNIST images."""
     from cladec.models import create_model
@@ -122,7 +122,7 @@ class ResidualNet(nn.Module):
         return self.fc(self.pool(h).flatten(1))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def residual_net() -> ResidualNet:
     from .stability import seed
 

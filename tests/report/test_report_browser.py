@@ -27,10 +27,12 @@ def sweep_site(tiny_sweep, tmp_path_factory) -> Path:
 
 
 def _visible_cards(page) -> list[dict]:
-    return page.evaluate("""Array.from(document.querySelectorAll('#gallery-grid .card')).filter(c => !c.hidden).map(c => ({
+    return page.evaluate("""Array.from(document.querySelectorAll('#gallery-grid .card'))
+        .filter(c => !c.hidden).map(c => ({
         j: +c.dataset.j, label: +c.dataset.label,
         predX: c.querySelector('.pred-x').classList.contains('ok'),
-        mse: Array.from(c.querySelectorAll('.layer-block')).map(b => parseFloat(b.querySelector('.mse-e').textContent.replace('MSE ', ''))),
+        mse: Array.from(c.querySelectorAll('.layer-block'))
+            .map(b => parseFloat(b.querySelector('.mse-e').textContent.replace('MSE ', ''))),
         cladec: Array.from(c.querySelectorAll('[data-slot="cladec"] img')).map(i => i.getAttribute('src')),
     }))""")
 
@@ -154,7 +156,8 @@ def test_sweep_report_alpha_slider_and_layers_side_by_side(browser, sweep_site, 
         assert c["cladec"][0] != by_j[c["j"]]["cladec"][0]  # conv2's ClaDec images moved to α = 0.5
         assert c["cladec"][1] == by_j[c["j"]]["cladec"][1]  # conv4's did not
     assert page.evaluate(
-        "Array.from(document.querySelectorAll('.layer-block[data-li=\"0\"] .alpha-now')).every(e => e.textContent === '0.5')"
+        "Array.from(document.querySelectorAll('.layer-block[data-li=\"0\"] .alpha-now'))"
+        ".every(e => e.textContent === '0.5')"
     )
     expected = {j: it["cladec"] for j, it in enumerate(data["layers"][0]["variants"][1]["items"])}
     assert all(c["cladec"][0] == expected[c["j"]] for c in after)
@@ -225,7 +228,8 @@ def test_run_without_refae_hides_its_slots(browser, tiny_sweep, probe, tmp_path)
     assert page.evaluate("document.querySelectorAll('.card').length") == 6
     assert (
         page.evaluate(
-            'document.querySelectorAll(\'[data-slot="refae"]:not([hidden]), [data-slot="drefae"]:not([hidden])\').length'
+            "document.querySelectorAll("
+            '\'[data-slot="refae"]:not([hidden]), [data-slot="drefae"]:not([hidden])\').length'
         )
         == 0
     )
@@ -297,7 +301,8 @@ def test_runs_of_one_layer_are_told_apart(browser, tiny_sweep, probe, tmp_path):
     assert mse_r == sorted(mse_r, reverse=True)
     # the configuration table names each run
     rows = page.evaluate(
-        "Array.from(document.querySelectorAll('.config-table tr')).map(r => Array.from(r.cells).map(c => c.textContent))"
+        "Array.from(document.querySelectorAll('.config-table tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.textContent))"
     )
     assert rows[0][0] == "Run" and [r[0] for r in rows[1:]] == ["a_norefae", "b_full"]
     assert probe.errors == []
@@ -353,7 +358,8 @@ def test_a_sweep_cell_shows_the_same_shared_refae_however_reached(browser, tiny_
     probe.open(sweep_site)
     page = probe.page
     rows = page.evaluate(
-        "Array.from(document.querySelectorAll('.config-table tbody tr')).map(r => Array.from(r.cells).map(c => c.textContent))"
+        "Array.from(document.querySelectorAll('.config-table tbody tr'))"
+        ".map(r => Array.from(r.cells).map(c => c.textContent))"
     )
     head = page.evaluate("Array.from(document.querySelectorAll('.config-table thead th')).map(c => c.textContent)")
     col = head.index("acc. RefAE")

@@ -24,7 +24,6 @@ from cladec.report._site import script_json
 from cladec.report._sources import detect_source
 from cladec.study import ANSWER_COLUMNS, build_study, format_summary, participant_order, read_answers, summarize_answers
 
-
 # -- sources -------------------------------------------------------------------------------------------
 
 

@@ -69,7 +69,7 @@ def test_study_order_is_seeded(run_dir, study_index, tmp_path):
 
     assert ids(again) == [i["image_id"] for i in items]
     assert ids(other) != ids(again)
-    assert len(set(i["true_label"] for i in items)) == N_ITEMS  # class-balanced
+    assert len({i["true_label"] for i in items}) == N_ITEMS  # class-balanced
 
 
 def test_study_end_to_end(browser, study_index, probe, artifacts, tmp_path):
@@ -161,7 +161,7 @@ def test_study_end_to_end(browser, study_index, probe, artifacts, tmp_path):
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text(encoding="utf-8"))))
     assert list(rows[0].keys()) == ANSWER_COLUMNS
     assert len(rows) == N_ITEMS
-    for k, (row, (uses, ignores, text, conf)) in enumerate(zip(rows, plan)):
+    for k, (row, (uses, ignores, text, conf)) in enumerate(zip(rows, plan, strict=True)):
         assert row["participant_id"] == "P-test 01"
         assert row["position"] == str(k + 1)  # the place in this participant's sequence where it was shown
         assert row["item_id"] == items[k]["item_id"] and row["image_id"] == items[k]["image_id"]

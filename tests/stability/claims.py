@@ -16,17 +16,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402 - after the path of the tests' helpers
+import torch  # after the path of the tests' helpers
 
-import cladec._training  # noqa: E402
-import cladec.metrics as M  # noqa: E402
-from cladec import ClaDec  # noqa: E402
-from cladec.classifier import predict, save_classifier, train_classifier  # noqa: E402
-from cladec.data import load_dataset  # noqa: E402
-from cladec.evaluation import evaluate_run  # noqa: E402
-from cladec.models import create_model  # noqa: E402
-from cladec.runs import fit_run  # noqa: E402
-from helpers.core import DATA_ROOT as root  # noqa: E402
+import cladec._training
+import cladec.metrics as M
+from cladec import ClaDec
+from cladec.classifier import predict, save_classifier, train_classifier
+from cladec.data import load_dataset
+from cladec.evaluation import evaluate_run
+from cladec.models import create_model
+from cladec.runs import fit_run
+from helpers.core import DATA_ROOT as root
 
 
 def main(argv: list[str]) -> None:

@@ -97,7 +97,7 @@ def main() -> int:
         configs = list(itertools.product(a.seeds, a.threads, a.bf16))
         with ThreadPoolExecutor(a.jobs) as pool:
             codes = list(pool.map(lambda c: run_one(*c, a.out, a.tests), configs))
-        failed = [c for c, rc in zip(configs, codes) if rc]
+        failed = [c for c, rc in zip(configs, codes, strict=True) if rc]
         print(f"{len(configs)} runs, {len(failed)} with a failing test: {failed}")
     values = [json.loads(line) for line in (a.out / "values.jsonl").read_text().splitlines() if line.strip()]
     text = table(values)

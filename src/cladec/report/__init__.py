@@ -142,7 +142,7 @@ def _config_view(runs: list[dict[str, Any]]) -> dict[str, Any]:
     present = {s["short"] for r in runs for s in r["stats"]}
     stat_names = [short for _, _, short in STATS if short in present]
     rows = []
-    for r, v in zip(runs, vals):
+    for r, v in zip(runs, vals, strict=True):
         st = {s["short"]: s["value"] + (" (shared)" if s["shared"] else "") for s in r["stats"]}
         rows.append(
             {"cells": [r["name"]] + [v.get(k, "") for k in columns], "stats": [st.get(n, "–") for n in stat_names]}
@@ -219,8 +219,8 @@ def build_report(
         >>> build_report("runs/conv4", "site/")  # doctest: +SKIP
         PosixPath('site/index.html')
     """
-    from ._gallery import build_gallery
     from .._version import __version__
+    from ._gallery import build_gallery
 
     if isinstance(n_images, bool) or not isinstance(n_images, int) or not 1 <= n_images <= 1000:
         raise ConfigError(f"n_images must be an integer from 1 to 1000, got {n_images!r}")
@@ -243,7 +243,8 @@ def build_report(
         if gallery:
             order = {L["name"]: i for i, L in enumerate(gallery["layers"])}
             pairs = sorted(
-                zip(src.runs, runs_view), key=lambda t: (order.get(t[0].layer, 99), t[0].alpha, t[0].path.name)
+                zip(src.runs, runs_view, strict=True),
+                key=lambda t: (order.get(t[0].layer, 99), t[0].alpha, t[0].path.name),
             )
             runs_view = [v for _, v in pairs]
         config = _config_view(runs_view)

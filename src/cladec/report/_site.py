@@ -9,9 +9,10 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .._errors import ConfigError
 from .._io import atomic_dir
@@ -210,7 +211,7 @@ def site_dir(out: str | os.PathLike, kind: str, protect: list[Path]) -> Iterator
     if out.exists():
         if not out.is_dir():
             raise ConfigError(f"--out {out} is a file; give a folder for the page (it is created if missing)")
-        entries = [p for p in out.iterdir()]
+        entries = list(out.iterdir())
         if entries and not (out / MARKER).is_file():
             raise ConfigError(
                 f"--out {out} is a non-empty folder that cladec did not make; give a new or empty folder "
