@@ -579,9 +579,9 @@ def compare_saliency(
                 res[score] = entry
             elif score == "roar":
                 kk = sorted({u["k"] for u in units})
-                accs = {k: [u["accuracy"] for u in units if u["k"] == k] for k in kk}
-                means = [mean_std(accs[k])[0] for k in kk]
-                stds = [mean_std(accs[k])[1] for k in kk]
+                acc_of = {k: [u["accuracy"] for u in units if u["k"] == k] for k in kk}
+                means = [mean_std(acc_of[k])[0] for k in kk]
+                stds = [mean_std(acc_of[k])[1] for k in kk]
                 # area under accuracy(k/100) over the k measured (lower = the map removed more information)
                 xs = [k / 100 for k in kk]
                 auc = (
@@ -957,7 +957,7 @@ def _plot_curves(path: Path, result: dict) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    panels = []
+    panels: list[tuple[str, str, str | None]] = []  # (title, score, sub-curve)
     sc = result["scores"]
     if "deletion" in sc:
         panels.append(("deletion (↓ AUC)", "deletion", None))
@@ -972,12 +972,12 @@ def _plot_curves(path: Path, result: dict) -> None:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.1), squeeze=False)
     for ax, (title, score, sub) in zip(axes[0], panels, strict=True):
-        ax.set_prop_cycle(color=list(plt.cm.tab20.colors))
+        ax.set_prop_cycle(color=list(plt.cm.tab20.colors))  # type: ignore[attr-defined]  # a ListedColormap
         for method, r in result["results"].items():
             if score not in r:
                 continue
             e = r[score]
-            style = dict(lw=2.2) if method.startswith("cladec") else dict(lw=1.0)
+            style: dict[str, Any] = dict(lw=2.2) if method.startswith("cladec") else dict(lw=1.0)
             if method in ("random", "sobel"):
                 style["ls"] = "--"
             if score in ("deletion", "insertion"):

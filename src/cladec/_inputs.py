@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int, batch_size: int = 1
         y = label_tensor(y, x.shape[0]) if (y is not None and need_labels) else None
         if need_labels and y is None:
             raise ConfigError("alpha > 0 needs class labels: pass (images, labels)")
-        return Prepared(x=x, y=y, image_shape=tuple(x.shape[1:]))  # type: ignore[arg-type]
+        return Prepared(x=x, y=y, image_shape=tuple(x.shape[1:]))  # type: ignore[arg-type]  # (C, H, W)
     if isinstance(data, DataLoader) or (not isinstance(data, Dataset) and hasattr(data, "__iter__")):
         it = iter(data)
         if it is data:
@@ -72,12 +72,12 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int, batch_size: int = 1
             raise DataError("the data loader yields no batches: the data set is empty") from None
         xb, yb = _split_batch(first, need_labels)
         xb = image_tensor(xb, "the first batch's images")
-        return Prepared(loader=data, image_shape=tuple(xb.shape[1:]))  # type: ignore[arg-type]
+        return Prepared(loader=data, image_shape=tuple(xb.shape[1:]))  # type: ignore[arg-type]  # (C, H, W)
     if isinstance(data, Dataset):
         if hasattr(data, "tensors") and callable(data.tensors):
             x, y = data.tensors()
             return prepare((x, y), need_labels=need_labels, max_bytes=max_bytes)
-        n = len(data)  # type: ignore[arg-type]
+        n = len(data)  # type: ignore[arg-type]  # a map-style Dataset: has __len__
         if n == 0:
             raise DataError("the data set is empty")
         first = _first_item(data)
@@ -87,15 +87,16 @@ def prepare(data: Any, *, need_labels: bool, max_bytes: int, batch_size: int = 1
         est = xi.numel() * 4 * n
         if est <= max_bytes:
             xs, ys = [], []
-            for batch in DataLoader(data, batch_size=512, shuffle=False):  # type: ignore[arg-type]
+            for batch in DataLoader(data, batch_size=512, shuffle=False):
                 xb, yb = _split_batch(batch, need_labels)
                 xs.append(xb)
                 ys.append(yb)
             x = torch.cat(xs)
-            y = torch.cat(ys) if all(t is not None for t in ys) else None
+            y = torch.cat(cast(list[torch.Tensor], ys)) if all(t is not None for t in ys) else None
             return prepare((x, y), need_labels=need_labels, max_bytes=max_bytes)
-        loader = DataLoader(data, batch_size=batch_size, shuffle=True)  # type: ignore[arg-type]
-        return Prepared(loader=loader, image_shape=tuple(image_tensor(xi.unsqueeze(0)).shape[1:]))  # type: ignore[arg-type]
+        loader = DataLoader(data, batch_size=batch_size, shuffle=True)
+        shape = tuple(image_tensor(xi.unsqueeze(0)).shape[1:])
+        return Prepared(loader=loader, image_shape=shape)  # type: ignore[arg-type]  # (C, H, W)
     raise DataError(
         f"cannot use data of type {type(data).__name__}: give a pair of tensors (images, labels), "
         "an image tensor, a Dataset of (image, label) or a DataLoader"

@@ -183,7 +183,7 @@ def check_dataset_fits(name: Any, splits: Any, size: Any, *, what: str, device: 
     hw = _height_width(size)
     check_fits(
         total,
-        f"{what} ({hw[0]}×{hw[1]} images of {name})",  # type: ignore[index]
+        f"{what} ({hw[0]}×{hw[1]} images of {name})",  # type: ignore[index]  # a size dataset_bytes could estimate: (H, W)
         hint="use a smaller size (the paper uses 32) or fewer images (--limit, --test-limit)",
     )
 

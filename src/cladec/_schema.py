@@ -29,9 +29,9 @@ class _Invalid(Exception):
 
 
 class Of:
-    """A leaf: ``test(value)`` says whether the value is valid; ``desc`` says in words what is."""
+    """A leaf: ``test(value)`` says whether the value is valid (by its truth); ``desc`` says in words what is."""
 
-    def __init__(self, desc: str, test: Callable[[Any], bool]) -> None:
+    def __init__(self, desc: str, test: Callable[[Any], object]) -> None:
         self.desc, self.test = desc, test
 
     def check(self, v: Any, field: str) -> None:

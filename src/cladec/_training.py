@@ -73,7 +73,7 @@ class EngineConfig:
     shuffle: bool = True
 
     def __post_init__(self) -> None:
-        self.compile = check_compile(self.compile, self.fast)  # type: ignore[assignment]
+        self.compile = check_compile(self.compile, self.fast)  # type: ignore[assignment]  # from now on: a mode or None
         self.seed = check_seed(self.seed, "seed", optional=True)  # 2**80 would overflow the generator
 
 
@@ -260,14 +260,14 @@ class Engine:
             raise ValueError("joint training needs in-memory tensors")
         n = None
         if tensors is not None:
-            sizes = {next(iter(t.values())).shape[0] if t else 0 for t in tensors}
-            if len(sizes) != 1 or 0 in sizes:
+            lengths = {next(iter(t.values())).shape[0] if t else 0 for t in tensors}
+            if len(lengths) != 1 or 0 in lengths:
                 raise ValueError(
-                    f"joint tasks need non-empty tensors with the same number of examples, got {sorted(sizes)}"
+                    f"joint tasks need non-empty tensors with the same number of examples, got {sorted(lengths)}"
                 )
-            n = sizes.pop()
+            n = lengths.pop()
         t0 = time.perf_counter()
-        self._graph = None
+        self._graph: torch.cuda.CUDAGraph | None = None
         self._graph_grads = False
         self._graph_lr_dirty = False
         # compiled steps: one more eager step before the capture's own warm-up step, so that a recompile caused by
@@ -285,9 +285,13 @@ class Engine:
             m.train()
         if self.use_channels_last:
             for m in modules:
-                m.to(memory_format=torch.channels_last)
+                m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
         for s in states:
-            s.compiled = torch.compile(s.task.loss_fn, mode=cfg.compile) if (cfg.compile and cfg.fast) else None
+            s.compiled = (
+                torch.compile(s.task.loss_fn, mode=cfg.compile)  # type: ignore[arg-type]  # a mode: check_compile's
+                if (cfg.compile and cfg.fast)
+                else None
+            )
         self._full_batch = cfg.batch_size if tensors is not None else None  # a loader's: its first batch's size
         bench_was = torch.backends.cudnn.benchmark
         if tensors is not None:
@@ -315,7 +319,7 @@ class Engine:
                     order = torch.randperm(n, generator=gen) if cfg.shuffle else torch.arange(n)
                     losses, sizes = self._epoch_tensors(order, epoch, bar)
                 else:
-                    rows, sizes = self._epoch_batches(batches(), epoch, bar)  # type: ignore[misc]
+                    rows, sizes = self._epoch_batches(batches(), epoch, bar)  # type: ignore[misc]  # given: no tensors
                     losses = [rows]
                 if losses[0].numel() == 0:
                     raise TrainingError("an epoch had no batches: the data set is empty")
@@ -471,7 +475,7 @@ class Engine:
             return self._capture(lo, hi)
         self._fill_static(lo, hi)
         self._graph.replay()
-        return [s.graph_out for s in self._states]  # type: ignore[misc]
+        return [s.graph_out for s in self._states]  # type: ignore[misc]  # set by _capture
 
     def _fill_static(self, lo: int, hi: int) -> None:
         self._static_idx.copy_(self._order_dev[lo:hi])
@@ -510,12 +514,12 @@ class Engine:
         main = torch.cuda.current_stream(dev)
         outs = []
         for s in states:
-            s.stream.wait_stream(main)  # type: ignore[union-attr]
+            s.stream.wait_stream(main)  # type: ignore[union-attr]  # set in the loop above
             with torch.cuda.stream(s.stream):
                 s.task.optimizer.zero_grad(set_to_none=not self._graph_grads)
                 outs.append(self._compute(s, self._static_batch(s)))
         for s in states:
-            main.wait_stream(s.stream)  # type: ignore[arg-type]
+            main.wait_stream(s.stream)  # type: ignore[arg-type]  # set in the loop above
         return outs
 
     def _capture(self, lo: int, hi: int) -> list[torch.Tensor]:
@@ -532,11 +536,11 @@ class Engine:
             else:  # each task on its own stream, forked from and joined back into the capture stream
                 cap = torch.cuda.current_stream(dev)
                 for s in states:
-                    s.stream.wait_stream(cap)  # type: ignore[union-attr]
+                    s.stream.wait_stream(cap)  # type: ignore[union-attr]  # set by _side_steps
                     with torch.cuda.stream(s.stream):
                         s.graph_out = self._compute(s, self._static_batch(s))
                 for s in states:
-                    cap.wait_stream(s.stream)  # type: ignore[arg-type]
+                    cap.wait_stream(s.stream)  # type: ignore[arg-type]  # set by _side_steps
         self._graph = graph
         self._graph_grads = True
         return outs

@@ -367,6 +367,7 @@ class LayerCapture:
     def _grid(self, out: torch.Tensor) -> torch.Tensor:
         n, T, D = out.shape
         k = self.num_prefix_tokens
+        assert k is not None  # _setup found it before the first token output reaches here
         prefix, patches = out[:, :k], out[:, k:]
         g = math.isqrt(T - k)
         grid = patches.transpose(1, 2).reshape(n, D, g, g)

@@ -76,7 +76,7 @@ class _Data:
     def __len__(self) -> int:
         if self.x is not None:
             return int(self.x.shape[0])
-        return len(self.loader.dataset) if hasattr(self.loader, "dataset") else 0  # type: ignore[union-attr]
+        return len(self.loader.dataset) if hasattr(self.loader, "dataset") else 0  # type: ignore[union-attr]  # a loader
 
 
 _DATA_KINDS = (
@@ -128,7 +128,7 @@ def _as_data(data: Any, what: str, batch_size: int = 128) -> _Data:
     if isinstance(data, DataLoader):
         return _Data(loader=data)
     if isinstance(data, Dataset) and hasattr(data, "__len__"):
-        n = len(data)  # type: ignore[arg-type]
+        n = len(data)
         if n == 0:
             raise DataError(f"{what} is empty")
         xi, _ = _split_item(data[0], what)
@@ -174,7 +174,7 @@ class _Normalize:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = _to_float(x)
-        if self.mean is None:
+        if self.mean is None or self.std is None:  # both or neither
             return x
         return (x - self.mean) / self.std
 
@@ -230,7 +230,8 @@ def _iter_batches(
                 xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             yield xb, yb
         return
-    for i, batch in enumerate(d.loader):  # type: ignore[union-attr]
+    assert d.loader is not None  # not in memory: a loader
+    for i, batch in enumerate(d.loader):
         xb, yb = _split_item(batch, what)
         xb, yb = _check_xy(torch.as_tensor(xb), torch.as_tensor(yb), what)
         if i == 0 and shuffle:
@@ -244,13 +245,13 @@ def _place(d: _Data, device: torch.device) -> _Data:
     """Move in-memory data to an accelerator when it fits comfortably."""
     if d.x is None or device.type == "cpu" or d.x.device == device:
         return d
-    need = d.x.nbytes + d.y.nbytes  # type: ignore[union-attr]
+    need = d.x.nbytes + d.y.nbytes  # type: ignore[union-attr]  # y is set with x
     try:
         free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
     except Exception:  # noqa: BLE001 - free memory unknown (no CUDA query): the data stays where it is
         free = 0
     if need < 0.5 * free:
-        return _Data(x=d.x.to(device), y=d.y.to(device))  # type: ignore[union-attr]
+        return _Data(x=d.x.to(device), y=d.y.to(device))  # type: ignore[union-attr]  # y is set with x
     return d
 
 

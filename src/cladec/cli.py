@@ -72,7 +72,7 @@ def parse_neurons(text: str) -> list[int]:
         if "-" in part[1:]:
             lo_s, hi_s = part.split("-", 1) if not part.startswith("-") else (None, None)
             try:
-                lo, hi = int(lo_s), int(hi_s)  # type: ignore[arg-type]
+                lo, hi = int(lo_s), int(hi_s)  # type: ignore[arg-type]  # None raises TypeError, caught below
             except (TypeError, ValueError):
                 raise bad from None
             if hi < lo or lo < 0:
@@ -162,7 +162,7 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
         shape = ()
     if len(shape) != 3 or any(s < 1 for s in shape):
         raise ConfigError(f"--image-shape must be C,H,W (three positive integers, e.g. 1,28,28), got {text!r}")
-    return shape  # type: ignore[return-value]
+    return shape
 
 
 def _pos_float(text: str) -> float:
@@ -252,7 +252,7 @@ class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line, ``cladec: error: fit: argument --seed: ...``, like
     every other error of the command line (exit status 2), instead of the usage text followed by the message."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         cmd = self.prog[len("cladec") :].strip() if self.prog.startswith("cladec") else self.prog
         where = f"{cmd}: " if cmd else ""
         self.exit(2, f"cladec: error: {where}{message} (see `{self.prog} --help`)\n")
@@ -693,7 +693,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "give the input shape with --image-shape C,H,W (e.g. 1,28,28): the model does not record it"
             )
-        shape = tuple(int(s) for s in shape_l)  # type: ignore[assignment]
+        shape = tuple(int(s) for s in shape_l)  # type: ignore[assignment]  # the recorded [C, H, W]
     try:
         layers = list_layers(model, torch.zeros(1, *shape))
     except RuntimeError as e:

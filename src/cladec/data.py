@@ -52,7 +52,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import numpy as np
 import torch
@@ -629,7 +629,7 @@ def _how_to_get(name: str) -> str:
 # IDX (MNIST, Fashion-MNIST)
 # --------------------------------------------------------------------------------------------------
 
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(np.uint8),
     0x09: np.dtype(np.int8),
     0x0B: np.dtype(">i2"),
@@ -719,13 +719,13 @@ def _read_idx_file(source: str | os.PathLike | BinaryIO, limit: int | None) -> t
     return _read_idx_stream(source, getattr(source, "name", "<stream>"), limit)
 
 
-def _read_exact(f: BinaryIO, n: int) -> bytearray:
+def _read_exact(f: IO[bytes] | gzip.GzipFile, n: int) -> bytearray:
     """Read exactly ``n`` bytes (fewer only at end of file) into a writable buffer."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
-        k = f.readinto(view[got:])  # type: ignore[attr-defined]
+        k = f.readinto(view[got:])  # type: ignore[union-attr]  # typeshed's IO has no readinto; files do
         if not k:
             break
         got += k
@@ -735,7 +735,7 @@ def _read_exact(f: BinaryIO, n: int) -> bytearray:
     return buf
 
 
-def _raw_length_and_gzip_isize(f: BinaryIO, is_gzip: bool) -> tuple[int | None, int | None]:
+def _raw_length_and_gzip_isize(f: IO[bytes], is_gzip: bool) -> tuple[int | None, int | None]:
     """Bytes from the current position of a seekable file to its end, and (gzip) the trailer's ISIZE.
 
     ISIZE is the uncompressed size modulo 2**32 of the last gzip member; the position is restored.
@@ -753,7 +753,7 @@ def _raw_length_and_gzip_isize(f: BinaryIO, is_gzip: bool) -> tuple[int | None, 
     return end - start, isize
 
 
-def _read_idx_stream(f: BinaryIO, label: str, limit: int | None) -> tuple[np.ndarray, int]:
+def _read_idx_stream(f: IO[bytes], label: str, limit: int | None) -> tuple[np.ndarray, int]:
     """Parse an IDX stream: ``(array of the first min(limit, N) items, N from the header)``."""
     head = f.read(2)
     is_gzip = head == b"\x1f\x8b"
@@ -762,7 +762,7 @@ def _read_idx_stream(f: BinaryIO, label: str, limit: int | None) -> tuple[np.nda
     else:
         f.seek(-len(head), io.SEEK_CUR)
     raw_len, isize = _raw_length_and_gzip_isize(f, is_gzip)
-    stream: BinaryIO = gzip.GzipFile(fileobj=f) if is_gzip else f
+    stream: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=f) if is_gzip else f
     try:
         magic = _read_exact(stream, 4)
         if len(magic) != 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES or magic[3] == 0:
@@ -1477,7 +1477,7 @@ class _DType:
 
     def to_numpy(self) -> np.dtype:
         dt = np.dtype(self.spec)
-        return dt.newbyteorder(self.byteorder) if self.byteorder in "<>" else dt
+        return dt.newbyteorder(self.byteorder) if self.byteorder in "<>" else dt  # type: ignore[arg-type]  # "<" or ">"
 
 
 class _ArrayStub:

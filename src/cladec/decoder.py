@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -57,7 +57,7 @@ class DecoderSpec:
     def from_dict(cls, d: dict[str, Any]) -> DecoderSpec:
         return cls(
             in_shape=tuple(d["in_shape"]),
-            out_shape=tuple(d["out_shape"]),  # type: ignore[arg-type]
+            out_shape=tuple(d["out_shape"]),
             base_width=int(d.get("base_width", 64)),
             max_width=int(d.get("max_width", 512)),
             norm=d.get("norm"),
@@ -78,12 +78,15 @@ def _up(cin: int, cout: int, h_in: tuple[int, int], h_out: tuple[int, int], bias
     pads, ops = [], []
     for a, b in zip(h_in, h_out, strict=True):
         if b == 2 * a:
-            pads.append(1), ops.append(0)
+            pads.append(1)
+            ops.append(0)
         elif b == 2 * a - 1:
-            pads.append(2), ops.append(1)
+            pads.append(2)
+            ops.append(1)
         else:  # pragma: no cover - the chain construction never asks for this
             raise AssertionError((a, b))
-    return nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=tuple(pads), output_padding=tuple(ops), bias=bias)
+    padding, output_padding = (pads[0], pads[1]), (ops[0], ops[1])  # one per spatial dimension
+    return nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=padding, output_padding=output_padding, bias=bias)
 
 
 def _hooked(*mods: nn.Module) -> bool:
@@ -107,7 +110,7 @@ def _up_from_point(h: torch.Tensor, conv: nn.ConvTranspose2d, out_hw: tuple[int,
     On a single input pixel a transposed convolution with padding ``p`` writes output pixel ``(y, x)``
     from kernel tap ``(y + p, x + p)``: ``out[n, o, y, x] = b[o] + Σ_c h[n, c] · W[c, o, y + p, x + p]``.
     """
-    (ph, pw), (oh, ow) = conv.padding, out_hw
+    (ph, pw), (oh, ow) = cast(tuple[int, int], conv.padding), out_hw  # _up gives a pair, not a padding mode
     w = conv.weight[:, :, ph : ph + oh, pw : pw + ow].reshape(conv.weight.shape[0], -1)  # (C, O·oh·ow)
     if conv.bias is not None:  # the bias goes in the GEMM's epilogue (one rounding, as in the convolution)
         y = torch.addmm(conv.bias.repeat_interleave(oh * ow), h, w)
@@ -170,7 +173,12 @@ class Decoder(nn.Module):
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         x = self.head(a)
         first = self.up[0]
-        if self.dense and isinstance(first, nn.ConvTranspose2d) and not _hooked(first, self.up):
+        if (
+            self.dense
+            and isinstance(first, nn.ConvTranspose2d)
+            and self._first_out is not None  # set wherever there is a transposed convolution
+            and not _hooked(first, self.up)
+        ):
             # the first transposed convolution sees a 1×1 seed: computed as the matrix product it is
             # (same weights, same result) — one GEMM instead of a cuDNN call on an N×C×1×1 tensor,
             # whose memory format is ambiguous (it breaks torch.compile's stride checks in torch 2.11);
@@ -193,11 +201,11 @@ class Decoder(nn.Module):
         Args:
             mean_pixel: A float or a tensor of ``C`` values in (0, 1).
         """
-        layer = self.output_layer
-        if layer.bias is None:
+        bias = self.output_layer.bias
+        if not isinstance(bias, torch.Tensor):  # None: an output layer without bias
             return
         m = torch.as_tensor(mean_pixel, dtype=torch.float32).clamp(1e-3, 1 - 1e-3)
-        layer.bias.copy_(torch.logit(m).expand_as(layer.bias).to(layer.bias))
+        bias.copy_(torch.logit(m).expand_as(bias).to(bias))
 
 
 def build_decoder(
@@ -228,7 +236,7 @@ def build_decoder(
     return Decoder(
         DecoderSpec(
             tuple(int(s) for s in in_shape),
-            tuple(int(s) for s in out_shape),  # type: ignore[arg-type]
+            tuple(int(s) for s in out_shape),  # type: ignore[arg-type]  # an image shape (C, H, W)
             base_width=base_width,
             max_width=max_width,
             norm=norm,

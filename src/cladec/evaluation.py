@@ -462,8 +462,8 @@ def evaluate_run(
     pc: dict[str, dict[str, dict]] = {}
     for s in chosen:
         cols: dict[str, dict] = {}
-        for k, v in per_image[s].items():
-            cols[k] = M.per_class(v, y, classes)
+        for name, vals in per_image[s].items():
+            cols[name] = M.per_class(vals, y, classes)
         cols["accuracy"] = M.per_class(correct[s], y, classes)
         cols["agreement"] = M.per_class(agree[s], y, classes)
         if s in eval_correct:

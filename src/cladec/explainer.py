@@ -12,7 +12,7 @@ import copy
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from torch import nn
 from ._checks import image_tensor
 from ._errors import ConfigError, DataError
 from ._inputs import Prepared, iterate_batches, prepare
-from ._training import Engine, EngineConfig, Task, check_amp, check_compile, make_optimizer
+from ._training import Engine, EngineConfig, LossFn, Task, check_amp, check_compile, make_optimizer
 from .capture import LayerCapture, _model_device
 from .decoder import Decoder, build_decoder
 
@@ -36,6 +36,7 @@ class CollapseWarning(UserWarning):
 
 class _DecoderExplainer:
     kind = "base"
+    _loss: LossFn  # the training loss of one batch, defined by each kind (ClaDec, RefAE)
 
     def __init__(
         self,
@@ -141,12 +142,17 @@ class _DecoderExplainer:
         finally:
             model.train(was)
         if self.decoder is None:
-            self.decoder = self._new_decoder(tuple(act.shape[1:]), image_shape).to(self.device)  # type: ignore[arg-type]
+            self.decoder = self._new_decoder(tuple(act.shape[1:]), image_shape).to(self.device)
             self._decoder_marks = _marks(self.decoder)
         else:
             self.decoder.to(self.device)
             self._check_decoder_output(act, image_shape)
-        self.image_shape = image_shape  # type: ignore[assignment]
+        self.image_shape = image_shape
+
+    def _built_decoder(self) -> nn.Module:
+        """``decoder``, where the explainer is built (build() sets it before anything runs it)."""
+        assert self.decoder is not None, "the explainer is built before its decoder runs"
+        return self.decoder
 
     def _new_decoder(self, act_shape: tuple[int, ...], image_shape: tuple[int, int, int]) -> nn.Module:
         """A freshly drawn decoder of this explainer's architecture (from the global random generator)."""
@@ -155,7 +161,7 @@ class _DecoderExplainer:
     def _check_decoder_output(self, act: torch.Tensor, image_shape: tuple[int, ...]) -> None:
         """A user's decoder must turn the layer's activations into images of ``image_shape`` (else the losses
         would broadcast and reconstruct would return another shape)."""
-        dec = self.decoder
+        dec = self._built_decoder()
         was = dec.training
         dec.eval()
         try:
@@ -193,7 +199,7 @@ class _DecoderExplainer:
         self._require_built()
         self._warn_if_unfitted()
         outs = []
-        dec = self.decoder
+        dec = self._built_decoder()
         was = dec.training
         dec.eval()
         try:
@@ -223,7 +229,7 @@ class _DecoderExplainer:
         self._warn_if_unfitted()
 
         def one(xb: torch.Tensor) -> torch.Tensor:
-            return self.decoder(self._encode_batch(xb))
+            return self._built_decoder()(self._encode_batch(xb))
 
         return self._batched(x, one, batch_size)
 
@@ -240,7 +246,7 @@ class _DecoderExplainer:
         )
 
     def _batched(self, x: torch.Tensor, fn, batch_size: int = 256) -> torch.Tensor:
-        mods = [self.capture.model, self.decoder]
+        mods = [self.capture.model, self._built_decoder()]
         states = [m.training for m in mods]
         for m in mods:
             m.eval()
@@ -355,17 +361,18 @@ class _DecoderExplainer:
         if seed is not None:
             torch.manual_seed(seed)
             self._seed_initial_weights(seed)
-        self._ensure_built(prepared.image_shape)  # type: ignore[arg-type]
+        self._ensure_built(prepared.image_shape)  # type: ignore[arg-type]  # prepare() always sets image_shape
         self._forget_initial_weights()  # trained from now on: a later fit never draws them again
-        if not self._bias_initialised and not self._custom_decoder and prepared.in_memory:
+        if not self._bias_initialised and not self._custom_decoder and prepared.x is not None:
             # start the output at the data's mean pixel (once, before the first fit)
-            self.decoder.init_output_bias(prepared.x.mean(dim=(0, 2, 3)))  # type: ignore[union-attr]
+            cast(Decoder, self.decoder).init_output_bias(prepared.x.mean(dim=(0, 2, 3)))  # cladec's own: a Decoder
         self._bias_initialised = True
         dev = self.device
         if self.capture.input_norm is not None:
             # the normalisation's device copies made now: made by the first compiled step they forced a recompile
             for dt in (torch.float32, torch.bfloat16):
-                self.capture.normalize(torch.zeros(1, self.image_shape[0], 1, 1, device=dev, dtype=dt))  # type: ignore[index]
+                channels = self.image_shape[0]  # type: ignore[index]  # built above
+                self.capture.normalize(torch.zeros(1, channels, 1, 1, device=dev, dtype=dt))
         opt = make_optimizer("adam", self._trainable_params(), lr=lr, weight_decay=weight_decay, device=dev, fast=fast)
         self._fast = fast
         self._channels_last = (fast and dev.type == "cuda") if channels_last is None else channels_last
@@ -383,7 +390,7 @@ class _DecoderExplainer:
         if self._custom_decoder:  # a copy of a user's decoder (RefAE.like): reset as RefAE's encoder is
             _reinitialise(dec)
         else:
-            fresh = self._new_decoder(tuple(self.activation_shape), self.image_shape)  # type: ignore[arg-type]
+            fresh = self._new_decoder(tuple(self.activation_shape), self.image_shape)  # type: ignore[arg-type]  # built
             with torch.no_grad():
                 dec.load_state_dict(fresh.state_dict())
 
@@ -399,7 +406,7 @@ class _DecoderExplainer:
         self.history.extend(res.history)
         self.fit_config = dict(
             fit_config,
-            n_train=int(prepared.x.shape[0]) if prepared.in_memory else None,
+            n_train=int(prepared.x.shape[0]) if prepared.x is not None else None,
             seconds=round(res.seconds, 3),
             steps=res.steps,
             device=str(self.device),
@@ -411,10 +418,10 @@ class _DecoderExplainer:
         return False
 
     def _trainable_params(self) -> list[nn.Parameter]:
-        return [p for p in self.decoder.parameters() if p.requires_grad]
+        return [p for p in self._built_decoder().parameters() if p.requires_grad]
 
     def _train_modules(self) -> list[nn.Module]:
-        return [self.decoder]
+        return [self._built_decoder()]
 
     def _training_mode(self):
         import contextlib
@@ -422,6 +429,7 @@ class _DecoderExplainer:
         return contextlib.nullcontext()
 
     def _stream(self, prepared: Prepared):
+        assert prepared.loader is not None  # streamed: prepare() gave a loader
         for xb, yb in iterate_batches(prepared.loader, self._needs_labels()):
             batch = {"x": xb}
             if yb is not None and self._needs_labels():
@@ -446,12 +454,14 @@ class _DecoderExplainer:
         return out
 
     def _train_tensors(self, prepared: Prepared) -> dict[str, torch.Tensor]:
+        assert prepared.x is not None  # called for in-memory data only
         return {"x": self._place(prepared.x)}
 
     def _check_collapse(self, prepared: Prepared) -> None:
-        if prepared.in_memory:
+        if prepared.x is not None:
             xs = prepared.x[:256]
         else:
+            assert prepared.loader is not None  # not in memory: prepare() gave a loader
             xs, _ = next(iterate_batches(prepared.loader, False))
         if xs.shape[0] < 2:  # one image has no spread to compare
             self.collapsed = False
@@ -494,7 +504,7 @@ class _DecoderExplainer:
     # -- persistence ---------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         self._require_built()
-        return {f"decoder.{k}": v for k, v in self.decoder.state_dict().items()}
+        return {f"decoder.{k}": v for k, v in self._built_decoder().state_dict().items()}
 
     def config(self) -> dict[str, Any]:
         """The JSON-serialisable configuration written by :meth:`save`."""
@@ -629,13 +639,15 @@ class ClaDec(_DecoderExplainer):
     def _probe(self) -> torch.Tensor:
         """A few fixed random images, normalised as the classifier sees them (drawn without the global generator)."""
         g = torch.Generator().manual_seed(0)
-        x = torch.rand(4, *self.image_shape, generator=g).to(self.device)  # type: ignore[misc]
+        x = torch.rand(4, *self.image_shape, generator=g).to(self.device)  # type: ignore[misc]  # probed once built
         return self.capture.normalize(x)
 
     def _train_tensors(self, prepared: Prepared) -> dict[str, torch.Tensor]:
         x = prepared.x
+        assert x is not None  # called for in-memory data only
         t = {"x": self._place(x)}
         if self.alpha > 0:
+            assert prepared.y is not None  # alpha > 0 needs labels: prepare() refused data without them
             self._check_labels(x, prepared.y)
             t["y"] = self._place(prepared.y)
         act = self._cached_activations(x)
@@ -678,7 +690,7 @@ class ClaDec(_DecoderExplainer):
         else:
             with torch.no_grad():
                 a = self.capture(x)
-        x_hat = self.decoder(a)
+        x_hat = self._built_decoder()(a)
         mse = F.mse_loss(x_hat.float(), x)
         if self.alpha > 0:
             logits = self._loss_model(self.capture.normalize(x_hat))
@@ -717,7 +729,7 @@ def _frozen_copy(model: nn.Module, channels_last: bool, probe: torch.Tensor | No
     if fused is not None and (probe is None or _same_function(model, fused, probe)):
         m = fused
     if channels_last:
-        m = m.to(memory_format=torch.channels_last)
+        m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
     return m
 
 
@@ -986,7 +998,7 @@ class RefAE(_DecoderExplainer):
             was = self.encoder.training
             self.encoder.eval()
             try:
-                x = torch.rand(2, *self.image_shape, device=self.device)  # type: ignore[misc]
+                x = torch.rand(2, *self.image_shape, device=self.device)  # type: ignore[misc]  # probed once built
                 self.capture(x).float().sum().backward()
             finally:
                 self.encoder.train(was)
@@ -999,7 +1011,7 @@ class RefAE(_DecoderExplainer):
         return self._reached_params() + super()._trainable_params()
 
     def _train_modules(self) -> list[nn.Module]:
-        return [self.encoder, self.decoder]
+        return [self.encoder, self._built_decoder()]
 
     def _training_mode(self):
         # the encoder is RefAE's own and is only run through the capture: its hook stays attached for all
@@ -1008,7 +1020,7 @@ class RefAE(_DecoderExplainer):
 
     def _loss(self, batch):
         x = batch["x"]
-        x_hat = self.decoder(self.capture.run_attached(x))  # the hook is attached by _training_mode
+        x_hat = self._built_decoder()(self.capture.run_attached(x))  # the hook is attached by _training_mode
         mse = F.mse_loss(x_hat.float(), x)
         return mse, {"mse": mse}
 
@@ -1022,9 +1034,11 @@ def _caller_level() -> int:
     """``stacklevel`` for a warning raised here that points at the first frame outside this package."""
     import os
     import sys
+    import types
 
     pkg = os.path.dirname(os.path.abspath(__file__))
-    frame, level = sys._getframe(2), 2  # 1 is the function that warns
+    frame: types.FrameType | None = sys._getframe(2)  # 1 is the function that warns
+    level = 2
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg + os.sep):
         frame, level = frame.f_back, level + 1
     return level
@@ -1156,15 +1170,15 @@ def fit_together(
     budget = min(e.cache_budget for e in explainers)
     prepared = prepare(data, need_labels=needs_labels, max_bytes=budget * 4, batch_size=batch_size)
     for e in explainers:  # before any of them is built or trained
-        e._check_image_shape(prepared.image_shape)  # type: ignore[arg-type]
-    if prepared.in_memory and prepared.x.shape[0] < 2 and any(_has_batchnorm(e) for e in explainers):
+        e._check_image_shape(prepared.image_shape)  # type: ignore[arg-type]  # prepare() always sets image_shape
+    if prepared.x is not None and prepared.x.shape[0] < 2 and any(_has_batchnorm(e) for e in explainers):
         raise DataError(
             f"training needs at least 2 images here, got {prepared.x.shape[0]}: the trained modules have "
             "BatchNorm layers, which in training mode need more than one value per channel"
         )
     if len(explainers) > 1 and not prepared.in_memory:
         for e in explainers:  # streamed batches come one at a time: fit one explainer after the other
-            fit_together([e], data, epochs, **kw)  # type: ignore[arg-type]
+            fit_together([e], data, epochs, **kw)  # type: ignore[arg-type]  # kw holds fit_together's own keywords
         return explainers
     tasks = [
         e._fit_begin(prepared, seed=seed, lr=lr, weight_decay=weight_decay, fast=fast, channels_last=channels_last)
@@ -1193,7 +1207,12 @@ def fit_together(
         for e in explainers:
             stack.enter_context(e._training_mode())
             e._placed = placed  # images and labels placed on the device (or pinned) once for all of them
-        stack.callback(lambda: [setattr(e, "_placed", None) for e in explainers])
+
+        def unplace() -> None:
+            for e in explainers:
+                e._placed = None
+
+        stack.callback(unplace)
         engine = Engine.joint(tasks, dev, cfg)
         try:
             if prepared.in_memory:

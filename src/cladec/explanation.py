@@ -108,7 +108,7 @@ class Explanation:
             r, c = divmod(i, cols)
             panels = [("original", self.x[i], self.pred_x[i])]
             if self.x_refae is not None:
-                panels.append(("RefAE", self.x_refae[i], self.pred_refae[i]))  # type: ignore[index]
+                panels.append(("RefAE", self.x_refae[i], self.pred_refae[i]))  # type: ignore[index]  # set with x_refae
             panels.append(("ClaDec", self.x_cladec[i], self.pred_cladec[i]))
             for j, (name, img, pred) in enumerate(panels):
                 ax = axes[r, c * per + j]
@@ -121,8 +121,8 @@ class Explanation:
                 ok = self.labels is None or int(pred) == int(self.labels[i])
                 lines = []
                 if j == 0 and self.labels is not None:
-                    lines.append(f"true: {self.class_name(self.labels[i])}"[:18])
-                lines.append(f"pred: {self.class_name(pred)}"[:18])
+                    lines.append(f"true: {self.class_name(int(self.labels[i]))}"[:18])
+                lines.append(f"pred: {self.class_name(int(pred))}"[:18])
                 # parse_math=False: a class name such as "$\\frac{$" is text, not matplotlib mathtext
                 ax.set_title(title, fontsize=7, pad=2, parse_math=False)
                 ax.text(

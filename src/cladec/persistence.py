@@ -81,6 +81,7 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
     _check_affordable(
         tensor_bytes(2, *image_shape), f"{cfg_path}: 'image_shape' {list(image_shape)}", "the probe images"
     )
+    exp: ClaDec | RefAE
     try:
         if kind == "cladec":
             exp = ClaDec(model, layer, alpha=float(cfg.get("alpha", 0.0)), **kwargs)
@@ -114,6 +115,7 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
     if decoder is None:  # a decoder of an absurd base_width would ask the allocator for terabytes
         from .classifier import _weight_bytes_on_meta
 
+        assert act_shape is not None  # the layer's output shape is the recorded one (checked above)
         nbytes = _weight_bytes_on_meta(lambda: exp._new_decoder(act_shape, image_shape))
         if nbytes is not None:
             _check_affordable(nbytes, f"{cfg_path}: the decoder of 'base_width' {kwargs['base_width']}", "its weights")
@@ -136,8 +138,9 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
             f"{kind} save holds only {' and '.join(p + '*' for p in parts)}): the weights of another kind of "
             "save were copied in; save the explainer again"
         )
-    _load_part(exp.decoder, tensors, "decoder.", weights, cfg_path)
+    _load_part(exp._built_decoder(), tensors, "decoder.", weights, cfg_path)
     if kind == "refae":
+        assert isinstance(exp, RefAE)
         _load_part(exp.encoder, tensors, "encoder.", weights, cfg_path)
     # as after fit: the trained modules in eval mode (batch statistics and dropout off); the loaded weights are never
     # drawn again by a later fit's seed

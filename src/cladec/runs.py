@@ -87,7 +87,7 @@ class Run:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.config["image_shape"])  # type: ignore[return-value]
+        return tuple(self.config["image_shape"])
 
     @property
     def output_classes(self) -> list[str] | None:
@@ -438,7 +438,8 @@ def fit_run(
     same_data = _same_dataset(rec.get("name"), dataset)
     if size is None:  # the size the classifier was trained at (its recorded resize, else its input shape)
         shape = rec.get("image_shape")
-        size = rec.get("size") or (list(shape[1:]) if isinstance(shape, (list, tuple)) and len(shape) == 3 else None)
+        input_hw = list(shape[1:]) if isinstance(shape, (list, tuple)) and len(shape) == 3 else None
+        size = rec.get("size") or input_hw  # type: ignore[assignment]  # [H, W] too: load_dataset takes both
     if data_root is None and same_data:
         # where the classifier's training data was found (`train-classifier --data-root`), unless $CLADEC_DATA
         data_root = data_root_for(None, rec.get("root"), env_first=True)
@@ -448,7 +449,7 @@ def fit_run(
     t0 = time.perf_counter()
     e = ClaDec(model, layer, alpha=alpha, neurons=neurons, input_norm=norm, decoder_norm=decoder_norm)
     r = RefAE.like(e, init_seed=seed) if refae else None
-    kw = dict(batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast, compile=compile)
+    kw: dict[str, Any] = dict(batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast, compile=compile)
     if r is not None and (refae_epochs or epochs) == epochs:
         # both at once: on a GPU their steps overlap (same result as one after the other); RefAE is made before
         # ClaDec is built, so both decoders are built from the same seed and start from the same weights

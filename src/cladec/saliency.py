@@ -150,6 +150,9 @@ class Normalized(nn.Module):
         [[1.0, 1.0, 1.0, 1.0]]
     """
 
+    mean: torch.Tensor | None  # buffers (None without input_norm)
+    std: torch.Tensor | None
+
     def __init__(self, model: nn.Module, input_norm=None) -> None:
         super().__init__()
         self.model = model
@@ -163,7 +166,7 @@ class Normalized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise (if configured) and classify."""
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:  # both or neither
             x = (x - self.mean) / self.std
         return self.model(x)
 

@@ -144,10 +144,11 @@ def check_roar_k(ks: Sequence[float] | str) -> list[float]:
         >>> check_roar_k("50,10,30")
         [10, 30, 50]
     """
+    items: Sequence[float | str] = ks
     if isinstance(ks, str):
-        ks = [k for k in ks.split(",") if k.strip()]
+        items = [k for k in ks.split(",") if k.strip()]
     out = []
-    for k in ks:
+    for k in items:
         try:
             v = float(k)
         except (TypeError, ValueError):

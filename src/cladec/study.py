@@ -233,8 +233,8 @@ def build_study(
     x_all, y_all = ds.tensors()
     idx = _pick_items(y_all.tolist(), items, seed)
     x, y = x_all[idx].clone(), y_all[idx].clone()
-    e = explain(x, cladec=run.cladec, refae=run.refae, labels=y, classes=ds.classes)
-    has_refae = e.x_refae is not None
+    expl = explain(x, cladec=run.cladec, refae=run.refae, labels=y, classes=ds.classes)
+    has_refae = expl.x_refae is not None
     # predictions are named with the classifier's own classes (it may have more outputs than the data set has
     # classes, e.g. a 10-class classifier explained on a 3-class image folder), else by number
     out_names = run.output_classes or list(ds.classes)
@@ -252,16 +252,16 @@ def build_study(
         for k in range(len(idx)):
             item_id = f"item-{k + 1:02d}"
             base = f"img/{item_id}"
-            write_png(site / f"{base}-original.png", e.x[k])
-            write_png(site / f"{base}-cladec.png", e.x_cladec[k])
-            if has_refae:
-                write_png(site / f"{base}-refae.png", e.x_refae[k])  # type: ignore[index]
+            write_png(site / f"{base}-original.png", expl.x[k])
+            write_png(site / f"{base}-cladec.png", expl.x_cladec[k])
+            if expl.x_refae is not None:
+                write_png(site / f"{base}-refae.png", expl.x_refae[k])
             entries.append(
                 {
                     "item_id": item_id,
                     "image_id": image_ids[k],
                     "true_label": ds.classes[int(y[k])],
-                    "predicted": pred_name(int(e.pred_x[k])),
+                    "predicted": pred_name(int(expl.pred_x[k])),
                     "original": f"{base}-original.png",
                     "refae": f"{base}-refae.png" if has_refae else None,
                     "cladec": f"{base}-cladec.png",
@@ -535,7 +535,7 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
         raise DataError("the answer files hold no answers")
     n = len(rows)
     concepts = list(CONCEPTS) + sorted({c for r in rows for c in r["uses"] + r["ignores"]} - set(CONCEPTS))
-    tally = {c: {"uses": 0, "ignores": 0} for c in concepts}
+    tally: dict[str, dict[str, float]] = {c: {"uses": 0, "ignores": 0} for c in concepts}
     for r in rows:
         for c in r["uses"]:
             tally[c]["uses"] += 1
@@ -602,7 +602,7 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
             "answers_per_half": sum(1 for v in half.values() if v == "first"),
             "first_half_mean_confidence": first,
             "second_half_mean_confidence": second,
-            "difference": round(second - first, 4),  # type: ignore[operator]
+            "difference": round(second - first, 4),  # type: ignore[operator]  # numbers: both halves hold answers
         }
     secs = [r["seconds_on_item"] for r in rows if r["seconds_on_item"] is not None]
     summary = {

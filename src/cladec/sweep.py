@@ -104,7 +104,7 @@ def _check_list(name: str, vals: Sequence[Any], conv) -> list:
 def _seed(s: Any) -> int:
     from ._checks import seed
 
-    return seed(s, "seeds")  # type: ignore[return-value]
+    return seed(s, "seeds")  # type: ignore[return-value]  # not optional: an int
 
 
 def _layer(s: Any) -> str:
@@ -238,7 +238,7 @@ def run_sweep(
             "eval_epochs sets the evaluation classifiers, which eval_classifier=False turns off: drop "
             "it, or keep eval_classifier=True"
         )
-    device = checked_device(device, "device")  # the one device check (ConfigError)
+    dev = checked_device(device, "device")  # the one device check (ConfigError)
     clf = Path(classifier_dir)
     if not (clf / "classifier.json").is_file():
         raise ConfigError(
@@ -356,7 +356,7 @@ def run_sweep(
                 limit=limit,
                 test_limit=test_limit,
                 data_root=data_root,
-                device=device,
+                device=dev,  # type: ignore[arg-type]  # fit_run takes a torch.device as well
                 decoder_norm=decoder_norm,
                 verbose=False,
             )

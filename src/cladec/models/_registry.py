@@ -165,6 +165,7 @@ def create_model(name: str, in_channels: int = 1, num_classes: int = 10, **kwarg
     model = fn(in_channels=in_channels, num_classes=num_classes, **kwargs)
     if not isinstance(model, nn.Module):  # pragma: no cover - registry misuse
         raise ConfigError(f"the factory of {key!r} returned {type(model).__name__}, not an nn.Module")
-    model.arch = key
-    model.arch_kwargs = {"in_channels": in_channels, "num_classes": num_classes, **kwargs}
+    model.arch = key  # type: ignore[assignment]  # a plain attribute
+    arch_kwargs = {"in_channels": in_channels, "num_classes": num_classes, **kwargs}
+    model.arch_kwargs = arch_kwargs  # type: ignore[assignment]  # a plain attribute
     return model

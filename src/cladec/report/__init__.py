@@ -100,11 +100,12 @@ def _run_view(ref: RunRef) -> dict[str, Any]:
     m = cfg.get("metrics") or {}
     # a run fitted without a RefAE of its own is shown with its layer's shared RefAE: its numbers are those
     # measured in the run that fitted it, and say so
-    shared_from, shared_m = None, {}
+    shared_from: Path | None = None
+    shared_m: dict[str, Any] = {}
     if ref.refae_from is not None and not (ref.path / "refae").is_dir():
         shared_from = ref.refae_from.parent
         shared_m = (read_json_obj(shared_from / "run.json") or {}).get("metrics") or {}
-    stats = []
+    stats: list[dict[str, Any]] = []
     for key, label, short in STATS:
         v, shared = m.get(key), False
         if not isinstance(v, (int, float)) and shared_from is not None and key.endswith("_refae"):
@@ -113,7 +114,8 @@ def _run_view(ref: RunRef) -> dict[str, Any]:
             text = f"{100 * v:.1f}%" if key.startswith("acc") else f"{v:.4f}"
             stats.append(
                 {
-                    "label": label + (f" (shared RefAE, fitted in {shared_from.name})" if shared else ""),
+                    "label": label
+                    + (f" (shared RefAE, fitted in {shared_from.name})" if shared and shared_from is not None else ""),
                     "short": short,
                     "value": text,
                     "shared": shared,
@@ -256,7 +258,7 @@ def build_report(
             saliency_section(s, site, f"saliency-{k}", _rel_title(s, src.path)) for k, s in enumerate(src.saliency)
         ]
         sweep = sweep_section(src.path, src.sweep, site) if src.sweep is not None else None
-        page_data = {"kind": src.kind, "gallery": None}
+        page_data: dict[str, Any] = {"kind": src.kind, "gallery": None}
         if gallery:
             page_data["gallery"] = {k: gallery[k] for k in ("classes", "pred_classes", "images", "layers", "scale")}
         html = env.get_template("report.html").render(

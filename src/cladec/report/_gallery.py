@@ -43,7 +43,9 @@ def classifier_fingerprint(model: torch.nn.Module) -> str:
 
 
 def _dataset_key(cfg: dict[str, Any]) -> tuple[str, list[str] | None]:
-    ds = cfg.get("dataset") if isinstance(cfg.get("dataset"), dict) else {}
+    ds = cfg.get("dataset")
+    if not isinstance(ds, dict):
+        ds = {}
     classes = ds.get("classes")
     return str(ds.get("name", "?")), (list(classes) if isinstance(classes, list) else None)
 
@@ -219,13 +221,13 @@ def build_gallery(
     for ref, e, shared in results:
         by_layer.setdefault(e.layer, []).append((ref, e, shared))
     layer_names = sorted(by_layer, key=lambda n: (order.get(n, 10**9), n))
-    layers = []
+    layers: list[dict[str, Any]] = []
     vcount = 0
     for li, name in enumerate(layer_names):
         group = sorted(by_layer[name], key=lambda t: (t[0].alpha, t[0].path.name))
         alphas = [ref.alpha for ref, _, _ in group]
         series = "α" if len(set(alphas)) == len(alphas) else "run"
-        variants = []
+        variants: list[dict[str, Any]] = []
         for ref, e, shared in group:
             vkey = f"v{vcount:02d}"
             vcount += 1

@@ -295,7 +295,7 @@ def detect_source(path: str | os.PathLike, *, exclude: list[Path] | None = None)
     if (src / "metrics.json").is_file():
         metrics = _require(src / "metrics.json", "cladec-eval", "cladec evaluation directory")
         run_dir = _run_of_eval(src, metrics)
-        runs: list[RunRef] = []
+        runs = []
         sal = find_dirs(src, "results.json", "cladec-saliency", exclude=exclude, max_depth=2)
         if run_dir is None:
             notes.append(

@@ -178,7 +178,9 @@ def eval_section(eval_dir: Path, site: Path, key: str, title: str) -> dict[str, 
         what = f"layer {m['layer']}"
         if isinstance(m.get("alpha"), (int, float)):
             what += f", α = {m['alpha']:g}"
-    ds = m.get("dataset") if isinstance(m.get("dataset"), dict) else {}
+    ds = m.get("dataset")
+    if not isinstance(ds, dict):
+        ds = {}
     if ds.get("n") and ds.get("split"):
         what += f" · {ds['n']:,} {ds['split']} images" if what else f"{ds['n']:,} {ds['split']} images"
     return {"id": key, "title": title, "what": what, "tables": tables, "figures": figs, "path": str(eval_dir)}
@@ -207,13 +209,17 @@ def sweep_section(sweep_dir: Path, sweep: dict[str, Any], site: Path) -> dict[st
             t = dict_table(s, "Summary", skip=("format", "format_version"))
     if t:
         tables.append(t)
-    cfg = sweep.get("config") if isinstance(sweep.get("config"), dict) else {}
+    cfg = sweep.get("config")
+    if not isinstance(cfg, dict):
+        cfg = {}
     config = dict_table(cfg, "Sweep configuration") if cfg else None
-    cells = sweep.get("cells") if isinstance(sweep.get("cells"), list) else []
+    cells = sweep.get("cells")
+    if not isinstance(cells, list):
+        cells = []
     status: dict[str, int] = {}
     for c in cells:
         if isinstance(c, dict):
-            s = str(c.get("status") or "unknown")
-            status[s] = status.get(s, 0) + 1
+            name = str(c.get("status") or "unknown")
+            status[name] = status.get(name, 0) + 1
     figs = copy_figures(sweep_dir, site, "assets/sweep", first=("tradeoff.png",))
     return {"tables": tables, "config": config, "figures": figs, "status": status, "n_cells": len(cells)}
