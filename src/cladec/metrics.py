@@ -1,7 +1,7 @@
 """Image-reconstruction and classification metrics used by :mod:`cladec.evaluation`.
 
 * Per-image reconstruction errors: :func:`mse`, :func:`psnr`, :func:`ssim` (SSIM via ``pytorch_msssim``,
-  the ``metrics`` extra: ``pip install cladec[metrics]``).
+  a dependency of cladec: ``pip install 'pytorch-msssim>=1.0'`` where it is missing).
 * :func:`reconstruction_metrics` -- all three at once (means, or per image).
 * :func:`accuracy` (predictions vs labels) and :func:`agreement` (predictions vs predictions).
 * :func:`per_class` -- the mean of any per-image value within each class.
@@ -139,7 +139,8 @@ def ssim(x: torch.Tensor, x_hat: torch.Tensor, data_range: float = 1.0, win_size
             from pytorch_msssim import ssim as _ssim
     except ImportError:  # pragma: no cover - depends on the environment
         raise ConfigError(
-            "SSIM needs the pytorch-msssim package: pip install 'cladec[metrics]' (or pip install pytorch-msssim)"
+            "SSIM needs the pytorch-msssim package (a dependency of cladec, missing here): "
+            "pip install 'pytorch-msssim>=1.0'"
         ) from None
     data_range = _data_range(x, x_hat, data_range)
     x, x_hat = _pair(x, x_hat)

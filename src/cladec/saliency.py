@@ -421,7 +421,9 @@ def _captum_fn(name, wrapped, model, layer, shape, ig_steps, occlusion_window) -
     try:
         import captum.attr as ca
     except ImportError:  # pragma: no cover - dependency
-        raise ConfigError("saliency baselines need captum: pip install 'cladec[saliency]'") from None
+        raise ConfigError(
+            "saliency baselines need captum (a dependency of cladec, missing here): pip install 'captum>=0.7'"
+        ) from None
     _, c, h, w = shape
     if name == "saliency":
         s = ca.Saliency(wrapped)

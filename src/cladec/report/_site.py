@@ -31,8 +31,10 @@ def environment():
     """The Jinja2 environment for the package's templates (autoescaped, strict about undefined names)."""
     try:
         import jinja2
-    except ImportError:  # pragma: no cover - jinja2 is a declared extra
-        raise ConfigError("the HTML pages need jinja2: install it with  pip install 'cladec[report]'") from None
+    except ImportError:  # pragma: no cover - jinja2 is a dependency of cladec
+        raise ConfigError(
+            "the HTML pages need jinja2 (a dependency of cladec, missing here): pip install 'jinja2>=3.1'"
+        ) from None
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("cladec.report", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
