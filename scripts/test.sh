@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Set up (or reuse) .venv with torch 2.13.0 and cladec[test], then run the test suite.
+# Set up (or reuse) .venv with torch 2.13.0 and cladec[test], run ruff and mypy, then the test suite.
 #   bash scripts/test.sh                 # all tests
 #   bash scripts/test.sh tests/test_cli.py -k layers --durations=10
 # A second run skips the installation unless pyproject.toml changed (or FORCE_INSTALL=1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/_venv.sh "[test]"
+
+# lint, format and type checks first, on every call (seconds; the tools are pinned in the test extra)
+echo "ruff check ."
+"$VENV/bin/ruff" check .
+echo "ruff format --check ."
+"$VENV/bin/ruff" format --check .
+echo "mypy (src/cladec, settings in pyproject.toml)"
+"$VENV/bin/mypy"
 
 # the browser tests (tests/report/) drive Debian's Chromium through Playwright's client
 PYTHON="$VENV/bin/python" bash scripts/install_browser.sh
