@@ -124,7 +124,7 @@ def device(name: Any, what: str = "--device", *, default: str | None = None) -> 
         ConfigError: ``name`` is not a device, names an unsupported kind of device, or one this machine
             does not have.
 
-    Example:
+    Examples:
         >>> device("cpu")
         device(type='cpu')
     """
@@ -172,7 +172,7 @@ def seed(value: Any, what: str = "seed", *, optional: bool = False) -> int | Non
     Raises:
         ConfigError: Not an integer, negative or too large (``torch.manual_seed`` would fail with an overflow).
 
-    Example:
+    Examples:
         >>> seed(7)
         7
     """
@@ -199,7 +199,7 @@ def learning_rate(value: Any, what: str = "lr") -> float:
     Raises:
         ConfigError: Not a number, not finite, not positive or above 10 (such a rate only diverges).
 
-    Example:
+    Examples:
         >>> learning_rate(3e-4)
         0.0003
     """

@@ -25,7 +25,7 @@ def register(subparsers: Any) -> None:
     Returns:
         None.
 
-    Example:
+    Examples:
         >>> import argparse
         >>> p = argparse.ArgumentParser(prog="cladec"); sub = p.add_subparsers(dest="command")
         >>> register(sub)
@@ -113,7 +113,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     Returns:
         0 on success (errors are raised as :class:`cladec.CladecError`).
 
-    Example:
+    Examples:
         >>> cmd_evaluate(parser.parse_args(["evaluate", "--run", "run", "--limit", "500"]))  # doctest: +SKIP
         0
     """
@@ -165,7 +165,7 @@ def format_eval_table(res: dict) -> str:
     Returns:
         The table as a string.
 
-    Example:
+    Examples:
         >>> print(format_eval_table(res))  # doctest: +SKIP
     """
     cols = ("mse", "psnr", "ssim", "accuracy", "agreement", "eval_accuracy")
@@ -191,7 +191,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     Returns:
         0 on success (errors are raised as :class:`cladec.CladecError`).
 
-    Example:
+    Examples:
         >>> cmd_sweep(parser.parse_args(["sweep", "--model", "clf", "--dataset", "mnist", "--layers", "conv2",
         ...                              "--out", "sweep"]))  # doctest: +SKIP
         0
@@ -241,7 +241,7 @@ def format_summary_table(summary: dict) -> str:
     Returns:
         The table as a string.
 
-    Example:
+    Examples:
         >>> print(format_summary_table(summarize_sweep("sweep")))  # doctest: +SKIP
     """
     cols = ("mse", "ssim", "accuracy", "eval_accuracy")

@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
     Returns:
         None.
 
-    Example:
+    Examples:
         >>> import argparse
         >>> p = argparse.ArgumentParser(prog="cladec"); sub = p.add_subparsers(dest="command")
         >>> register(sub)
@@ -108,7 +108,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     Returns:
         0 on success (errors are raised as :class:`cladec.CladecError`).
 
-    Example:
+    Examples:
         >>> cmd_report(argparse.Namespace(source="runs/conv4", out="site", n_images=48, data_root=None,
         ...                               device=None, title=None))  # doctest: +SKIP
         0
@@ -132,7 +132,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     Returns:
         0 on success.
 
-    Example:
+    Examples:
         >>> cmd_study(argparse.Namespace(run="runs/conv4", out="study", items=20, seed=0, order="per-participant",
         ...                              data_root=None, device=None, title=None))  # doctest: +SKIP
         0
@@ -162,7 +162,7 @@ def cmd_study_summary(args: argparse.Namespace) -> int:
     Returns:
         0 on success.
 
-    Example:
+    Examples:
         >>> cmd_study_summary(argparse.Namespace(answers=["answers/"], out="summary.json"))  # doctest: +SKIP
         0
     """

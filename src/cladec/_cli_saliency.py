@@ -130,7 +130,7 @@ def paired_comparison(
         DataError: The two are not equally long 1-D sequences of finite numbers (at least one each).
         ConfigError: ``confidence`` outside (0, 1) or ``n_resamples`` not a positive integer.
 
-    Example:
+    Examples:
         >>> r = paired_comparison([0.2, 0.3, 0.25, 0.4], [0.3, 0.35, 0.3, 0.5], lower_is_better=True,
         ...                       names=("cladec", "gradcam"))
         >>> r["better"], round(r["mean_diff"], 4), r["n"]
@@ -350,7 +350,7 @@ def compare_saliency(
     Raises:
         ConfigError: Unknown methods or scores, k outside [0, 100), bad n / seeds.
 
-    Example:
+    Examples:
         >>> res = compare_saliency("runs/conv2", out="cmp", methods="cladec,gradcam,random", n=100)  # doctest: +SKIP
         >>> res["results"]["cladec"]["deletion"]["auc_mean"]  # doctest: +SKIP
     """
@@ -914,7 +914,7 @@ def format_table(result: dict) -> str:
     Returns:
         The table as a string; arrows mark the better direction of each score.
 
-    Example:
+    Examples:
         >>> print(format_table(res))  # doctest: +SKIP
     """
     cols = _csv_columns(result)
@@ -1060,7 +1060,7 @@ def register(subparsers: Any) -> None:
     Returns:
         None (the parser's ``func`` is :func:`cmd_compare_saliency`).
 
-    Example:
+    Examples:
         >>> import argparse
         >>> p = argparse.ArgumentParser(prog="cladec"); sub = p.add_subparsers(dest="command")
         >>> register(sub)
@@ -1132,7 +1132,7 @@ def cmd_compare_saliency(args: argparse.Namespace) -> int:
     Returns:
         0 on success (errors are raised as :class:`cladec.CladecError`).
 
-    Example:
+    Examples:
         >>> cmd_compare_saliency(parser.parse_args(["compare-saliency", "--run", "r", "--out", "c"]))  # doctest: +SKIP
         0
     """

@@ -49,7 +49,7 @@ def memory_limit(device: Any = None) -> int:
     Returns:
         Physical memory (or the cgroup limit when lower) for the host; the device's total memory for CUDA.
 
-    Example:
+    Examples:
         >>> memory_limit() > 0
         True
     """
@@ -69,7 +69,7 @@ def memory_limit(device: Any = None) -> int:
 def format_bytes(n: float) -> str:
     """``n`` bytes in a short human unit (``"2.5 TB"``, ``"512 MB"``).
 
-    Example:
+    Examples:
         >>> format_bytes(2.5e12)
         '2.5 TB'
     """
@@ -84,7 +84,7 @@ def format_bytes(n: float) -> str:
 def tensor_bytes(*shape: float, itemsize: int = 4) -> float:
     """Bytes of a tensor of ``shape`` (a float, so absurd shapes do not overflow).
 
-    Example:
+    Examples:
         >>> tensor_bytes(128, 3, 224, 224)
         77070336.0
     """
@@ -104,7 +104,7 @@ def check_fits(nbytes: float, what: str, *, hint: str = "", device: Any = None) 
         ConfigError: ``"<what> needs about 2.5 TB of memory (estimated), more than the 25 GB this machine
             has; <hint>"``.
 
-    Example:
+    Examples:
         >>> check_fits(1e6, "a small batch")
     """
     limit = memory_limit(device)
@@ -145,7 +145,7 @@ def dataset_bytes(name: Any, split: str, size: Any, limit: Any = None) -> float 
         The estimate, or None for no resize (images kept at their native size, as uint8) or a malformed
         ``size`` (which the loader refuses with its own message).
 
-    Example:
+    Examples:
         >>> dataset_bytes("fashion-mnist", "test", 32)
         40960000.0
     """
@@ -171,7 +171,7 @@ def check_dataset_fits(name: Any, splits: Any, size: Any, *, what: str, device: 
     Raises:
         ConfigError: ``"<what> needs about 2.5 TB of memory (estimated), ..."``.
 
-    Example:
+    Examples:
         >>> check_dataset_fits("fashion-mnist", [("train", 100), ("test", 100)], 32, what="--size 32")
     """
     total = 0.0

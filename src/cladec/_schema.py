@@ -298,7 +298,7 @@ def validate(obj: Any, schema: Of, path: str | Path, hint: str = "", *, root: st
     Raises:
         SaveFormatError: ``"<path>: 'base_width' must be a positive integer, got -4 (...)"``, one line.
 
-    Example:
+    Examples:
         >>> run = {"layer": "conv2", "classifier": {"type": "checkpoint", "path": "../clf"}}
         >>> validate(run, RUN, "run.json")["layer"]
         'conv2'

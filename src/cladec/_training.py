@@ -564,7 +564,7 @@ def check_compile(compile: bool | str | None, fast: bool) -> str | None:
     Raises:
         ConfigError: A bad value, or a mode with ``fast=False``.
 
-    Example:
+    Examples:
         >>> check_compile(True, fast=True)
         'default'
     """
@@ -587,7 +587,7 @@ def check_amp(amp: bool | None, device: torch.device | str) -> None:
     Raises:
         ConfigError: For ``amp=True`` on a device other than CUDA or CPU.
 
-    Example:
+    Examples:
         >>> check_amp(True, "cpu")
     """
     dev_type = torch.device(device).type

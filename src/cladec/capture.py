@@ -54,7 +54,7 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> str:
         ConfigError: If the name is unknown (the message lists the closest valid names) or the
             module is not part of ``model``.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> m = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
         >>> resolve_layer(m, m[1])
@@ -112,7 +112,7 @@ def list_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo
         A list of :class:`LayerInfo` in the order the modules are called (a block before its children); modules
         whose output is not a tensor report an empty shape.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> m = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
         >>> [(l.name, l.shape) for l in list_layers(m, torch.zeros(1, 2, 2))]
@@ -185,7 +185,7 @@ class LayerCapture:
         input_norm: Optional ``(mean, std)`` per input channel; inputs in [0, 1] are normalised so
             before they reach the model.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(64, 2))
         >>> with LayerCapture(m, "1") as cap:

@@ -359,7 +359,7 @@ def train_classifier(
         ConfigError: bad hyper-parameter, or a fast-path option where the plain loop runs. DataError: unusable
             data. TrainingError: the loss became NaN/inf.
 
-    Example:
+    Examples:
         >>> from cladec.data import load_dataset
         >>> from cladec.models import create_model
         >>> train, test = load_dataset("fashion-mnist-mini"), load_dataset("fashion-mnist-mini", split="test")
@@ -654,7 +654,7 @@ def accuracy(model: nn.Module, data: Any, *, batch_size: int = 512, input_norm: 
     Returns:
         The fraction of correctly classified images, in ``[0, 1]``.
 
-    Example:
+    Examples:
         >>> acc = accuracy(net, load_dataset("fashion-mnist-mini", split="test"))  # doctest: +SKIP
     """
     if not isinstance(model, nn.Module):
@@ -678,7 +678,7 @@ def predict(model: nn.Module, x: Any, *, batch_size: int = 512, input_norm: Any 
     Returns:
         A CPU ``LongTensor`` of shape ``(N,)``.
 
-    Example:
+    Examples:
         >>> predict(net, torch.rand(4, 1, 28, 28)).shape  # doctest: +SKIP
         torch.Size([4])
     """
@@ -788,7 +788,7 @@ def save_classifier(
     Returns:
         The checkpoint directory as a ``Path``.
 
-    Example:
+    Examples:
         >>> net = create_model("vgg-paper", width=0.25)  # doctest: +SKIP
         >>> save_classifier("runs/clf", net, dataset=train, metrics={"test_acc": 0.9})  # doctest: +SKIP
     """
@@ -858,7 +858,7 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
     Raises:
         SaveFormatError: not such a checkpoint, a newer format, or weights that do not fit.
 
-    Example:
+    Examples:
         >>> model, info = load_classifier("runs/clf")  # doctest: +SKIP
         >>> info["arch"]  # doctest: +SKIP
         'vgg-paper'
@@ -954,7 +954,7 @@ def load_user_model(factory: str, weights: str | Path | None = None, **factory_k
             factory failing or not returning an ``nn.Module``.
         SaveFormatError: unreadable weights, or weights that do not fit (missing/unexpected keys listed).
 
-    Example:
+    Examples:
         >>> net = load_user_model("torchvision.models:resnet18", num_classes=10)  # doctest: +SKIP
         >>> net = load_user_model("my_pkg.nets:small_cnn", "small_cnn.safetensors")  # doctest: +SKIP
     """

@@ -60,7 +60,7 @@ def parse_neurons(text: str) -> list[int]:
     Raises:
         ConfigError: If the text is empty, malformed or has duplicates.
 
-    Example:
+    Examples:
         >>> parse_neurons("0,1,5-7")
         [0, 1, 5, 6, 7]
     """
@@ -108,7 +108,7 @@ def parse_input_norm(text: str | None) -> tuple[list[float], list[float]] | None
     Raises:
         ConfigError: If the text cannot be read so, a value is not finite or a std is not positive.
 
-    Example:
+    Examples:
         >>> parse_input_norm("0.5,0.25")
         ([0.5], [0.25])
         >>> parse_input_norm("0.4,0.5,0.6;0.2,0.2,0.2")
@@ -151,7 +151,7 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
     Raises:
         ConfigError: If it is not three positive integers.
 
-    Example:
+    Examples:
         >>> parse_image_shape("3,32,32")
         (3, 32, 32)
     """
@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The :class:`argparse.ArgumentParser`.
 
-    Example:
+    Examples:
         >>> p = build_parser()
         >>> p.parse_args(["layers", "--model", "clf"]).command
         'layers'
@@ -568,7 +568,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     Returns:
         0 on success (user errors are raised as :class:`cladec.CladecError`).
 
-    Example:
+    Examples:
         >>> main(
         ...     ["train-classifier", "--dataset", "fashion-mnist-mini", "--epochs", "1", "--out", "clf"]
         ... )  # doctest: +SKIP
@@ -675,7 +675,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     Returns:
         0 on success.
 
-    Example:
+    Examples:
         >>> main(["layers", "--model", "clf"])  # doctest: +SKIP
         0
     """
@@ -740,7 +740,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     Returns:
         0 on success.
 
-    Example:
+    Examples:
         >>> main(["fit", "--model", "clf", "--layer", "conv4", "--out", "run"])  # doctest: +SKIP
         0
     """
@@ -857,7 +857,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     Returns:
         0 on success.
 
-    Example:
+    Examples:
         >>> main(["explain", "--run", "run", "--n", "24", "--out", "triplets.png"])  # doctest: +SKIP
         0
     """
@@ -930,7 +930,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     Returns:
         0 on success.
 
-    Example:
+    Examples:
         >>> main(["demo", "--quick"])  # doctest: +SKIP
         0
     """
@@ -986,7 +986,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status: 0 on success, 2 for a usage or input error (printed as ``cladec: error: ...``),
         130 when interrupted, 141 when the output's reader closed the pipe.
 
-    Example:
+    Examples:
         >>> main(["--version"])  # doctest: +SKIP
         cladec 0.1.0
         0

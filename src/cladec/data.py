@@ -138,7 +138,7 @@ class ImageDataset(Dataset):
         name: data set name (e.g. ``"fashion-mnist"``).
         split: ``"train"`` or ``"test"`` (or any string for hand-made sets).
 
-    Example:
+    Examples:
         >>> ds = ImageDataset(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]), ["a", "b"])
         >>> x, y = ds[1]
         >>> x.shape, y
@@ -167,7 +167,7 @@ class ImageDataset(Dataset):
         Returns:
             None.
 
-        Example:
+        Examples:
             >>> ImageDataset(torch.rand(2, 3, 4, 4), [0, 0], ["cat"]).image_shape
             (3, 4, 4)
         """
@@ -229,14 +229,11 @@ class ImageDataset(Dataset):
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All images and labels at once, the fast path for in-memory training.
 
-        Args:
-            (none)
-
         Returns:
             ``(images, labels)``: ``float32`` ``(N, C, H, W)`` in ``[0, 1]`` and ``int64`` ``(N,)``. For a
             resized (float) data set the images tensor is the stored one itself, not a copy.
 
-        Example:
+        Examples:
             >>> x, y = load_dataset("fashion-mnist-mini", split="test").tensors()
             >>> x.shape, x.dtype, y.dtype
             (torch.Size([1000, 1, 28, 28]), torch.float32, torch.int64)
@@ -254,7 +251,7 @@ class ImageDataset(Dataset):
         Returns:
             A new :class:`ImageDataset`.
 
-        Example:
+        Examples:
             >>> ds = load_dataset("fashion-mnist-mini")
             >>> len(ds.subset(range(100)))
             100
@@ -287,13 +284,10 @@ class ImageDataset(Dataset):
     def class_counts(self) -> list[int]:
         """Number of images per class.
 
-        Args:
-            (none)
-
         Returns:
             A list of ``num_classes`` counts.
 
-        Example:
+        Examples:
             >>> load_dataset("fashion-mnist-mini", split="test").class_counts()
             [100, 100, 100, 100, 100, 100, 100, 100, 100, 100]
         """
@@ -302,13 +296,10 @@ class ImageDataset(Dataset):
     def describe(self) -> dict[str, Any]:
         """A JSON-friendly summary.
 
-        Args:
-            (none)
-
         Returns:
             ``dict(name, split, size, image_shape, num_classes, classes)``; ``size`` is the number of images.
 
-        Example:
+        Examples:
             >>> load_dataset("fashion-mnist-mini", split="test").describe()["size"]
             1000
         """
@@ -330,13 +321,10 @@ class ImageDataset(Dataset):
 def available_datasets() -> list[str]:
     """Names accepted by :func:`load_dataset`.
 
-    Args:
-        (none)
-
     Returns:
         The canonical names plus the pattern ``"imagefolder:PATH"``.
 
-    Example:
+    Examples:
         >>> "mnist" in available_datasets()
         True
     """
@@ -346,13 +334,10 @@ def available_datasets() -> list[str]:
 def default_data_root() -> Path:
     """Where data sets are looked for when ``root`` is not given.
 
-    Args:
-        (none)
-
     Returns:
         ``$CLADEC_DATA`` if set, else ``platformdirs.user_cache_dir("cladec")``.
 
-    Example:
+    Examples:
         >>> isinstance(default_data_root(), Path)
         True
     """
@@ -405,7 +390,7 @@ def load_dataset(
         ConfigError: unknown name, bad split, size or limit.
         DataError: files missing (the message lists every path tried) or unreadable, or no images.
 
-    Example:
+    Examples:
         >>> ds = load_dataset("fashion-mnist-mini", split="test", size=32, limit=20)
         >>> ds.image_shape, len(ds)
         ((1, 32, 32), 20)
@@ -483,7 +468,7 @@ def check_trainable(train: Any, test: Any = None) -> None:
             (``load_dataset(limit=...)`` kept exactly that many images) the message advises a larger
             ``--limit``.
 
-    Example:
+    Examples:
         >>> check_trainable(load_dataset("fashion-mnist-mini", limit=100), load_dataset("fashion-mnist-mini", "test"))
         >>> check_trainable(ImageDataset(torch.zeros(3, 1, 4, 4), [0, 0, 0], ["cat"], name="pets"))
         Traceback (most recent call last):
@@ -699,7 +684,7 @@ def read_idx(source: str | os.PathLike | BinaryIO, limit: int | None = None) -> 
     Raises:
         DataError: the file is not IDX, is truncated, or holds more or less data than its header says.
 
-    Example:
+    Examples:
         >>> labels = read_idx("MNIST/raw/train-labels-idx1-ubyte.gz")  # doctest: +SKIP
         >>> labels[:3]  # doctest: +SKIP
         array([5, 0, 4], dtype=uint8)
@@ -1594,7 +1579,7 @@ def check_md5(path: str | os.PathLike, md5: str) -> bool:
     Returns:
         ``True`` if the file exists and matches, else ``False``.
 
-    Example:
+    Examples:
         >>> check_md5("MNIST/raw/train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432")  # doctest: +SKIP
         True
     """

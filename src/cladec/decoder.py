@@ -228,7 +228,7 @@ def build_decoder(
     Returns:
         A :class:`Decoder` whose output has shape ``(N, *out_shape)`` with values in [0, 1].
 
-    Example:
+    Examples:
         >>> d = build_decoder((512,), (1, 28, 28))
         >>> tuple(d(torch.zeros(2, 512)).shape)
         (2, 1, 28, 28)

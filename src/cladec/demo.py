@@ -137,7 +137,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         Plain text that states, per layer, whether RefAE reconstructs better than ClaDec and whether the
         classifier does better on ClaDec's reconstructions than on RefAE's.
 
-    Example:
+    Examples:
         >>> import json
         >>> print(format_summary(json.load(open("cladec-demo/summary.json"))))  # doctest: +SKIP
     """
@@ -237,7 +237,8 @@ def run_demo(
         data_root: Where a non-embedded data set lives (default: ``$CLADEC_DATA``, else the user cache).
         device: ``"cpu"``, ``"cuda"`` ... (default: CUDA if available, else CPU).
         arch: Classifier architecture (a registered name: ``vgg-paper``, ``resnet10``, ``resnet18``).
-        limit, test_limit: Training / test images (defaults in :data:`DEMO_SETTINGS`).
+        limit: Training images (default in :data:`DEMO_SETTINGS`).
+        test_limit: Test images (default in :data:`DEMO_SETTINGS`).
         epochs: Classifier epochs; ``decoder_epochs``: epochs of each ClaDec and RefAE.
         width: Classifier width multiplier.
         alpha: ClaDec's α (the paper's 0.001).
@@ -261,7 +262,7 @@ def run_demo(
             demo folder. All are checked before any
             training and before ``out`` is touched.
 
-    Example:
+    Examples:
         >>> from cladec.demo import run_demo
         >>> s = run_demo("cladec-demo", quick=True)  # doctest: +SKIP
         >>> s["layers"][0]["refae_reconstructs_better"]  # doctest: +SKIP

@@ -305,7 +305,7 @@ def evaluate_run(
         ConfigError: Bad arguments, or arguments that would be ignored (``refae_source`` without ``refae``,
             ``out`` with ``write=False``, a ``device`` other than a given Run's).
 
-    Example:
+    Examples:
         >>> res = evaluate_run("runs/conv2", limit=1000, eval_epochs=1)  # doctest: +SKIP
         >>> res["summary"]["mse_refae"] < res["summary"]["mse_cladec"]  # doctest: +SKIP
         True

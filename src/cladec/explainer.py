@@ -220,7 +220,7 @@ class _DecoderExplainer:
         Returns:
             A tensor shaped like ``x`` with values in [0, 1], on ``x``'s device.
 
-        Example:
+        Examples:
             >>> x_hat = explainer.reconstruct(images)  # doctest: +SKIP
         """
         x = image_tensor(x)
@@ -335,7 +335,7 @@ class _DecoderExplainer:
         Returns:
             ``self``, trained; per-epoch losses are in :attr:`history`.
 
-        Example:
+        Examples:
             >>> ClaDec(model, "conv4", alpha=0.001).fit((x, y), epochs=5)  # doctest: +SKIP
         """
         fit_together(
@@ -544,7 +544,7 @@ class _DecoderExplainer:
             path: Target directory (replaced if it holds an earlier save; any other non-empty folder is
                 refused with SaveFormatError, never deleted).
 
-        Example:
+        Examples:
             >>> explainer.save("runs/conv4-cladec")  # doctest: +SKIP
         """
         from ._io import atomic_dir, file_sha256, save_tensors, write_json
@@ -582,12 +582,13 @@ class ClaDec(_DecoderExplainer):
         input_norm: ``(mean, std)`` if the classifier expects normalised inputs; images and
             reconstructions (both in [0, 1]) are normalised so before they reach the classifier.
         image_shape: ``(C, H, W)``; builds the decoder now instead of at the first fit.
-        prefix_tokens, num_prefix_tokens: Handling of class/register tokens for token outputs
-            (see :mod:`cladec.capture`); a layer with another output refuses them.
+        prefix_tokens: For ``(N, T, D)`` token outputs: ``"drop"`` the class/register tokens or fold them into
+            ``"channels"`` (see :mod:`cladec.capture`); a layer with another output refuses a non-default value.
+        num_prefix_tokens: Number of tokens before the patch tokens, if it cannot be inferred.
         cache_budget: Bytes the activation cache (and device-resident images) may take; above it
             activations are computed per batch (streamed).
 
-    Example:
+    Examples:
         >>> import cladec
         >>> ds = cladec.data.load_dataset("fashion-mnist-mini")  # doctest: +SKIP
         >>> exp = cladec.ClaDec(classifier, "conv4", alpha=0.001).fit(ds, epochs=2)  # doctest: +SKIP
@@ -596,7 +597,22 @@ class ClaDec(_DecoderExplainer):
 
     kind = "cladec"
 
-    def __init__(self, model: nn.Module, layer: str | nn.Module, alpha: float = 0.001, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | nn.Module,
+        alpha: float = 0.001,
+        *,
+        neurons: Sequence[int] | torch.Tensor | None = None,
+        decoder: nn.Module | None = None,
+        base_width: int = 64,
+        decoder_norm: str | None = None,
+        input_norm: tuple[Sequence[float], Sequence[float]] | None = None,
+        image_shape: tuple[int, int, int] | None = None,
+        prefix_tokens: str = "drop",
+        num_prefix_tokens: int | None = None,
+        cache_budget: int = DEFAULT_CACHE_BUDGET,
+    ) -> None:
         try:
             alpha = float(alpha)
         except (TypeError, ValueError):
@@ -604,7 +620,19 @@ class ClaDec(_DecoderExplainer):
         if not 0.0 <= alpha <= 1.0 or math.isnan(alpha):
             raise ConfigError(f"alpha must lie in [0, 1] (0 = pure reconstruction), got {alpha}")
         self.alpha = alpha
-        super().__init__(model, layer, **kwargs)
+        super().__init__(
+            model,
+            layer,
+            neurons=neurons,
+            decoder=decoder,
+            base_width=base_width,
+            decoder_norm=decoder_norm,
+            input_norm=input_norm,
+            image_shape=image_shape,
+            prefix_tokens=prefix_tokens,
+            num_prefix_tokens=num_prefix_tokens,
+            cache_budget=cache_budget,
+        )
         self._loss_model: nn.Module = model
 
     def _needs_labels(self) -> bool:
@@ -797,7 +825,7 @@ def _reinitialise(module: nn.Module, seed: int | None = None) -> nn.Module:
     Returns:
         ``module``.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> lin = nn.Linear(3, 2)
         >>> before = lin.weight.detach().clone()
@@ -873,7 +901,7 @@ def _redraw(module: nn.Module, seed: int | None = None) -> nn.Module:
     Returns:
         ``module``.
 
-    Example:
+    Examples:
         >>> from cladec.models import create_model
         >>> net = create_model("resnet10", width=0.25)
         >>> _ = _redraw(net, seed=0)
@@ -915,23 +943,56 @@ class RefAE(_DecoderExplainer):
         layer: Dotted module name or module of ``model``.
         init_seed: Seeds the encoder's initialisation now. None: drawn from the global random generator,
             and drawn again from ``fit``'s ``seed`` at the first fit (as ``init_seed=seed`` would).
-        **kwargs: As for :class:`ClaDec` (without ``alpha``).
+        neurons: As for :class:`ClaDec`.
+        decoder: As for :class:`ClaDec`.
+        base_width: As for :class:`ClaDec`.
+        decoder_norm: As for :class:`ClaDec`.
+        input_norm: As for :class:`ClaDec`.
+        image_shape: As for :class:`ClaDec`.
+        prefix_tokens: As for :class:`ClaDec`.
+        num_prefix_tokens: As for :class:`ClaDec`.
+        cache_budget: As for :class:`ClaDec`.
 
-    Example:
+    Examples:
         >>> ref = cladec.RefAE.like(explainer).fit((x, y), epochs=2)  # doctest: +SKIP
     """
 
     kind = "refae"
 
     def __init__(
-        self, model: nn.Module, layer: str | nn.Module, *, init_seed: int | None = None, **kwargs: Any
+        self,
+        model: nn.Module,
+        layer: str | nn.Module,
+        *,
+        init_seed: int | None = None,
+        neurons: Sequence[int] | torch.Tensor | None = None,
+        decoder: nn.Module | None = None,
+        base_width: int = 64,
+        decoder_norm: str | None = None,
+        input_norm: tuple[Sequence[float], Sequence[float]] | None = None,
+        image_shape: tuple[int, int, int] | None = None,
+        prefix_tokens: str = "drop",
+        num_prefix_tokens: int | None = None,
+        cache_budget: int = DEFAULT_CACHE_BUDGET,
     ) -> None:
         if isinstance(layer, nn.Module):
             from .capture import resolve_layer
 
             layer = resolve_layer(model, layer)
         self.encoder = _redraw(copy.deepcopy(model), init_seed)
-        super().__init__(model, layer, **kwargs)
+        super().__init__(
+            model,
+            layer,
+            neurons=neurons,
+            decoder=decoder,
+            base_width=base_width,
+            decoder_norm=decoder_norm,
+            input_norm=input_norm,
+            image_shape=image_shape,
+            prefix_tokens=prefix_tokens,
+            num_prefix_tokens=num_prefix_tokens,
+            cache_budget=cache_budget,
+        )
         self.encoder.to(self.device)
         self._encoder_params: list[nn.Parameter] | None = None
         # without init_seed the encoder was drawn from the global generator: the first fit with a seed draws it again
@@ -962,7 +1023,7 @@ class RefAE(_DecoderExplainer):
         Returns:
             An untrained :class:`RefAE`.
 
-        Example:
+        Examples:
             >>> ref = RefAE.like(cladec_explainer)  # doctest: +SKIP
         """
         decoder = None
@@ -1107,8 +1168,18 @@ def fit_together(
     Args:
         explainers: The explainers to fit (distinct objects on the same device).
         data: As for :meth:`ClaDec.fit` (labels are needed if any explainer needs them).
-        epochs, batch_size, lr, weight_decay, lr_decay, seed, verbose, fast, log_every, channels_last,
-            compile, amp: As for :meth:`ClaDec.fit`, shared by all explainers.
+        epochs: As for :meth:`ClaDec.fit`, shared by all explainers.
+        batch_size: As for :meth:`ClaDec.fit`, shared by all explainers.
+        lr: As for :meth:`ClaDec.fit`, shared by all explainers.
+        weight_decay: As for :meth:`ClaDec.fit`, shared by all explainers.
+        lr_decay: As for :meth:`ClaDec.fit`, shared by all explainers.
+        seed: As for :meth:`ClaDec.fit`, shared by all explainers.
+        verbose: As for :meth:`ClaDec.fit`, shared by all explainers.
+        fast: As for :meth:`ClaDec.fit`, shared by all explainers.
+        log_every: As for :meth:`ClaDec.fit`, shared by all explainers.
+        channels_last: As for :meth:`ClaDec.fit`, shared by all explainers.
+        compile: As for :meth:`ClaDec.fit`, shared by all explainers.
+        amp: As for :meth:`ClaDec.fit`, shared by all explainers.
 
     Returns:
         The list of explainers, trained.
@@ -1120,7 +1191,7 @@ def fit_together(
         DataError: If an explainer was built for images of another shape, or a BatchNorm layer being trained
             would see one image (a single training image, a streamed batch of one).
 
-    Example:
+    Examples:
         >>> e = cladec.ClaDec(model, "conv4", alpha=0.001)  # doctest: +SKIP
         >>> r = cladec.RefAE.like(e, init_seed=0)  # doctest: +SKIP
         >>> cladec.fit_together([e, r], (x, y), epochs=5)  # doctest: +SKIP

@@ -84,7 +84,7 @@ class Explanation:
         Returns:
             The path written.
 
-        Example:
+        Examples:
             >>> cladec.explain(x, cladec=exp, refae=ref, labels=y).save_grid("triplets.png")  # doctest: +SKIP
         """
         from matplotlib.figure import Figure  # no pyplot: the user's backend and open figures stay as they are
@@ -196,7 +196,7 @@ def explain(
             number of outputs.
         ConfigError: ``refae`` explains another layer than ``cladec``.
 
-    Example:
+    Examples:
         >>> e = cladec.explain(x[:16], cladec=exp, refae=ref, labels=y[:16])  # doctest: +SKIP
         >>> e.save_grid("triplets.png")  # doctest: +SKIP
     """

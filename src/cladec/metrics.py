@@ -54,7 +54,7 @@ def mse(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     Returns:
         A float tensor ``(N,)``: the mean over channels and pixels of ``(x_hat - x)²`` for each image.
 
-    Example:
+    Examples:
         >>> x = torch.zeros(2, 1, 4, 4)
         >>> mse(x, torch.full_like(x, 0.5)).tolist()
         [0.25, 0.25]
@@ -76,7 +76,7 @@ def psnr(x: torch.Tensor, x_hat: torch.Tensor, data_range: float = 1.0) -> torch
     Returns:
         A float tensor ``(N,)``.
 
-    Example:
+    Examples:
         >>> x = torch.zeros(1, 1, 4, 4)
         >>> round(float(psnr(x, torch.full_like(x, 0.1))[0]), 2)
         20.0
@@ -126,7 +126,7 @@ def ssim(x: torch.Tensor, x_hat: torch.Tensor, data_range: float = 1.0, win_size
     Raises:
         ConfigError: If ``pytorch_msssim`` is not installed.
 
-    Example:
+    Examples:
         >>> x = torch.rand(2, 1, 28, 28)
         >>> ssim(x, x).round(decimals=4).tolist()
         [1.0, 1.0]
@@ -178,7 +178,7 @@ def accuracy(predictions: torch.Tensor | Sequence[int], labels: torch.Tensor | S
     Returns:
         A float in [0, 1].
 
-    Example:
+    Examples:
         >>> accuracy(torch.tensor([0, 1, 2, 2]), torch.tensor([0, 1, 1, 2]))
         0.75
     """
@@ -200,7 +200,7 @@ def agreement(predictions: torch.Tensor | Sequence[int], reference: torch.Tensor
     Returns:
         A float in [0, 1].
 
-    Example:
+    Examples:
         >>> agreement(torch.tensor([3, 3, 1]), torch.tensor([3, 2, 1]))
         0.6666666865348816
     """
@@ -227,7 +227,7 @@ def reconstruction_metrics(
         ``{"mse", "psnr", "ssim"}``: floats (means over the images, plus ``"mse_std"``, ``"psnr_std"``,
         ``"ssim_std"`` and ``"n"``), or ``(N,)`` tensors with ``per_image=True``.
 
-    Example:
+    Examples:
         >>> x = torch.rand(4, 1, 28, 28)
         >>> m = reconstruction_metrics(x, (x + 0.1).clamp(0, 1))
         >>> sorted(m)
@@ -265,7 +265,7 @@ def per_class(
         ``{class_name: {"n": count, "mean": mean, "std": std}}`` in class order; a class without images
         has ``n = 0`` and ``mean``/``std`` ``None``.
 
-    Example:
+    Examples:
         >>> per_class(torch.tensor([1.0, 0.0, 0.5]), torch.tensor([0, 0, 1]), ["cat", "dog"])["cat"]
         {'n': 2, 'mean': 0.5, 'std': 0.7071067811865476}
     """

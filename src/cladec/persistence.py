@@ -36,7 +36,7 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
             saves of earlier versions record none) or hold keys the explainer does not have, or the model's
             layer now produces a different shape.
 
-    Example:
+    Examples:
         >>> exp = cladec.load("runs/conv4-cladec", classifier)  # doctest: +SKIP
     """
     from .explainer import ClaDec, RefAE

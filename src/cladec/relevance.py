@@ -96,7 +96,7 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     Returns:
         The smoothed maps, same shape, dtype float32.
 
-    Example:
+    Examples:
         >>> m = torch.zeros(1, 9, 9); m[0, 4, 4] = 1
         >>> s = gaussian_smooth(m, 1.0)
         >>> round(float(s.sum()), 4), bool(s[0, 4, 4] < 1)
@@ -158,7 +158,7 @@ def kept_map(
     Returns:
         ``(N, H, W)`` non-negative maps.
 
-    Example:
+    Examples:
         >>> x = torch.zeros(1, 1, 4, 4); x[..., 1:3, 1:3] = 1
         >>> kept_map(x, x, x, reference=[0.0], sigma=0)[0].sum().item()  # perfect reconstructions
         4.0
@@ -192,7 +192,7 @@ def reconstruct_pair(
     Returns:
         ``(x̂_E, x̂_R)``, each shaped like ``x`` on ``x``'s device.
 
-    Example:
+    Examples:
         >>> x_e, x_r = reconstruct_pair(x, run.cladec, run.refae)  # doctest: +SKIP
     """
     _check_pair(cladec, refae)
@@ -244,7 +244,8 @@ def relevance_map(
         sigma: Gaussian smoothing in pixels (default ``H / 28`` for ``kept`` and ``evidence``, none for
             the others).
         batch_size: Images per internal batch.
-        x_cladec, x_refae: Precomputed reconstructions (skips recomputing them).
+        x_cladec: Precomputed ClaDec reconstructions (skips recomputing them).
+        x_refae: Precomputed RefAE reconstructions (skips recomputing them).
 
     Returns:
         ``(N, H, W)`` float32 maps on ``x``'s device, larger = more relevant.
@@ -252,7 +253,7 @@ def relevance_map(
     Raises:
         ConfigError: Unknown variant (lists the valid ones) or mismatched explainers.
 
-    Example:
+    Examples:
         >>> run = cladec.runs.load_run("runs/conv2")  # doctest: +SKIP
         >>> r = relevance_map(x, cladec=run.cladec, refae=run.refae, variant="kept")  # doctest: +SKIP
         >>> r.shape == (x.shape[0],) + x.shape[2:]  # doctest: +SKIP

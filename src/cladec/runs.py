@@ -112,7 +112,7 @@ class Run:
         Returns:
             A :class:`cladec.data.ImageDataset`.
 
-        Example:
+        Examples:
             >>> load_run("runs/conv4").dataset("test", limit=100)  # doctest: +SKIP
         """
         ds = self.config["dataset"]
@@ -142,7 +142,7 @@ def recorded_dataset_name(name: Any) -> Any:
     Returns:
         The name, with an ``imagefolder:`` path made absolute.
 
-    Example:
+    Examples:
         >>> recorded_dataset_name("mnist")
         'mnist'
         >>> recorded_dataset_name("imagefolder:pets") == f"imagefolder:{Path('pets').resolve()}"
@@ -173,7 +173,7 @@ def data_root_for(given: Any, recorded: Any, *, env_first: bool = False) -> Any:
     Returns:
         The root to pass to :func:`cladec.data.load_dataset` (None for its default).
 
-    Example:
+    Examples:
         >>> data_root_for("/data", "/old")
         '/data'
     """
@@ -203,7 +203,7 @@ def load_recorded_dataset(name: str, given_root: Any, recorded_root: Any, **kwar
     Raises:
         DataError: The data set is in none of these places (the message names them).
 
-    Example:
+    Examples:
         >>> test = load_recorded_dataset("fashion-mnist", None, "/data", split="test")  # doctest: +SKIP
     """
     from .data import load_dataset
@@ -271,7 +271,7 @@ def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.d
         SaveFormatError: An unknown entry, or a classifier whose weights are not those the entry recorded
             (``weights_sha256``; entries without it are not checked).
 
-    Example:
+    Examples:
         >>> spec = {"type": "checkpoint", "path": "../clf"}
         >>> model, info = load_classifier_spec(spec, Path("runs/conv4"))  # doctest: +SKIP
     """
@@ -347,16 +347,19 @@ def fit_run(
         out: Run directory to write (replaced atomically).
         dataset: Data set name for :func:`cladec.data.load_dataset`.
         layer: Dotted layer name.
-        classifier_dir: A classifier checkpoint directory, or
-        factory, weights, factory_kwargs: a user model ``"pkg.mod:fn"`` and its weights file (not with
-            ``classifier_dir``).
+        classifier_dir: A classifier checkpoint directory (or give ``factory`` and ``weights`` instead).
+        factory: A user model's factory ``"pkg.mod:fn"`` (not with ``classifier_dir``).
+        weights: The user model's weights file (safetensors or a state dict; never unpickled).
+        factory_kwargs: Keyword arguments for ``factory``.
         input_norm: ``(mean, std)`` for a factory model (checkpoints record their own; not with
             ``classifier_dir``).
         alpha: ClaDec's α.
         neurons: Optional unit subset.
         epochs: ClaDec epochs; ``refae_epochs`` (default: the same) for the RefAE (only with ``refae=True``).
         refae: Also fit the RefAE (with the same epochs, both at once: :func:`cladec.fit_together`).
-        batch_size, lr, seed: Training settings.
+        batch_size: Training batch size.
+        lr: Learning rate.
+        seed: Seed of initialisation and shuffling.
         size: Resize images to ``size`` (e.g. 32 as in the paper); default: the size the classifier was trained
             at when its checkpoint records it (also for another data set: the classifier expects that size),
             else the data's own size.
@@ -379,7 +382,7 @@ def fit_run(
     Returns:
         The :class:`Run`.
 
-    Example:
+    Examples:
         >>> run = fit_run(
         ...     "runs/conv4", classifier_dir="clf", dataset="fashion-mnist-mini", layer="conv4"
         ... )  # doctest: +SKIP
@@ -527,7 +530,7 @@ def load_run(path: str | os.PathLike, device: str | torch.device | None = None) 
             one the run was fitted with (other weights at the recorded path since; runs of earlier versions are
             not checked).
 
-    Example:
+    Examples:
         >>> run = load_run("runs/conv4")  # doctest: +SKIP
         >>> run.cladec.reconstruct(x)  # doctest: +SKIP
     """

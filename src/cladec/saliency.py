@@ -96,13 +96,10 @@ def _cladec_names() -> list[str]:
 def available_methods() -> list[str]:
     """The canonical method names :func:`saliency_maps` accepts.
 
-    Args:
-        (none)
-
     Returns:
         A list: the captum baselines, ``random``, ``sobel``, ``cladec`` and each ``cladec-<variant>``.
 
-    Example:
+    Examples:
         >>> "gradcam" in available_methods() and "cladec" in available_methods()
         True
     """
@@ -121,7 +118,7 @@ def canonical_method(name: str) -> str:
     Raises:
         ConfigError: for an unknown name; the message lists every valid name.
 
-    Example:
+    Examples:
         >>> canonical_method("IG")
         'integrated-gradients'
     """
@@ -144,7 +141,7 @@ class Normalized(nn.Module):
         model: The classifier.
         input_norm: ``(mean, std)`` per channel, or None (identity).
 
-    Example:
+    Examples:
         >>> m = Normalized(nn.Flatten(), ([0.5], [0.5]))
         >>> m(torch.ones(1, 1, 2, 2)).tolist()
         [[1.0, 1.0, 1.0, 1.0]]
@@ -180,7 +177,7 @@ def sobel_map(x: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(N, H, W)`` non-negative edge magnitudes (replicate padding at the border).
 
-    Example:
+    Examples:
         >>> x = torch.zeros(1, 1, 8, 8); x[..., 4:] = 1
         >>> m = sobel_map(x)
         >>> bool(m[0, :, 3:5].min() > 0) and float(m[0, :, 0].max()) == 0.0
@@ -204,7 +201,7 @@ def random_map(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     Returns:
         ``(N, H, W)`` values in [0, 1), on the CPU.
 
-    Example:
+    Examples:
         >>> random_map(torch.zeros(2, 3, 4, 5)).shape
         torch.Size([2, 4, 5])
     """
@@ -231,7 +228,7 @@ def gradcam_layer(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | No
     Raises:
         ConfigError: ``layer`` has no spatial map larger than 1×1, or no layer of the model has one.
 
-    Example:
+    Examples:
         >>> from cladec.models import create_model
         >>> gradcam_layer(create_model("vgg-paper").eval(), torch.zeros(1, 1, 32, 32))
         'conv4a'
@@ -326,7 +323,8 @@ def saliency_maps(
             layer that has one).
             ClaDec maps use the explainers' own layer.
         input_norm: The classifier's ``(mean, std)``; applied inside the model.
-        cladec, refae: Fitted explainers, needed by ``cladec*`` methods.
+        cladec: The fitted ClaDec, needed by ``cladec*`` methods.
+        refae: The fitted RefAE, needed by ``cladec*`` methods that use it.
         batch_size: Images per captum call.
         ig_steps: Integration steps for integrated gradients.
         occlusion_window: Side of the occluding square (default ``max(2, H // 7)``), stride half of it.
@@ -342,7 +340,7 @@ def saliency_maps(
         ConfigError: Unknown method names (the message lists the valid ones), a ``cladec`` method
             without explainers, or bad targets.
 
-    Example:
+    Examples:
         >>> maps = saliency_maps(model, x, None, ["saliency", "gradcam", "random"], layer="conv3")  # doctest: +SKIP
         >>> maps["gradcam"].shape == x.shape[:1] + x.shape[2:]  # doctest: +SKIP
         True

@@ -108,7 +108,7 @@ def check_scores(scores: Sequence[str] | str) -> list[str]:
     Raises:
         ConfigError: For an unknown or empty list; the message lists the valid names.
 
-    Example:
+    Examples:
         >>> check_scores("deletion, ROAD")
         ['deletion', 'road']
     """
@@ -140,7 +140,7 @@ def check_roar_k(ks: Sequence[float] | str) -> list[float]:
     Raises:
         ConfigError: For a non-number or a value outside [0, 100).
 
-    Example:
+    Examples:
         >>> check_roar_k("50,10,30")
         [10, 30, 50]
     """
@@ -209,7 +209,7 @@ def pixel_ranks(maps: torch.Tensor, seed: int = 0) -> torch.Tensor:
     Returns:
         ``(N, H, W)`` long tensor with a permutation of ``0 .. H·W − 1`` per image.
 
-    Example:
+    Examples:
         >>> pixel_ranks(torch.tensor([[[0.1, 0.9], [0.5, 0.0]]])).tolist()
         [[[2, 0], [1, 3]]]
     """
@@ -299,7 +299,7 @@ def perturbation_curve(
     Returns:
         ``{"fractions": (steps+1,), "curves": (N, steps+1) probabilities, "auc": (N,)}`` (CPU tensors).
 
-    Example:
+    Examples:
         >>> r = perturbation_curve(model, x, maps, mode="deletion")  # doctest: +SKIP
         >>> float(r["auc"].mean())  # doctest: +SKIP
     """
@@ -370,7 +370,7 @@ def deletion(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, **kwargs: An
     Returns:
         ``{"fractions", "curves", "auc"}`` (see :func:`perturbation_curve`).
 
-    Example:
+    Examples:
         >>> float(deletion(model, x, maps)["auc"].mean())  # doctest: +SKIP
         0.21
     """
@@ -389,7 +389,7 @@ def insertion(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, **kwargs: A
     Returns:
         ``{"fractions", "curves", "auc"}`` (see :func:`perturbation_curve`).
 
-    Example:
+    Examples:
         >>> float(insertion(model, x, maps)["auc"].mean())  # doctest: +SKIP
         0.74
     """
@@ -429,7 +429,7 @@ def noisy_linear_impute(
     Raises:
         DataError: If an image has every pixel removed (nothing to impute from).
 
-    Example:
+    Examples:
         >>> x = torch.zeros(1, 1, 5, 5); x[..., :, 3:] = 1.0
         >>> m = torch.zeros(1, 5, 5, dtype=torch.bool); m[0, 2, 2] = True
         >>> round(float(noisy_linear_impute(x, m, noise=0)[0, 0, 2, 2]), 3)  # 2 of 6 weight-units are bright
@@ -520,7 +520,7 @@ def road(
         ``{"fractions": [...], "morf": {"accuracy": [...], "probability": [...]}, "lerf": {...},
         "road_gap": mean LeRF accuracy − mean MoRF accuracy}`` (for the orders asked for).
 
-    Example:
+    Examples:
         >>> r = road(model, x, maps)  # doctest: +SKIP
         >>> r["morf"]["accuracy"][0] > r["morf"]["accuracy"][-1]  # doctest: +SKIP
         True
@@ -594,7 +594,7 @@ def roar_images(
     Returns:
         A new tensor like ``x``; ``k = 0`` returns an unchanged copy.
 
-    Example:
+    Examples:
         >>> x = torch.ones(1, 1, 2, 2); m = torch.tensor([[[4.0, 3.0], [2.0, 1.0]]])
         >>> roar_images(x, m, 50, [0.0]).tolist()
         [[[[0.0, 0.0], [1.0, 1.0]]]]
@@ -639,7 +639,8 @@ def roar_accuracy(
         train: ``(images, labels)`` for retraining.
         test: ``(images, labels)`` for the accuracy.
         k: Percentage of pixels removed per image, in [0, 100); with 0 the maps are not needed.
-        train_maps, test_maps: ``(N, H, W)`` maps for the train / test images.
+        train_maps: ``(N, H, W)`` maps for the train images.
+        test_maps: ``(N, H, W)`` maps for the test images.
         epochs: Training epochs.
         seed: Seed for initialisation, shuffling and tie-breaking.
         input_norm: The classifier's ``(mean, std)``.
@@ -651,7 +652,7 @@ def roar_accuracy(
     Returns:
         ``{"k": k, "seed": seed, "accuracy": test accuracy, "train_acc": last-epoch training accuracy}``.
 
-    Example:
+    Examples:
         >>> new_model = lambda: create_model("vgg-paper", 1, 10, width=0.25)  # doctest: +SKIP
         >>> r = roar_accuracy(new_model, (xt, yt), (xs, ys), k=0)  # doctest: +SKIP
     """
@@ -688,7 +689,7 @@ class UnitStore:
     Args:
         directory: The comparison's output directory.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> s = UnitStore(tempfile.mkdtemp())
         >>> s.put(("gradcam", "roar", 50, 0), {"accuracy": 0.6})
@@ -711,7 +712,7 @@ class UnitStore:
         Returns:
             The parts joined by ``__`` with unsafe characters replaced, plus ``.json``.
 
-        Example:
+        Examples:
             >>> UnitStore.key_name(("gradcam", "roar", 50, 0))
             'gradcam__roar__50__0.json'
         """
@@ -727,7 +728,7 @@ class UnitStore:
         Returns:
             ``<directory>/units/<key_name(key)>``.
 
-        Example:
+        Examples:
             >>> UnitStore("cmp").path(("random", "deletion", 0, 0)).name
             'random__deletion__0__0.json'
         """
@@ -742,7 +743,7 @@ class UnitStore:
         Returns:
             The result, or None if the unit is not finished (or its file is unreadable).
 
-        Example:
+        Examples:
             >>> UnitStore("cmp").get(("never", "run", 0, 0)) is None
             True
         """
@@ -764,7 +765,7 @@ class UnitStore:
         Returns:
             None.
 
-        Example:
+        Examples:
             >>> UnitStore(tempfile.mkdtemp()).put(("a", "deletion", 0, 0), {"auc": 0.2})  # doctest: +SKIP
         """
         from ._io import write_json
@@ -781,7 +782,7 @@ class UnitStore:
         Returns:
             The (stored or new) result.
 
-        Example:
+        Examples:
             >>> store.run(("gradcam", "roar", 50, 0), lambda: roar_accuracy(...))  # doctest: +SKIP
         """
         got = self.get(key)

@@ -141,7 +141,7 @@ def participant_order(
     Raises:
         ConfigError: ``order`` is not one of :data:`ORDERS`.
 
-    Example:
+    Examples:
         >>> participant_order("3f2a9c0d1e4b", "P-07", ["item-01", "item-02", "item-03"])  # doctest: +SKIP
         ['item-02', 'item-03', 'item-01']
     """
@@ -192,7 +192,7 @@ def build_study(
         ConfigError: bad ``items`` / ``seed`` / ``order`` or an unusable ``out``.
         DataError: the run's data set cannot be found (pass ``data_root``).
 
-    Example:
+    Examples:
         >>> from cladec.study import build_study
         >>> build_study("runs/conv4", "study/", items=20, seed=1)  # doctest: +SKIP
         PosixPath('study/index.html')
@@ -432,10 +432,11 @@ def read_answers(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         participant answered the same item in several files, the latest answer (by ``answered_at``) is kept.
 
     Raises:
-        DataError: No file found. SaveFormatError: A file is not an answer file (missing columns, bad
-        confidence or position, not UTF-8, …); the message names the file and line.
+        DataError: No file found.
+        SaveFormatError: A file is not an answer file (missing columns, bad confidence or position, not
+            UTF-8, …); the message names the file and line.
 
-    Example:
+    Examples:
         >>> rows = read_answers(["answers/p1.csv", "answers/p2.json"])  # doctest: +SKIP
         >>> rows[0]["uses"]  # doctest: +SKIP
         ['shape', 'details']
@@ -492,6 +493,23 @@ def _half_means(rows: list[dict[str, Any]], half: dict[int, str]) -> tuple[float
 def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike | None = None) -> dict[str, Any]:
     """Aggregate study answers across participants.
 
+    Order fields (they need the answers' ``position``; older answer files lack it, and then they are
+    None):
+
+    * ``mean_position``: the item's mean 1-based position over the answers that have one. With
+      per-participant orders it should lie near the middle, (n + 1) / 2, for every item.
+    * Halves: each participant's answers in a study that have a position, sorted by it, are split into
+      the first ⌊k/2⌋ and the last ⌊k/2⌋ of their k answers (with k odd the middle one is in neither).
+      ``first_half_mean_confidence`` / ``second_half_mean_confidence`` are the mean confidences of those
+      answers (None for a participant with fewer than 2 positioned answers).
+    * ``order_effect``: None when no participant has two positioned answers, else ``{"participants"
+      (how many sequences count), "answers_per_half", "first_half_mean_confidence",
+      "second_half_mean_confidence", "difference"}`` (second minus first; below 0: confidence falls as
+      the study goes on) over all counted answers. It is a descriptive check, not a test. With
+      per-participant orders every item is equally likely in either half, so a difference points to
+      order (learning, fatigue); with a fixed order the halves hold different items and the difference
+      mixes order with the items.
+
     Args:
         paths: Answer files (CSV or JSON), folders or glob patterns, as for :func:`read_answers`.
         out: Optional JSON file to write the summary to (atomically).
@@ -504,24 +522,7 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
         [{"participant_id", "answers", "mean_confidence", "total_seconds", "first_half_mean_confidence",
         "second_half_mean_confidence"}], "order_effect"}``. Shares are fractions of all answers.
 
-        Order fields (they need the answers' ``position``; older answer files lack it, and then they are
-        None):
-
-        * ``mean_position``: the item's mean 1-based position over the answers that have one. With
-          per-participant orders it should lie near the middle, (n + 1) / 2, for every item.
-        * Halves: each participant's answers in a study that have a position, sorted by it, are split into
-          the first ⌊k/2⌋ and the last ⌊k/2⌋ of their k answers (with k odd the middle one is in neither).
-          ``first_half_mean_confidence`` / ``second_half_mean_confidence`` are the mean confidences of those
-          answers (None for a participant with fewer than 2 positioned answers).
-        * ``order_effect``: None when no participant has two positioned answers, else ``{"participants"
-          (how many sequences count), "answers_per_half", "first_half_mean_confidence",
-          "second_half_mean_confidence", "difference"}`` (second minus first; below 0: confidence falls as
-          the study goes on) over all counted answers. It is a descriptive check, not a test. With
-          per-participant orders every item is equally likely in either half, so a difference points to
-          order (learning, fatigue); with a fixed order the halves hold different items and the difference
-          mixes order with the items.
-
-    Example:
+    Examples:
         >>> s = summarize_answers(["answers/"])  # doctest: +SKIP
         >>> s["concepts"]["shape"]["uses"]  # doctest: +SKIP
         14
@@ -638,7 +639,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         Text with one line per concept and per item (with its mean position when the answers have
         positions), and the first- vs second-half confidence of :func:`summarize_answers`' ``order_effect``.
 
-    Example:
+    Examples:
         >>> print(format_summary(summarize_answers(["answers/"])))  # doctest: +SKIP
     """
     lines = [

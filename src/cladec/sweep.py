@@ -71,7 +71,7 @@ def cell_name(layer: str, alpha: float, seed: int) -> str:
     Returns:
         ``"<layer>__a<alpha>__s<seed>"``, e.g. ``"conv2__a0.001__s0"``.
 
-    Example:
+    Examples:
         >>> cell_name("conv2", 0.001, 0)
         'conv2__a0.001__s0'
     """
@@ -198,7 +198,8 @@ def run_sweep(
         size: Resize images (default: the classifier's data size).
         eval_classifier: Train evaluation classifiers (see :func:`cladec.evaluation.evaluate_run`).
         eval_epochs: Epochs of the evaluation classifiers.
-        batch_size, lr: Decoder training settings.
+        batch_size: Decoder training batch size.
+        lr: Decoder learning rate.
         decoder_norm: ``None`` or ``"batch"``.
         device: Device (default: CUDA if available, else CPU).
         verbose: Print progress.
@@ -214,7 +215,7 @@ def run_sweep(
         ConfigError: Bad arguments (an unknown layer or device, ...), or ``out`` holds a sweep with another
             configuration.
 
-    Example:
+    Examples:
         >>> run_sweep("sweep", classifier_dir="clf", dataset="fashion-mnist", layers=["conv2"],
         ...           alphas=[0, 0.001, 0.9], seeds=[0, 1], epochs=1, limit=5000)  # doctest: +SKIP
     """
@@ -423,7 +424,7 @@ def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
     Raises:
         SaveFormatError: ``path`` is not a sweep directory.
 
-    Example:
+    Examples:
         >>> s = summarize_sweep("sweep")  # doctest: +SKIP
         >>> [(r["method"], r["alpha"], r["mse_mean"]) for r in s["rows"]]  # doctest: +SKIP
     """

@@ -36,7 +36,7 @@ def register_model(name_or_fn: str | Factory | None = None) -> Any:
     Returns:
         The factory unchanged (or a decorator that registers and returns it).
 
-    Example:
+    Examples:
         >>> @register_model("tiny-mlp")
         ... def tiny_mlp(in_channels=1, num_classes=10, image_size=28):
         ...     return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size**2, num_classes))
@@ -86,13 +86,10 @@ def _identity(fn: Any) -> tuple[str, str] | None:
 def list_models() -> list[str]:
     """Names of all registered models, sorted.
 
-    Args:
-        (none)
-
     Returns:
         A sorted list of names, e.g. ``["resnet10", "resnet18", "vgg-paper"]``.
 
-    Example:
+    Examples:
         >>> "vgg-paper" in list_models()
         True
     """
@@ -115,7 +112,7 @@ def model_kwargs(name: str) -> dict[str, Any]:
     Returns:
         ``{argument: default}`` (``inspect.Parameter.empty`` for required ones).
 
-    Example:
+    Examples:
         >>> model_kwargs("vgg-paper")["width"]
         1.0
     """
@@ -145,7 +142,7 @@ def create_model(name: str, in_channels: int = 1, num_classes: int = 10, **kwarg
     Raises:
         ConfigError: unknown name, bad channel/class count or an option the model does not take.
 
-    Example:
+    Examples:
         >>> m = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
         >>> m(torch.rand(2, 1, 28, 28)).shape
         torch.Size([2, 10])

@@ -28,7 +28,7 @@ __all__ = ["BasicBlock", "Stem", "ResNet", "resnet10", "resnet18"]
 class Stem(nn.Module):
     """3×3 conv (stride 1, no bias) → BN → ReLU, then a 3×3/2 max-pool only for inputs larger than 64 px.
 
-    Example:
+    Examples:
         >>> Stem(3, 64)(torch.rand(1, 3, 32, 32)).shape
         torch.Size([1, 64, 32, 32])
     """
@@ -44,7 +44,7 @@ class Stem(nn.Module):
         Returns:
             None.
 
-        Example:
+        Examples:
             >>> stem = Stem(1, 16)
         """
         super().__init__()
@@ -64,7 +64,7 @@ class Stem(nn.Module):
 class BasicBlock(nn.Module):
     """Two 3×3 convs with BN and a residual connection.
 
-    Example:
+    Examples:
         >>> BasicBlock(64, 128, stride=2)(torch.rand(1, 64, 8, 8)).shape
         torch.Size([1, 128, 4, 4])
     """
@@ -80,7 +80,7 @@ class BasicBlock(nn.Module):
         Returns:
             None.
 
-        Example:
+        Examples:
             >>> block = BasicBlock(64, 64)
         """
         super().__init__()
@@ -111,7 +111,7 @@ class ResNet(nn.Module):
     Attributes:
         default_layers: ``{"last": "layer4", "middle": "layer2"}``.
 
-    Example:
+    Examples:
         >>> ResNet([1, 1, 1, 1], in_channels=1, num_classes=10, width=0.25)(torch.rand(2, 1, 28, 28)).shape
         torch.Size([2, 10])
     """
@@ -130,7 +130,7 @@ class ResNet(nn.Module):
         Returns:
             None.
 
-        Example:
+        Examples:
             >>> net = ResNet([2, 2, 2, 2], 3, 10)  # resnet18
         """
         super().__init__()
@@ -178,7 +178,7 @@ def resnet10(in_channels: int = 1, num_classes: int = 10, width: float = 1.0) ->
     Returns:
         A :class:`ResNet`.
 
-    Example:
+    Examples:
         >>> from cladec.models import create_model
         >>> create_model("resnet10", in_channels=3, width=0.25)(torch.rand(1, 3, 32, 32)).shape
         torch.Size([1, 10])
@@ -199,7 +199,7 @@ def resnet18(in_channels: int = 1, num_classes: int = 10, width: float = 1.0) ->
     Returns:
         A :class:`ResNet`.
 
-    Example:
+    Examples:
         >>> from cladec.models import create_model
         >>> create_model("resnet18", in_channels=3, width=0.25)(torch.rand(1, 3, 32, 32)).shape
         torch.Size([1, 10])

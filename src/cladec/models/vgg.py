@@ -31,7 +31,7 @@ __all__ = ["ConvBlock", "VGGPaper", "vgg_paper"]
 class ConvBlock(nn.Module):
     """3×3 convolution (no bias, padding 1) → BatchNorm2d → ReLU.
 
-    Example:
+    Examples:
         >>> ConvBlock(1, 32, stride=2)(torch.rand(1, 1, 28, 28)).shape
         torch.Size([1, 32, 14, 14])
     """
@@ -47,7 +47,7 @@ class ConvBlock(nn.Module):
         Returns:
             None.
 
-        Example:
+        Examples:
             >>> block = ConvBlock(3, 32, stride=2)
         """
         super().__init__()
@@ -70,7 +70,7 @@ class VGGPaper(nn.Module):
     Attributes:
         default_layers: ``{"last": "conv4", "middle": "conv2"}`` -- the layers the paper explains.
 
-    Example:
+    Examples:
         >>> VGGPaper(in_channels=3, num_classes=10)(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 10])
     """
@@ -89,7 +89,7 @@ class VGGPaper(nn.Module):
         Returns:
             None.
 
-        Example:
+        Examples:
             >>> tiny = VGGPaper(1, 10, width=0.25)
         """
         super().__init__()
@@ -137,7 +137,7 @@ def vgg_paper(in_channels: int = 1, num_classes: int = 10, width: float = 1.0, d
     Returns:
         A :class:`VGGPaper`.
 
-    Example:
+    Examples:
         >>> from cladec.models import create_model
         >>> create_model("vgg-paper", in_channels=1, width=0.25)(torch.rand(1, 1, 28, 28)).shape
         torch.Size([1, 10])

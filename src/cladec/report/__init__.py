@@ -216,7 +216,7 @@ def build_report(
         ConfigError: bad ``n_images`` or ``device``, or an ``out`` that would overwrite something else.
         DataError: the run's data set cannot be found (pass ``data_root``).
 
-    Example:
+    Examples:
         >>> from cladec.report import build_report
         >>> build_report("runs/conv4", "site/")  # doctest: +SKIP
         PosixPath('site/index.html')

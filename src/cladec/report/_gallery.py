@@ -109,7 +109,7 @@ def build_gallery(
     Raises:
         DataError: the first usable run's data set cannot be found.
 
-    Example:
+    Examples:
         >>> build_gallery(detect_source("runs/conv4").runs, Path("site"), n_images=8, data_root=None,
         ...               device=None, notes=[])  # doctest: +SKIP
     """

@@ -20,7 +20,7 @@ def colormap_lut(name: str = "magma") -> np.ndarray:
     Returns:
         A ``(256, 3)`` uint8 array.
 
-    Example:
+    Examples:
         >>> colormap_lut("magma").shape
         (256, 3)
     """
@@ -50,7 +50,7 @@ def png_bytes(img: torch.Tensor | np.ndarray) -> bytes:
     Returns:
         The PNG file's bytes.
 
-    Example:
+    Examples:
         >>> png_bytes(torch.zeros(1, 4, 4))[:4]
         b'\\x89PNG'
     """
@@ -74,7 +74,7 @@ def write_png(path: str | Path, img: torch.Tensor | np.ndarray) -> Path:
     Returns:
         The path written.
 
-    Example:
+    Examples:
         >>> write_png("x.png", torch.rand(3, 8, 8))  # doctest: +SKIP
     """
     path = Path(path)
@@ -93,7 +93,7 @@ def diff_scale(diffs: list[torch.Tensor], quantile: float = 0.995) -> float:
     Returns:
         The scale, at least 0.02.
 
-    Example:
+    Examples:
         >>> diff_scale([torch.full((4,), 0.5)])
         0.5
     """
@@ -115,7 +115,7 @@ def diff_map(x: torch.Tensor, x_hat: torch.Tensor, scale: float, lut: np.ndarray
     Returns:
         An ``(H, W, 3)`` uint8 array.
 
-    Example:
+    Examples:
         >>> diff_map(torch.zeros(1, 2, 2), torch.ones(1, 2, 2), 1.0, colormap_lut()).shape
         (2, 2, 3)
     """
@@ -135,7 +135,7 @@ def write_colorbar(path: str | Path, lut: np.ndarray, width: int = 256, height: 
     Returns:
         The path written.
 
-    Example:
+    Examples:
         >>> write_colorbar("bar.png", colormap_lut())  # doctest: +SKIP
     """
     idx = np.linspace(0, 255, width).round().astype(np.int64)

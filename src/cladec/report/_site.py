@@ -58,7 +58,7 @@ def script_json(obj: Any) -> str:
     Returns:
         The JSON text, marked safe for the autoescaping templates.
 
-    Example:
+    Examples:
         >>> str(script_json({"c": "<!--</script>"}))
         '{"c":"\\\\u003c!--\\\\u003c/script\\\\u003e"}'
     """
@@ -142,7 +142,7 @@ def remove_stale_builds(out: Path) -> list[Path]:
     Returns:
         The folders removed.
 
-    Example:
+    Examples:
         >>> remove_stale_builds(Path("site"))  # doctest: +SKIP
         [PosixPath('.site.k2v1x8ab.tmp')]
     """
@@ -174,7 +174,7 @@ def check_device(device: str | None) -> str:
     Raises:
         ConfigError: ``device`` is not a device, or it is not available on this machine.
 
-    Example:
+    Examples:
         >>> check_device(None)
         'cpu'
     """
@@ -203,7 +203,7 @@ def site_dir(out: str | os.PathLike, kind: str, protect: list[Path]) -> Iterator
     Raises:
         ConfigError: ``out`` is a file, a folder cladec did not make, a page of another kind, or holds an input.
 
-    Example:
+    Examples:
         >>> with site_dir("site", "report", protect=[]) as tmp:  # doctest: +SKIP
         ...     (tmp / "index.html").write_text("<!doctype html>")
     """

@@ -259,7 +259,7 @@ def detect_source(path: str | os.PathLike, *, exclude: list[Path] | None = None)
     Raises:
         SaveFormatError: ``path`` is none of the accepted directories (the message lists them).
 
-    Example:
+    Examples:
         >>> detect_source("runs/conv4").kind  # doctest: +SKIP
         'run'
     """
