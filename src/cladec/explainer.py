@@ -221,7 +221,9 @@ class _DecoderExplainer:
             A tensor shaped like ``x`` with values in [0, 1], on ``x``'s device.
 
         Examples:
-            >>> x_hat = explainer.reconstruct(images)  # doctest: +SKIP
+            >>> x_hat = explainer.reconstruct(x)  # x: 16 test images (16, 1, 28, 28)
+            >>> x_hat.shape, bool(0 <= x_hat.min() and x_hat.max() <= 1)
+            (torch.Size([16, 1, 28, 28]), True)
         """
         x = image_tensor(x)
         self._ensure_built(tuple(x.shape[1:]))
@@ -336,7 +338,10 @@ class _DecoderExplainer:
             ``self``, trained; per-epoch losses are in :attr:`history`.
 
         Examples:
-            >>> ClaDec(model, "conv4", alpha=0.001).fit((x, y), epochs=5)  # doctest: +SKIP
+            >>> data = cladec.data.load_dataset("fashion-mnist-mini", limit=500)
+            >>> exp = ClaDec(classifier, "conv2", alpha=0.001).fit(data, epochs=1, lr=3e-3, batch_size=32)
+            >>> exp.fitted, sorted(exp.history[-1])
+            (True, ['ce', 'epoch', 'loss', 'lr', 'mse', 'seconds'])
         """
         fit_together(
             [self],
@@ -545,7 +550,9 @@ class _DecoderExplainer:
                 refused with SaveFormatError, never deleted).
 
         Examples:
-            >>> explainer.save("runs/conv4-cladec")  # doctest: +SKIP
+            >>> explainer.save("conv4-cladec")
+            >>> sorted(p.name for p in Path("conv4-cladec").iterdir())
+            ['cladec.json', 'weights.safetensors']
         """
         from ._io import atomic_dir, file_sha256, save_tensors, write_json
 
@@ -590,9 +597,13 @@ class ClaDec(_DecoderExplainer):
 
     Examples:
         >>> import cladec
-        >>> ds = cladec.data.load_dataset("fashion-mnist-mini")  # doctest: +SKIP
-        >>> exp = cladec.ClaDec(classifier, "conv4", alpha=0.001).fit(ds, epochs=2)  # doctest: +SKIP
-        >>> x_hat = exp.reconstruct(x)  # doctest: +SKIP
+        >>> ds = cladec.data.load_dataset("fashion-mnist-mini", limit=500)
+        >>> exp = cladec.ClaDec(classifier, "conv2", alpha=0.001).fit(ds, epochs=1, lr=3e-3, batch_size=32)
+        >>> exp
+        ClaDec(layer='conv2', neurons=None, activation_shape=(32, 4, 4), image_shape=(1, 28, 28), fitted=True)
+        >>> x_hat = exp.reconstruct(x)
+        >>> x_hat.shape == x.shape
+        True
     """
 
     kind = "cladec"
@@ -954,7 +965,11 @@ class RefAE(_DecoderExplainer):
         cache_budget: As for :class:`ClaDec`.
 
     Examples:
-        >>> ref = cladec.RefAE.like(explainer).fit((x, y), epochs=2)  # doctest: +SKIP
+        >>> ds = cladec.data.load_dataset("fashion-mnist-mini", limit=500)
+        >>> exp = cladec.ClaDec(classifier, "conv2", alpha=0.001)
+        >>> ref = cladec.RefAE.like(exp).fit(ds, epochs=1, lr=3e-3, batch_size=32)
+        >>> ref.layer, ref.fitted, ref.reconstruct(x).shape
+        ('conv2', True, torch.Size([16, 1, 28, 28]))
     """
 
     kind = "refae"
@@ -1024,7 +1039,9 @@ class RefAE(_DecoderExplainer):
             An untrained :class:`RefAE`.
 
         Examples:
-            >>> ref = RefAE.like(cladec_explainer)  # doctest: +SKIP
+            >>> ref = RefAE.like(explainer)  # explainer: a ClaDec fitted for conv4
+            >>> ref.layer, ref.activation_shape, ref.fitted
+            ('conv4', (128, 1, 1), False)
         """
         decoder = None
         if explainer._custom_decoder and explainer.decoder is not None:
@@ -1192,9 +1209,11 @@ def fit_together(
             would see one image (a single training image, a streamed batch of one).
 
     Examples:
-        >>> e = cladec.ClaDec(model, "conv4", alpha=0.001)  # doctest: +SKIP
-        >>> r = cladec.RefAE.like(e, init_seed=0)  # doctest: +SKIP
-        >>> cladec.fit_together([e, r], (x, y), epochs=5)  # doctest: +SKIP
+        >>> ds = cladec.data.load_dataset("fashion-mnist-mini", limit=500)
+        >>> e = cladec.ClaDec(classifier, "conv2", alpha=0.001)
+        >>> r = cladec.RefAE.like(e, init_seed=0)
+        >>> cladec.fit_together([e, r], ds, epochs=1, lr=3e-3, batch_size=32)
+        [ClaDec(layer='conv2', ..., fitted=True), RefAE(layer='conv2', ..., fitted=True)]
     """
     import contextlib
 

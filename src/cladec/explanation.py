@@ -85,7 +85,9 @@ class Explanation:
             The path written.
 
         Examples:
-            >>> cladec.explain(x, cladec=exp, refae=ref, labels=y).save_grid("triplets.png")  # doctest: +SKIP
+            >>> e = cladec.explain(x, cladec=explainer, refae=refae, labels=y, classes=train.classes)
+            >>> e.save_grid("triplets.png", n=8, columns=4)
+            PosixPath('triplets.png')
         """
         from matplotlib.figure import Figure  # no pyplot: the user's backend and open figures stay as they are
 
@@ -197,8 +199,14 @@ def explain(
         ConfigError: ``refae`` explains another layer than ``cladec``.
 
     Examples:
-        >>> e = cladec.explain(x[:16], cladec=exp, refae=ref, labels=y[:16])  # doctest: +SKIP
-        >>> e.save_grid("triplets.png")  # doctest: +SKIP
+        >>> e = cladec.explain(x, cladec=explainer, refae=refae, labels=y)  # x, y: 16 test images and labels
+        >>> len(e), e.layer, e.x_cladec.shape, e.pred_cladec.shape
+        (16, 'conv4', torch.Size([16, 1, 28, 28]), torch.Size([16]))
+        >>> sorted(e.summary())  # doctest: +NORMALIZE_WHITESPACE
+        ['accuracy_cladec', 'accuracy_original', 'accuracy_refae', 'agreement_cladec', 'agreement_refae', 'alpha',
+         'layer', 'mse_cladec', 'mse_refae', 'n']
+        >>> e.save_grid("triplets.png").is_file()
+        True
     """
     x = image_tensor(x).cpu()
     if refae is not None and refae.layer != cladec.layer:

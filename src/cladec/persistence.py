@@ -37,7 +37,12 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
             layer now produces a different shape.
 
     Examples:
-        >>> exp = cladec.load("runs/conv4-cladec", classifier)  # doctest: +SKIP
+        >>> explainer.save("conv4-cladec")
+        >>> exp = cladec.load("conv4-cladec", classifier)
+        >>> exp
+        ClaDec(layer='conv4', neurons=None, activation_shape=(128, 1, 1), image_shape=(1, 28, 28), fitted=True)
+        >>> torch.equal(exp.reconstruct(x), explainer.reconstruct(x))
+        True
     """
     from .explainer import ClaDec, RefAE
 

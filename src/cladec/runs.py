@@ -113,7 +113,9 @@ class Run:
             A :class:`cladec.data.ImageDataset`.
 
         Examples:
-            >>> load_run("runs/conv4").dataset("test", limit=100)  # doctest: +SKIP
+            >>> test = load_run(run_dir).dataset("test", limit=100)  # run_dir: fitted on fashion-mnist-mini
+            >>> test.name, test.split, len(test), test.image_shape
+            ('fashion-mnist-mini', 'test', 100, (1, 28, 28))
         """
         ds = self.config["dataset"]
         return load_recorded_dataset(
@@ -204,7 +206,9 @@ def load_recorded_dataset(name: str, given_root: Any, recorded_root: Any, **kwar
         DataError: The data set is in none of these places (the message names them).
 
     Examples:
-        >>> test = load_recorded_dataset("fashion-mnist", None, "/data", split="test")  # doctest: +SKIP
+        >>> test = load_recorded_dataset("fashion-mnist-mini", None, "/data", split="test", limit=10)
+        >>> test.name, len(test)
+        ('fashion-mnist-mini', 10)
     """
     from .data import load_dataset
 
@@ -272,8 +276,13 @@ def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.d
             (``weights_sha256``; entries without it are not checked).
 
     Examples:
-        >>> spec = {"type": "checkpoint", "path": "../clf"}
-        >>> model, info = load_classifier_spec(spec, Path("runs/conv4"))  # doctest: +SKIP
+        >>> import json
+        >>> spec = json.loads((run_dir / "run.json").read_text())["classifier"]
+        >>> spec["type"]
+        'checkpoint'
+        >>> model, info = load_classifier_spec(spec, run_dir)
+        >>> info["arch"], model.training
+        ('vgg-paper', False)
     """
     from .classifier import load_classifier, load_user_model
 
@@ -384,8 +393,15 @@ def fit_run(
 
     Examples:
         >>> run = fit_run(
-        ...     "runs/conv4", classifier_dir="clf", dataset="fashion-mnist-mini", layer="conv4"
-        ... )  # doctest: +SKIP
+        ...     "conv2-run", classifier_dir=clf_dir, dataset="fashion-mnist-mini", layer="conv2",
+        ...     epochs=1, limit=500, test_limit=100, lr=3e-3, batch_size=32, verbose=False,
+        ... )
+        >>> run.layer, run.alpha, run.refae is not None
+        ('conv2', 0.001, True)
+        >>> sorted(p.name for p in run.path.iterdir())
+        ['cladec', 'refae', 'run.json']
+        >>> run.config["metrics"]["mse_cladec"] < 0.2
+        True
     """
     import time
 
@@ -531,8 +547,11 @@ def load_run(path: str | os.PathLike, device: str | torch.device | None = None) 
             not checked).
 
     Examples:
-        >>> run = load_run("runs/conv4")  # doctest: +SKIP
-        >>> run.cladec.reconstruct(x)  # doctest: +SKIP
+        >>> run = load_run(run_dir)  # run_dir: a run directory for conv2 (fit_run)
+        >>> run.layer, type(run.cladec).__name__, type(run.refae).__name__
+        ('conv2', 'ClaDec', 'RefAE')
+        >>> run.cladec.reconstruct(x).shape
+        torch.Size([16, 1, 28, 28])
     """
     from .persistence import load
 

@@ -139,7 +139,7 @@ def vgg_paper(in_channels: int = 1, num_classes: int = 10, width: float = 1.0, d
 
     Examples:
         >>> from cladec.models import create_model
-        >>> create_model("vgg-paper", in_channels=1, width=0.25)(torch.rand(1, 1, 28, 28)).shape
+        >>> create_model("vgg-paper", in_channels=1, width=0.25).eval()(torch.rand(1, 1, 28, 28)).shape
         torch.Size([1, 10])
     """
     _check_width(width)
