@@ -655,7 +655,12 @@ def accuracy(model: nn.Module, data: Any, *, batch_size: int = 512, input_norm: 
         The fraction of correctly classified images, in ``[0, 1]``.
 
     Examples:
-        >>> acc = accuracy(net, load_dataset("fashion-mnist-mini", split="test"))  # doctest: +SKIP
+        >>> from cladec.data import load_dataset
+        >>> acc = accuracy(classifier, load_dataset("fashion-mnist-mini", split="test", limit=200))
+        >>> 0.3 < acc <= 1.0  # chance is 0.1 (10 classes)
+        True
+        >>> accuracy(classifier, (x, y)) == accuracy(classifier, (x, y), batch_size=4)
+        True
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -679,8 +684,9 @@ def predict(model: nn.Module, x: Any, *, batch_size: int = 512, input_norm: Any 
         A CPU ``LongTensor`` of shape ``(N,)``.
 
     Examples:
-        >>> predict(net, torch.rand(4, 1, 28, 28)).shape  # doctest: +SKIP
-        torch.Size([4])
+        >>> p = predict(classifier, x[:4])
+        >>> p.shape, p.dtype, bool(p.min() >= 0 and p.max() < 10)
+        (torch.Size([4]), torch.int64, True)
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -789,8 +795,12 @@ def save_classifier(
         The checkpoint directory as a ``Path``.
 
     Examples:
-        >>> net = create_model("vgg-paper", width=0.25)  # doctest: +SKIP
-        >>> save_classifier("runs/clf", net, dataset=train, metrics={"test_acc": 0.9})  # doctest: +SKIP
+        >>> from cladec.models import create_model
+        >>> net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
+        >>> save_classifier("clf", net, dataset=train, metrics={"test_acc": 0.9})
+        PosixPath('clf')
+        >>> sorted(p.name for p in Path("clf").iterdir())
+        ['classifier.json', 'model.safetensors']
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -859,9 +869,11 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
         SaveFormatError: not such a checkpoint, a newer format, or weights that do not fit.
 
     Examples:
-        >>> model, info = load_classifier("runs/clf")  # doctest: +SKIP
-        >>> info["arch"]  # doctest: +SKIP
-        'vgg-paper'
+        >>> model, info = load_classifier(clf_dir)  # clf_dir: a saved vgg-paper checkpoint
+        >>> info["arch"], info["arch_kwargs"]["width"], model.training
+        ('vgg-paper', 0.25, False)
+        >>> torch.equal(predict(model, x), predict(classifier, x))
+        True
     """
     path = Path(directory)
     if path.is_file() and path.name == _INFO_FILE:
@@ -955,8 +967,14 @@ def load_user_model(factory: str, weights: str | Path | None = None, **factory_k
         SaveFormatError: unreadable weights, or weights that do not fit (missing/unexpected keys listed).
 
     Examples:
-        >>> net = load_user_model("torchvision.models:resnet18", num_classes=10)  # doctest: +SKIP
-        >>> net = load_user_model("my_pkg.nets:small_cnn", "small_cnn.safetensors")  # doctest: +SKIP
+        >>> net = load_user_model("cladec.models.vgg:vgg_paper", in_channels=1, width=0.25)
+        >>> net.training
+        False
+        >>> torch.save(classifier.state_dict(), "weights.pt")
+        >>> net = load_user_model("cladec.models.vgg:vgg_paper", "weights.pt", in_channels=1, width=0.25)
+        >>> torch.equal(net.fc.weight, classifier.fc.weight)
+        True
+        >>> net = load_user_model("torchvision.models:resnet18", num_classes=10)  # needs torchvision  # doctest: +SKIP
     """
     fmt = "factory must look like 'package.module:function' (e.g. 'torchvision.models:resnet18')"
     if not isinstance(factory, str) or factory.count(":") != 1:

@@ -685,9 +685,12 @@ def read_idx(source: str | os.PathLike | BinaryIO, limit: int | None = None) -> 
         DataError: the file is not IDX, is truncated, or holds more or less data than its header says.
 
     Examples:
-        >>> labels = read_idx("MNIST/raw/train-labels-idx1-ubyte.gz")  # doctest: +SKIP
-        >>> labels[:3]  # doctest: +SKIP
-        array([5, 0, 4], dtype=uint8)
+        >>> mini = Path(__file__).parent / "_data" / "fashion-mnist-mini"  # the embedded data set's files
+        >>> labels = read_idx(mini / "t10k-labels-idx1-ubyte.gz")
+        >>> labels.shape, labels[:3]
+        ((1000,), array([9, 2, 1], dtype=uint8))
+        >>> read_idx(mini / "t10k-images-idx3-ubyte.gz", limit=5).shape
+        (5, 28, 28)
     """
     return _read_idx_file(source, limit)[0]
 
@@ -1580,8 +1583,9 @@ def check_md5(path: str | os.PathLike, md5: str) -> bool:
         ``True`` if the file exists and matches, else ``False``.
 
     Examples:
-        >>> check_md5("MNIST/raw/train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432")  # doctest: +SKIP
-        True
+        >>> _ = Path("hello.txt").write_bytes(b"hello")
+        >>> check_md5("hello.txt", "5D41402ABC4B2A76B9719D911017C592"), check_md5("missing.txt", "5d41402a")
+        (True, False)
     """
     path = Path(path)
     if not path.is_file():

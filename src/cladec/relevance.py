@@ -193,7 +193,9 @@ def reconstruct_pair(
         ``(x̂_E, x̂_R)``, each shaped like ``x`` on ``x``'s device.
 
     Examples:
-        >>> x_e, x_r = reconstruct_pair(x, run.cladec, run.refae)  # doctest: +SKIP
+        >>> x_e, x_r = reconstruct_pair(x, explainer, refae)  # a fitted ClaDec and its RefAE
+        >>> x_e.shape == x_r.shape == x.shape
+        True
     """
     _check_pair(cladec, refae)
     return cladec.reconstruct(x, batch_size=batch_size), refae.reconstruct(x, batch_size=batch_size)
@@ -254,9 +256,10 @@ def relevance_map(
         ConfigError: Unknown variant (lists the valid ones) or mismatched explainers.
 
     Examples:
-        >>> run = cladec.runs.load_run("runs/conv2")  # doctest: +SKIP
-        >>> r = relevance_map(x, cladec=run.cladec, refae=run.refae, variant="kept")  # doctest: +SKIP
-        >>> r.shape == (x.shape[0],) + x.shape[2:]  # doctest: +SKIP
+        >>> from cladec.runs import load_run
+        >>> run = load_run(run_dir)  # run_dir: a run directory (ClaDec and RefAE for conv2)
+        >>> r = relevance_map(x, cladec=run.cladec, refae=run.refae, variant="kept")
+        >>> r.shape == (x.shape[0],) + x.shape[2:]
         True
     """
     variant = DEFAULT_VARIANT if variant is None else str(variant).strip().lower()

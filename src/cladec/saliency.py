@@ -341,9 +341,12 @@ def saliency_maps(
             without explainers, or bad targets.
 
     Examples:
-        >>> maps = saliency_maps(model, x, None, ["saliency", "gradcam", "random"], layer="conv3")  # doctest: +SKIP
-        >>> maps["gradcam"].shape == x.shape[:1] + x.shape[2:]  # doctest: +SKIP
-        True
+        >>> maps = saliency_maps(classifier, x, None, ["saliency", "gradcam", "random"], layer="conv3")
+        >>> sorted(maps), maps["gradcam"].shape == x.shape[:1] + x.shape[2:]
+        (['gradcam', 'random', 'saliency'], True)
+        >>> maps = saliency_maps(classifier, x, y, "cladec", cladec=explainer, refae=refae)  # ClaDec's relevance
+        >>> maps["cladec"].shape
+        torch.Size([16, 28, 28])
     """
     if isinstance(methods, str):
         methods = [m for m in methods.split(",") if m.strip()]

@@ -300,8 +300,12 @@ def perturbation_curve(
         ``{"fractions": (steps+1,), "curves": (N, steps+1) probabilities, "auc": (N,)}`` (CPU tensors).
 
     Examples:
-        >>> r = perturbation_curve(model, x, maps, mode="deletion")  # doctest: +SKIP
-        >>> float(r["auc"].mean())  # doctest: +SKIP
+        >>> from cladec.saliency import sobel_map
+        >>> r = perturbation_curve(classifier, x, sobel_map(x), mode="deletion", target=y, steps=8)
+        >>> r["fractions"].shape, r["curves"].shape, r["auc"].shape
+        (torch.Size([9]), torch.Size([16, 9]), torch.Size([16]))
+        >>> bool(((r["auc"] >= 0) & (r["auc"] <= 1)).all())
+        True
     """
     if mode not in ("deletion", "insertion"):
         raise ConfigError(f"mode must be 'deletion' or 'insertion', got {mode!r}")
@@ -371,8 +375,10 @@ def deletion(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, **kwargs: An
         ``{"fractions", "curves", "auc"}`` (see :func:`perturbation_curve`).
 
     Examples:
-        >>> float(deletion(model, x, maps)["auc"].mean())  # doctest: +SKIP
-        0.21
+        >>> from cladec.saliency import sobel_map
+        >>> auc = deletion(classifier, x, sobel_map(x), target=y)["auc"]  # x, y: 16 test images, labels
+        >>> auc.shape, 0 <= float(auc.mean()) <= 1
+        (torch.Size([16]), True)
     """
     return perturbation_curve(model, x, maps, mode="deletion", **kwargs)
 
@@ -390,8 +396,10 @@ def insertion(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, **kwargs: A
         ``{"fractions", "curves", "auc"}`` (see :func:`perturbation_curve`).
 
     Examples:
-        >>> float(insertion(model, x, maps)["auc"].mean())  # doctest: +SKIP
-        0.74
+        >>> from cladec.saliency import sobel_map
+        >>> auc = insertion(classifier, x, sobel_map(x), target=y)["auc"]  # x, y: 16 test images, labels
+        >>> auc.shape, 0 <= float(auc.mean()) <= 1
+        (torch.Size([16]), True)
     """
     return perturbation_curve(model, x, maps, mode="insertion", **kwargs)
 
@@ -521,9 +529,10 @@ def road(
         "road_gap": mean LeRF accuracy − mean MoRF accuracy}`` (for the orders asked for).
 
     Examples:
-        >>> r = road(model, x, maps)  # doctest: +SKIP
-        >>> r["morf"]["accuracy"][0] > r["morf"]["accuracy"][-1]  # doctest: +SKIP
-        True
+        >>> from cladec.saliency import sobel_map
+        >>> r = road(classifier, x, sobel_map(x), target=y, fractions=(0.1, 0.5, 0.9))
+        >>> sorted(r), r["fractions"], len(r["morf"]["accuracy"])
+        (['fractions', 'lerf', 'morf', 'road_gap'], [0.1, 0.5, 0.9], 3)
     """
     fr = [float(f) for f in fractions]
     if not fr or any(not (0 < f < 1) for f in fr):
@@ -653,8 +662,11 @@ def roar_accuracy(
         ``{"k": k, "seed": seed, "accuracy": test accuracy, "train_acc": last-epoch training accuracy}``.
 
     Examples:
-        >>> new_model = lambda: create_model("vgg-paper", 1, 10, width=0.25)  # doctest: +SKIP
-        >>> r = roar_accuracy(new_model, (xt, yt), (xs, ys), k=0)  # doctest: +SKIP
+        >>> from cladec.models import create_model
+        >>> new_model = lambda: create_model("vgg-paper", 1, 10, width=0.25)
+        >>> r = roar_accuracy(new_model, train.subset(range(500)).tensors(), test.tensors(), k=0, epochs=1)
+        >>> sorted(r), r["k"], 0 <= r["accuracy"] <= 1
+        (['accuracy', 'k', 'seed', 'train_acc'], 0, True)
     """
     from .classifier import accuracy, train_classifier
 
@@ -766,7 +778,10 @@ class UnitStore:
             None.
 
         Examples:
-            >>> UnitStore(tempfile.mkdtemp()).put(("a", "deletion", 0, 0), {"auc": 0.2})  # doctest: +SKIP
+            >>> store = UnitStore("cmp")
+            >>> store.put(("a", "deletion", 0, 0), {"auc": 0.2})
+            >>> store.get(("a", "deletion", 0, 0)), store.path(("a", "deletion", 0, 0)).is_file()
+            ({'auc': 0.2}, True)
         """
         from ._io import write_json
 
@@ -783,7 +798,11 @@ class UnitStore:
             The (stored or new) result.
 
         Examples:
-            >>> store.run(("gradcam", "roar", 50, 0), lambda: roar_accuracy(...))  # doctest: +SKIP
+            >>> store = UnitStore("cmp")
+            >>> store.run(("gradcam", "roar", 50, 0), lambda: {"accuracy": 0.6})  # computed and stored
+            {'accuracy': 0.6}
+            >>> store.run(("gradcam", "roar", 50, 0), lambda: {"accuracy": 0.0})  # the stored result
+            {'accuracy': 0.6}
         """
         got = self.get(key)
         if got is not None:
