@@ -63,7 +63,10 @@ def namespace(tmp_path_factory) -> dict[str, Any]:
     * ``explainer``: a ClaDec (α = 0.001) for ``conv4`` of ``classifier``, and ``refae``, its RefAE, each
       fitted 1 epoch on ``train`` (``helpers.core.QUICK`` settings);
     * ``run_dir``: a run directory (:func:`cladec.runs.fit_run`) for ``conv2`` of the checkpoint, fitted
-      1 epoch on 500 images.
+      1 epoch on 500 images;
+    * ``sweep_dir``: a sweep directory (:func:`cladec.sweep.run_sweep`) of the checkpoint's ``conv2`` at
+      α = 0 and 0.001, seed 0, fitted as ``run_dir``, without evaluation classifiers (examples must not
+      write into it: ``cladec._cli_evaluate.cmd_sweep``'s example resumes a copy).
     """
     import numpy as np
     import torch
@@ -74,6 +77,7 @@ def namespace(tmp_path_factory) -> dict[str, Any]:
     from cladec.explainer import ClaDec, RefAE
     from cladec.models import create_model
     from cladec.runs import fit_run
+    from cladec.sweep import run_sweep
     from helpers.core import QUICK
 
     base = tmp_path_factory.mktemp("docstring-examples")
@@ -103,6 +107,22 @@ def namespace(tmp_path_factory) -> dict[str, Any]:
             **QUICK,
         )
         assert not run.cladec.collapsed and run.refae is not None and not run.refae.collapsed
+        sweep = run_sweep(
+            base / "sweep",
+            classifier_dir=clf_dir,
+            dataset="fashion-mnist-mini",
+            layers=["conv2"],
+            alphas=[0, 0.001],
+            seeds=[0],
+            epochs=1,
+            limit=500,
+            test_limit=100,
+            eval_classifier=False,
+            device="cpu",
+            verbose=False,
+            **QUICK,
+        )
+        assert len(sweep["rows"]) == 4  # original, refae, cladec at each α
     finally:
         torch.set_num_threads(before)
     x, y = test.tensors()
@@ -121,6 +141,7 @@ def namespace(tmp_path_factory) -> dict[str, Any]:
         "explainer": explainer,
         "refae": refae,
         "run_dir": base / "run",
+        "sweep_dir": base / "sweep",
     }
 
 

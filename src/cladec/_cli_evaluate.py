@@ -114,7 +114,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         0 on success (errors are raised as :class:`cladec.CladecError`).
 
     Examples:
-        >>> cmd_evaluate(parser.parse_args(["evaluate", "--run", "run", "--limit", "500"]))  # doctest: +SKIP
+        >>> from cladec.cli import build_parser
+        >>> args = build_parser().parse_args(
+        ...     ["evaluate", "--run", str(run_dir), "--limit", "100", "--no-eval-classifier", "--out", "eval", "-q"]
+        ... )
+        >>> cmd_evaluate(args)
+        layer conv2, α = 0.001, 100 test images
+        image set  mse     psnr  ssim    accuracy  agreement  eval_accuracy
+        original   0.0000  -     1.0000  ...
+        cladec     ...
+        refae      ...
+        wrote eval
         0
     """
     from . import cli
@@ -166,7 +176,14 @@ def format_eval_table(res: dict) -> str:
         The table as a string.
 
     Examples:
-        >>> print(format_eval_table(res))  # doctest: +SKIP
+        >>> from cladec.evaluation import evaluate_run
+        >>> res = evaluate_run(run_dir, limit=100, eval_classifier=False, write=False, verbose=False)
+        >>> print(format_eval_table(res))
+        layer conv2, α = 0.001, 100 test images
+        image set  mse     psnr  ssim    accuracy  agreement  eval_accuracy
+        original   0.0000  -     1.0000  ...
+        cladec     ...
+        refae      ...
     """
     cols = ("mse", "psnr", "ssim", "accuracy", "agreement", "eval_accuracy")
     lines = [
@@ -192,8 +209,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         0 on success (errors are raised as :class:`cladec.CladecError`).
 
     Examples:
-        >>> cmd_sweep(parser.parse_args(["sweep", "--model", "clf", "--dataset", "mnist", "--layers", "conv2",
-        ...                              "--out", "sweep"]))  # doctest: +SKIP
+        >>> import shutil
+        >>> from cladec.cli import build_parser
+        >>> _ = shutil.copytree(sweep_dir, "sweep")  # a finished sweep: the same command resumes it, fitting nothing
+        >>> cmd_sweep(build_parser().parse_args([
+        ...     "sweep", "--model", str(clf_dir), "--dataset", "fashion-mnist-mini", "--layers", "conv2",
+        ...     "--alphas", "0,0.001", "--epochs", "1", "--limit", "500", "--test-limit", "100",
+        ...     "--no-eval-classifier", "--lr", "3e-3", "--batch-size", "32", "--out", "sweep", "-q",
+        ... ]))
+        layer   method    alpha  seeds  mse     ssim    accuracy  eval_accuracy
+        conv2   original         1      0.0000  1.0000  ...
+        conv2   refae            1      ...
+        conv2   cladec    0      1      ...
+        conv2   cladec    0.001  1      ...
+        wrote sweep/summary.csv, summary.json, tradeoff.png
         0
     """
     import math
@@ -242,7 +271,13 @@ def format_summary_table(summary: dict) -> str:
         The table as a string.
 
     Examples:
-        >>> print(format_summary_table(summarize_sweep("sweep")))  # doctest: +SKIP
+        >>> from cladec.sweep import summarize_sweep
+        >>> print(format_summary_table(summarize_sweep(sweep_dir, write=False)))
+        layer   method    alpha  seeds  mse     ssim    accuracy  eval_accuracy
+        conv2   original         1      0.0000  1.0000  ...
+        conv2   refae            1      ...
+        conv2   cladec    0      1      ...
+        conv2   cladec    0.001  1      ...
     """
     cols = ("mse", "ssim", "accuracy", "eval_accuracy")
     lines = [f"{'layer':<12}{'method':<9}{'alpha':>7}{'seeds':>6}" + "".join(f"{c:>20}" for c in cols)]

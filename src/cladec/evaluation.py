@@ -306,9 +306,12 @@ def evaluate_run(
             ``out`` with ``write=False``, a ``device`` other than a given Run's).
 
     Examples:
-        >>> res = evaluate_run("runs/conv2", limit=1000, eval_epochs=1)  # doctest: +SKIP
-        >>> res["summary"]["mse_refae"] < res["summary"]["mse_cladec"]  # doctest: +SKIP
-        True
+        >>> res = evaluate_run(run_dir, limit=100, eval_classifier=False, write=False, verbose=False)
+        >>> res["layer"], sorted(res["sets"]), res["sets"]["cladec"]["n"]
+        ('conv2', ['cladec', 'original', 'refae'], 100)
+        >>> res["sets"]["original"]["mse"], res["sets"]["cladec"]["mse"] < 0.2
+        (0.0, True)
+        >>> res = evaluate_run(run_dir, eval_epochs=2)  # trains evaluation classifiers: minutes  # doctest: +SKIP
     """
     from ._io import check_replaceable
     from .classifier import predict, train_classifier

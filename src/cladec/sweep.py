@@ -216,8 +216,13 @@ def run_sweep(
             configuration.
 
     Examples:
-        >>> run_sweep("sweep", classifier_dir="clf", dataset="fashion-mnist", layers=["conv2"],
-        ...           alphas=[0, 0.001, 0.9], seeds=[0, 1], epochs=1, limit=5000)  # doctest: +SKIP
+        >>> s = run_sweep("sweep", classifier_dir=clf_dir, dataset="fashion-mnist-mini", layers=["conv2"],
+        ...               alphas=[0.001], epochs=1, limit=500, test_limit=100, eval_classifier=False,
+        ...               lr=3e-3, batch_size=32, verbose=False)
+        >>> [(r["method"], r["alpha"]) for r in s["rows"]]
+        [('original', None), ('refae', None), ('cladec', 0.001)]
+        >>> sorted(p.name for p in Path("sweep").iterdir())
+        ['cells', 'summary.csv', 'summary.json', 'sweep.json', 'tradeoff.png']
     """
     from ._checks import device as checked_device
     from ._io import file_sha256, write_json
@@ -425,8 +430,12 @@ def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
         SaveFormatError: ``path`` is not a sweep directory.
 
     Examples:
-        >>> s = summarize_sweep("sweep")  # doctest: +SKIP
-        >>> [(r["method"], r["alpha"], r["mse_mean"]) for r in s["rows"]]  # doctest: +SKIP
+        >>> s = summarize_sweep(sweep_dir, write=False)  # sweep_dir: conv2 at α = 0 and 0.001, seed 0
+        >>> [(r["layer"], r["method"], r["alpha"], r["n_seeds"]) for r in s["rows"]]
+        [('conv2', 'original', None, 1), ('conv2', 'refae', None, 1), ('conv2', 'cladec', 0.0, 1),
+         ('conv2', 'cladec', 0.001, 1)]
+        >>> s["rows"][0]["mse_mean"], s["rows"][0]["mse_std"]  # the originals; std: None for one seed
+        (0.0, None)
     """
     path = Path(path)
     state = _read_state(path) if path.is_dir() else None
