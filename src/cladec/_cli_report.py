@@ -109,8 +109,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         0 on success (errors are raised as :class:`cladec.CladecError`).
 
     Examples:
-        >>> cmd_report(argparse.Namespace(source="runs/conv4", out="site", n_images=48, data_root=None,
-        ...                               device=None, title=None))  # doctest: +SKIP
+        >>> cmd_report(argparse.Namespace(source=str(run_dir), out="site", n_images=8, data_root=None,
+        ...                               device=None, title=None))
+        wrote site/index.html
         0
     """
     from .report import build_report
@@ -133,8 +134,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         0 on success.
 
     Examples:
-        >>> cmd_study(argparse.Namespace(run="runs/conv4", out="study", items=20, seed=0, order="per-participant",
-        ...                              data_root=None, device=None, title=None))  # doctest: +SKIP
+        >>> cmd_study(argparse.Namespace(run=str(run_dir), out="study", items=8, seed=0, order="per-participant",
+        ...                              data_root=None, device=None, title=None))
+        wrote study/index.html (8 items); send it to participants as a folder, they open index.html
         0
     """
     from .study import build_study
@@ -163,8 +165,19 @@ def cmd_study_summary(args: argparse.Namespace) -> int:
         0 on success.
 
     Examples:
-        >>> cmd_study_summary(argparse.Namespace(answers=["answers/"], out="summary.json"))  # doctest: +SKIP
+        >>> _ = Path("answers").mkdir()
+        >>> _ = Path("answers/p1.csv").write_text(
+        ...     "participant_id,item_id,image_id,true_label,uses,ignores,free_text,confidence,seconds_on_item,"
+        ...     "started_at,answered_at\\n"
+        ...     "P1,item-01,17,Bag,shape;details,background,,4,12.5,2024-05-01T10:00:00Z,2024-05-01T10:00:12Z\\n"
+        ...     "P1,item-02,3,Trouser,shape,,,5,8.0,2024-05-01T10:00:12Z,2024-05-01T10:00:20Z\\n"
+        ... )  # an answer file as the study page downloads it
+        >>> cmd_study_summary(argparse.Namespace(answers=["answers/"], out="summary.json"))
+        2 answers from 1 participant(s) on 2 item(s); mean confidence 4.5, mean 10.2 s per item
+        ...
         0
+        >>> Path("summary.json").is_file()
+        True
     """
     from .study import format_summary, summarize_answers
 

@@ -351,8 +351,14 @@ def compare_saliency(
         ConfigError: Unknown methods or scores, k outside [0, 100), bad n / seeds.
 
     Examples:
-        >>> res = compare_saliency("runs/conv2", out="cmp", methods="cladec,gradcam,random", n=100)  # doctest: +SKIP
-        >>> res["results"]["cladec"]["deletion"]["auc_mean"]  # doctest: +SKIP
+        >>> res = compare_saliency(run_dir, out="cmp", methods="cladec,random", scores="deletion", n=8, steps=8,
+        ...                        verbose=False)  # run_dir: a run directory (ClaDec and RefAE for conv2)
+        >>> sorted(res["results"]), sorted(res["results"]["cladec"])
+        (['cladec', 'random'], ['deletion'])
+        >>> 0 <= res["results"]["cladec"]["deletion"]["auc_mean"] <= 1
+        True
+        >>> sorted(p.name for p in Path("cmp").iterdir())
+        ['curves.png', 'maps', 'maps.png', 'results.csv', 'results.json', 'settings.json', 'units']
     """
     from ._io import file_sha256, save_tensors, write_json
     from .data import load_dataset
@@ -915,7 +921,17 @@ def format_table(result: dict) -> str:
         The table as a string; arrows mark the better direction of each score.
 
     Examples:
-        >>> print(format_table(res))  # doctest: +SKIP
+        >>> res = compare_saliency(run_dir, out="cmp", methods="cladec,random", scores="deletion", n=8, steps=8,
+        ...                        verbose=False)
+        >>> print(format_table(res))
+        method                    deletion_auc↓  deletion_img_sd
+        cladec                            ...
+        random                            ...
+        <BLANKLINE>
+        paired: cladec − method on the same images (per-image AUC, mean over seeds); ...
+        score       method                     cladec − method                    CI          p     p_holm  better
+        deletion↓   random                             ...
+        better (by the mean difference): deletion lower AUC, insertion higher; ...
     """
     cols = _csv_columns(result)
     better = {"deletion_auc": "↓", "insertion_auc": "↑", "road_morf_acc": "↓", "road_lerf_acc": "↑", "road_gap": "↑"}
@@ -1133,7 +1149,14 @@ def cmd_compare_saliency(args: argparse.Namespace) -> int:
         0 on success (errors are raised as :class:`cladec.CladecError`).
 
     Examples:
-        >>> cmd_compare_saliency(parser.parse_args(["compare-saliency", "--run", "r", "--out", "c"]))  # doctest: +SKIP
+        >>> from cladec.cli import build_parser
+        >>> args = build_parser().parse_args(["compare-saliency", "--run", str(run_dir), "--out", "cmp",
+        ...                                   "--methods", "cladec,gradcam", "--scores", "deletion", "--n", "8",
+        ...                                   "--steps", "8", "--quiet"])
+        >>> cmd_compare_saliency(args)
+        method ...
+        cladec ...
+        gradcam ...
         0
     """
     from .saliency import canonical_method

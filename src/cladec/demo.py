@@ -139,7 +139,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
     Examples:
         >>> import json
-        >>> print(format_summary(json.load(open("cladec-demo/summary.json"))))  # doctest: +SKIP
+        >>> print(format_summary(json.load(open("cladec-demo/summary.json"))))  # after run_demo  # doctest: +SKIP
     """
     ds, clf = summary["dataset"], summary["classifier"]
     shape = "×".join(map(str, ds["image_shape"]))
@@ -264,7 +264,7 @@ def run_demo(
 
     Examples:
         >>> from cladec.demo import run_demo
-        >>> s = run_demo("cladec-demo", quick=True)  # doctest: +SKIP
+        >>> s = run_demo("cladec-demo", quick=True)  # takes about a minute  # doctest: +SKIP
         >>> s["layers"][0]["refae_reconstructs_better"]  # doctest: +SKIP
         True
     """

@@ -142,8 +142,10 @@ def participant_order(
         ConfigError: ``order`` is not one of :data:`ORDERS`.
 
     Examples:
-        >>> participant_order("3f2a9c0d1e4b", "P-07", ["item-01", "item-02", "item-03"])  # doctest: +SKIP
+        >>> participant_order("3f2a9c0d1e4b", "P-07", ["item-01", "item-02", "item-03"])
         ['item-02', 'item-03', 'item-01']
+        >>> participant_order("3f2a9c0d1e4b", "P-07", ["item-01", "item-02", "item-03"], order="fixed")
+        ['item-01', 'item-02', 'item-03']
     """
     if order not in ORDERS:
         raise ConfigError(f"order must be one of {', '.join(repr(o) for o in ORDERS)}, got {order!r}")
@@ -194,8 +196,10 @@ def build_study(
 
     Examples:
         >>> from cladec.study import build_study
-        >>> build_study("runs/conv4", "study/", items=20, seed=1)  # doctest: +SKIP
+        >>> build_study(run_dir, "study/", items=8, seed=1)  # run_dir: a run directory
         PosixPath('study/index.html')
+        >>> sorted(p.name for p in Path("study").iterdir())
+        ['.cladec-site', 'img', 'index.html', 'static']
     """
     from ._version import __version__
     from .explanation import explain
@@ -437,9 +441,16 @@ def read_answers(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
             UTF-8, …); the message names the file and line.
 
     Examples:
-        >>> rows = read_answers(["answers/p1.csv", "answers/p2.json"])  # doctest: +SKIP
-        >>> rows[0]["uses"]  # doctest: +SKIP
-        ['shape', 'details']
+        >>> _ = Path("answers").mkdir()
+        >>> _ = Path("answers/p1.csv").write_text(
+        ...     "participant_id,item_id,image_id,true_label,uses,ignores,free_text,confidence,seconds_on_item,"
+        ...     "started_at,answered_at\\n"
+        ...     "P1,item-01,17,Bag,shape;details,background,,4,12.5,2024-05-01T10:00:00Z,2024-05-01T10:00:12Z\\n"
+        ...     "P1,item-02,3,Trouser,shape,,,5,8.0,2024-05-01T10:00:12Z,2024-05-01T10:00:20Z\\n"
+        ... )  # an answer file as the study page downloads it
+        >>> rows = read_answers(["answers/p1.csv"])
+        >>> len(rows), rows[0]["uses"], rows[0]["confidence"], rows[0]["position"]
+        (2, ['shape', 'details'], 4, None)
     """
     rows: list[dict[str, Any]] = []
     for f in _expand(paths):
@@ -523,9 +534,16 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
         "second_half_mean_confidence"}], "order_effect"}``. Shares are fractions of all answers.
 
     Examples:
-        >>> s = summarize_answers(["answers/"])  # doctest: +SKIP
-        >>> s["concepts"]["shape"]["uses"]  # doctest: +SKIP
-        14
+        >>> _ = Path("answers").mkdir()
+        >>> _ = Path("answers/p1.csv").write_text(
+        ...     "participant_id,item_id,image_id,true_label,uses,ignores,free_text,confidence,seconds_on_item,"
+        ...     "started_at,answered_at\\n"
+        ...     "P1,item-01,17,Bag,shape;details,background,,4,12.5,2024-05-01T10:00:00Z,2024-05-01T10:00:12Z\\n"
+        ...     "P1,item-02,3,Trouser,shape,,,5,8.0,2024-05-01T10:00:12Z,2024-05-01T10:00:20Z\\n"
+        ... )  # an answer file as the study page downloads it
+        >>> s = summarize_answers(["answers/"])
+        >>> s["answers"], s["participants"], s["concepts"]["shape"]
+        (2, 1, {'uses': 2, 'ignores': 0, 'uses_share': 1.0, 'ignores_share': 0.0})
     """
     from ._io import write_json
 
@@ -640,7 +658,22 @@ def format_summary(summary: dict[str, Any]) -> str:
         positions), and the first- vs second-half confidence of :func:`summarize_answers`' ``order_effect``.
 
     Examples:
-        >>> print(format_summary(summarize_answers(["answers/"])))  # doctest: +SKIP
+        >>> _ = Path("answers").mkdir()
+        >>> _ = Path("answers/p1.csv").write_text(
+        ...     "participant_id,item_id,image_id,true_label,uses,ignores,free_text,confidence,seconds_on_item,"
+        ...     "started_at,answered_at\\n"
+        ...     "P1,item-01,17,Bag,shape;details,background,,4,12.5,2024-05-01T10:00:00Z,2024-05-01T10:00:12Z\\n"
+        ...     "P1,item-02,3,Trouser,shape,,,5,8.0,2024-05-01T10:00:12Z,2024-05-01T10:00:20Z\\n"
+        ... )  # an answer file as the study page downloads it
+        >>> print(format_summary(summarize_answers(["answers/"])))
+        2 answers from 1 participant(s) on 2 item(s); mean confidence 4.5, mean 10.2 s per item
+        <BLANKLINE>
+        concept        uses  ignores
+        shape             2        0
+        ...
+        item       label          answers  conf.  pos.  most named as used
+        item-01    Bag                  1    4.0        shape (1), details (1)
+        item-02    Trouser              1    5.0        shape (1)
     """
     lines = [
         f"{summary['answers']} answers from {summary['participants']} participant(s) on {summary['items']} item(s); "

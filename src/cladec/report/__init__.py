@@ -218,7 +218,7 @@ def build_report(
 
     Examples:
         >>> from cladec.report import build_report
-        >>> build_report("runs/conv4", "site/")  # doctest: +SKIP
+        >>> build_report(run_dir, "site/", n_images=8)  # run_dir: a run directory (cladec fit)
         PosixPath('site/index.html')
     """
     from .._version import __version__

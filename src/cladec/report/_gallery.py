@@ -110,8 +110,11 @@ def build_gallery(
         DataError: the first usable run's data set cannot be found.
 
     Examples:
-        >>> build_gallery(detect_source("runs/conv4").runs, Path("site"), n_images=8, data_root=None,
-        ...               device=None, notes=[])  # doctest: +SKIP
+        >>> from cladec.report._sources import detect_source
+        >>> g = build_gallery(detect_source(run_dir).runs, Path("site"), n_images=8, data_root=None,
+        ...                   device=None, notes=[])
+        >>> len(g["images"]), [layer["name"] for layer in g["layers"]], Path("site/img").is_dir()
+        (8, ['conv2'], True)
     """
     from ..explanation import explain
     from ..persistence import load

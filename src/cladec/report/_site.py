@@ -143,8 +143,11 @@ def remove_stale_builds(out: Path) -> list[Path]:
         The folders removed.
 
     Examples:
-        >>> remove_stale_builds(Path("site"))  # doctest: +SKIP
-        [PosixPath('.site.k2v1x8ab.tmp')]
+        >>> Path(".site.k2v1x8ab.tmp").mkdir()  # without the site marker: not made by cladec, left alone
+        >>> remove_stale_builds(Path("site"))
+        []
+        >>> Path(".site.k2v1x8ab.tmp").is_dir()
+        True
     """
     out = Path(out)
     removed: list[Path] = []
@@ -204,8 +207,10 @@ def site_dir(out: str | os.PathLike, kind: str, protect: list[Path]) -> Iterator
         ConfigError: ``out`` is a file, a folder cladec did not make, a page of another kind, or holds an input.
 
     Examples:
-        >>> with site_dir("site", "report", protect=[]) as tmp:  # doctest: +SKIP
-        ...     (tmp / "index.html").write_text("<!doctype html>")
+        >>> with site_dir("site", "report", protect=[]) as tmp:
+        ...     _ = (tmp / "index.html").write_text("<!doctype html>")
+        >>> sorted(p.name for p in Path("site").iterdir())
+        ['.cladec-site', 'index.html']
     """
     if kind not in KINDS:
         raise ConfigError(f"kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")

@@ -260,8 +260,10 @@ def detect_source(path: str | os.PathLike, *, exclude: list[Path] | None = None)
         SaveFormatError: ``path`` is none of the accepted directories (the message lists them).
 
     Examples:
-        >>> detect_source("runs/conv4").kind  # doctest: +SKIP
+        >>> detect_source(run_dir).kind  # run_dir: a run directory (cladec fit)
         'run'
+        >>> detect_source(sweep_dir).kind
+        'sweep'
     """
     src = Path(path)
     if not src.exists():
