@@ -61,7 +61,7 @@ def namespace(tmp_path_factory) -> dict[str, Any]:
     * ``classifier``: ``vgg-paper`` at width 0.25 trained 1 epoch on ``train`` (eval mode; examples must not
       train it further), saved as the checkpoint directory ``clf_dir``;
     * ``explainer``: a ClaDec (α = 0.001) for ``conv4`` of ``classifier``, and ``refae``, its RefAE, each
-      fitted 1 epoch on ``train`` (``helpers.core.QUICK`` settings);
+      fitted 1 epoch on the first 1,000 images of ``train`` (``helpers.core.QUICK`` settings);
     * ``run_dir``: a run directory (:func:`cladec.runs.fit_run`) for ``conv2`` of the checkpoint, fitted
       1 epoch on 500 images;
     * ``sweep_dir``: a sweep directory (:func:`cladec.sweep.run_sweep`) of the checkpoint's ``conv2`` at
@@ -91,8 +91,9 @@ def namespace(tmp_path_factory) -> dict[str, Any]:
         hist = train_classifier(classifier, train, 1, test_data=test, seed=0, device="cpu", verbose=False)
         assert hist["test_acc"][-1] > 0.5
         clf_dir = save_classifier(base / "clf", classifier, dataset=train, history=hist)
-        explainer = ClaDec(classifier, "conv4", alpha=0.001).fit(train, epochs=1, verbose=False, **QUICK)
-        refae = RefAE.like(explainer).fit(train, epochs=1, verbose=False, **QUICK)
+        fit_data = train.subset(range(1000))  # at conv4 (1×1) fewer images risk a collapsed decoder
+        explainer = ClaDec(classifier, "conv4", alpha=0.001).fit(fit_data, epochs=1, verbose=False, **QUICK)
+        refae = RefAE.like(explainer).fit(fit_data, epochs=1, verbose=False, **QUICK)
         assert not explainer.collapsed and not refae.collapsed
         run = fit_run(
             base / "run",

@@ -3,11 +3,40 @@
 Public API (everything else lives in private modules):
 
 * :class:`ClaDec`, :class:`RefAE` — fit decoders for a layer; ``reconstruct``; ``save``;
-  :func:`fit_together` fits a ClaDec and its RefAE at once (overlapped on a GPU).
+  :func:`fit_together` fits a ClaDec and its RefAE at once (overlapped on a GPU); :class:`CollapseWarning`
+  when a decoder's output hardly varies across images.
 * :func:`load` — restore a saved explainer.
 * :func:`explain` / :class:`Explanation` — triplets original | RefAE | ClaDec, with a PNG grid.
-* :func:`list_layers`, :class:`LayerCapture`, :func:`build_decoder` — building blocks.
-* :mod:`cladec.data`, :mod:`cladec.models` — data sets and classifiers; :func:`train_classifier`.
+* :func:`list_layers`, :func:`resolve_layer`, :class:`LayerCapture`, :func:`build_decoder` — building blocks.
+* :class:`CladecError` and its kinds :class:`ConfigError`, :class:`DataError`, :class:`SaveFormatError`,
+  :class:`TrainingError` — what a wrong input raises.
+* :mod:`cladec.data`, :mod:`cladec.models`, :mod:`cladec.classifier` — data sets, architectures and
+  :func:`cladec.classifier.train_classifier`; :mod:`cladec.runs` — run directories, as ``cladec fit`` writes.
+
+Examples:
+    >>> import cladec
+    >>> from cladec.classifier import train_classifier
+    >>> from cladec.data import load_dataset
+    >>> from cladec.models import create_model
+    >>> train = load_dataset("fashion-mnist-mini", limit=1000)  # embedded: no download
+    >>> net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
+    >>> _ = train_classifier(net, train, epochs=1, verbose=False)
+    >>> [(layer.name, layer.shape) for layer in cladec.list_layers(net, train.tensors()[0][:1])][12:14]
+    [('conv2', (32, 4, 4)), ('conv2.conv', (32, 4, 4))]
+    >>> exp = cladec.ClaDec(net, "conv2", alpha=0.001)
+    >>> ref = cladec.RefAE.like(exp)
+    >>> _ = cladec.fit_together([exp, ref], train, epochs=1, lr=3e-3, batch_size=32, verbose=False)
+    >>> test_x, test_y = load_dataset("fashion-mnist-mini", split="test", limit=8).tensors()
+    >>> e = cladec.explain(test_x, cladec=exp, refae=ref, labels=test_y, classes=train.classes)
+    >>> e.save_grid("triplets.png")
+    PosixPath('triplets.png')
+    >>> exp.save("conv2-cladec")
+    >>> cladec.load("conv2-cladec", net).layer
+    'conv2'
+    >>> all(hasattr(cladec, name) for name in cladec.__all__)
+    True
+    >>> issubclass(cladec.DataError, cladec.CladecError)
+    True
 """
 
 import os as _os

@@ -362,10 +362,13 @@ def train_classifier(
     Examples:
         >>> from cladec.data import load_dataset
         >>> from cladec.models import create_model
-        >>> train, test = load_dataset("fashion-mnist-mini"), load_dataset("fashion-mnist-mini", split="test")
+        >>> train = load_dataset("fashion-mnist-mini", limit=2000)
+        >>> test = load_dataset("fashion-mnist-mini", split="test", limit=200)
         >>> net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
-        >>> hist = train_classifier(net, train, epochs=2, test_data=test, verbose=False)
-        >>> hist["test_acc"][-1] > 0.6
+        >>> hist = train_classifier(net, train, epochs=1, test_data=test, verbose=False)
+        >>> sorted(hist), hist["epoch"]
+        (['epoch', 'lr', 'seconds', 'test_acc', 'train_acc', 'train_loss'], [1])
+        >>> hist["test_acc"][-1] > 0.3  # chance: 0.1
         True
     """
     if not isinstance(model, nn.Module):

@@ -139,7 +139,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 
     Examples:
         >>> import json
-        >>> print(format_summary(json.load(open("cladec-demo/summary.json"))))  # after run_demo  # doctest: +SKIP
+        >>> summary = json.load(open("cladec-demo/summary.json"))  # run_demo's: a minute  # doctest: +SKIP
+        >>> print(format_summary(summary))  # of that demo  # doctest: +SKIP
     """
     ds, clf = summary["dataset"], summary["classifier"]
     shape = "×".join(map(str, ds["image_shape"]))
@@ -265,7 +266,7 @@ def run_demo(
     Examples:
         >>> from cladec.demo import run_demo
         >>> s = run_demo("cladec-demo", quick=True)  # takes about a minute  # doctest: +SKIP
-        >>> s["layers"][0]["refae_reconstructs_better"]  # doctest: +SKIP
+        >>> s["layers"][0]["refae_reconstructs_better"]  # of that demo  # doctest: +SKIP
         True
     """
     import torch

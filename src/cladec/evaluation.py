@@ -311,7 +311,11 @@ def evaluate_run(
         ('conv2', ['cladec', 'original', 'refae'], 100)
         >>> res["sets"]["original"]["mse"], res["sets"]["cladec"]["mse"] < 0.2
         (0.0, True)
-        >>> res = evaluate_run(run_dir, eval_epochs=2)  # trains evaluation classifiers: minutes  # doctest: +SKIP
+        >>> res = evaluate_run(run_dir, limit=100, eval_epochs=1, train_limit=300, write=False, verbose=False)
+        >>> sorted(res["eval_classifier"]["history"]), res["eval_classifier"]["n_train"]  # one per image set
+        (['cladec', 'original', 'refae'], 300)
+        >>> 0 <= res["sets"]["cladec"]["eval_accuracy"] <= 1
+        True
     """
     from ._io import check_replaceable
     from .classifier import predict, train_classifier
