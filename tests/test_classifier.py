@@ -56,7 +56,8 @@ def test_tiny_vgg_learns_fashion_mnist_in_one_epoch(trained, fmnist_small):
     _, test = fmnist_small
     assert set(hist) == {"epoch", "lr", "train_loss", "train_acc", "test_acc", "seconds"}
     assert hist["epoch"] == [1] and hist["lr"] == [0.1] and len(hist["test_acc"]) == 1
-    margin("tiny vgg, 1 epoch: test accuracy", hist["test_acc"][0], ">", 0.5)  # chance is 0.1
+    # chance is 0.1; measured 0.524-0.717 over seed offsets 0-4 (tests/STABILITY.md; the module runs at 1 thread)
+    margin("tiny vgg, 1 epoch: test accuracy", hist["test_acc"][0], ">", 0.35)
     assert hist["train_loss"][0] < 2.0 and 0.3 < hist["train_acc"][0] <= 1.0
     assert not net.training  # left in eval mode
     assert accuracy(net, test) == pytest.approx(hist["test_acc"][0])

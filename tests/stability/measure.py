@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TESTS = [
     "tests/test_evaluation.py",
     "tests/test_explainer.py::test_fit_beats_untrained_decoder_and_does_not_touch_the_classifier",
-    "tests/test_explainer.py::test_alpha_one_keeps_more_class_information_than_alpha_zero",
     "tests/test_explainer.py::test_data_as_loader_dataset_or_tensors_give_the_same_model",
     "tests/test_explainer.py::test_fast_and_plain_paths_agree_on_cpu",
     "tests/test_explainer.py::test_compiled_loss_gives_the_eager_result",
