@@ -53,13 +53,16 @@ def _temp_prefix(path: Path) -> str:
     return f".{path.name}.{_host()}-{os.getpid()}."
 
 
-def _alive(pid: int) -> bool:
+def pid_running(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (True when that cannot be told safely)."""
+    if os.name == "nt" or pid <= 0:  # on Windows os.kill would terminate the process, not probe it
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (PermissionError, OSError):
-        return True  # exists (another user's) or cannot tell: keep its files
+        return True  # exists (another user's) or cannot tell
     return True
 
 
@@ -81,7 +84,7 @@ def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
     with contextlib.suppress(OSError):
         for p in path.parent.iterdir():
             m = pat.match(p.name)
-            if m is None or _alive(int(m.group(1))):
+            if m is None or pid_running(int(m.group(1))):
                 continue
             with contextlib.suppress(OSError):
                 if p.is_dir() and not p.is_symlink():

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
-from .._io import atomic_dir
+from .._io import atomic_dir, pid_running
 
 MARKER = ".cladec-site"
 #: The kinds of page (recorded in the marker file); a page of one kind never replaces one of another.
@@ -97,19 +97,6 @@ def _marker_kind(folder: Path) -> str | None:
     return kind if kind in KINDS else None
 
 
-def _pid_running(pid: int) -> bool:
-    """Whether process ``pid`` runs on this machine (True when that cannot be told safely)."""
-    if os.name == "nt" or pid <= 0:  # on Windows os.kill would terminate the process, not probe it
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # exists (another user's) or cannot tell: keep its folder
-    return True
-
-
 def _stale(folder: Path) -> bool:
     """Whether ``folder`` (a ``.NAME.*.tmp`` / ``.NAME.*.old`` sibling of an output folder) is what a page
     build of cladec left behind when it was killed: it must carry the site marker, and its build must be over."""
@@ -125,7 +112,7 @@ def _stale(folder: Path) -> bool:
         info = None
     if isinstance(info, dict) and isinstance(info.get("pid"), int) and isinstance(info.get("host"), str):
         # a build on this machine whose process is gone; one on another machine (shared disk) is left alone
-        return info["host"] == socket.gethostname() and not _pid_running(info["pid"])
+        return info["host"] == socket.gethostname() and not pid_running(info["pid"])
     # no build record (an older cladec, or a build in its last step): stale only when long untouched
     return now - folder.stat().st_mtime > STALE_TMP_S
 
