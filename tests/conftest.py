@@ -131,10 +131,7 @@ def eval_setup(data_root, tmp_path_factory):
 
     import torch
 
-    from cladec.classifier import accuracy, save_classifier, train_classifier
-    from cladec.data import load_dataset
-    from cladec.models import create_model
-    from cladec.runs import fit_run
+    from helpers.core import claims_setup
     from helpers.stability import SESSION_THREADS, seed
 
     base = tmp_path_factory.mktemp("eval_setup")
@@ -143,25 +140,6 @@ def eval_setup(data_root, tmp_path_factory):
     # when it is first requested
     threads = torch.get_num_threads()
     torch.set_num_threads(SESSION_THREADS)
-    train = load_dataset("fashion-mnist", root=data_root, split="train", limit=5000)
-    test = load_dataset("fashion-mnist", root=data_root, split="test", limit=1000)
-    torch.manual_seed(seed(0))
-    net = create_model("vgg-paper", in_channels=1, num_classes=10)
-    train_classifier(net, train, 2, seed=seed(0), verbose=False)
-    clf_dir = save_classifier(base / "clf", net, dataset=train, metrics={"test_acc": accuracy(net, test)})
-    run = fit_run(
-        base / "run",
-        classifier_dir=clf_dir,
-        dataset="fashion-mnist",
-        layer="conv4",
-        alpha=0.001,
-        epochs=2,
-        seed=seed(0),
-        size=28,
-        limit=5000,
-        test_limit=1000,
-        data_root=str(data_root),
-        verbose=False,
-    )
+    clf_dir, run, train, test = claims_setup(base, data_root, seed=seed(0))
     torch.set_num_threads(threads)
     return SimpleNamespace(clf_dir=clf_dir, run_dir=base / "run", run=run, train=train, test=test, data_root=data_root)

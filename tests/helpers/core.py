@@ -152,3 +152,41 @@ def assert_bad_devices_refused(argv: list[str], capsys) -> None:
     if not torch.cuda.is_available():
         assert main(argv + ["--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+def claims_setup(base: Path, data_root: Path, *, seed: int, layer: str = "conv4", epochs: int = 2, lr: float = 3e-4):
+    """The configuration the paper's claims are tested in (``conftest.eval_setup``) and measured in
+    (``tests/stability/claims.py``): vgg-paper trained 2 epochs on 5,000 Fashion-MNIST images and saved under
+    ``base/clf``, and a run directory ``base/run`` for ``layer`` (ClaDec with alpha 0.001 and the RefAE,
+    ``epochs`` each on the same images; 1,000 test images).
+
+    Returns:
+        ``(clf_dir, run, train, test)``.
+    """
+    from cladec.classifier import accuracy, save_classifier, train_classifier
+    from cladec.data import load_dataset
+    from cladec.models import create_model
+    from cladec.runs import fit_run
+
+    train = load_dataset("fashion-mnist", root=data_root, split="train", limit=5000)
+    test = load_dataset("fashion-mnist", root=data_root, split="test", limit=1000)
+    torch.manual_seed(seed)
+    net = create_model("vgg-paper", in_channels=1, num_classes=10)
+    train_classifier(net, train, 2, seed=seed, verbose=False)
+    clf_dir = save_classifier(base / "clf", net, dataset=train, metrics={"test_acc": accuracy(net, test)})
+    run = fit_run(
+        base / "run",
+        classifier_dir=clf_dir,
+        dataset="fashion-mnist",
+        layer=layer,
+        alpha=0.001,
+        epochs=epochs,
+        seed=seed,
+        size=28,
+        limit=5000,
+        test_limit=1000,
+        data_root=str(data_root),
+        verbose=False,
+        lr=lr,
+    )
+    return clf_dir, run, train, test

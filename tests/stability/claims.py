@@ -21,12 +21,10 @@ import torch  # after the path of the tests' helpers
 import cladec._training
 import cladec.metrics as M
 from cladec import ClaDec
-from cladec.classifier import predict, save_classifier, train_classifier
-from cladec.data import load_dataset
+from cladec.classifier import predict
 from cladec.evaluation import evaluate_run
-from cladec.models import create_model
-from cladec.runs import fit_run
 from helpers.core import DATA_ROOT as root
+from helpers.core import claims_setup
 
 
 def main(argv: list[str]) -> None:
@@ -38,27 +36,7 @@ def main(argv: list[str]) -> None:
     cladec._training.cpu_has_bf16 = lambda: False  # as tests/conftest.py does
     t = time.time()
     base = Path(tempfile.mkdtemp())
-    train = load_dataset("fashion-mnist", root=root, split="train", limit=5000)
-    test = load_dataset("fashion-mnist", root=root, split="test", limit=1000)
-    torch.manual_seed(seed)
-    net = create_model("vgg-paper", in_channels=1, num_classes=10)
-    train_classifier(net, train, 2, seed=seed, verbose=False)
-    clf = save_classifier(base / "clf", net, dataset=train)
-    run = fit_run(
-        base / "run",
-        classifier_dir=clf,
-        dataset="fashion-mnist",
-        layer=layer,
-        alpha=0.001,
-        epochs=epochs,
-        seed=seed,
-        size=28,
-        limit=5000,
-        test_limit=1000,
-        data_root=str(root),
-        verbose=False,
-        lr=lr,
-    )
+    _, run, train, test = claims_setup(base, root, seed=seed, layer=layer, epochs=epochs, lr=lr)
     high = ClaDec(run.classifier, layer, alpha=0.9).fit(train, epochs=epochs, seed=seed, verbose=False, lr=lr)
     s = evaluate_run(base / "run", limit=1000, data_root=str(root), eval_classifier=False, write=False, verbose=False)[
         "summary"
