@@ -366,32 +366,23 @@ def run_sweep(
                 decoder_norm=decoder_norm,
                 verbose=False,
             )
-            if is_ref:
-                res = evaluate_run(
-                    run,
-                    limit=test_limit,
-                    data_root=data_root,
-                    eval_classifier=eval_classifier,
-                    eval_epochs=eval_epochs,
-                    seed=seed,
-                    out=out / rel / "eval",
-                    verbose=verbose,
-                )
-            else:
-                ref = load(out / ref_rel / "refae", run.classifier)
-                res = evaluate_run(
-                    run,
-                    limit=test_limit,
-                    data_root=data_root,
-                    eval_classifier=eval_classifier,
-                    eval_epochs=eval_epochs,
-                    seed=seed,
-                    out=out / rel / "eval",
-                    verbose=verbose,
-                    sets=("cladec",),
-                    refae=ref,
-                    refae_source=ref_rel,
-                )
+            # a cell without its own RefAE evaluates its ClaDec against the shared one
+            shared: dict[str, Any] = (
+                {}
+                if is_ref
+                else dict(sets=("cladec",), refae=load(out / ref_rel / "refae", run.classifier), refae_source=ref_rel)
+            )
+            res = evaluate_run(
+                run,
+                limit=test_limit,
+                data_root=data_root,
+                eval_classifier=eval_classifier,
+                eval_epochs=eval_epochs,
+                seed=seed,
+                out=out / rel / "eval",
+                verbose=verbose,
+                **shared,
+            )
         except BaseException as e:
             cell.update(status="failed", error=f"{type(e).__name__}: {e}")
             write_json(out / "sweep.json", state)
