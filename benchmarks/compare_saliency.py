@@ -91,11 +91,14 @@ NORMS = {"fashion-mnist": ([0.2861], [0.3530]), "cifar10": ([0.491, 0.482, 0.447
 
 def cell(ds: str, arch: str, cfg: dict, out: Path, data_root: str, device: str, verbose: bool) -> dict:
     """Train (or reuse) classifier and run, then compare; returns a summary dict."""
-    from cladec._cli_saliency import compare_saliency, format_table
-    from cladec.classifier import accuracy, load_classifier, save_classifier, train_classifier
-    from cladec.data import load_dataset
+    from cladec.data.load import load_dataset
     from cladec.models import create_model
+    from cladec.models.checkpoint import load_classifier, save_classifier
+    from cladec.models.predict import accuracy
+    from cladec.models.training import train_classifier
     from cladec.runs import fit_run, load_run
+    from cladec.saliency.compare import compare_saliency
+    from cladec.saliency.results import format_table
 
     t0 = time.perf_counter()
     base = out / f"{ds}__{arch}"

@@ -17,9 +17,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import cladec
-from cladec.classifier import train_classifier
-from cladec.data import load_dataset
+from cladec.data.load import load_dataset
 from cladec.models import create_model
+from cladec.models.training import train_classifier
 
 
 def mse_acc(e, clf, xt, yt):

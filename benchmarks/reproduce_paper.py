@@ -126,9 +126,11 @@ def settings(args) -> dict:
 def train_classifier_dir(path: Path, dataset: str, arch: str, cfg: dict, data_root, device) -> dict:
     import torch
 
-    from cladec.classifier import accuracy, load_classifier, save_classifier, train_classifier
-    from cladec.data import load_dataset
+    from cladec.data.load import load_dataset
     from cladec.models import create_model
+    from cladec.models.checkpoint import load_classifier, save_classifier
+    from cladec.models.predict import accuracy
+    from cladec.models.training import train_classifier
 
     if (path / "classifier.json").is_file():
         _, info = load_classifier(path)
@@ -289,8 +291,9 @@ def main(argv=None) -> int:
     import torch
 
     from cladec.capture import LayerCapture
-    from cladec.classifier import load_classifier
-    from cladec.sweep import run_sweep, summarize_sweep
+    from cladec.evaluation.sweep import run_sweep
+    from cladec.evaluation.sweep_summary import summarize_sweep
+    from cladec.models.checkpoint import load_classifier
 
     results = []
     t_all = time.perf_counter()

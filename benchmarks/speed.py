@@ -42,10 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import cladec
 from cladec.capture import LayerCapture
-from cladec.classifier import train_classifier
-from cladec.data import load_dataset
+from cladec.data.load import load_dataset
 from cladec.decoder import build_decoder
 from cladec.models import create_model
+from cladec.models.training import train_classifier
 
 
 def sync(dev: torch.device) -> None:
@@ -172,7 +172,7 @@ def quality(recon, model, xt, yt, bs=1000):
 VARIANTS = {
     "default": ({}, {}),
     "nocl": ({"channels_last": False}, {}),
-    "bench": ({}, {"cladec._training.CUDNN_BENCHMARK": True}),  # cuDNN autotuning on
+    "bench": ({}, {"cladec.training.engine.CUDNN_BENCHMARK": True}),  # cuDNN autotuning on
     "fp32": ({"amp": False}, {}),  # no bf16 autocast (TF32 convolutions on CUDA)
     "compile": ({"compile": True}, {}),
     "compile-max": ({"compile": "max-autotune-no-cudagraphs"}, {}),  # Inductor tunes its kernels (slow compile)
@@ -208,7 +208,7 @@ def variant_globals(v):
 @contextlib.contextmanager
 def no_cuda_graph():
     """Run the fast path without CUDA graphs (for a per-kernel profile)."""
-    import cladec._training as tr
+    import cladec.training.engine as tr
 
     setup = tr.Engine._setup  # every engine (single or joint) is set up here
 

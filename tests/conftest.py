@@ -23,10 +23,10 @@ def pytest_configure(config):
     # AVX512-BF16/AMX, would give a CI machine of another CPU type other learned figures (a claim test failed on
     # one by 0.001). Tests of the bf16 path ask for it (amp=True). CLADEC_STABILITY_BF16=1 measures the spread
     # with that default on (tests/STABILITY.md).
-    import cladec._training
+    import cladec.training.engine
 
     bf16 = os.environ.get("CLADEC_STABILITY_BF16", "0") == "1"
-    cladec._training.cpu_has_bf16 = lambda: bf16
+    cladec.training.engine.cpu_has_bf16 = lambda: bf16
     import torch
 
     from helpers import stability
@@ -50,7 +50,7 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def fmnist_small(data_root):
     """Fashion-MNIST as ImageDatasets: the first 3,000 training and the first 1,000 test images (28×28)."""
-    from cladec.data import load_dataset
+    from cladec.data.load import load_dataset
 
     train = load_dataset("fashion-mnist", root=data_root, split="train", limit=3000)
     test = load_dataset("fashion-mnist", root=data_root, split="test", limit=1000)
@@ -82,8 +82,9 @@ def saliency_run(data_root, fmnist_small, tmp_path_factory):
     """
     import torch
 
-    from cladec.classifier import save_classifier, train_classifier
     from cladec.models import create_model
+    from cladec.models.checkpoint import save_classifier
+    from cladec.models.training import train_classifier
     from cladec.runs import fit_run, load_run
     from helpers.stability import seed
 

@@ -11,15 +11,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from cladec import ConfigError, DataError, SaveFormatError, TrainingError
-from cladec.classifier import (
-    accuracy,
-    load_classifier,
-    load_user_model,
-    predict,
-    save_classifier,
-    train_classifier,
-)
 from cladec.models import create_model
+from cladec.models.checkpoint import load_classifier, load_user_model, save_classifier
+from cladec.models.predict import accuracy, predict
+from cladec.models.training import train_classifier
 from helpers.stability import margin, seed
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -191,7 +186,7 @@ def test_training_argument_errors(fmnist_small):
 def test_fast_path_options_are_refused_where_the_plain_loop_would_ignore_them(fmnist_small, monkeypatch):
     """amp=True, compile and channels_last=True did nothing with fast=False, a DataLoader or a Dataset too big to
     load (the plain float32 loop): amp=True and amp=False gave identical weights."""
-    import cladec.classifier as C
+    import cladec.data.batches as C
 
     train, _ = fmnist_small
     x, y = train.subset(range(64)).tensors()
@@ -208,7 +203,7 @@ def test_fast_path_options_are_refused_where_the_plain_loop_would_ignore_them(fm
     ):
         with pytest.raises(ConfigError, match=why):
             train_classifier(net, data, epochs=1, verbose=False, **kw)
-    monkeypatch.setattr(C, "_MAX_MATERIALISE_BYTES", 1000)  # this Dataset is now too big to load: streamed
+    monkeypatch.setattr(C, "MAX_MATERIALISE_BYTES", 1000)  # this Dataset is now too big to load: streamed
     with pytest.raises(ConfigError, match="a Dataset over .* is streamed by the plain loop.*pass the data in memory"):
         train_classifier(net, TensorDataset(x, y), epochs=1, verbose=False, channels_last=True)
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())  # refused before any training

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from cladec import ConfigError
-from cladec.cli import build_parser, main, parse_image_shape, parse_input_norm, parse_neurons
+from cladec.cli._args import parse_image_shape, parse_input_norm, parse_neurons
+from cladec.cli.main import build_parser, main
 from helpers.core import DATA_ROOT, png_size
 
 DATA = DATA_ROOT
@@ -369,8 +370,9 @@ def test_resnet10_on_cifar10_colour(tmp_path, cli_threads, capsys):
 def test_user_model_from_factory(tmp_path, cli_threads, capsys):
     from safetensors.torch import save_file
 
-    from cladec.classifier import load_user_model, train_classifier
-    from cladec.data import load_dataset
+    from cladec.data.load import load_dataset
+    from cladec.models.checkpoint import load_user_model
+    from cladec.models.training import train_classifier
 
     factory = "helpers.user_model:make_net"
     net = load_user_model(factory)
@@ -552,21 +554,21 @@ def test_train_classifier_refuses_a_foreign_out_before_loading_data(tmp_path, ca
 
 
 def test_device_is_checked_for_every_kind(monkeypatch):
-    from cladec.cli import _device
+    from cladec.cli._args import parse_device
 
-    assert _device("cpu") == torch.device("cpu") and _device(None).type in ("cpu", "cuda")
+    assert parse_device("cpu") == torch.device("cpu") and parse_device(None).type in ("cpu", "cuda")
     for bad, msg in (("nope", "is not a device"), ("meta", "not supported"), ("cuda:x", "is not a device")):
         with pytest.raises(ConfigError, match=msg):
-            _device(bad)
+            parse_device(bad)
     # as on a machine without CUDA, and on one with a single GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="CUDA is not available"):
-        _device("cuda")
+        parse_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ConfigError, match="has 1 CUDA device"):
-        _device("cuda:1")
-    assert _device("cuda:0") == torch.device("cuda", 0)
+        parse_device("cuda:1")
+    assert parse_device("cuda:0") == torch.device("cuda", 0)
 
 
 def test_options_that_would_be_ignored_are_refused(clf_dir, tmp_path, capsys):
@@ -696,7 +698,7 @@ def test_explain_finds_moved_data_through_cladec_data(run_dir, tmp_path, capsys,
 def test_relative_imagefolder_is_recorded_absolute(tmp_path, cli_threads, capsys, monkeypatch):
     from PIL import Image
 
-    from cladec.data import load_dataset
+    from cladec.data.load import load_dataset
 
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     elsewhere.mkdir()

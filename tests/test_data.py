@@ -19,16 +19,11 @@ import torch
 from PIL import Image
 
 from cladec import ConfigError, DataError
-from cladec.data import (
-    CIFAR10_CLASSES,
-    FASHION_MNIST_CLASSES,
-    ImageDataset,
-    _download,
-    available_datasets,
-    check_md5,
-    load_dataset,
-    read_idx,
-)
+from cladec.data.dataset import ImageDataset
+from cladec.data.download import check_md5, download_url
+from cladec.data.idx import read_idx
+from cladec.data.load import load_dataset
+from cladec.data.names import CIFAR10_CLASSES, FASHION_MNIST_CLASSES, available_datasets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -406,14 +401,14 @@ def test_download_verifies_md5_and_writes_atomically_from_a_local_url(data_root,
     src = data_root / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
     md5 = hashlib.md5(src.read_bytes()).hexdigest()
     dest = tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz"
-    _download(src.as_uri(), dest, md5)
+    download_url(src.as_uri(), dest, md5)
     assert dest.read_bytes() == src.read_bytes()
     other = tmp_path / "other.gz"
     with pytest.raises(DataError, match="corrupt: MD5"):
-        _download(src.as_uri(), other, "0" * 32)
+        download_url(src.as_uri(), other, "0" * 32)
     assert not other.exists() and not list(tmp_path.glob(".other.gz.*"))
     with pytest.raises(DataError, match="could not download"):
-        _download((tmp_path / "does-not-exist.gz").as_uri(), tmp_path / "x.gz", md5)
+        download_url((tmp_path / "does-not-exist.gz").as_uri(), tmp_path / "x.gz", md5)
     shutil.rmtree(tmp_path / "MNIST")
 
 
@@ -431,7 +426,7 @@ def test_download_flow_places_files_where_the_loader_looks(data_root, tmp_path, 
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(data_root / "MNIST" / "raw" / dest.name, dest)
 
-    monkeypatch.setattr(data_mod, "_download_first", fake_mnist)
+    monkeypatch.setattr(data_mod.idx, "download_first", fake_mnist)
     ds = load_dataset("mnist", root=tmp_path, split="test", limit=10, download=True)
     assert ds.labels[0] == 7
     assert requested == [
@@ -457,7 +452,7 @@ def test_download_flow_places_files_where_the_loader_looks(data_root, tmp_path, 
             tf.add(staging, arcname="cifar-10-batches-py")
             tf.add(evil, arcname="cifar-10-batches-py/../../evil.txt")
 
-    monkeypatch.setattr(data_mod, "_download_first", fake_cifar)
+    monkeypatch.setattr(data_mod.cifar, "download_first", fake_cifar)
     root = tmp_path / "c"
     root.mkdir()
     ds = load_dataset("cifar10", root=root, split="test", download=True)

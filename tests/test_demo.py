@@ -7,8 +7,9 @@ import json
 import pytest
 import torch
 
-from cladec.cli import main
-from cladec.demo import DEMO_SETTINGS, format_summary, run_demo
+from cladec.cli.main import main
+from cladec.defaults import DEMO_SETTINGS
+from cladec.demo import format_summary, run_demo
 from helpers.core import DATA_ROOT, png_size
 
 DATA = DATA_ROOT
@@ -82,7 +83,7 @@ def test_demo_quick_end_to_end_on_embedded_data(tmp_path, demo_threads, capsys):
     assert "Classifier test accuracy" in text
     assert str(out / "summary.txt") in printed
     try:
-        from cladec.report import build_report  # noqa: F401 - only whether cladec.report imports
+        from cladec.report.build import build_report
     except ImportError:
         assert s["report"] is None
     else:
@@ -148,7 +149,7 @@ def _write_png_folder(root, per_class: int, per_class_test: int) -> None:
     """An image folder (``<split>/<class>/*.png``) of real Fashion-MNIST images, three classes."""
     from PIL import Image
 
-    from cladec.data import load_dataset
+    from cladec.data.load import load_dataset
 
     for split, n in (("train", per_class), ("test", per_class_test)):
         ds = load_dataset("fashion-mnist", root=DATA, split=split, limit=300)

@@ -46,7 +46,7 @@ def test_the_examples_are_found():
     """The finder sees the package's modules: a silently empty collection would test nothing."""
     names = {t.name for t in DOCTESTS}
     assert len(DOCTESTS) > 100
-    assert {"cladec.models", "cladec.runs.fit_run", "cladec.explainer.ClaDec", "cladec.cli.main"} <= names
+    assert {"cladec.models", "cladec.runs.fit_run", "cladec.explainers.cladec.ClaDec", "cladec.cli.main.main"} <= names
     assert len(names) == len(DOCTESTS)  # the ids are unique
 
 
@@ -72,12 +72,14 @@ def namespace(tmp_path_factory) -> dict[str, Any]:
     import torch
     from torch import nn
 
-    from cladec.classifier import save_classifier, train_classifier
-    from cladec.data import load_dataset
-    from cladec.explainer import ClaDec, RefAE
+    from cladec.data.load import load_dataset
+    from cladec.evaluation.sweep import run_sweep
+    from cladec.explainers.cladec import ClaDec
+    from cladec.explainers.refae import RefAE
     from cladec.models import create_model
+    from cladec.models.checkpoint import save_classifier
+    from cladec.models.training import train_classifier
     from cladec.runs import fit_run
-    from cladec.sweep import run_sweep
     from helpers.core import QUICK
 
     base = tmp_path_factory.mktemp("docstring-examples")

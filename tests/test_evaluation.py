@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from cladec import CladecError, ConfigError, DataError, SaveFormatError
-from cladec.evaluation import evaluate_run
+from cladec.evaluation.evaluate import evaluate_run
 from helpers.core import COLLAPSE_OK, assert_bad_devices_refused
 from helpers.stability import margin
 
@@ -132,7 +132,7 @@ def test_dataset_with_other_image_shape(eval_setup, tmp_path):
 
 
 def test_cli_evaluate(eval_setup, tmp_path, capsys):
-    from cladec._cli_evaluate import register
+    from cladec.cli.evaluate import register
 
     parser = argparse.ArgumentParser(prog="cladec")
     register(parser.add_subparsers(dest="command"))
@@ -200,7 +200,7 @@ def test_cli_evaluate_refuses_a_bad_device_before_any_work(eval_setup, tmp_path,
 
 
 def test_cli_evaluate_refuses_evaluation_classifier_options_it_would_ignore(eval_setup, tmp_path):
-    from cladec._cli_evaluate import register
+    from cladec.cli.evaluate import register
 
     parser = argparse.ArgumentParser(prog="cladec")
     register(parser.add_subparsers(dest="command"))
@@ -232,7 +232,7 @@ def test_cli_evaluate_refuses_evaluation_classifier_options_it_would_ignore(eval
 
 
 def test_cli_evaluate_takes_q_for_quiet(eval_setup, tmp_path, capsys):
-    from cladec.cli import main
+    from cladec.cli.main import main
 
     assert (
         main(
@@ -262,7 +262,7 @@ def test_cli_evaluate_loads_a_factory_run_from_the_working_directory(eval_setup,
     """`explain` imports a --factory run's model from the working directory; `evaluate` once could not."""
     import sys
 
-    from cladec.cli import main
+    from cladec.cli.main import main
     from cladec.runs import fit_run
 
     mod = "cladec_test_eval_factory"
@@ -380,9 +380,9 @@ def test_a_users_model_gets_a_freshly_initialised_evaluation_classifier(eval_set
     parameter and the attention's in_proj_weight/in_proj_bias kept the trained classifier's values."""
     import sys
 
-    import cladec.classifier as C
+    import cladec.models.training as C
     from cladec._io import save_tensors
-    from cladec.classifier import train_classifier
+    from cladec.models.training import train_classifier
     from cladec.runs import fit_run
 
     mod = "cladec_test_eval_user_model"

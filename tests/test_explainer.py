@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import cladec
 from cladec import ClaDec, ConfigError, DataError, RefAE, TrainingError
+from cladec.data.adapt import prepare
 from helpers.core import COLLAPSE_OK, QUICK, fmnist, residual_net, tiny_vgg
 from helpers.stability import margin
 
@@ -274,7 +275,7 @@ def test_collapse_is_detected():
             if hasattr(mod, "weight") and mod.weight is not None:
                 mod.weight.zero_()
     with pytest.warns(cladec.CollapseWarning, match="collapsed"):
-        e._check_collapse(cladec._inputs.prepare((x, y), need_labels=False, max_bytes=10**9))
+        e._check_collapse(prepare((x, y), need_labels=False, max_bytes=10**9))
     assert e.collapsed
 
 
@@ -288,7 +289,7 @@ def _forced_collapse_message(e, x, y) -> str:
             if getattr(mod, "weight", None) is not None:
                 mod.weight.zero_()
     with pytest.warns(cladec.CollapseWarning) as rec:
-        e._check_collapse(cladec._inputs.prepare((x, y), need_labels=False, max_bytes=10**9))
+        e._check_collapse(prepare((x, y), need_labels=False, max_bytes=10**9))
     return str(rec[0].message)
 
 
@@ -362,7 +363,7 @@ def test_float64_images_are_accepted():
 @COLLAPSE_OK  # 96 images: checks the streamed loader's batch size
 def test_a_streamed_dataset_uses_the_fit_batch_size():
     # a Dataset above the cache budget is streamed; its loader must use fit()'s batch size
-    from cladec._inputs import prepare
+    from cladec.data.adapt import prepare
 
     x, y = fmnist("train", 96)
     ds = TensorDataset(x, y)
@@ -593,7 +594,7 @@ class _TokenMixer(nn.Module):
 
 
 def test_fast_path_classification_loss_uses_the_classifier_function():
-    from cladec.explainer import _frozen_copy
+    from cladec.explainers.cladec import _frozen_copy
     from helpers.core import _train
 
     x, y = fmnist("train", 512)
@@ -653,7 +654,7 @@ def test_activation_cache_is_not_reused_after_the_classifier_batchnorm_statistic
 
 
 def _order_engine(x, seed, record, fast=True):
-    from cladec._training import Engine, EngineConfig
+    from cladec.training.engine import Engine, EngineConfig
 
     w = nn.Parameter(torch.zeros(()))
 
@@ -690,7 +691,8 @@ def test_epoch_loss_is_the_mean_over_images_with_a_short_last_batch(fast):
 
 
 def test_options_that_would_be_ignored_are_refused():
-    from cladec._training import Engine, EngineConfig, check_amp
+    from cladec.training.engine import Engine, EngineConfig
+    from cladec.training.options import check_amp
 
     x, y = fmnist("train", 64)
     m = tiny_vgg()
@@ -757,11 +759,11 @@ class _Gated(nn.Module):
 
 
 def test_reinitialise_keeps_an_architectures_constants_and_redraws_what_was_trained():
-    from cladec.explainer import _reinitialise
+    from cladec.models.reinit import reinitialise
 
     torch.manual_seed(0)
     src = _Gated()
-    fresh = _reinitialise(copy.deepcopy(src), seed=1)
+    fresh = reinitialise(copy.deepcopy(src), seed=1)
     # never trained: kept as the architecture set them
     assert float(fresh.gate.detach()) == 0.0 and torch.equal(fresh.gamma, src.gamma)
     assert not torch.equal(fresh.tokens, src.tokens) and not torch.equal(fresh.conv.weight, src.conv.weight)
@@ -771,7 +773,7 @@ def test_reinitialise_keeps_an_architectures_constants_and_redraws_what_was_trai
     with torch.no_grad():
         trained.gate.fill_(0.37)  # a trained gate (one value: no "constant" to keep)
     trained.conv.requires_grad_(False)  # a backbone part frozen for fine-tuning
-    again = _reinitialise(trained, seed=1)
+    again = reinitialise(trained, seed=1)
     assert float(again.gate.detach()) == 1.0
     assert all(p.requires_grad for p in again.parameters())  # RefAE's encoder is trained as a whole
     assert not torch.equal(again.conv.weight, src.conv.weight)

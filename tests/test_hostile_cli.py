@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from cladec import ClaDec, ConfigError, DataError
-from cladec.cli import main
+from cladec.cli.main import main
 from helpers.core import DATA_ROOT, QUICK, fmnist, png_size, tiny_vgg
 
 pytestmark = [
@@ -35,9 +35,9 @@ CLADEC = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "cladec
 @pytest.fixture(scope="module")
 def clf(tmp_path_factory) -> Path:
     """An untrained vgg-paper (width 0.25) checkpoint for Fashion-MNIST 28×28 (training does not matter here)."""
-    from cladec.classifier import save_classifier
-    from cladec.data import FASHION_MNIST_CLASSES
+    from cladec.data.names import FASHION_MNIST_CLASSES
     from cladec.models import create_model
+    from cladec.models.checkpoint import save_classifier
 
     torch.manual_seed(0)
     net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
@@ -263,9 +263,9 @@ def test_seeds_and_learning_rates_are_checked_on_the_command_line(clf, tmp_path,
 
 def test_learning_rates_and_seeds_are_checked_by_the_python_api(fmnist_small):
     from cladec import ClaDec
-    from cladec._training import EngineConfig
-    from cladec.classifier import train_classifier
     from cladec.models import create_model
+    from cladec.models.training import train_classifier
+    from cladec.training.engine import EngineConfig
 
     x, y = fmnist_small[0].subset(range(64)).tensors()
     net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)

@@ -22,8 +22,9 @@ import torch
 from PIL import Image
 
 from cladec import DataError
-from cladec.cli import main
-from cladec.data import ImageDataset, check_trainable, load_dataset
+from cladec.cli.main import main
+from cladec.data.dataset import ImageDataset
+from cladec.data.load import check_trainable, load_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -176,7 +177,7 @@ def test_zip_bomb_member_is_refused_before_it_is_read(tmp_path, monkeypatch):
     zpath = _zip(root, tmp_path / "pets.zip")
     with zipfile.ZipFile(zpath, "a", compression=zipfile.ZIP_DEFLATED) as z:
         z.writestr("train/dog/zz.png", b"\0" * 300_000)  # ~300 bytes compressed
-    monkeypatch.setattr(data_mod, "_MAX_ZIP_MEMBER_BYTES", 100_000)  # (the real limit is 512 MiB)
+    monkeypatch.setattr(data_mod.folder, "MAX_ZIP_MEMBER_BYTES", 100_000)  # (the real limit is 512 MiB)
     with pytest.raises(
         DataError,
         match=r"^image train/dog/zz\.png in .*pets\.zip is too large to load: 300,000 "
@@ -380,7 +381,7 @@ def closing_demo(hostile_demo, tmp_path_factory) -> Path:
 
 
 def test_study_page_escapes_class_names(hostile_demo, closing_demo, tmp_path):
-    from cladec.study import build_study
+    from cladec.report.study import build_study
 
     index = build_study(hostile_demo[0] / "runs" / "conv4", tmp_path / "study", items=6)
     data = _check_page(index.read_text(encoding="utf-8"), HOSTILE, "study-data")
@@ -566,8 +567,8 @@ def test_train_classifier_and_its_cli_refuse_untrainable_data(tmp_path, capsys):
     from torch.utils.data import DataLoader, TensorDataset
 
     from cladec import ConfigError
-    from cladec.classifier import train_classifier
     from cladec.models import create_model
+    from cladec.models.training import train_classifier
 
     root = write_folder(tmp_path / "pets", {"train": {"cat": 4}, "test": {"cat": 2, "dog": 2}})
     train, test = (load_dataset(f"imagefolder:{root}", split=s) for s in ("train", "test"))

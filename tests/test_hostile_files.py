@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cladec.cli import main
+from cladec.cli.main import main
 from helpers.core import DATA_ROOT
 
 pytestmark = [
@@ -30,9 +30,9 @@ DATA = str(DATA_ROOT)
 def made(tmp_path_factory) -> Path:
     """A folder with ``clf/`` (an untrained vgg-paper checkpoint at width 0.25, Fashion-MNIST 28×28) and ``run/``
     (ClaDec and RefAE of its conv2, 1 epoch on 64 images) beside it, as ``cladec fit`` writes them."""
-    from cladec.classifier import save_classifier
-    from cladec.data import FASHION_MNIST_CLASSES
+    from cladec.data.names import FASHION_MNIST_CLASSES
     from cladec.models import create_model
+    from cladec.models.checkpoint import save_classifier
     from cladec.runs import fit_run
 
     base = tmp_path_factory.mktemp("hostile-files")
@@ -388,8 +388,8 @@ def test_a_truncated_saliency_map_cache_entry_is_recomputed(tmp_path, cut):
     """compare-saliency's cached maps (maps/*.safetensors) are a cache: a damaged entry is read as missing (and
     computed again); read directly it is one SaveFormatError line naming the file."""
     from cladec import SaveFormatError
-    from cladec._cli_saliency import _load_maps
     from cladec._io import load_tensors, save_tensors
+    from cladec.saliency.compare import _load_maps
 
     f = tmp_path / "maps" / "grad__cladec.safetensors"
     save_tensors(f, {"maps": torch.rand(4, 1, 28, 28)})
@@ -446,8 +446,8 @@ def test_a_classifier_path_to_something_else_is_one_line(copy, capsys, value):
 
 
 def test_a_classifier_path_to_another_checkpoint_is_refused_by_its_digest(copy, capsys):
-    from cladec.classifier import save_classifier
     from cladec.models import create_model
+    from cladec.models.checkpoint import save_classifier
 
     torch.manual_seed(1)
     save_classifier(

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cladec import DataError
-from cladec import metrics as M
+from cladec.evaluation import metrics as M
 
 
 def test_mse_psnr_known_values():
@@ -94,7 +94,7 @@ def test_per_class():
 
 def test_a_column_of_labels_is_read_as_labels_not_as_logits(data_root):
     """(N, 1) labels (e.g. a column read from a table) were arg-maxed like logits: every label became 0."""
-    from cladec.data import load_dataset
+    from cladec.data.load import load_dataset
 
     test = load_dataset("fashion-mnist", root=data_root, split="test", limit=300)
     _, y = test.tensors()

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from cladec import ConfigError
-from cladec.relevance import DEFAULT_VARIANT, VARIANTS, gaussian_smooth, kept_map, relevance_map
+from cladec.saliency.methods import DEFAULT_VARIANT, VARIANTS
+from cladec.saliency.relevance import gaussian_smooth, kept_map, relevance_map
 from helpers.stability import margin
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

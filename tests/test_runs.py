@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from cladec import ConfigError, DataError, SaveFormatError
-from cladec.classifier import save_classifier
-from cladec.data import load_dataset
+from cladec.data.load import load_dataset
 from cladec.models import create_model
+from cladec.models.checkpoint import save_classifier
 from cladec.runs import fit_run, load_run
 from helpers.core import COLLAPSE_OK
 
@@ -205,9 +205,9 @@ def test_run_dataset_finds_moved_data_through_cladec_data(saliency_run, tmp_path
 
 
 def test_same_dataset_reads_relative_and_absolute_image_folders_as_one(tmp_path, monkeypatch):
-    from cladec.runs import _same_dataset
+    from cladec.data.recorded import same_dataset
 
     monkeypatch.chdir(tmp_path)
-    assert _same_dataset("imagefolder:imgs", f"imagefolder:{tmp_path.resolve() / 'imgs'}")
-    assert not _same_dataset("imagefolder:imgs", f"imagefolder:{tmp_path.resolve() / 'other'}")
-    assert _same_dataset("fmnist", "fashion-mnist") and not _same_dataset("mnist", "fashion-mnist")
+    assert same_dataset("imagefolder:imgs", f"imagefolder:{tmp_path.resolve() / 'imgs'}")
+    assert not same_dataset("imagefolder:imgs", f"imagefolder:{tmp_path.resolve() / 'other'}")
+    assert same_dataset("fmnist", "fashion-mnist") and not same_dataset("mnist", "fashion-mnist")

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cladec import ConfigError
-from cladec.saliency import available_methods, canonical_method, random_map, saliency_maps, sobel_map
+from cladec.saliency.baselines import random_map, saliency_maps, sobel_map
+from cladec.saliency.methods import available_methods, canonical_method
 from helpers.stability import margin
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -45,7 +46,7 @@ def test_gradcam_defaults_to_the_models_last_layer_and_aliases_work(saliency_run
 def test_gradcam_uses_a_spatial_layer_never_a_1x1_one(saliency_run, images):
     # the paper's VGG ends in a 512×1×1 block at this size: Grad-CAM there is one number per image, a constant
     # map that ranks pixels arbitrarily
-    from cladec.saliency import gradcam_layer
+    from cladec.saliency.baselines import gradcam_layer
 
     x, y = images
     model = saliency_run.classifier
@@ -101,7 +102,7 @@ def test_sanity_baselines():
 
 
 def _parser():
-    from cladec._cli_saliency import register
+    from cladec.cli.saliency import register
 
     p = argparse.ArgumentParser(prog="cladec")
     register(p.add_subparsers(dest="command"))
@@ -109,8 +110,9 @@ def _parser():
 
 
 def test_compare_saliency_writes_all_outputs_and_resumes(saliency_run, tmp_path, data_root):
-    from cladec._cli_saliency import compare_saliency, format_table
-    from cladec.relevance import DEFAULT_VARIANT
+    from cladec.saliency.compare import compare_saliency
+    from cladec.saliency.methods import DEFAULT_VARIANT
+    from cladec.saliency.results import format_table
 
     out = tmp_path / "cmp"
     kw = dict(
@@ -159,7 +161,7 @@ def test_compare_saliency_writes_all_outputs_and_resumes(saliency_run, tmp_path,
 
 
 def test_cli_validates_methods_scores_and_k_before_loading(tmp_path):
-    from cladec._cli_saliency import cmd_compare_saliency
+    from cladec.cli.saliency import cmd_compare_saliency
 
     p = _parser()
     base = ["compare-saliency", "--run", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]
@@ -212,7 +214,7 @@ def test_paired_comparison_matches_hand_computed_statistics():
     from scipy import stats
 
     from cladec import DataError
-    from cladec._cli_saliency import _holm, paired_comparison
+    from cladec.evaluation.stats import holm, paired_comparison
 
     # a known shift: every difference positive and distinct -> exact Wilcoxon p = 2 / 2**n
     d = np.arange(5, 15) / 100
@@ -240,7 +242,7 @@ def test_paired_comparison_matches_hand_computed_statistics():
     # no difference at all
     r = paired_comparison(a, a, lower_is_better=True)
     assert (r["mean_diff"], r["ci_low"], r["ci_high"], r["p_value"], r["better"]) == (0, 0, 0, 1.0, "tie")
-    assert _holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     with pytest.raises(DataError, match=r"equally long.*\(3,\) and \(2,\)"):
         paired_comparison([1, 2, 3], [1, 2], lower_is_better=True)
     with pytest.raises(ConfigError, match=r"confidence must be in \(0, 1\)"):
@@ -251,7 +253,8 @@ def test_compare_saliency_reports_per_image_spread_and_paired_comparison(salienc
     import numpy as np
     from scipy import stats
 
-    from cladec._cli_saliency import compare_saliency, format_table
+    from cladec.saliency.compare import compare_saliency
+    from cladec.saliency.results import format_table
 
     out = tmp_path / "cmp"
     kw = dict(

@@ -4,19 +4,11 @@ import pytest
 import torch
 
 from cladec import ConfigError, DataError
-from cladec.saliency import random_map
-from cladec.scores import (
-    UnitStore,
-    check_roar_k,
-    check_scores,
-    deletion,
-    insertion,
-    noisy_linear_impute,
-    pixel_ranks,
-    road,
-    roar_accuracy,
-    roar_images,
-)
+from cladec.saliency.baselines import random_map
+from cladec.saliency.road import noisy_linear_impute, road
+from cladec.saliency.roar import check_roar_k, roar_accuracy, roar_images
+from cladec.saliency.scores import check_scores, deletion, insertion, pixel_ranks
+from cladec.saliency.units import UnitStore
 from helpers.stability import margin
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -100,8 +92,9 @@ def test_roar_images_replaces_the_top_k_percent():
 
 
 def test_roar_with_k0_reproduces_the_plain_accuracy(fmnist_small):
-    from cladec.classifier import accuracy, train_classifier
     from cladec.models import create_model
+    from cladec.models.predict import accuracy
+    from cladec.models.training import train_classifier
 
     train, test = fmnist_small
     xtr, ytr = train.tensors()
@@ -145,7 +138,7 @@ def test_maps_must_match_the_images(scored):
     with pytest.raises(ConfigError, match=r"\(N, H, W\)"):
         deletion(model, x[:4], mask[:3])
     with pytest.raises(ConfigError, match="mode"):
-        from cladec.scores import perturbation_curve
+        from cladec.saliency.scores import perturbation_curve
 
         perturbation_curve(model, x[:4], mask[:4], mode="sideways")
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from cladec import ConfigError
-from cladec.sweep import cell_name, run_sweep, summarize_sweep
+from cladec.evaluation.sweep import cell_name, run_sweep
+from cladec.evaluation.sweep_summary import summarize_sweep
 from helpers.core import assert_bad_devices_refused
 from helpers.stability import margin
 
@@ -119,7 +120,7 @@ def test_older_sweep_with_eval_epochs_but_no_evaluation_classifiers_resumes(eval
 
 
 def test_cli_sweep_refuses_other_configuration(eval_setup, sweep_dir):
-    from cladec._cli_evaluate import register
+    from cladec.cli.evaluate import register
 
     parser = argparse.ArgumentParser(prog="cladec")
     register(parser.add_subparsers(dest="command"))
@@ -155,7 +156,8 @@ def test_cli_sweep_refuses_other_configuration(eval_setup, sweep_dir):
 
 def test_cli_sweep_with_one_seed_prints_its_table(eval_setup, sweep_dir, capsys):
     """The default (one seed) has no spread: the table shows values alone (it once crashed on the None std)."""
-    from cladec._cli_evaluate import format_summary_table, register
+    from cladec.cli.evaluate import register
+    from cladec.evaluation.sweep_summary import format_summary_table
 
     parser = argparse.ArgumentParser(prog="cladec")
     register(parser.add_subparsers(dest="command"))
@@ -217,7 +219,7 @@ def test_layers_device_and_lr_are_checked_before_anything_is_written(eval_setup,
 
 
 def test_cli_sweep_refuses_a_bad_device_before_any_work(eval_setup, tmp_path, capsys):
-    from cladec.cli import main
+    from cladec.cli.main import main
 
     base = [
         "sweep",
@@ -250,7 +252,7 @@ def test_cli_sweep_refuses_a_bad_device_before_any_work(eval_setup, tmp_path, ca
 
 def test_layer_roles_name_the_architecture_layers_and_q_is_quiet(eval_setup, sweep_dir, capsys):
     """`fit --layer middle` worked but `sweep --layers middle` was refused; the role resumes the conv2 cells."""
-    from cladec.cli import main
+    from cladec.cli.main import main
 
     before = {p.name: (p / "run.json").stat().st_mtime_ns for p in (sweep_dir / "cells").iterdir()}
     assert (

@@ -10,12 +10,14 @@ Public API (everything else lives in private modules):
 * :func:`list_layers`, :func:`resolve_layer`, :class:`LayerCapture`, :func:`build_decoder` — building blocks.
 * :class:`CladecError` and its kinds :class:`ConfigError`, :class:`DataError`, :class:`SaveFormatError`,
   :class:`TrainingError` — what a wrong input raises.
-* :mod:`cladec.data`, :mod:`cladec.models`, :mod:`cladec.classifier` — data sets, architectures and
-  :func:`cladec.classifier.train_classifier`; :mod:`cladec.runs` — run directories, as ``cladec fit`` writes.
+* Subpackages: :mod:`cladec.data` (data sets), :mod:`cladec.models` (architectures; training, saving and loading
+  classifiers), :mod:`cladec.runs` (run directories, as ``cladec fit`` writes), :mod:`cladec.evaluation`
+  (metrics, evaluations, α sweeps), :mod:`cladec.saliency` (relevance maps and their scores), :mod:`cladec.report`
+  (the HTML report and the user study).
 
 Examples:
     >>> import cladec
-    >>> from cladec.classifier import train_classifier
+    >>> from cladec.models import train_classifier
     >>> from cladec.data import load_dataset
     >>> from cladec.models import create_model
     >>> train = load_dataset("fashion-mnist-mini", limit=1000)  # embedded: no download
@@ -56,10 +58,10 @@ _LAZY = {
     "list_layers": "capture",
     "resolve_layer": "capture",
     "build_decoder": "decoder",
-    "ClaDec": "explainer",
-    "CollapseWarning": "explainer",
-    "RefAE": "explainer",
-    "fit_together": "explainer",
+    "ClaDec": "explainers",
+    "CollapseWarning": "explainers",
+    "RefAE": "explainers",
+    "fit_together": "explainers",
     "Explanation": "explanation",
     "explain": "explanation",
     "load": "persistence",

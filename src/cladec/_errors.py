@@ -33,3 +33,17 @@ def out_of_memory_types() -> tuple[type[BaseException], ...]:
     import torch
 
     return (getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError),)
+
+
+def caller_level() -> int:
+    """``stacklevel`` for a warning that points at the first frame outside the cladec package (the user's code)."""
+    import os
+    import sys
+    import types
+
+    pkg = os.path.dirname(os.path.abspath(__file__))
+    frame: types.FrameType | None = sys._getframe(2)  # 1 is the function that warns
+    level = 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(pkg + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -162,9 +162,9 @@ CLASSES = Null(List(STRING, desc="a list of class names (strings)"))
 
 
 def _input_norm_ok(v: Any) -> bool:
-    from .classifier import _check_input_norm
+    from .normalize import check_input_norm
 
-    _check_input_norm(v)
+    check_input_norm(v)
     return True
 
 
@@ -250,7 +250,7 @@ EXPLAINER = Obj(
     desc="an explainer configuration",
 )
 
-#: ``classifier.json`` (written by :func:`cladec.classifier.save_classifier`).
+#: ``classifier.json`` (written by :func:`cladec.models.save_classifier`).
 CLASSIFIER = Obj(
     {
         "arch": NAME,

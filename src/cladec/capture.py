@@ -32,6 +32,8 @@ import torch
 from torch import nn
 
 from ._errors import ConfigError, DataError, out_of_memory_types
+from ._tensors import model_device
+from .normalize import norm_tensors
 
 __all__ = ["LayerCapture", "list_layers", "resolve_layer", "LayerInfo"]
 
@@ -146,20 +148,12 @@ def list_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo
     try:
         model.eval()
         with torch.no_grad():
-            model(example_input.to(_model_device(model)))
+            model(example_input.to(model_device(model)))
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
     return [LayerInfo(n, types[n], shapes.get(n, ())) for n in order]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 def _infer_prefix(T: int) -> int | None:
@@ -211,7 +205,7 @@ class LayerCapture:
             raise ConfigError(f"prefix_tokens must be 'drop' or 'channels', got {prefix_tokens!r}")
         self.prefix_tokens = prefix_tokens
         self.num_prefix_tokens = num_prefix_tokens
-        self.input_norm = _norm_pair(input_norm)
+        self.input_norm = norm_tensors(input_norm)
         self._raw_neurons = neurons
         self.neurons: list[int] | None = None
         self._neuron_index: torch.Tensor | None = None
@@ -271,7 +265,7 @@ class LayerCapture:
     @property
     def device(self) -> torch.device:
         """The device of the model (inputs are moved there)."""
-        return _model_device(self.model)
+        return model_device(self.model)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the classifier's input normalisation (identity when none was given)."""
@@ -475,17 +469,3 @@ def _neuron_indices(neurons, units: int, layer: str) -> list[int]:
     if not idx:
         raise ConfigError(f"the neuron selection for layer {layer!r} is empty")
     return idx
-
-
-def _norm_pair(input_norm) -> tuple[torch.Tensor, torch.Tensor] | None:
-    if input_norm is None:
-        return None
-    try:
-        mean, std = input_norm
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).flatten()
-        std_t = torch.as_tensor(std, dtype=torch.float32).flatten()
-    except (TypeError, ValueError):
-        raise ConfigError("input_norm must be a pair (mean, std) of per-channel sequences") from None
-    if mean_t.numel() != std_t.numel() or (std_t <= 0).any():
-        raise ConfigError("input_norm: mean and std need the same length and std must be > 0")
-    return mean_t, std_t

@@ -32,15 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigError
+from .defaults import DEMO_SETTINGS
 
-__all__ = ["run_demo", "DEMO_SETTINGS", "format_summary"]
+__all__ = ["run_demo", "format_summary"]
 
-#: Default settings, full and ``quick``. Sized by measurement on 2 CPU cores (see the README).
-DEMO_SETTINGS: dict[str, dict[str, Any]] = {
-    "full": {"limit": 6000, "test_limit": 1000, "epochs": 6, "decoder_epochs": 4, "width": 1.0, "batch_size": 64},
-    "quick": {"limit": 3000, "test_limit": 500, "epochs": 3, "decoder_epochs": 3, "width": 0.25, "batch_size": 64},
-}
 _MARKER = ".cladec-demo"
+
 _FORMAT = "cladec-demo"
 
 
@@ -271,15 +268,17 @@ def run_demo(
     """
     import torch
 
-    from ._checks import device as checked_device
     from ._io import atomic_dir, read_json, write_bytes, write_json
+    from ._tensors import device as checked_device
     from ._version import __version__
-    from .classifier import save_classifier, train_classifier
-    from .data import check_trainable, load_dataset
-    from .explainer import CollapseWarning
+    from .data.load import check_trainable, load_dataset
+    from .data.recorded import recorded_dataset_name
+    from .explainers.fitting import CollapseWarning
     from .explanation import explain
     from .models import create_model
-    from .runs import fit_run, recorded_dataset_name
+    from .models.checkpoint import save_classifier
+    from .models.training import train_classifier
+    from .runs import fit_run
 
     say = log or (lambda s: print(s, flush=True))
     t_start = time.perf_counter()

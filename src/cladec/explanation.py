@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ._checks import image_tensor, label_tensor
 from ._errors import ConfigError, DataError
+from ._tensors import image_tensor, label_tensor
 
 __all__ = ["Explanation", "explain"]
 
@@ -152,9 +152,9 @@ class Explanation:
 
 def _predict(model, x: torch.Tensor, normalize, batch_size: int, with_outputs: bool = False):
     """The classifier's predicted classes for ``x``; with ``with_outputs``, also its number of outputs."""
-    from .capture import _model_device
+    from ._tensors import model_device
 
-    dev = _model_device(model)
+    dev = model_device(model)
     was = model.training
     model.eval()
     out = []

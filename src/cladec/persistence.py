@@ -44,7 +44,8 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
         >>> torch.equal(exp.reconstruct(x), explainer.reconstruct(x))
         True
     """
-    from .explainer import ClaDec, RefAE
+    from .explainers.cladec import ClaDec
+    from .explainers.refae import RefAE
 
     path = Path(path)
     cfg_path = path / "cladec.json"
@@ -118,10 +119,10 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
             f"produces {tuple(raw.shape[1:])}; load it with the model it was made for"
         )
     if decoder is None:  # a decoder of an absurd base_width would ask the allocator for terabytes
-        from .classifier import _weight_bytes_on_meta
+        from ._limits import weight_bytes_on_meta
 
         assert act_shape is not None  # the layer's output shape is the recorded one (checked above)
-        nbytes = _weight_bytes_on_meta(lambda: exp._new_decoder(act_shape, image_shape))
+        nbytes = weight_bytes_on_meta(lambda: exp._new_decoder(act_shape, image_shape))
         if nbytes is not None:
             _check_affordable(nbytes, f"{cfg_path}: the decoder of 'base_width' {kwargs['base_width']}", "its weights")
     exp.build(image_shape)

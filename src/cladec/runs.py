@@ -9,7 +9,7 @@ Layout written by :func:`fit_run` (and ``cladec fit``)::
       refae/          RefAE save (absent when fitted with refae=False)
 
 ``run.json["classifier"]`` is ``{"type": "checkpoint", "path": ...}`` (a directory made by
-``cladec train-classifier`` / :func:`cladec.classifier.save_classifier`; the path is stored relative
+``cladec train-classifier`` / :func:`cladec.models.save_classifier`; the path is stored relative
 to the run directory when possible) or ``{"type": "factory", "factory": "pkg.mod:fn", "weights": ...,
 "kwargs": {...}, "input_norm": ...}`` for a user's own model. Loading such a run imports that module and
 calls the factory again, so a run directory is code you run: load only run directories you trust.
@@ -44,21 +44,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._checks import device as checked_device
-from ._errors import ConfigError, DataError, MissingDataError, SaveFormatError
+from ._errors import ConfigError, SaveFormatError
 from ._io import atomic_dir, check_inside, check_replaceable, file_sha256, read_json, write_json
 from ._schema import RUN, validate
-from ._training import compile_mode
+from ._tensors import device as checked_device
+from .data.recorded import data_root_for, load_recorded_dataset, recorded_dataset_name, same_dataset
+from .models.spec import checkpoint_weights_sha256, classifier_classes, load_classifier_spec, rel_or_abs
+from .training.options import compile_mode
 
-__all__ = [
-    "Run",
-    "fit_run",
-    "load_run",
-    "load_classifier_spec",
-    "recorded_dataset_name",
-    "data_root_for",
-    "load_recorded_dataset",
-]
+__all__ = ["Run", "fit_run", "load_run"]
 
 
 @dataclass
@@ -123,203 +117,7 @@ class Run:
         )
 
 
-def classifier_classes(info: Any) -> list[str] | None:
-    """The class names recorded in a classifier checkpoint's ``classifier.json`` (``dataset.classes``), or None."""
-    ds = info.get("dataset") if isinstance(info, dict) else None
-    classes = ds.get("classes") if isinstance(ds, dict) else None
-    if isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes):
-        return list(classes)
-    return None
-
-
-def recorded_dataset_name(name: Any) -> Any:
-    """A data set name as it is recorded in checkpoints and runs: ``imagefolder:PATH`` with PATH absolute.
-
-    A relative ``imagefolder:`` path would name another folder (or none) when the run is used from another
-    working directory; every other name is returned as given.
-
-    Args:
-        name: A data set name for :func:`cladec.data.load_dataset`.
-
-    Returns:
-        The name, with an ``imagefolder:`` path made absolute.
-
-    Examples:
-        >>> recorded_dataset_name("mnist")
-        'mnist'
-        >>> recorded_dataset_name("imagefolder:pets") == f"imagefolder:{Path('pets').resolve()}"
-        True
-    """
-    if isinstance(name, str) and name.strip().lower().startswith("imagefolder:"):
-        path = name.strip()[len("imagefolder:") :]
-        if path:
-            return f"imagefolder:{Path(path).expanduser().resolve()}"
-    return name
-
-
-def data_root_for(given: Any, recorded: Any, *, env_first: bool = False) -> Any:
-    """The data root to load a recorded data set from.
-
-    ``given`` (an explicit ``--data-root`` / ``data_root=``) wins; else the recorded root while that folder
-    exists (where a run's data was when it was fitted: every command that reads a run finds the same data);
-    else None, which :func:`cladec.data.load_dataset` reads as ``$CLADEC_DATA`` or the user cache — so a
-    moved data folder is found through ``$CLADEC_DATA``, as the error for missing data advises. With
-    ``env_first`` a set ``$CLADEC_DATA`` goes before the recorded root (for a new fit, where a checkpoint's
-    recorded root is only a hint).
-
-    Args:
-        given: The root the caller gave, or None.
-        recorded: The root recorded in a run or checkpoint, or None.
-        env_first: Prefer ``$CLADEC_DATA`` (when set) to the recorded root.
-
-    Returns:
-        The root to pass to :func:`cladec.data.load_dataset` (None for its default).
-
-    Examples:
-        >>> data_root_for("/data", "/old")
-        '/data'
-    """
-    if given is not None:
-        return given
-    if env_first and os.environ.get("CLADEC_DATA"):
-        return None
-    if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
-        return recorded
-    return None
-
-
-def load_recorded_dataset(name: str, given_root: Any, recorded_root: Any, **kwargs: Any):
-    """Load a data set for a run: from ``given_root`` if given; else from the root recorded in the run while that
-    folder exists and holds the data set; else from ``$CLADEC_DATA`` or the user cache. Files that are in the
-    recorded folder but damaged are an error (not silently replaced by another copy).
-
-    Args:
-        name: The data set's name (:func:`cladec.data.load_dataset`).
-        given_root: An explicit ``--data-root`` / ``data_root=``, or None.
-        recorded_root: The root recorded in the run, or None.
-        **kwargs: ``split``, ``size``, ``limit`` for :func:`cladec.data.load_dataset`.
-
-    Returns:
-        A :class:`cladec.data.ImageDataset`.
-
-    Raises:
-        DataError: The data set is in none of these places (the message names them).
-
-    Examples:
-        >>> test = load_recorded_dataset("fashion-mnist-mini", None, "/data", split="test", limit=10)
-        >>> test.name, len(test)
-        ('fashion-mnist-mini', 10)
-    """
-    from .data import load_dataset
-
-    root = data_root_for(given_root, recorded_root)
-    if root is None or given_root is not None:
-        return load_dataset(name, root=root, **kwargs)
-    try:
-        return load_dataset(name, root=root, **kwargs)
-    except MissingDataError as first:  # the recorded folder no longer holds it (or never held this one): look further
-        try:
-            return load_dataset(name, root=None, **kwargs)
-        except DataError as e:
-            raise DataError(
-                f"{e}\n(the folder recorded in the run, {root}, did not have it either: {str(first).splitlines()[0]})"
-            ) from None
-
-
-def _rel_or_abs(target: Path, base: Path) -> str:
-    target = target.resolve()
-    try:
-        return os.path.relpath(target, base.resolve())
-    except ValueError:
-        return str(target)
-
-
-def _checkpoint_weights_sha256(path: Path, info: dict[str, Any]) -> str | None:
-    """The identity of a loaded checkpoint's weights: its recorded SHA-256 (checked by load_classifier),
-    else (checkpoints of earlier versions) the SHA-256 of its weights file."""
-    from .classifier import _WEIGHTS_FILE
-
-    recorded = info.get("weights_sha256") if isinstance(info, dict) else None
-    if isinstance(recorded, str) and recorded:
-        return recorded
-    directory = path.parent if path.is_file() else path
-    return file_sha256(directory / _WEIGHTS_FILE)
-
-
-def _check_identity(spec: dict[str, Any], where: Path, current: str | None, base: Path) -> None:
-    recorded = spec.get("weights_sha256")
-    if not isinstance(recorded, str) or not recorded or current == recorded:
-        return  # runs of earlier versions record no identity: not checked
-    raise SaveFormatError(
-        f"the classifier at {where} is not the one the run in {base} was fitted with: its weights changed since "
-        f"(SHA-256 {str(current)[:12]}..., the run recorded {recorded[:12]}...), e.g. a new "
-        "`cladec train-classifier --out` wrote there. The run's decoders would explain another model; fit the "
-        "run again (`cladec fit`) or put back the classifier it was fitted with"
-    )
-
-
-def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.device = "cpu"):
-    """Load the classifier described by a run's ``classifier`` entry.
-
-    Args:
-        spec: The entry (``run.json["classifier"]``): a checkpoint (``path`` relative to ``base`` or absolute)
-            or a factory with its weights.
-        base: The folder relative paths are resolved against (the run directory).
-        device: Where to put the model.
-
-    Returns:
-        ``(model, info)``: the model in eval mode and what is known about it (the checkpoint's
-        ``classifier.json``, or ``{"arch", "input_norm"}`` for a factory).
-
-    Raises:
-        SaveFormatError: An unknown entry, or a classifier whose weights are not those the entry recorded
-            (``weights_sha256``; entries without it are not checked).
-
-    Examples:
-        >>> import json
-        >>> spec = json.loads((run_dir / "run.json").read_text())["classifier"]
-        >>> spec["type"]
-        'checkpoint'
-        >>> model, info = load_classifier_spec(spec, run_dir)
-        >>> info["arch"], model.training
-        ('vgg-paper', False)
-    """
-    from .classifier import load_classifier, load_user_model
-
-    if not isinstance(spec, dict):  # load_run checks run.json's entry field by field (the RUN schema) before
-        raise SaveFormatError(f"the classifier entry must be an object, got {spec!r}")
-    kind = spec.get("type")
-    if kind == "checkpoint":
-        p = Path(spec["path"])
-        if not p.is_absolute():
-            p = (base / p).resolve()
-        if not p.exists() and spec.get("abs_path"):
-            p = Path(spec["abs_path"])
-        model, info = load_classifier(p, device=device)
-        _check_identity(spec, p, _checkpoint_weights_sha256(p, info), base)
-        return model, info
-    if kind == "factory":
-        weights = spec.get("weights")
-        if spec.get("weights_sha256") and weights and Path(weights).is_file():
-            _check_identity(spec, Path(weights), file_sha256(weights), base)
-        model = load_user_model(spec["factory"], weights, **spec.get("kwargs", {}))
-        model.to(device).eval()
-        return model, {"arch": spec["factory"], "input_norm": spec.get("input_norm")}
-    raise SaveFormatError(f"unknown classifier entry {spec!r} in run.json")
-
-
 _RUN_HINT = "fit the run again with `cladec fit`"
-
-
-def _same_dataset(a: Any, b: Any) -> bool:
-    """Whether two data set names mean the same data set (aliases such as 'fmnist' normalised)."""
-    from .data import _ALIASES
-
-    if not isinstance(a, str) or not isinstance(b, str):
-        return False
-    # an image folder recorded relative (earlier versions) and absolute (now) is the same folder
-    na, nb = recorded_dataset_name(a.strip()), recorded_dataset_name(b.strip())
-    return _ALIASES.get(na.lower(), na) == _ALIASES.get(nb.lower(), nb)
 
 
 def fit_run(
@@ -405,8 +203,10 @@ def fit_run(
     """
     import time
 
-    from .data import load_dataset
-    from .explainer import ClaDec, RefAE, fit_together
+    from .data.load import load_dataset
+    from .explainers.cladec import ClaDec
+    from .explainers.fitting import fit_together
+    from .explainers.refae import RefAE
     from .explanation import explain
 
     out = Path(out)
@@ -446,7 +246,7 @@ def fit_run(
     model, info = load_classifier_spec(spec, Path.cwd(), device=dev)
     # the classifier's identity, so that load_run notices when another classifier replaced it
     spec["weights_sha256"] = (
-        _checkpoint_weights_sha256(Path(spec["path"]), info)
+        checkpoint_weights_sha256(Path(spec["path"]), info)
         if spec["type"] == "checkpoint"
         else file_sha256(spec["weights"])
         if spec["weights"]
@@ -454,7 +254,7 @@ def fit_run(
     )
     norm = info.get("input_norm") if spec["type"] == "checkpoint" else input_norm
     rec = info.get("dataset") or {}
-    same_data = _same_dataset(rec.get("name"), dataset)
+    same_data = same_dataset(rec.get("name"), dataset)
     if size is None:  # the size the classifier was trained at (its recorded resize, else its input shape)
         shape = rec.get("image_shape")
         input_hw = list(shape[1:]) if isinstance(shape, (list, tuple)) and len(shape) == 3 else None
@@ -520,7 +320,7 @@ def fit_run(
         if spec["type"] == "checkpoint":
             # store the classifier path relative to the final run directory when possible
             spec = dict(
-                spec, path=_rel_or_abs(Path(spec["path"]), out.resolve().parent / out.name), abs_path=spec["path"]
+                spec, path=rel_or_abs(Path(spec["path"]), out.resolve().parent / out.name), abs_path=spec["path"]
             )
             config["classifier"] = spec
         e.save(tmp / "cladec")

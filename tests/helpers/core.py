@@ -41,7 +41,7 @@ DATA_ROOT = _find_data_root()
 @functools.cache
 def fmnist(split: str = "train", limit: int = 3000, size: int | None = None):
     """Real Fashion-MNIST images (N, 1, H, W) in [0, 1] and labels, through cladec's loader."""
-    from cladec.data import load_dataset
+    from cladec.data.load import load_dataset
 
     ds = load_dataset("fashion-mnist", root=DATA_ROOT, split=split, limit=limit, size=size)
     return ds.tensors()
@@ -145,7 +145,7 @@ def png_size(path: Path) -> tuple[int, int]:
 def assert_bad_devices_refused(argv: list[str], capsys) -> None:
     """``cladec ARGV --device X`` with a device that is no device (and ``cuda`` on a machine without CUDA) is one
     usage error (exit 2) naming the value."""
-    from cladec.cli import main
+    from cladec.cli.main import main
 
     assert main(argv + ["--device", "nope"]) == 2
     assert "--device 'nope' is not a device" in capsys.readouterr().err
@@ -163,9 +163,11 @@ def claims_setup(base: Path, data_root: Path, *, seed: int, layer: str = "conv4"
     Returns:
         ``(clf_dir, run, train, test)``.
     """
-    from cladec.classifier import accuracy, save_classifier, train_classifier
-    from cladec.data import load_dataset
+    from cladec.data.load import load_dataset
     from cladec.models import create_model
+    from cladec.models.checkpoint import save_classifier
+    from cladec.models.predict import accuracy
+    from cladec.models.training import train_classifier
     from cladec.runs import fit_run
 
     train = load_dataset("fashion-mnist", root=data_root, split="train", limit=5000)

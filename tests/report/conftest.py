@@ -45,10 +45,11 @@ def tiny_sweep(tmp_path_factory, data_root):
     """A real 2-layer × 2-α sweep directory on Fashion-MNIST (see the module docstring); ~15–40 s on 2 cores."""
     import torch
 
-    from cladec.classifier import save_classifier, train_classifier
-    from cladec.data import load_dataset
+    from cladec.data.load import load_dataset
+    from cladec.evaluation.sweep import run_sweep
     from cladec.models import create_model
-    from cladec.sweep import run_sweep
+    from cladec.models.checkpoint import save_classifier
+    from cladec.models.training import train_classifier
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny convolutions: one thread is as fast and immune to a busy machine
@@ -108,7 +109,7 @@ def write_image_folder(root: Path, data_root: Path, *, per_class: dict[str, int]
     import numpy as np
     from PIL import Image
 
-    from cladec.data import load_dataset
+    from cladec.data.load import load_dataset
 
     for split, n in per_class.items():
         ds = load_dataset("fashion-mnist", root=data_root, split=split, limit=40 * n)

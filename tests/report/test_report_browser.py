@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cladec.report import build_report
+from cladec.report.build import build_report
 
 # one intra-op thread: as fast for these tiny models, and immune to a busy 2-core machine
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

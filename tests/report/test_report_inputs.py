@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 from cladec import CladecError, ConfigError, DataError, SaveFormatError
-from cladec.cli import main
-from cladec.report import build_report
+from cladec.cli.main import main
 from cladec.report._site import script_json
 from cladec.report._sources import detect_source
-from cladec.study import ANSWER_COLUMNS, build_study, format_summary, participant_order, read_answers, summarize_answers
+from cladec.report.answers import format_summary, read_answers, summarize_answers
+from cladec.report.build import build_report
+from cladec.report.study import ANSWER_COLUMNS, build_study, participant_order
 
 # -- sources -------------------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from cladec.study import ANSWER_COLUMNS, build_study, participant_order, read_answers, summarize_answers
+from cladec.report.answers import read_answers, summarize_answers
+from cladec.report.study import ANSWER_COLUMNS, build_study, participant_order
 
 # one intra-op thread: as fast for these tiny models, and immune to a busy 2-core machine
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -244,7 +245,7 @@ def test_each_participant_sees_an_own_order(browser, study_index, probe):
 
 
 def test_fixed_order_for_a_pilot(run_dir, probe, tmp_path):
-    from cladec.cli import main
+    from cladec.cli.main import main
 
     # through the command line: `cladec study RUN --order fixed`
     assert (

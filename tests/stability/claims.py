@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # after the path of the tests' helpers
 
-import cladec._training
-import cladec.metrics as M
+import cladec.evaluation.metrics as M
+import cladec.training.engine
 from cladec import ClaDec
-from cladec.classifier import predict
-from cladec.evaluation import evaluate_run
+from cladec.evaluation.evaluate import evaluate_run
+from cladec.models.predict import predict
 from helpers.core import DATA_ROOT as root
 from helpers.core import claims_setup
 
@@ -33,7 +33,7 @@ def main(argv: list[str]) -> None:
     epochs = int(argv[3]) if len(argv) > 3 else 2
     layer = argv[4] if len(argv) > 4 else "conv4"
     torch.set_num_threads(threads)
-    cladec._training.cpu_has_bf16 = lambda: False  # as tests/conftest.py does
+    cladec.training.engine.cpu_has_bf16 = lambda: False  # as tests/conftest.py does
     t = time.time()
     base = Path(tempfile.mkdtemp())
     _, run, train, test = claims_setup(base, root, seed=seed, layer=layer, epochs=epochs, lr=lr)

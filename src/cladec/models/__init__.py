@@ -1,4 +1,4 @@
-"""Classifier architectures, registered by name (timm style).
+"""Classifier architectures registered by name (timm style), and training, predicting with and saving classifiers.
 
 >>> from cladec.models import create_model, list_models
 >>> list_models()
@@ -8,13 +8,18 @@
 {'last': 'conv4', 'middle': 'conv2'}
 
 Add your own with :func:`register_model`; each model module is short and readable.
+:func:`train_classifier` trains one, :func:`save_classifier` / :func:`load_classifier` keep it in a checkpoint
+folder (safetensors weights and a JSON description).
 """
 
 from __future__ import annotations
 
 from . import resnet, vgg  # noqa: F401  (registers the models)
 from ._registry import create_model, list_models, model_kwargs, register_model
+from .checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, load_classifier, load_user_model, save_classifier
+from .predict import accuracy, predict
 from .resnet import BasicBlock, ResNet
+from .training import train_classifier
 from .vgg import ConvBlock, VGGPaper
 
 __all__ = [
@@ -26,4 +31,12 @@ __all__ = [
     "ConvBlock",
     "ResNet",
     "BasicBlock",
+    "train_classifier",
+    "accuracy",
+    "predict",
+    "save_classifier",
+    "load_classifier",
+    "load_user_model",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
 ]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ._registry import register_model
-from .vgg import _check_width
+from .vgg import check_width
 
 __all__ = ["BasicBlock", "Stem", "ResNet", "resnet10", "resnet18"]
 
@@ -183,7 +183,7 @@ def resnet10(in_channels: int = 1, num_classes: int = 10, width: float = 1.0) ->
         >>> create_model("resnet10", in_channels=3, width=0.25)(torch.rand(1, 3, 32, 32)).shape
         torch.Size([1, 10])
     """
-    _check_width(width)
+    check_width(width)
     return ResNet([1, 1, 1, 1], in_channels=in_channels, num_classes=num_classes, width=width)
 
 
@@ -204,5 +204,5 @@ def resnet18(in_channels: int = 1, num_classes: int = 10, width: float = 1.0) ->
         >>> create_model("resnet18", in_channels=3, width=0.25)(torch.rand(1, 3, 32, 32)).shape
         torch.Size([1, 10])
     """
-    _check_width(width)
+    check_width(width)
     return ResNet([2, 2, 2, 2], in_channels=in_channels, num_classes=num_classes, width=width)

@@ -142,19 +142,19 @@ def vgg_paper(in_channels: int = 1, num_classes: int = 10, width: float = 1.0, d
         >>> create_model("vgg-paper", in_channels=1, width=0.25).eval()(torch.rand(1, 1, 28, 28)).shape
         torch.Size([1, 10])
     """
-    _check_width(width)
-    _check_dropout(dropout)
+    check_width(width)
+    check_dropout(dropout)
     return VGGPaper(in_channels=in_channels, num_classes=num_classes, width=width, dropout=dropout)
 
 
-def _check_width(width: float) -> None:
+def check_width(width: float) -> None:
     from .._errors import ConfigError
 
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width < math.inf:
         raise ConfigError(f"width must be a positive finite number (1.0 = the paper's net), got {width!r}")
 
 
-def _check_dropout(p: float) -> None:
+def check_dropout(p: float) -> None:
     from .._errors import ConfigError
 
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:

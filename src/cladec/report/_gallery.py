@@ -52,11 +52,11 @@ def _dataset_key(cfg: dict[str, Any]) -> tuple[str, list[str] | None]:
 
 def _dataset_mismatch(base: dict[str, Any], cfg: dict[str, Any]) -> str | None:
     """Why a run's data set is not the gallery's (None when it is the same)."""
-    from ..runs import _same_dataset
+    from ..data.recorded import same_dataset
 
     name0, classes0 = _dataset_key(base)
     name, classes = _dataset_key(cfg)
-    if not _same_dataset(name0, name):
+    if not same_dataset(name0, name):
         return f"it was fitted on data set {name!r}, the gallery shows {name0!r}"
     if classes is not None and classes0 is not None and classes != classes0:
         return f"its data set has the classes {_names(classes)}, the gallery's {_names(classes0)}"
@@ -117,8 +117,9 @@ def build_gallery(
         (8, ['conv2'], True)
     """
     from ..explanation import explain
+    from ..models.spec import classifier_classes
     from ..persistence import load
-    from ..runs import classifier_classes, load_run
+    from ..runs import load_run
 
     if not runs:
         return None

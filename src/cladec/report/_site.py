@@ -168,7 +168,7 @@ def check_device(device: str | None) -> str:
         >>> check_device(None)
         'cpu'
     """
-    from .._checks import device as checked
+    from .._tensors import device as checked
 
     return str(checked(device, "--device", default="cpu"))
 

@@ -11,7 +11,7 @@
   items.forEach(function (it) { byId[it.item_id] = it; });
   var fixedOrder = items.map(function (it) { return it.item_id; });
 
-  /* Each participant's item order (cladec.study.participant_order does the same in Python): a Fisher–Yates
+  /* Each participant's item order (cladec.report.participant_order does the same in Python): a Fisher–Yates
      shuffle driven by mulberry32, seeded with the 32-bit FNV-1a hash of the UTF-8 text "<study_id>:<participant_id>". */
   function fnv1a(str) {
     var bytes = new TextEncoder().encode(str), h = 0x811c9dc5;

@@ -1,0 +1,285 @@
+"""Argument types and option groups shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .._errors import ConfigError
+
+__all__ = ["parse_neurons", "parse_input_norm", "parse_image_shape"]
+
+
+def pos_int(text: str) -> int:
+    """argparse type: a positive integer."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def csv_list(conv: Callable[[str], Any], what: str) -> Callable[[str], list]:
+    """argparse type: a comma-separated list, each item converted by ``conv`` (at least one item)."""
+
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"{what}: give a comma-separated list, got {text!r}")
+        try:
+            return [conv(t) for t in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}: cannot read {text!r} as a comma-separated list") from None
+
+    return parse
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a random seed, an integer from 0 to 2**63 - 1 (see :func:`cladec._checks.seed`)."""
+    from .._checks import SEED_MAX
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {SEED_MAX}, got {text!r}") from None
+    if not 0 <= v <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {SEED_MAX} (2**63 - 1), got {text}")
+    return v
+
+
+def learning_rate(text: str) -> float:
+    """argparse type: a learning rate, a finite number in (0, 10] (see :func:`cladec._checks.learning_rate`)."""
+    from .._checks import LR_MAX
+
+    msg = f"expected a finite number in (0, {LR_MAX:g}] (Adam typically 1e-4 to 1e-2, SGD 0.01 to 0.1), got {text!r}"
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(msg) from None
+    if not (0 < v <= LR_MAX):  # also nan and inf
+        raise argparse.ArgumentTypeError(msg)
+    return v
+
+
+def parse_neurons(text: str) -> list[int]:
+    """Parse a unit selection such as ``"0,1,5-9"`` into a sorted-as-given list of indices.
+
+    Args:
+        text: Comma-separated indices and inclusive ranges ``a-b``.
+
+    Returns:
+        The list of indices, in the order given, ranges expanded.
+
+    Raises:
+        ConfigError: If the text is empty, malformed or has duplicates.
+
+    Examples:
+        >>> parse_neurons("0,1,5-7")
+        [0, 1, 5, 6, 7]
+    """
+    out: list[int] = []
+    bad = ConfigError(f"--neurons must look like '0,1,5-9' (indices and inclusive ranges), got {text!r}")
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part:
+            continue
+        if "-" in part[1:]:
+            lo_s, hi_s = part.split("-", 1) if not part.startswith("-") else (None, None)
+            try:
+                lo, hi = int(lo_s), int(hi_s)  # type: ignore[arg-type]  # None raises TypeError, caught below
+            except (TypeError, ValueError):
+                raise bad from None
+            if hi < lo or lo < 0:
+                raise bad
+            out.extend(range(lo, hi + 1))
+        else:
+            try:
+                v = int(part)
+            except ValueError:
+                raise bad from None
+            if v < 0:
+                raise bad
+            out.append(v)
+    if not out:
+        raise bad
+    if len(set(out)) != len(out):
+        raise ConfigError(f"--neurons {text!r} names some units twice")
+    return out
+
+
+def parse_input_norm(text: str | None) -> tuple[list[float], list[float]] | None:
+    """Parse a classifier's input normalisation ``mean, std`` from the command line.
+
+    Accepted forms: ``"0.5,0.5"`` (one channel: mean, std), ``"m1,m2,m3,s1,s2,s3"`` (first half means,
+    second half stds) and ``"m1,m2,m3;s1,s2,s3"``.
+
+    Args:
+        text: The option's value, or None.
+
+    Returns:
+        ``(means, stds)`` or None.
+
+    Raises:
+        ConfigError: If the text cannot be read so, a value is not finite or a std is not positive.
+
+    Examples:
+        >>> parse_input_norm("0.5,0.25")
+        ([0.5], [0.25])
+        >>> parse_input_norm("0.4,0.5,0.6;0.2,0.2,0.2")
+        ([0.4, 0.5, 0.6], [0.2, 0.2, 0.2])
+    """
+    if text is None:
+        return None
+    msg = (
+        f"--input-norm must be 'MEAN,STD' (one channel), 'M1,M2,M3,S1,S2,S3' or 'M1,M2,M3;S1,S2,S3' "
+        f"with every std > 0, got {text!r}"
+    )
+    try:
+        if ";" in text:
+            m_s, s_s = text.split(";", 1)
+            mean = [float(v) for v in m_s.split(",") if v.strip()]
+            std = [float(v) for v in s_s.split(",") if v.strip()]
+        else:
+            vals = [float(v) for v in text.split(",") if v.strip()]
+            if len(vals) % 2:
+                raise ConfigError(msg)
+            mean, std = vals[: len(vals) // 2], vals[len(vals) // 2 :]
+    except ValueError:
+        raise ConfigError(msg) from None
+    if not mean or len(mean) != len(std) or any(s <= 0 for s in std):
+        raise ConfigError(msg)
+    if not all(math.isfinite(v) for v in (*mean, *std)):
+        raise ConfigError(f"--input-norm needs finite numbers (no nan or inf), got {text!r}")
+    return mean, std
+
+
+def parse_image_shape(text: str) -> tuple[int, int, int]:
+    """Parse ``"C,H,W"`` (``"1,28,28"``, also ``1x28x28``) into a tuple.
+
+    Args:
+        text: The option's value.
+
+    Returns:
+        ``(C, H, W)``.
+
+    Raises:
+        ConfigError: If it is not three positive integers.
+
+    Examples:
+        >>> parse_image_shape("3,32,32")
+        (3, 32, 32)
+    """
+    parts = [p for p in str(text).replace("x", ",").replace("×", ",").split(",") if p.strip()]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or any(s < 1 for s in shape):
+        raise ConfigError(f"--image-shape must be C,H,W (three positive integers, e.g. 1,28,28), got {text!r}")
+    return shape
+
+
+def pos_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return v
+
+
+def alpha_value(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"α must be a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"α must lie in [0, 1] (0 = pure reconstruction), got {text!r}")
+    return v
+
+
+def _json_kwargs(text: str) -> dict:
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"num_classes\": 10}}': {e}") from None
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"num_classes\": 10}}', got {text!r}")
+    return obj
+
+
+def add_common(p: argparse.ArgumentParser, *, data_root: bool = True, seed: bool = True) -> None:
+    if data_root:
+        p.add_argument(
+            "--data-root",
+            default=None,
+            metavar="PATH",
+            help="folder holding the data sets (default: $CLADEC_DATA, else the user cache folder)",
+        )
+    if seed:
+        p.add_argument("--seed", type=seed_int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def add_model_source(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("classifier (a checkpoint directory, or your own model)")
+    g.add_argument(
+        "--model",
+        default=None,
+        metavar="DIR",
+        help="classifier checkpoint directory (made by `cladec train-classifier`)",
+    )
+    g.add_argument(
+        "--factory",
+        default=None,
+        metavar="PKG.MOD:FN",
+        help="your own model: an importable 'package.module:function' that builds it "
+        "(the current folder is importable)",
+    )
+    g.add_argument(
+        "--weights",
+        default=None,
+        metavar="FILE",
+        help="weights for --factory (.safetensors or a PyTorch state dict, loaded with weights_only=True)",
+    )
+    g.add_argument(
+        "--factory-kwargs",
+        type=_json_kwargs,
+        default=None,
+        metavar="JSON",
+        help="keyword arguments for --factory as a JSON object, e.g. '{\"num_classes\": 10}'",
+    )
+
+
+def parse_device(name: str | None, what: str = "--device"):
+    """A ``--device`` value as a :class:`torch.device` (``None``: CUDA if available, else the CPU), checked with
+    :func:`cladec._checks.device` before any work (the subcommand modules call ``cli.parse_device`` too)."""
+    from .._tensors import device
+
+    return device(name, what)
+
+
+def importable_cwd() -> None:
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
+def refuse_ignored(args: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Raise a ConfigError for options that only matter with evaluation classifiers (--no-eval-classifier)."""
+    given = [f"--{n.replace('_', '-')}" for n in names if getattr(args, n, None) is not None]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} set{'s' if len(given) == 1 else ''} up the evaluation classifiers, which "
+            "--no-eval-classifier skips; drop "
+            + ("it" if len(given) == 1 else "them")
+            + " or drop --no-eval-classifier"
+        )

@@ -1,0 +1,274 @@
+"""Image-classification data sets as in-memory tensors.
+
+:func:`load_dataset` reads MNIST, Fashion-MNIST, CIFAR-10, any image folder (or zip of one) and the small
+Fashion-MNIST subset embedded in the package, and returns an :class:`ImageDataset`.
+
+Storage and value range
+    Images at their native size are stored as ``uint8`` tensors ``(N, C, H, W)``; images resized with
+    ``size=...`` are stored as ``float32`` in ``[0, 1]`` (resizing is done on float tensors, so they are not
+    rounded back to 8 bit). Either way ``dataset[i]`` and :meth:`ImageDataset.tensors` give ``float32``
+    in ``[0, 1]``.
+
+Order of the images
+    * IDX files (MNIST, Fashion-MNIST) and the official CIFAR-10 python batches: the official file order.
+    * Image folders and zips (``imagefolder:PATH``, the ``cifar10-jpeg`` zip/folder): file names are sorted
+      within each class, and the classes are then **interleaved round-robin** (1st image of class 0, 1st of
+      class 1, ..., 2nd of class 0, ...). So ``limit=N`` gives a class-balanced subset, not only class 0.
+
+Where the data is looked for
+    ``root`` if given, else the environment variable ``CLADEC_DATA``, else the user cache directory
+    (``platformdirs.user_cache_dir("cladec")``). ``download=True`` fetches missing MNIST / Fashion-MNIST /
+    CIFAR-10 files from the official mirrors into that root (MD5-verified, written atomically).
+
+Decoded-image cache
+    Decoding the 60,000 JPEGs of the CIFAR-10 zip takes a few seconds, so a full (``limit=None``) decode of
+    a zip is cached as an uncompressed ``.npz`` in ``<user cache dir>/decoded`` (or ``$CLADEC_CACHE_DIR``),
+    keyed by the zip's absolute path, size and modification time, and read back with
+    ``allow_pickle=False``. Pass ``cache=False`` to skip it. Nothing is ever written next to the data. When a
+    zip is replaced, the next full decode writes a new entry and removes the old one(s) of that zip and split.
+
+Transparent images
+    In image folders and zips, images with transparency (alpha channel, transparent palette entry or colour
+    key) are composited onto a white background, and the load warns once (``UserWarning``) with the number of
+    such images; see ``imagefolder`` under :func:`load_dataset`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._errors import ConfigError, DataError
+from ._common import check_size, default_cache_dir, resize_images
+from .cifar import load_cifar10
+from .dataset import ImageDataset
+from .folder import load_image_folder
+from .idx import IDX_SPECS, load_embedded, load_idx_dataset
+from .names import ALIASES, SPLITS, valid_names_text
+
+__all__ = ["load_dataset", "check_trainable", "default_data_root"]
+
+
+def default_data_root() -> Path:
+    """Where data sets are looked for when ``root`` is not given.
+
+    Returns:
+        ``$CLADEC_DATA`` if set, else ``platformdirs.user_cache_dir("cladec")``.
+
+    Examples:
+        >>> isinstance(default_data_root(), Path)
+        True
+    """
+    env = os.environ.get("CLADEC_DATA")
+    if env:
+        return Path(env).expanduser()
+    return default_cache_dir()
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    split: str = "train",
+    size: int | tuple[int, int] | None = None,
+    limit: int | None = None,
+    download: bool = False,
+    *,
+    resize_mode: str = "bilinear",
+    cache: bool = True,
+) -> ImageDataset:
+    """Load a data set split into memory.
+
+    Args:
+        name: ``"mnist"``, ``"fashion-mnist"`` (aliases ``"fashionmnist"``, ``"fmnist"``), ``"cifar10"``,
+            ``"fashion-mnist-mini"`` (embedded in the package; ``root`` is ignored) or
+            ``"imagefolder:PATH"`` (a folder or ``.zip`` with ``<split>/<class>/*.png|jpg|jpeg|bmp|tif|tiff``).
+            Case-insensitive. Transparent pixels of folder/zip images (RGBA, LA, P with transparency) are
+            composited onto white -- what viewers show behind them, so dark objects on a clear background
+            stay visible -- instead of keeping the colour hidden under them, with one ``UserWarning`` per
+            load giving the folder/zip and the number of such images.
+        root: folder holding the data (e.g. ``root/MNIST/raw/...``, ``root/FashionMNIST/raw/...``,
+            ``root/cifar10-jpeg.zip``, ``root/cifar10-jpeg/`` or ``root/cifar-10-batches-py/``). Default:
+            ``$CLADEC_DATA``, else the user cache directory.
+        split: ``"train"`` or ``"test"``.
+        size: ``None`` keeps the native size; an ``int`` or ``(H, W)`` resizes every image (antialiased
+            bilinear on float tensors via ``torch.nn.functional.interpolate``; the result is stored as
+            ``float32``).
+        limit: keep only the first ``limit`` images (see the module docstring for the order; image folders
+            are interleaved by class so this is class-balanced). More than available keeps all.
+        download: fetch missing MNIST / Fashion-MNIST / CIFAR-10 files from the official mirrors.
+        resize_mode: ``"bilinear"`` (default, antialiased) or ``"nearest"`` (what the ClaDec authors' code
+            does, ``F.interpolate(x, size=32)``).
+        cache: allow the decoded-image cache for zips (see module docstring; one entry per zip and split,
+            older entries of a replaced zip are removed).
+
+    Returns:
+        An :class:`ImageDataset`.
+
+    Raises:
+        ConfigError: unknown name, bad split, size or limit.
+        DataError: files missing (the message lists every path tried) or unreadable, or no images.
+
+    Examples:
+        >>> ds = load_dataset("fashion-mnist-mini", split="test", size=32, limit=20)
+        >>> ds.image_shape, len(ds)
+        ((1, 32, 32), 20)
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"data set name must be a non-empty string; valid names: {valid_names_text()}")
+    if not isinstance(split, str) or split.lower() not in SPLITS:
+        raise ConfigError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    split = split.lower()
+    out_size = check_size(size)
+    if limit is not None:
+        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)):
+            raise ConfigError(f"limit must be a positive integer or None, got {limit!r}")
+        if limit <= 0:
+            raise ConfigError(f"limit must be a positive integer or None, got {limit}")
+        limit = int(limit)
+    if resize_mode not in ("bilinear", "nearest"):
+        raise ConfigError(f"resize_mode must be 'bilinear' or 'nearest', got {resize_mode!r}")
+
+    raw = name.strip()
+    if raw.lower().startswith("imagefolder:"):
+        path = raw[len("imagefolder:") :]
+        if not path:
+            raise ConfigError("imagefolder needs a path: use 'imagefolder:PATH' with PATH a folder or .zip")
+        ds_name = f"imagefolder:{path}"
+        images, labels, classes = load_image_folder(
+            Path(path).expanduser(), split, limit, cache=cache, size=out_size, mode=resize_mode
+        )
+    else:
+        key = ALIASES.get(raw.lower())
+        if key is None:
+            raise ConfigError(f"unknown data set {name!r}; valid names: {valid_names_text()}")
+        ds_name = key
+        if key == "fashion-mnist-mini":
+            images, labels, classes = load_embedded(split, limit)
+        else:
+            data_root = Path(root).expanduser() if root is not None else default_data_root()
+            if key in ("mnist", "fashion-mnist"):
+                images, labels, classes = load_idx_dataset(IDX_SPECS[key], data_root, split, limit, download)
+            else:
+                images, labels, classes = load_cifar10(data_root, split, limit, download, cache=cache)
+
+    if images.shape[0] == 0:
+        raise DataError(f"data set {ds_name!r} ({split}) has no images")
+    img_t = torch.from_numpy(np.ascontiguousarray(images))
+    if out_size is not None and tuple(img_t.shape[-2:]) != out_size:
+        img_t = resize_images(img_t, out_size, resize_mode)
+    lab_t = torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64))
+    ds = ImageDataset(img_t, lab_t, classes, name=ds_name, split=split)
+    ds.resized_to = out_size  # recorded in classifier checkpoints, so that `fit` loads the same size
+    ds.limit = limit if limit is not None and len(ds) == limit else None
+    return ds
+
+
+def check_trainable(train: Any, test: Any = None) -> None:
+    """Refuse data a classifier cannot learn from: fewer than 2 classes, or test classes never trained on.
+
+    A classifier trained on one class always predicts it, and reports "accuracy 1.0 (chance 1.00)"; one
+    whose test split holds classes without training images is scored on classes it never saw. Call this
+    before training.
+
+    Args:
+        train: the training data: an :class:`ImageDataset` (its ``classes`` name the classes in the messages)
+            or an ``(images, labels)`` pair of tensors (classes named by their label). Other kinds of data (a
+            generic ``Dataset``, a ``DataLoader``) are not checked, as counting their labels means reading them.
+        test: the test data (same kinds), or None.
+
+    Returns:
+        None.
+
+    Raises:
+        DataError: the training data has images of fewer than 2 classes; the test data has images of a class
+            the training data has none of (the message names those classes and their test-image counts); or
+            the two data sets name different classes. When the training set was cut by ``limit``
+            (``load_dataset(limit=...)`` kept exactly that many images) the message advises a larger
+            ``--limit``.
+
+    Examples:
+        >>> check_trainable(load_dataset("fashion-mnist-mini", limit=100), load_dataset("fashion-mnist-mini", "test"))
+        >>> check_trainable(ImageDataset(torch.zeros(3, 1, 4, 4), [0, 0, 0], ["cat"], name="pets"))
+        Traceback (most recent call last):
+            ...
+        cladec._errors.DataError: a classifier needs images of at least 2 classes; pets (train) has 1: 'cat' (3 images)
+    """
+    tr = _label_counts(train, "training")
+    if tr is None:
+        return
+    tr_classes, tr_counts, tr_where, tr_role, tr_limit = tr
+    limit_hint = (
+        f"; the training split was cut to its first {tr_limit} images (limit={tr_limit}): a larger --limit "
+        "may include more classes"
+        if tr_limit is not None
+        else ""
+    )
+    present = [(c, n) for c, n in zip(tr_classes, tr_counts, strict=False) if n > 0]
+    if len(present) < 2:
+        listed = ", ".join(f"{c!r} ({n} image{'s' if n != 1 else ''})" for c, n in present)
+        hint = limit_hint
+        if not hint and tr_where.startswith("imagefolder:"):
+            hint = "; give the folder one sub-folder of images per class under train/ (and test/), at least 2"
+        raise DataError(
+            f"a classifier needs images of at least 2 classes; {tr_where} has {len(present)}: {listed}{hint}"
+        )
+    if test is None:
+        return
+    te = _label_counts(test, "test")
+    if te is None:
+        return
+    te_classes, te_counts, te_where, te_role, _ = te
+    if isinstance(train, ImageDataset) and isinstance(test, ImageDataset) and list(te_classes) != list(tr_classes):
+        raise DataError(
+            f"{te_role} names other classes than {tr_role}: "
+            f"{_short_list(te_classes)} against {_short_list(tr_classes)}; both must name the same classes in the "
+            "same order (the labels index them)"
+        )
+    if len(te_counts) > len(tr_counts):
+        tr_counts = list(tr_counts) + [0] * (len(te_counts) - len(tr_counts))
+    unseen = [(te_classes[k], n) for k, n in enumerate(te_counts) if n > 0 and tr_counts[k] == 0]
+    if unseen:
+        listed = ", ".join(f"{c!r} ({n} test image{'s' if n != 1 else ''})" for c, n in unseen)
+        them = "it" if len(unseen) == 1 else "them"
+        hint = (
+            limit_hint.replace("more classes", them)
+            if limit_hint
+            else (
+                "; add training images of "
+                + ("it" if len(unseen) == 1 else "them")
+                + (" (train/<class>/ in the folder)" if tr_where.startswith("imagefolder:") else "")
+                + ", or remove "
+                + ("it" if len(unseen) == 1 else "them")
+                + " from the test data"
+            )
+        )
+        raise DataError(
+            f"{te_role} has images of {len(unseen)} class{'es' if len(unseen) != 1 else ''} {tr_role} has no "
+            f"images of, so the classifier could never predict {them}: {listed}{hint}"
+        )
+
+
+def _short_list(names: Sequence[str], n: int = 6) -> str:
+    shown = ", ".join(repr(c) for c in names[:n])
+    return f"[{shown}{', ...' if len(names) > n else ''}] ({len(names)})"
+
+
+def _label_counts(data: Any, role: str) -> tuple[list[str], list[int], str, str, int | None] | None:
+    """``(class names, images per class, where, role phrase, limit)`` of an ImageDataset or (images, labels)
+    pair: ``where`` is ``"NAME (SPLIT)"`` (a pair: ``"the ROLE data"``), the role phrase ``"the ROLE data NAME
+    (SPLIT)"``."""
+    if isinstance(data, ImageDataset):
+        where = f"{data.name} ({data.split})"
+        return list(data.classes), data.class_counts(), where, f"the {role} data {where}", data.limit
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], torch.Tensor):
+        labels = data[1].reshape(-1)
+        if labels.numel() == 0 or labels.is_floating_point() or labels.is_complex() or int(labels.min()) < 0:
+            return None  # the training code refuses such labels with its own message
+        counts = torch.bincount(labels.to(torch.int64)).tolist()
+        return [str(k) for k in range(len(counts))], counts, f"the {role} data", f"the {role} data", None
+    return None

@@ -1,0 +1,28 @@
+"""Default settings shared by the library and the command line; importing this module needs no torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DEMO_SETTINGS", "DEFAULT_METHODS", "DEFAULT_ALPHAS"]
+
+#: Default settings, full and ``quick``. Sized by measurement on 2 CPU cores (see the README).
+DEMO_SETTINGS: dict[str, dict[str, Any]] = {
+    "full": {"limit": 6000, "test_limit": 1000, "epochs": 6, "decoder_epochs": 4, "width": 1.0, "batch_size": 64},
+    "quick": {"limit": 3000, "test_limit": 500, "epochs": 3, "decoder_epochs": 3, "width": 0.25, "batch_size": 64},
+}
+
+DEFAULT_METHODS = (
+    "cladec",
+    "saliency",
+    "input-x-gradient",
+    "integrated-gradients",
+    "guided-backprop",
+    "gradcam",
+    "guided-gradcam",
+    "occlusion",
+    "random",
+    "sobel",
+)
+
+DEFAULT_ALPHAS = (0.0, 0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0)

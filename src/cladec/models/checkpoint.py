@@ -1,0 +1,329 @@
+"""Train, evaluate, save and load the image classifiers that cladec explains.
+
+* :func:`train_classifier` -- SGD with momentum and the ClaDec authors' step decay, on in-memory tensors
+  (fast path) or any data set / data loader.
+* :func:`accuracy`, :func:`predict` -- batched inference.
+* :func:`save_classifier` / :func:`load_classifier` -- a checkpoint directory::
+
+      model.safetensors    the state dict (safetensors: never unpickled)
+      classifier.json      {"format": "cladec-classifier", "version": 1, "arch", "arch_kwargs", "dataset",
+                            "input_norm", "metrics", "history", "cladec_version"}
+
+* :func:`load_user_model` -- any ``"package.module:function"`` factory plus optional weights.
+
+Images are always in ``[0, 1]``; a classifier trained on normalised inputs gets ``input_norm=(mean, std)``
+and every function here applies it before the model.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._errors import ConfigError, SaveFormatError
+from .._io import check_inside, file_sha256, load_state_dict_file, load_tensors, read_json, save_tensors, write_json
+from .._limits import check_fits, weight_bytes_on_meta
+from .._schema import CLASSIFIER, validate
+from .._version import __version__
+from ..data.dataset import ImageDataset
+from ..normalize import check_input_norm
+from ._registry import create_model, list_models
+
+__all__ = ["save_classifier", "load_classifier", "load_user_model", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+
+CHECKPOINT_FORMAT = "cladec-classifier"
+
+CHECKPOINT_VERSION = 1
+
+WEIGHTS_FILE = "model.safetensors"
+
+INFO_FILE = "classifier.json"
+
+
+def _dataset_info(dataset: Any) -> dict | None:
+    if dataset is None:
+        return None
+    if isinstance(dataset, ImageDataset):
+        d = dataset.describe()
+        # "size" is the resize applied when loading (as `cladec train-classifier --size` records it)
+        size = getattr(dataset, "resized_to", None)
+        return {
+            "name": d["name"],
+            "image_shape": d["image_shape"],
+            "classes": d["classes"],
+            "n_images": d["size"],
+            "size": list(size) if size is not None else None,
+        }
+    if isinstance(dataset, Mapping):
+        return dict(dataset)
+    raise ConfigError(f"dataset must be an ImageDataset, a dict or None, got {type(dataset).__name__}")
+
+
+def _check_state_dict_fits(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s), e.g. {missing[:5]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:5]}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatch(es), e.g. {mismatched[:3]}")
+        raise SaveFormatError(
+            f"the weights in {source} do not fit the model: {'; '.join(parts)}. Build the model with the same "
+            "architecture and arguments (e.g. in_channels, num_classes, width) as the one that was saved"
+        )
+
+
+def save_classifier(
+    directory: str | Path,
+    model: nn.Module,
+    *,
+    arch: str | None = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    dataset: Any = None,
+    input_norm: Any = None,
+    metrics: Mapping[str, Any] | None = None,
+    history: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save a registered-architecture classifier as a checkpoint directory (atomic file writes).
+
+    Args:
+        directory: the checkpoint directory (created if needed); ``model.safetensors`` and
+            ``classifier.json`` are written into it, each atomically, weights first; ``classifier.json``
+            records the weights' SHA-256, so a pair left mismatched by an interrupted re-save is refused on
+            loading instead of read as one checkpoint.
+        model: the classifier.
+        arch: registered model name (see :func:`cladec.models.list_models`); default ``model.arch``
+            (set by :func:`cladec.models.create_model`).
+        arch_kwargs: the arguments that rebuild it (``in_channels``, ``num_classes``, ``width``, ...);
+            default ``model.arch_kwargs``.
+        dataset: an ImageDataset or a dict ``{name, image_shape, classes, size}`` describing the training data.
+        input_norm: ``(mean, std)`` the classifier expects, or ``None``.
+        metrics: e.g. ``{"train_acc": 0.93, "test_acc": 0.91}``.
+        history: the dict returned by :func:`train_classifier`.
+
+    Returns:
+        The checkpoint directory as a ``Path``.
+
+    Examples:
+        >>> from cladec.models import create_model
+        >>> net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
+        >>> save_classifier("clf", net, dataset=train, metrics={"test_acc": 0.9})
+        PosixPath('clf')
+        >>> sorted(p.name for p in Path("clf").iterdir())
+        ['classifier.json', 'model.safetensors']
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    arch = arch if arch is not None else getattr(model, "arch", None)
+    arch_kwargs = arch_kwargs if arch_kwargs is not None else getattr(model, "arch_kwargs", None)
+    if not isinstance(arch, str) or arch.lower() not in list_models():
+        raise ConfigError(
+            "arch must name a registered model so the checkpoint can be loaded again "
+            f"({', '.join(list_models())}), "
+            f"got {arch!r}; models built with cladec.models.create_model() carry it"
+        )
+    if not isinstance(arch_kwargs, Mapping):
+        raise ConfigError(
+            "arch_kwargs must be a dict of the arguments that rebuild the model, e.g. "
+            "{'in_channels': 1, 'num_classes': 10}"
+        )
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory} exists and is not a directory; give a directory for the checkpoint")
+    info = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "arch": arch.lower(),
+        "arch_kwargs": dict(arch_kwargs),
+        "dataset": _dataset_info(dataset),
+        "input_norm": list(check_input_norm(input_norm)) if input_norm is not None else None,
+        "metrics": dict(metrics) if metrics is not None else {},
+        "history": dict(history) if history is not None else {},
+        "cladec_version": __version__,
+    }
+    directory.mkdir(parents=True, exist_ok=True)
+    save_tensors(directory / WEIGHTS_FILE, model.state_dict())
+    info["weights_sha256"] = file_sha256(directory / WEIGHTS_FILE)
+    write_json(directory / INFO_FILE, info)
+    return directory
+
+
+def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Load a checkpoint written by :func:`save_classifier` (or ``cladec train-classifier``).
+
+    Args:
+        directory: the checkpoint directory (or its ``classifier.json``).
+        device: where to put the model.
+
+    Returns:
+        ``(model, info)``: the model in eval mode and the parsed ``classifier.json`` (``info["input_norm"]``
+        is ``None`` or ``[mean, std]``; ``info["dataset"]["classes"]`` names the classes).
+
+    Raises:
+        SaveFormatError: not such a checkpoint, a newer format, or weights that do not fit.
+
+    Examples:
+        >>> from cladec.models import load_classifier, predict
+        >>> model, info = load_classifier(clf_dir)  # clf_dir: a saved vgg-paper checkpoint
+        >>> info["arch"], info["arch_kwargs"]["width"], model.training
+        ('vgg-paper', 0.25, False)
+        >>> torch.equal(predict(model, x), predict(classifier, x))
+        True
+    """
+    path = Path(directory)
+    if path.is_file() and path.name == INFO_FILE:
+        path = path.parent
+    hint = "make one with `cladec train-classifier` or save_classifier()"
+    if not path.exists():
+        raise SaveFormatError(f"{path} does not exist; expected a cladec classifier checkpoint directory ({hint})")
+    if not path.is_dir() or not (path / INFO_FILE).is_file():
+        raise SaveFormatError(f"{path} is not a cladec classifier checkpoint: missing {INFO_FILE}; {hint}")
+    info_file = check_inside(path / INFO_FILE, path, "the checkpoint's description")
+    info = read_json(info_file, what="cladec classifier checkpoint")
+    if info.get("format") != CHECKPOINT_FORMAT:
+        raise SaveFormatError(
+            f"{path / INFO_FILE} is not a cladec classifier checkpoint: format is {info.get('format')!r}, "
+            f"expected {CHECKPOINT_FORMAT!r}; {hint}"
+        )
+    version = info.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise SaveFormatError(f"{path / INFO_FILE} has an invalid version {version!r}; expected 1")
+    if version > CHECKPOINT_VERSION:
+        raise SaveFormatError(
+            f"{path} was written by a newer cladec (checkpoint version {version}; this cladec "
+            f"{__version__} reads up to {CHECKPOINT_VERSION}); upgrade cladec"
+        )
+    arch, kwargs = info.get("arch"), info.get("arch_kwargs")
+    if not isinstance(arch, str) or arch.lower() not in list_models():
+        raise SaveFormatError(
+            f"{path / INFO_FILE} names the architecture {arch!r}, which this cladec does not know "
+            f"(known: {', '.join(list_models())})"
+        )
+    if not isinstance(kwargs, dict):
+        raise SaveFormatError(f"{path / INFO_FILE}: 'arch_kwargs' must be a JSON object, got {kwargs!r}")
+    validate(
+        info, CLASSIFIER, info_file, "save the classifier again with `cladec train-classifier` or save_classifier()"
+    )
+    # an absurd width or class count would ask the allocator for terabytes: estimate on the meta device first
+    nbytes = weight_bytes_on_meta(lambda: create_model(arch, **kwargs))
+    if nbytes is not None:
+        try:
+            check_fits(
+                nbytes,
+                f"{info_file}: the {arch!r} model of 'arch_kwargs' {kwargs} (its weights)",
+                hint="the file is damaged or was edited by hand; save the classifier again",
+            )
+        except ConfigError as e:
+            raise SaveFormatError(str(e)) from None
+    try:
+        model = create_model(arch, **kwargs)
+    except (ConfigError, TypeError) as e:
+        raise SaveFormatError(f"{path / INFO_FILE}: cannot rebuild {arch!r} from arch_kwargs {kwargs}: {e}") from None
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise SaveFormatError(f"{path} is an incomplete cladec classifier checkpoint: {WEIGHTS_FILE} is missing")
+    check_inside(weights, path, "the checkpoint's weights")
+    state = load_tensors(weights)  # a truncated or damaged file is named as such before the digest is compared
+    recorded = info.get("weights_sha256")  # absent in checkpoints of earlier cladec versions: not checked
+    if recorded is not None and file_sha256(weights) != recorded:
+        raise SaveFormatError(
+            f"{weights} is not the weights file {path / INFO_FILE} was saved with (SHA-256 differs): the two "
+            "files of this checkpoint do not belong together (an interrupted save, or the weights replaced by "
+            "hand); save the classifier again with save_classifier() / `cladec train-classifier`"
+        )
+    _check_state_dict_fits(model, state, str(weights))
+    model.load_state_dict(state, strict=True)
+    model.to(device).eval()
+    return model, info
+
+
+def load_user_model(factory: str, weights: str | Path | None = None, **factory_kwargs: Any) -> nn.Module:
+    """Build a model from any importable factory and optionally load weights into it.
+
+    Args:
+        factory: ``"package.module:function"`` (the attribute may be dotted, e.g. ``"mod:Class.build"``);
+            for example ``"torchvision.models:resnet18"``.
+        weights: optional ``.safetensors`` file or PyTorch state dict file (read with ``weights_only=True``,
+            never a full pickle); a ``{"state_dict": ...}`` wrapper and a ``module.`` prefix (from
+            ``DataParallel``) are accepted. Loading is strict.
+        **factory_kwargs: keyword arguments for the factory (e.g. ``num_classes=10``).
+
+    Returns:
+        The model, in eval mode.
+
+    Raises:
+        ConfigError: malformed factory string, module not importable, attribute missing or not callable,
+            factory failing or not returning an ``nn.Module``.
+        SaveFormatError: unreadable weights, or weights that do not fit (missing/unexpected keys listed).
+
+    Examples:
+        >>> net = load_user_model("cladec.models.vgg:vgg_paper", in_channels=1, width=0.25)
+        >>> net.training
+        False
+        >>> torch.save(classifier.state_dict(), "weights.pt")
+        >>> net = load_user_model("cladec.models.vgg:vgg_paper", "weights.pt", in_channels=1, width=0.25)
+        >>> torch.equal(net.fc.weight, classifier.fc.weight)
+        True
+        >>> net = load_user_model("torchvision.models:resnet18", num_classes=10)  # needs torchvision  # doctest: +SKIP
+    """
+    fmt = "factory must look like 'package.module:function' (e.g. 'torchvision.models:resnet18')"
+    if not isinstance(factory, str) or factory.count(":") != 1:
+        raise ConfigError(f"{fmt}, got {factory!r}")
+    mod_name, attr_path = (s.strip() for s in factory.split(":"))
+    if (
+        not mod_name
+        or not attr_path
+        or not all(p.isidentifier() for p in attr_path.split("."))
+        or not all(p.isidentifier() for p in mod_name.split("."))
+    ):
+        raise ConfigError(f"{fmt}, got {factory!r}")
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        raise ConfigError(
+            f"cannot import module {mod_name!r} for factory {factory!r}: {e}; install the package or add its "
+            "folder to PYTHONPATH"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while importing
+        raise ConfigError(
+            f"importing module {mod_name!r} for factory {factory!r} failed: {type(e).__name__}: {e}"
+        ) from None
+    obj: Any = module
+    for part in attr_path.split("."):
+        if not hasattr(obj, part):
+            names = sorted(n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n, None)))
+            raise ConfigError(
+                f"{factory!r}: {getattr(obj, '__name__', mod_name)!r} has no attribute {part!r}; callables there "
+                f"include: {', '.join(names[:15]) or 'none'}"
+            )
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ConfigError(f"{factory!r} is a {type(obj).__name__}, not a callable that builds a model")
+    try:
+        model = obj(**factory_kwargs)
+    except Exception as e:  # noqa: BLE001 - report any failure of the user's factory
+        raise ConfigError(f"calling {factory}(**{factory_kwargs!r}) failed: {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{factory!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    if weights is not None:
+        state = load_state_dict_file(weights)
+        own = model.state_dict()
+        if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
+            state = {k[len("module.") :]: v for k, v in state.items()}
+        _check_state_dict_fits(model, state, str(weights))
+        model.load_state_dict(state, strict=True)
+    return model.eval()

@@ -1,0 +1,545 @@
+"""The training engine shared by ClaDec, RefAE and the classifier trainer.
+
+It runs epochs of minibatch steps of a loss function over
+
+* in-memory tensors (the fast, usual case): batches are gathered by index from tensors that live
+  on the training device when they fit (else in pinned host memory, copied asynchronously: ahead of the
+  step on the eager path, into the CUDA graph's static buffers just before each replay on the graph path),
+  with a seeded shuffling order that is the same on every device and path; or
+* any iterable of batches (a user's DataLoader): streamed as given.
+
+Two paths do the same arithmetic when both run in float32 (``amp=False``); by default the fast path
+uses bf16 autocast where it is native (CUDA, and CPUs with AVX512-BF16/AMX), so there its results differ
+from the plain path's by bf16 rounding:
+
+* ``fast=True`` (default): no host synchronisation per step (per-step losses go to a device
+  buffer, read every ``log_every`` steps), a fused optimiser, bf16 autocast by default on CUDA and on CPUs
+  that compute bf16 natively (AVX512-BF16/AMX), and on CUDA channels-last and the whole step (gather,
+  forward, backward, optimiser) captured once in a CUDA graph and replayed (inputs kept in host memory
+  are copied into the graph's static buffers before each replay); optionally (``compile=True``) the
+  loss is compiled with ``torch.compile`` (full batches) before the capture.
+* Several tasks (``Engine.joint``: ClaDec and RefAE on the same data) train in lockstep over one batch
+  order; on CUDA their steps are captured in one graph, each on its own stream, so the GPU runs their
+  small kernels side by side. Without stochastic layers each task's result equals its separate fit.
+* ``fast=False``: a plain eager loop that reads the loss after every step (for debugging).
+
+Each epoch's record is the mean over its images: every step's losses are weighted by its batch size
+(a short last batch counts for its images only), on every path. A non-finite loss stops training with
+:class:`~cladec._errors.TrainingError` naming the epoch and step.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .._checks import seed as check_seed
+from .._errors import TrainingError
+from .options import check_amp, check_compile, step_decay_epochs
+
+LossFn = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+#: With ``True`` the fast path on CUDA turns on cuDNN autotuning (``torch.backends.cudnn.benchmark``) while
+#: it trains and restores the user's setting afterwards. Off: on an H200 it gave the same step time and cost
+#: about 5 s of tuning in the first epoch (``benchmarks/RESULTS.md``); the user's own setting is used.
+CUDNN_BENCHMARK = False
+
+
+@dataclass
+class EngineConfig:
+    epochs: int
+    batch_size: int = 128
+    fast: bool = True
+    amp: bool | None = None  # bf16 autocast; None: on CUDA, and on CPUs with native bf16 for the fast path
+    cuda_graph: bool = True
+    channels_last: bool | None = None  # None: on for the fast path on CUDA
+    compile: bool | str = False  # torch.compile the loss (forward + backward) before graph capture; or a mode
+    log_every: int = 50
+    verbose: bool = True
+    desc: str = "train"
+    seed: int | None = None
+    lr_decay: str | None = None  # None or "step"
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        self.compile = check_compile(self.compile, self.fast)  # type: ignore[assignment]  # from now on: a mode or None
+        self.seed = check_seed(self.seed, "seed", optional=True)  # 2**80 would overflow the generator
+
+
+@dataclass
+class EngineResult:
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+
+
+@dataclass
+class Task:
+    """One model the engine trains: its loss, optimiser and modules.
+
+    Args:
+        loss_fn: Maps a batch dict (keys as in the task's tensors) to ``(total_loss, parts)`` where
+            ``parts`` maps names to scalar tensors (logged).
+        optimizer: The optimiser over the task's trainable parameters.
+        train_modules: Modules to put in train mode while training (others are left as they are).
+        part_names: Names of the logged parts, in order.
+        name: Shown in the progress bar and in error messages.
+        on_epoch_end: Called with each epoch's record; returns the record to keep.
+    """
+
+    loss_fn: LossFn
+    optimizer: torch.optim.Optimizer
+    train_modules: list[nn.Module]
+    part_names: list[str]
+    name: str = "train"
+    on_epoch_end: Callable[[dict], dict] | None = None
+
+
+class _State:
+    """A task's per-run state: compiled loss, graph output, stream, tensors and static inputs."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.parts = ["loss"] + list(task.part_names)
+        self.compiled: Callable | None = None
+        self.graph_out: torch.Tensor | None = None
+        self.stream: torch.cuda.Stream | None = None
+        self.tensors: Mapping[str, torch.Tensor] = {}
+        self.static: dict[str, torch.Tensor] = {}  # graph inputs copied from host memory before each replay
+        self.result = EngineResult()
+
+
+class Engine:
+    """Minibatch training over tensors or an iterable of batches (see module docstring).
+
+    Several tasks (:meth:`joint`) train in lockstep over the same batch order; on CUDA each task's step
+    runs on its own stream inside one CUDA graph, so the GPU overlaps their small kernels.
+
+    Args:
+        loss_fn: Maps a batch dict (keys as in ``tensors``) to ``(total_loss, parts)`` where
+            ``parts`` maps names to scalar tensors (logged).
+        optimizer: The optimiser over the trainable parameters.
+        train_modules: Modules to put in train mode while training (others are left as they are).
+        device: Training device.
+        config: :class:`EngineConfig`.
+        part_names: Names of the logged parts, in order.
+        on_epoch_end: Called with each epoch's record; returns the record to keep.
+    """
+
+    def __init__(
+        self,
+        loss_fn: LossFn,
+        optimizer: torch.optim.Optimizer,
+        train_modules: list[nn.Module],
+        device: torch.device,
+        config: EngineConfig,
+        part_names: list[str],
+        on_epoch_end: Callable[[dict], dict] | None = None,
+    ) -> None:
+        task = Task(loss_fn, optimizer, list(train_modules), list(part_names), config.desc, on_epoch_end)
+        self._setup([task], device, config)
+
+    @classmethod
+    def joint(cls, tasks: list[Task], device: torch.device, config: EngineConfig) -> Engine:
+        """An engine that trains ``tasks`` together (same epochs, batch order and settings)."""
+        if not tasks:
+            raise ValueError("joint training needs at least one task")
+        self = cls.__new__(cls)
+        self._setup(list(tasks), device, config)
+        return self
+
+    def _setup(self, tasks: list[Task], device: torch.device, config: EngineConfig) -> None:
+        self.tasks = tasks
+        self._states: list[_State] = []
+        self._full_batch: int | None = None
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.cfg = config
+        self.on_cuda = self.device.type == "cuda"
+        check_amp(config.amp, self.device)
+        if config.amp is None:
+            self.use_amp = self.on_cuda or (config.fast and self.device.type == "cpu" and cpu_has_bf16())
+        else:
+            self.use_amp = bool(config.amp)
+        cl = config.channels_last
+        self.use_channels_last = (config.fast and self.on_cuda) if cl is None else bool(cl)
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _autocast(self):
+        enabled = self.use_amp
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=False)
+
+    def _compute(self, s: _State, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        fn = s.task.loss_fn
+        if s.compiled is not None:
+            size = next(iter(batch.values())).shape[0]
+            if self._full_batch is None:
+                self._full_batch = size
+            if size == self._full_batch:
+                fn = s.compiled  # full batches only: a short last batch would trigger a second compile
+        with self._autocast():
+            total, parts = fn(batch)
+        total.backward()
+        s.task.optimizer.step()
+        return torch.stack([total.detach().float()] + [parts[n].detach().float() for n in s.parts[1:]])
+
+    def _eager_step(self, s: _State, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        s.task.optimizer.zero_grad(set_to_none=not self._graph_grads)
+        return self._compute(s, batch)
+
+    def _set_lr_decay(self, epoch: int) -> bool:
+        if self.cfg.lr_decay == "step" and (epoch + 1) % step_decay_epochs(self.cfg.epochs) == 0:
+            for t in self.tasks:
+                for g in t.optimizer.param_groups:
+                    if isinstance(g["lr"], torch.Tensor):
+                        g["lr"].mul_(0.1)
+                    else:
+                        g["lr"] *= 0.1
+            return True
+        return False
+
+    @staticmethod
+    def _lr(opt: torch.optim.Optimizer) -> float:
+        lr = opt.param_groups[0]["lr"]
+        return float(lr.item() if isinstance(lr, torch.Tensor) else lr)
+
+    # -- main ----------------------------------------------------------------------------------
+    def run(
+        self,
+        tensors: Mapping[str, torch.Tensor] | None = None,
+        batches: Callable[[], Iterable[Mapping[str, torch.Tensor]]] | None = None,
+    ) -> EngineResult:
+        """Train the (single) task for ``config.epochs`` epochs over ``tensors`` or over ``batches()``."""
+        if len(self.tasks) != 1:
+            raise ValueError("run() trains one task; use run_all() for joint training")
+        return self.run_all([tensors] if tensors is not None else None, batches)[0]
+
+    def run_all(
+        self,
+        tensors: list[Mapping[str, torch.Tensor]] | None = None,
+        batches: Callable[[], Iterable[Mapping[str, torch.Tensor]]] | None = None,
+    ) -> list[EngineResult]:
+        """Train every task for ``config.epochs`` epochs, each over its own tensors (same length, same
+        batch order), or the single task over ``batches()``. Returns one result per task."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        if (tensors is None) == (batches is None):
+            raise ValueError("give tensors or batches")
+        if tensors is not None and len(tensors) != len(self.tasks):
+            raise ValueError(f"{len(self.tasks)} tasks but {len(tensors)} tensor sets")
+        if batches is not None and len(self.tasks) != 1:
+            raise ValueError("joint training needs in-memory tensors")
+        n = None
+        if tensors is not None:
+            lengths = {next(iter(t.values())).shape[0] if t else 0 for t in tensors}
+            if len(lengths) != 1 or 0 in lengths:
+                raise ValueError(
+                    f"joint tasks need non-empty tensors with the same number of examples, got {sorted(lengths)}"
+                )
+            n = lengths.pop()
+        t0 = time.perf_counter()
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_grads = False
+        self._graph_lr_dirty = False
+        # compiled steps: one more eager step before the capture's own warm-up step, so that a recompile caused by
+        # state the first call sets (e.g. the input normalisation's device copies) happens outside the capture,
+        # where compiling is allowed (inside it failed on CUDA: "operation not permitted when stream is capturing")
+        self._warmup_rounds = 1 if (cfg.compile and cfg.fast) else 0
+        self._states = states = [_State(t) for t in self.tasks]
+        gen = torch.Generator()
+        # seed None: a new order each run, drawn from the global generator
+        # (torch.initial_seed() is constant in a process)
+        gen.manual_seed(cfg.seed if cfg.seed is not None else int(torch.randint(0, 2**62, ()).item()))
+        modules = [m for t in self.tasks for m in t.train_modules]
+        modes = [[(mod, mod.training) for mod in m.modules()] for m in modules]
+        for m in modules:
+            m.train()
+        if self.use_channels_last:
+            for m in modules:
+                m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
+        for s in states:
+            s.compiled = (
+                torch.compile(s.task.loss_fn, mode=cfg.compile)  # type: ignore[arg-type]  # a mode: check_compile's
+                if (cfg.compile and cfg.fast)
+                else None
+            )
+        self._full_batch = cfg.batch_size if tensors is not None else None  # a loader's: its first batch's size
+        bench_was = torch.backends.cudnn.benchmark
+        if tensors is not None:
+            assert n is not None
+            for s, t in zip(states, tensors, strict=True):
+                s.tensors = t
+            steps_per_epoch = math.ceil(n / cfg.batch_size)
+        else:
+            steps_per_epoch = None
+        bar = tqdm(
+            total=cfg.epochs * steps_per_epoch if steps_per_epoch else None,
+            desc=cfg.desc,
+            disable=not cfg.verbose,
+            leave=True,
+            dynamic_ncols=True,
+            unit="step",
+        )
+        try:
+            if cfg.fast and self.on_cuda and CUDNN_BENCHMARK and not _deterministic():
+                torch.backends.cudnn.benchmark = True
+            for epoch in range(cfg.epochs):
+                t_epoch = time.perf_counter()
+                if tensors is not None:
+                    assert n is not None
+                    order = torch.randperm(n, generator=gen) if cfg.shuffle else torch.arange(n)
+                    losses, sizes = self._epoch_tensors(order, epoch, bar)
+                else:
+                    rows, sizes = self._epoch_batches(batches(), epoch, bar)  # type: ignore[misc]  # given: no tensors
+                    losses = [rows]
+                if losses[0].numel() == 0:
+                    raise TrainingError("an epoch had no batches: the data set is empty")
+                seconds = round(time.perf_counter() - t_epoch, 4)
+                post = {}
+                weights = sizes.double().unsqueeze(1)  # per-image means: each step weighted by its batch size
+                for s, lo in zip(states, losses, strict=True):
+                    self._check_finite(s, lo, epoch)
+                    mean = ((lo.double() * weights).sum(0) / weights.sum()).tolist()
+                    rec = {"epoch": epoch + 1, "lr": self._lr(s.task.optimizer), "seconds": seconds}
+                    rec.update({k: float(v) for k, v in zip(s.parts, mean, strict=True)})
+                    if s.task.on_epoch_end is not None:
+                        rec = s.task.on_epoch_end(rec)
+                    s.result.history.append(rec)
+                    s.result.steps += lo.shape[0]
+                    post.update(self._postfix_items(s, rec))
+                if self._set_lr_decay(epoch):
+                    self._graph_lr_dirty = True
+                if cfg.verbose:
+                    bar.set_postfix(post, refresh=False)
+                    bar.set_description(f"{cfg.desc} epoch {epoch + 1}/{cfg.epochs}")
+        finally:
+            torch.backends.cudnn.benchmark = bench_was
+            bar.close()
+            if self.on_cuda:
+                torch.cuda.synchronize(self.device)
+            self._graph = None
+            for ms in modes:  # leave every module in the mode it had before training
+                for mod, was in ms:
+                    mod.training = was
+        seconds = time.perf_counter() - t0
+        for s in states:
+            s.result.seconds = seconds
+        return [s.result for s in states]
+
+    def _postfix_items(self, s: _State, rec: Mapping[str, float]) -> dict[str, str]:
+        if len(self.tasks) == 1:
+            return {k: f"{float(v):.4g}" for k, v in rec.items() if k not in ("epoch",)}
+        return {s.task.name: f"{float(rec['loss']):.4g}"}
+
+    def _check_finite(self, s: _State, losses: torch.Tensor, epoch: int) -> None:
+        tot = losses[:, 0]
+        finite = torch.isfinite(tot)
+        if not bool(finite.all()):
+            step = int((~finite).nonzero()[0, 0])
+            raise TrainingError(
+                f"{s.task.name}: the loss became {float(tot[step])} at epoch {epoch + 1}, step "
+                f"{step + 1}; training stopped. Lower the learning rate, check the inputs for "
+                "NaN/inf, or use a smaller alpha."
+            )
+
+    def _epoch_batches(
+        self, it: Iterable[Mapping[str, torch.Tensor]], epoch: int, bar
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One epoch over streamed batches; returns the per-step loss rows and the steps' batch sizes."""
+        s = self._states[0]
+        rows = []
+        sizes = []
+        for i, batch in enumerate(it):
+            size = next(iter(batch.values())).shape[0]
+            if i > 0 and size == 1:
+                continue  # a last batch of one image would break BatchNorm in train mode (as in _epoch_tensors)
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            row = self._eager_step(s, batch)
+            rows.append(row)
+            sizes.append(size)
+            if not self.cfg.fast or (i + 1) % self.cfg.log_every == 0:
+                part = torch.stack(rows).cpu()
+                self._check_finite(s, part, epoch)
+                self._postfix(bar, [part[-1]])
+            bar.update(1)
+        if not rows:
+            return torch.zeros(0, len(s.parts)), torch.zeros(0)
+        return torch.stack(rows).cpu(), torch.tensor(sizes, dtype=torch.float64)
+
+    def _postfix(self, bar, rows: list[torch.Tensor]) -> None:
+        if self.cfg.verbose:
+            post = {}
+            for s, row in zip(self._states, rows, strict=True):
+                post.update(self._postfix_items(s, dict(zip(s.parts, row.tolist(), strict=True))))
+            bar.set_postfix(post, refresh=False)
+
+    def _host_rows(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Rows ``idx`` of a host tensor, in pinned memory when training on CUDA (for an async copy)."""
+        b = v.index_select(0, idx)
+        return b.pin_memory() if self.on_cuda else b
+
+    def _gather(self, s: _State, lo: int, hi: int) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, v in s.tensors.items():
+            if v.device == self.device:
+                out[k] = v.index_select(0, self._order_dev[lo:hi])
+            elif v.device.type == "cpu":
+                out[k] = self._host_rows(v, self._order[lo:hi]).to(self.device, non_blocking=True)
+            else:  # another device: gathered there, then moved
+                out[k] = v.index_select(0, self._order[lo:hi].to(v.device)).to(self.device, non_blocking=True)
+        return out
+
+    def _epoch_tensors(self, order: torch.Tensor, epoch: int, bar) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One epoch over in-memory tensors; returns each task's per-step loss rows and the steps' batch sizes."""
+        cfg = self.cfg
+        states = self._states
+        B = cfg.batch_size
+        n = order.numel()
+        # a last batch of one image would break BatchNorm in train mode: it is skipped (as a DataLoader
+        # with drop_last would for that batch only)
+        steps = math.ceil(n / B) if n % B != 1 or n == 1 else n // B
+        bufs = [torch.zeros(steps, len(s.parts), device=self.device) for s in states]
+        # every path (graph replays of full batches, eager steps, the short last batch) weighs a row by its batch size
+        sizes = torch.tensor([min(B, n - i * B) for i in range(steps)], dtype=torch.float64)
+        # the graph reads device tensors by index and host tensors from static buffers copied in per step
+        use_graph = (
+            cfg.fast
+            and cfg.cuda_graph
+            and self.on_cuda
+            and all(v.device == self.device or v.device.type == "cpu" for s in states for v in s.tensors.values())
+        )
+        self._order = order
+        self._order_dev = order.to(self.device)  # one copy per epoch; device tensors are gathered there
+        nxt = [self._gather(s, 0, B) for s in states] if not use_graph else None
+        done = 0
+        for i in range(steps):
+            lo, hi = i * B, min((i + 1) * B, n)
+            if use_graph and hi - lo == B:
+                rows = self._graph_step(lo, hi)
+            else:
+                batch = nxt if nxt is not None else [self._gather(s, lo, hi) for s in states]
+                # prefetch the next batch (host gather + async copy) before this step runs
+                nxt = [self._gather(s, hi, hi + B) for s in states] if (not use_graph and hi < n) else None
+                rows = [self._eager_step(s, b) for s, b in zip(states, batch, strict=True)]
+            for buf, row in zip(bufs, rows, strict=True):
+                buf[i].copy_(row)
+            if not cfg.fast or (i + 1) % cfg.log_every == 0 or i == steps - 1:
+                if not cfg.fast or cfg.verbose or (i + 1) % (cfg.log_every * 4) == 0:
+                    parts = [buf[: i + 1].cpu() for buf in bufs]  # one host synchronisation per log_every steps
+                    for s, part in zip(states, parts, strict=True):
+                        self._check_finite(s, part, epoch)
+                    self._postfix(bar, [part[-1] for part in parts])
+                bar.update(i + 1 - done)
+                done = i + 1
+        return [buf.cpu() for buf in bufs], sizes
+
+    # -- CUDA graph ----------------------------------------------------------------------------
+    def _graph_step(self, lo: int, hi: int) -> list[torch.Tensor]:
+        if self._graph is not None and self._graph_lr_dirty and not self._lr_is_tensor():
+            self._graph = None  # the learning rate is baked into the graph: capture again
+        self._graph_lr_dirty = False
+        if self._graph is None and self._warmup_rounds > 0:
+            self._warmup_rounds -= 1
+            return self._side_steps(lo, hi)
+        if self._graph is None:
+            # the warm-up step inside _capture trains on this batch; replays start with the next
+            return self._capture(lo, hi)
+        self._fill_static(lo, hi)
+        self._graph.replay()
+        return [s.graph_out for s in self._states]  # type: ignore[misc]  # set by _capture
+
+    def _fill_static(self, lo: int, hi: int) -> None:
+        self._static_idx.copy_(self._order_dev[lo:hi])
+        rows: dict[int, torch.Tensor] = {}  # a host tensor several tasks read is gathered (and pinned) once
+        for s in self._states:
+            for k, buf in s.static.items():
+                v = s.tensors[k]
+                if id(v) not in rows:
+                    rows[id(v)] = self._host_rows(v, self._order[lo:hi])
+                buf.copy_(rows[id(v)], non_blocking=True)
+
+    def _static_batch(self, s: _State) -> dict[str, torch.Tensor]:
+        return {
+            k: (s.static[k] if k in s.static else v.index_select(0, self._static_idx)) for k, v in s.tensors.items()
+        }
+
+    def _lr_is_tensor(self) -> bool:
+        return all(isinstance(t.optimizer.param_groups[0]["lr"], torch.Tensor) for t in self.tasks)
+
+    def _side_steps(self, lo: int, hi: int) -> list[torch.Tensor]:
+        """One eager training step of every task on batch ``lo:hi``, each on its own side stream (the graph's
+        static inputs are made and filled here)."""
+        dev = self.device
+        states = self._states
+        self._static_idx = self._order_dev[lo:hi].clone()
+        for s in states:
+            if not s.static:
+                s.static = {
+                    k: torch.empty((hi - lo,) + tuple(v.shape[1:]), dtype=v.dtype, device=dev)
+                    for k, v in s.tensors.items()
+                    if v.device != dev
+                }
+            if s.stream is None:
+                s.stream = torch.cuda.Stream(dev)
+        self._fill_static(lo, hi)
+        main = torch.cuda.current_stream(dev)
+        outs = []
+        for s in states:
+            s.stream.wait_stream(main)  # type: ignore[union-attr]  # set in the loop above
+            with torch.cuda.stream(s.stream):
+                s.task.optimizer.zero_grad(set_to_none=not self._graph_grads)
+                outs.append(self._compute(s, self._static_batch(s)))
+        for s in states:
+            main.wait_stream(s.stream)  # type: ignore[arg-type]  # set in the loop above
+        return outs
+
+    def _capture(self, lo: int, hi: int) -> list[torch.Tensor]:
+        dev = self.device
+        states = self._states
+        # warm-up (optimiser state, compile): one real training step on this batch, each task on a side stream
+        outs = self._side_steps(lo, hi)
+        graph = torch.cuda.CUDAGraph()
+        for s in states:
+            s.task.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            if len(states) == 1:
+                states[0].graph_out = self._compute(states[0], self._static_batch(states[0]))
+            else:  # each task on its own stream, forked from and joined back into the capture stream
+                cap = torch.cuda.current_stream(dev)
+                for s in states:
+                    s.stream.wait_stream(cap)  # type: ignore[union-attr]  # set by _side_steps
+                    with torch.cuda.stream(s.stream):
+                        s.graph_out = self._compute(s, self._static_batch(s))
+                for s in states:
+                    cap.wait_stream(s.stream)  # type: ignore[arg-type]  # set by _side_steps
+        self._graph = graph
+        self._graph_grads = True
+        return outs
+
+
+def _deterministic() -> bool:
+    """Whether the user asked for deterministic algorithms (then cuDNN autotuning stays as they set it)."""
+    return bool(torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled())
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast speeds it up."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set()
+            for line in f:
+                if line.startswith("flags"):
+                    flags.update(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
