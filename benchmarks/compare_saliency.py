@@ -2,7 +2,7 @@
 
 For each data set (Fashion-MNIST, CIFAR-10) and architecture (vgg-paper, resnet10): train a classifier,
 fit ClaDec and RefAE on its middle layer (``model.default_layers["middle"]``: ``conv2`` / ``layer2``),
-then run :func:`cladec._cli_saliency.compare_saliency` with every ClaDec variant and every baseline.
+then run :func:`cladec.saliency.compare_saliency` with every ClaDec variant and every baseline.
 Prints one table per cell and appends them, with date, machine and command, to ``benchmarks/RESULTS.md``
 under "## Saliency comparison".
 

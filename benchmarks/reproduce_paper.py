@@ -3,7 +3,7 @@
 For each data set (Fashion-MNIST, MNIST, CIFAR-10) and classifier (vgg-paper, resnet10):
 
 1. train the classifier (kept in ``OUT/<dataset>-<arch>/classifier``; reused when present);
-2. run an α sweep (:func:`cladec.sweep.run_sweep`) over two layers (``model.default_layers``: the last conv
+2. run an α sweep (:func:`cladec.evaluation.run_sweep`) over two layers (``model.default_layers``: the last conv
    block and a middle block), several seeds, with one RefAE per (layer, seed) as the control;
 3. print a table: the classifier's test accuracy; test MSE of ClaDec (α = 0.001) vs RefAE; the classifier's
    accuracy on ClaDec vs RefAE reconstructions; the evaluation classifier's accuracy; and the α trade-off

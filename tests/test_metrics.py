@@ -1,4 +1,4 @@
-"""cladec.metrics: per-image reconstruction errors, accuracy, agreement, per-class breakdown."""
+"""cladec.evaluation.metrics: per-image reconstruction errors, accuracy, agreement, per-class breakdown."""
 
 import math
 

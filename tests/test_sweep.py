@@ -1,4 +1,4 @@
-"""cladec.sweep: cells, one shared RefAE per (layer, seed), resume, configuration checks, summary."""
+"""cladec.evaluation.sweep: cells, one shared RefAE per (layer, seed), resume, configuration checks, summary."""
 
 import argparse
 import csv

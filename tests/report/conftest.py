@@ -1,7 +1,7 @@
 """Fixtures of the report and study tests: a tiny real sweep (built once per session) and a headless Chromium.
 
 The sweep: a quarter-width ``vgg-paper`` classifier trained 2 epochs on 2,000 Fashion-MNIST images, then
-:func:`cladec.sweep.run_sweep` over layers conv2 and conv4 × α ∈ {0.001, 0.5} (1 epoch on 2,000 images,
+:func:`cladec.evaluation.run_sweep` over layers conv2 and conv4 × α ∈ {0.001, 0.5} (1 epoch on 2,000 images,
 no evaluation classifiers). Its reference cells are ordinary run directories with ``eval/`` inside; a demo
 directory is assembled from them. Browser tests drive Debian's Chromium through Playwright; without it they
 fail and say how to install it (``bash scripts/install_browser.sh``).

@@ -40,10 +40,9 @@ import torch
 
 from .._errors import ConfigError
 from ..defaults import DEFAULT_METHODS
-from ..evaluation.stats import image_spread, mean_std, per_image_mean
 from .methods import stored_name
 from .plots import plot_curves, plot_maps
-from .results import paired_section, write_csv
+from .results import aggregate, paired_section, write_csv
 
 __all__ = ["compare_saliency"]
 
@@ -253,7 +252,6 @@ def compare_saliency(
         save_tensors(path, {"maps": m})
         return m
 
-    results: dict[str, dict[str, Any]] = {m: {} for m in methods}
     per_seed: dict[tuple[str, str], list] = {}
     for seed in seeds:
         for method in methods:
@@ -325,45 +323,7 @@ def compare_saliency(
                 verbose,
             )
 
-    # ---- aggregate ------------------------------------------------------------------------------
-    for method in methods:
-        res = results[method]
-        for score in score_list:
-            units = per_seed.get((method, score), [])
-            if not units:
-                continue
-            if score in ("deletion", "insertion"):
-                m, s = mean_std([u["auc"] for u in units])
-                curve = torch.tensor([u["curve"] for u in units]).mean(0).tolist()
-                res[score] = {
-                    "auc_mean": m,
-                    "auc_std": s,
-                    "per_seed": [u["auc"] for u in units],
-                    "fractions": units[0]["fractions"],
-                    "curve": curve,
-                    **image_spread(per_image_mean(units, int(x.shape[0]))),
-                }
-            elif score == "road":
-                entry: dict[str, Any] = {"fractions": list(fractions)}
-                for o in ("morf", "lerf"):
-                    accs = torch.tensor([u[o]["accuracy"] for u in units])
-                    entry[o] = accs.mean(0).tolist()
-                    entry[f"{o}_mean"], entry[f"{o}_std"] = mean_std(accs.mean(1).tolist())
-                entry["gap_mean"], entry["gap_std"] = mean_std([u["road_gap"] for u in units])
-                res[score] = entry
-            elif score == "roar":
-                kk = sorted({u["k"] for u in units})
-                acc_of = {k: [u["accuracy"] for u in units if u["k"] == k] for k in kk}
-                means = [mean_std(acc_of[k])[0] for k in kk]
-                stds = [mean_std(acc_of[k])[1] for k in kk]
-                # area under accuracy(k/100) over the k measured (lower = the map removed more information)
-                xs = [k / 100 for k in kk]
-                auc = (
-                    float(torch.trapezoid(torch.tensor(means), torch.tensor(xs))) / max(xs[-1] - xs[0], 1e-9)
-                    if len(kk) > 1
-                    else means[0]
-                )
-                res[score] = {"k": kk, "accuracy_mean": means, "accuracy_std": stds, "auc": auc}
+    results = aggregate(per_seed, methods, score_list, int(x.shape[0]), fractions)
     paired, paired_info = paired_section(results, methods, score_list)
     if verbose:
         for score, rows in paired.items():

@@ -6,7 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.stats import holm, paired_comparison
+import torch
+
+from ..evaluation.stats import holm, image_spread, mean_std, paired_comparison, per_image_mean
 from .methods import stored_name
 
 __all__ = ["format_table"]
@@ -272,3 +274,72 @@ def format_table(result: dict) -> str:
                 cells.append(f"{v:.3f}" if isinstance(v, (int, float)) else "-")
         lines.append(f"{method:<22}" + "".join(f"{c:>{width}}" for c in cells))
     return "\n".join(lines + _format_paired(result))
+
+
+def aggregate(
+    per_seed: dict[tuple[str, str], list],
+    methods: Sequence[str],
+    score_list: Sequence[str],
+    n_images: int,
+    fractions: Sequence[float],
+) -> dict[str, dict[str, Any]]:
+    """The ``results`` section of ``results.json``: each method's scores over the seeds.
+
+    Args:
+        per_seed: ``(method, score)`` → the stored units of work, one per seed (and per ``k`` for ROAR), as
+            :class:`~cladec.saliency.UnitStore` keeps them.
+        methods: The compared methods, in order.
+        score_list: The scores computed (``deletion``, ``insertion``, ``road``, ``roar``).
+        n_images: How many images were scored (for the per-image spread of deletion / insertion).
+        fractions: ROAD's removal fractions.
+
+    Returns:
+        ``method`` → ``score`` → its mean and std over seeds (AUCs, curves, ROAD's MoRF/LeRF accuracies and
+        gap, ROAR's accuracy per ``k`` and its area), with the per-image spread of deletion and insertion.
+
+    Examples:
+        >>> unit = {"auc": 0.2, "auc_per_image": [0.1, 0.3], "fractions": [0.0, 1.0], "curve": [0.9, 0.1]}
+        >>> res = aggregate({("random", "deletion"): [unit]}, ["random"], ["deletion"], 2, [])
+        >>> res["random"]["deletion"]["auc_mean"], res["random"]["deletion"]["per_seed"]
+        (0.2, [0.2])
+    """
+    results: dict[str, dict[str, Any]] = {m: {} for m in methods}
+    for method in methods:
+        res = results[method]
+        for score in score_list:
+            units = per_seed.get((method, score), [])
+            if not units:
+                continue
+            if score in ("deletion", "insertion"):
+                m, s = mean_std([u["auc"] for u in units])
+                curve = torch.tensor([u["curve"] for u in units]).mean(0).tolist()
+                res[score] = {
+                    "auc_mean": m,
+                    "auc_std": s,
+                    "per_seed": [u["auc"] for u in units],
+                    "fractions": units[0]["fractions"],
+                    "curve": curve,
+                    **image_spread(per_image_mean(units, n_images)),
+                }
+            elif score == "road":
+                entry: dict[str, Any] = {"fractions": list(fractions)}
+                for o in ("morf", "lerf"):
+                    accs = torch.tensor([u[o]["accuracy"] for u in units])
+                    entry[o] = accs.mean(0).tolist()
+                    entry[f"{o}_mean"], entry[f"{o}_std"] = mean_std(accs.mean(1).tolist())
+                entry["gap_mean"], entry["gap_std"] = mean_std([u["road_gap"] for u in units])
+                res[score] = entry
+            elif score == "roar":
+                kk = sorted({u["k"] for u in units})
+                acc_of = {k: [u["accuracy"] for u in units if u["k"] == k] for k in kk}
+                means = [mean_std(acc_of[k])[0] for k in kk]
+                stds = [mean_std(acc_of[k])[1] for k in kk]
+                # area under accuracy(k/100) over the k measured (lower = the map removed more information)
+                xs = [k / 100 for k in kk]
+                auc = (
+                    float(torch.trapezoid(torch.tensor(means), torch.tensor(xs))) / max(xs[-1] - xs[0], 1e-9)
+                    if len(kk) > 1
+                    else means[0]
+                )
+                res[score] = {"k": kk, "accuracy_mean": means, "accuracy_std": stds, "auc": auc}
+    return results
