@@ -34,7 +34,7 @@ def _resolve(dotted: str) -> object:
 
 def test_every_cladec_name_in_the_readme_exists():
     text = README.read_text()
-    dotted = {m for m in re.findall(r"(?<![\w/.-])cladec(?:\.[A-Za-z_]\w*)+", text)}
+    dotted = set(re.findall(r"(?<![\w/.-])cladec(?:\.[A-Za-z_]\w*)+", text))
     for mod, names in re.findall(r"from (cladec[\w.]*) import ([\w, ]+)", text):
         dotted |= {f"{mod}.{n.strip()}" for n in names.split(",") if n.strip()}
     # file names that look like dotted names (cladec.json) are not Python names
