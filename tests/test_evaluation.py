@@ -380,7 +380,7 @@ def test_a_users_model_gets_a_freshly_initialised_evaluation_classifier(eval_set
     parameter and the attention's in_proj_weight/in_proj_bias kept the trained classifier's values."""
     import sys
 
-    import cladec.models.training as C
+    import cladec.evaluation.evaluate as C
     from cladec._io import save_tensors
     from cladec.models.training import train_classifier
     from cladec.runs import fit_run

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ._errors import SaveFormatError
+from ._schema import validate
 
 
 @contextlib.contextmanager
@@ -171,8 +172,6 @@ def read_json(path: str | os.PathLike, what: str = "file", schema: Any = None, h
     if not isinstance(obj, dict):
         raise SaveFormatError(f"{path} is not a {what}: expected a JSON object")
     if schema is not None:
-        from ._schema import validate
-
         validate(obj, schema, path, hint)
     return obj
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from ._errors import ConfigError, DataError
-from ._tensors import image_tensor, label_tensor
+from ._io import atomic_path
+from ._tensors import image_tensor, label_tensor, model_device
 
 __all__ = ["Explanation", "explain"]
 
@@ -91,8 +92,6 @@ class Explanation:
         """
         from matplotlib.figure import Figure  # no pyplot: the user's backend and open figures stay as they are
 
-        from ._io import atomic_path
-
         path = Path(path)
         fmt = path.suffix.lower().lstrip(".")
         if fmt not in Figure().canvas.get_supported_filetypes():
@@ -152,7 +151,6 @@ class Explanation:
 
 def _predict(model, x: torch.Tensor, normalize, batch_size: int, with_outputs: bool = False):
     """The classifier's predicted classes for ``x``; with ``with_outputs``, also its number of outputs."""
-    from ._tensors import model_device
 
     dev = model_device(model)
     was = model.training

@@ -10,8 +10,10 @@ from torch import nn
 
 from ._errors import ConfigError, SaveFormatError
 from ._io import check_inside, file_sha256, load_tensors, read_json
-from ._limits import tensor_bytes
+from ._limits import check_fits, tensor_bytes, weight_bytes_on_meta
 from ._schema import EXPLAINER, validate
+from .explainers.cladec import ClaDec
+from .explainers.refae import RefAE
 
 __all__ = ["load"]
 
@@ -44,8 +46,6 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
         >>> torch.equal(exp.reconstruct(x), explainer.reconstruct(x))
         True
     """
-    from .explainers.cladec import ClaDec
-    from .explainers.refae import RefAE
 
     path = Path(path)
     cfg_path = path / "cladec.json"
@@ -119,8 +119,6 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
             f"produces {tuple(raw.shape[1:])}; load it with the model it was made for"
         )
     if decoder is None:  # a decoder of an absurd base_width would ask the allocator for terabytes
-        from ._limits import weight_bytes_on_meta
-
         assert act_shape is not None  # the layer's output shape is the recorded one (checked above)
         nbytes = weight_bytes_on_meta(lambda: exp._new_decoder(act_shape, image_shape))
         if nbytes is not None:
@@ -162,7 +160,6 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
 
 
 def _check_affordable(nbytes: float, what: str, of: str) -> None:
-    from ._limits import check_fits
 
     try:
         check_fits(nbytes, f"{what} ({of})", hint="the file is damaged or was edited by hand; save it again")

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import DataError, MissingDataError
+from .load import load_dataset
+from .names import ALIASES
 
 __all__ = ["recorded_dataset_name", "data_root_for", "load_recorded_dataset"]
 
@@ -89,7 +91,6 @@ def load_recorded_dataset(name: str, given_root: Any, recorded_root: Any, **kwar
         >>> test.name, len(test)
         ('fashion-mnist-mini', 10)
     """
-    from .load import load_dataset
 
     root = data_root_for(given_root, recorded_root)
     if root is None or given_root is not None:
@@ -107,7 +108,6 @@ def load_recorded_dataset(name: str, given_root: Any, recorded_root: Any, **kwar
 
 def same_dataset(a: Any, b: Any) -> bool:
     """Whether two data set names mean the same data set (aliases such as 'fmnist' normalised)."""
-    from .names import ALIASES
 
     if not isinstance(a, str) or not isinstance(b, str):
         return False

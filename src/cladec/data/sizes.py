@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._limits import check_fits, tensor_bytes
+from .names import ALIASES
 
 __all__ = ["dataset_bytes", "check_dataset_fits"]
 
@@ -43,7 +44,6 @@ def dataset_bytes(name: Any, split: str, size: Any, limit: Any = None) -> float 
     hw = _height_width(size)
     if hw is None:
         return None
-    from .names import ALIASES
 
     key = ALIASES.get(name.strip().lower()) if isinstance(name, str) else None
     channels, n = 1, None

@@ -33,6 +33,16 @@ from typing import Any
 import torch
 
 from .._errors import ConfigError, DataError
+from .._io import check_replaceable
+from .._tensors import device as checked_device
+from .._version import __version__
+from ..data.load import load_dataset
+from ..data.sizes import check_dataset_fits
+from ..models import create_model, list_models
+from ..models.predict import predict
+from ..models.reinit import reinitialise
+from ..models.training import train_classifier
+from ..runs import Run, load_run
 from . import metrics as M
 from .outputs import PER_CLASS_COLUMNS, write_outputs
 
@@ -49,8 +59,6 @@ def _log(verbose: bool, msg: str) -> None:
 
 
 def _load(run_or_path: Any, device: str | None):
-    from .._tensors import device as checked_device
-    from ..runs import Run, load_run
 
     if isinstance(run_or_path, Run):
         if device is not None:  # a loaded run is used where it is: a device it is not on would be ignored
@@ -81,8 +89,6 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 
 def _load_split(run, split: str, *, dataset: str | None, limit: int | None, data_root: str | None):
     """Load a split with the run's resizing, checking the image shape against the run."""
-    from ..data.load import load_dataset
-    from ..data.sizes import check_dataset_fits
 
     ds_cfg = run.config.get("dataset", {})
     check_dataset_fits(
@@ -114,7 +120,6 @@ def _load_split(run, split: str, *, dataset: str | None, limit: int | None, data
 
 def _fresh_classifier(run, eval_arch: str | None, eval_arch_kwargs: dict | None, image_shape, num_classes: int):
     """A freshly initialised classifier for the evaluation classifier (see :func:`evaluate_run`)."""
-    from ..models import create_model
 
     info = run.classifier_info or {}
     if eval_arch is not None:
@@ -122,12 +127,9 @@ def _fresh_classifier(run, eval_arch: str | None, eval_arch_kwargs: dict | None,
         return create_model(eval_arch, in_channels=int(image_shape[0]), num_classes=num_classes, **kw), eval_arch
     arch, kwargs = info.get("arch"), info.get("arch_kwargs")
     if isinstance(arch, str) and isinstance(kwargs, dict):
-        from ..models import list_models
-
         if arch.lower() in list_models():
             return create_model(arch, **kwargs), arch
     # a user's own model: copy the architecture and re-initialise every parameter
-    from ..models.reinit import reinitialise
 
     model = reinitialise(copy.deepcopy(run.classifier), seed=None)
     return model, str(arch or type(run.classifier).__name__)
@@ -211,9 +213,6 @@ def evaluate_run(
         >>> 0 <= res["sets"]["cladec"]["eval_accuracy"] <= 1
         True
     """
-    from .._io import check_replaceable
-    from ..models.predict import predict
-    from ..models.training import train_classifier
 
     t_start = time.perf_counter()
     if split not in ("train", "test"):
@@ -390,7 +389,6 @@ def evaluate_run(
         for k in ("mse", "psnr", "ssim", "accuracy", "agreement", "eval_accuracy", "eval_accuracy_on_original"):
             summary[f"{k}_{s}"] = result_sets[s][k]
     timings["total_s"] = round(time.perf_counter() - t_start, 2)
-    from .._version import __version__
 
     out_path = Path(out) if out is not None else Path(run.path) / "eval"
     result = {

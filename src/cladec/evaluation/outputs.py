@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._io import atomic_dir, write_json
+
 __all__ = ["METRIC_COLUMNS"]
 
 #: Columns of ``metrics.csv`` (after ``image_set`` and ``n``).
@@ -120,7 +122,6 @@ def _plots(result: dict, tmp: Path) -> list[str]:
 
 
 def write_outputs(result: dict, out: Path) -> None:
-    from .._io import atomic_dir, write_json
 
     rows = []
     for s, m in result["sets"].items():

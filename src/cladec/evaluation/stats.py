@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .._errors import ConfigError
+from .._errors import ConfigError, DataError
 
 __all__ = ["paired_comparison"]
 
@@ -98,8 +98,6 @@ def paired_comparison(
 
     import numpy as np
     from scipy import stats
-
-    from .._errors import DataError
 
     a = np.asarray(reference, dtype=float)
     b = np.asarray(other, dtype=float)

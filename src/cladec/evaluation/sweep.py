@@ -33,8 +33,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._checks import seed as check_seed
 from .._errors import ConfigError
+from .._io import file_sha256, write_json
+from .._tensors import device as checked_device
+from .._version import __version__
+from ..capture import resolve_layer_or_role
+from ..data.sizes import check_dataset_fits
 from ..defaults import DEFAULT_ALPHAS
+from ..models.checkpoint import load_classifier
+from ..persistence import load
+from ..runs import fit_run
+from .evaluate import evaluate_run
 from .sweep_summary import SWEEP_FORMAT, read_state, summarize_sweep
 
 __all__ = ["run_sweep", "cell_name"]
@@ -99,9 +109,8 @@ def _check_list(name: str, vals: Sequence[Any], conv) -> list:
 
 
 def _seed(s: Any) -> int:
-    from .._checks import seed
 
-    return seed(s, "seeds")  # type: ignore[return-value]  # not optional: an int
+    return check_seed(s, "seeds")  # type: ignore[return-value]  # not optional: an int
 
 
 def _layer(s: Any) -> str:
@@ -113,7 +122,6 @@ def _layer(s: Any) -> str:
 def _resolve_layers(model: Any, layers: list[str]) -> list[str]:
     """The layers' module names in ``model``; an architecture's default-layer roles (``"last"``, ``"middle"``)
     stand for the layers they name, as in ``cladec fit --layer``. Unknown names raise a ConfigError."""
-    from ..capture import resolve_layer_or_role
 
     out: list[str] = []
     for layer in layers:
@@ -209,12 +217,6 @@ def run_sweep(
         >>> sorted(p.name for p in Path("sweep").iterdir())
         ['cells', 'summary.csv', 'summary.json', 'sweep.json', 'tradeoff.png']
     """
-    from .._io import file_sha256, write_json
-    from .._tensors import device as checked_device
-    from ..models.checkpoint import load_classifier
-    from ..persistence import load
-    from ..runs import fit_run
-    from .evaluate import evaluate_run
 
     out = Path(out)
     layers_l = _check_list("layers", layers, _layer)
@@ -246,7 +248,6 @@ def run_sweep(
         shape = (info.get("dataset") or {}).get("image_shape")
         if isinstance(shape, list) and len(shape) == 3 and shape[1] == shape[2]:
             size = int(shape[1])
-    from ..data.sizes import check_dataset_fits
 
     # before anything is written: every cell holds its training and test images at this size
     check_dataset_fits(dataset, [("train", limit), ("test", test_limit)], size, what=f"size {size}")
@@ -276,8 +277,6 @@ def run_sweep(
             )
         state["config"]["data_root"] = config["data_root"]
     else:
-        from .._version import __version__
-
         state = {
             "format": SWEEP_FORMAT,
             "format_version": 1,

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import SaveFormatError
+from .._io import atomic_path, read_json, write_json
+from .outputs import csv_text
 from .stats import mean_std
 
 __all__ = ["summarize_sweep", "SWEEP_FORMAT"]
@@ -19,7 +21,6 @@ SUMMARY_METRICS = ("mse", "psnr", "ssim", "accuracy", "agreement", "eval_accurac
 
 
 def read_state(path: Path) -> dict | None:
-    from .._io import read_json
 
     f = path / "sweep.json"
     if not f.exists():
@@ -103,8 +104,6 @@ def summarize_sweep(path: str | os.PathLike, *, write: bool = True) -> dict:
 
 
 def _write_summary(path: Path, summary: dict) -> None:
-    from .._io import atomic_path, write_json
-    from .outputs import csv_text
 
     write_json(path / "summary.json", summary)
     header = ["layer", "method", "alpha", "n_seeds"]
@@ -121,8 +120,6 @@ def _tradeoff_plot(file: Path, summary: dict) -> None:
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-
-    from .._io import atomic_path
 
     rows = summary["rows"]
     layers = list(dict.fromkeys(r["layer"] for r in rows))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._registry import create_model
+
 
 def weight_marks(module: nn.Module, buffers: bool = False) -> tuple:
     """Identity, version and storage of every parameter (and buffer) of ``module``: an in-place change alters
@@ -127,8 +129,6 @@ def redraw(module: nn.Module, seed: int | None = None) -> nn.Module:
     """
     arch, kwargs = getattr(module, "arch", None), getattr(module, "arch_kwargs", None)
     if isinstance(arch, str) and isinstance(kwargs, dict):
-        from ._registry import create_model
-
         try:
             if seed is not None:
                 torch.manual_seed(seed)

@@ -23,6 +23,7 @@ import math
 import torch
 from torch import nn
 
+from .._errors import ConfigError
 from ._registry import register_model
 
 __all__ = ["ConvBlock", "VGGPaper", "vgg_paper"]
@@ -148,14 +149,12 @@ def vgg_paper(in_channels: int = 1, num_classes: int = 10, width: float = 1.0, d
 
 
 def check_width(width: float) -> None:
-    from .._errors import ConfigError
 
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width < math.inf:
         raise ConfigError(f"width must be a positive finite number (1.0 = the paper's net), got {width!r}")
 
 
 def check_dropout(p: float) -> None:
-    from .._errors import ConfigError
 
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p < 1:
         raise ConfigError(f"dropout must be a probability in [0, 1), got {p!r}")

@@ -11,6 +11,11 @@ import torch
 
 from .._errors import CladecError, DataError
 from .._sampling import balanced_indices
+from ..data.recorded import same_dataset
+from ..explanation import explain
+from ..models.spec import classifier_classes
+from ..persistence import load
+from ..runs import load_run
 from ._images import colormap_lut, diff_map, diff_scale, write_colorbar, write_png
 from ._sources import RunRef
 
@@ -52,7 +57,6 @@ def _dataset_key(cfg: dict[str, Any]) -> tuple[str, list[str] | None]:
 
 def _dataset_mismatch(base: dict[str, Any], cfg: dict[str, Any]) -> str | None:
     """Why a run's data set is not the gallery's (None when it is the same)."""
-    from ..data.recorded import same_dataset
 
     name0, classes0 = _dataset_key(base)
     name, classes = _dataset_key(cfg)
@@ -116,10 +120,6 @@ def build_gallery(
         >>> len(g["images"]), [layer["name"] for layer in g["layers"]], Path("site/img").is_dir()
         (8, ['conv2'], True)
     """
-    from ..explanation import explain
-    from ..models.spec import classifier_classes
-    from ..persistence import load
-    from ..runs import load_run
 
     if not runs:
         return None

@@ -16,6 +16,7 @@ from typing import Any
 
 from .._errors import ConfigError
 from .._io import atomic_dir, pid_running
+from .._tensors import device as checked
 
 MARKER = ".cladec-site"
 #: The kinds of page (recorded in the marker file); a page of one kind never replaces one of another.
@@ -168,7 +169,6 @@ def check_device(device: str | None) -> str:
         >>> check_device(None)
         'cpu'
     """
-    from .._tensors import device as checked
 
     return str(checked(device, "--device", default="cpu"))
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import DataError, SaveFormatError
+from .._io import write_json
 from .study import ANSWER_COLUMNS, ANSWERS_FORMAT, CONCEPTS, OPTIONAL_COLUMNS
 
 __all__ = ["read_answers", "summarize_answers", "format_summary"]
@@ -262,7 +263,6 @@ def summarize_answers(paths: Iterable[str | os.PathLike], out: str | os.PathLike
         >>> s["answers"], s["participants"], s["concepts"]["shape"]
         (2, 1, {'uses': 2, 'ignores': 0, 'uses_share': 1.0, 'ignores_share': 0.0})
     """
-    from .._io import write_json
 
     plist = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     files = _expand(plist)

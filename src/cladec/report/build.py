@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
+from .._version import __version__
+from ._gallery import build_gallery
 from ._site import check_device, copy_static, environment, script_json, site_dir
 from ._sources import RunRef, Source, detect_source
 from ._tables import eval_section, fmt_value, read_json_obj, saliency_section, sweep_section
@@ -221,8 +223,6 @@ def build_report(
         >>> build_report(run_dir, "site/", n_images=8)  # run_dir: a run directory (cladec fit)
         PosixPath('site/index.html')
     """
-    from .._version import __version__
-    from ._gallery import build_gallery
 
     if isinstance(n_images, bool) or not isinstance(n_images, int) or not 1 <= n_images <= 1000:
         raise ConfigError(f"n_images must be an integer from 1 to 1000, got {n_images!r}")

@@ -30,6 +30,12 @@ from pathlib import Path
 
 from .._errors import ConfigError, DataError, SaveFormatError
 from .._sampling import balanced_indices
+from .._version import __version__
+from ..explanation import explain
+from ..runs import load_run
+from ._images import write_png
+from ._site import check_device, copy_static, environment, script_json, site_dir
+from ._sources import read_run_config
 
 __all__ = ["ANSWER_COLUMNS", "CONCEPTS", "ORDERS", "build_study", "participant_order"]
 
@@ -191,12 +197,6 @@ def build_study(
         >>> sorted(p.name for p in Path("study").iterdir())
         ['.cladec-site', 'img', 'index.html', 'static']
     """
-    from .._version import __version__
-    from ..explanation import explain
-    from ..runs import load_run
-    from ._images import write_png
-    from ._site import check_device, copy_static, environment, script_json, site_dir
-    from ._sources import read_run_config
 
     if isinstance(items, bool) or not isinstance(items, int) or not 1 <= items <= 200:
         raise ConfigError(f"items must be an integer from 1 to 200, got {items!r}")

@@ -38,18 +38,29 @@ from typing import Any
 
 import torch
 
-from .._errors import ConfigError
+from .._errors import ConfigError, SaveFormatError
+from .._io import file_sha256, load_tensors, read_json, save_tensors, write_json
+from .._version import __version__
+from ..data.load import load_dataset
+from ..data.sizes import check_dataset_fits
 from ..defaults import DEFAULT_METHODS
-from .methods import stored_name
+from ..models import create_model
+from ..models.predict import predict
+from ..runs import Run, load_run
+from .baselines import gradcam_layer, saliency_maps
+from .methods import DEFAULT_VARIANT, canonical_method, stored_name
 from .plots import plot_curves, plot_maps
+from .relevance import reconstruct_pair
 from .results import aggregate, paired_section, write_csv
+from .road import DEFAULT_ROAD_FRACTIONS, road
+from .roar import check_roar_k, roar_accuracy
+from .scores import check_scores, deletion, insertion
+from .units import UnitStore
 
 __all__ = ["compare_saliency"]
 
 
 def _load_maps(path: Path) -> torch.Tensor | None:
-    from .._errors import SaveFormatError
-    from .._io import load_tensors
 
     if not path.is_file():
         return None
@@ -123,16 +134,6 @@ def compare_saliency(
         >>> sorted(p.name for p in Path("cmp").iterdir())
         ['curves.png', 'maps', 'maps.png', 'results.csv', 'results.json', 'settings.json', 'units']
     """
-    from .._io import file_sha256, save_tensors, write_json
-    from ..data.load import load_dataset
-    from ..runs import Run, load_run
-    from .baselines import gradcam_layer, saliency_maps
-    from .methods import DEFAULT_VARIANT, canonical_method
-    from .relevance import reconstruct_pair
-    from .road import DEFAULT_ROAD_FRACTIONS, road
-    from .roar import check_roar_k
-    from .scores import check_scores, deletion, insertion
-    from .units import UnitStore
 
     # ---- validate everything before any work ------------------------------------------------
     if isinstance(methods, str):
@@ -166,7 +167,6 @@ def compare_saliency(
     ds_name = dataset or ds_cfg["name"]
     root = data_root if data_root is not None else ds_cfg.get("root")
     size = ds_cfg.get("size")
-    from ..data.sizes import check_dataset_fits
 
     check_dataset_fits(
         ds_name,
@@ -191,7 +191,6 @@ def compare_saliency(
             limit=roar_train_limit if "roar" in score_list else min(roar_train_limit or 5000, 5000),
         )
     reference = train.tensors()[0].mean(0) if train is not None else None
-    from ..models.predict import predict
 
     target = predict(model, x, input_norm=norm)
     # Grad-CAM: at the explained layer when its output is a spatial map larger than 1×1, else (e.g. 512×1×1) at
@@ -333,7 +332,6 @@ def compare_saliency(
                     f"[compare-saliency] {score}: no paired comparison for {', '.join(old)}: {rows[old[0]]['missing']}",
                     flush=True,
                 )
-    from .._version import __version__
 
     result = {
         "format": "cladec-saliency",
@@ -392,7 +390,6 @@ def compare_saliency(
 
 def _check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Record ``settings`` in ``out/settings.json``; refuse an ``out`` whose stored results used other ones."""
-    from .._io import read_json, write_json
 
     path = out / "settings.json"
     if path.is_file():
@@ -426,9 +423,6 @@ def _roar_epochs(run: Any, roar_epochs: int | None) -> int:
 def _roar_units(
     run, model, train, test, methods, ks, seed, roar_epochs, norm, store, maps_for, per_seed, device, verbose
 ) -> None:
-    from ..models import create_model
-    from ..models.predict import predict
-    from .roar import roar_accuracy
 
     info = run.classifier_info or {}
     arch, kw = info.get("arch"), info.get("arch_kwargs")

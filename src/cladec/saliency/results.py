@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .._io import write_bytes
 from ..evaluation.stats import holm, image_spread, mean_std, paired_comparison, per_image_mean
 from .methods import stored_name
 
@@ -130,8 +131,6 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
 def write_csv(path: Path, result: dict) -> None:
     import csv
     import io
-
-    from .._io import write_bytes
 
     cols = _csv_columns(result)
     image_scores = _paired_scores(result)

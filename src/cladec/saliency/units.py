@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._io import write_json
+
 __all__ = ["UnitStore"]
 
 
@@ -100,7 +102,6 @@ class UnitStore:
             >>> store.get(("a", "deletion", 0, 0)), store.path(("a", "deletion", 0, 0)).is_file()
             ({'auc': 0.2}, True)
         """
-        from .._io import write_json
 
         write_json(self.path(key), {"key": list(key), "result": result})
 
