@@ -321,3 +321,13 @@ def atomic_dir(path: str | os.PathLike, marker: str | None = None, what: str = "
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_json_obj(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``, or None when the file cannot be read, is not JSON or not an object (for
+    readers that skip what they cannot use, such as the report; :func:`read_json` refuses instead)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return obj if isinstance(obj, dict) else None

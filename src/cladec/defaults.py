@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEMO_SETTINGS", "DEFAULT_METHODS", "DEFAULT_ALPHAS"]
+__all__ = ["DEMO_SETTINGS", "BASELINE_METHODS", "DEFAULT_METHODS", "DEFAULT_ALPHAS"]
 
 #: Default settings, full and ``quick``. Sized by measurement on 2 CPU cores (see the README).
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {
@@ -12,8 +12,8 @@ DEMO_SETTINGS: dict[str, dict[str, Any]] = {
     "quick": {"limit": 3000, "test_limit": 500, "epochs": 3, "decoder_epochs": 3, "width": 0.25, "batch_size": 64},
 }
 
-DEFAULT_METHODS = (
-    "cladec",
+#: The baseline saliency methods (captum's gradient methods, Grad-CAM, occlusion, and two references).
+BASELINE_METHODS = (
     "saliency",
     "input-x-gradient",
     "integrated-gradients",
@@ -24,5 +24,8 @@ DEFAULT_METHODS = (
     "random",
     "sobel",
 )
+
+#: What ``cladec compare-saliency`` compares by default: ClaDec's relevance map against every baseline.
+DEFAULT_METHODS = ("cladec", *BASELINE_METHODS)
 
 DEFAULT_ALPHAS = (0.0, 0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 1.0)

@@ -1,25 +1,5 @@
-"""Evaluate a run directory: how well ClaDec and its RefAE reconstruct, and what the classifier sees.
-
-:func:`evaluate_run` computes, on one split of the run's data set (the test split by default):
-
-* reconstruction errors of ClaDec and RefAE: MSE, PSNR, SSIM (:mod:`cladec.evaluation.metrics`);
-* the explained classifier's accuracy on the originals and on each set of reconstructions, and its
-  *agreement* (same predicted class) on reconstructions with its own predictions on the originals;
-* the **evaluation classifier** (the paper's check that reconstructions keep class information): for each
-  image set (originals, ClaDec, RefAE reconstructions) a fresh classifier of the same architecture is
-  trained on that set made from the *training* split and tested on the same set made from the evaluation
-  split (and, for reference, on the original images of the evaluation split);
-* a per-class breakdown of all of the above.
-
-Output directory (``out``, default ``<run>/eval``; written atomically, replaced as a whole)::
-
-    eval/
-      metrics.json        {"format": "cladec-eval", "sets": {"original"|"cladec"|"refae": {...}},
-                           "eval_classifier": {...} | null, "per_class": {...}, "summary": {...}, ...}
-      metrics.csv         one row per image set (original, cladec, refae), one column per metric
-      per_class.csv       one row per (image set, class)
-      per_class_accuracy.png, errors.png
-"""
+"""Evaluating one run directory: :func:`evaluate_run` (what it computes and writes is described in
+:mod:`cladec.evaluation`)."""
 
 from __future__ import annotations
 

@@ -14,13 +14,13 @@ directories inside the source are found by a shallow search.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._errors import SaveFormatError
+from .._io import read_json_obj
 
 EXPECTED = (
     "expected one of: a run directory (run.json, made by `cladec fit`), an evaluation directory "
@@ -73,17 +73,8 @@ class Source:
     summary_text: str | None = None
 
 
-def _read_obj(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path``, or None when the file is not valid JSON / not an object."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return obj if isinstance(obj, dict) else None
-
-
 def _require(path: Path, fmt: str, what: str) -> dict[str, Any]:
-    obj = _read_obj(path)
+    obj = read_json_obj(path)
     if obj is None:
         raise SaveFormatError(
             f"{path} is not a valid JSON object, so {path.parent} is not a readable {what}; {EXPECTED}"
@@ -111,7 +102,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
 
 
 def _is_fmt(path: Path, fmt: str) -> bool:
-    obj = _read_obj(path) if path.is_file() else None
+    obj = read_json_obj(path) if path.is_file() else None
     return obj is not None and obj.get("format") == fmt
 
 
@@ -173,12 +164,12 @@ def _run_shared_refae(run_dir: Path, evals: list[Path]) -> Path | None:
     if (run_dir / "refae").is_dir():
         return None
     for e in evals:
-        m = _read_obj(e / "metrics.json") or {}
+        m = read_json_obj(e / "metrics.json") or {}
         found = _shared_refae(run_dir, m.get("refae_source"), [run_dir.parent.parent, run_dir.parent, Path.cwd()])
         if found is not None:
             return found
     sweep_dir = run_dir.parent.parent
-    sweep = _read_obj(sweep_dir / "sweep.json") if (sweep_dir / "sweep.json").is_file() else None
+    sweep = read_json_obj(sweep_dir / "sweep.json") if (sweep_dir / "sweep.json").is_file() else None
     if sweep is None or sweep.get("format") != "cladec-sweep" or not isinstance(sweep.get("cells"), list):
         return None
     for c in sweep["cells"]:

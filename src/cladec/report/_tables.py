@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from .._io import read_json_obj
 
 MAX_ROWS = 400
 
@@ -142,15 +143,6 @@ def _caption(stem: str) -> str:
         "maps": "Relevance maps per method",
     }
     return known.get(stem, stem.replace("_", " ").replace("-", " "))
-
-
-def read_json_obj(path: Path) -> dict[str, Any] | None:
-    """A JSON object from ``path`` or None."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def eval_section(eval_dir: Path, site: Path, key: str, title: str) -> dict[str, Any]:

@@ -1,15 +1,5 @@
-"""Static HTML report of ClaDec explanations (``cladec report``).
-
-:func:`build_report` turns a run, evaluation, sweep or demo directory into a self-contained static site
-(``index.html`` with ``img/``, ``assets/`` and ``static/`` beside it; no network, opens from ``file://``):
-
-* a header with the configuration of the run(s): model, layer, neurons, α, data set, epochs, seed, version;
-* a gallery of test images, each as original | RefAE | ClaDec plus difference maps ``|x − x̂|``, with the
-  classifier's prediction on each, filterable by class and by correct/incorrect prediction and sortable by
-  reconstruction error; for several α (sweeps) a slider moves through α for the same images, and several
-  layers (sweeps, demos) are shown side by side;
-* the tables and figures of the evaluation, the sweep and, when present, the saliency comparison.
-"""
+"""Building the static report of a run, evaluation, sweep or demo directory: :func:`build_report` (what the site
+shows is described in :mod:`cladec.report`)."""
 
 from __future__ import annotations
 

@@ -5,24 +5,13 @@ from __future__ import annotations
 import difflib
 
 from .._errors import ConfigError
+from ..defaults import BASELINE_METHODS
 
 __all__ = ["VARIANTS", "DEFAULT_VARIANT", "available_methods", "canonical_method"]
 
 VARIANTS = ("kept", "evidence", "swap", "roundtrip")
 
 DEFAULT_VARIANT = "roundtrip"
-
-_BASELINES = (
-    "saliency",
-    "input-x-gradient",
-    "integrated-gradients",
-    "guided-backprop",
-    "gradcam",
-    "guided-gradcam",
-    "occlusion",
-    "random",
-    "sobel",
-)
 
 _ALIASES = {
     "gradient": "saliency",
@@ -62,7 +51,7 @@ def available_methods() -> list[str]:
         >>> "gradcam" in available_methods() and "cladec" in available_methods()
         True
     """
-    return list(_BASELINES) + _cladec_names()
+    return list(BASELINE_METHODS) + _cladec_names()
 
 
 def canonical_method(name: str) -> str:
