@@ -15,7 +15,7 @@ from .._checks import positive_int
 from .._errors import ConfigError, DataError, TrainingError
 from .._tensors import model_device
 from ..data.batches import MAX_MATERIALISE_BYTES, as_batch_source, iter_device_batches, place_on
-from ..normalize import Normalize
+from ..normalize import InputNorm
 from .predict import accuracy_on, check_labels_fit, forward_checked
 
 __all__ = ["train_classifier"]
@@ -165,7 +165,7 @@ def train_classifier(
             "need more than one value per channel), got 1"
         )
     channels = int(train.x.shape[1]) if train.x is not None else None
-    norm = Normalize(input_norm, channels, dev)
+    norm = InputNorm(input_norm, channels, device=dev, dtype=torch.float32)
 
     if seed is not None:
         torch.manual_seed(seed)
