@@ -186,7 +186,7 @@ def test_training_argument_errors(fmnist_small):
 def test_fast_path_options_are_refused_where_the_plain_loop_would_ignore_them(fmnist_small, monkeypatch):
     """amp=True, compile and channels_last=True did nothing with fast=False, a DataLoader or a Dataset too big to
     load (the plain float32 loop): amp=True and amp=False gave identical weights."""
-    import cladec.data.batches as C
+    import cladec.data.adapt as C
 
     train, _ = fmnist_small
     x, y = train.subset(range(64)).tensors()

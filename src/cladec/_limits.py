@@ -155,16 +155,23 @@ def batch_bytes(model: Any, input_shape: Any, batch_size: int) -> float | None:
     return total[0] + tensor_bytes(batch_size, *input_shape)
 
 
+def _meta_build(build: Any) -> tuple[Any, bool]:
+    """``(module, overflowed)``: what ``build()`` makes on PyTorch's ``meta`` device (shapes only, nothing is
+    allocated), or ``(None, True)`` when even the sizes overflow (a RuntimeError saying so), ``(None, False)`` when
+    it cannot be built there for another reason (then building it for real reports the problem)."""
+    try:
+        with torch.device("meta"):
+            return build(), False
+    except RuntimeError as e:
+        return None, "overflow" in str(e).lower()
+    except Exception:  # noqa: BLE001 - not buildable on meta (bad arguments, ...): the real build reports the problem
+        return None, False
+
+
 def build_on_meta(build: Any) -> Any:
     """The model ``build()`` makes, built on PyTorch's ``meta`` device (shapes only, nothing is allocated), or
     None when it cannot be built there (then building it for real reports the problem)."""
-    import torch
-
-    try:
-        with torch.device("meta"):
-            return build()
-    except Exception:  # noqa: BLE001 - not buildable on meta: no estimate, the real build reports the problem
-        return None
+    return _meta_build(build)[0]
 
 
 #: Below this many bytes of input per batch, no estimate of the activations is made: a network would need
@@ -207,13 +214,9 @@ def weight_bytes_on_meta(build: Any) -> float | None:
     """Bytes of the weights and buffers of the module ``build()`` makes, built on the ``meta`` device (nothing is
     allocated); ``inf`` when even their sizes overflow; None when it cannot be built there (building it for real
     then reports why)."""
-    try:
-        with torch.device("meta"):
-            module = build()
-    except RuntimeError as e:
-        return math.inf if "overflow" in str(e).lower() else None
-    except Exception:  # noqa: BLE001 - bad arguments: the real build reports them
-        return None
+    module, overflowed = _meta_build(build)
+    if overflowed:
+        return math.inf
     if not isinstance(module, nn.Module):
         return None
     return sum(float(t.numel()) * t.element_size() for t in module.state_dict().values())

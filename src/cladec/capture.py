@@ -33,7 +33,7 @@ from torch import nn
 
 from ._errors import ConfigError, DataError, out_of_memory_types
 from ._tensors import model_device
-from .normalize import norm_tensors
+from .normalize import InputNorm
 
 __all__ = ["LayerCapture", "list_layers", "resolve_layer", "LayerInfo"]
 
@@ -205,12 +205,11 @@ class LayerCapture:
             raise ConfigError(f"prefix_tokens must be 'drop' or 'channels', got {prefix_tokens!r}")
         self.prefix_tokens = prefix_tokens
         self.num_prefix_tokens = num_prefix_tokens
-        self.input_norm = norm_tensors(input_norm)
+        self.norm = InputNorm(input_norm)  # checked now: a bad input_norm is a ConfigError before any image
         self._raw_neurons = neurons
         self.neurons: list[int] | None = None
         self._neuron_index: torch.Tensor | None = None
         self._index_cache: dict[torch.device, torch.Tensor] = {}
-        self._norm_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self._handle = None
         self._armed = False  # the hook acts only during this capture's own forward passes
         self._out: torch.Tensor | None = None
@@ -267,22 +266,15 @@ class LayerCapture:
         """The device of the model (inputs are moved there)."""
         return model_device(self.model)
 
+    @property
+    def input_norm(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The classifier's ``(mean, std)`` as two 1-D float32 tensors, or None."""
+        return self.norm.tensors
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the classifier's input normalisation (identity when none was given)."""
-        if self.input_norm is None:
-            return x
-        key = (x.device, x.dtype, x.dim())
-        if key not in self._norm_cache:  # device copies made once (none inside a CUDA graph capture)
-            mean, std = self.input_norm
-            if x.dim() >= 2 and mean.numel() not in (1, x.shape[1]):
-                raise DataError(
-                    f"input_norm has {mean.numel()} values per statistic but the images have {x.shape[1]} "
-                    f"channels; give 1 or {x.shape[1]} means and stds"
-                )
-            shape = (1, -1) + (1,) * (x.dim() - 2)
-            self._norm_cache[key] = (mean.to(x.device, x.dtype).view(shape), std.to(x.device, x.dtype).view(shape))
-        mean, std = self._norm_cache[key]
-        return (x - mean) / std
+        """Apply the classifier's input normalisation (:class:`~cladec.normalize.InputNorm`: uint8 scaled to [0, 1],
+        the identity when none was given)."""
+        return self.norm(x)
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """Run the model on ``x`` (images in [0, 1]) until the layer and return its raw output."""

@@ -8,6 +8,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .._checks import positive_int
 from .._errors import ConfigError, DataError
 
 __all__ = ["paired_comparison"]
@@ -110,8 +111,7 @@ def paired_comparison(
         raise DataError("a paired comparison needs finite scores; got NaN or infinite values")
     if not 0 < confidence < 1:
         raise ConfigError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
-        raise ConfigError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    positive_int("n_resamples", n_resamples)
     d = a - b
     mean = float(d.mean())
     with warnings.catch_warnings():

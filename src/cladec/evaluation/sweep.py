@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._checks import positive_int
 from .._checks import seed as check_seed
 from .._errors import ConfigError
 from .._io import file_sha256, write_json
@@ -222,8 +223,7 @@ def run_sweep(
     layers_l = _check_list("layers", layers, _layer)
     alphas_l = _check_list("alphas", alphas, _check_alpha)
     seeds_l = _check_list("seeds", seeds, _seed)
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+    positive_int("epochs", epochs)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise ConfigError(f"lr must be a positive number, got {lr!r}")
     if not eval_classifier and eval_epochs is not None:

@@ -103,9 +103,9 @@ class DecoderExplainer(FitMixin):
         return self.capture.neurons
 
     @property
-    def input_norm(self):
-        n = self.capture.input_norm
-        return None if n is None else (n[0].tolist(), n[1].tolist())
+    def input_norm(self) -> tuple[list[float], list[float]] | None:
+        """The classifier's ``(mean, std)`` as two lists of floats, or None."""
+        return self.capture.norm.pair
 
     @property
     def device(self) -> torch.device:

@@ -476,8 +476,7 @@ def check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, co
     from .. import _checks
 
     _checks.seed(seed, "seed", optional=True)  # torch.manual_seed would fail with an overflow traceback
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"epochs must be a positive integer, got {epochs!r}")
+    _checks.positive_int("epochs", epochs)
     for name, val in (("lr", lr), ("weight_decay", weight_decay)):
         if (
             isinstance(val, bool)
@@ -487,10 +486,8 @@ def check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, co
             or (name == "lr" and val == 0)
         ):
             raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, got {val!r}")
-    if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
-        raise ConfigError(f"log_every must be a positive integer, got {log_every!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _checks.positive_int("log_every", log_every)
+    _checks.positive_int("batch_size", batch_size)
     if lr_decay not in (None, "step"):
         raise ConfigError(f"lr_decay must be None or 'step', got {lr_decay!r}")
     check_compile(compile, fast)  # a bad value is an error before any work

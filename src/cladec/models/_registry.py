@@ -8,6 +8,7 @@ from typing import Any, TypeVar, overload
 
 from torch import nn
 
+from .._checks import positive_int
 from .._errors import ConfigError
 
 __all__ = ["register_model", "create_model", "list_models", "model_kwargs"]
@@ -148,9 +149,8 @@ def create_model(name: str, in_channels: int = 1, num_classes: int = 10, **kwarg
         torch.Size([2, 10])
     """
     key, fn = _lookup(name)
-    for arg, val in (("in_channels", in_channels), ("num_classes", num_classes)):
-        if isinstance(val, bool) or not isinstance(val, int) or val < 1:
-            raise ConfigError(f"{arg} must be a positive integer, got {val!r}")
+    positive_int("in_channels", in_channels)
+    positive_int("num_classes", num_classes)
     accepted = model_kwargs(key)
     takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(fn).parameters.values())
     unknown = [] if takes_any else sorted(set(kwargs) - set(accepted))

@@ -10,9 +10,9 @@ from torch import nn
 from .._checks import positive_int
 from .._errors import ConfigError, DataError, out_of_memory_types
 from .._tensors import image_tensor, model_device
-from ..data.batches import BatchSource, as_batch_source, iter_device_batches
+from ..data.adapt import Prepared, iter_device_batches, prepare
 from ..data.dataset import ImageDataset
-from ..normalize import Normalize
+from ..normalize import InputNorm
 
 __all__ = ["accuracy", "predict"]
 
@@ -47,7 +47,7 @@ def check_labels_fit(y: torch.Tensor, n_out: int, what: str) -> None:
         )
 
 
-def accuracy_on(model: nn.Module, d: BatchSource, batch_size: int, norm: Normalize, dev: torch.device) -> float:
+def accuracy_on(model: nn.Module, d: Prepared, batch_size: int, norm: InputNorm, dev: torch.device) -> float:
     was_training = model.training
     model.eval()
     correct, total = 0, 0
@@ -74,7 +74,8 @@ def accuracy(model: nn.Module, data: Any, *, batch_size: int = 512, input_norm: 
 
     Args:
         model: the classifier (its train/eval mode is restored afterwards).
-        data: an ImageDataset, ``(images, labels)`` tensors, a Dataset of ``(image, label)`` or a DataLoader.
+        data: an ImageDataset, ``(images, labels)`` tensors, a Dataset of ``(image, label)`` (or of
+            ``{"image", "label"}`` dicts), an IterableDataset, a DataLoader or a list of batches.
         batch_size: images per forward pass.
         input_norm: ``(mean, std)`` applied before the model, or ``None``.
 
@@ -93,8 +94,8 @@ def accuracy(model: nn.Module, data: Any, *, batch_size: int = 512, input_norm: 
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     batch_size = positive_int("batch_size", batch_size)
     dev = model_device(model)
-    d = as_batch_source(data, "the data", batch_size)
-    norm = Normalize(input_norm, int(d.x.shape[1]) if d.x is not None else None, dev)
+    d = prepare(data, need_labels=True, batch_size=batch_size, images="raw", what="the data")
+    norm = InputNorm(input_norm, int(d.x.shape[1]) if d.x is not None else None, device=dev, dtype=torch.float32)
     return accuracy_on(model, d, batch_size, norm, dev)
 
 
@@ -128,7 +129,7 @@ def predict(model: nn.Module, x: Any, *, batch_size: int = 512, input_norm: Any 
     if len(x) == 0:
         return torch.zeros(0, dtype=torch.int64)
     dev = model_device(model)
-    norm = Normalize(input_norm, int(x.shape[1]), dev)
+    norm = InputNorm(input_norm, int(x.shape[1]), device=dev, dtype=torch.float32)
     was_training = model.training
     model.eval()
     preds = []

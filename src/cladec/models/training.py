@@ -14,8 +14,9 @@ from torch.utils.data import DataLoader
 from .._checks import positive_int
 from .._errors import ConfigError, DataError, TrainingError
 from .._tensors import model_device
-from ..data.batches import MAX_MATERIALISE_BYTES, as_batch_source, iter_device_batches, place_on
-from ..normalize import Normalize
+from ..data import adapt
+from ..data.adapt import iter_device_batches, place, prepare
+from ..normalize import InputNorm
 from .predict import accuracy_on, check_labels_fit, forward_checked
 
 __all__ = ["train_classifier"]
@@ -51,7 +52,8 @@ def train_classifier(
     Args:
         model: the classifier (e.g. from :func:`cladec.models.create_model`); trained in place.
         data: training data: an ImageDataset, ``(images, labels)`` tensors (images in ``[0, 1]`` or
-            ``uint8``), a Dataset of ``(image, label)`` or a DataLoader.
+            ``uint8``), a Dataset of ``(image, label)`` (or of ``{"image", "label"}`` dicts), an IterableDataset,
+            a DataLoader or a list of batches (:func:`cladec.data.adapt.prepare`).
         epochs: number of epochs (>= 1).
         test_data: optional data (same kinds) evaluated after every epoch.
         batch_size: minibatch size.
@@ -137,19 +139,23 @@ def train_classifier(
 
     dev = torch.device(device) if device is not None else model_device(model)
     model.to(dev)
-    train = place_on(as_batch_source(data, "the training data", batch_size), dev)
+    train = place(prepare(data, need_labels=True, batch_size=batch_size, images="raw", what="the training data"), dev)
     if fast_only and train.x is None:
         what = (
             "a DataLoader is streamed"
             if isinstance(data, DataLoader)
-            else f"a Dataset over {MAX_MATERIALISE_BYTES // 2**30} GiB as float32 is streamed"
+            else f"a Dataset over {adapt.MAX_MATERIALISE_BYTES // 2**30} GiB as float32 is streamed"
         )
         _refuse_fast_only(
             fast_only,
             f"{what} by the plain loop",
             "pass the data in memory (an ImageDataset or (images, labels) tensors)",
         )
-    test = place_on(as_batch_source(test_data, "the test data", batch_size), dev) if test_data is not None else None
+    test = None
+    if test_data is not None:
+        test = place(
+            prepare(test_data, need_labels=True, batch_size=batch_size, images="raw", what="the test data"), dev
+        )
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if has_bn and train.x is not None and len(train.x) < 2:
         raise DataError(
@@ -165,7 +171,7 @@ def train_classifier(
             "need more than one value per channel), got 1"
         )
     channels = int(train.x.shape[1]) if train.x is not None else None
-    norm = Normalize(input_norm, channels, dev)
+    norm = InputNorm(input_norm, channels, device=dev, dtype=torch.float32)
 
     if seed is not None:
         torch.manual_seed(seed)
@@ -192,7 +198,7 @@ def train_classifier(
     gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     period = epochs // 3 + epochs // 10 + 2
-    steps = math.ceil(len(train) / batch_size) if train.x is not None else None
+    steps = math.ceil(len(train.x) / batch_size) if train.x is not None else None
 
     from tqdm.auto import tqdm
 
@@ -288,7 +294,7 @@ def _train_in_memory(
     from ..training.engine import Engine, EngineConfig
     from ..training.options import make_optimizer
 
-    first = slice(0, min(batch_size, len(train)))
+    first = slice(0, min(batch_size, len(train.x)))
     was = model.training
     model.eval()
     with torch.no_grad():  # readable errors for shape mistakes, before anything is trained

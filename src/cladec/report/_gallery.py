@@ -22,7 +22,7 @@ from ._sources import RunRef
 
 def pick_images(labels: torch.Tensor, n: int) -> list[int]:
     """Class-balanced, deterministic choice of ``n`` indices: round-robin over classes in data order."""
-    return sorted(balanced_indices(labels.tolist(), n))
+    return balanced_indices(labels, n, order="index")
 
 
 def _fmt_alpha(a: float) -> str:

@@ -83,10 +83,7 @@ def _subject(dataset: str) -> str:
 
 def _pick_items(labels: Sequence[int], n: int, seed: int) -> list[int]:
     """``n`` indices, class-balanced, chosen and ordered at random with ``seed`` (the order of ``order="fixed"``)."""
-    rng = random.Random(seed)
-    out = balanced_indices(labels, n, rng)
-    rng.shuffle(out)
-    return out
+    return balanced_indices(labels, n, random.Random(seed), order="random")
 
 
 _U32 = 0xFFFFFFFF

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from .._checks import positive_int
 from .._errors import ConfigError, SaveFormatError
 from .._io import file_sha256, load_tensors, read_json, save_tensors, write_json
 from .._version import __version__
@@ -412,9 +413,7 @@ def _check_settings(out: Path, settings: dict[str, Any]) -> None:
 
 def _roar_epochs(run: Any, roar_epochs: int | None) -> int:
     if roar_epochs is not None:
-        if isinstance(roar_epochs, bool) or not isinstance(roar_epochs, int) or roar_epochs < 1:
-            raise ConfigError(f"roar_epochs must be a positive integer, got {roar_epochs!r}")
-        return roar_epochs
+        return positive_int("roar_epochs", roar_epochs)
     hist = (run.classifier_info or {}).get("history") or {}
     e = hist.get("epoch") if isinstance(hist, dict) else None
     return len(e) if e else 5
