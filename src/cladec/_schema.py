@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import SaveFormatError
+from .normalize import check_input_norm
 
 __all__ = ["validate", "RUN", "CLASSIFIER_ENTRY", "EXPLAINER", "CLASSIFIER"]
 
@@ -162,7 +163,6 @@ CLASSES = Null(List(STRING, desc="a list of class names (strings)"))
 
 
 def _input_norm_ok(v: Any) -> bool:
-    from .normalize import check_input_norm
 
     check_input_norm(v)
     return True

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from .._errors import ConfigError, DataError, caller_level
+from .._io import atomic_dir, file_sha256, save_tensors, write_json
 from .._tensors import image_tensor, model_device
+from .._version import __version__
 from ..capture import LayerCapture
 from ..decoder import Decoder, build_decoder
 from ..models.reinit import weight_marks
@@ -283,7 +285,6 @@ class DecoderExplainer(FitMixin):
 
     def config(self) -> dict[str, Any]:
         """The JSON-serialisable configuration written by :meth:`save`."""
-        from .._version import __version__
 
         self._require_built()
         return {
@@ -324,7 +325,6 @@ class DecoderExplainer(FitMixin):
             >>> sorted(p.name for p in Path("conv4-cladec").iterdir())
             ['cladec.json', 'weights.safetensors']
         """
-        from .._io import atomic_dir, file_sha256, save_tensors, write_json
 
         cfg = self.config()
         tensors = self.state_tensors()

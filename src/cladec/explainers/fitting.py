@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
+from .. import _checks
 from .._errors import ConfigError, DataError, caller_level
 from ..capture import LayerCapture
 from ..data.adapt import Prepared, iterate_batches, prepare
@@ -473,7 +474,6 @@ def has_batchnorm(e: DecoderExplainer) -> bool:
 
 
 def check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast=True, seed=None) -> None:
-    from .. import _checks
 
     _checks.seed(seed, "seed", optional=True)  # torch.manual_seed would fail with an overflow traceback
     _checks.positive_int("epochs", epochs)

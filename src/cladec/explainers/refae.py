@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..capture import resolve_layer
 from ..models.reinit import redraw, reinitialise, weight_marks
 from .base import DEFAULT_CACHE_BUDGET, DecoderExplainer
 
@@ -65,8 +66,6 @@ class RefAE(DecoderExplainer):
         cache_budget: int = DEFAULT_CACHE_BUDGET,
     ) -> None:
         if isinstance(layer, nn.Module):
-            from ..capture import resolve_layer
-
             layer = resolve_layer(model, layer)
         self.encoder = redraw(copy.deepcopy(model), init_seed)
         super().__init__(

@@ -11,12 +11,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .. import _checks
 from .._checks import positive_int
 from .._errors import ConfigError, DataError, TrainingError
 from .._tensors import model_device
 from ..data import adapt
 from ..data.adapt import iter_device_batches, place, prepare
+from ..data.load import check_trainable
 from ..normalize import InputNorm
+from ..training.engine import Engine, EngineConfig
+from ..training.options import compile_mode, make_optimizer
 from .predict import accuracy_on, check_labels_fit, forward_checked
 
 __all__ = ["train_classifier"]
@@ -114,7 +118,6 @@ def train_classifier(
             raise ConfigError(f"{name} must be a {'non-negative' if lo_ok else 'positive'} number, got {val!r}")
     if momentum >= 1:
         raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
-    from .. import _checks
 
     _checks.learning_rate(lr, "lr")  # also on the streamed path, which builds its own optimiser
     _checks.seed(seed, "seed", optional=True)
@@ -122,7 +125,6 @@ def train_classifier(
         lr_decay = None
     if lr_decay not in ("step", None):
         raise ConfigError(f"lr_decay must be 'step' or None, got {lr_decay!r}")
-    from ..training.options import compile_mode
 
     compile_mode(compile)
     fast_only = [
@@ -162,7 +164,6 @@ def train_classifier(
             f"training needs at least 2 images, got {len(train.x)} (the model's BatchNorm layers in "
             "training mode need more than one value per channel)"
         )
-    from ..data.load import check_trainable
 
     check_trainable(data, test_data)  # one class only, or test classes never seen in training: refused
     if batch_size < 2 and has_bn:
@@ -291,8 +292,6 @@ def _train_in_memory(
     amp=None,
 ) -> dict[str, list]:
     """Train on in-memory tensors with :class:`cladec.training.Engine` (the fast path)."""
-    from ..training.engine import Engine, EngineConfig
-    from ..training.options import make_optimizer
 
     first = slice(0, min(batch_size, len(train.x)))
     was = model.training

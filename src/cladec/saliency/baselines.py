@@ -13,9 +13,10 @@ from torch import nn
 
 from .._errors import ConfigError
 from .._tensors import image_tensor, model_device
-from ..capture import resolve_layer
+from ..capture import list_layers, resolve_layer
 from ..normalize import Normalized
 from .methods import available_methods, canonical_method
+from .relevance import relevance_map
 
 __all__ = ["saliency_maps", "gradcam_layer", "sobel_map", "random_map"]
 
@@ -85,8 +86,6 @@ def gradcam_layer(model: nn.Module, x: torch.Tensor, layer: str | nn.Module | No
         >>> gradcam_layer(create_model("vgg-paper").eval(), torch.zeros(1, 1, 32, 32))
         'conv4a'
     """
-    from .._tensors import model_device
-    from ..capture import list_layers
 
     infos = list_layers(model, x[:1].to(model_device(model)))
     shapes = {i.name: tuple(i.shape) for i in infos}
@@ -223,8 +222,6 @@ def saliency_maps(
         gc_layer: str | None = None
         for name in names:
             if name.startswith("cladec"):
-                from .relevance import relevance_map
-
                 if cladec is None or refae is None:
                     raise ConfigError(
                         f"method {name!r} needs a fitted ClaDec and RefAE "

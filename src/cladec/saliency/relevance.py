@@ -71,7 +71,8 @@ import torch
 import torch.nn.functional as F
 
 from .._errors import ConfigError
-from .._tensors import image_tensor
+from .._tensors import image_tensor, model_device
+from ..normalize import Normalized
 from .methods import DEFAULT_VARIANT, VARIANTS
 
 __all__ = ["relevance_map", "kept_map", "gaussian_smooth", "reconstruct_pair"]
@@ -204,7 +205,6 @@ def _check_pair(cladec: Any, refae: Any) -> None:
 
 
 def _classifier(cladec: Any, input_norm: Any):
-    from ..normalize import Normalized
 
     norm = cladec.input_norm if cladec.input_norm is not None else input_norm
     return Normalized(cladec.model, norm).eval()
@@ -263,8 +263,6 @@ def relevance_map(
     h = x.shape[-2]
     if variant == "kept":
         return kept_map(x, x_cladec, x_refae, reference=reference, sigma=sigma).to(x.device)
-
-    from .._tensors import model_device
 
     model = cladec.model
     dev = model_device(model)

@@ -11,6 +11,8 @@ from torch import nn
 
 from .._errors import ConfigError
 from .._tensors import device as checked_device
+from ..models.predict import accuracy
+from ..models.training import train_classifier
 from .scores import check_maps, pixel_ranks, top_mask
 
 __all__ = ["DEFAULT_ROAR_K", "roar_images", "roar_accuracy", "check_roar_k"]
@@ -131,8 +133,6 @@ def roar_accuracy(
         >>> sorted(r), r["k"], 0 <= r["accuracy"] <= 1
         (['accuracy', 'k', 'seed', 'train_acc'], 0, True)
     """
-    from ..models.predict import accuracy
-    from ..models.training import train_classifier
 
     (k,) = check_roar_k([k])
     xtr, ytr = train

@@ -60,6 +60,8 @@ from torch import nn
 
 from .._errors import ConfigError
 from .._tensors import image_tensor, model_device
+from ..normalize import Normalized
+from .relevance import gaussian_smooth
 
 __all__ = ["SCORES", "pixel_ranks", "perturbation_curve", "deletion", "insertion", "check_scores"]
 
@@ -112,7 +114,6 @@ def check_maps(x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
 
 
 def norm_model(model: nn.Module, input_norm: Any) -> nn.Module:
-    from ..normalize import Normalized
 
     return Normalized(model, input_norm).eval()
 
@@ -164,7 +165,6 @@ def top_mask(ranks: torch.Tensor, fraction: float) -> torch.Tensor:
 
 
 def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    from .relevance import gaussian_smooth
 
     n, c, h, w = x.shape
     return gaussian_smooth(x.reshape(n * c, h, w), sigma).view(n, c, h, w)
