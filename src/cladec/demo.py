@@ -276,7 +276,7 @@ def run_demo(
     from .explainers.fitting import CollapseWarning
     from .explanation import explain
     from .models import create_model
-    from .models.checkpoint import save_classifier
+    from .models.checkpoint import dataset_entry, metrics_entry, save_classifier
     from .models.training import train_classifier
     from .runs import fit_run
 
@@ -333,30 +333,8 @@ def run_demo(
         test_acc = float(hist["test_acc"][-1])
         say(f"      test accuracy {_pct(test_acc)} (chance {_pct(1 / train.num_classes)}), {clf_s:.0f} s")
         clf_tmp = tmp / "classifier"
-        ds_info = {
-            "name": ds_name,
-            "size": None,
-            "image_shape": list(train.image_shape),
-            "classes": list(train.classes),
-            "num_classes": train.num_classes,
-            "root": root,
-            "limit": cfg["limit"],
-            "n_train": len(train),
-            "n_test": len(test),
-        }
-        save_classifier(
-            clf_tmp,
-            model.cpu(),
-            dataset=ds_info,
-            metrics={
-                "test_acc": test_acc,
-                "train_acc": float(hist["train_acc"][-1]),
-                "test_images": len(test),
-                "train_seconds": round(clf_s, 2),
-            },
-            history=hist,
-        )
-        model.to(dev)
+        ds_info = dataset_entry(train, test, root=root, limit=cfg["limit"])
+        save_classifier(clf_tmp, model.cpu(), dataset=ds_info, metrics=metrics_entry(hist, test, clf_s), history=hist)
 
         # -- ClaDec + RefAE per layer ------------------------------------------------------------
         xt, yt = test.tensors()
