@@ -66,7 +66,7 @@ def namespace(tmp_path_factory) -> dict[str, Any]:
       1 epoch on 500 images;
     * ``sweep_dir``: a sweep directory (:func:`cladec.sweep.run_sweep`) of the checkpoint's ``conv2`` at
       α = 0 and 0.001, seed 0, fitted as ``run_dir``, without evaluation classifiers (examples must not
-      write into it: ``cladec._cli_evaluate.cmd_sweep``'s example resumes a copy).
+      write into it: ``cladec.cli.sweep.cmd_sweep``'s example resumes a copy).
     """
     import numpy as np
     import torch
