@@ -26,13 +26,17 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from .._errors import CladecError, ConfigError
+from .._version import __version__
 from . import classifier, demo, evaluate, explain, fit, report, saliency, study, sweep
 
 __all__ = ["main", "build_parser", "COMMAND_MODULES"]
@@ -63,8 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
         >>> p.parse_args(["layers", "--model", "clf"]).command
         'layers'
     """
-    from .._version import __version__
-
     parser = _Parser(
         prog="cladec",
         description="Explain a layer of an image classifier by decoding its activations back into images "
@@ -145,6 +147,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     try:
         _check_out_paths(args)
+        _load_torch()
         return int(args.func(args) or 0)
     except CladecError as e:
         return _error(str(e))
@@ -166,6 +169,30 @@ def _main(argv: Sequence[str] | None) -> int:
                 f"out of memory{got}; use a smaller --batch-size, --size or --width, or fewer images (--limit)"
             )
         raise
+
+
+def _load_torch() -> None:
+    """Import torch, which every command uses, holding a Ctrl-C back until it is loaded (then it interrupts).
+
+    torch's start-up (C code) imports numpy and clears any error of that import, an interrupt included: a Ctrl-C
+    in that moment was lost, and the command ran on, or left numpy half imported (a confusing error later).
+    """
+    if "torch" in sys.modules:
+        return
+    hold = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not ignored, not the caller's handler
+    )
+    held: list[int] = []
+    if hold:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        importlib.import_module("torch")
+    finally:
+        if hold:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 #: Options that name something a command writes (the folder or file is created with its parents).
