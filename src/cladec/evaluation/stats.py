@@ -1,4 +1,5 @@
-"""Statistics over seeds and images: mean and spread, paired comparisons with bootstrap intervals, Wilcoxon tests and Holm's correction."""
+"""Statistics over seeds and images: mean and spread, paired comparisons with bootstrap intervals, Wilcoxon tests
+and Holm's correction."""
 
 from __future__ import annotations
 

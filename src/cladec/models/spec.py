@@ -12,7 +12,7 @@ import torch
 from .._errors import ConfigError, SaveFormatError
 from .._io import file_sha256
 
-__all__ = ["classifier_entry", "load_classifier_spec", "recorded_image_shape"]
+__all__ = ["classifier_entry", "load_classifier_spec", "recorded_image_shape", "recorded_size"]
 
 
 def classifier_entry(
