@@ -1,4 +1,5 @@
-"""The classifier's input normalisation ((x - mean) / std per channel): its check, its tensors, and the modules that apply it."""
+"""The classifier's input normalisation ((x - mean) / std per channel): its check, its tensors, and the modules
+that apply it."""
 
 from __future__ import annotations
 
