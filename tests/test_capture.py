@@ -208,3 +208,14 @@ def test_token_options_are_refused_for_other_outputs():
         4,
         4,
     )
+
+
+def test_default_layer_roles_by_layer():
+    from cladec.capture import default_layer_roles
+    from cladec.models import create_model
+
+    assert default_layer_roles(create_model("vgg-paper", width=0.25)) == {"conv4": ["last"], "conv2": ["middle"]}
+    assert default_layer_roles(nn.Linear(2, 2)) == {}
+    shared = nn.Sequential(nn.Linear(2, 2))
+    shared.default_layers = {"last": "0", "middle": "0"}  # type: ignore[assignment]  # a tiny model: one layer, both roles
+    assert default_layer_roles(shared) == {"0": ["last", "middle"]}

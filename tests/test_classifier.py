@@ -390,3 +390,52 @@ def test_input_norm_given_as_numpy_arrays_is_recorded(tmp_path):
     save_classifier(tmp_path / "c", net, input_norm=(np.array([0.2861]), np.float32(0.353)))
     _, info = load_classifier(tmp_path / "c")
     assert info["input_norm"] == [[0.2861], [pytest.approx(0.353)]]
+
+
+def test_train_checkpoint_records_what_it_trained_and_checks_before_any_work(data_root, tmp_path, one_torch_thread):
+    from cladec.models.training import train_checkpoint
+
+    kw = dict(dataset="fashion-mnist", width=0.125, epochs=1, limit=300, test_limit=100, verbose=False)
+    res = train_checkpoint(tmp_path / "clf", data_root=data_root, seed=3, **kw)
+    info = json.loads((tmp_path / "clf" / "classifier.json").read_text())
+    assert res["path"] == tmp_path / "clf" and res["arch"] == info["arch"] == "vgg-paper"
+    assert info["dataset"] == res["dataset"] and info["metrics"] == res["metrics"]
+    assert res["dataset"] == {
+        "name": "fashion-mnist",
+        "size": None,
+        "image_shape": [1, 28, 28],
+        "classes": res["dataset"]["classes"],
+        "num_classes": 10,
+        "root": str(data_root.resolve()),
+        "limit": 300,
+        "n_train": 300,
+        "n_test": 100,
+    }
+    assert res["metrics"]["test_images"] == 100 and 0 <= res["metrics"]["test_acc"] <= 1
+    assert (
+        res["summary"].startswith("test accuracy ")
+        and "on 100 fashion-mnist test images (chance 0.10)" in res["summary"]
+    )
+    model, _ = load_classifier(tmp_path / "clf")
+    assert model.arch_kwargs["width"] == 0.125
+    # the seed fixes the initial weights and the batch order: the same weights again
+    again = train_checkpoint(tmp_path / "again", data_root=data_root, seed=3, **kw)
+    assert again["metrics"]["test_acc"] == res["metrics"]["test_acc"]
+    assert json.loads((tmp_path / "again" / "classifier.json").read_text())["weights_sha256"] == info["weights_sha256"]
+    # a folder of other things, an absurd width: refused before any data is loaded (there is none in empty/)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SaveFormatError, match="not a cladec classifier checkpoint"):
+        train_checkpoint(mine, **dict(kw, data_root=empty))
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    with pytest.raises(ConfigError, match=r"^training vgg-paper at width 100000 on batches of .*PB.*smaller width"):
+        train_checkpoint(tmp_path / "wide", data_root=data_root, **dict(kw, width=1e5))
+    cli = {"width": "--width", "batch_size": "--batch-size"}
+    with pytest.raises(ConfigError, match=r"^training vgg-paper at --width 100000 .*\(--batch-size\)"):
+        train_checkpoint(tmp_path / "wide", data_root=data_root, names=cli, **dict(kw, width=1e5))
+    with pytest.raises(ConfigError, match="'nope' is not a device"):
+        train_checkpoint(tmp_path / "wide", data_root=data_root, device="nope", **kw)
+    assert not (tmp_path / "wide").exists()

@@ -229,11 +229,11 @@ def test_demo_keeps_the_previous_results_on_bad_options_and_interruption(tmp_pat
 
 
 def test_balanced_pick():
-    from cladec.demo import _balanced_indices
+    from cladec._sampling import balanced_indices
 
     labels = torch.tensor([0, 0, 1, 2, 1, 0, 2, 2])
-    assert _balanced_indices(labels, 4) == [0, 1, 2, 3]
-    assert _balanced_indices(labels, 100) == [0, 1, 5, 2, 4, 3, 6, 7]
+    assert balanced_indices(labels, 4, order="class") == [0, 1, 2, 3]
+    assert balanced_indices(labels, 100, order="class") == [0, 1, 5, 2, 4, 3, 6, 7]
 
 
 def test_format_summary_states_the_findings():

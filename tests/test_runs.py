@@ -211,3 +211,96 @@ def test_same_dataset_reads_relative_and_absolute_image_folders_as_one(tmp_path,
     assert same_dataset("imagefolder:imgs", f"imagefolder:{tmp_path.resolve() / 'imgs'}")
     assert not same_dataset("imagefolder:imgs", f"imagefolder:{tmp_path.resolve() / 'other'}")
     assert same_dataset("fmnist", "fashion-mnist") and not same_dataset("mnist", "fashion-mnist")
+
+
+# -- the library functions behind `cladec fit` and `cladec explain` ------------------------------------------------
+
+
+def test_classifier_entry_builds_one_entry_and_names_the_arguments_as_told(saliency_run, tmp_path):
+    from cladec.models.spec import classifier_entry
+
+    clf = saliency_run.path.parent / "clf"
+    assert classifier_entry(clf) == {"type": "checkpoint", "path": str(clf.resolve())}
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    entry = classifier_entry(
+        factory="helpers.user_model:make_net", weights=weights, factory_kwargs={"hidden": 4}, input_norm=([0.5], [0.5])
+    )
+    assert entry == {
+        "type": "factory",
+        "factory": "helpers.user_model:make_net",
+        "weights": str(weights.resolve()),
+        "kwargs": {"hidden": 4},
+        "input_norm": ([0.5], [0.5]),
+    }
+    with pytest.raises(ConfigError, match="weights: file not found"):
+        classifier_entry(factory="helpers.user_model:make_net", weights=tmp_path / "missing")
+    with pytest.raises(ConfigError, match="give the classifier: classifier_dir .* or factory"):
+        classifier_entry()
+    with pytest.raises(ConfigError, match="weights cannot go with classifier_dir.*drop weights"):
+        classifier_entry(clf, weights=weights)
+    # the command line's names: every message names the options the user typed
+    cli = {"classifier_dir": "--model", "factory": "--factory", "weights": "--weights", "input_norm": "--input-norm"}
+    with pytest.raises(ConfigError, match="--factory cannot go with --model.*not both"):
+        classifier_entry(clf, factory="helpers.user_model:make_net", names=cli)
+    with pytest.raises(ConfigError, match=r"--input-norm cannot go with --model.*\(--input-norm goes with --factory\)"):
+        classifier_entry(clf, input_norm=([0.5], [0.5]), names=cli)
+    with pytest.raises(ConfigError, match="--weights: file not found"):
+        classifier_entry(factory="helpers.user_model:make_net", weights="missing", names=cli)
+
+
+def test_check_fit_fits_counts_images_at_the_recorded_size_and_batches(monkeypatch):
+    from cladec.runs import check_fit_fits
+
+    net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
+    info = {"dataset": {"name": "fashion-mnist", "image_shape": [1, 28, 28]}}
+    check_fit_fits("fashion-mnist", net, info, limit=64, test_limit=32, batch_size=64)  # fits here
+    with pytest.raises(ConfigError, match=r"^size 100000 \(100000×100000 images of fashion-mnist\) needs about"):
+        check_fit_fits("fashion-mnist", net, info, size=100000, limit=64, test_limit=32)
+    with pytest.raises(ConfigError, match=r"^--size 100000 .*TB"):
+        check_fit_fits("fashion-mnist", net, info, size=100000, limit=64, names={"size": "--size"})
+    # on a machine with 4 MB: the 96 images (300 kB) and the weights (1.2 MB) fit, the activations of a training
+    # batch of 64 images (5 MB, twice: the decoder mirrors the layers) do not
+    monkeypatch.setattr("cladec._limits.memory_limit", lambda device=None: 4_000_000)
+    with pytest.raises(ConfigError, match=r"batches of 64 1×28×28 images \(batch_size\).*smaller batch_size or size"):
+        check_fit_fits("fashion-mnist", net, info, limit=64, test_limit=32, batch_size=64)
+    check_fit_fits("fashion-mnist", net, info, limit=64, test_limit=32, batch_size=2)
+    # no size given: the images are counted at the size the classifier records
+    with pytest.raises(ConfigError, match=r"the classifier's recorded image size \[28, 28\] \(28×28 images"):
+        check_fit_fits("fashion-mnist", net, info, limit=6000, test_limit=32, batch_size=2)
+
+
+@COLLAPSE_OK  # 128 images: checks what the run records, not its decoder
+def test_fit_run_takes_a_role_and_the_checkpoints_data_set(saliency_run, tmp_path, data_root, one_torch_thread):
+    clf = saliency_run.path.parent / "clf"
+    common = dict(epochs=1, limit=128, test_limit=32, data_root=str(data_root), device="cpu", verbose=False)
+    run = fit_run(tmp_path / "run", classifier_dir=clf, layer="middle", refae=False, **common)
+    assert run.layer == "conv2" and run.config["dataset"]["name"] == "fashion-mnist"
+    with pytest.raises(ConfigError, match="unknown layer 'conv9'"):
+        fit_run(tmp_path / "bad", classifier_dir=clf, layer="conv9", **common)
+    # a factory model records no data set: it must be given, in the words the caller uses
+    with pytest.raises(ConfigError, match=r"give the data set \(--dataset\)"):
+        fit_run(tmp_path / "bad", factory="helpers.user_model:make_net", layer="bn", names={"dataset": "--dataset"})
+    assert not (tmp_path / "bad").exists()
+
+
+def test_explain_run_picks_seeded_images_and_names_another_label_space(saliency_run, data_root, one_torch_thread):
+    from cladec.runs import explain_run
+
+    ex, info = explain_run(saliency_run, n=6, seed=1, data_root=str(data_root))
+    again, info_again = explain_run(saliency_run, n=6, seed=1, data_root=str(data_root))
+    assert len(ex) == 6 and info["indices"] == info_again["indices"] == sorted(info["indices"])
+    assert torch.equal(ex.x, again.x) and info["dataset"] == "fashion-mnist" and info["split"] == "test"
+    assert info["notes"] == [] and ex.labels is not None and ex.classes[0] == "T-shirt/top"
+    assert info["summary"].startswith("6 fashion-mnist test images, layer conv2: MSE ClaDec ")
+    assert "accuracy originals" in info["summary"]
+    assert explain_run(saliency_run, n=6, seed=2, data_root=str(data_root))[1]["indices"] != info["indices"]
+    # MNIST digits for a Fashion-MNIST classifier: predictions named as the classifier's classes, no accuracy
+    ex, info = explain_run(saliency_run, n=4, dataset="mnist", split="train", data_root=str(data_root))
+    assert ex.labels is None and ex.classes[0] == "T-shirt/top" and len(info["notes"]) == 1
+    assert "not the classifier's" in info["notes"][0] and "agrees" in info["summary"]
+    assert info["summary"].startswith("4 mnist train images")
+    with pytest.raises(ConfigError, match="n must be a positive integer"):
+        explain_run(saliency_run, n=0)
+    with pytest.raises(DataError, match="shape"):
+        explain_run(saliency_run, n=2, dataset="cifar10", data_root=str(data_root))

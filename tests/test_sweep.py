@@ -120,7 +120,7 @@ def test_older_sweep_with_eval_epochs_but_no_evaluation_classifiers_resumes(eval
 
 
 def test_cli_sweep_refuses_other_configuration(eval_setup, sweep_dir):
-    from cladec.cli.evaluate import register
+    from cladec.cli.sweep import register
 
     parser = argparse.ArgumentParser(prog="cladec")
     register(parser.add_subparsers(dest="command"))
@@ -156,7 +156,7 @@ def test_cli_sweep_refuses_other_configuration(eval_setup, sweep_dir):
 
 def test_cli_sweep_with_one_seed_prints_its_table(eval_setup, sweep_dir, capsys):
     """The default (one seed) has no spread: the table shows values alone (it once crashed on the None std)."""
-    from cladec.cli.evaluate import register
+    from cladec.cli.sweep import register
     from cladec.evaluation.sweep_summary import format_summary_table
 
     parser = argparse.ArgumentParser(prog="cladec")

@@ -8,9 +8,8 @@ Every tensor check raises :class:`~cladec._errors.DataError`, the device, seed a
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
-
-import torch
 
 from ._errors import ConfigError
 
@@ -66,7 +65,8 @@ def learning_rate(value: Any, what: str = "lr") -> float:
         >>> learning_rate(3e-4)
         0.0003
     """
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
+    torch = sys.modules.get("torch")  # a tensor can only be given once torch is loaded: this module needs none
+    if torch is not None and isinstance(value, torch.Tensor) and value.numel() == 1:
         value = float(value)
     if (
         isinstance(value, bool)

@@ -35,7 +35,7 @@ from ._errors import ConfigError, DataError, out_of_memory_types
 from ._tensors import model_device
 from .normalize import InputNorm
 
-__all__ = ["LayerCapture", "list_layers", "resolve_layer", "LayerInfo"]
+__all__ = ["LayerCapture", "list_layers", "resolve_layer", "LayerInfo", "default_layer_roles"]
 
 
 class _StopForward(Exception):
@@ -461,3 +461,27 @@ def _neuron_indices(neurons, units: int, layer: str) -> list[int]:
     if not idx:
         raise ConfigError(f"the neuron selection for layer {layer!r} is empty")
     return idx
+
+
+def default_layer_roles(model: nn.Module) -> dict[str, list[str]]:
+    """The roles of the layers an architecture names as its defaults (``model.default_layers``), by layer.
+
+    Args:
+        model: A classifier; those of :func:`cladec.models.create_model` name their ``"last"`` and ``"middle"``
+            layers, other models none.
+
+    Returns:
+        ``{layer: [role, ...]}`` (a layer may have several roles), empty when the model names none.
+
+    Examples:
+        >>> default_layer_roles(classifier)  # vgg-paper
+        {'conv4': ['last'], 'conv2': ['middle']}
+        >>> default_layer_roles(nn.Linear(2, 2))
+        {}
+    """
+    roles: dict[str, list[str]] = {}
+    named = getattr(model, "default_layers", None)
+    if isinstance(named, dict):
+        for role, layer in named.items():
+            roles.setdefault(str(layer), []).append(str(role))
+    return roles

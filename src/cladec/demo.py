@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigError
+from ._sampling import balanced_indices
 from .defaults import DEMO_SETTINGS
 
 __all__ = ["run_demo", "format_summary"]
@@ -39,19 +40,6 @@ __all__ = ["run_demo", "format_summary"]
 _MARKER = ".cladec-demo"
 
 _FORMAT = "cladec-demo"
-
-
-def _balanced_indices(labels, n: int) -> list[int]:
-    """``n`` indices spread evenly over the classes (the first images of each), ordered by class."""
-    per_class = {c: (labels == c).nonzero().flatten().tolist() for c in sorted(set(labels.tolist()))}
-    picked: list[int] = []
-    rank = 0
-    while len(picked) < n and any(rank < len(v) for v in per_class.values()):
-        for v in per_class.values():
-            if rank < len(v) and len(picked) < n:
-                picked.append(int(v[rank]))
-        rank += 1
-    return sorted(picked, key=lambda i: (int(labels[i]), i))
 
 
 def _check_out(out: Path) -> None:
@@ -276,7 +264,7 @@ def run_demo(
     from .explainers.fitting import CollapseWarning
     from .explanation import explain
     from .models import create_model
-    from .models.checkpoint import save_classifier
+    from .models.checkpoint import dataset_entry, metrics_entry, save_classifier
     from .models.training import train_classifier
     from .runs import fit_run
 
@@ -333,34 +321,12 @@ def run_demo(
         test_acc = float(hist["test_acc"][-1])
         say(f"      test accuracy {_pct(test_acc)} (chance {_pct(1 / train.num_classes)}), {clf_s:.0f} s")
         clf_tmp = tmp / "classifier"
-        ds_info = {
-            "name": ds_name,
-            "size": None,
-            "image_shape": list(train.image_shape),
-            "classes": list(train.classes),
-            "num_classes": train.num_classes,
-            "root": root,
-            "limit": cfg["limit"],
-            "n_train": len(train),
-            "n_test": len(test),
-        }
-        save_classifier(
-            clf_tmp,
-            model.cpu(),
-            dataset=ds_info,
-            metrics={
-                "test_acc": test_acc,
-                "train_acc": float(hist["train_acc"][-1]),
-                "test_images": len(test),
-                "train_seconds": round(clf_s, 2),
-            },
-            history=hist,
-        )
-        model.to(dev)
+        ds_info = dataset_entry(train, test, root=root, limit=cfg["limit"])
+        save_classifier(clf_tmp, model.cpu(), dataset=ds_info, metrics=metrics_entry(hist, test, clf_s), history=hist)
 
         # -- ClaDec + RefAE per layer ------------------------------------------------------------
         xt, yt = test.tensors()
-        pick = _balanced_indices(yt, n_images)
+        pick = balanced_indices(yt, n_images, order="class")
         layers: list[dict[str, Any]] = []
         stems: set[str] = set()
         for role, layer in roles:

@@ -70,6 +70,34 @@ class Explanation:
                 out["accuracy_refae"] = float((self.pred_refae == self.labels).float().mean())
         return out
 
+    def format_summary(self, images: str = "") -> str:
+        """:meth:`summary` as one line of text: mean errors, and the accuracies (without true labels: how often the
+        classifier's prediction on a reconstruction agrees with the one on the original).
+
+        Args:
+            images: What the images are, the line's start (default: ``"16 images"``).
+
+        Returns:
+            ``"<images>, layer conv4: MSE ClaDec 0.0451, RefAE 0.0123; classifier accuracy originals ..."``.
+
+        Examples:
+            >>> cladec.explain(x, cladec=explainer, labels=y).format_summary("16 test images")
+            '16 test images, layer conv4: MSE ClaDec ...; classifier accuracy originals ..., ClaDec ...'
+        """
+        s = self.summary()
+        line = f"{images or f'{len(self)} images'}, layer {self.layer}: MSE ClaDec {s['mse_cladec']:.4f}"
+        if "mse_refae" in s:
+            line += f", RefAE {s['mse_refae']:.4f}"
+        if "accuracy_original" in s:
+            return line + (
+                f"; classifier accuracy originals {s['accuracy_original']:.3f}, ClaDec {s['accuracy_cladec']:.3f}"
+                + (f", RefAE {s['accuracy_refae']:.3f}" if "accuracy_refae" in s else "")
+            )
+        return line + (
+            f"; classifier agrees with its prediction on the original for ClaDec's reconstructions "
+            f"{s['agreement_cladec']:.3f}" + (f", RefAE's {s['agreement_refae']:.3f}" if "agreement_refae" in s else "")
+        )
+
     def save_grid(self, path: str | Path, n: int | None = None, columns: int = 4, dpi: int = 110) -> Path:
         """Save a labelled grid (PNG, or the format the suffix names): for each image, original | RefAE | ClaDec.
 

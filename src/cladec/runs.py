@@ -36,7 +36,7 @@ What a run folder may point at (checked by :func:`load_run`):
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,15 +44,29 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._checks import positive_int
+from ._checks import seed as check_seed
 from ._errors import ConfigError, SaveFormatError
-from ._io import atomic_dir, check_inside, check_replaceable, file_sha256, read_json, write_json
+from ._io import atomic_dir, check_inside, check_replaceable, read_json, write_json
+from ._limits import check_model_fits
 from ._schema import RUN, validate
 from ._tensors import device as checked_device
+from .capture import resolve_layer_or_role
 from .data.recorded import data_root_for, load_recorded_dataset, recorded_dataset_name, same_dataset
-from .models.spec import checkpoint_weights_sha256, classifier_classes, load_classifier_spec, rel_or_abs
+from .data.sizes import check_dataset_fits
+from .explanation import Explanation, explain
+from .models.spec import (
+    classifier_classes,
+    classifier_entry,
+    entry_weights_sha256,
+    load_classifier_spec,
+    recorded_image_shape,
+    recorded_size,
+    rel_or_abs,
+)
 from .training.options import compile_mode
 
-__all__ = ["Run", "fit_run", "load_run"]
+__all__ = ["Run", "fit_run", "load_run", "check_fit_fits", "explain_run"]
 
 
 @dataclass
@@ -123,7 +137,7 @@ _RUN_HINT = "fit the run again with `cladec fit`"
 def fit_run(
     out: str | os.PathLike,
     *,
-    dataset: str,
+    dataset: str | None = None,
     layer: str,
     classifier_dir: str | os.PathLike | None = None,
     factory: str | None = None,
@@ -147,13 +161,14 @@ def fit_run(
     fast: bool = True,
     compile: bool | str = False,
     verbose: bool = True,
+    names: Mapping[str, str] | None = None,
 ) -> Run:
     """Fit ClaDec (and its RefAE) for one layer of a classifier and save them as a run directory.
 
     Args:
         out: Run directory to write (replaced atomically).
-        dataset: Data set name for :func:`cladec.data.load_dataset`.
-        layer: Dotted layer name.
+        dataset: Data set name for :func:`cladec.data.load_dataset` (default: the one the checkpoint records).
+        layer: Dotted layer name, or a role the architecture names (``"last"``, ``"middle"``).
         classifier_dir: A classifier checkpoint directory (or give ``factory`` and ``weights`` instead).
         factory: A user model's factory ``"pkg.mod:fn"`` (not with ``classifier_dir``).
         weights: The user model's weights file (safetensors or a state dict; never unpickled).
@@ -180,10 +195,13 @@ def fit_run(
         compile: ``torch.compile`` the training losses, ``True`` or a mode (see :meth:`ClaDec.fit`; pays off
             for long fits).
         verbose: Progress bars.
+        names: How messages name the arguments (the command line passes its options, ``--model``, ``--size``).
 
     Raises:
-        ConfigError: No classifier, or settings that would be ignored (``input_norm``, ``factory``,
-            ``weights`` or ``factory_kwargs`` with ``classifier_dir``; ``refae_epochs`` with ``refae=False``).
+        ConfigError: No classifier, an unknown layer, no data set, settings that would be ignored (``input_norm``,
+            ``factory``, ``weights`` or ``factory_kwargs`` with ``classifier_dir``; ``refae_epochs`` with
+            ``refae=False``), or images and batches that could not fit in memory (:func:`check_fit_fits`, checked
+            before any data is loaded).
         SaveFormatError: ``out`` is a file or a non-empty folder that is not a run directory.
 
     Returns:
@@ -207,58 +225,42 @@ def fit_run(
     from .explainers.cladec import ClaDec
     from .explainers.fitting import fit_together
     from .explainers.refae import RefAE
-    from .explanation import explain
 
     out = Path(out)
     check_replaceable(out, "run.json", "cladec run directory")  # before any training
-    if classifier_dir is not None:
-        ignored = [
-            name
-            for name, v in (
-                ("factory", factory),
-                ("weights", weights),
-                ("factory_kwargs", factory_kwargs),
-                ("input_norm", input_norm),
-            )
-            if v is not None
-        ]
-        if ignored:
-            raise ConfigError(
-                f"{', '.join(ignored)} cannot go with classifier_dir: a checkpoint holds its own "
-                "model, weights and input normalisation; give either classifier_dir= or factory="
-            )
+    spec = classifier_entry(
+        classifier_dir,
+        factory=factory,
+        weights=weights,
+        factory_kwargs=factory_kwargs,
+        input_norm=input_norm,
+        names=names,
+    )
     if not refae and refae_epochs is not None:
         raise ConfigError("refae_epochs sets the RefAE's epochs, but refae=False fits no RefAE; drop one of them")
     dev = checked_device(device, "device")
-    dataset = recorded_dataset_name(dataset)  # a relative imagefolder: path would break from another folder
-    if classifier_dir is not None:
-        spec: dict[str, Any] = {"type": "checkpoint", "path": str(Path(classifier_dir).resolve())}
-    elif factory is not None:
-        spec = {
-            "type": "factory",
-            "factory": factory,
-            "weights": str(Path(weights).resolve()) if weights else None,
-            "kwargs": dict(factory_kwargs or {}),
-            "input_norm": input_norm,
-        }
-    else:
-        raise ConfigError("give the classifier as classifier_dir= or as factory= (with weights=)")
     model, info = load_classifier_spec(spec, Path.cwd(), device=dev)
-    # the classifier's identity, so that load_run notices when another classifier replaced it
-    spec["weights_sha256"] = (
-        checkpoint_weights_sha256(Path(spec["path"]), info)
-        if spec["type"] == "checkpoint"
-        else file_sha256(spec["weights"])
-        if spec["weights"]
-        else None
+    layer = resolve_layer_or_role(model, layer)  # fails fast, listing valid names
+    rec, shown = info.get("dataset") or {}, {"dataset": "dataset=", **(names or {})}
+    dataset = recorded_dataset_name(dataset or rec.get("name"))  # a relative imagefolder: would break elsewhere
+    if not dataset:
+        raise ConfigError(f"give the data set ({shown['dataset']}): the classifier records none")
+    check_fit_fits(
+        dataset,
+        model,
+        info,
+        size=size,
+        limit=limit,
+        test_limit=test_limit,
+        batch_size=batch_size,
+        device=dev,
+        names=names,
     )
+    # the classifier's identity, so that load_run notices when another classifier replaced it
+    spec["weights_sha256"] = entry_weights_sha256(spec, info)
     norm = info.get("input_norm") if spec["type"] == "checkpoint" else input_norm
-    rec = info.get("dataset") or {}
     same_data = same_dataset(rec.get("name"), dataset)
-    if size is None:  # the size the classifier was trained at (its recorded resize, else its input shape)
-        shape = rec.get("image_shape")
-        input_hw = list(shape[1:]) if isinstance(shape, (list, tuple)) and len(shape) == 3 else None
-        size = rec.get("size") or input_hw  # type: ignore[assignment]  # [H, W] too: load_dataset takes both
+    size = recorded_size(info) if size is None else size  # the size the classifier was trained at (H, W too)
     if data_root is None and same_data:
         # where the classifier's training data was found (`train-classifier --data-root`), unless $CLADEC_DATA
         data_root = data_root_for(None, rec.get("root"), env_first=True)
@@ -371,3 +373,123 @@ def load_run(path: str | os.PathLike, device: str | torch.device | None = None) 
     e = load(check_inside(path / "cladec", path, "the run's ClaDec"), model)
     r = load(check_inside(path / "refae", path, "the run's RefAE"), model) if (path / "refae").is_dir() else None
     return Run(path=path, config=cfg, classifier=model, classifier_info=info, cladec=e, refae=r)
+
+
+def check_fit_fits(
+    dataset: str,
+    model: nn.Module,
+    info: Any,
+    *,
+    size: Any = None,
+    limit: int | None = None,
+    test_limit: int | None = None,
+    batch_size: int = 128,
+    device: Any = None,
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse a fit (:func:`fit_run`) whose images or batches could not fit in memory, before any data is loaded:
+    the images counted at ``size``, else at the size the classifier records, as :func:`fit_run` loads them.
+
+    Args:
+        dataset: The data set to fit on.
+        model: The classifier (its weights and one batch's activations are estimated).
+        info: What is known about it (a checkpoint's ``classifier.json``, see :func:`load_classifier_spec`).
+        size, limit, test_limit, batch_size: As for :func:`fit_run`.
+        device: Where the fit runs (its memory is the limit; default: the host's).
+        names: How messages name ``size`` and ``batch_size`` (the command line passes ``--size``, ...).
+
+    Returns:
+        None.
+
+    Raises:
+        ConfigError: ``"size 100000 (100000×100000 images of mnist) needs about 3.8 TB of memory ..."``.
+
+    Examples:
+        >>> model, info = load_classifier_spec({"type": "checkpoint", "path": str(clf_dir)}, Path.cwd())
+        >>> check_fit_fits("fashion-mnist-mini", model, info, limit=500, batch_size=32)  # fits: no error
+    """
+    shown = {"size": "size", "batch_size": "batch_size", **(names or {})}
+    shape, given = recorded_image_shape(info), size is not None
+    size = size if given else recorded_size(info)
+    where = f"{shown['size']} {size}" if given else f"the classifier's recorded image size {size}"
+    check_dataset_fits(dataset, [("train", limit), ("test", test_limit)], size, what=where)
+    hw = (size, size) if isinstance(size, int) else size
+    if shape is not None and isinstance(hw, (list, tuple)) and len(hw) == 2 and all(isinstance(v, int) for v in hw):
+        batch = min(batch_size, limit) if limit else batch_size
+        check_model_fits(
+            model,
+            (shape[0], *hw),
+            batch,
+            device=device,
+            train_copies=1,
+            activation_copies=2,
+            what=f"fitting on batches of {batch} {shape[0]}×{hw[0]}×{hw[1]} images ({shown['batch_size']})",
+            hint=f"use a smaller {shown['batch_size']} or {shown['size']}",
+        )
+
+
+def explain_run(
+    run: Run,
+    *,
+    n: int = 48,
+    split: str = "test",
+    dataset: str | None = None,
+    data_root: str | None = None,
+    seed: int = 0,
+) -> tuple[Explanation, dict[str, Any]]:
+    """Explain ``n`` images with a run's ClaDec and RefAE (what ``cladec explain`` draws).
+
+    The images are a seeded random choice of the split, in the data set's order. On a data set whose classes are
+    not those of the classifier (its outputs), the predictions are named with the classifier's classes and no
+    true class is given (no accuracy can be measured).
+
+    Args:
+        run: A loaded run (:func:`load_run`).
+        n: Number of images (at most the split's).
+        split: ``"train"`` or ``"test"``.
+        dataset: A data set with the run's image shape (default: the run's own).
+        data_root: Where it is (default: the run's recorded root while it holds the data set, else
+            ``$CLADEC_DATA``, else the user cache).
+        seed: Seeds the choice of the images.
+
+    Returns:
+        ``(explanation, info)``: the :class:`~cladec.explanation.Explanation` and ``{"dataset": name, "split",
+        "indices": [...], "summary": one line of its errors and accuracies, "notes": [caveats for the user]}``.
+
+    Raises:
+        ConfigError: No data set given and none recorded, or images that could not fit in memory.
+        DataError: A data set of another image shape.
+
+    Examples:
+        >>> ex, info = explain_run(load_run(run_dir), n=8)  # run_dir: a run fitted on fashion-mnist-mini
+        >>> len(ex), info["dataset"], info["notes"]
+        (8, 'fashion-mnist-mini', [])
+        >>> info["summary"]
+        '8 fashion-mnist-mini test images, layer conv2: MSE ClaDec ..., RefAE ...; classifier accuracy originals ...'
+    """
+    n = positive_int("n", n)
+    g = torch.Generator().manual_seed(int(check_seed(seed) or 0))
+    ds_cfg = run.config.get("dataset", {})
+    name = dataset or ds_cfg.get("name")
+    if not name:
+        raise ConfigError("give the data set (dataset=, `cladec explain --dataset NAME`): the run does not record one")
+    size = ds_cfg.get("size")
+    check_dataset_fits(name, [(split, None)], size, what=f"the run's image size {size} (run.json dataset.size)")
+    ds = load_recorded_dataset(name, data_root, ds_cfg.get("root"), split=split, size=size)
+    x, y = ds.tensors()
+    n = min(n, len(ds))
+    idx = torch.randperm(len(ds), generator=g)[:n].sort().values
+    out_classes = run.output_classes  # the classes the classifier was trained on (else those of the run's data)
+    labels, notes = y[idx], []
+    if out_classes and list(ds.classes) != list(out_classes):
+        labels = None  # another label space: a true class is no class the classifier knows
+        shown = ", ".join(map(str, list(out_classes)[:4])) + (", ..." if len(out_classes) > 4 else "")
+        notes.append(
+            f"the classes of {ds.name} are not the classifier's ({shown}); predictions are named with the "
+            "classifier's classes and no accuracy is reported"
+        )
+    classes = list(out_classes) if out_classes else ds.classes
+    ex = explain(x[idx], cladec=run.cladec, refae=run.refae, labels=labels, classes=classes)
+    line = ex.format_summary(f"{n} {ds.name} {split} images")
+    info = {"dataset": ds.name, "split": split, "indices": idx.tolist(), "summary": line, "notes": notes}
+    return ex, info

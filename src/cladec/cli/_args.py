@@ -1,4 +1,5 @@
-"""Argument types and option groups shared by the command modules."""
+"""Argument types and option groups shared by the command modules (torch-free: the library is imported inside
+the functions that need it)."""
 
 from __future__ import annotations
 
@@ -10,20 +11,34 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from .. import _checks
 from .._errors import ConfigError
 
 __all__ = ["parse_neurons", "parse_input_norm", "parse_image_shape"]
 
+#: How the library's messages name the settings that the command line takes as options (``names=`` of
+#: :func:`cladec.models.spec.classifier_entry`, :func:`cladec.runs.check_fit_fits` and
+#: :func:`cladec.models.training.train_checkpoint`): ``batch_size`` is ``--batch-size``, ``classifier_dir`` ``--model``.
+OPTION_NAMES = {"classifier_dir": "--model"} | {
+    k: "--" + k.replace("_", "-")
+    for k in "factory weights factory_kwargs input_norm dataset size width batch_size limit test_limit device".split()
+}
+
+
+def _number(text: str, conv: Callable[[str], Any], ok: Callable[[Any], bool], bad: str, unreadable: str = "") -> Any:
+    """``conv(text)`` when ``ok`` accepts it, else an argparse error: ``bad`` (``unreadable`` when ``conv`` fails)."""
+    try:
+        v = conv(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(unreadable or bad) from None
+    if not ok(v):
+        raise argparse.ArgumentTypeError(bad)
+    return v
+
 
 def pos_int(text: str) -> int:
     """argparse type: a positive integer."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+    return _number(text, int, lambda v: v >= 1, f"expected a positive integer, got {text!r}")
 
 
 def csv_list(conv: Callable[[str], Any], what: str) -> Callable[[str], list]:
@@ -43,29 +58,16 @@ def csv_list(conv: Callable[[str], Any], what: str) -> Callable[[str], list]:
 
 def seed_int(text: str) -> int:
     """argparse type: a random seed, an integer from 0 to 2**63 - 1 (see :func:`cladec._checks.seed`)."""
-    from .._checks import SEED_MAX
-
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {SEED_MAX}, got {text!r}") from None
-    if not 0 <= v <= SEED_MAX:
-        raise argparse.ArgumentTypeError(f"expected an integer from 0 to {SEED_MAX} (2**63 - 1), got {text}")
-    return v
+    top = _checks.SEED_MAX  # read when called, not imported: a test may change it
+    bad = f"expected an integer from 0 to {top} (2**63 - 1), got {text}"
+    return _number(text, int, lambda v: 0 <= v <= top, bad, f"expected an integer from 0 to {top}, got {text!r}")
 
 
 def learning_rate(text: str) -> float:
     """argparse type: a learning rate, a finite number in (0, 10] (see :func:`cladec._checks.learning_rate`)."""
-    from .._checks import LR_MAX
-
-    msg = f"expected a finite number in (0, {LR_MAX:g}] (Adam typically 1e-4 to 1e-2, SGD 0.01 to 0.1), got {text!r}"
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(msg) from None
-    if not (0 < v <= LR_MAX):  # also nan and inf
-        raise argparse.ArgumentTypeError(msg)
-    return v
+    top = _checks.LR_MAX  # read when called, not imported: a test lifts it to let a fit diverge
+    msg = f"expected a finite number in (0, {top:g}] (Adam typically 1e-4 to 1e-2, SGD 0.01 to 0.1), got {text!r}"
+    return _number(text, float, lambda v: 0 < v <= top, msg)  # not nan, not inf
 
 
 def parse_neurons(text: str) -> list[int]:
@@ -186,26 +188,18 @@ def parse_image_shape(text: str) -> tuple[int, int, int]:
 
 
 def pos_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
+    """argparse type: a positive finite number."""
+    return _number(text, float, lambda v: 0 < v < math.inf, f"expected a positive number, got {text!r}")
 
 
 def alpha_value(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"α must be a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"α must lie in [0, 1] (0 = pure reconstruction), got {text!r}")
-    return v
+    """argparse type: ClaDec's α, a number in [0, 1]."""
+    bad = f"α must lie in [0, 1] (0 = pure reconstruction), got {text!r}"
+    return _number(text, float, lambda v: 0.0 <= v <= 1.0, bad, f"α must be a number in [0, 1], got {text!r}")
 
 
-def _json_kwargs(text: str) -> dict:
+def json_kwargs(text: str) -> dict:
+    """argparse type: a JSON object (keyword arguments for ``--factory``)."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
@@ -216,6 +210,7 @@ def _json_kwargs(text: str) -> dict:
 
 
 def add_common(p: argparse.ArgumentParser, *, data_root: bool = True, seed: bool = True) -> None:
+    """Add ``--data-root``, ``--seed``, ``--device`` and ``-q/--quiet``."""
     if data_root:
         p.add_argument(
             "--data-root",
@@ -230,47 +225,63 @@ def add_common(p: argparse.ArgumentParser, *, data_root: bool = True, seed: bool
 
 
 def add_model_source(p: argparse.ArgumentParser) -> None:
+    """Add the classifier options: ``--model``, or ``--factory`` with ``--weights`` and ``--factory-kwargs``."""
     g = p.add_argument_group("classifier (a checkpoint directory, or your own model)")
-    g.add_argument(
-        "--model",
-        default=None,
-        metavar="DIR",
-        help="classifier checkpoint directory (made by `cladec train-classifier`)",
-    )
-    g.add_argument(
-        "--factory",
-        default=None,
-        metavar="PKG.MOD:FN",
-        help="your own model: an importable 'package.module:function' that builds it "
-        "(the current folder is importable)",
-    )
-    g.add_argument(
-        "--weights",
-        default=None,
-        metavar="FILE",
-        help="weights for --factory (.safetensors or a PyTorch state dict, loaded with weights_only=True)",
-    )
-    g.add_argument(
-        "--factory-kwargs",
-        type=_json_kwargs,
-        default=None,
-        metavar="JSON",
-        help="keyword arguments for --factory as a JSON object, e.g. '{\"num_classes\": 10}'",
-    )
+    for option, metavar, kind, text in (
+        ("--model", "DIR", str, "classifier checkpoint directory (made by `cladec train-classifier`)"),
+        (
+            "--factory",
+            "PKG.MOD:FN",
+            str,
+            "your own model: an importable 'package.module:function' that builds it (the current folder is importable)",
+        ),
+        (
+            "--weights",
+            "FILE",
+            str,
+            "weights for --factory (.safetensors or a PyTorch state dict, loaded with weights_only=True)",
+        ),
+        (
+            "--factory-kwargs",
+            "JSON",
+            json_kwargs,
+            "keyword arguments for --factory as a JSON object, e.g. '{\"num_classes\": 10}'",
+        ),
+    ):
+        g.add_argument(option, default=None, metavar=metavar, type=kind, help=text)
 
 
 def parse_device(name: str | None, what: str = "--device"):
-    """A ``--device`` value as a :class:`torch.device` (``None``: CUDA if available, else the CPU), checked with
-    :func:`cladec._checks.device` before any work (the subcommand modules call ``cli.parse_device`` too)."""
+    """A ``--device`` value as a :class:`torch.device` (``None``: CUDA if available, else the CPU), checked before
+    any work (:func:`cladec._tensors.device`)."""
     from .._tensors import device
 
     return device(name, what)
 
 
 def importable_cwd() -> None:
+    """Make the current folder importable, as for ``python -m``: ``--factory PKG.MOD:FN`` (and a run fitted with
+    one) imports the user's module from there."""
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
+
+
+def classifier_source(args: argparse.Namespace) -> dict[str, Any]:
+    """The run-style classifier entry (:func:`cladec.models.spec.classifier_entry`) of ``--model`` or
+    ``--factory``/``--weights``/``--factory-kwargs`` (and ``--input-norm`` where the command has it)."""
+    from ..models.spec import classifier_entry
+
+    if args.factory is not None:
+        importable_cwd()
+    return classifier_entry(
+        args.model,
+        factory=args.factory,
+        weights=args.weights,
+        factory_kwargs=args.factory_kwargs,
+        input_norm=parse_input_norm(getattr(args, "input_norm", None)),
+        names=OPTION_NAMES,
+    )
 
 
 def refuse_ignored(args: argparse.Namespace, names: tuple[str, ...]) -> None:

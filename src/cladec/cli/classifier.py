@@ -1,71 +1,80 @@
-"""`cladec train-classifier` and `cladec layers`."""
+"""``cladec train-classifier`` and ``cladec layers``."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from .._errors import ConfigError
-from ._args import importable_cwd, parse_device, parse_image_shape, parse_input_norm
+from ._args import (
+    OPTION_NAMES,
+    add_common,
+    add_model_source,
+    classifier_source,
+    learning_rate,
+    parse_image_shape,
+    parse_input_norm,
+    pos_float,
+    pos_int,
+)
+
+__all__ = ["register", "cmd_train_classifier", "cmd_layers"]
 
 
-def _classifier_spec(args: argparse.Namespace) -> dict[str, Any]:
-    """The run-style classifier entry for --model or --factory/--weights."""
-    if args.model is not None and args.factory is not None:
-        raise ConfigError("give the classifier either as --model DIR or as --factory PKG.MOD:FN, not both")
-    if args.model is not None:
-        if args.weights is not None:
-            raise ConfigError("--weights goes with --factory; a --model checkpoint holds its own weights")
-        if args.factory_kwargs is not None:
-            raise ConfigError(
-                "--factory-kwargs goes with --factory; a --model checkpoint records the arguments that rebuild it"
-            )
-        return {"type": "checkpoint", "path": str(Path(args.model).resolve())}
-    if args.factory is not None:
-        importable_cwd()
-        if args.weights is not None and not Path(args.weights).is_file():
-            raise ConfigError(f"--weights: file not found: {args.weights}")
-        return {
-            "type": "factory",
-            "factory": args.factory,
-            "weights": str(Path(args.weights).resolve()) if args.weights else None,
-            "kwargs": dict(args.factory_kwargs or {}),
-            "input_norm": parse_input_norm(getattr(args, "input_norm", None)),
-        }
-    raise ConfigError(
-        "give the classifier: --model DIR (a checkpoint from `cladec train-classifier`) "
-        "or --factory PKG.MOD:FN [--weights FILE]"
+def register(subparsers: Any) -> None:
+    """Add ``train-classifier`` and ``layers`` to ``ArgumentParser.add_subparsers()`` (``func``: their handlers).
+
+    Examples:
+        >>> p = argparse.ArgumentParser(prog="cladec"); register(p.add_subparsers(dest="command"))
+        >>> p.parse_args(["layers", "--model", "clf"]).func.__name__
+        'cmd_layers'
+    """
+    t = subparsers.add_parser(
+        "train-classifier",
+        help="train a classifier (vgg-paper, resnet10, resnet18) and save a checkpoint directory",
+        description="Train a registered architecture with SGD + momentum and step decay (the ClaDec authors' "
+        "recipe) and save it as a checkpoint directory (model.safetensors + classifier.json) that records the "
+        "data set, its image size and classes, and the test accuracy.",
     )
+    t.add_argument(
+        "--dataset", required=True, help="fashion-mnist, mnist, cifar10, fashion-mnist-mini, imagefolder:PATH"
+    )
+    t.add_argument("--arch", default="vgg-paper", help="architecture (default: vgg-paper; see also resnet10, resnet18)")
+    t.add_argument("--epochs", type=pos_int, default=5, help="epochs (default: 5)")
+    t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
+    t.add_argument("--size", type=pos_int, default=None, help="resize images to SIZE×SIZE (the paper uses 32)")
+    t.add_argument("--limit", type=pos_int, default=None, help="use the first N training images")
+    t.add_argument("--test-limit", type=pos_int, default=None, help="use the first N test images")
+    t.add_argument("--batch-size", type=pos_int, default=128, help="batch size (default: 128)")
+    t.add_argument("--lr", type=learning_rate, default=0.1, help="initial SGD learning rate (default: 0.1)")
+    t.add_argument("--width", type=pos_float, default=None, help="channel width multiplier (default: 1.0)")
+    t.add_argument(
+        "--input-norm", metavar="MEAN,STD", help="normalise images before the model, e.g. '0.286,0.353' (default: none)"
+    )
+    t.add_argument("--download", action="store_true", help="download a missing MNIST / Fashion-MNIST / CIFAR-10")
+    add_common(t)
+    t.set_defaults(func=cmd_train_classifier)
 
-
-def load_model_arg(args: argparse.Namespace, device=None):
-    from ..models.spec import load_classifier_spec
-
-    spec = _classifier_spec(args)
-    model, info = load_classifier_spec(spec, Path.cwd(), device=device or "cpu")
-    return spec, model, info
-
-
-def _default_layer_marks(model) -> dict[str, list[str]]:
-    marks: dict[str, list[str]] = {}
-    dl = getattr(model, "default_layers", None)
-    if isinstance(dl, dict):
-        for k, v in dl.items():
-            marks.setdefault(str(v), []).append(str(k))
-    return marks
+    lay = subparsers.add_parser(
+        "layers",
+        help="list a classifier's layers with their types and output shapes",
+        description="Run one zero image through the classifier and print every layer it reaches with the "
+        "module type and output shape. The architecture's default layers ('last', 'middle') are marked.",
+    )
+    add_model_source(lay)
+    lay.add_argument(
+        "--image-shape",
+        metavar="C,H,W",
+        help="input shape, e.g. 1,28,28 (default: the checkpoint's; required with --factory)",
+    )
+    lay.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    lay.set_defaults(func=cmd_layers)
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
-    """Handler of ``cladec train-classifier``: train and save a classifier checkpoint.
-
-    Args:
-        args: The parsed arguments.
-
-    Returns:
-        0 on success (user errors are raised as :class:`cladec.CladecError`).
+    """Handler of ``cladec train-classifier`` (:func:`cladec.models.training.train_checkpoint`).
 
     Examples:
         >>> from cladec.cli import main
@@ -75,108 +84,23 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         wrote classifier checkpoint clf
         0
     """
-    import time
+    from ..models.training import train_checkpoint
 
-    import torch
-
-    from .._io import check_replaceable
-    from .._limits import build_on_meta, check_model_fits
-    from ..data.load import load_dataset
-    from ..data.recorded import recorded_dataset_name
-    from ..data.sizes import check_dataset_fits
-    from ..models import create_model
-    from ..models.checkpoint import save_classifier
-    from ..models.training import train_classifier
-
-    dev = parse_device(args.device)
-    norm = parse_input_norm(args.input_norm)
-    # before loading data or training: refuse a file or a folder of other things (a checkpoint is replaced)
-    # files are written into --out (never replaced as a folder), so it may be the current directory
-    check_replaceable(args.out, "classifier.json", "cladec classifier checkpoint", in_place=True)
-    check_dataset_fits(
-        args.dataset, [("train", args.limit), ("test", args.test_limit)], args.size, what=f"--size {args.size}"
-    )
-    train = load_dataset(
-        args.dataset, root=args.data_root, split="train", size=args.size, limit=args.limit, download=args.download
-    )
-    test = load_dataset(
-        args.dataset, root=args.data_root, split="test", size=args.size, limit=args.test_limit, download=args.download
-    )
-    kw = {} if args.width is None else {"width": args.width}
-    # before the model is built (a --width of 1e6 asks for petabytes of weights) or a batch is run
-    meta = build_on_meta(
-        lambda: create_model(args.arch, in_channels=train.image_shape[0], num_classes=train.num_classes, **kw)
-    )
-    if meta is not None:
-        batch = min(args.batch_size, len(train))
-        check_model_fits(
-            meta,
-            train.image_shape,
-            batch,
-            device=dev,
-            what=f"training {args.arch}"
-            + (f" at --width {args.width:g}" if args.width else "")
-            + f" on batches of {batch} {'×'.join(map(str, train.image_shape))} images (--batch-size)",
-            hint="use a smaller --width, --batch-size or --size",
-        )
-        del meta
-    torch.manual_seed(args.seed)
-    model = create_model(args.arch, in_channels=train.image_shape[0], num_classes=train.num_classes, **kw).to(dev)
-    if not args.quiet:
-        print(
-            f"training {model.arch} on {train.name} ({len(train)} training / {len(test)} test images, "
-            f"{'×'.join(map(str, train.image_shape))}) for {args.epochs} epoch(s) on {dev}",
-            file=sys.stderr,
-        )
-    t0 = time.perf_counter()
-    hist = train_classifier(
-        model,
-        train,
-        args.epochs,
-        test_data=test,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        input_norm=norm,
-        seed=args.seed,
-        device=dev,
+    settings = "dataset arch epochs size limit test_limit batch_size lr width data_root download seed device".split()
+    res = train_checkpoint(
+        args.out,
+        **{k: getattr(args, k) for k in settings},
+        input_norm=parse_input_norm(args.input_norm),
         verbose=not args.quiet,
+        names=OPTION_NAMES,
     )
-    seconds = time.perf_counter() - t0
-    test_acc = float(hist["test_acc"][-1])
-    dataset = {
-        "name": recorded_dataset_name(train.name),  # imagefolder: absolute, valid from any folder
-        "size": args.size,
-        "image_shape": list(train.image_shape),
-        "classes": list(train.classes),
-        "num_classes": train.num_classes,
-        "root": str(Path(args.data_root).resolve()) if args.data_root else None,
-        "limit": args.limit,
-        "n_train": len(train),
-        "n_test": len(test),
-    }
-    metrics = {
-        "test_acc": test_acc,
-        "train_acc": float(hist["train_acc"][-1]),
-        "test_images": len(test),
-        "train_seconds": round(seconds, 2),
-    }
-    save_classifier(args.out, model.cpu(), dataset=dataset, input_norm=norm, metrics=metrics, history=hist)
-    print(
-        f"test accuracy {test_acc:.4f} on {len(test)} {train.name} test images "
-        f"(chance {1 / train.num_classes:.2f}); trained in {seconds:.0f} s"
-    )
+    print(res["summary"])
     print(f"wrote classifier checkpoint {args.out}")
     return 0
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
     """Handler of ``cladec layers``: print the classifier's layers, types and output shapes.
-
-    Args:
-        args: The parsed arguments.
-
-    Returns:
-        0 on success.
 
     Examples:
         >>> from cladec.cli import main
@@ -195,51 +119,30 @@ def cmd_layers(args: argparse.Namespace) -> int:
     """
     import torch
 
-    from ..capture import list_layers
+    from ..capture import default_layer_roles, list_layers
+    from ..models.spec import load_classifier_spec, recorded_image_shape
 
-    spec, model, info = load_model_arg(args)
-    if args.image_shape is not None:
-        shape = parse_image_shape(args.image_shape)
-    else:
-        ds = info.get("dataset") if isinstance(info, dict) else None
-        shape_l = ds.get("image_shape") if isinstance(ds, dict) else None
-        if not shape_l:
-            raise ConfigError(
-                "give the input shape with --image-shape C,H,W (e.g. 1,28,28): the model does not record it"
-            )
-        shape = tuple(int(s) for s in shape_l)  # type: ignore[assignment]  # the recorded [C, H, W]
+    model, info = load_classifier_spec(classifier_source(args), Path.cwd())
+    shape = parse_image_shape(args.image_shape) if args.image_shape is not None else recorded_image_shape(info)
+    if shape is None:
+        raise ConfigError("give the input shape with --image-shape C,H,W (e.g. 1,28,28): the model does not record it")
     try:
         layers = list_layers(model, torch.zeros(1, *shape))
     except RuntimeError as e:
         raise ConfigError(f"the model does not accept input of shape {shape} (C, H, W): {e}") from None
-    marks = _default_layer_marks(model)
+    marks = default_layer_roles(model)
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {"name": L.name, "type": L.type, "shape": list(L.shape), "default": marks.get(L.name, [])}
-                    for L in layers
-                ],
-                indent=2,
-            )
-        )
+        rows = [dict(name=L.name, type=L.type, shape=list(L.shape), default=marks.get(L.name, [])) for L in layers]
+        print(json.dumps(rows, indent=2))
         return 0
-    rows = [
-        (L.name, L.type, "×".join(map(str, L.shape)) if L.shape else "-", ", ".join(marks.get(L.name, [])))
-        for L in layers
-    ]
-    head = ("layer", "type", "output shape", "default")
-    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) if rows else len(head[i]) for i in range(4)]
-    src = args.model if spec["type"] == "checkpoint" else args.factory
-    print(f"{src}: input {'×'.join(map(str, shape))}, {len(rows)} layers")
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths))
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    table: list[tuple[str, ...]] = [("layer", "type", "output shape", "default")]
+    table += [(L.name, L.type, "×".join(map(str, L.shape)) or "-", ", ".join(marks.get(L.name, []))) for L in layers]
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    table.insert(1, tuple("-" * w for w in widths))
+    print(f"{args.model or args.factory}: input {'×'.join(map(str, shape))}, {len(layers)} layers")
+    for line in table:
+        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
     if marks:
-        print(
-            "\ndefault layers: "
-            + ", ".join(f"{k} = {n}" for n, ks in marks.items() for k in ks)
-            + "  (use them as `cladec fit --layer NAME`)"
-        )
+        roles = ", ".join(f"{k} = {n}" for n, ks in marks.items() for k in ks)
+        print(f"\ndefault layers: {roles}  (use them as `cladec fit --layer NAME`)")
     return 0

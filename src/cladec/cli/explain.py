@@ -1,22 +1,43 @@
-"""`cladec explain`."""
+"""``cladec explain``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from .._errors import ConfigError
-from ._args import importable_cwd, parse_device
+from ._args import add_common, importable_cwd, parse_device, pos_int
+
+__all__ = ["register", "cmd_explain"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``explain`` to ``ArgumentParser.add_subparsers()`` (its ``func`` is :func:`cmd_explain`).
+
+    Examples:
+        >>> p = argparse.ArgumentParser(prog="cladec"); register(p.add_subparsers(dest="command"))
+        >>> p.parse_args(["explain", "--run", "run", "--out", "t.png"]).n
+        48
+    """
+    e = subparsers.add_parser(
+        "explain",
+        help="draw original | RefAE | ClaDec triplets of a run as a PNG grid",
+        description="Load a run directory, reconstruct N images with its ClaDec and RefAE and save a labelled "
+        "grid (true class and the classifier's prediction under every image; wrong predictions in red).",
+    )
+    e.add_argument("--run", required=True, metavar="DIR", help="run directory (made by `cladec fit`)")
+    e.add_argument("--dataset", default=None, help="data set (default: the run's; same image shape needed)")
+    e.add_argument("--n", type=pos_int, default=48, help="number of images (default: 48)")
+    e.add_argument("--out", required=True, metavar="PNG", help="output PNG file")
+    e.add_argument("--split", default="test", choices=["train", "test"], help="split to draw from (default: test)")
+    e.add_argument("--columns", type=pos_int, default=6, help="triplets per row (default: 6)")
+    add_common(e)
+    e.set_defaults(func=cmd_explain)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    """Handler of ``cladec explain``: save a triplet grid (original | RefAE | ClaDec) of a run.
-
-    Args:
-        args: The parsed arguments.
-
-    Returns:
-        0 on success.
+    """Handler of ``cladec explain`` (:func:`cladec.runs.explain_run`): save a triplet grid of a run.
 
     Examples:
         >>> from cladec.cli import main
@@ -25,62 +46,23 @@ def cmd_explain(args: argparse.Namespace) -> int:
         wrote triplets.png
         0
     """
-    import torch
-
-    from ..data.recorded import load_recorded_dataset
-    from ..data.sizes import check_dataset_fits
-    from ..explanation import explain
-    from ..runs import load_run
+    from ..runs import explain_run, load_run
 
     if not str(args.out).lower().endswith(".png"):
         raise ConfigError(f"--out must be a .png file, got {args.out!r}")
     dev = parse_device(args.device)
     importable_cwd()  # a run made with --factory imports the user's module again
-    run = load_run(args.run, device=dev)
-    ds_cfg = run.config.get("dataset", {})
-    name = args.dataset or ds_cfg.get("name")
-    if not name:
-        raise ConfigError("give the data set with --dataset NAME (the run does not record one)")
-    check_dataset_fits(
-        name,
-        [(args.split, None)],
-        ds_cfg.get("size"),
-        what=f"the run's image size {ds_cfg.get('size')} (run.json dataset.size)",
+    ex, info = explain_run(
+        load_run(args.run, device=dev),
+        n=args.n,
+        split=args.split,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        seed=args.seed,
     )
-    # --data-root, else the run's recorded root while it holds the data set, else $CLADEC_DATA / the user cache
-    ds = load_recorded_dataset(name, args.data_root, ds_cfg.get("root"), split=args.split, size=ds_cfg.get("size"))
-    x, y = ds.tensors()
-    n = min(args.n, len(ds))
-    g = torch.Generator().manual_seed(int(args.seed))
-    idx = torch.randperm(len(ds), generator=g)[:n].sort().values
-    # the classifier's outputs are the classes it was trained on (else those of the run's data set)
-    out_classes = run.output_classes
-    labels = y[idx]
-    if out_classes and list(ds.classes) != list(out_classes):
-        # another label space: a true class is no class the classifier knows, so no accuracy can be measured
-        labels = None
-        shown = ", ".join(map(str, list(out_classes)[:4])) + (", ..." if len(out_classes) > 4 else "")
-        print(
-            f"cladec: note: the classes of {ds.name} are not the classifier's ({shown}); predictions are named "
-            "with the classifier's classes and no accuracy is reported",
-            file=sys.stderr,
-        )
-    classes = list(out_classes) if out_classes else ds.classes
-    ex = explain(x[idx], cladec=run.cladec, refae=run.refae, labels=labels, classes=classes)
-    ex.save_grid(args.out, columns=min(args.columns, n))
-    s = ex.summary()
-    line = f"{n} {ds.name} {args.split} images, layer {run.layer}: MSE ClaDec {s['mse_cladec']:.4f}"
-    if "mse_refae" in s:
-        line += f", RefAE {s['mse_refae']:.4f}"
-    if "accuracy_original" in s:
-        line += f"; classifier accuracy originals {s['accuracy_original']:.3f}, ClaDec {s['accuracy_cladec']:.3f}" + (
-            f", RefAE {s['accuracy_refae']:.3f}" if "accuracy_refae" in s else ""
-        )
-    else:
-        line += (
-            f"; classifier agrees with its prediction on the original for ClaDec's reconstructions "
-            f"{s['agreement_cladec']:.3f}" + (f", RefAE's {s['agreement_refae']:.3f}" if "agreement_refae" in s else "")
-        )
-    print(line)
+    for note in info["notes"]:
+        print(f"cladec: note: {note}", file=sys.stderr)
+    ex.save_grid(args.out, columns=min(args.columns, len(ex)))
+    print(info["summary"])
     print(f"wrote {args.out}")
     return 0

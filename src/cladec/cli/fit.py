@@ -1,4 +1,4 @@
-"""`cladec fit`."""
+"""``cladec fit``."""
 
 from __future__ import annotations
 
@@ -8,18 +8,94 @@ import warnings
 from typing import Any
 
 from .._errors import ConfigError
-from ._args import parse_device, parse_neurons
-from .classifier import load_model_arg
+from ._args import (
+    OPTION_NAMES,
+    add_common,
+    add_model_source,
+    alpha_value,
+    importable_cwd,
+    learning_rate,
+    parse_device,
+    parse_input_norm,
+    parse_neurons,
+    pos_int,
+)
+
+__all__ = ["register", "cmd_fit"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``fit`` to ``ArgumentParser.add_subparsers()`` (its ``func`` is :func:`cmd_fit`).
+
+    Examples:
+        >>> p = argparse.ArgumentParser(prog="cladec"); register(p.add_subparsers(dest="command"))
+        >>> p.parse_args(["fit", "--model", "clf", "--layer", "last", "--out", "run"]).alpha
+        0.001
+    """
+    f = subparsers.add_parser(
+        "fit",
+        help="fit ClaDec (and its RefAE) for one layer and save a run directory",
+        description="Fit ClaDec for one layer of a classifier, loss (1 − α)·MSE + α·CE, and the reference "
+        "auto-encoder (RefAE: same architecture up to the layer, trained from scratch on reconstruction only), "
+        "and save both with run.json (settings and test metrics) to --out. With equal epochs the two train "
+        "together (one batch order; on a GPU their steps overlap), with the same result as one after the other "
+        "unless the trained modules draw random numbers (dropout).",
+    )
+    add_model_source(f)
+    f.add_argument(
+        "--input-norm",
+        metavar="MEAN,STD",
+        help="with --factory: the normalisation your model expects, e.g. '0.5,0.5' or "
+        "'0.49,0.48,0.45;0.25,0.24,0.26' (checkpoints record their own)",
+    )
+    f.add_argument(
+        "--dataset", help="data set (default: the checkpoint's); fashion-mnist, mnist, cifar10, fashion-mnist-mini ..."
+    )
+    f.add_argument(
+        "--layer",
+        required=True,
+        help="layer name (see `cladec layers`); 'last' / 'middle' pick the architecture's defaults",
+    )
+    f.add_argument(
+        "--neurons", metavar="LIST", help="decode only these units (channels), e.g. '0,1,5-9' (default: all)"
+    )
+    f.add_argument(
+        "--alpha", type=alpha_value, default=0.001, help="α, weight of the classification loss (default: 0.001)"
+    )
+    f.add_argument("--epochs", type=pos_int, default=5, help="ClaDec epochs (default: 5)")
+    f.add_argument(
+        "--refae-epochs",
+        type=pos_int,
+        help="RefAE epochs (default: --epochs; a different value fits RefAE after ClaDec)",
+    )
+    f.add_argument("--no-refae", action="store_true", help="fit ClaDec only")
+    f.add_argument("--out", required=True, metavar="DIR", help="run directory to write (replaced if it exists)")
+    f.add_argument(
+        "--size",
+        type=pos_int,
+        help="resize images to SIZE×SIZE (default: the size the classifier was trained at when its "
+        "checkpoint records it, also for another data set; else the data's own size)",
+    )
+    f.add_argument("--limit", type=pos_int, help="use the first N training images")
+    f.add_argument("--test-limit", type=pos_int, default=2000, help="test images for the metrics (default: 2000)")
+    f.add_argument("--batch-size", type=pos_int, default=128, help="batch size (default: 128)")
+    f.add_argument("--lr", type=learning_rate, default=3e-4, help="Adam learning rate (default: 3e-4)")
+    f.add_argument("--decoder-norm", choices=["batch"], help="normalisation in the decoder (default: none)")
+    f.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        metavar="MODE",
+        choices=["default", "max-autotune-no-cudagraphs"],
+        help="torch.compile the training losses: faster epochs after a compile of several seconds "
+        "per model (worth it for long fits on a GPU); MODE: default or max-autotune-no-cudagraphs",
+    )
+    add_common(f)
+    f.set_defaults(func=cmd_fit)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    """Handler of ``cladec fit``: fit ClaDec (+ RefAE) for one layer into a run directory.
-
-    Args:
-        args: The parsed arguments.
-
-    Returns:
-        0 on success.
+    """Handler of ``cladec fit`` (:func:`cladec.runs.fit_run`).
 
     Examples:
         >>> from cladec.cli import main
@@ -29,65 +105,38 @@ def cmd_fit(args: argparse.Namespace) -> int:
         wrote run directory run  (next: cladec explain --run run --out triplets.png)
         0
     """
-    from ..capture import resolve_layer_or_role
     from ..explainers.fitting import CollapseWarning
     from ..runs import fit_run
 
     dev = parse_device(args.device)
     neurons = parse_neurons(args.neurons) if args.neurons is not None else None
-    if args.input_norm is not None and args.factory is None:
-        raise ConfigError("--input-norm goes with --factory; a --model checkpoint records its own normalisation")
     if args.no_refae and args.refae_epochs is not None:
         raise ConfigError("--refae-epochs sets the RefAE's epochs, but --no-refae fits no RefAE; drop one of them")
-    spec, model, info = load_model_arg(args)
-    layer = resolve_layer_or_role(model, args.layer)  # fails fast, listing valid names
-    dataset = args.dataset
-    if dataset is None:
-        ds = info.get("dataset") if isinstance(info, dict) else None
-        dataset = ds.get("name") if isinstance(ds, dict) else None
-        if not dataset:
-            raise ConfigError("give the data set with --dataset NAME (the classifier does not record one)")
-    _check_fit_fits(args, dataset, model, info, dev)
-    del model
+    importable_cwd()  # --factory PKG.MOD:FN imports the user's module from here
+    settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root".split()
+    settings += "factory weights factory_kwargs decoder_norm".split()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
         run = fit_run(
             args.out,
-            dataset=dataset,
-            layer=layer,
-            classifier_dir=args.model if spec["type"] == "checkpoint" else None,
-            factory=spec.get("factory"),
-            weights=spec.get("weights"),
-            factory_kwargs=spec.get("kwargs"),
-            input_norm=spec.get("input_norm"),
-            alpha=args.alpha,
+            **{k: getattr(args, k) for k in settings},
+            classifier_dir=args.model,
+            input_norm=parse_input_norm(args.input_norm),
             neurons=neurons,
-            epochs=args.epochs,
             refae=not args.no_refae,
-            refae_epochs=args.refae_epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            seed=args.seed,
-            size=args.size,
-            limit=args.limit,
-            test_limit=args.test_limit,
-            data_root=args.data_root,
             device=str(dev),
-            decoder_norm=args.decoder_norm,
             compile=args.compile or False,
             verbose=not args.quiet,
+            names=OPTION_NAMES,
         )
     m = run.config["metrics"]
-    line = f"layer {run.layer}, α = {args.alpha:g}: test MSE ClaDec {m['mse_cladec']:.4f}"
-    if "mse_refae" in m:
-        line += f", RefAE {m['mse_refae']:.4f}"
+    line = f"layer {run.layer}, α = {run.alpha:g}: test MSE ClaDec {m['mse_cladec']:.4f}"
+    line += f", RefAE {m['mse_refae']:.4f}" if "mse_refae" in m else ""
     if "accuracy_cladec" in m:
         line += (
-            f"; classifier accuracy on originals {m['accuracy_original']:.3f}, "
-            f"on ClaDec's reconstructions {m['accuracy_cladec']:.3f}"
+            f"; classifier accuracy on originals {m['accuracy_original']:.3f}, on ClaDec's reconstructions "
+            f"{m['accuracy_cladec']:.3f}" + (f", on RefAE's {m['accuracy_refae']:.3f}" if "accuracy_refae" in m else "")
         )
-        if "accuracy_refae" in m:
-            line += f", on RefAE's {m['accuracy_refae']:.3f}"
     print(line)
     for kind, flag in run.config.get("collapsed", {}).items():
         if flag:
@@ -98,37 +147,3 @@ def cmd_fit(args: argparse.Namespace) -> int:
             )
     print(f"wrote run directory {args.out}  (next: cladec explain --run {args.out} --out triplets.png)")
     return 0
-
-
-def _check_fit_fits(args: argparse.Namespace, dataset: str, model: Any, info: Any, dev: Any) -> None:
-    """Refuse a ``fit`` whose images (at ``--size``, else the size the classifier records) or batches could not
-    fit in memory, before any data is loaded (the size fit_run uses: ``--size``, else the checkpoint's)."""
-    from .._limits import check_model_fits
-    from ..data.sizes import check_dataset_fits
-
-    rec = info.get("dataset") if isinstance(info, dict) else None
-    rec = rec if isinstance(rec, dict) else {}
-    shape = rec.get("image_shape")
-    shape = shape if isinstance(shape, (list, tuple)) and len(shape) == 3 else None
-    size = args.size if args.size is not None else (rec.get("size") or (list(shape[1:]) if shape else None))
-    where = f"--size {size}" if args.size is not None else f"the classifier's recorded image size {size}"
-    check_dataset_fits(dataset, [("train", args.limit), ("test", args.test_limit)], size, what=where)
-    hw = (size, size) if isinstance(size, int) else size
-    if (
-        shape is not None
-        and isinstance(hw, (list, tuple))
-        and len(hw) == 2
-        and all(isinstance(v, int) for v in hw)
-        and isinstance(shape[0], int)
-    ):
-        batch = min(args.batch_size, args.limit) if args.limit else args.batch_size
-        check_model_fits(
-            model,
-            (shape[0], *hw),
-            batch,
-            device=dev,
-            train_copies=1,
-            activation_copies=2,
-            what=f"fitting on batches of {batch} {shape[0]}×{hw[0]}×{hw[1]} images (--batch-size)",
-            hint="use a smaller --batch-size or --size",
-        )

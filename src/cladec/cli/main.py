@@ -1,4 +1,4 @@
-"""The ``cladec`` command line.
+"""The ``cladec`` command line: the root parser, the entry point and the mapping of errors to one line.
 
 Commands (``cladec COMMAND --help`` for every option)::
 
@@ -8,11 +8,15 @@ Commands (``cladec COMMAND --help`` for every option)::
     cladec layers             list a classifier's layers with their output shapes
     cladec fit                fit ClaDec (and its RefAE) for one layer into a run directory
     cladec explain            draw original | RefAE | ClaDec triplets of a run as a PNG grid
+    cladec evaluate           metrics of a run's reconstructions, and the evaluation classifiers
+    cladec sweep              fit and evaluate over layers × α values × seeds
+    cladec compare-saliency   score ClaDec relevance maps against saliency methods
+    cladec report             a static HTML report of a run, evaluation, sweep or demo
+    cladec study              a user-study page for a run; ``cladec study-summary`` aggregates its answers
 
-More commands (``evaluate``, ``sweep``, ``saliency``, ``report`` ...) come from the modules
-``cladec._cli_evaluate``, ``cladec._cli_saliency`` and ``cladec._cli_report`` when they are installed:
-each exposes ``register(subparsers)`` and gives every parser it adds a ``func`` default, the handler,
-which is called with the parsed namespace and returns the exit code.
+Each command group is a module of :mod:`cladec.cli` (:data:`COMMAND_MODULES`) with ``register(subparsers)``,
+which adds its parsers and gives each a ``func`` default, the handler: it is called with the parsed namespace
+and returns the exit code.
 
 Errors that come from the user's input (:class:`cladec.CladecError`, a missing file) are printed as one
 message, ``cladec: error: ...``, with exit status 2 and no traceback.
@@ -25,26 +29,21 @@ import errno
 import importlib
 import os
 import re
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from .._errors import CladecError, ConfigError
-from ._args import add_common, add_model_source, alpha_value, pos_float
-from ._args import learning_rate as _learning_rate
-from ._args import pos_int as _pos_int
-from .classifier import cmd_layers, cmd_train_classifier
-from .demo import cmd_demo
-from .explain import cmd_explain
-from .fit import cmd_fit
+from .._version import __version__
+from . import classifier, demo, evaluate, explain, fit, report, saliency, study, sweep
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "COMMAND_MODULES"]
 
-SUBCOMMAND_MODULES = ("cladec.cli.evaluate", "cladec.cli.saliency", "cladec.cli.report")
-
-
-class _Formatter(argparse.HelpFormatter):
-    pass
+#: The command modules, in the order ``cladec --help`` lists their commands: demo, train-classifier, layers,
+#: fit, explain, evaluate, sweep, compare-saliency, report, study, study-summary.
+COMMAND_MODULES = (demo, classifier, fit, explain, evaluate, sweep, saliency, report, study)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,10 +57,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the ``cladec`` argument parser with every available subcommand.
-
-    Args:
-        (none)
+    """Build the ``cladec`` argument parser with every subcommand (loads no torch).
 
     Returns:
         The :class:`argparse.ArgumentParser`.
@@ -71,227 +67,16 @@ def build_parser() -> argparse.ArgumentParser:
         >>> p.parse_args(["layers", "--model", "clf"]).command
         'layers'
     """
-    from .._version import __version__
-
     parser = _Parser(
         prog="cladec",
         description="Explain a layer of an image classifier by decoding its activations back into images "
         "(ClaDec, Schneider & Vlachos 2022). Start with `cladec demo`.",
-        formatter_class=_Formatter,
         epilog="Run `cladec COMMAND --help` for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"cladec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    # demo -----------------------------------------------------------------------------------------
-    d = sub.add_parser(
-        "demo",
-        help="train a classifier on embedded data, fit ClaDec + RefAE on two layers, write triplets and a summary",
-        description="The end-to-end demo. With no arguments (and no network) it trains the paper's VGG-style "
-        "classifier on the embedded Fashion-MNIST subset 'fashion-mnist-mini' (6,000 training / 1,000 test "
-        "images), fits ClaDec (α = 0.001) and the reference auto-encoder (RefAE) on the classifier's last "
-        "and middle layers, and writes triplet grids (original | RefAE | ClaDec), summary.json and "
-        "summary.txt (and an HTML report when available) to --out. A few minutes on a laptop CPU; --quick "
-        "runs a smaller version in about a minute.",
-        formatter_class=_Formatter,
-    )
-    d.add_argument("--out", default="cladec-demo", metavar="DIR", help="output folder (default: cladec-demo)")
-    d.add_argument(
-        "--quick", action="store_true", help="smaller and faster (quarter-width classifier, fewer images and epochs)"
-    )
-    d.add_argument(
-        "--dataset",
-        default="fashion-mnist-mini",
-        help="data set: fashion-mnist-mini (embedded, default), fashion-mnist, mnist, cifar10, imagefolder:PATH",
-    )
-    d.add_argument("--arch", default="vgg-paper", help="classifier architecture (default: vgg-paper)")
-    from ..defaults import DEMO_SETTINGS
-
-    full, quick = DEMO_SETTINGS["full"], DEMO_SETTINGS["quick"]
-    d.add_argument(
-        "--limit",
-        type=_pos_int,
-        default=None,
-        help=f"training images (default: {full['limit']}; {quick['limit']} with --quick)",
-    )
-    d.add_argument(
-        "--test-limit",
-        type=_pos_int,
-        default=None,
-        help=f"test images for the metrics (default: {full['test_limit']}; {quick['test_limit']} with --quick)",
-    )
-    d.add_argument(
-        "--epochs",
-        type=_pos_int,
-        default=None,
-        help=f"classifier epochs (default: {full['epochs']}; {quick['epochs']} with --quick)",
-    )
-    d.add_argument(
-        "--decoder-epochs",
-        type=_pos_int,
-        default=None,
-        help=f"ClaDec and RefAE epochs (default: {full['decoder_epochs']}; {quick['decoder_epochs']} with --quick)",
-    )
-    d.add_argument(
-        "--width",
-        type=pos_float,
-        default=None,
-        help=f"classifier width multiplier (default: {full['width']:g}; {quick['width']:g} with --quick)",
-    )
-    d.add_argument("--n-images", type=_pos_int, default=24, help="test images per triplet grid (default: 24)")
-    d.add_argument("--download", action="store_true", help="download a missing MNIST / Fashion-MNIST / CIFAR-10")
-    d.add_argument("--no-report", action="store_true", help="do not build the HTML report")
-    add_common(d)
-    d.set_defaults(func=cmd_demo)
-
-    # train-classifier ------------------------------------------------------------------------------
-    t = sub.add_parser(
-        "train-classifier",
-        help="train a classifier (vgg-paper, resnet10, resnet18) and save a checkpoint directory",
-        description="Train a registered architecture with SGD + momentum and step decay (the ClaDec authors' "
-        "recipe) and save it as a checkpoint directory (model.safetensors + classifier.json) that records the "
-        "data set, its image size and classes, and the test accuracy.",
-        formatter_class=_Formatter,
-    )
-    t.add_argument(
-        "--dataset", required=True, help="fashion-mnist, mnist, cifar10, fashion-mnist-mini, imagefolder:PATH"
-    )
-    t.add_argument("--arch", default="vgg-paper", help="architecture (default: vgg-paper; see also resnet10, resnet18)")
-    t.add_argument("--epochs", type=_pos_int, default=5, help="epochs (default: 5)")
-    t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
-    t.add_argument("--size", type=_pos_int, default=None, help="resize images to SIZE×SIZE (the paper uses 32)")
-    t.add_argument("--limit", type=_pos_int, default=None, help="use the first N training images")
-    t.add_argument("--test-limit", type=_pos_int, default=None, help="use the first N test images")
-    t.add_argument("--batch-size", type=_pos_int, default=128, help="batch size (default: 128)")
-    t.add_argument("--lr", type=_learning_rate, default=0.1, help="initial SGD learning rate (default: 0.1)")
-    t.add_argument("--width", type=pos_float, default=None, help="channel width multiplier (default: 1.0)")
-    t.add_argument(
-        "--input-norm",
-        default=None,
-        metavar="MEAN,STD",
-        help="normalise images before the model, e.g. '0.286,0.353' (default: none)",
-    )
-    t.add_argument("--download", action="store_true", help="download a missing MNIST / Fashion-MNIST / CIFAR-10")
-    add_common(t)
-    t.set_defaults(func=cmd_train_classifier)
-
-    # layers ----------------------------------------------------------------------------------------
-    lay = sub.add_parser(
-        "layers",
-        help="list a classifier's layers with their types and output shapes",
-        description="Run one zero image through the classifier and print every layer it reaches with the "
-        "module type and output shape. The architecture's default layers ('last', 'middle') are marked.",
-        formatter_class=_Formatter,
-    )
-    add_model_source(lay)
-    lay.add_argument(
-        "--image-shape",
-        default=None,
-        metavar="C,H,W",
-        help="input shape, e.g. 1,28,28 (default: the checkpoint's; required with --factory)",
-    )
-    lay.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    lay.set_defaults(func=cmd_layers)
-
-    # fit -------------------------------------------------------------------------------------------
-    f = sub.add_parser(
-        "fit",
-        help="fit ClaDec (and its RefAE) for one layer and save a run directory",
-        description="Fit ClaDec for one layer of a classifier, loss (1 − α)·MSE + α·CE, and the reference "
-        "auto-encoder (RefAE: same architecture up to the layer, trained from scratch on reconstruction only), "
-        "and save both with run.json (settings and test metrics) to --out. With equal epochs the two train "
-        "together (one batch order; on a GPU their steps overlap), with the same result as one after the other "
-        "unless the trained modules draw random numbers (dropout).",
-        formatter_class=_Formatter,
-    )
-    add_model_source(f)
-    f.add_argument(
-        "--input-norm",
-        default=None,
-        metavar="MEAN,STD",
-        help="with --factory: the normalisation your model expects, e.g. '0.5,0.5' or "
-        "'0.49,0.48,0.45;0.25,0.24,0.26' (checkpoints record their own)",
-    )
-    f.add_argument(
-        "--dataset",
-        default=None,
-        help="data set (default: the checkpoint's); fashion-mnist, mnist, cifar10, fashion-mnist-mini ...",
-    )
-    f.add_argument(
-        "--layer",
-        required=True,
-        help="layer name (see `cladec layers`); 'last' / 'middle' pick the architecture's defaults",
-    )
-    f.add_argument(
-        "--neurons",
-        default=None,
-        metavar="LIST",
-        help="decode only these units (channels), e.g. '0,1,5-9' (default: all)",
-    )
-    f.add_argument(
-        "--alpha", type=alpha_value, default=0.001, help="α, weight of the classification loss (default: 0.001)"
-    )
-    f.add_argument("--epochs", type=_pos_int, default=5, help="ClaDec epochs (default: 5)")
-    f.add_argument(
-        "--refae-epochs",
-        type=_pos_int,
-        default=None,
-        help="RefAE epochs (default: --epochs; a different value fits RefAE after ClaDec)",
-    )
-    f.add_argument("--no-refae", action="store_true", help="fit ClaDec only")
-    f.add_argument("--out", required=True, metavar="DIR", help="run directory to write (replaced if it exists)")
-    f.add_argument(
-        "--size",
-        type=_pos_int,
-        default=None,
-        help="resize images to SIZE×SIZE (default: the size the classifier was trained at when its "
-        "checkpoint records it, also for another data set; else the data's own size)",
-    )
-    f.add_argument("--limit", type=_pos_int, default=None, help="use the first N training images")
-    f.add_argument("--test-limit", type=_pos_int, default=2000, help="test images for the metrics (default: 2000)")
-    f.add_argument("--batch-size", type=_pos_int, default=128, help="batch size (default: 128)")
-    f.add_argument("--lr", type=_learning_rate, default=3e-4, help="Adam learning rate (default: 3e-4)")
-    f.add_argument(
-        "--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder (default: none)"
-    )
-    f.add_argument(
-        "--compile",
-        nargs="?",
-        const="default",
-        default=None,
-        metavar="MODE",
-        choices=["default", "max-autotune-no-cudagraphs"],
-        help="torch.compile the training losses: faster epochs after a compile of several seconds "
-        "per model (worth it for long fits on a GPU); MODE: default or max-autotune-no-cudagraphs",
-    )
-    add_common(f)
-    f.set_defaults(func=cmd_fit)
-
-    # explain ---------------------------------------------------------------------------------------
-    e = sub.add_parser(
-        "explain",
-        help="draw original | RefAE | ClaDec triplets of a run as a PNG grid",
-        description="Load a run directory, reconstruct N images with its ClaDec and RefAE and save a labelled "
-        "grid (true class and the classifier's prediction under every image; wrong predictions in red).",
-        formatter_class=_Formatter,
-    )
-    e.add_argument("--run", required=True, metavar="DIR", help="run directory (made by `cladec fit`)")
-    e.add_argument("--dataset", default=None, help="data set (default: the run's; same image shape needed)")
-    e.add_argument("--n", type=_pos_int, default=48, help="number of images (default: 48)")
-    e.add_argument("--out", required=True, metavar="PNG", help="output PNG file")
-    e.add_argument("--split", default="test", choices=["train", "test"], help="split to draw from (default: test)")
-    e.add_argument("--columns", type=_pos_int, default=6, help="triplets per row (default: 6)")
-    add_common(e)
-    e.set_defaults(func=cmd_explain)
-
-    for modname in SUBCOMMAND_MODULES:
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as err:
-            if err.name == modname:
-                continue  # that command module is not part of this installation
-            raise
-        mod.register(sub)
+    for module in COMMAND_MODULES:
+        module.register(sub)
     return parser
 
 
@@ -305,7 +90,7 @@ def _error(msg: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cladec`` command line.
 
-    Everything heavy (torch, the subcommand modules) is imported inside this function, so that an interrupt
+    Everything heavy (torch, the library) is imported inside the command handlers it runs, so that an interrupt
     (Ctrl-C) at any moment -- also while the first imports run -- ends in one line, ``cladec: interrupted``,
     and exit status 130, never a traceback. When the reader of the output goes away (``cladec layers ... |
     head -1``), the command stops quietly with exit status 141 (128 + SIGPIPE, what a shell reports for
@@ -362,6 +147,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     try:
         _check_out_paths(args)
+        _load_torch()
         return int(args.func(args) or 0)
     except CladecError as e:
         return _error(str(e))
@@ -383,6 +169,30 @@ def _main(argv: Sequence[str] | None) -> int:
                 f"out of memory{got}; use a smaller --batch-size, --size or --width, or fewer images (--limit)"
             )
         raise
+
+
+def _load_torch() -> None:
+    """Import torch, which every command uses, holding a Ctrl-C back until it is loaded (then it interrupts).
+
+    torch's start-up (C code) imports numpy and clears any error of that import, an interrupt included: a Ctrl-C
+    in that moment was lost, and the command ran on, or left numpy half imported (a confusing error later).
+    """
+    if "torch" in sys.modules:
+        return
+    hold = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler  # not ignored, not the caller's handler
+    )
+    held: list[int] = []
+    if hold:
+        signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        importlib.import_module("torch")
+    finally:
+        if hold:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 #: Options that name something a command writes (the folder or file is created with its parents).

@@ -6,10 +6,7 @@ import argparse
 from typing import Any
 
 from ..defaults import DEFAULT_METHODS
-from ..saliency.compare import compare_saliency
-from ..saliency.results import format_table
-from ._args import csv_list, seed_int
-from ._args import pos_int as _pos_int
+from ._args import csv_list, pos_int, seed_int
 
 __all__ = ["register", "cmd_compare_saliency"]
 
@@ -24,7 +21,6 @@ def register(subparsers: Any) -> None:
         None (the parser's ``func`` is :func:`cmd_compare_saliency`).
 
     Examples:
-        >>> import argparse
         >>> p = argparse.ArgumentParser(prog="cladec"); sub = p.add_subparsers(dest="command")
         >>> register(sub)
         >>> p.parse_args(["compare-saliency", "--run", "r", "--out", "c"]).methods
@@ -51,18 +47,18 @@ def register(subparsers: Any) -> None:
         default="deletion,insertion,road",
         help="comma-separated scores: deletion, insertion, road, roar (default: all but roar)",
     )
-    p.add_argument("--n", type=_pos_int, default=200, help="test images scored (200)")
+    p.add_argument("--n", type=pos_int, default=200, help="test images scored (200)")
     p.add_argument("--roar-k", default="10,30,50,70,90", help="ROAR percentages in [0, 100) (10,30,50,70,90)")
     p.add_argument(
         "--roar-epochs",
-        type=_pos_int,
+        type=pos_int,
         default=None,
         help="epochs of each ROAR retraining (default: the classifier's own)",
     )
     p.add_argument("--seeds", type=csv_list(seed_int, "--seeds"), default=[0], help="comma-separated seeds (0)")
     p.add_argument("--data-root", default=None, help="data root (default: the run's, else $CLADEC_DATA)")
-    p.add_argument("--limit", type=_pos_int, default=5000, help="training images for ROAR retraining (5000)")
-    p.add_argument("--steps", type=_pos_int, default=32, help="deletion/insertion steps (32)")
+    p.add_argument("--limit", type=pos_int, default=5000, help="training images for ROAR retraining (5000)")
+    p.add_argument("--steps", type=pos_int, default=32, help="deletion/insertion steps (32)")
     p.add_argument(
         "--insertion-start",
         default="zero",
@@ -106,7 +102,9 @@ def cmd_compare_saliency(args: argparse.Namespace) -> int:
         gradcam ...
         0
     """
+    from ..saliency.compare import compare_saliency
     from ..saliency.methods import canonical_method
+    from ..saliency.results import format_table
     from ..saliency.roar import check_roar_k
     from ..saliency.scores import check_scores
 

@@ -31,10 +31,19 @@ from .._limits import check_fits, weight_bytes_on_meta
 from .._schema import CLASSIFIER, validate
 from .._version import __version__
 from ..data.dataset import ImageDataset
+from ..data.recorded import recorded_dataset_name
 from ..normalize import check_input_norm
 from ._registry import create_model, list_models
 
-__all__ = ["save_classifier", "load_classifier", "load_user_model", "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION"]
+__all__ = [
+    "save_classifier",
+    "load_classifier",
+    "load_user_model",
+    "dataset_entry",
+    "metrics_entry",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+]
 
 CHECKPOINT_FORMAT = "cladec-classifier"
 
@@ -327,3 +336,60 @@ def load_user_model(factory: str, weights: str | Path | None = None, **factory_k
         _check_state_dict_fits(model, state, str(weights))
         model.load_state_dict(state, strict=True)
     return model.eval()
+
+
+def dataset_entry(
+    train: ImageDataset, test: ImageDataset, *, size: Any = None, root: Any = None, limit: Any = None
+) -> dict[str, Any]:
+    """The ``dataset`` entry of a checkpoint's ``classifier.json`` for a classifier trained on ``train``.
+
+    Args:
+        train: The training images, as loaded (name, image shape, classes).
+        test: The test images it was measured on.
+        size: The resize they were loaded with (``None``: their own size).
+        root: The data root they were loaded from (recorded as an absolute path; ``None``: the default).
+        limit: The training-image limit they were loaded with.
+
+    Returns:
+        ``{"name", "size", "image_shape", "classes", "num_classes", "root", "limit", "n_train", "n_test"}``; an
+        ``imagefolder:`` name is recorded with its path absolute (valid from any folder).
+
+    Examples:
+        >>> entry = dataset_entry(train, test, limit=2000)
+        >>> entry["name"], entry["image_shape"], entry["n_train"], entry["n_test"]
+        ('fashion-mnist-mini', [1, 28, 28], 2000, 200)
+    """
+    return {
+        "name": recorded_dataset_name(train.name),
+        "size": size,
+        "image_shape": list(train.image_shape),
+        "classes": list(train.classes),
+        "num_classes": train.num_classes,
+        "root": str(Path(root).expanduser().resolve()) if root else None,
+        "limit": limit,
+        "n_train": len(train),
+        "n_test": len(test),
+    }
+
+
+def metrics_entry(history: Mapping[str, Any], test: Any, seconds: float) -> dict[str, Any]:
+    """The ``metrics`` entry of a checkpoint's ``classifier.json``: the accuracies after the last epoch.
+
+    Args:
+        history: What :func:`train_classifier` returned (with ``test_data``).
+        test: The test images (their number is recorded).
+        seconds: How long the training took.
+
+    Returns:
+        ``{"test_acc", "train_acc", "test_images", "train_seconds"}``.
+
+    Examples:
+        >>> metrics_entry({"test_acc": [0.5, 0.75], "train_acc": [0.5, 0.8]}, test, 12.345)
+        {'test_acc': 0.75, 'train_acc': 0.8, 'test_images': 200, 'train_seconds': 12.35}
+    """
+    return {
+        "test_acc": float(history["test_acc"][-1]),
+        "train_acc": float(history["train_acc"][-1]),
+        "test_images": len(test),
+        "train_seconds": round(seconds, 2),
+    }

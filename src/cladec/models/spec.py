@@ -3,15 +3,88 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._errors import SaveFormatError
+from .._errors import ConfigError, SaveFormatError
 from .._io import file_sha256
 
-__all__ = ["load_classifier_spec"]
+__all__ = ["classifier_entry", "load_classifier_spec", "recorded_image_shape", "recorded_size"]
+
+
+def classifier_entry(
+    classifier_dir: str | os.PathLike | None = None,
+    *,
+    factory: str | None = None,
+    weights: str | os.PathLike | None = None,
+    factory_kwargs: Mapping[str, Any] | None = None,
+    input_norm: Any = None,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ``classifier`` entry of a run (``run.json``): a checkpoint folder, or a factory with its weights.
+
+    Args:
+        classifier_dir: A classifier checkpoint folder (``cladec train-classifier``, :func:`save_classifier`).
+        factory: Instead, a user model's factory ``"package.module:function"``.
+        weights: The factory model's weights file (safetensors or a state dict).
+        factory_kwargs: Keyword arguments for ``factory``.
+        input_norm: ``(mean, std)`` the factory model expects (a checkpoint records its own).
+        names: How messages name these arguments (default: as here); the command line passes its options,
+            ``{"classifier_dir": "--model", "weights": "--weights", ...}``.
+
+    Returns:
+        ``{"type": "checkpoint", "path"}`` or ``{"type": "factory", "factory", "weights", "kwargs",
+        "input_norm"}``, with absolute paths (see :mod:`cladec.runs`; :func:`load_classifier_spec` loads it).
+
+    Raises:
+        ConfigError: Neither a checkpoint nor a factory, both, settings a checkpoint would ignore, or a weights
+            file that does not exist.
+
+    Examples:
+        >>> classifier_entry(clf_dir) == {"type": "checkpoint", "path": str(clf_dir.resolve())}
+        True
+        >>> classifier_entry(factory="cladec.models.vgg:vgg_paper", factory_kwargs={"width": 0.25})["kwargs"]
+        {'width': 0.25}
+        >>> classifier_entry(clf_dir, input_norm=([0.5], [0.5]))
+        Traceback (most recent call last):
+            ...
+        cladec._errors.ConfigError: input_norm cannot go with classifier_dir: a checkpoint holds its own model, ...
+    """
+    shown = {k: k for k in ("classifier_dir", "factory", "weights", "factory_kwargs", "input_norm")}
+    shown.update(names or {})
+    if classifier_dir is not None:
+        others = {"factory": factory, "weights": weights, "factory_kwargs": factory_kwargs, "input_norm": input_norm}
+        given = [k for k, v in others.items() if v is not None]
+        if given:
+            goes = [shown[k] for k in given if k != "factory"]
+            raise ConfigError(
+                f"{', '.join(shown[k] for k in given)} cannot go with {shown['classifier_dir']}: a checkpoint holds "
+                "its own model, weights, input normalisation and the arguments that rebuild it"
+                + (f" ({', '.join(goes)} {'goes' if len(goes) == 1 else 'go'} with {shown['factory']})" if goes else "")
+                + (
+                    f"; give the classifier either as {shown['classifier_dir']} or as {shown['factory']}, not both"
+                    if "factory" in given
+                    else f"; drop {' and '.join(goes)}"
+                )
+            )
+        return {"type": "checkpoint", "path": str(Path(classifier_dir).resolve())}
+    if factory is None:
+        raise ConfigError(
+            f"give the classifier: {shown['classifier_dir']} (a checkpoint folder from `cladec train-classifier`) "
+            f"or {shown['factory']} (a 'package.module:function' that builds your model) with {shown['weights']}"
+        )
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(f"{shown['weights']}: file not found: {weights}")
+    return {
+        "type": "factory",
+        "factory": factory,
+        "weights": str(Path(weights).resolve()) if weights is not None else None,
+        "kwargs": dict(factory_kwargs or {}),
+        "input_norm": input_norm,
+    }
 
 
 def classifier_classes(info: Any) -> list[str] | None:
@@ -21,6 +94,49 @@ def classifier_classes(info: Any) -> list[str] | None:
     if isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes):
         return list(classes)
     return None
+
+
+def recorded_image_shape(info: Any) -> tuple[int, int, int] | None:
+    """The input shape ``(C, H, W)`` a classifier checkpoint records (``classifier.json``'s
+    ``dataset.image_shape``), or None.
+
+    Args:
+        info: What is known about the classifier (:func:`load_classifier_spec`'s ``info``).
+
+    Returns:
+        ``(C, H, W)``, or None when it is not recorded (a factory model).
+
+    Examples:
+        >>> recorded_image_shape({"dataset": {"image_shape": [1, 28, 28]}}), recorded_image_shape({})
+        ((1, 28, 28), None)
+    """
+    ds = info.get("dataset") if isinstance(info, dict) else None
+    shape = ds.get("image_shape") if isinstance(ds, dict) else None
+    if isinstance(shape, (list, tuple)) and len(shape) == 3 and all(isinstance(s, int) for s in shape):
+        return (int(shape[0]), int(shape[1]), int(shape[2]))
+    return None
+
+
+def recorded_size(info: Any) -> Any:
+    """The image size a classifier was trained at, as :func:`cladec.data.load_dataset` takes it: the resize its
+    checkpoint records, else the height and width of its recorded input shape, else None (a factory model).
+
+    Examples:
+        >>> recorded_size({"dataset": {"size": 32}}), recorded_size({"dataset": {"image_shape": [1, 28, 28]}})
+        (32, [28, 28])
+    """
+    ds = info.get("dataset") if isinstance(info, dict) else None
+    shape = recorded_image_shape(info)
+    return (ds.get("size") if isinstance(ds, dict) else None) or (list(shape[1:]) if shape else None)
+
+
+def entry_weights_sha256(spec: dict[str, Any], info: Any) -> str | None:
+    """The identity of a loaded classifier entry's weights, which a run records as ``weights_sha256``: the
+    checkpoint's (:func:`checkpoint_weights_sha256`), or the SHA-256 of the factory's weights file (None without
+    one)."""
+    if spec.get("type") == "checkpoint":
+        return checkpoint_weights_sha256(Path(spec["path"]), info)
+    return file_sha256(spec["weights"]) if spec.get("weights") else None
 
 
 def rel_or_abs(target: Path, base: Path) -> str:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,17 +17,24 @@ from torch.utils.data import DataLoader
 
 from .. import _checks
 from .._checks import positive_int
+from .._checks import seed as check_seed
 from .._errors import ConfigError, DataError, TrainingError
+from .._io import check_replaceable
+from .._limits import build_on_meta, check_model_fits
+from .._tensors import device as checked_device
 from .._tensors import model_device
 from ..data import adapt
 from ..data.adapt import iter_device_batches, place, prepare
-from ..data.load import check_trainable
+from ..data.load import check_trainable, load_dataset
+from ..data.sizes import check_dataset_fits
 from ..normalize import InputNorm
 from ..training.engine import Engine, EngineConfig
 from ..training.options import compile_mode, make_optimizer
+from ._registry import create_model
+from .checkpoint import dataset_entry, metrics_entry, save_classifier
 from .predict import accuracy_on, check_labels_fit, forward_checked
 
-__all__ = ["train_classifier"]
+__all__ = ["train_classifier", "train_checkpoint"]
 
 
 def train_classifier(
@@ -347,3 +358,118 @@ def _train_in_memory(
         if test is not None:
             history["test_acc"].append(rec["test_acc"])
     return history
+
+
+def train_checkpoint(
+    out: str | os.PathLike,
+    *,
+    dataset: str,
+    arch: str = "vgg-paper",
+    epochs: int = 5,
+    size: int | None = None,
+    limit: int | None = None,
+    test_limit: int | None = None,
+    batch_size: int = 128,
+    lr: float = 0.1,
+    width: float | None = None,
+    input_norm: Any = None,
+    data_root: str | os.PathLike | None = None,
+    download: bool = False,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    verbose: bool = True,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Train a registered architecture on a data set and save it as a checkpoint folder (``cladec
+    train-classifier``): :func:`train_classifier`'s recipe, the test accuracy and the data set recorded.
+
+    Before any data is loaded or a model is built, ``out`` is checked (new, empty, or a checkpoint, whose files
+    are replaced) and so are the memory the images, the model and a batch would need.
+
+    Args:
+        out: The checkpoint folder (``model.safetensors`` and ``classifier.json`` are written into it).
+        dataset: A data set name for :func:`cladec.data.load_dataset`.
+        arch: A registered architecture (:func:`cladec.models.list_models`).
+        epochs, batch_size, lr, input_norm, seed, device, verbose: As for :func:`train_classifier`
+            (``seed`` also seeds the initial weights).
+        size: Resize the images to ``size``×``size`` (default: their own size).
+        limit, test_limit: Use the first training / test images only.
+        width: The architecture's channel width multiplier (default: its own, 1.0).
+        data_root: Where the data set is (default: ``$CLADEC_DATA``, else the user cache).
+        download: Download a missing MNIST / Fashion-MNIST / CIFAR-10.
+        names: How messages name ``size``, ``width``, ``batch_size`` and ``device`` (the command line passes its
+            options).
+
+    Returns:
+        ``{"path", "arch", "dataset", "metrics", "summary"}``: the checkpoint folder, its ``classifier.json``
+        entries ``dataset`` (:func:`cladec.models.checkpoint.dataset_entry`) and ``metrics`` (``test_acc``,
+        ``train_acc``, ``test_images``, ``train_seconds``), and one line saying so (``"test accuracy 0.8120 on
+        100 fashion-mnist-mini test images (chance 0.10); trained in 3 s"``).
+
+    Raises:
+        ConfigError, DataError: Bad settings, missing data, or data, a model or batches that could not fit in
+            memory. SaveFormatError: ``out`` is a file or a folder of other things.
+
+    Examples:
+        >>> res = train_checkpoint("clf", dataset="fashion-mnist-mini", width=0.25, epochs=1, limit=500,
+        ...                        test_limit=100, verbose=False)
+        >>> res["dataset"]["name"], res["metrics"]["test_images"], sorted(p.name for p in res["path"].iterdir())
+        ('fashion-mnist-mini', 100, ['classifier.json', 'model.safetensors'])
+    """
+    shown = {"size": "size", "width": "width", "batch_size": "batch_size", "device": "device", **(names or {})}
+    dev = checked_device(device, shown["device"])
+    check_seed(seed, "seed")
+    # files are written into `out` (never replaced as a folder), so it may be the current directory
+    check_replaceable(out, "classifier.json", "cladec classifier checkpoint", in_place=True)
+    check_dataset_fits(dataset, [("train", limit), ("test", test_limit)], size, what=f"{shown['size']} {size}")
+    train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit, download=download)
+    test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit, download=download)
+    kw: dict[str, Any] = {} if width is None else {"width": width}
+
+    def build() -> nn.Module:
+        return create_model(arch, in_channels=train.image_shape[0], num_classes=train.num_classes, **kw)
+
+    meta = build_on_meta(build)  # before the real one: a width of 1e6 asks for petabytes of weights
+    shape = "×".join(map(str, train.image_shape))
+    if meta is not None:
+        batch = min(batch_size, len(train))
+        check_model_fits(
+            meta,
+            train.image_shape,
+            batch,
+            device=dev,
+            what=f"training {arch}"
+            + (f" at {shown['width']} {width:g}" if width else "")
+            + f" on batches of {batch} {shape} images ({shown['batch_size']})",
+            hint=f"use a smaller {shown['width']}, {shown['batch_size']} or {shown['size']}",
+        )
+        del meta
+    torch.manual_seed(seed)
+    model = build().to(dev)
+    if verbose:
+        print(
+            f"training {model.arch} on {train.name} ({len(train)} training / {len(test)} test images, {shape}) "
+            f"for {epochs} epoch(s) on {dev}",
+            file=sys.stderr,
+        )
+    t0 = time.perf_counter()
+    hist = train_classifier(
+        model,
+        train,
+        epochs,
+        test_data=test,
+        batch_size=batch_size,
+        lr=lr,
+        input_norm=input_norm,
+        seed=seed,
+        device=dev,
+        verbose=verbose,
+    )
+    ds = dataset_entry(train, test, size=size, root=data_root, limit=limit)
+    metrics = metrics_entry(hist, test, time.perf_counter() - t0)
+    path = save_classifier(Path(out), model.cpu(), dataset=ds, input_norm=input_norm, metrics=metrics, history=hist)
+    summary = (
+        f"test accuracy {metrics['test_acc']:.4f} on {len(test)} {train.name} test images "
+        f"(chance {1 / train.num_classes:.2f}); trained in {metrics['train_seconds']:.0f} s"
+    )
+    return {"path": path, "arch": model.arch, "dataset": ds, "metrics": metrics, "summary": summary}
