@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import cladec
+import cladec.explainers.base
 from cladec import ClaDec, RefAE, SaveFormatError
 from cladec.models import create_model
 from helpers.core import QUICK, fmnist, tiny_vgg
@@ -98,7 +99,7 @@ def test_failed_save_leaves_nothing_and_keeps_old(tmp_path, fitted, monkeypatch)
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(cladec._io, "write_json", boom)
+    monkeypatch.setattr(cladec.explainers.base, "write_json", boom)  # the save writes its JSON through it
     with pytest.raises(OSError):
         e.save(tmp_path / "e")
     with pytest.raises(OSError):
