@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (or reuse) .venv with torch 2.13.0 and cladec[test], run ruff and mypy, then the test suite.
 #   bash scripts/test.sh                 # all tests
-#   bash scripts/test.sh tests/test_cli.py -k layers --durations=10
+#   bash scripts/test.sh tests/cli/test_cli.py -k layers --durations=10
 # A second run skips the installation unless pyproject.toml changed (or FORCE_INSTALL=1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -25,18 +25,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: The tests that assert learned outcomes (each states its statistic through helpers.stability.margin).
 TESTS = [
-    "tests/test_evaluation.py",
-    "tests/test_explainer.py::test_fit_beats_untrained_decoder_and_does_not_touch_the_classifier",
-    "tests/test_explainer.py::test_data_as_loader_dataset_or_tensors_give_the_same_model",
-    "tests/test_explainer.py::test_fast_and_plain_paths_agree_on_cpu",
-    "tests/test_explainer.py::test_compiled_loss_gives_the_eager_result",
-    "tests/test_explainer.py::test_streamed_activations_match_the_cache",
-    "tests/test_explainer.py::test_fast_path_classification_loss_uses_the_classifier_function",
-    "tests/test_classifier.py::test_tiny_vgg_learns_fashion_mnist_in_one_epoch",
-    "tests/test_relevance.py::test_kept_map_lies_on_the_garment",
-    "tests/test_scores.py::test_garment_mask_beats_random_on_deletion_and_insertion",
-    "tests/test_saliency.py",
-    "tests/test_sweep.py::test_summary_outputs",
+    "tests/evaluation/test_evaluation.py",
+    "tests/explainers/test_explainer.py::test_fit_beats_untrained_decoder_and_does_not_touch_the_classifier",
+    "tests/explainers/test_explainer.py::test_data_as_loader_dataset_or_tensors_give_the_same_model",
+    "tests/explainers/test_explainer.py::test_fast_and_plain_paths_agree_on_cpu",
+    "tests/explainers/test_explainer.py::test_compiled_loss_gives_the_eager_result",
+    "tests/explainers/test_explainer.py::test_streamed_activations_match_the_cache",
+    "tests/explainers/test_explainer.py::test_fast_path_classification_loss_uses_the_classifier_function",
+    "tests/models/test_classifier.py::test_tiny_vgg_learns_fashion_mnist_in_one_epoch",
+    "tests/saliency/test_relevance.py::test_kept_map_lies_on_the_garment",
+    "tests/saliency/test_scores.py::test_garment_mask_beats_random_on_deletion_and_insertion",
+    "tests/saliency/test_saliency.py",
+    "tests/evaluation/test_sweep.py::test_summary_outputs",
 ]
 
 

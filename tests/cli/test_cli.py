@@ -22,7 +22,6 @@ from cladec.cli.main import build_parser, main
 from helpers.core import DATA_ROOT, png_size
 
 DATA = DATA_ROOT
-TESTS = Path(__file__).resolve().parent
 
 pytestmark = pytest.mark.skipif(
     not (DATA / "FashionMNIST" / "raw").is_dir(), reason=f"real data sets not found at {DATA}"

@@ -288,7 +288,7 @@ def test_cache_entry_with_object_arrays_is_ignored_with_a_warning_never_unpickle
 
 def test_no_npz_reader_in_the_package_allows_pickle():
     """The decoded-image cache is the only ``.npz`` cladec reads; every np.load says allow_pickle=False."""
-    src = Path(__file__).resolve().parents[1] / "src" / "cladec"
+    src = Path(__file__).resolve().parents[2] / "src" / "cladec"
     calls = [
         (p.name, line)
         for p in src.rglob("*.py")
