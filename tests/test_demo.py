@@ -210,7 +210,7 @@ def test_demo_keeps_the_previous_results_on_bad_options_and_interruption(tmp_pat
     def interrupted(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("cladec.runs.fit_run", interrupted)
+    monkeypatch.setattr("cladec.demo.fit_run", interrupted)  # where the demo looks it up
     assert main(["demo", "--dataset", "imagefolder:imgs", "--out", "d", *small, "--seed", "1"]) == 130
     assert _snapshot(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "imgs"]  # no temporary folder left behind

@@ -32,8 +32,19 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ConfigError
+from ._io import atomic_dir, check_replaceable, read_json, write_bytes, write_json
 from ._sampling import balanced_indices
+from ._tensors import device as checked_device
+from ._version import __version__
+from .data.load import check_trainable, load_dataset
+from .data.recorded import recorded_dataset_name
 from .defaults import DEMO_SETTINGS
+from .explainers.fitting import CollapseWarning
+from .explanation import explain
+from .models import create_model
+from .models.checkpoint import dataset_entry, metrics_entry, save_classifier
+from .models.training import train_classifier
+from .runs import fit_run
 
 __all__ = ["run_demo", "format_summary"]
 
@@ -44,7 +55,6 @@ _FORMAT = "cladec-demo"
 
 def _check_out(out: Path) -> None:
     """Refuse an ``out`` the demo may not replace: a file, or a folder with other content than a demo's."""
-    from ._io import check_replaceable
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a folder; give a folder for the demo's output")
@@ -255,18 +265,6 @@ def run_demo(
         True
     """
     import torch
-
-    from ._io import atomic_dir, read_json, write_bytes, write_json
-    from ._tensors import device as checked_device
-    from ._version import __version__
-    from .data.load import check_trainable, load_dataset
-    from .data.recorded import recorded_dataset_name
-    from .explainers.fitting import CollapseWarning
-    from .explanation import explain
-    from .models import create_model
-    from .models.checkpoint import dataset_entry, metrics_entry, save_classifier
-    from .models.training import train_classifier
-    from .runs import fit_run
 
     say = log or (lambda s: print(s, flush=True))
     t_start = time.perf_counter()

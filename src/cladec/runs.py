@@ -51,9 +51,14 @@ from ._io import atomic_dir, check_inside, check_replaceable, read_json, write_j
 from ._limits import check_model_fits
 from ._schema import RUN, validate
 from ._tensors import device as checked_device
+from ._version import __version__
 from .capture import resolve_layer_or_role
+from .data.load import load_dataset
 from .data.recorded import data_root_for, load_recorded_dataset, recorded_dataset_name, same_dataset
 from .data.sizes import check_dataset_fits
+from .explainers.cladec import ClaDec
+from .explainers.fitting import fit_together
+from .explainers.refae import RefAE
 from .explanation import Explanation, explain
 from .models.spec import (
     classifier_classes,
@@ -64,6 +69,7 @@ from .models.spec import (
     recorded_size,
     rel_or_abs,
 )
+from .persistence import load
 from .training.options import compile_mode
 
 __all__ = ["Run", "fit_run", "load_run", "check_fit_fits", "explain_run"]
@@ -221,11 +227,6 @@ def fit_run(
     """
     import time
 
-    from .data.load import load_dataset
-    from .explainers.cladec import ClaDec
-    from .explainers.fitting import fit_together
-    from .explainers.refae import RefAE
-
     out = Path(out)
     check_replaceable(out, "run.json", "cladec run directory")  # before any training
     spec = classifier_entry(
@@ -315,7 +316,6 @@ def fit_run(
         "collapsed": {"cladec": e.collapsed, "refae": r.collapsed if r is not None else None},
         "device": str(dev),
     }
-    from ._version import __version__
 
     config["cladec_version"] = __version__
     with atomic_dir(out, "run.json", "cladec run directory") as tmp:
@@ -355,7 +355,6 @@ def load_run(path: str | os.PathLike, device: str | torch.device | None = None) 
         >>> run.cladec.reconstruct(x).shape
         torch.Size([16, 1, 28, 28])
     """
-    from .persistence import load
 
     path = Path(path)
     if not path.is_dir():

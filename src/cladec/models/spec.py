@@ -11,6 +11,7 @@ import torch
 
 from .._errors import ConfigError, SaveFormatError
 from .._io import file_sha256
+from .checkpoint import WEIGHTS_FILE, load_classifier, load_user_model
 
 __all__ = ["classifier_entry", "load_classifier_spec", "recorded_image_shape", "recorded_size"]
 
@@ -150,7 +151,6 @@ def rel_or_abs(target: Path, base: Path) -> str:
 def checkpoint_weights_sha256(path: Path, info: dict[str, Any]) -> str | None:
     """The identity of a loaded checkpoint's weights: its recorded SHA-256 (checked by load_classifier),
     else (checkpoints of earlier versions) the SHA-256 of its weights file."""
-    from .checkpoint import WEIGHTS_FILE
 
     recorded = info.get("weights_sha256") if isinstance(info, dict) else None
     if isinstance(recorded, str) and recorded:
@@ -197,7 +197,6 @@ def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.d
         >>> info["arch"], model.training
         ('vgg-paper', False)
     """
-    from .checkpoint import load_classifier, load_user_model
 
     if not isinstance(spec, dict):  # load_run checks run.json's entry field by field (the RUN schema) before
         raise SaveFormatError(f"the classifier entry must be an object, got {spec!r}")
