@@ -426,14 +426,15 @@ def _hostile_net(in_channels: int = 1, num_classes: int = 10, width: float = 1.0
     return net
 
 
-def test_demo_with_layer_names_holding_markup_and_slashes(hostile_demo, tmp_path):
+def test_demo_with_layer_names_holding_markup_and_slashes(hostile_demo, tmp_path, monkeypatch):
     """`cladec demo` once wrote runs/<layer>/ and triplets-<layer>.png from the raw layer name (a '/' in it: a
     FileNotFoundError traceback); the page must show the names escaped."""
     from cladec.demo import run_demo
-    from cladec.models import list_models, register_model
+    from cladec.models import _registry, register_model
 
-    if "hostile-test-net" not in list_models():
-        register_model("hostile-test-net")(_hostile_net)
+    # registered for this test only: the registry is global (list_models() elsewhere must not see it)
+    monkeypatch.setattr(_registry, "_MODELS", dict(_registry._MODELS))
+    register_model("hostile-test-net")(_hostile_net)
     _, folder = hostile_demo
     out = tmp_path / "demo"
     with warnings.catch_warnings():
