@@ -3,6 +3,6 @@
 # Creates .venv if missing, installs torch 2.13.0 and cladec (skipped when already done), runs `cladec demo`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/_venv.sh ""
+source scripts/_venv.sh "" demo
 
 exec "$VENV/bin/cladec" demo "$@"

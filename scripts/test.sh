@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Set up (or reuse) .venv with torch 2.13.0 and cladec[test], run ruff and mypy, then the test suite.
+# Set up (or reuse) .venv-test with torch 2.14.1, torchvision 0.29.1, timm and cladec[test], run ruff and mypy, then the test suite.
 #   bash scripts/test.sh                 # all tests
 #   bash scripts/test.sh tests/cli/test_cli.py -k layers --durations=10
 # A second run skips the installation unless pyproject.toml changed (or FORCE_INSTALL=1).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/_venv.sh "[test]"
+source scripts/_venv.sh "[test]" test
 
 # lint, format and type checks first, on every call (seconds; the tools are pinned in the test extra)
 echo "ruff check ."

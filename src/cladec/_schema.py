@@ -186,8 +186,22 @@ _FACTORY_ENTRY = Obj(
     required=("type", "factory"),
 )
 
+_SOURCE_ENTRY = Obj(
+    {
+        "type": one_of("source"),
+        "source": NAME,
+        "weights": Null(NAME),
+        "num_classes": Null(integer(1)),
+        "pretrained": BOOL,
+        "kwargs": Of("an object of keyword arguments", lambda v: isinstance(v, dict)),
+        "input_norm": INPUT_NORM,
+        "weights_sha256": SHA256,
+    },
+    required=("type", "source"),
+)
+
 #: ``run.json``'s ``classifier`` entry.
-CLASSIFIER_ENTRY = Tagged("type", {"checkpoint": _CHECKPOINT_ENTRY, "factory": _FACTORY_ENTRY})
+CLASSIFIER_ENTRY = Tagged("type", {"checkpoint": _CHECKPOINT_ENTRY, "factory": _FACTORY_ENTRY, "source": _SOURCE_ENTRY})
 
 #: ``run.json`` (written by :func:`cladec.runs.fit_run`).
 RUN = Obj(

@@ -11,7 +11,8 @@ Layout written by :func:`fit_run` (and ``cladec fit``)::
 ``run.json["classifier"]`` is ``{"type": "checkpoint", "path": ...}`` (a directory made by
 ``cladec train-classifier`` / :func:`cladec.models.save_classifier`; the path is stored relative
 to the run directory when possible) or ``{"type": "factory", "factory": "pkg.mod:fn", "weights": ...,
-"kwargs": {...}, "input_norm": ...}`` for a user's own model. Loading such a run imports that module and
+"kwargs": {...}, "input_norm": ...}`` for a user's own model (``{"type": "source", "source": "timm:NAME", ...}`` for
+one built by :func:`cladec.models.load_model`). Loading such a run imports that module and
 calls the factory again, so a run directory is code you run: load only run directories you trust.
 
 Both entries record ``"weights_sha256"``, the identity of the classifier's weights (the checkpoint's
@@ -168,6 +169,8 @@ def fit_run(
     compile: bool | str = False,
     verbose: bool = True,
     names: Mapping[str, str] | None = None,
+    num_classes: int | None = None,
+    pretrained: bool = False,
 ) -> Run:
     """Fit ClaDec (and its RefAE) for one layer of a classifier and save them as a run directory.
 
@@ -175,7 +178,8 @@ def fit_run(
         out: Run directory to write (replaced atomically).
         dataset: Data set name for :func:`cladec.data.load_dataset` (default: the one the checkpoint records).
         layer: Dotted layer name, or a role the architecture names (``"last"``, ``"middle"``).
-        classifier_dir: A classifier checkpoint directory (or give ``factory`` and ``weights`` instead).
+        classifier_dir: A classifier checkpoint directory (or give ``factory`` and ``weights`` instead), or a model
+            source (``torchvision:NAME``, ``timm:NAME``; with ``weights``, ``num_classes``, ``pretrained``).
         factory: A user model's factory ``"pkg.mod:fn"`` (not with ``classifier_dir``).
         weights: The user model's weights file (safetensors or a state dict; never unpickled).
         factory_kwargs: Keyword arguments for ``factory``.
@@ -236,6 +240,8 @@ def fit_run(
         factory_kwargs=factory_kwargs,
         input_norm=input_norm,
         names=names,
+        num_classes=num_classes,
+        pretrained=pretrained,
     )
     if not refae and refae_epochs is not None:
         raise ConfigError("refae_epochs sets the RefAE's epochs, but refae=False fits no RefAE; drop one of them")
@@ -259,7 +265,7 @@ def fit_run(
     )
     # the classifier's identity, so that load_run notices when another classifier replaced it
     spec["weights_sha256"] = entry_weights_sha256(spec, info)
-    norm = info.get("input_norm") if spec["type"] == "checkpoint" else input_norm
+    norm = input_norm if spec["type"] == "factory" else info.get("input_norm")  # a source's: from its metadata
     same_data = same_dataset(rec.get("name"), dataset)
     size = recorded_size(info) if size is None else size  # the size the classifier was trained at (H, W too)
     if data_root is None and same_data:

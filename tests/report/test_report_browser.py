@@ -313,11 +313,16 @@ def test_alpha_slider_announces_alpha_not_its_position(browser, sweep_site, prob
     page = probe.page
     slider = page.locator('.alpha-slider[data-li="0"]')
     assert slider.get_attribute("aria-valuetext") == "0.001"
+    # each step's images load before the next key press: on a busy machine the press would otherwise abort the
+    # requests for the previous α's images (requestfailed ... net::ERR_ABORTED in probe.errors)
+    assert probe.broken_images() == []
     slider.focus()
     page.keyboard.press("ArrowRight")
     assert slider.get_attribute("aria-valuetext") == "0.5"
+    assert probe.broken_images() == []
     page.keyboard.press("ArrowLeft")
     assert slider.get_attribute("aria-valuetext") == "0.001"
+    assert probe.broken_images() == []
     assert probe.errors == []
 
 

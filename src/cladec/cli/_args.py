@@ -21,7 +21,8 @@ __all__ = ["parse_neurons", "parse_input_norm", "parse_image_shape"]
 #: :func:`cladec.models.training.train_checkpoint`): ``batch_size`` is ``--batch-size``, ``classifier_dir`` ``--model``.
 OPTION_NAMES = {"classifier_dir": "--model"} | {
     k: "--" + k.replace("_", "-")
-    for k in "factory weights factory_kwargs input_norm dataset size width batch_size limit test_limit device".split()
+    for k in "factory weights factory_kwargs input_norm num_classes pretrained dataset size width batch_size limit "
+    "test_limit device".split()
 }
 
 
@@ -225,30 +226,25 @@ def add_common(p: argparse.ArgumentParser, *, data_root: bool = True, seed: bool
 
 
 def add_model_source(p: argparse.ArgumentParser) -> None:
-    """Add the classifier options: ``--model``, or ``--factory`` with ``--weights`` and ``--factory-kwargs``."""
-    g = p.add_argument_group("classifier (a checkpoint directory, or your own model)")
+    """Add the classifier options: ``--model`` (a checkpoint or a model source, with ``--weights``,
+    ``--num-classes``, ``--pretrained``), or ``--factory`` with ``--weights`` and ``--factory-kwargs``."""
+    g = p.add_argument_group("classifier (a checkpoint directory, a torchvision/timm model, or your own model)")
+    src = "checkpoint folder (`cladec train-classifier`), or a model: torchvision:NAME, timm:NAME, a cladec model"
+    fn = "your own model: an importable 'package.module:function' that builds it (the current folder is importable)"
     for option, metavar, kind, text in (
-        ("--model", "DIR", str, "classifier checkpoint directory (made by `cladec train-classifier`)"),
-        (
-            "--factory",
-            "PKG.MOD:FN",
-            str,
-            "your own model: an importable 'package.module:function' that builds it (the current folder is importable)",
-        ),
-        (
-            "--weights",
-            "FILE",
-            str,
-            "weights for --factory (.safetensors or a PyTorch state dict, loaded with weights_only=True)",
-        ),
+        ("--model", "DIR|SOURCE", str, src),
+        ("--factory", "PKG.MOD:FN", str, fn),
+        ("--weights", "FILE", str, "weights (.safetensors or a state dict, read with weights_only=True)"),
         (
             "--factory-kwargs",
             "JSON",
             json_kwargs,
-            "keyword arguments for --factory as a JSON object, e.g. '{\"num_classes\": 10}'",
+            "arguments for --factory or --model's library, e.g. '{\"img_size\": 64}'",
         ),
+        ("--num-classes", "N", pos_int, "a --model source's number of classes (default: the library's, 1000)"),
     ):
         g.add_argument(option, default=None, metavar=metavar, type=kind, help=text)
+    g.add_argument("--pretrained", action="store_true", help="a --model source with its library's pretrained weights")
 
 
 def parse_device(name: str | None, what: str = "--device"):
@@ -281,6 +277,8 @@ def classifier_source(args: argparse.Namespace) -> dict[str, Any]:
         factory_kwargs=args.factory_kwargs,
         input_norm=parse_input_norm(getattr(args, "input_norm", None)),
         names=OPTION_NAMES,
+        num_classes=args.num_classes,
+        pretrained=args.pretrained,
     )
 
 

@@ -114,7 +114,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ConfigError("--refae-epochs sets the RefAE's epochs, but --no-refae fits no RefAE; drop one of them")
     importable_cwd()  # --factory PKG.MOD:FN imports the user's module from here
     settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root".split()
-    settings += "factory weights factory_kwargs decoder_norm".split()
+    settings += "factory weights factory_kwargs num_classes pretrained decoder_norm".split()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
         run = fit_run(

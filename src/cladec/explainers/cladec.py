@@ -215,7 +215,7 @@ def _frozen_copy(model: nn.Module, channels_last: bool, probe: torch.Tensor | No
     if fused is not None and (probe is None or _same_function(model, fused, probe)):
         m = fused
     if channels_last:
-        m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
+        m = m.to(memory_format=torch.channels_last)  # type: ignore[call-overload, unused-ignore]  # torch 2.13 stubs omit memory_format
     return m
 
 

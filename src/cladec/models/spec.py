@@ -12,6 +12,7 @@ import torch
 from .._errors import ConfigError, SaveFormatError
 from .._io import file_sha256
 from .checkpoint import WEIGHTS_FILE, load_classifier, load_user_model
+from .sources import is_model_source, load_model
 
 __all__ = ["classifier_entry", "load_classifier_spec", "recorded_image_shape", "recorded_size"]
 
@@ -24,20 +25,29 @@ def classifier_entry(
     factory_kwargs: Mapping[str, Any] | None = None,
     input_norm: Any = None,
     names: Mapping[str, str] | None = None,
+    num_classes: int | None = None,
+    pretrained: bool = False,
 ) -> dict[str, Any]:
-    """The ``classifier`` entry of a run (``run.json``): a checkpoint folder, or a factory with its weights.
+    """The ``classifier`` entry of a run (``run.json``): a checkpoint folder, a model source
+    (``torchvision:NAME``, ``timm:NAME``, a registered name; :func:`cladec.models.load_model`), or a factory with
+    its weights.
 
     Args:
-        classifier_dir: A classifier checkpoint folder (``cladec train-classifier``, :func:`save_classifier`).
+        classifier_dir: A classifier checkpoint folder (``cladec train-classifier``, :func:`save_classifier`), or
+            a model source (an existing folder is always a checkpoint); a source takes ``weights``,
+            ``factory_kwargs`` (passed to the library), ``input_norm``, ``num_classes`` and ``pretrained``.
         factory: Instead, a user model's factory ``"package.module:function"``.
         weights: The factory model's weights file (safetensors or a state dict).
         factory_kwargs: Keyword arguments for ``factory``.
         input_norm: ``(mean, std)`` the factory model expects (a checkpoint records its own).
         names: How messages name these arguments (default: as here); the command line passes its options,
             ``{"classifier_dir": "--model", "weights": "--weights", ...}``.
+        num_classes: A source model's number of classes.
+        pretrained: A source model with its library's pretrained weights (downloaded by the library).
 
     Returns:
-        ``{"type": "checkpoint", "path"}`` or ``{"type": "factory", "factory", "weights", "kwargs",
+        ``{"type": "checkpoint", "path"}``, ``{"type": "source", "source", "weights", "num_classes", "pretrained",
+        "kwargs", "input_norm"}`` or ``{"type": "factory", "factory", "weights", "kwargs",
         "input_norm"}``, with absolute paths (see :mod:`cladec.runs`; :func:`load_classifier_spec` loads it).
 
     Raises:
@@ -54,10 +64,27 @@ def classifier_entry(
             ...
         cladec._errors.ConfigError: input_norm cannot go with classifier_dir: a checkpoint holds its own model, ...
     """
-    shown = {k: k for k in ("classifier_dir", "factory", "weights", "factory_kwargs", "input_norm")}
+    shown = {k: k for k in "classifier_dir factory weights factory_kwargs input_norm num_classes pretrained".split()}
     shown.update(names or {})
+    if is_model_source(classifier_dir):
+        if factory is not None:
+            raise ConfigError(
+                f"give the classifier either as {shown['classifier_dir']} or as {shown['factory']}, not both"
+            )
+        if weights is not None and not Path(weights).is_file():
+            raise ConfigError(f"{shown['weights']}: file not found: {weights}")
+        return {
+            "type": "source",
+            "source": str(classifier_dir),
+            "weights": str(Path(weights).resolve()) if weights is not None else None,
+            "num_classes": num_classes,
+            "pretrained": bool(pretrained),
+            "kwargs": dict(factory_kwargs or {}),
+            "input_norm": input_norm,
+        }
     if classifier_dir is not None:
         others = {"factory": factory, "weights": weights, "factory_kwargs": factory_kwargs, "input_norm": input_norm}
+        others.update(num_classes=num_classes, pretrained=pretrained or None)
         given = [k for k, v in others.items() if v is not None]
         if given:
             goes = [shown[k] for k in given if k != "factory"]
@@ -217,4 +244,24 @@ def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.d
         model = load_user_model(spec["factory"], weights, **spec.get("kwargs", {}))
         model.to(device).eval()
         return model, {"arch": spec["factory"], "input_norm": spec.get("input_norm")}
+    if kind == "source":
+        weights = spec.get("weights")
+        if spec.get("weights_sha256") and weights and Path(weights).is_file():
+            _check_identity(spec, Path(weights), file_sha256(weights), base)
+        model = load_model(
+            spec["source"],
+            weights=weights,
+            num_classes=spec.get("num_classes"),
+            pretrained=bool(spec.get("pretrained")),
+            input_norm=spec.get("input_norm"),
+            **spec.get("kwargs", {}),
+        )
+        model.to(device).eval()
+        # the input normalisation (unless the entry gives one) and the input shape from the model's metadata
+        meta: dict[str, Any] = getattr(model, "source_info", {})
+        return model, {
+            "arch": spec["source"],
+            "input_norm": meta["input_norm"],
+            "dataset": {"image_shape": meta["image_shape"]},
+        }
     raise SaveFormatError(f"unknown classifier entry {spec!r} in run.json")

@@ -37,8 +37,8 @@ _KIND_TEXT = {
 def _classifier_text(ref: RunRef) -> tuple[str, dict[str, Any]]:
     """A short model description and the classifier's info (from its checkpoint, without loading it)."""
     spec = ref.config.get("classifier") or {}
-    if spec.get("type") == "factory":
-        return str(spec.get("factory", "custom model")), {}
+    if spec.get("type") in ("factory", "source"):
+        return str(spec.get(spec["type"], "custom model")), {}
     info: dict[str, Any] = {}
     p = spec.get("path")
     if isinstance(p, str):

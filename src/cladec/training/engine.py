@@ -265,7 +265,7 @@ class Engine(InMemorySteps):
             m.train()
         if self.use_channels_last:
             for m in modules:
-                m.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit memory_format
+                m.to(memory_format=torch.channels_last)  # type: ignore[call-overload, unused-ignore]  # torch 2.13 stubs omit memory_format
         for s in states:
             s.compiled = (
                 torch.compile(s.task.loss_fn, mode=cfg.compile)  # type: ignore[arg-type]  # a mode: check_compile's
