@@ -7,6 +7,7 @@ images from ``../shared/data``.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,17 @@ def test_cli_fit_explain_round_trip_of_a_torchvision_model(tmp_path, capsys, one
     capsys.readouterr()
     assert main(["explain", "--run", "run", "--n", "8", "--out", "t.png"]) == 0
     assert "layer layer2" in capsys.readouterr().out and png_size(Path("t.png"))[0] > 32
+
+
+def test_a_source_without_weights_warns_that_it_is_untrained(tmp_path):
+    """A run of a source model with neither weights nor pretrained=True explains an untrained network: said."""
+    from cladec.models.spec import classifier_entry
+
+    with pytest.warns(UserWarning, match="gets random weights .*untrained network"):
+        entry = classifier_entry("torchvision:resnet18", num_classes=10)
+    assert entry["type"] == "source" and entry["weights"] is None and not entry["pretrained"]
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")  # only its existence is checked here
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # with weights: no warning
+        assert classifier_entry("torchvision:resnet18", weights=weights, num_classes=10)["weights"] == str(weights)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._errors import ConfigError, SaveFormatError
+from .._errors import ConfigError, SaveFormatError, caller_level
 from .._io import file_sha256
 from .checkpoint import WEIGHTS_FILE, load_classifier, load_user_model
 from .sources import is_model_source, load_model
@@ -73,6 +74,13 @@ def classifier_entry(
             )
         if weights is not None and not Path(weights).is_file():
             raise ConfigError(f"{shown['weights']}: file not found: {weights}")
+        if weights is None and not pretrained:
+            warnings.warn(
+                f"{classifier_dir} gets random weights (no {shown['weights']}, no {shown['pretrained']}): the "
+                "explanation shows what an untrained network keeps, not what a classifier learned",
+                UserWarning,
+                stacklevel=caller_level(),
+            )
         return {
             "type": "source",
             "source": str(classifier_dir),
