@@ -30,6 +30,7 @@ LAYERS = {
     "training": 1,
     "models": 2,
     "capture": 3,
+    "layouts": 3,
     "decoder": 3,
     "explainers": 4,
     "persistence": 5,

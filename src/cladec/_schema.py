@@ -249,6 +249,7 @@ EXPLAINER = Obj(
         "neurons": NEURONS,
         "prefix_tokens": one_of("drop", "channels"),
         "num_prefix_tokens": Null(integer(0)),
+        "layout": Null(one_of("nchw", "nhwc", "tokens", "flat")),
         "input_norm": INPUT_NORM,
         "decoder": OBJECT,
         "base_width": integer(1),

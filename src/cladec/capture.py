@@ -4,17 +4,16 @@ A layer is given as a dotted module name (``"features.7"``, ``"layer3.1.conv2"``
 object itself; it is resolved to, and stored as, its name. Capture uses a forward hook and stops the
 forward pass as soon as the layer has produced its output, so nothing after the layer is computed.
 
-Layer outputs may be
-
-* ``(N, C, H, W)`` feature maps,
-* ``(N, D)`` vectors,
-* ``(N, T, D)`` token sequences (vision transformers): the patch tokens are laid back on their
-  ``g×g`` grid as ``(N, D, g, g)``. Extra tokens in front of the patch tokens (a class token,
-  distillation or register tokens) are handled explicitly by ``prefix_tokens``: ``"drop"``
-  (default) discards them, ``"channels"`` broadcasts them over the grid as extra channels so the
-  decoder sees them too. The number of extra tokens ``k`` is inferred as the smallest ``k`` in 0..8
-  for which ``T - k`` is a perfect square (197 tokens → 1 class token + 14×14; 17 → 1 + 4×4); give
-  ``num_prefix_tokens`` for other layouts (e.g. 1 class + 4 register tokens).
+A layer's output has one of the layouts of :mod:`cladec.layouts` — ``nchw`` maps, ``nhwc`` channels-last maps,
+``tokens`` ``(N, T, D)``, ``flat`` ``(N, D)`` — given as ``layout=`` or detected once, at the first output
+(declared by the model family, else measured at a second image size, else refused). The decoder always sees
+``(N, C, H, W)`` maps (or ``(N, D)`` vectors): an ``nhwc`` map is permuted, the patch tokens are laid back on
+their ``g×g`` grid as ``(N, D, g, g)``. Extra tokens in front of the patch tokens (a class token, distillation
+or register tokens) are handled explicitly by ``prefix_tokens``: ``"drop"`` (default) discards them,
+``"channels"`` broadcasts them over the grid as extra channels so the decoder sees them too. Their number ``k``
+is the model's own ``num_prefix_tokens`` (timm), else inferred as the smallest ``k`` in 0..8 for which ``T - k``
+is a perfect square (197 tokens → 1 class token + 14×14; 17 → 1 + 4×4); give ``num_prefix_tokens`` for other
+layouts.
 
 A module that is called several times in one forward pass (a shared block) is captured at its
 first call.
@@ -33,6 +32,15 @@ from torch import nn
 
 from ._errors import ConfigError, DataError, out_of_memory_types
 from ._tensors import model_device
+from .layouts import (
+    check_layout,
+    declared_prefix,
+    infer_prefix,
+    neuron_indices,
+    resolve_layout,
+    to_map,
+    unsupported_output,
+)
 from .normalize import InputNorm
 
 __all__ = ["LayerCapture", "list_layers", "resolve_layer", "LayerInfo", "default_layer_roles"]
@@ -156,14 +164,6 @@ def list_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo
     return [LayerInfo(n, types[n], shapes.get(n, ())) for n in order]
 
 
-def _infer_prefix(T: int) -> int | None:
-    """The smallest k in 0..8 such that T - k tokens form a square grid (None if there is none)."""
-    for k in range(9):
-        if T - k > 0 and math.isqrt(T - k) ** 2 == T - k:
-            return k
-    return None
-
-
 class LayerCapture:
     """Context manager that captures one layer's output and stops the forward pass there.
 
@@ -178,6 +178,9 @@ class LayerCapture:
             outputs only).
         input_norm: Optional ``(mean, std)`` per input channel; inputs in [0, 1] are normalised so
             before they reach the model.
+        layout: ``"nchw"``, ``"nhwc"``, ``"tokens"`` or ``"flat"``; None (default) detects it at the first
+            call (:mod:`cladec.layouts`), stored as :attr:`layout`. A layout that contradicts the output's rank,
+            or what the model family declares or a second image size shows, is a ConfigError.
 
     Examples:
         >>> from torch import nn
@@ -197,6 +200,7 @@ class LayerCapture:
         prefix_tokens: str = "drop",
         num_prefix_tokens: int | None = None,
         input_norm: tuple[Sequence[float], Sequence[float]] | None = None,
+        layout: str | None = None,
     ) -> None:
         self.model = model
         self.layer = resolve_layer(model, layer)
@@ -205,6 +209,8 @@ class LayerCapture:
             raise ConfigError(f"prefix_tokens must be 'drop' or 'channels', got {prefix_tokens!r}")
         self.prefix_tokens = prefix_tokens
         self.num_prefix_tokens = num_prefix_tokens
+        self.given_layout = check_layout(layout)
+        self.layout: str | None = None  # the layout in use, set at the first output
         self.norm = InputNorm(input_norm)  # checked now: a bad input_norm is a ConfigError before any image
         self._raw_neurons = neurons
         self.neurons: list[int] | None = None
@@ -256,7 +262,7 @@ class LayerCapture:
         if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
             out = out[0]
         if not isinstance(out, torch.Tensor):
-            raise ConfigError(f"layer {self.layer!r} ({type(mod).__name__}) returns {type(out).__name__}, not a tensor")
+            raise unsupported_output(self.layer, f"a {type(out).__name__} ({type(mod).__name__}), not a tensor")
         self._out = out
         raise _StopForward
 
@@ -331,7 +337,10 @@ class LayerCapture:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Return the (processed) activations the decoder sees: gridded tokens, selected neurons."""
-        return self.process(self.raw(x))
+        out = self.raw(x)
+        if self.raw_shape is None:
+            self._setup(tuple(out.shape[1:]), x)
+        return self.process(out)
 
     def process(self, out: torch.Tensor) -> torch.Tensor:
         """Turn a raw layer output into decoder input (token grid, neuron subset)."""
@@ -342,34 +351,25 @@ class LayerCapture:
                 f"layer {self.layer!r} produced shape {tuple(out.shape[1:])}, but {self.raw_shape} "
                 "was seen before; all inputs must have the same image size"
             )
-        if out.dim() == 3:
-            out = self._grid(out)
+        if self.layout in ("nhwc", "tokens"):
+            out = to_map(out, self.layout, self.num_prefix_tokens or 0, self.prefix_tokens)
         if self._neuron_index is not None:
             if out.device not in self._index_cache:
                 self._index_cache[out.device] = self._neuron_index.to(out.device)
             out = out.index_select(1, self._index_cache[out.device])
         return out
 
-    def _grid(self, out: torch.Tensor) -> torch.Tensor:
-        n, T, D = out.shape
-        k = self.num_prefix_tokens
-        assert k is not None  # _setup found it before the first token output reaches here
-        prefix, patches = out[:, :k], out[:, k:]
-        g = math.isqrt(T - k)
-        grid = patches.transpose(1, 2).reshape(n, D, g, g)
-        if self.prefix_tokens == "channels" and k > 0:
-            extra = prefix.reshape(n, k * D, 1, 1).expand(n, k * D, g, g)
-            grid = torch.cat([grid, extra], 1)
-        return grid
-
-    def _setup(self, raw_shape: tuple[int, ...]) -> None:
+    def _setup(self, raw_shape: tuple[int, ...], x: torch.Tensor | None = None) -> None:
         # everything is worked out first and stored at the end: a bad setting raises here every time, instead of
         # leaving a half-set capture that would later return all units
+        measure = (lambda: self._shape_at_twice(x)) if x is not None and x.dim() == 4 else None
+        layout = resolve_layout(self.model, self.layer, self._module, raw_shape, self.given_layout, measure)
         k = self.num_prefix_tokens
-        if len(raw_shape) == 2:
+        if layout == "tokens":
             T, D = raw_shape
             if k is None:
-                k = _infer_prefix(T)
+                k = declared_prefix(self.model, T)
+                k = infer_prefix(T) if k is None else k
                 if k is None:
                     raise ConfigError(
                         f"layer {self.layer!r} outputs {T} tokens, which is not a square grid plus 0-8 "
@@ -383,7 +383,7 @@ class LayerCapture:
             g = math.isqrt(T - k)
             extra = k * D if (self.prefix_tokens == "channels" and k) else 0
             shape: tuple[int, ...] = (D + extra, g, g)
-        elif len(raw_shape) in (1, 3):
+        else:
             given = ([f"prefix_tokens={self.prefix_tokens!r}"] if self.prefix_tokens != "drop" else []) + (
                 [f"num_prefix_tokens={k!r}"] if k is not None else []
             )
@@ -393,22 +393,33 @@ class LayerCapture:
                     f"(N, T, D) are handled, but layer {self.layer!r} outputs shape {raw_shape} per image: drop "
                     f"{'it' if len(given) == 1 else 'them'}"
                 )
-            shape = raw_shape
-        else:
-            raise ConfigError(
-                f"layer {self.layer!r} outputs shape {raw_shape} per image; supported are (C, H, W) "
-                "maps, (D,) vectors and (T, D) token sequences"
-            )
+            shape = (raw_shape[2], raw_shape[0], raw_shape[1]) if layout == "nhwc" else raw_shape
         units = shape[0]
         if self._raw_neurons is not None:
-            idx = _neuron_indices(self._raw_neurons, units, self.layer)
+            idx = neuron_indices(self._raw_neurons, units, self.layer)
             self.neurons = idx
             self._neuron_index = torch.tensor(idx, dtype=torch.long)
             shape = (len(idx),) + tuple(shape[1:])
-        if len(raw_shape) == 2:
+        if layout == "tokens":
             self.num_prefix_tokens = k
+        self.layout = layout
         self.output_shape = tuple(shape)
         self.raw_shape = raw_shape
+
+    def _shape_at_twice(self, x: torch.Tensor) -> tuple[int, ...] | None:
+        """The layer's output shape (without the batch) for images of twice ``x``'s size; None where the model
+        refuses them. Run once, in eval mode (batch-norm statistics stay as they are)."""
+        n, c, h, w = x.shape
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.raw(torch.zeros(min(n, 2), c, 2 * h, 2 * w, device=self.device))
+        except Exception:  # noqa: BLE001  # a model built for one image size: not measurable
+            return None
+        finally:
+            self.model.train(was)
+        return tuple(out.shape[1:])
 
     def probe(self, x: torch.Tensor) -> tuple[int, ...]:
         """Run one small batch to learn the layer's shapes; returns the decoder input shape."""
@@ -416,51 +427,6 @@ class LayerCapture:
             self(x[:2].to(self.device))
         assert self.output_shape is not None
         return self.output_shape
-
-
-def _neuron_indices(neurons, units: int, layer: str) -> list[int]:
-    if isinstance(neurons, (str, bytes, set, frozenset, dict)):
-        raise ConfigError(
-            f"neurons must be a list of integer unit indices or a boolean mask, got a "
-            f"{type(neurons).__name__} (order matters: use a list)"
-        )
-    if isinstance(neurons, (list, tuple)) and not neurons:
-        raise ConfigError(f"the neuron selection for layer {layer!r} is empty")
-    if (
-        isinstance(neurons, (list, tuple))
-        and any(isinstance(v, bool) for v in neurons)
-        and not all(isinstance(v, bool) for v in neurons)
-    ):
-        raise ConfigError("neurons mixes booleans and integers; give integer indices or a boolean mask")
-    try:
-        t = torch.as_tensor(neurons)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"neurons must be a list of integer unit indices or a boolean mask ({e})") from None
-    if t.dtype == torch.bool:
-        if t.dim() != 1 or t.numel() != units:
-            raise ConfigError(
-                f"a boolean neuron mask must have one entry per unit of layer {layer!r} ({units}), "
-                f"got shape {tuple(t.shape)}"
-            )
-        idx = torch.nonzero(t).flatten().tolist()
-    else:
-        if t.dim() == 0:
-            t = t.view(1)
-        if t.dim() != 1 or t.is_floating_point():
-            raise ConfigError("neurons must be a list of integer unit indices or a boolean mask")
-        idx = t.tolist()
-        bad = [i for i in idx if not -units <= i < units]
-        if bad:
-            raise ConfigError(
-                f"neuron indices {bad[:8]} are out of range for layer {layer!r}, which has {units} "
-                f"units (valid: 0..{units - 1})"
-            )
-        idx = [i % units for i in idx]
-        if len(set(idx)) != len(idx):
-            raise ConfigError("neuron indices contain duplicates")
-    if not idx:
-        raise ConfigError(f"the neuron selection for layer {layer!r} is empty")
-    return idx
 
 
 def default_layer_roles(model: nn.Module) -> dict[str, list[str]]:

@@ -78,7 +78,9 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
     image_shape = tuple(cfg["image_shape"])
     layer = cfg["layer"]
     recorded = tuple(cfg["layer_shape"])
-    kwargs: dict[str, Any] = dict(neurons=cfg.get("neurons"), decoder=decoder, input_norm=cfg.get("input_norm"))
+    kwargs: dict[str, Any] = dict(
+        neurons=cfg.get("neurons"), decoder=decoder, input_norm=cfg.get("input_norm"), layout=cfg.get("layout")
+    )
     if decoder is None:  # the built decoder's settings (a custom decoder refuses them; older saves may record
         # values that were ignored then)
         kwargs.update(base_width=cfg.get("base_width", 64), decoder_norm=cfg.get("decoder_norm"))

@@ -153,6 +153,7 @@ def fit_run(
     input_norm: Any = None,
     alpha: float = 0.001,
     neurons: Sequence[int] | None = None,
+    layout: str | None = None,
     epochs: int = 5,
     refae: bool = True,
     refae_epochs: int | None = None,
@@ -187,6 +188,7 @@ def fit_run(
             ``classifier_dir``).
         alpha: ClaDec's α.
         neurons: Optional unit subset.
+        layout: The layer output's layout (``"nchw"``, ``"nhwc"``, ``"tokens"``, ``"flat"``; default: detected).
         epochs: ClaDec epochs; ``refae_epochs`` (default: the same) for the RefAE (only with ``refae=True``).
         refae: Also fit the RefAE (with the same epochs, both at once: :func:`cladec.fit_together`).
         batch_size: Training batch size.
@@ -275,7 +277,7 @@ def fit_run(
     test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    e = ClaDec(model, layer, alpha=alpha, neurons=neurons, input_norm=norm, decoder_norm=decoder_norm)
+    e = ClaDec(model, layer, alpha=alpha, neurons=neurons, input_norm=norm, decoder_norm=decoder_norm, layout=layout)
     r = RefAE.like(e, init_seed=seed) if refae else None
     kw: dict[str, Any] = dict(batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast, compile=compile)
     if r is not None and (refae_epochs or epochs) == epochs:

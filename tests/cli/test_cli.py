@@ -417,6 +417,12 @@ def test_user_model_from_factory(tmp_path, cli_threads, capsys):
     cfg = json.loads((run / "run.json").read_text())
     assert cfg["classifier"]["type"] == "factory" and cfg["classifier"]["factory"] == factory
     assert cfg["input_norm"] == [[0.5], [0.5]] and cfg["neurons"] == [0, 1, 2, 3]
+    assert json.loads((run / "cladec" / "cladec.json").read_text())["layout"] == "nchw"  # BatchNorm2d: declared
+    # --layout is checked against what the layer is: a BatchNorm2d's output is not channels-last
+    fit_args = ["fit", "--factory", factory, "--weights", str(weights), "--input-norm", "0.5,0.5", "--dataset", "mnist"]
+    fit_args += ["--data-root", str(DATA), "--layer", "bn", "--limit", "100", "--out", str(tmp_path / "r2"), "-q"]
+    err = _error_of(capsys, [*fit_args, "--layout", "nhwc"])
+    assert "layout='nhwc' contradicts layer 'bn'" in err and "torch's BatchNorm2d" in err
     png = tmp_path / "user.png"
     assert main(["explain", "--run", str(run), "--n", "4", "--out", str(png)]) == 0
     png_size(png)

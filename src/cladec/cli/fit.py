@@ -51,11 +51,10 @@ def register(subparsers: Any) -> None:
     f.add_argument(
         "--dataset", help="data set (default: the checkpoint's); fashion-mnist, mnist, cifar10, fashion-mnist-mini ..."
     )
-    f.add_argument(
-        "--layer",
-        required=True,
-        help="layer name (see `cladec layers`); 'last' / 'middle' pick the architecture's defaults",
-    )
+    layer_help = "layer name (see `cladec layers`); 'last' / 'middle' pick the architecture's defaults"
+    f.add_argument("--layer", required=True, help=layer_help)
+    layout_help = "the layer output's layout: (N,C,H,W), channels-last (N,H,W,C), (N,T,D), (N,D) (default: detected)"
+    f.add_argument("--layout", choices=["nchw", "nhwc", "tokens", "flat"], help=layout_help)
     f.add_argument(
         "--neurons", metavar="LIST", help="decode only these units (channels), e.g. '0,1,5-9' (default: all)"
     )
@@ -63,11 +62,8 @@ def register(subparsers: Any) -> None:
         "--alpha", type=alpha_value, default=0.001, help="α, weight of the classification loss (default: 0.001)"
     )
     f.add_argument("--epochs", type=pos_int, default=5, help="ClaDec epochs (default: 5)")
-    f.add_argument(
-        "--refae-epochs",
-        type=pos_int,
-        help="RefAE epochs (default: --epochs; a different value fits RefAE after ClaDec)",
-    )
+    refae_help = "RefAE epochs (default: --epochs; a different value fits RefAE after ClaDec)"
+    f.add_argument("--refae-epochs", type=pos_int, help=refae_help)
     f.add_argument("--no-refae", action="store_true", help="fit ClaDec only")
     f.add_argument("--out", required=True, metavar="DIR", help="run directory to write (replaced if it exists)")
     f.add_argument(
@@ -114,7 +110,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ConfigError("--refae-epochs sets the RefAE's epochs, but --no-refae fits no RefAE; drop one of them")
     importable_cwd()  # --factory PKG.MOD:FN imports the user's module from here
     settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root".split()
-    settings += "factory weights factory_kwargs num_classes pretrained decoder_norm".split()
+    settings += "factory weights factory_kwargs num_classes pretrained decoder_norm layout".split()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
         run = fit_run(

@@ -47,6 +47,7 @@ class DecoderExplainer(FitMixin):
         image_shape: tuple[int, int, int] | None = None,
         prefix_tokens: str = "drop",
         num_prefix_tokens: int | None = None,
+        layout: str | None = None,
         cache_budget: int = DEFAULT_CACHE_BUDGET,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -73,6 +74,7 @@ class DecoderExplainer(FitMixin):
             prefix_tokens=prefix_tokens,
             num_prefix_tokens=num_prefix_tokens,
             input_norm=input_norm,
+            layout=layout,
         )
         self.layer = self.capture.layer
         self.base_width = int(base_width)
@@ -297,6 +299,7 @@ class DecoderExplainer(FitMixin):
             "neurons": self.neurons,
             "prefix_tokens": self.capture.prefix_tokens,
             "num_prefix_tokens": self.capture.num_prefix_tokens,
+            "layout": self.capture.layout,
             "input_norm": self.input_norm,
             "layer_shape": list(self.capture.raw_shape or ()),
             "activation_shape": list(self.activation_shape),

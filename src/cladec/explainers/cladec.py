@@ -39,6 +39,9 @@ class ClaDec(DecoderExplainer):
         prefix_tokens: For ``(N, T, D)`` token outputs: ``"drop"`` the class/register tokens or fold them into
             ``"channels"`` (see :mod:`cladec.capture`); a layer with another output refuses a non-default value.
         num_prefix_tokens: Number of tokens before the patch tokens, if it cannot be inferred.
+        layout: The layer output's layout, ``"nchw"``, ``"nhwc"`` (channels-last), ``"tokens"`` or ``"flat"``;
+            None (default) detects it when the explainer is built (:mod:`cladec.layouts`) and refuses a shape it
+            cannot tell apart. The decoder always sees ``(N, C, H, W)`` maps or ``(N, D)`` vectors.
         cache_budget: Bytes the activation cache (and device-resident images) may take; above it
             activations are computed per batch (streamed).
 
@@ -69,6 +72,7 @@ class ClaDec(DecoderExplainer):
         image_shape: tuple[int, int, int] | None = None,
         prefix_tokens: str = "drop",
         num_prefix_tokens: int | None = None,
+        layout: str | None = None,
         cache_budget: int = DEFAULT_CACHE_BUDGET,
     ) -> None:
         try:
@@ -89,6 +93,7 @@ class ClaDec(DecoderExplainer):
             image_shape=image_shape,
             prefix_tokens=prefix_tokens,
             num_prefix_tokens=num_prefix_tokens,
+            layout=layout,
             cache_budget=cache_budget,
         )
         self._loss_model: nn.Module = model

@@ -37,6 +37,7 @@ class RefAE(DecoderExplainer):
         image_shape: As for :class:`ClaDec`.
         prefix_tokens: As for :class:`ClaDec`.
         num_prefix_tokens: As for :class:`ClaDec`.
+        layout: As for :class:`ClaDec`.
         cache_budget: As for :class:`ClaDec`.
 
     Examples:
@@ -63,6 +64,7 @@ class RefAE(DecoderExplainer):
         image_shape: tuple[int, int, int] | None = None,
         prefix_tokens: str = "drop",
         num_prefix_tokens: int | None = None,
+        layout: str | None = None,
         cache_budget: int = DEFAULT_CACHE_BUDGET,
     ) -> None:
         if isinstance(layer, nn.Module):
@@ -79,6 +81,7 @@ class RefAE(DecoderExplainer):
             image_shape=image_shape,
             prefix_tokens=prefix_tokens,
             num_prefix_tokens=num_prefix_tokens,
+            layout=layout,
             cache_budget=cache_budget,
         )
         self.encoder.to(self.device)
@@ -102,7 +105,7 @@ class RefAE(DecoderExplainer):
 
     @classmethod
     def like(cls, explainer: DecoderExplainer, **overrides: Any) -> RefAE:
-        """A RefAE matching ``explainer``: same model architecture, layer, neurons and decoder architecture.
+        """A RefAE matching ``explainer``: same model architecture, layer, layout, neurons and decoder architecture.
 
         Args:
             explainer: A :class:`ClaDec` (built or not).
@@ -129,6 +132,7 @@ class RefAE(DecoderExplainer):
             image_shape=explainer.image_shape,
             prefix_tokens=cap.prefix_tokens,
             num_prefix_tokens=cap.num_prefix_tokens,
+            layout=cap.layout or cap.given_layout,
             cache_budget=explainer.cache_budget,
         )
         kwargs.update(overrides)
