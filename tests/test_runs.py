@@ -250,7 +250,7 @@ def test_classifier_entry_builds_one_entry_and_names_the_arguments_as_told(salie
 
 
 def test_check_fit_fits_counts_images_at_the_recorded_size_and_batches(monkeypatch):
-    from cladec.runs import check_fit_fits
+    from cladec.models.spec import check_fit_fits
 
     net = create_model("vgg-paper", in_channels=1, num_classes=10, width=0.25)
     info = {"dataset": {"name": "fashion-mnist", "image_shape": [1, 28, 28]}}

@@ -49,7 +49,6 @@ from ._checks import positive_int
 from ._checks import seed as check_seed
 from ._errors import ConfigError, SaveFormatError
 from ._io import atomic_dir, check_inside, check_replaceable, read_json, write_json
-from ._limits import check_model_fits
 from ._schema import RUN, validate
 from ._tensors import device as checked_device
 from ._version import __version__
@@ -62,18 +61,18 @@ from .explainers.fitting import fit_together
 from .explainers.refae import RefAE
 from .explanation import Explanation, explain
 from .models.spec import (
+    check_fit_fits,
     classifier_classes,
     classifier_entry,
     entry_weights_sha256,
     load_classifier_spec,
-    recorded_image_shape,
     recorded_size,
     rel_or_abs,
 )
 from .persistence import load
 from .training.options import compile_mode
 
-__all__ = ["Run", "fit_run", "load_run", "check_fit_fits", "explain_run"]
+__all__ = ["Run", "fit_run", "load_run", "explain_run"]
 
 
 @dataclass
@@ -380,59 +379,6 @@ def load_run(path: str | os.PathLike, device: str | torch.device | None = None) 
     e = load(check_inside(path / "cladec", path, "the run's ClaDec"), model)
     r = load(check_inside(path / "refae", path, "the run's RefAE"), model) if (path / "refae").is_dir() else None
     return Run(path=path, config=cfg, classifier=model, classifier_info=info, cladec=e, refae=r)
-
-
-def check_fit_fits(
-    dataset: str,
-    model: nn.Module,
-    info: Any,
-    *,
-    size: Any = None,
-    limit: int | None = None,
-    test_limit: int | None = None,
-    batch_size: int = 128,
-    device: Any = None,
-    names: Mapping[str, str] | None = None,
-) -> None:
-    """Refuse a fit (:func:`fit_run`) whose images or batches could not fit in memory, before any data is loaded:
-    the images counted at ``size``, else at the size the classifier records, as :func:`fit_run` loads them.
-
-    Args:
-        dataset: The data set to fit on.
-        model: The classifier (its weights and one batch's activations are estimated).
-        info: What is known about it (a checkpoint's ``classifier.json``, see :func:`load_classifier_spec`).
-        size, limit, test_limit, batch_size: As for :func:`fit_run`.
-        device: Where the fit runs (its memory is the limit; default: the host's).
-        names: How messages name ``size`` and ``batch_size`` (the command line passes ``--size``, ...).
-
-    Returns:
-        None.
-
-    Raises:
-        ConfigError: ``"size 100000 (100000×100000 images of mnist) needs about 3.8 TB of memory ..."``.
-
-    Examples:
-        >>> model, info = load_classifier_spec({"type": "checkpoint", "path": str(clf_dir)}, Path.cwd())
-        >>> check_fit_fits("fashion-mnist-mini", model, info, limit=500, batch_size=32)  # fits: no error
-    """
-    shown = {"size": "size", "batch_size": "batch_size", **(names or {})}
-    shape, given = recorded_image_shape(info), size is not None
-    size = size if given else recorded_size(info)
-    where = f"{shown['size']} {size}" if given else f"the classifier's recorded image size {size}"
-    check_dataset_fits(dataset, [("train", limit), ("test", test_limit)], size, what=where)
-    hw = (size, size) if isinstance(size, int) else size
-    if shape is not None and isinstance(hw, (list, tuple)) and len(hw) == 2 and all(isinstance(v, int) for v in hw):
-        batch = min(batch_size, limit) if limit else batch_size
-        check_model_fits(
-            model,
-            (shape[0], *hw),
-            batch,
-            device=device,
-            train_copies=1,
-            activation_copies=2,
-            what=f"fitting on batches of {batch} {shape[0]}×{hw[0]}×{hw[1]} images ({shown['batch_size']})",
-            hint=f"use a smaller {shown['batch_size']} or {shown['size']}",
-        )
 
 
 def explain_run(

@@ -17,7 +17,7 @@ from .._errors import ConfigError
 __all__ = ["parse_neurons", "parse_input_norm", "parse_image_shape"]
 
 #: How the library's messages name the settings that the command line takes as options (``names=`` of
-#: :func:`cladec.models.spec.classifier_entry`, :func:`cladec.runs.check_fit_fits` and
+#: :func:`cladec.models.spec.classifier_entry`, :func:`cladec.models.spec.check_fit_fits` and
 #: :func:`cladec.models.training.train_checkpoint`): ``batch_size`` is ``--batch-size``, ``classifier_dir`` ``--model``.
 OPTION_NAMES = {"classifier_dir": "--model"} | {
     k: "--" + k.replace("_", "-")

@@ -9,13 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from .._errors import ConfigError, SaveFormatError, caller_level
 from .._io import file_sha256
+from .._limits import check_model_fits
+from ..data.sizes import check_dataset_fits
 from .checkpoint import WEIGHTS_FILE, load_classifier, load_user_model
 from .sources import is_model_source, load_model
 
-__all__ = ["classifier_entry", "load_classifier_spec", "recorded_image_shape", "recorded_size"]
+__all__ = ["classifier_entry", "load_classifier_spec", "recorded_image_shape", "recorded_size", "check_fit_fits"]
 
 
 def classifier_entry(
@@ -273,3 +276,56 @@ def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.d
             "dataset": {"image_shape": meta["image_shape"]},
         }
     raise SaveFormatError(f"unknown classifier entry {spec!r} in run.json")
+
+
+def check_fit_fits(
+    dataset: str,
+    model: nn.Module,
+    info: Any,
+    *,
+    size: Any = None,
+    limit: int | None = None,
+    test_limit: int | None = None,
+    batch_size: int = 128,
+    device: Any = None,
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse a fit (:func:`cladec.runs.fit_run`) whose images or batches could not fit in memory, before any data
+    is loaded: the images counted at ``size``, else at the size the classifier records, as ``fit_run`` loads them.
+
+    Args:
+        dataset: The data set to fit on.
+        model: The classifier (its weights and one batch's activations are estimated).
+        info: What is known about it (a checkpoint's ``classifier.json``, see :func:`load_classifier_spec`).
+        size, limit, test_limit, batch_size: As for :func:`cladec.runs.fit_run`.
+        device: Where the fit runs (its memory is the limit; default: the host's).
+        names: How messages name ``size`` and ``batch_size`` (the command line passes ``--size``, ...).
+
+    Returns:
+        None.
+
+    Raises:
+        ConfigError: ``"size 100000 (100000×100000 images of mnist) needs about 3.8 TB of memory ..."``.
+
+    Examples:
+        >>> model, info = load_classifier_spec({"type": "checkpoint", "path": str(clf_dir)}, Path.cwd())
+        >>> check_fit_fits("fashion-mnist-mini", model, info, limit=500, batch_size=32)  # fits: no error
+    """
+    shown = {"size": "size", "batch_size": "batch_size", **(names or {})}
+    shape, given = recorded_image_shape(info), size is not None
+    size = size if given else recorded_size(info)
+    where = f"{shown['size']} {size}" if given else f"the classifier's recorded image size {size}"
+    check_dataset_fits(dataset, [("train", limit), ("test", test_limit)], size, what=where)
+    hw = (size, size) if isinstance(size, int) else size
+    if shape is not None and isinstance(hw, (list, tuple)) and len(hw) == 2 and all(isinstance(v, int) for v in hw):
+        batch = min(batch_size, limit) if limit else batch_size
+        check_model_fits(
+            model,
+            (shape[0], *hw),
+            batch,
+            device=device,
+            train_copies=1,
+            activation_copies=2,
+            what=f"fitting on batches of {batch} {shape[0]}×{hw[0]}×{hw[1]} images ({shown['batch_size']})",
+            hint=f"use a smaller {shown['batch_size']} or {shown['size']}",
+        )
