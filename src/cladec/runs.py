@@ -165,6 +165,7 @@ def fit_run(
     data_root: str | None = None,
     device: str | None = None,
     decoder_norm: str | None = None,
+    decoder_arch: str = "auto",
     fast: bool = True,
     compile: bool | str = False,
     verbose: bool = True,
@@ -202,6 +203,8 @@ def fit_run(
             data set if it exists, else the user cache).
         device: Device (default: CUDA if available, else CPU).
         decoder_norm: ``None`` or ``"batch"``.
+        decoder_arch: ``"auto"``, ``"paper"`` or ``"scaled"`` (:func:`cladec.decoder.build_decoder`); recorded in
+            ``run.json`` (``decoder_arch``; the built one in each save's ``cladec.json``).
         fast: Use the fast training path.
         compile: ``torch.compile`` the training losses, ``True`` or a mode (see :meth:`ClaDec.fit`; pays off
             for long fits).
@@ -276,7 +279,10 @@ def fit_run(
     test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    e = ClaDec(model, layer, alpha=alpha, neurons=neurons, input_norm=norm, decoder_norm=decoder_norm, layout=layout)
+    e = ClaDec(
+        model, layer, alpha=alpha, neurons=neurons, input_norm=norm, decoder_norm=decoder_norm, layout=layout,
+        decoder_arch=decoder_arch,
+    )
     r = RefAE.like(e, init_seed=seed) if refae else None
     kw: dict[str, Any] = dict(batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast, compile=compile)
     if r is not None and (refae_epochs or epochs) == epochs:
@@ -318,6 +324,7 @@ def fit_run(
         "seed": seed,
         "fast": fast,
         "compile": compile_mode(compile) if fast else None,  # the plain path compiles nothing
+        "decoder_arch": decoder_arch,
         "metrics": {"test_images": len(test), **summary},
         "timings": timings,
         "collapsed": {"cladec": e.collapsed, "refae": r.collapsed if r is not None else None},

@@ -77,6 +77,8 @@ def register(subparsers: Any) -> None:
     f.add_argument("--batch-size", type=pos_int, default=128, help="batch size (default: 128)")
     f.add_argument("--lr", type=learning_rate, default=3e-4, help="Adam learning rate (default: 3e-4)")
     f.add_argument("--decoder-norm", choices=["batch"], help="normalisation in the decoder (default: none)")
+    arch_help = "decoder: the paper's, or scaled (1×1 reduction, halving widths); auto: paper up to 32 px (default)"
+    f.add_argument("--decoder", dest="decoder_arch", choices=["auto", "paper", "scaled"], default="auto", help=arch_help)
     f.add_argument(
         "--compile",
         nargs="?",
@@ -110,7 +112,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise ConfigError("--refae-epochs sets the RefAE's epochs, but --no-refae fits no RefAE; drop one of them")
     importable_cwd()  # --factory PKG.MOD:FN imports the user's module from here
     settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root".split()
-    settings += "factory weights factory_kwargs num_classes pretrained decoder_norm layout".split()
+    settings += "factory weights factory_kwargs num_classes pretrained decoder_norm decoder_arch layout".split()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
         run = fit_run(

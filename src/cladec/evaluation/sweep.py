@@ -62,6 +62,7 @@ _IDENTITY = (
     "batch_size",
     "lr",
     "decoder_norm",
+    "decoder_arch",
     "eval_classifier",
     "eval_epochs",
     "refae",
@@ -142,6 +143,7 @@ def _diff_config(old: dict, new: dict) -> list[str]:
         cfg = {k: cfg.get(k) for k in _IDENTITY}
         if not cfg["eval_classifier"]:  # eval_epochs means nothing without evaluation classifiers (older
             cfg["eval_epochs"] = None  # sweeps recorded it anyway)
+        cfg["decoder_arch"] = cfg["decoder_arch"] or "auto"  # sweeps before the option: "auto" picks their decoder
         return cfg
 
     old, new = identity(old), identity(new)
@@ -170,6 +172,7 @@ def run_sweep(
     batch_size: int = 128,
     lr: float = 3e-4,
     decoder_norm: str | None = None,
+    decoder_arch: str = "auto",
     device: str | None = None,
     verbose: bool = True,
 ) -> dict:
@@ -195,6 +198,7 @@ def run_sweep(
         batch_size: Decoder training batch size.
         lr: Decoder learning rate.
         decoder_norm: ``None`` or ``"batch"``.
+        decoder_arch: ``"auto"``, ``"paper"`` or ``"scaled"`` (:func:`cladec.decoder.build_decoder`).
         device: Device (default: CUDA if available, else CPU).
         verbose: Print progress.
 
@@ -262,6 +266,7 @@ def run_sweep(
         "batch_size": batch_size,
         "lr": lr,
         "decoder_norm": decoder_norm,
+        "decoder_arch": decoder_arch,
         "eval_classifier": bool(eval_classifier),
         "eval_epochs": eval_epochs,
         "refae": "one per (layer, seed), fitted in the first cell computed",
@@ -348,6 +353,7 @@ def run_sweep(
                 data_root=data_root,
                 device=dev,  # type: ignore[arg-type]  # fit_run takes a torch.device as well
                 decoder_norm=decoder_norm,
+                decoder_arch=decoder_arch,
                 verbose=False,
             )
             # a cell without its own RefAE evaluates its ClaDec against the shared one
