@@ -136,7 +136,7 @@ def quality(args) -> list[dict]:
             g = torch.Generator().manual_seed(0)
             state[arch] = dict(dec=dec, opt=opt, g=g, secs=0.0, steps=0, points=[(0.0, test_mse(dec, at, xt))])
         while any(s["secs"] < args.budget for s in state.values()):
-            for arch, s in state.items():
+            for s in state.values():
                 if s["secs"] >= args.budget:
                     continue
                 t0 = time.perf_counter()
@@ -237,27 +237,36 @@ def main(argv=None) -> None:
         args.budget, args.slice, args.train, args.test = 2.0, 1.0, 64, 32
         args.quality, args.speed, args.speed_steps, args.speed_batch = [(64, "resnet18", "layer4")], [], 1, 4
     torch.set_num_threads(max(torch.get_num_threads(), 1))
-    print(f"# decoder benchmark {_dt.date.today()} on {platform.processor() or platform.machine()}, torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"# decoder benchmark {_dt.date.today()} on {platform.processor() or platform.machine()}, torch "
+        f"{torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
     qrows = [] if args.no_quality else quality(args)
     if args.quick and not args.no_speed:
         args.speed = [("resnet18", "layer4")]
     srows = [] if args.no_speed else speed(args)
     if qrows:
-        print(f"\n| size | classifier, layer (shape) | decoder | params | steps in {args.budget:.0f} s | images/s "
-              "| test MSE | mean-image MSE |")
+        print(
+            f"\n| size | classifier, layer (shape) | decoder | params | steps in {args.budget:.0f} s | images/s "
+            "| test MSE | mean-image MSE |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for r in qrows:
             shape = "×".join(map(str, r["shape"]))
-            print(f"| {r['size']} | {r['setting']} ({shape}) | {r['arch']} | {r['params'] / 1e6:.2f}M | {r['steps']} "
-                  f"| {r['imgs_s']:.0f} | {r['mse']:.4f} | {r['base']:.4f} |")
+            print(
+                f"| {r['size']} | {r['setting']} ({shape}) | {r['arch']} | {r['params'] / 1e6:.2f}M | {r['steps']} "
+                f"| {r['imgs_s']:.0f} | {r['mse']:.4f} | {r['base']:.4f} |"
+            )
     if srows:
         print("\n| model, layer (shape) | decoder | params | ClaDec images/s | decoder-part images/s |")
         print("|---|---|---|---|---|")
         for r in srows:
             shape = "×".join(map(str, r["shape"]))
-            print(f"| {r['model']} {r['layer']} ({shape}) | {r['arch']} | {r['params'] / 1e6:.2f}M "
-                  f"| {r['imgs_s']:.2f} | {r['dec_imgs_s']:.2f} |")
+            print(
+                f"| {r['model']} {r['layer']} ({shape}) | {r['arch']} | {r['params'] / 1e6:.2f}M "
+                f"| {r['imgs_s']:.2f} | {r['dec_imgs_s']:.2f} |"
+            )
     return None
 
 

@@ -49,7 +49,9 @@ def size_chain(target: int, n: int) -> list[int]:
     return sizes[::-1]
 
 
-def up_conv(cin: int, cout: int, h_in: tuple[int, int], h_out: tuple[int, int], bias: bool = True) -> nn.ConvTranspose2d:
+def up_conv(
+    cin: int, cout: int, h_in: tuple[int, int], h_out: tuple[int, int], bias: bool = True
+) -> nn.ConvTranspose2d:
     """A kernel-4, stride-2 transposed convolution from ``h_in`` to ``h_out`` (each side ``2h`` or ``2h − 1``)."""
     # out = 2h + 2 - 2p + op. p=1, op=0 -> 2h; p=2, op=1 -> 2h - 1.
     pads, ops = [], []
@@ -92,7 +94,10 @@ def scaled_layers(spec: Any) -> tuple[nn.Sequential, tuple[int, int] | None, nn.
         start = min(width, 2 * base)
         seed = (hs[0], ws[0])
         head = nn.Sequential(
-            nn.Flatten(), nn.Linear(flat, start * seed[0] * seed[1]), nn.ReLU(inplace=True), nn.Unflatten(1, (start, *seed))
+            nn.Flatten(),
+            nn.Linear(flat, start * seed[0] * seed[1]),
+            nn.ReLU(inplace=True),
+            nn.Unflatten(1, (start, *seed)),
         )
     else:
         start = min(in_shape[0], width)

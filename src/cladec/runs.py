@@ -280,7 +280,13 @@ def fit_run(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     e = ClaDec(
-        model, layer, alpha=alpha, neurons=neurons, input_norm=norm, decoder_norm=decoder_norm, layout=layout,
+        model,
+        layer,
+        alpha=alpha,
+        neurons=neurons,
+        input_norm=norm,
+        decoder_norm=decoder_norm,
+        layout=layout,
         decoder_arch=decoder_arch,
     )
     r = RefAE.like(e, init_seed=seed) if refae else None

@@ -78,7 +78,9 @@ def register(subparsers: Any) -> None:
     f.add_argument("--lr", type=learning_rate, default=3e-4, help="Adam learning rate (default: 3e-4)")
     f.add_argument("--decoder-norm", choices=["batch"], help="normalisation in the decoder (default: none)")
     arch_help = "decoder: the paper's, or scaled (1×1 reduction, halving widths); auto: paper up to 32 px (default)"
-    f.add_argument("--decoder", dest="decoder_arch", choices=["auto", "paper", "scaled"], default="auto", help=arch_help)
+    f.add_argument(
+        "--decoder", dest="decoder_arch", choices=["auto", "paper", "scaled"], default="auto", help=arch_help
+    )
     f.add_argument(
         "--compile",
         nargs="?",

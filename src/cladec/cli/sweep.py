@@ -55,7 +55,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("--lr", type=learning_rate, default=3e-4, help="decoder learning rate (3e-4)")
     s.add_argument("--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder")
     arch_help = "decoder architecture (auto: the paper's up to 32 px, else scaled)"
-    s.add_argument("--decoder", dest="decoder_arch", default="auto", choices=["auto", "paper", "scaled"], help=arch_help)
+    s.add_argument(
+        "--decoder", dest="decoder_arch", default="auto", choices=["auto", "paper", "scaled"], help=arch_help
+    )
     s.add_argument("--data-root", default=None, help="data root (default: $CLADEC_DATA / user cache)")
     s.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
