@@ -234,9 +234,8 @@ def main(argv=None) -> None:
     if args.sizes:
         args.quality = [q for q in QUALITY if str(q[0]) in args.sizes.split(",")]
     if args.quick:
-        args.budget, args.slice, args.train, args.test = 2.0, 1.0, 64, 32
+        args.budget, args.slice, args.train, args.test = 1.0, 1.0, 64, 32
         args.quality, args.speed, args.speed_steps, args.speed_batch = [(64, "resnet18", "layer4")], [], 1, 4
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
     print(
         f"# decoder benchmark {_dt.date.today()} on {platform.processor() or platform.machine()}, torch "
         f"{torch.__version__}, {torch.get_num_threads()} threads",
