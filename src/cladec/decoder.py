@@ -26,8 +26,8 @@ anything larger, where it reconstructed better per training second in every sett
 random-init ResNet-18, 60 s of training each on a 2-core CPU; test MSE paper vs scaled 0.0201 vs 0.0153 at 64 px
 ``layer3``, 0.0459 vs 0.0439 at 64 px ``layer4``, 0.0583 vs 0.0470 at 128 px and 0.0570 vs 0.0407 at 224 px
 ``layer4``, mean-image baseline 0.059–0.060). The 32-px bound keeps the paper's settings unchanged; it is not a measured
-crossover (sizes from 33 to 63 px and ResNet-50 / ViT quality were not measured). A save records the architecture built (``DecoderSpec.arch``); one
-without it holds a paper decoder.
+crossover (sizes from 33 to 63 px and ResNet-50 / ViT quality were not measured). A save records the
+architecture built (``DecoderSpec.arch``); one without it holds a paper decoder.
 
 Two changes make small-data training reliable (see ``FINDINGS.md``: a plain setup collapses to a
 black image for 1×1 layers): the output bias starts at the logit of the data's mean pixel value per
