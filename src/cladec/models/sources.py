@@ -198,6 +198,14 @@ def _check_name(library: str, name: str) -> None:
     raise ConfigError(f"unknown {library} model {name!r}; {hint} (all: {listing})")
 
 
+def _build(library: str, name: str, weights: str | None, pretrained: bool, kw: dict[str, Any]) -> nn.Module:
+    if library == "cladec":
+        if pretrained:
+            raise ConfigError(f"cladec's own models have no pretrained weights: {name!r}")
+        return load_user_model("cladec.models:create_model", weights, name=name, **kw)
+    return build_library_model(f"{library}:{name}", weights, pretrained=pretrained, **kw)
+
+
 def _metadata(library: str, name: str, model: nn.Module, kwargs: dict[str, Any]) -> tuple[Any, Any]:
     """The ``(input_norm, image_shape)`` the model's own metadata gives (None where it gives none)."""
     norm: Any = None
@@ -235,6 +243,7 @@ def load_model(
     num_classes: int | None = None,
     pretrained: bool = False,
     input_norm: Any = None,
+    init_seed: int | None = 0,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a classifier from a source: ``"torchvision:NAME"``, ``"timm:NAME"`` or a registered name.
@@ -249,6 +258,9 @@ def load_model(
         pretrained: Download the library's pretrained weights (online; not with ``weights``).
         input_norm: ``(mean, std)`` the model expects; default: from the model's metadata (timm's
             ``pretrained_cfg``, the transforms of torchvision's default weights), else none.
+        init_seed: Without ``weights`` and ``pretrained``, the random initial weights are drawn from this seed (the
+            global random state is left as it was), so a run of an untrained model reloads the same network;
+            None draws them from the global random state.
         **kwargs: Passed to the library's factory (e.g. ``img_size=64`` for a timm ViT, ``in_channels=1``).
 
     Returns:
@@ -278,12 +290,11 @@ def load_model(
     kw = dict(kwargs)
     if num_classes is not None:
         kw["num_classes"] = int(num_classes)
-    if library == "cladec":
-        if pretrained:
-            raise ConfigError(f"cladec's own models have no pretrained weights: {name!r}")
-        model = load_user_model("cladec.models:create_model", weights, name=name, **kw)
-    else:
-        model = build_library_model(f"{library}:{name}", weights, pretrained=pretrained, **kw)
+    seeded = weights is None and not pretrained and init_seed is not None
+    with torch.random.fork_rng(devices=[], enabled=seeded):
+        if seeded:
+            torch.manual_seed(int(init_seed))  # type: ignore[arg-type]  # not None when seeded
+        model = _build(library, name, weights, pretrained, kw)
     norm, shape = _metadata(library, name, model, kw)
     if input_norm is not None:
         check_input_norm(input_norm)

@@ -459,7 +459,7 @@ def train_checkpoint(
         )
         del meta
     torch.manual_seed(seed)
-    model = (load_model(arch, pretrained=pretrained, **kw) if source else build()).to(dev)
+    model = (load_model(arch, pretrained=pretrained, init_seed=seed, **kw) if source else build()).to(dev)
     if source and input_norm is None:
         input_norm = model.source_info["input_norm"]  # type: ignore[index]  # the model's metadata
     name = arch if source else model.arch
