@@ -60,6 +60,7 @@ from .explainers.cladec import ClaDec
 from .explainers.fitting import fit_together
 from .explainers.refae import RefAE
 from .explanation import Explanation, explain
+from .models.roles import ROLES, default_layers
 from .models.spec import (
     check_fit_fits,
     classifier_classes,
@@ -251,7 +252,8 @@ def fit_run(
         raise ConfigError("refae_epochs sets the RefAE's epochs, but refae=False fits no RefAE; drop one of them")
     dev = checked_device(device, "device")
     model, info = load_classifier_spec(spec, Path.cwd(), device=dev)
-    layer = resolve_layer_or_role(model, layer)  # fails fast, listing valid names
+    probed = layer in ROLES and not default_layers(model)  # a user's model that no family rule fits: see below
+    layer = layer if probed else resolve_layer_or_role(model, layer)  # fails fast, listing valid names
     rec, shown = info.get("dataset") or {}, {"dataset": "dataset=", **(names or {})}
     dataset = recorded_dataset_name(dataset or rec.get("name"))  # a relative imagefolder: would break elsewhere
     if not dataset:
@@ -277,6 +279,8 @@ def fit_run(
         data_root = data_root_for(None, rec.get("root"), env_first=True)
     train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit)
     test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit)
+    if probed:  # the role from one probe forward of a training image (cladec.models.roles)
+        layer = resolve_layer_or_role(model, layer, train[0][0].unsqueeze(0).to(dev))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     e = ClaDec(
