@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,18 @@ def test_decoder_quality_quick_run_prints_both_decoders(data_root, capsys, one_t
     out = capsys.readouterr().out
     assert "| 64 | resnet18 layer4 (512×2×2) | paper | 9.31M |" in out
     assert "| 64 | resnet18 layer4 (512×2×2) | scaled | 3.08M |" in out
+
+
+def test_scale_benchmark_measures_fast_and_plain_paths_in_child_processes(data_root, capsys):
+    """`benchmarks/scale.py` at toy settings: one child process per phase, a row each and the table."""
+    bench = _script("scale")
+    argv = ["--models", "resnet18", "--kinds", "cladec", "--paths", "fast,plain", "--size", "32", "--images", "8"]
+    assert bench.main([*argv, "--batch-size", "4", "--data-root", str(data_root), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert [(r["kind"], r["path"]) for r in rows] == [("cladec", "fast"), ("cladec", "plain")]
+    for r in rows:
+        assert r["layer"] == "layer4" and r["images_per_s"] > 0 and r["peak_mb"] > 100
+        assert math.isfinite(r["final_loss"]) and r["imagenet_epoch_h"] > 0
+    assert rows[0]["decoder_params_M"] == rows[1]["decoder_params_M"]  # the same decoder on both paths
+    assert "| resnet18 | layer4 | cladec | fast |" in out and "ImageNet epoch (h)" in out
