@@ -19,6 +19,7 @@ from ._args import (
     pos_float,
     pos_int,
 )
+from ._data_args import add_lazy_options
 
 __all__ = ["register", "cmd_train_classifier", "cmd_layers"]
 
@@ -54,6 +55,7 @@ def register(subparsers: Any) -> None:
         "--input-norm", metavar="MEAN,STD", help="normalise images before the model, e.g. '0.286,0.353' (default: none)"
     )
     t.add_argument("--download", action="store_true", help="download a missing MNIST / Fashion-MNIST / CIFAR-10")
+    add_lazy_options(t)
     add_common(t)
     t.set_defaults(func=cmd_train_classifier)
 
@@ -89,13 +91,12 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     settings = "dataset arch epochs size limit test_limit batch_size lr width data_root download seed device".split()
     res = train_checkpoint(
         args.out,
-        **{k: getattr(args, k) for k in settings},
+        **{k: getattr(args, k) for k in [*settings, "lazy", "workers"]},
         input_norm=parse_input_norm(args.input_norm),
         verbose=not args.quiet,
         names=OPTION_NAMES,
     )
-    print(res["summary"])
-    print(f"wrote classifier checkpoint {args.out}")
+    print(f"{res['summary']}\nwrote classifier checkpoint {args.out}")
     return 0
 
 

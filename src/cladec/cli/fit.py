@@ -20,6 +20,7 @@ from ._args import (
     parse_neurons,
     pos_int,
 )
+from ._data_args import add_lazy_options
 
 __all__ = ["register", "cmd_fit"]
 
@@ -86,6 +87,7 @@ def register(subparsers: Any) -> None:
         help="torch.compile the training losses: faster epochs after a compile of several seconds "
         "per model (worth it for long fits on a GPU); MODE: default or max-autotune-no-cudagraphs",
     )
+    add_lazy_options(f)
     add_common(f)
     f.set_defaults(func=cmd_fit)
 
@@ -111,6 +113,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     importable_cwd()  # --factory PKG.MOD:FN imports the user's module from here
     settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root".split()
     settings += "factory weights factory_kwargs num_classes pretrained decoder_norm layout".split()
+    settings += ["lazy", "workers"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
         run = fit_run(
