@@ -44,3 +44,12 @@ def test_reproduce_paper_reuses_a_classifier_only_when_trained_with_the_same_set
         )
     with pytest.raises(SystemExit, match="data set 'fashion-mnist', wanted 'mnist'"):
         repro.train_classifier_dir(path, "mnist", "vgg-paper", cfg, str(data_root), "cpu")
+
+
+def test_decoder_quality_quick_run_prints_both_decoders(data_root, capsys, one_torch_thread):
+    """`benchmarks/decoder_quality.py --quick`: a smoke run of the quality table (paper and scaled decoders)."""
+    bench = _script("decoder_quality")
+    bench.main(["--quick", "--no-speed", "--data-root", str(data_root)])
+    out = capsys.readouterr().out
+    assert "| 64 | resnet18 layer4 (512×2×2) | paper | 9.31M |" in out
+    assert "| 64 | resnet18 layer4 (512×2×2) | scaled | 3.08M |" in out

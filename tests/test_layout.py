@@ -32,6 +32,7 @@ LAYERS = {
     "capture": 3,
     "layouts": 3,
     "decoder": 3,
+    "_decoder_arch": 3,
     "explainers": 4,
     "persistence": 5,
     "explanation": 5,

@@ -34,13 +34,16 @@ from ._errors import ConfigError, DataError, out_of_memory_types
 from ._tensors import model_device
 from .layouts import (
     check_layout,
+    declared_layout,
     declared_prefix,
     infer_prefix,
+    measured_layout,
     neuron_indices,
     resolve_layout,
     to_map,
     unsupported_output,
 )
+from .models.roles import ROLES, default_layers
 from .normalize import InputNorm
 
 __all__ = ["LayerCapture", "list_layers", "resolve_layer", "LayerInfo", "default_layer_roles"]
@@ -91,12 +94,24 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> str:
     )
 
 
-def resolve_layer_or_role(model: nn.Module, layer: str) -> str:
+def resolve_layer_or_role(model: nn.Module, layer: str, example_input: torch.Tensor | None = None) -> str:
     """:func:`resolve_layer`, where a name the model lacks may also be one of its architecture's default-layer
     roles (``model.default_layers``, e.g. ``"last"`` → ``"conv4"`` for vgg-paper), as ``cladec fit --layer``
-    and ``cladec sweep --layers`` accept."""
+    and ``cladec sweep --layers`` accept. A model that names no roles (a user's ``--factory`` model) gets them
+    from :func:`cladec.models.roles.default_layers`: its family's rule, else one probe forward of
+    ``example_input`` (stored as ``model.default_layers``).
+
+    Examples:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten())
+        >>> resolve_layer_or_role(net, "last", torch.zeros(1, 1, 8, 8))
+        '2'
+    """
     names = {n for n, _ in model.named_modules() if n}
     roles = getattr(model, "default_layers", None)
+    if layer not in names and not roles and layer in ROLES:
+        roles = default_layers(model, example_input)
+        if roles:
+            model.default_layers = roles  # type: ignore[assignment]  # a plain attribute, as load_model sets
     if layer not in names and isinstance(roles, dict) and layer in roles:
         layer = roles[layer]
     return resolve_layer(model, layer)
@@ -104,30 +119,17 @@ def resolve_layer_or_role(model: nn.Module, layer: str) -> str:
 
 @dataclass
 class LayerInfo:
-    """A layer's name, module type and output shape (without the batch dimension)."""
+    """A layer's name, module type, output shape (without the batch dimension) and output layout (``"nchw"``,
+    ``"nhwc"``, ``"tokens"``, ``"flat"``; None where it is not known: see :func:`list_layers`)."""
 
     name: str
     type: str
     shape: tuple[int, ...]
+    layout: str | None = None
 
 
-def list_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo]:
-    """List every submodule reached by a forward pass with its output shape.
-
-    Args:
-        model: The classifier.
-        example_input: One batch (N ≥ 1) of valid input, e.g. ``torch.zeros(1, 1, 28, 28)``.
-
-    Returns:
-        A list of :class:`LayerInfo` in the order the modules are called (a block before its children); modules
-        whose output is not a tensor report an empty shape.
-
-    Examples:
-        >>> from torch import nn
-        >>> m = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
-        >>> [(l.name, l.shape) for l in list_layers(m, torch.zeros(1, 2, 2))]
-        [('0', (4,)), ('1', (2,))]
-    """
+def _output_shapes(model: nn.Module, x: torch.Tensor) -> tuple[list[str], dict[str, str], dict[str, tuple[int, ...]]]:
+    """One forward pass in eval mode: the modules in call order, their types and output shapes."""
     order: list[str] = []
     types: dict[str, str] = {}
     shapes: dict[str, tuple[int, ...]] = {}
@@ -156,12 +158,54 @@ def list_layers(model: nn.Module, example_input: torch.Tensor) -> list[LayerInfo
     try:
         model.eval()
         with torch.no_grad():
-            model(example_input.to(model_device(model)))
+            model(x.to(model_device(model)))
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return [LayerInfo(n, types[n], shapes.get(n, ())) for n in order]
+    return order, types, shapes
+
+
+def list_layers(model: nn.Module, example_input: torch.Tensor, *, measure: bool = False) -> list[LayerInfo]:
+    """List every submodule reached by a forward pass with its output shape and layout.
+
+    Args:
+        model: The classifier.
+        example_input: One batch (N ≥ 1) of valid input, e.g. ``torch.zeros(1, 1, 28, 28)``.
+        measure: Also measure the layout of 4-D outputs that the model family does not declare, with one more
+            forward pass at twice the image size (:mod:`cladec.layouts`); without it their ``layout`` is None.
+
+    Returns:
+        A list of :class:`LayerInfo` in the order the modules are called (a block before its children); modules
+        whose output is not a tensor report an empty shape. ``layout``: ``flat`` for ``(N, D)``, ``tokens`` for
+        ``(N, T, D)``, and for ``(N, ·, ·, ·)`` the one the family declares or (``measure``) the measured one.
+
+    Examples:
+        >>> from torch import nn
+        >>> m = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> [(l.name, l.shape) for l in list_layers(m, torch.zeros(1, 2, 2))]
+        [('0', (4,)), ('1', (2,))]
+        >>> m = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten())
+        >>> [(l.name, l.layout) for l in list_layers(m, torch.zeros(1, 1, 8, 8), measure=True)]
+        [('0', 'nchw'), ('1', 'nchw'), ('2', 'flat')]
+    """
+    order, types, shapes = _output_shapes(model, example_input)
+    modules = dict(model.named_modules())
+    layouts: dict[str, str | None] = {}
+    for n in order:
+        rank = len(shapes.get(n, ()))
+        found = declared_layout(model, n, modules[n]) if rank == 3 else None
+        layouts[n] = {1: "flat", 2: "tokens"}.get(rank, found[0] if found else None)
+    todo = [n for n in order if layouts[n] is None and len(shapes.get(n, ())) == 3]
+    if measure and todo and example_input.dim() == 4:
+        n_, c, h, w = example_input.shape
+        try:
+            bigger = _output_shapes(model, torch.zeros(1, c, 2 * h, 2 * w))[2]
+        except Exception:  # noqa: BLE001 - a model built for one image size: not measurable
+            bigger = {}
+        for n in todo:
+            layouts[n] = measured_layout(shapes[n], bigger[n]) if n in bigger else None
+    return [LayerInfo(n, types[n], shapes.get(n, ()), layouts[n]) for n in order]
 
 
 class LayerCapture:

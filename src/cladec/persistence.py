@@ -74,6 +74,10 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
         raise SaveFormatError(
             f"{path} was made with a custom decoder ({spec.get('class')}); pass it as load(..., decoder=...)"
         )
+    if spec.get("kind") != "custom" and spec.get("arch", "paper") not in ("paper", "scaled"):
+        raise SaveFormatError(
+            f"{cfg_path} is malformed: 'decoder.arch' must be 'paper' or 'scaled', got {spec.get('arch')!r}"
+        )
     validate(cfg, EXPLAINER, cfg_path, "save the explainer again, e.g. fit the run again with `cladec fit`")
     image_shape = tuple(cfg["image_shape"])
     layer = cfg["layer"]
@@ -84,6 +88,7 @@ def load(path: str | Path, model: nn.Module, *, decoder: nn.Module | None = None
     if decoder is None:  # the built decoder's settings (a custom decoder refuses them; older saves may record
         # values that were ignored then)
         kwargs.update(base_width=cfg.get("base_width", 64), decoder_norm=cfg.get("decoder_norm"))
+        kwargs["decoder_arch"] = spec.get("arch", "paper")  # the one built (saves without it: the paper decoder's)
     if len(recorded) == 2:  # token outputs only (other layers refuse them; older saves may record ignored values)
         kwargs.update(prefix_tokens=cfg.get("prefix_tokens", "drop"), num_prefix_tokens=cfg.get("num_prefix_tokens"))
     _check_affordable(

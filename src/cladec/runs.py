@@ -60,6 +60,7 @@ from .explainers.cladec import ClaDec
 from .explainers.fitting import fit_together
 from .explainers.refae import RefAE
 from .explanation import Explanation, explain
+from .models.roles import ROLES, default_layers
 from .models.spec import (
     check_fit_fits,
     classifier_classes,
@@ -165,6 +166,7 @@ def fit_run(
     data_root: str | None = None,
     device: str | None = None,
     decoder_norm: str | None = None,
+    decoder_arch: str = "auto",
     fast: bool = True,
     compile: bool | str = False,
     verbose: bool = True,
@@ -204,6 +206,8 @@ def fit_run(
             data set if it exists, else the user cache).
         device: Device (default: CUDA if available, else CPU).
         decoder_norm: ``None`` or ``"batch"``.
+        decoder_arch: ``"auto"``, ``"paper"`` or ``"scaled"`` (:func:`cladec.decoder.build_decoder`); recorded in
+            ``run.json`` (``decoder_arch``; the built one in each save's ``cladec.json``).
         fast: Use the fast training path.
         compile: ``torch.compile`` the training losses, ``True`` or a mode (see :meth:`ClaDec.fit`; pays off
             for long fits).
@@ -254,7 +258,8 @@ def fit_run(
         raise ConfigError("refae_epochs sets the RefAE's epochs, but refae=False fits no RefAE; drop one of them")
     dev = checked_device(device, "device")
     model, info = load_classifier_spec(spec, Path.cwd(), device=dev)
-    layer = resolve_layer_or_role(model, layer)  # fails fast, listing valid names
+    probed = layer in ROLES and not default_layers(model)  # a user's model that no family rule fits: see below
+    layer = layer if probed else resolve_layer_or_role(model, layer)  # fails fast, listing valid names
     rec, shown = info.get("dataset") or {}, {"dataset": "dataset=", **(names or {})}
     dataset = recorded_dataset_name(dataset or rec.get("name"))  # a relative imagefolder: would break elsewhere
     if not dataset:
@@ -281,9 +286,20 @@ def fit_run(
         data_root = data_root_for(None, rec.get("root"), env_first=True)
     train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit, lazy=lazy)
     test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit, lazy=lazy)
+    if probed:  # the role from one probe forward of a training image (cladec.models.roles)
+        layer = resolve_layer_or_role(model, layer, train[0][0].unsqueeze(0).to(dev))
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    e = ClaDec(model, layer, alpha=alpha, neurons=neurons, input_norm=norm, decoder_norm=decoder_norm, layout=layout)
+    e = ClaDec(
+        model,
+        layer,
+        alpha=alpha,
+        neurons=neurons,
+        input_norm=norm,
+        decoder_norm=decoder_norm,
+        layout=layout,
+        decoder_arch=decoder_arch,
+    )
     r = RefAE.like(e, init_seed=seed) if refae else None
     kw: dict[str, Any] = dict(batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast, compile=compile)
     kw["workers"] = workers
@@ -327,6 +343,7 @@ def fit_run(
         "seed": seed,
         "fast": fast,
         "compile": compile_mode(compile) if fast else None,  # the plain path compiles nothing
+        "decoder_arch": decoder_arch,
         "metrics": {"test_images": len(test), **summary},
         "timings": timings,
         "collapsed": {"cladec": e.collapsed, "refae": r.collapsed if r is not None else None},

@@ -64,7 +64,7 @@ def test_lazy_folder_and_zip_give_the_eager_images_labels_and_classes(cifar_fold
     assert zl.classes == ze.classes and torch.equal(zl.labels, ze.labels)
     again = pickle.loads(pickle.dumps(zl))  # no open zip crosses a process boundary
     loader = DataLoader(again, batch_size=64, num_workers=2)
-    xs, ys = zip(*loader)
+    xs, ys = zip(*loader, strict=True)
     assert torch.equal(torch.cat(xs), ze.images) and torch.equal(torch.cat(ys), ze.labels)
 
 

@@ -22,7 +22,7 @@ __all__ = ["parse_neurons", "parse_input_norm", "parse_image_shape"]
 OPTION_NAMES = {"classifier_dir": "--model"} | {
     k: "--" + k.replace("_", "-")
     for k in "factory weights factory_kwargs input_norm num_classes pretrained dataset size width batch_size limit "
-    "test_limit device".split()
+    "test_limit device arch_kwargs".split()
 }
 
 

@@ -1,48 +1,43 @@
-"""``cladec train-classifier`` and ``cladec layers``."""
+"""``cladec train-classifier``."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Any
 
-from .._errors import ConfigError
-from ._args import (
-    OPTION_NAMES,
-    add_common,
-    add_model_source,
-    classifier_source,
-    learning_rate,
-    parse_image_shape,
-    parse_input_norm,
-    pos_float,
-    pos_int,
-)
+from ._args import OPTION_NAMES, add_common, json_kwargs, learning_rate, parse_input_norm, pos_float, pos_int
 from ._data_args import add_lazy_options
 
-__all__ = ["register", "cmd_train_classifier", "cmd_layers"]
+__all__ = ["register", "cmd_train_classifier"]
 
 
 def register(subparsers: Any) -> None:
-    """Add ``train-classifier`` and ``layers`` to ``ArgumentParser.add_subparsers()`` (``func``: their handlers).
+    """Add ``train-classifier`` to ``ArgumentParser.add_subparsers()`` (``func``: :func:`cmd_train_classifier`).
 
     Examples:
         >>> p = argparse.ArgumentParser(prog="cladec"); register(p.add_subparsers(dest="command"))
-        >>> p.parse_args(["layers", "--model", "clf"]).func.__name__
-        'cmd_layers'
+        >>> p.parse_args(["train-classifier", "--dataset", "mnist", "--out", "clf"]).func.__name__
+        'cmd_train_classifier'
     """
     t = subparsers.add_parser(
         "train-classifier",
-        help="train a classifier (vgg-paper, resnet10, resnet18) and save a checkpoint directory",
-        description="Train a registered architecture with SGD + momentum and step decay (the ClaDec authors' "
-        "recipe) and save it as a checkpoint directory (model.safetensors + classifier.json) that records the "
-        "data set, its image size and classes, and the test accuracy.",
+        help="train a classifier (vgg-paper, resnet10, resnet18, torchvision:NAME, timm:NAME) and save a checkpoint",
+        description="Train a registered architecture or a torchvision/timm model (random init, or --pretrained to "
+        "fine-tune) with SGD + momentum and step decay (the ClaDec authors' recipe) and save it as a checkpoint "
+        "directory (model.safetensors + classifier.json) that records the model, the data set, its image size "
+        "and classes, and the test accuracy.",
     )
     t.add_argument(
         "--dataset", required=True, help="fashion-mnist, mnist, cifar10, fashion-mnist-mini, imagefolder:PATH"
     )
-    t.add_argument("--arch", default="vgg-paper", help="architecture (default: vgg-paper; see also resnet10, resnet18)")
+    arch = (
+        "architecture: vgg-paper (default), resnet10, resnet18, or torchvision:NAME / timm:NAME for the data's classes"
+    )
+    t.add_argument("--arch", default="vgg-paper", help=arch)
+    kw_help = "arguments for a torchvision:/timm: --arch, e.g. '{\"img_size\": 64}' for a timm ViT"
+    t.add_argument("--arch-kwargs", type=json_kwargs, metavar="JSON", help=kw_help)
+    pre = "fine-tune a torchvision:/timm: --arch from its library's pretrained weights (downloaded; new head)"
+    t.add_argument("--pretrained", action="store_true", help=pre)
     t.add_argument("--epochs", type=pos_int, default=5, help="epochs (default: 5)")
     t.add_argument("--out", required=True, metavar="DIR", help="checkpoint directory to write")
     t.add_argument("--size", type=pos_int, default=None, help="resize images to SIZE×SIZE (the paper uses 32)")
@@ -52,27 +47,14 @@ def register(subparsers: Any) -> None:
     t.add_argument("--lr", type=learning_rate, default=0.1, help="initial SGD learning rate (default: 0.1)")
     t.add_argument("--width", type=pos_float, default=None, help="channel width multiplier (default: 1.0)")
     t.add_argument(
-        "--input-norm", metavar="MEAN,STD", help="normalise images before the model, e.g. '0.286,0.353' (default: none)"
+        "--input-norm",
+        metavar="MEAN,STD",
+        help="normalise images before the model, e.g. '0.286,0.353' (default: none; a library model's metadata's)",
     )
     t.add_argument("--download", action="store_true", help="download a missing MNIST / Fashion-MNIST / CIFAR-10")
     add_lazy_options(t)
     add_common(t)
     t.set_defaults(func=cmd_train_classifier)
-
-    lay = subparsers.add_parser(
-        "layers",
-        help="list a classifier's layers with their types and output shapes",
-        description="Run one zero image through the classifier and print every layer it reaches with the "
-        "module type and output shape. The architecture's default layers ('last', 'middle') are marked.",
-    )
-    add_model_source(lay)
-    lay.add_argument(
-        "--image-shape",
-        metavar="C,H,W",
-        help="input shape, e.g. 1,28,28 (default: the checkpoint's; required with --factory)",
-    )
-    lay.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    lay.set_defaults(func=cmd_layers)
 
 
 def cmd_train_classifier(args: argparse.Namespace) -> int:
@@ -89,6 +71,7 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     from ..models.training import train_checkpoint
 
     settings = "dataset arch epochs size limit test_limit batch_size lr width data_root download seed device".split()
+    settings += ["arch_kwargs", "pretrained"]
     res = train_checkpoint(
         args.out,
         **{k: getattr(args, k) for k in [*settings, "lazy", "workers"]},
@@ -97,53 +80,4 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
         names=OPTION_NAMES,
     )
     print(f"{res['summary']}\nwrote classifier checkpoint {args.out}")
-    return 0
-
-
-def cmd_layers(args: argparse.Namespace) -> int:
-    """Handler of ``cladec layers``: print the classifier's layers, types and output shapes.
-
-    Examples:
-        >>> from cladec.cli import main
-        >>> main(["layers", "--model", str(clf_dir)])  # clf_dir: a checkpoint of vgg-paper at width 0.25
-        /...clf: input 1×28×28, 36 layers
-        layer        type               output shape  default
-        -----------  -----------------  ------------  -------
-        conv0        ConvBlock          8×14×14
-        ...
-        conv4        ConvBlock          128×1×1       last
-        ...
-        fc           Linear             10
-        <BLANKLINE>
-        default layers: last = conv4, middle = conv2  (use them as `cladec fit --layer NAME`)
-        0
-    """
-    import torch
-
-    from ..capture import default_layer_roles, list_layers
-    from ..models.spec import load_classifier_spec, recorded_image_shape
-
-    model, info = load_classifier_spec(classifier_source(args), Path.cwd())
-    shape = parse_image_shape(args.image_shape) if args.image_shape is not None else recorded_image_shape(info)
-    if shape is None:
-        raise ConfigError("give the input shape with --image-shape C,H,W (e.g. 1,28,28): the model does not record it")
-    try:
-        layers = list_layers(model, torch.zeros(1, *shape))
-    except RuntimeError as e:
-        raise ConfigError(f"the model does not accept input of shape {shape} (C, H, W): {e}") from None
-    marks = default_layer_roles(model)
-    if args.json:
-        rows = [dict(name=L.name, type=L.type, shape=list(L.shape), default=marks.get(L.name, [])) for L in layers]
-        print(json.dumps(rows, indent=2))
-        return 0
-    table: list[tuple[str, ...]] = [("layer", "type", "output shape", "default")]
-    table += [(L.name, L.type, "×".join(map(str, L.shape)) or "-", ", ".join(marks.get(L.name, []))) for L in layers]
-    widths = [max(len(r[i]) for r in table) for i in range(4)]
-    table.insert(1, tuple("-" * w for w in widths))
-    print(f"{args.model or args.factory}: input {'×'.join(map(str, shape))}, {len(layers)} layers")
-    for line in table:
-        print("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip())
-    if marks:
-        roles = ", ".join(f"{k} = {n}" for n, ks in marks.items() for k in ks)
-        print(f"\ndefault layers: {roles}  (use them as `cladec fit --layer NAME`)")
     return 0

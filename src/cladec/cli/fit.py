@@ -56,9 +56,8 @@ def register(subparsers: Any) -> None:
     f.add_argument("--layer", required=True, help=layer_help)
     layout_help = "the layer output's layout: (N,C,H,W), channels-last (N,H,W,C), (N,T,D), (N,D) (default: detected)"
     f.add_argument("--layout", choices=["nchw", "nhwc", "tokens", "flat"], help=layout_help)
-    f.add_argument(
-        "--neurons", metavar="LIST", help="decode only these units (channels), e.g. '0,1,5-9' (default: all)"
-    )
+    neurons_help = "decode only these units (channels), e.g. '0,1,5-9' (default: all)"
+    f.add_argument("--neurons", metavar="LIST", help=neurons_help)
     f.add_argument(
         "--alpha", type=alpha_value, default=0.001, help="α, weight of the classification loss (default: 0.001)"
     )
@@ -78,6 +77,10 @@ def register(subparsers: Any) -> None:
     f.add_argument("--batch-size", type=pos_int, default=128, help="batch size (default: 128)")
     f.add_argument("--lr", type=learning_rate, default=3e-4, help="Adam learning rate (default: 3e-4)")
     f.add_argument("--decoder-norm", choices=["batch"], help="normalisation in the decoder (default: none)")
+    arch_help = "decoder: the paper's, or scaled (1×1 reduction, halving widths); auto: paper up to 32 px (default)"
+    f.add_argument(
+        "--decoder", dest="decoder_arch", choices=["auto", "paper", "scaled"], default="auto", help=arch_help
+    )
     f.add_argument(
         "--compile",
         nargs="?",
@@ -111,9 +114,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.no_refae and args.refae_epochs is not None:
         raise ConfigError("--refae-epochs sets the RefAE's epochs, but --no-refae fits no RefAE; drop one of them")
     importable_cwd()  # --factory PKG.MOD:FN imports the user's module from here
-    settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root".split()
-    settings += "factory weights factory_kwargs num_classes pretrained decoder_norm layout".split()
-    settings += ["lazy", "workers"]
+    settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root lazy".split()
+    settings += "factory weights factory_kwargs num_classes pretrained decoder_norm decoder_arch layout workers".split()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
         run = fit_run(

@@ -37,13 +37,13 @@ from pathlib import Path
 
 from .._errors import CladecError, ConfigError
 from .._version import __version__
-from . import classifier, demo, evaluate, explain, fit, report, saliency, study, sweep
+from . import classifier, demo, evaluate, explain, fit, layers, report, saliency, study, sweep
 
 __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 
 #: The command modules, in the order ``cladec --help`` lists their commands: demo, train-classifier, layers,
 #: fit, explain, evaluate, sweep, compare-saliency, report, study, study-summary.
-COMMAND_MODULES = (demo, classifier, fit, explain, evaluate, sweep, saliency, report, study)
+COMMAND_MODULES = (demo, classifier, layers, fit, explain, evaluate, sweep, saliency, report, study)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -6,7 +6,17 @@ import argparse
 from typing import Any
 
 from ..defaults import DEFAULT_ALPHAS
-from ._args import csv_list, importable_cwd, learning_rate, parse_device, pos_int, refuse_ignored, seed_int
+from ._args import (
+    OPTION_NAMES,
+    csv_list,
+    importable_cwd,
+    learning_rate,
+    parse_device,
+    pos_int,
+    refuse_ignored,
+    seed_int,
+)
+from ._source_options import add_source_options
 
 __all__ = ["register", "cmd_sweep"]
 
@@ -34,7 +44,9 @@ def register(subparsers: Any) -> None:
         "write summary.csv, summary.json and tradeoff.png. Re-running resumes; new α values / seeds / layers "
         "may be added.",
     )
-    s.add_argument("--model", required=True, help="classifier checkpoint directory (`cladec train-classifier`)")
+    model_help = "classifier checkpoint folder (`cladec train-classifier`), or a model: torchvision:NAME, timm:NAME"
+    s.add_argument("--model", required=True, metavar="DIR|SOURCE", help=model_help)
+    add_source_options(s)
     s.add_argument("--dataset", required=True, help="data set name, e.g. fashion-mnist, mnist, cifar10")
     s.add_argument("--layers", required=True, type=csv_list(str, "--layers"), help="comma-separated layer names")
     s.add_argument(
@@ -54,6 +66,10 @@ def register(subparsers: Any) -> None:
     s.add_argument("--batch-size", type=pos_int, default=128, help="decoder batch size (128)")
     s.add_argument("--lr", type=learning_rate, default=3e-4, help="decoder learning rate (3e-4)")
     s.add_argument("--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder")
+    arch_help = "decoder architecture (auto: the paper's up to 32 px, else scaled)"
+    s.add_argument(
+        "--decoder", dest="decoder_arch", default="auto", choices=["auto", "paper", "scaled"], help=arch_help
+    )
     s.add_argument("--data-root", default=None, help="data root (default: $CLADEC_DATA / user cache)")
     s.add_argument("--device", default=None, help="device (default: cuda if available, else cpu)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress output")
@@ -110,6 +126,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         decoder_norm=args.decoder_norm,
+        decoder_arch=args.decoder_arch,
+        weights=args.weights,
+        num_classes=args.num_classes,
+        pretrained=args.pretrained,
+        factory_kwargs=args.factory_kwargs,
+        layout=args.layout,
+        names=OPTION_NAMES,
         device=dev,
         verbose=not args.quiet,
     )

@@ -29,20 +29,21 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._checks import positive_int
 from .._checks import seed as check_seed
 from .._errors import ConfigError
-from .._io import file_sha256, write_json
+from .._io import write_json
 from .._tensors import device as checked_device
 from .._version import __version__
 from ..capture import resolve_layer_or_role
 from ..data.sizes import check_dataset_fits
 from ..defaults import DEFAULT_ALPHAS
-from ..models.checkpoint import load_classifier
+from ..models.spec import classifier_entry, entry_weights_sha256, load_classifier_spec
 from ..persistence import load
 from ..runs import fit_run
 from .evaluate import evaluate_run
@@ -62,6 +63,8 @@ _IDENTITY = (
     "batch_size",
     "lr",
     "decoder_norm",
+    "decoder_arch",
+    "layout",
     "eval_classifier",
     "eval_epochs",
     "refae",
@@ -142,6 +145,7 @@ def _diff_config(old: dict, new: dict) -> list[str]:
         cfg = {k: cfg.get(k) for k in _IDENTITY}
         if not cfg["eval_classifier"]:  # eval_epochs means nothing without evaluation classifiers (older
             cfg["eval_epochs"] = None  # sweeps recorded it anyway)
+        cfg["decoder_arch"] = cfg["decoder_arch"] or "auto"  # sweeps before the option: "auto" picks their decoder
         return cfg
 
     old, new = identity(old), identity(new)
@@ -157,6 +161,12 @@ def run_sweep(
     *,
     classifier_dir: str | os.PathLike,
     dataset: str,
+    weights: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+    pretrained: bool = False,
+    factory_kwargs: dict[str, Any] | None = None,
+    layout: str | None = None,
+    names: Mapping[str, str] | None = None,
     layers: Sequence[str],
     alphas: Sequence[float] = DEFAULT_ALPHAS,
     seeds: Sequence[int] = (0,),
@@ -170,6 +180,7 @@ def run_sweep(
     batch_size: int = 128,
     lr: float = 3e-4,
     decoder_norm: str | None = None,
+    decoder_arch: str = "auto",
     device: str | None = None,
     verbose: bool = True,
 ) -> dict:
@@ -177,8 +188,14 @@ def run_sweep(
 
     Args:
         out: Sweep directory (created; an existing one with the same configuration is resumed).
-        classifier_dir: Classifier checkpoint directory (``cladec train-classifier``).
+        classifier_dir: Classifier checkpoint directory (``cladec train-classifier``), or a model source
+            (``torchvision:NAME``, ``timm:NAME``; :func:`cladec.models.load_model`) with ``weights``,
+            ``num_classes``, ``pretrained`` and ``factory_kwargs`` (the library's arguments); every cell records
+            the source (``run.json``'s classifier entry) and reloads it.
         dataset: Data set name for :func:`cladec.data.load_dataset`.
+        weights, num_classes, pretrained, factory_kwargs: A model source's (see :func:`cladec.runs.fit_run`).
+        layout: The layers' output layout (``"nchw"``, ``"nhwc"``, ``"tokens"``, ``"flat"``; default: detected).
+        names: How messages name the classifier's arguments (the command line passes ``--model``, ``--weights``).
         layers: Layer names (e.g. ``["conv4", "conv2"]``), or the architecture's default-layer roles
             (``"last"``, ``"middle"``), which are recorded as the layers they name.
         alphas: α values (default: 0, 0.001, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 1).
@@ -195,6 +212,7 @@ def run_sweep(
         batch_size: Decoder training batch size.
         lr: Decoder learning rate.
         decoder_norm: ``None`` or ``"batch"``.
+        decoder_arch: ``"auto"``, ``"paper"`` or ``"scaled"`` (:func:`cladec.decoder.build_decoder`).
         device: Device (default: CUDA if available, else CPU).
         verbose: Print progress.
 
@@ -232,28 +250,46 @@ def run_sweep(
             "it, or keep eval_classifier=True"
         )
     dev = checked_device(device, "device")  # the one device check (ConfigError)
-    clf = Path(classifier_dir)
-    if not (clf / "classifier.json").is_file():
+    # a checkpoint folder or a model source, checked and loaded as `cladec fit` does (its warning once, here)
+    spec = classifier_entry(
+        classifier_dir,
+        weights=weights,
+        factory_kwargs=factory_kwargs,
+        num_classes=num_classes,
+        pretrained=pretrained,
+        names=names,
+    )
+    if spec["type"] == "checkpoint" and not (Path(spec["path"]) / "classifier.json").is_file():
         raise ConfigError(
-            f"{clf} is not a classifier checkpoint directory (no classifier.json); make one with "
-            "`cladec train-classifier`"
+            f"{classifier_dir} is not a classifier checkpoint directory (no classifier.json); make one with "
+            "`cladec train-classifier`, or name a model: torchvision:NAME, timm:NAME"
         )
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} exists and is not a directory; give a directory for the sweep")
-    model, info = load_classifier(clf, device="cpu")  # to find the layers before anything is written
+    model, info = load_classifier_spec(spec, Path.cwd())  # to find the layers before anything is written
     layers_l = _resolve_layers(model, layers_l)
+    sha = entry_weights_sha256(spec, info)
     del model
     if size is None:
         # the classifier's image size (height), read from its checkpoint: every cell then gets an explicit size
         shape = (info.get("dataset") or {}).get("image_shape")
         if isinstance(shape, list) and len(shape) == 3 and shape[1] == shape[2]:
             size = int(shape[1])
+    source = spec if spec["type"] == "source" else None
+    cell_model: dict[str, Any] = {"classifier_dir": spec["path"] if source is None else spec["source"]}
+    if source is not None:
+        cell_model.update(weights=weights, num_classes=num_classes, pretrained=pretrained)
+        cell_model.update(factory_kwargs=factory_kwargs, layout=layout)
+    elif layout is not None:
+        cell_model["layout"] = layout
 
     # before anything is written: every cell holds its training and test images at this size
     check_dataset_fits(dataset, [("train", limit), ("test", test_limit)], size, what=f"size {size}")
     config = {
-        "classifier": str(clf.resolve()),
-        "classifier_sha256": file_sha256(clf / "model.safetensors"),
+        "classifier": str(Path(spec["path"]).resolve())
+        if source is None
+        else {k: spec[k] for k in ("source", "weights", "num_classes", "pretrained", "kwargs")},
+        "classifier_sha256": sha,
         "dataset": dataset,
         "size": size,
         "limit": limit,
@@ -262,6 +298,8 @@ def run_sweep(
         "batch_size": batch_size,
         "lr": lr,
         "decoder_norm": decoder_norm,
+        "decoder_arch": decoder_arch,
+        "layout": layout,
         "eval_classifier": bool(eval_classifier),
         "eval_epochs": eval_epochs,
         "refae": "one per (layer, seed), fitted in the first cell computed",
@@ -331,25 +369,28 @@ def run_sweep(
         )
         t0 = time.perf_counter()
         try:
-            run = fit_run(
-                out / rel,
-                classifier_dir=clf,
-                dataset=dataset,
-                layer=layer,
-                alpha=alpha,
-                epochs=epochs,
-                refae=is_ref,
-                batch_size=batch_size,
-                lr=lr,
-                seed=seed,
-                size=size,
-                limit=limit,
-                test_limit=test_limit,
-                data_root=data_root,
-                device=dev,  # type: ignore[arg-type]  # fit_run takes a torch.device as well
-                decoder_norm=decoder_norm,
-                verbose=False,
-            )
+            with warnings.catch_warnings():  # a source without weights: warned once, above
+                warnings.filterwarnings("ignore", "(?s).*gets random weights", UserWarning)
+                run = fit_run(
+                    out / rel,
+                    **cell_model,
+                    dataset=dataset,
+                    layer=layer,
+                    alpha=alpha,
+                    epochs=epochs,
+                    refae=is_ref,
+                    batch_size=batch_size,
+                    lr=lr,
+                    seed=seed,
+                    size=size,
+                    limit=limit,
+                    test_limit=test_limit,
+                    data_root=data_root,
+                    device=dev,  # type: ignore[arg-type]  # fit_run takes a torch.device as well
+                    decoder_norm=decoder_norm,
+                    decoder_arch=decoder_arch,
+                    verbose=False,
+                )
             # a cell without its own RefAE evaluates its ClaDec against the shared one
             shared: dict[str, Any] = (
                 {}

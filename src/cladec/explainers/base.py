@@ -20,7 +20,7 @@ from .._io import atomic_dir, file_sha256, save_tensors, write_json
 from .._tensors import image_tensor, model_device
 from .._version import __version__
 from ..capture import LayerCapture
-from ..decoder import Decoder, build_decoder
+from ..decoder import ARCHS, Decoder, build_decoder
 from ..models.reinit import weight_marks
 from ..training.engine import LossFn
 from .fitting import FitMixin
@@ -43,6 +43,7 @@ class DecoderExplainer(FitMixin):
         decoder: nn.Module | None = None,
         base_width: int = 64,
         decoder_norm: str | None = None,
+        decoder_arch: str = "auto",
         input_norm: tuple[Sequence[float], Sequence[float]] | None = None,
         image_shape: tuple[int, int, int] | None = None,
         prefix_tokens: str = "drop",
@@ -57,7 +58,11 @@ class DecoderExplainer(FitMixin):
                 raise ConfigError(f"decoder must be an nn.Module, got {type(decoder).__name__}")
             given = [
                 f"{n}={v!r}"
-                for n, v, default in (("base_width", base_width, 64), ("decoder_norm", decoder_norm, None))
+                for n, v, default in (
+                    ("base_width", base_width, 64),
+                    ("decoder_norm", decoder_norm, None),
+                    ("decoder_arch", decoder_arch, "auto"),
+                )
                 if v != default
             ]
             if given:
@@ -79,6 +84,9 @@ class DecoderExplainer(FitMixin):
         self.layer = self.capture.layer
         self.base_width = int(base_width)
         self.decoder_norm = decoder_norm
+        if decoder_arch not in ("auto", *ARCHS):
+            raise ConfigError(f"decoder_arch must be 'auto', 'paper' or 'scaled', got {decoder_arch!r}")
+        self.decoder_arch = decoder_arch
         self.cache_budget = int(cache_budget)
         self.decoder: nn.Module | None = decoder
         self._custom_decoder = decoder is not None
@@ -154,7 +162,9 @@ class DecoderExplainer(FitMixin):
 
     def _new_decoder(self, act_shape: tuple[int, ...], image_shape: tuple[int, int, int]) -> nn.Module:
         """A freshly drawn decoder of this explainer's architecture (from the global random generator)."""
-        return build_decoder(act_shape, image_shape, base_width=self.base_width, norm=self.decoder_norm)
+        return build_decoder(
+            act_shape, image_shape, base_width=self.base_width, norm=self.decoder_norm, arch=self.decoder_arch
+        )
 
     def _check_decoder_output(self, act: torch.Tensor, image_shape: tuple[int, ...]) -> None:
         """A user's decoder must turn the layer's activations into images of ``image_shape`` (else the losses
@@ -307,6 +317,7 @@ class DecoderExplainer(FitMixin):
             "decoder": self.decoder_spec,
             "base_width": self.base_width,
             "decoder_norm": self.decoder_norm,
+            "decoder_arch": self.decoder_arch,
             "fitted": self.fitted,
             "collapsed": self.collapsed,
             "fit_config": self.fit_config,

@@ -33,6 +33,9 @@ class ClaDec(DecoderExplainer):
             shape ``(N, C, H, W)`` (checked when the explainer is built); it keeps the weights it has.
         base_width: Width of the built decoder's last hidden stage (authors: 64); not with ``decoder``.
         decoder_norm: ``None`` (authors) or ``"batch"``; not with ``decoder``.
+        decoder_arch: The built decoder's architecture (:func:`cladec.decoder.build_decoder`): ``"paper"``,
+            ``"scaled"`` or ``"auto"`` (default: the paper decoder for images up to 32 px from layers of up to 512
+            channels, else the scaled one); not with ``decoder``.
         input_norm: ``(mean, std)`` if the classifier expects normalised inputs; images and
             reconstructions (both in [0, 1]) are normalised so before they reach the classifier.
         image_shape: ``(C, H, W)``; builds the decoder now instead of at the first fit.
@@ -68,6 +71,7 @@ class ClaDec(DecoderExplainer):
         decoder: nn.Module | None = None,
         base_width: int = 64,
         decoder_norm: str | None = None,
+        decoder_arch: str = "auto",
         input_norm: tuple[Sequence[float], Sequence[float]] | None = None,
         image_shape: tuple[int, int, int] | None = None,
         prefix_tokens: str = "drop",
@@ -89,6 +93,7 @@ class ClaDec(DecoderExplainer):
             decoder=decoder,
             base_width=base_width,
             decoder_norm=decoder_norm,
+            decoder_arch=decoder_arch,
             input_norm=input_norm,
             image_shape=image_shape,
             prefix_tokens=prefix_tokens,

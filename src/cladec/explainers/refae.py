@@ -33,6 +33,7 @@ class RefAE(DecoderExplainer):
         decoder: As for :class:`ClaDec`.
         base_width: As for :class:`ClaDec`.
         decoder_norm: As for :class:`ClaDec`.
+        decoder_arch: As for :class:`ClaDec`.
         input_norm: As for :class:`ClaDec`.
         image_shape: As for :class:`ClaDec`.
         prefix_tokens: As for :class:`ClaDec`.
@@ -60,6 +61,7 @@ class RefAE(DecoderExplainer):
         decoder: nn.Module | None = None,
         base_width: int = 64,
         decoder_norm: str | None = None,
+        decoder_arch: str = "auto",
         input_norm: tuple[Sequence[float], Sequence[float]] | None = None,
         image_shape: tuple[int, int, int] | None = None,
         prefix_tokens: str = "drop",
@@ -77,6 +79,7 @@ class RefAE(DecoderExplainer):
             decoder=decoder,
             base_width=base_width,
             decoder_norm=decoder_norm,
+            decoder_arch=decoder_arch,
             input_norm=input_norm,
             image_shape=image_shape,
             prefix_tokens=prefix_tokens,
@@ -128,6 +131,7 @@ class RefAE(DecoderExplainer):
             decoder=decoder,
             base_width=explainer.base_width,
             decoder_norm=explainer.decoder_norm,
+            decoder_arch=explainer.decoder_arch,  # "auto" picks as for the explainer: the layer's shape is the same
             input_norm=explainer.input_norm,
             image_shape=explainer.image_shape,
             prefix_tokens=cap.prefix_tokens,
@@ -137,7 +141,7 @@ class RefAE(DecoderExplainer):
         )
         kwargs.update(overrides)
         if kwargs.get("decoder") is not None:  # the built decoder's settings mean nothing beside a custom one
-            for k in ("base_width", "decoder_norm"):
+            for k in ("base_width", "decoder_norm", "decoder_arch"):
                 if k not in overrides:
                     kwargs.pop(k)
         ref = cls(explainer.model, explainer.layer, **kwargs)

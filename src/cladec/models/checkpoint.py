@@ -17,7 +17,6 @@ and every function here applies it before the model.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import torch
 from torch import nn
 
 from .._errors import ConfigError, SaveFormatError
-from .._io import check_inside, file_sha256, load_state_dict_file, load_tensors, read_json, save_tensors, write_json
+from .._io import check_inside, file_sha256, load_tensors, read_json, save_tensors, write_json
 from .._limits import check_fits, weight_bytes_on_meta
 from .._schema import CLASSIFIER, validate
 from .._version import __version__
@@ -35,6 +34,8 @@ from ..data.lazy import LazyImageDataset
 from ..data.recorded import recorded_dataset_name
 from ..normalize import check_input_norm
 from ._registry import create_model, list_models
+from .factory import check_state_dict_fits, load_user_model
+from .sources import build_library_model, library_source, load_model
 
 __all__ = [
     "save_classifier",
@@ -72,29 +73,6 @@ def _dataset_info(dataset: Any) -> dict | None:
     if isinstance(dataset, Mapping):
         return dict(dataset)
     raise ConfigError(f"dataset must be an ImageDataset, a dict or None, got {type(dataset).__name__}")
-
-
-def _check_state_dict_fits(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s), e.g. {missing[:5]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s), e.g. {unexpected[:5]}")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatch(es), e.g. {mismatched[:3]}")
-        raise SaveFormatError(
-            f"the weights in {source} do not fit the model: {'; '.join(parts)}. Build the model with the same "
-            "architecture and arguments (e.g. in_channels, num_classes, width) as the one that was saved"
-        )
 
 
 def save_classifier(
@@ -140,10 +118,10 @@ def save_classifier(
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     arch = arch if arch is not None else getattr(model, "arch", None)
     arch_kwargs = arch_kwargs if arch_kwargs is not None else getattr(model, "arch_kwargs", None)
-    if not isinstance(arch, str) or arch.lower() not in list_models():
+    if not isinstance(arch, str) or not (library_source(arch) or arch.lower() in list_models()):
         raise ConfigError(
             "arch must name a registered model so the checkpoint can be loaded again "
-            f"({', '.join(list_models())}), "
+            f"({', '.join(list_models())}) or a torchvision:NAME / timm:NAME source, "
             f"got {arch!r}; models built with cladec.models.create_model() carry it"
         )
     if not isinstance(arch_kwargs, Mapping):
@@ -157,7 +135,7 @@ def save_classifier(
     info = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
-        "arch": arch.lower(),
+        "arch": arch if library_source(arch) else arch.lower(),
         "arch_kwargs": dict(arch_kwargs),
         "dataset": _dataset_info(dataset),
         "input_norm": list(check_input_norm(input_norm)) if input_norm is not None else None,
@@ -218,10 +196,11 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
             f"{__version__} reads up to {CHECKPOINT_VERSION}); upgrade cladec"
         )
     arch, kwargs = info.get("arch"), info.get("arch_kwargs")
-    if not isinstance(arch, str) or arch.lower() not in list_models():
+    source = library_source(arch)
+    if not isinstance(arch, str) or not (source or arch.lower() in list_models()):
         raise SaveFormatError(
             f"{path / INFO_FILE} names the architecture {arch!r}, which this cladec does not know "
-            f"(known: {', '.join(list_models())})"
+            f"(known: {', '.join(list_models())}, or torchvision:NAME / timm:NAME)"
         )
     if not isinstance(kwargs, dict):
         raise SaveFormatError(f"{path / INFO_FILE}: 'arch_kwargs' must be a JSON object, got {kwargs!r}")
@@ -229,7 +208,10 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
         info, CLASSIFIER, info_file, "save the classifier again with `cladec train-classifier` or save_classifier()"
     )
     # an absurd width or class count would ask the allocator for terabytes: estimate on the meta device first
-    nbytes = weight_bytes_on_meta(lambda: create_model(arch, **kwargs))
+    name: str = arch
+    nbytes = weight_bytes_on_meta(
+        lambda: build_library_model(name, **kwargs) if source else create_model(name, **kwargs)
+    )
     if nbytes is not None:
         try:
             check_fits(
@@ -240,7 +222,8 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
         except ConfigError as e:
             raise SaveFormatError(str(e)) from None
     try:
-        model = create_model(arch, **kwargs)
+        # a library model records its source as arch: rebuilt with the library's factory, its roles and metadata
+        model = load_model(arch, **kwargs) if source else create_model(arch, **kwargs)
     except (ConfigError, TypeError) as e:
         raise SaveFormatError(f"{path / INFO_FILE}: cannot rebuild {arch!r} from arch_kwargs {kwargs}: {e}") from None
     weights = path / WEIGHTS_FILE
@@ -255,88 +238,10 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
             "files of this checkpoint do not belong together (an interrupted save, or the weights replaced by "
             "hand); save the classifier again with save_classifier() / `cladec train-classifier`"
         )
-    _check_state_dict_fits(model, state, str(weights))
+    check_state_dict_fits(model, state, str(weights))
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     return model, info
-
-
-def load_user_model(factory: str, weights: str | Path | None = None, **factory_kwargs: Any) -> nn.Module:
-    """Build a model from any importable factory and optionally load weights into it.
-
-    Args:
-        factory: ``"package.module:function"`` (the attribute may be dotted, e.g. ``"mod:Class.build"``);
-            for example ``"torchvision.models:resnet18"``.
-        weights: optional ``.safetensors`` file or PyTorch state dict file (read with ``weights_only=True``,
-            never a full pickle); a ``{"state_dict": ...}`` wrapper and a ``module.`` prefix (from
-            ``DataParallel``) are accepted. Loading is strict.
-        **factory_kwargs: keyword arguments for the factory (e.g. ``num_classes=10``).
-
-    Returns:
-        The model, in eval mode.
-
-    Raises:
-        ConfigError: malformed factory string, module not importable, attribute missing or not callable,
-            factory failing or not returning an ``nn.Module``.
-        SaveFormatError: unreadable weights, or weights that do not fit (missing/unexpected keys listed).
-
-    Examples:
-        >>> net = load_user_model("cladec.models.vgg:vgg_paper", in_channels=1, width=0.25)
-        >>> net.training
-        False
-        >>> torch.save(classifier.state_dict(), "weights.pt")
-        >>> net = load_user_model("cladec.models.vgg:vgg_paper", "weights.pt", in_channels=1, width=0.25)
-        >>> torch.equal(net.fc.weight, classifier.fc.weight)
-        True
-        >>> net = load_user_model("torchvision.models:resnet18", num_classes=10)  # needs torchvision  # doctest: +SKIP
-    """
-    fmt = "factory must look like 'package.module:function' (e.g. 'torchvision.models:resnet18')"
-    if not isinstance(factory, str) or factory.count(":") != 1:
-        raise ConfigError(f"{fmt}, got {factory!r}")
-    mod_name, attr_path = (s.strip() for s in factory.split(":"))
-    if (
-        not mod_name
-        or not attr_path
-        or not all(p.isidentifier() for p in attr_path.split("."))
-        or not all(p.isidentifier() for p in mod_name.split("."))
-    ):
-        raise ConfigError(f"{fmt}, got {factory!r}")
-    try:
-        module = importlib.import_module(mod_name)
-    except ModuleNotFoundError as e:
-        raise ConfigError(
-            f"cannot import module {mod_name!r} for factory {factory!r}: {e}; install the package or add its "
-            "folder to PYTHONPATH"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - the user's module failed while importing
-        raise ConfigError(
-            f"importing module {mod_name!r} for factory {factory!r} failed: {type(e).__name__}: {e}"
-        ) from None
-    obj: Any = module
-    for part in attr_path.split("."):
-        if not hasattr(obj, part):
-            names = sorted(n for n in dir(obj) if not n.startswith("_") and callable(getattr(obj, n, None)))
-            raise ConfigError(
-                f"{factory!r}: {getattr(obj, '__name__', mod_name)!r} has no attribute {part!r}; callables there "
-                f"include: {', '.join(names[:15]) or 'none'}"
-            )
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise ConfigError(f"{factory!r} is a {type(obj).__name__}, not a callable that builds a model")
-    try:
-        model = obj(**factory_kwargs)
-    except Exception as e:  # noqa: BLE001 - report any failure of the user's factory
-        raise ConfigError(f"calling {factory}(**{factory_kwargs!r}) failed: {type(e).__name__}: {e}") from None
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"{factory!r} returned a {type(model).__name__}, not a torch.nn.Module")
-    if weights is not None:
-        state = load_state_dict_file(weights)
-        own = model.state_dict()
-        if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in own):
-            state = {k[len("module.") :]: v for k, v in state.items()}
-        _check_state_dict_fits(model, state, str(weights))
-        model.load_state_dict(state, strict=True)
-    return model.eval()
 
 
 def dataset_entry(

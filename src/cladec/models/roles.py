@@ -14,7 +14,10 @@ import re
 import torch
 from torch import nn
 
-__all__ = ["default_layers", "family_layers"]
+__all__ = ["ROLES", "default_layers", "family_layers"]
+
+#: The roles a layer may be named by (``cladec fit --layer last``).
+ROLES = ("last", "middle")
 
 #: Stage containers, most specific first: timm ConvNeXt/RegNet (``stages``), timm Swin (``layers``), timm ViT and
 #: EfficientNet (``blocks``), torchvision ViT (``encoder.layers``), torchvision ConvNeXt/EfficientNet/Swin/VGG/

@@ -270,8 +270,10 @@ def load_classifier_spec(spec: dict[str, Any], base: Path, device: str | torch.d
         model.to(device).eval()
         # the input normalisation (unless the entry gives one) and the input shape from the model's metadata
         meta: dict[str, Any] = getattr(model, "source_info", {})
+        rebuild = {"num_classes": spec["num_classes"]} if spec.get("num_classes") is not None else {}
         return model, {
             "arch": spec["source"],
+            "arch_kwargs": {**rebuild, **spec.get("kwargs", {})},  # what rebuilds it fresh (ROAR's retraining)
             "input_norm": meta["input_norm"],
             "dataset": {"image_shape": meta["image_shape"]},
         }

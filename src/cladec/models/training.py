@@ -34,6 +34,7 @@ from ..training.options import compile_mode, make_optimizer
 from ._registry import create_model
 from .checkpoint import dataset_entry, metrics_entry, save_classifier
 from .predict import accuracy_on, check_labels_fit, forward_checked
+from .sources import build_library_model, check_arch, library_channels, load_model
 
 __all__ = ["train_classifier", "train_checkpoint"]
 
@@ -159,21 +160,12 @@ def train_classifier(
     kw: dict[str, Any] = dict(need_labels=True, batch_size=batch_size, images="raw", workers=workers, device=dev)
     train = place(prepare(data, **kw, seed=seed, what="the training data"), dev)
     if fast_only and train.x is None:
-        what = (
-            "a DataLoader is streamed"
-            if isinstance(data, DataLoader)
-            else "a lazily read data set is streamed"
-            if isinstance(data, LazyImageDataset)
-            else f"a Dataset over {adapt.MAX_MATERIALISE_BYTES // 2**30} GiB as float32 is streamed"
-        )
-        _refuse_fast_only(
-            fast_only,
-            f"{what} by the plain loop",
-            "pass the data in memory (an ImageDataset or (images, labels) tensors)",
-        )
-    test = None
-    if test_data is not None:
-        test = place(prepare(test_data, **kw, shuffle=False, what="the test data"), dev)
+        big = f"a Dataset over {adapt.MAX_MATERIALISE_BYTES // 2**30} GiB as float32 is streamed"
+        what = "a DataLoader is streamed" if isinstance(data, DataLoader) else big
+        what = "a lazily read data set is streamed" if isinstance(data, LazyImageDataset) else what
+        fix = "pass the data in memory (an ImageDataset or (images, labels) tensors)"
+        _refuse_fast_only(fast_only, f"{what} by the plain loop", fix)
+    test = None if test_data is None else place(prepare(test_data, **kw, shuffle=False, what="the test data"), dev)
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if has_bn and train.x is not None and len(train.x) < 2:
         raise DataError(
@@ -378,6 +370,8 @@ def train_checkpoint(
     lr: float = 0.1,
     width: float | None = None,
     input_norm: Any = None,
+    arch_kwargs: Mapping[str, Any] | None = None,
+    pretrained: bool = False,
     data_root: str | os.PathLike | None = None,
     download: bool = False,
     seed: int = 0,
@@ -396,12 +390,18 @@ def train_checkpoint(
     Args:
         out: The checkpoint folder (``model.safetensors`` and ``classifier.json`` are written into it).
         dataset: A data set name for :func:`cladec.data.load_dataset`.
-        arch: A registered architecture (:func:`cladec.models.list_models`).
+        arch: A registered architecture (:func:`cladec.models.list_models`), or a library model
+            ``torchvision:NAME`` / ``timm:NAME`` (:func:`cladec.models.load_model`, built for the data set's classes
+            and, for timm, its channels); the checkpoint records it as its ``arch``, so ``cladec layers/fit --model
+            clf/`` rebuild it. A library model's ``input_norm`` defaults to its metadata's (ImageNet's for most).
         epochs, batch_size, lr, input_norm, seed, device, verbose: As for :func:`train_classifier`
             (``seed`` also seeds the initial weights).
         size: Resize the images to ``size``×``size`` (default: their own size).
         limit, test_limit: Use the first training / test images only.
-        width: The architecture's channel width multiplier (default: its own, 1.0).
+        width: The architecture's channel width multiplier (default: its own, 1.0; not for library models).
+        arch_kwargs: More arguments for a library model's factory (e.g. ``{"img_size": 64}`` for a timm ViT).
+        pretrained: Start a library model from the library's pretrained weights (downloaded by the library; the
+            classification head is new): fine-tuning.
         data_root: Where the data set is (default: ``$CLADEC_DATA``, else the user cache).
         download: Download a missing MNIST / Fashion-MNIST / CIFAR-10.
         names: How messages name ``size``, ``width``, ``batch_size`` and ``device`` (the command line passes its
@@ -425,19 +425,24 @@ def train_checkpoint(
         >>> res["dataset"]["name"], res["metrics"]["test_images"], sorted(p.name for p in res["path"].iterdir())
         ('fashion-mnist-mini', 100, ['classifier.json', 'model.safetensors'])
     """
-    shown = {"size": "size", "width": "width", "batch_size": "batch_size", "device": "device", **(names or {})}
+    shown = {k: k for k in "size width batch_size device arch_kwargs pretrained".split()} | dict(names or {})
     dev = checked_device(device, shown["device"])
     check_seed(seed, "seed")
     # files are written into `out` (never replaced as a folder), so it may be the current directory
     check_replaceable(out, "classifier.json", "cladec classifier checkpoint", in_place=True)
+    source = check_arch(arch, width=width, arch_kwargs=arch_kwargs, pretrained=pretrained, names=shown)
     splits = [("test", test_limit)] if lazy else [("train", limit), ("test", test_limit)]  # lazy: streamed
     check_dataset_fits(dataset, splits, size, what=f"{shown['size']} {size}")
     load_kw: dict[str, Any] = dict(root=data_root, size=size, download=download, lazy=lazy)
     train = load_dataset(dataset, split="train", limit=limit, **load_kw)
     test = load_dataset(dataset, split="test", limit=test_limit, **load_kw)
-    kw: dict[str, Any] = {} if width is None else {"width": width}
+    kw: dict[str, Any] = dict(arch_kwargs or {}) if source else {} if width is None else {"width": width}
+    if source:
+        kw = {"num_classes": train.num_classes, **library_channels(arch, train.image_shape[0]), **kw}
 
     def build() -> nn.Module:
+        if source:
+            return build_library_model(arch, **kw)
         return create_model(arch, in_channels=train.image_shape[0], num_classes=train.num_classes, **kw)
 
     meta = build_on_meta(build)  # before the real one: a width of 1e6 asks for petabytes of weights
@@ -456,10 +461,13 @@ def train_checkpoint(
         )
         del meta
     torch.manual_seed(seed)
-    model = build().to(dev)
+    model = (load_model(arch, pretrained=pretrained, init_seed=seed, **kw) if source else build()).to(dev)
+    if source and input_norm is None:
+        input_norm = model.source_info["input_norm"]  # type: ignore[index]  # the model's metadata
+    name = arch if source else model.arch
     if verbose:
         print(
-            f"training {model.arch} on {train.name} ({len(train)} training / {len(test)} test images, {shape}) "
+            f"training {name} on {train.name} ({len(train)} training / {len(test)} test images, {shape}) "
             f"for {epochs} epoch(s) on {dev}",
             file=sys.stderr,
         )
@@ -479,9 +487,12 @@ def train_checkpoint(
     )
     ds = dataset_entry(train, test, size=size, root=data_root, limit=limit)
     metrics = metrics_entry(hist, test, time.perf_counter() - t0)
-    path = save_classifier(Path(out), model.cpu(), dataset=ds, input_norm=input_norm, metrics=metrics, history=hist)
+    extra: dict[str, Any] = {"arch": arch, "arch_kwargs": kw} if source else {}
+    path = save_classifier(
+        Path(out), model.cpu(), dataset=ds, input_norm=input_norm, metrics=metrics, history=hist, **extra
+    )
     summary = (
         f"test accuracy {metrics['test_acc']:.4f} on {len(test)} {train.name} test images "
         f"(chance {1 / train.num_classes:.2f}); trained in {metrics['train_seconds']:.0f} s"
     )
-    return {"path": path, "arch": model.arch, "dataset": ds, "metrics": metrics, "summary": summary}
+    return {"path": path, "arch": name, "dataset": ds, "metrics": metrics, "summary": summary}

@@ -45,8 +45,9 @@ from .._version import __version__
 from ..data.load import load_dataset
 from ..data.sizes import check_dataset_fits
 from ..defaults import DEFAULT_METHODS
-from ..models import create_model
+from ..models import create_model, load_model
 from ..models.predict import predict
+from ..models.sources import library_source
 from ..runs import Run, load_run
 from .baselines import gradcam_layer, saliency_maps
 from .methods import DEFAULT_VARIANT, canonical_method, stored_name
@@ -428,7 +429,8 @@ def _roar_units(
     if not isinstance(arch, str) or not isinstance(kw, dict):
         raise ConfigError(
             "ROAR retrains the classifier from scratch and needs a checkpoint classifier "
-            "(made with `cladec train-classifier`); this run's classifier has no recorded architecture"
+            "(made with `cladec train-classifier`) or a torchvision:/timm: model; this run's classifier has no "
+            "recorded architecture"
         )
     epochs = _roar_epochs(run, roar_epochs)
     hist = info.get("history") or {}
@@ -440,8 +442,8 @@ def _roar_units(
     if dev.type == "cuda" and dev.index is None:  # an explicit index: "cuda" != "cuda:0" in device checks
         dev = torch.device("cuda", torch.cuda.current_device())
 
-    def build():
-        return create_model(arch, **kw)
+    def build():  # a torchvision/timm model (a source, or a checkpoint of one) from its library, fresh
+        return load_model(arch, init_seed=None, **kw) if library_source(arch) else create_model(arch, **kw)
 
     def unit(k, tr_maps=None, te_maps=None):
         r = roar_accuracy(
