@@ -51,6 +51,7 @@ from ._errors import ConfigError, SaveFormatError
 from ._io import atomic_dir, check_inside, check_replaceable, read_json, write_json
 from ._schema import RUN, validate
 from ._tensors import device as checked_device
+from ._tensors import image_tensor
 from ._version import __version__
 from .capture import resolve_layer_or_role
 from .data.load import load_dataset
@@ -287,7 +288,7 @@ def fit_run(
     train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit, lazy=lazy)
     test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit, lazy=lazy)
     if probed:  # the role from one probe forward of a training image (cladec.models.roles)
-        layer = resolve_layer_or_role(model, layer, train[0][0].unsqueeze(0).to(dev))
+        layer = resolve_layer_or_role(model, layer, image_tensor(train[0][0].unsqueeze(0)).to(dev))  # lazy: uint8
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     e = ClaDec(
