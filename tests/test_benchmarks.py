@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.core import COLLAPSE_OK
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,3 +72,16 @@ def test_scale_benchmark_measures_fast_and_plain_paths_in_child_processes(data_r
         assert math.isfinite(r["final_loss"]) and r["imagenet_epoch_h"] > 0
     assert rows[0]["decoder_params_M"] == rows[1]["decoder_params_M"]  # the same decoder on both paths
     assert "| resnet18 | layer4 | cladec | fast |" in out and "ImageNet epoch (h)" in out
+
+
+@COLLAPSE_OK  # 256 images, 4 steps: a smoke run of the memory table, not of what the decoder learns
+def test_data_memory_quick_run_prints_lazy_and_in_memory_rows(data_root, tmp_path, capsys):
+    """`benchmarks/data_memory.py --quick`: a smoke run of the memory table (a lazy fit in a child process with 2
+    workers, an in-memory one) on a 32 px JPEG folder written from CIFAR-10."""
+    bench = _script("data_memory")
+    rows = bench.main(["--quick", "--workers", "2", "--data-root", str(data_root), "--folder", str(tmp_path / "f")])
+    out = capsys.readouterr().out
+    assert [(r["mode"], r["n"], r["workers"]) for r in rows] == [("lazy", 256, 2), ("in memory", 128, 0)]
+    assert all(r["rss_mb"] > 0 and r["images_per_s"] > 0 for r in rows) and rows[0]["workers_rss_mb"] > 0
+    assert "| lazy | 256 | 2 |" in out and "| in memory | 128 | 0 |" in out
+    assert len(list((tmp_path / "f" / "train").rglob("*.jpg"))) == 256

@@ -51,6 +51,7 @@ from ._errors import ConfigError, SaveFormatError
 from ._io import atomic_dir, check_inside, check_replaceable, read_json, write_json
 from ._schema import RUN, validate
 from ._tensors import device as checked_device
+from ._tensors import image_tensor
 from ._version import __version__
 from .capture import resolve_layer_or_role
 from .data.load import load_dataset
@@ -173,6 +174,8 @@ def fit_run(
     names: Mapping[str, str] | None = None,
     num_classes: int | None = None,
     pretrained: bool = False,
+    lazy: bool = False,
+    workers: int = 0,
 ) -> Run:
     """Fit ClaDec (and its RefAE) for one layer of a classifier and save them as a run directory.
 
@@ -211,6 +214,10 @@ def fit_run(
             for long fits).
         verbose: Progress bars.
         names: How messages name the arguments (the command line passes its options, ``--model``, ``--size``).
+        lazy: Read the data set lazily (``load_dataset(lazy=True)``): training streams it and memory does not grow
+            with the number of images; the ``test_limit`` test images are decoded for the metrics. Recorded in
+            ``run.json`` (``dataset.lazy``), so ``cladec explain`` decodes only the images it draws.
+        workers: DataLoader worker processes that decode the lazily read images (:meth:`ClaDec.fit`).
 
     Raises:
         ConfigError: No classifier, an unknown layer, no data set, settings that would be ignored (``input_norm``,
@@ -268,6 +275,7 @@ def fit_run(
         batch_size=batch_size,
         device=dev,
         names=names,
+        lazy=lazy,
     )
     # the classifier's identity, so that load_run notices when another classifier replaced it
     spec["weights_sha256"] = entry_weights_sha256(spec, info)
@@ -277,10 +285,10 @@ def fit_run(
     if data_root is None and same_data:
         # where the classifier's training data was found (`train-classifier --data-root`), unless $CLADEC_DATA
         data_root = data_root_for(None, rec.get("root"), env_first=True)
-    train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit)
-    test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit)
+    train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit, lazy=lazy)
+    test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit, lazy=lazy)
     if probed:  # the role from one probe forward of a training image (cladec.models.roles)
-        layer = resolve_layer_or_role(model, layer, train[0][0].unsqueeze(0).to(dev))
+        layer = resolve_layer_or_role(model, layer, image_tensor(train[0][0].unsqueeze(0)).to(dev))  # lazy: uint8
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     e = ClaDec(
@@ -295,6 +303,7 @@ def fit_run(
     )
     r = RefAE.like(e, init_seed=seed) if refae else None
     kw: dict[str, Any] = dict(batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast, compile=compile)
+    kw["workers"] = workers
     if r is not None and (refae_epochs or epochs) == epochs:
         # both at once: on a GPU their steps overlap (same result as one after the other); RefAE is made before
         # ClaDec is built, so both decoders are built from the same seed and start from the same weights
@@ -321,6 +330,7 @@ def fit_run(
             "n_train": len(train),
             "classes": list(train.classes),
             "image_shape": list(train.image_shape),
+            "lazy": lazy,
         },
         "image_shape": list(train.image_shape),
         "input_norm": norm,
@@ -445,10 +455,12 @@ def explain_run(
         raise ConfigError("give the data set (dataset=, `cladec explain --dataset NAME`): the run does not record one")
     size = ds_cfg.get("size")
     check_dataset_fits(name, [(split, None)], size, what=f"the run's image size {size} (run.json dataset.size)")
-    ds = load_recorded_dataset(name, data_root, ds_cfg.get("root"), split=split, size=size)
-    x, y = ds.tensors()
+    lazy = bool(ds_cfg.get("lazy")) and not dataset  # a run fitted lazily: only the chosen images are decoded
+    ds = load_recorded_dataset(name, data_root, ds_cfg.get("root"), split=split, size=size, lazy=lazy)
     n = min(n, len(ds))
     idx = torch.randperm(len(ds), generator=g)[:n].sort().values
+    x, y = ds.subset(idx).tensors()
+    idx_all, idx = idx, torch.arange(n)
     out_classes = run.output_classes  # the classes the classifier was trained on (else those of the run's data)
     labels, notes = y[idx], []
     if out_classes and list(ds.classes) != list(out_classes):
@@ -461,5 +473,5 @@ def explain_run(
     classes = list(out_classes) if out_classes else ds.classes
     ex = explain(x[idx], cladec=run.cladec, refae=run.refae, labels=labels, classes=classes)
     line = ex.format_summary(f"{n} {ds.name} {split} images")
-    info = {"dataset": ds.name, "split": split, "indices": idx.tolist(), "summary": line, "notes": notes}
+    info = {"dataset": ds.name, "split": split, "indices": idx_all.tolist(), "summary": line, "notes": notes}
     return ex, info

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ._args import OPTION_NAMES, add_common, json_kwargs, learning_rate, parse_input_norm, pos_float, pos_int
+from ._data_args import add_lazy_options
 
 __all__ = ["register", "cmd_train_classifier"]
 
@@ -51,6 +52,7 @@ def register(subparsers: Any) -> None:
         help="normalise images before the model, e.g. '0.286,0.353' (default: none; a library model's metadata's)",
     )
     t.add_argument("--download", action="store_true", help="download a missing MNIST / Fashion-MNIST / CIFAR-10")
+    add_lazy_options(t)
     add_common(t)
     t.set_defaults(func=cmd_train_classifier)
 
@@ -72,11 +74,10 @@ def cmd_train_classifier(args: argparse.Namespace) -> int:
     settings += ["arch_kwargs", "pretrained"]
     res = train_checkpoint(
         args.out,
-        **{k: getattr(args, k) for k in settings},
+        **{k: getattr(args, k) for k in [*settings, "lazy", "workers"]},
         input_norm=parse_input_norm(args.input_norm),
         verbose=not args.quiet,
         names=OPTION_NAMES,
     )
-    print(res["summary"])
-    print(f"wrote classifier checkpoint {args.out}")
+    print(f"{res['summary']}\nwrote classifier checkpoint {args.out}")
     return 0

@@ -20,6 +20,7 @@ from ._args import (
     parse_neurons,
     pos_int,
 )
+from ._data_args import add_lazy_options
 
 __all__ = ["register", "cmd_fit"]
 
@@ -55,9 +56,8 @@ def register(subparsers: Any) -> None:
     f.add_argument("--layer", required=True, help=layer_help)
     layout_help = "the layer output's layout: (N,C,H,W), channels-last (N,H,W,C), (N,T,D), (N,D) (default: detected)"
     f.add_argument("--layout", choices=["nchw", "nhwc", "tokens", "flat"], help=layout_help)
-    f.add_argument(
-        "--neurons", metavar="LIST", help="decode only these units (channels), e.g. '0,1,5-9' (default: all)"
-    )
+    neurons_help = "decode only these units (channels), e.g. '0,1,5-9' (default: all)"
+    f.add_argument("--neurons", metavar="LIST", help=neurons_help)
     f.add_argument(
         "--alpha", type=alpha_value, default=0.001, help="α, weight of the classification loss (default: 0.001)"
     )
@@ -90,6 +90,7 @@ def register(subparsers: Any) -> None:
         help="torch.compile the training losses: faster epochs after a compile of several seconds "
         "per model (worth it for long fits on a GPU); MODE: default or max-autotune-no-cudagraphs",
     )
+    add_lazy_options(f)
     add_common(f)
     f.set_defaults(func=cmd_fit)
 
@@ -113,8 +114,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.no_refae and args.refae_epochs is not None:
         raise ConfigError("--refae-epochs sets the RefAE's epochs, but --no-refae fits no RefAE; drop one of them")
     importable_cwd()  # --factory PKG.MOD:FN imports the user's module from here
-    settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root".split()
-    settings += "factory weights factory_kwargs num_classes pretrained decoder_norm decoder_arch layout".split()
+    settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root lazy".split()
+    settings += "factory weights factory_kwargs num_classes pretrained decoder_norm decoder_arch layout workers".split()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
         run = fit_run(

@@ -1,7 +1,9 @@
-"""Image-classification data sets as in-memory tensors.
+"""Image-classification data sets as in-memory tensors, or read lazily.
 
 :func:`load_dataset` reads MNIST, Fashion-MNIST, CIFAR-10, any image folder (or zip of one) and the small
-Fashion-MNIST subset embedded in the package, and returns an :class:`ImageDataset`.
+Fashion-MNIST subset embedded in the package, and returns an :class:`ImageDataset`; with ``lazy=True`` a
+:class:`LazyImageDataset` that decodes and resizes one image per item (data that does not fit in memory; see
+:mod:`cladec.data.lazy`).
 
 Storage and value range
     Images at their native size are stored as ``uint8`` tensors ``(N, C, H, W)``; images resized with
@@ -39,12 +41,14 @@ from .dataset import ImageDataset
 from .download import check_md5
 from .folder import IMAGE_EXTENSIONS
 from .idx import read_idx
+from .lazy import LazyImageDataset
 from .load import check_trainable, default_data_root, load_dataset
 from .names import CIFAR10_CLASSES, FASHION_MNIST_CLASSES, MNIST_CLASSES, available_datasets
 from .recorded import data_root_for, load_recorded_dataset, recorded_dataset_name
 
 __all__ = [
     "ImageDataset",
+    "LazyImageDataset",
     "load_dataset",
     "check_trainable",
     "available_datasets",

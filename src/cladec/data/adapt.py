@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 from .._errors import ConfigError, DataError, caller_level
 from .._tensors import image_tensor, label_tensor
 from .dataset import ImageDataset
+from .lazy import LazyImageDataset, StreamedBatches, make_loader
 
 #: A generic Dataset is loaded into memory up to this size (as float32) unless the caller gives ``max_bytes``;
 #: read at each call (tests lower it).
@@ -54,6 +55,8 @@ class Prepared:
     y: torch.Tensor | None = None
     loader: Iterable | None = None
     image_shape: tuple[int, int, int] | None = None
+    #: streamed lazy data: the mean value per channel of a sample of its images (the decoder's bias starts there)
+    mean_pixel: torch.Tensor | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -68,13 +71,19 @@ def prepare(
     batch_size: int = 128,
     images: Images = "unit",
     what: str = "the data",
+    workers: int = 0,
+    seed: int | None = None,
+    device: Any = None,
+    shuffle: bool = True,
 ) -> Prepared:
     """Normalise ``data`` (see the module docstring for the kinds) for training or evaluation.
 
     A Dataset is materialised into tensors when its images fit ``max_bytes`` as float32 (default
     :data:`MAX_MATERIALISE_BYTES`), else streamed in shuffled batches of ``batch_size``; a DataLoader or a list of
     batches is streamed as it is; an IterableDataset (no length, no indexing) is streamed in batches of
-    ``batch_size`` in its own order.
+    ``batch_size`` in its own order. A :class:`~cladec.data.LazyImageDataset` is always streamed, by a DataLoader
+    with ``workers`` processes (:func:`cladec.data.lazy.make_loader`), its ``uint8`` batches moved to ``device``
+    as they come (:class:`~cladec.data.lazy.StreamedBatches`).
 
     Args:
         data: The data.
@@ -83,6 +92,10 @@ def prepare(
         batch_size: The batch size of loaders made here.
         images: ``"unit"`` or ``"raw"`` (module docstring).
         what: How ``images="raw"`` names the data in messages (``"the training data"``).
+        workers: Lazy data: the DataLoader's worker processes.
+        seed: Lazy data: seeds the shuffled order.
+        device: Lazy data: where the batches go (pinned memory for CUDA).
+        shuffle: Lazy data: a new random order each pass (training), else the data set's order.
 
     Raises:
         DataError: Data it cannot use. ConfigError: ``images="unit"`` and ``need_labels`` without labels.
@@ -91,6 +104,10 @@ def prepare(
         raise ValueError(f"images must be 'unit' or 'raw', got {images!r}")
     limit = MAX_MATERIALISE_BYTES if max_bytes is None else max_bytes
     raw = images == "raw"
+    if isinstance(data, LazyImageDataset):  # never materialised: streamed, uint8 until the device
+        loader = make_loader(data, batch_size, shuffle=shuffle, workers=workers, seed=seed, device=device)
+        mean = None if raw else data.mean_pixel()
+        return Prepared(loader=StreamedBatches(loader, device), image_shape=data.image_shape, mean_pixel=mean)
     if isinstance(data, IterableDataset):
         data = DataLoader(data, batch_size=batch_size)  # streamed below; it yields single items in its order
     if raw and isinstance(data, ImageDataset):

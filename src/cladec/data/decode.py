@@ -91,6 +91,11 @@ def _has_transparency(im: Any) -> bool:
     return lo < 255
 
 
+def is_grey_mode(mode: str) -> bool:
+    """Whether images of the PIL mode ``mode`` are decoded as grey (one channel) by :func:`decode_images`."""
+    return mode in _GREY_MODES
+
+
 def decode_images(source: Any, members: list[Any], label: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode images to one uint8 array (N, H, W, C); grey if every image is grey, else RGB.
 

@@ -16,7 +16,7 @@ from .cache import cache_path, read_cache, write_cache
 from .decode import ALPHA_BACKGROUND, ALPHA_BACKGROUND_NAME, MixedSizes, decode_images
 from .names import SPLITS
 
-__all__ = ["IMAGE_EXTENSIONS"]
+__all__ = ["IMAGE_EXTENSIONS", "list_image_folder", "read_zip_member"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -39,6 +39,25 @@ def _is_image_name(name: str) -> bool:
 
 #: Largest uncompressed image file read from a zip (512 MiB; a full-limit RGBA BMP is ~358 MB).
 MAX_ZIP_MEMBER_BYTES = 512 * 1024 * 1024
+
+
+def read_zip_member(zf: zipfile.ZipFile, path: Path, member: str) -> bytes:
+    """The bytes of ``member`` of the zip ``zf`` (at ``path``), refused (DataError) past
+    :data:`MAX_ZIP_MEMBER_BYTES` uncompressed, by the size the zip declares and by what is actually read (a zip
+    bomb may declare less than it holds)."""
+    limit = MAX_ZIP_MEMBER_BYTES
+    declared = zf.getinfo(member).file_size
+    if declared <= limit:
+        with zf.open(member) as f:
+            data = f.read(limit + 1)
+        if len(data) <= limit:
+            return data
+    raise DataError(
+        f"image {member} in {path} is too large to load: "
+        f"{'over ' if declared <= limit else ''}{max(declared, limit + 1):,} bytes uncompressed, more than "
+        f"the limit of {limit:,} bytes per image file in a zip (a guard against zip bombs); remove it from "
+        "the zip"
+    )
 
 
 class _ZipSource:
@@ -73,21 +92,7 @@ class _ZipSource:
         return sorted(self.tree.get((self.prefix, split, cls), []), key=lambda m: m.rsplit("/", 1)[-1])
 
     def read(self, member: str) -> bytes:
-        """The bytes of ``member``, refused (DataError) past :data:`MAX_ZIP_MEMBER_BYTES` uncompressed, by the
-        size the zip declares and by what is actually read (a zip bomb may declare less than it holds)."""
-        limit = MAX_ZIP_MEMBER_BYTES
-        declared = self.zf.getinfo(member).file_size
-        if declared <= limit:
-            with self.zf.open(member) as f:
-                data = f.read(limit + 1)
-            if len(data) <= limit:
-                return data
-        raise DataError(
-            f"image {member} in {self.path} is too large to load: "
-            f"{'over ' if declared <= limit else ''}{max(declared, limit + 1):,} bytes uncompressed, more than "
-            f"the limit of {limit:,} bytes per image file in a zip (a guard against zip bombs); remove it from "
-            "the zip"
-        )
+        return read_zip_member(self.zf, self.path, member)
 
     def close(self) -> None:
         self.zf.close()
@@ -126,6 +131,47 @@ class _DirSource:
 
     def close(self) -> None:
         pass
+
+
+_LAYOUT = "<split>/<class>/<image>.png|jpg|jpeg|bmp|tif|tiff with <split> 'train' or 'test'"
+
+
+def _check_path(path: Path) -> bool:
+    """Whether ``path`` is a zip (else a folder); a missing path or a file that is no zip is refused."""
+    if not path.exists():
+        raise MissingDataError(f"image folder not found: {path}; expected a folder or .zip laid out as {_LAYOUT}")
+    is_zip = path.is_file()
+    if is_zip and not zipfile.is_zipfile(path):
+        raise DataError(f"{path} is a file but not a zip archive; expected a folder or .zip laid out as {_LAYOUT}")
+    return is_zip
+
+
+def _order(source: Any, path: Path, split: str, limit: int | None) -> tuple[list[tuple[int, Any]], list[str]]:
+    """The split's ``[(label, member)]`` in the loading order (classes interleaved, cut to ``limit``), and the
+    class names."""
+    classes = source.classes()
+    if split not in source.splits():
+        found = source.splits()
+        raise DataError(f"{path} has no '{split}' split (found: {found or 'none'}); expected a layout {_LAYOUT}")
+    order = _interleave([source.files(split, c) for c in classes])
+    if not order:
+        raise DataError(f"{path}/{split} holds no images ({', '.join(IMAGE_EXTENSIONS)}); expected {_LAYOUT}")
+    return (order[:limit] if limit is not None else order), classes
+
+
+def list_image_folder(path: Path, split: str, limit: int | None) -> tuple[list[str], np.ndarray, list[str], bool]:
+    """The image files of a folder's or zip's split, without decoding any: ``(members, labels, classes, is_zip)``.
+
+    ``members`` are file paths (a folder) or member names (a zip), in the order :func:`load_image_folder` loads
+    them (classes interleaved, cut to ``limit``); the same errors for a missing path, split or images.
+    """
+    is_zip = _check_path(path)
+    source: Any = _ZipSource(path) if is_zip else _DirSource(path)
+    try:
+        order, classes = _order(source, path, split, limit)
+    finally:
+        source.close()
+    return [str(m) for _, m in order], np.array([lab for lab, _ in order], dtype=np.int64), classes, is_zip
 
 
 def _warn_transparent(transparent: np.ndarray, where: str) -> None:
@@ -177,12 +223,7 @@ def load_image_folder(
     The decoded-image cache (zips, ``limit=None`` decodes) keeps one entry per zip and split: writing a new
     entry removes the older ones of the same zip and split (the zip was replaced since).
     """
-    layout = "<split>/<class>/<image>.png|jpg|jpeg|bmp|tif|tiff with <split> 'train' or 'test'"
-    if not path.exists():
-        raise MissingDataError(f"image folder not found: {path}; expected a folder or .zip laid out as {layout}")
-    is_zip = path.is_file()
-    if is_zip and not zipfile.is_zipfile(path):
-        raise DataError(f"{path} is a file but not a zip archive; expected a folder or .zip laid out as {layout}")
+    is_zip = _check_path(path)
     where = f"{path} ({split})"
 
     cache_file = cache_path(path, split) if (is_zip and cache) else None
@@ -195,16 +236,7 @@ def load_image_folder(
 
     source: Any = _ZipSource(path) if is_zip else _DirSource(path)
     try:
-        classes = source.classes()
-        if split not in source.splits():
-            found = source.splits()
-            raise DataError(f"{path} has no '{split}' split (found: {found or 'none'}); expected a layout {layout}")
-        per_class = [source.files(split, c) for c in classes]
-        order = _interleave(per_class)
-        if not order:
-            raise DataError(f"{path}/{split} holds no images ({', '.join(IMAGE_EXTENSIONS)}); expected {layout}")
-        if limit is not None:
-            order = order[:limit]
+        order, classes = _order(source, path, split, limit)
         labels = np.array([lab for lab, _ in order], dtype=np.int64)
         try:
             images, transparent = decode_images(source, [m for _, m in order], str(path))

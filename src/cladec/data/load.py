@@ -15,8 +15,9 @@ from .._errors import ConfigError, DataError
 from ._common import check_size, default_cache_dir, resize_images
 from .cifar import load_cifar10
 from .dataset import ImageDataset
-from .folder import load_image_folder
+from .folder import list_image_folder, load_image_folder
 from .idx import IDX_SPECS, load_embedded, load_idx_dataset
+from .lazy import LazyImageDataset
 from .names import ALIASES, SPLITS, valid_names_text
 
 __all__ = ["load_dataset", "check_trainable", "default_data_root"]
@@ -48,8 +49,10 @@ def load_dataset(
     *,
     resize_mode: str = "bilinear",
     cache: bool = True,
-) -> ImageDataset:
-    """Load a data set split into memory.
+    lazy: bool = False,
+    channels: int | None = None,
+) -> ImageDataset | LazyImageDataset:
+    """Load a data set split into memory, or read it lazily (``lazy=True``).
 
     Args:
         name: ``"mnist"``, ``"fashion-mnist"`` (aliases ``"fashionmnist"``, ``"fmnist"``), ``"cifar10"``,
@@ -73,9 +76,14 @@ def load_dataset(
             does, ``F.interpolate(x, size=32)``).
         cache: allow the decoded-image cache for zips (see module docstring; one entry per zip and split,
             older entries of a replaced zip are removed).
+        lazy: keep only the file list (an image folder or zip) or the native ``uint8`` arrays (the built-in
+            sets) and decode and resize one image per item (:class:`~cladec.data.LazyImageDataset`), for data
+            that does not fit in memory; training streams it (``workers=`` processes decode the images).
+        channels: with ``lazy``: 1 (grey) or 3 (RGB); default: from the first images' headers
+            (:mod:`cladec.data.lazy`).
 
     Returns:
-        An :class:`ImageDataset`.
+        An :class:`ImageDataset`, or with ``lazy`` a :class:`~cladec.data.LazyImageDataset`.
 
     Raises:
         ConfigError: unknown name, bad split, size or limit.
@@ -85,6 +93,9 @@ def load_dataset(
         >>> ds = load_dataset("fashion-mnist-mini", split="test", size=32, limit=20)
         >>> ds.image_shape, len(ds)
         ((1, 32, 32), 20)
+        >>> lazy = load_dataset("fashion-mnist-mini", split="test", size=32, limit=20, lazy=True)
+        >>> lazy.image_shape, len(lazy), lazy[0][0].dtype
+        ((1, 32, 32), 20, torch.uint8)
     """
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"data set name must be a non-empty string; valid names: {valid_names_text()}")
@@ -100,6 +111,8 @@ def load_dataset(
         limit = int(limit)
     if resize_mode not in ("bilinear", "nearest"):
         raise ConfigError(f"resize_mode must be 'bilinear' or 'nearest', got {resize_mode!r}")
+    if channels is not None and not lazy:
+        raise ConfigError("channels= applies to lazily read data sets (lazy=True); drop it or pass lazy=True")
 
     raw = name.strip()
     if raw.lower().startswith("imagefolder:"):
@@ -107,6 +120,10 @@ def load_dataset(
         if not path:
             raise ConfigError("imagefolder needs a path: use 'imagefolder:PATH' with PATH a folder or .zip")
         ds_name = f"imagefolder:{path}"
+        if lazy:  # only the file list: nothing is decoded
+            members, labels, classes, is_zip = list_image_folder(Path(path).expanduser(), split, limit)
+            source: Any = (Path(path).expanduser(), members, is_zip)
+            return _lazy(source, labels, classes, ds_name, split, out_size, resize_mode, channels, limit)
         images, labels, classes = load_image_folder(
             Path(path).expanduser(), split, limit, cache=cache, size=out_size, mode=resize_mode
         )
@@ -126,12 +143,22 @@ def load_dataset(
 
     if images.shape[0] == 0:
         raise DataError(f"data set {ds_name!r} ({split}) has no images")
+    if lazy:  # the native uint8 arrays: resized per item
+        return _lazy(images, labels, classes, ds_name, split, out_size, resize_mode, channels, limit)
     img_t = torch.from_numpy(np.ascontiguousarray(images))
     if out_size is not None and tuple(img_t.shape[-2:]) != out_size:
         img_t = resize_images(img_t, out_size, resize_mode)
     lab_t = torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64))
     ds = ImageDataset(img_t, lab_t, classes, name=ds_name, split=split)
     ds.resized_to = out_size  # recorded in classifier checkpoints, so that `fit` loads the same size
+    ds.limit = limit if limit is not None and len(ds) == limit else None
+    return ds
+
+
+def _lazy(source, labels, classes, name, split, size, mode, channels, limit) -> LazyImageDataset:
+    ds = LazyImageDataset(
+        source, labels, classes, name=name, split=split, size=size, resize_mode=mode, channels=channels
+    )
     ds.limit = limit if limit is not None and len(ds) == limit else None
     return ds
 
@@ -191,7 +218,8 @@ def check_trainable(train: Any, test: Any = None) -> None:
     if te is None:
         return
     te_classes, te_counts, te_where, te_role, _ = te
-    if isinstance(train, ImageDataset) and isinstance(test, ImageDataset) and list(te_classes) != list(tr_classes):
+    named = (ImageDataset, LazyImageDataset)
+    if isinstance(train, named) and isinstance(test, named) and list(te_classes) != list(tr_classes):
         raise DataError(
             f"{te_role} names other classes than {tr_role}: "
             f"{_short_list(te_classes)} against {_short_list(tr_classes)}; both must name the same classes in the "
@@ -230,7 +258,7 @@ def _label_counts(data: Any, role: str) -> tuple[list[str], list[int], str, str,
     """``(class names, images per class, where, role phrase, limit)`` of an ImageDataset or (images, labels)
     pair: ``where`` is ``"NAME (SPLIT)"`` (a pair: ``"the ROLE data"``), the role phrase ``"the ROLE data NAME
     (SPLIT)"``."""
-    if isinstance(data, ImageDataset):
+    if isinstance(data, (ImageDataset, LazyImageDataset)):
         where = f"{data.name} ({data.split})"
         return list(data.classes), data.class_counts(), where, f"the {role} data {where}", data.limit
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[1], torch.Tensor):

@@ -3,7 +3,6 @@ the data; overlapped on a GPU)."""
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -11,14 +10,13 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
-from .. import _checks
 from .._errors import ConfigError, DataError, caller_level
 from ..capture import LayerCapture
 from ..data.adapt import Prepared, iterate_batches, prepare
 from ..decoder import Decoder
 from ..models.reinit import reinitialise, weight_marks
 from ..training.engine import Engine, EngineConfig, LossFn, Task
-from ..training.options import check_amp, check_compile, make_optimizer
+from ..training.options import check_amp, check_fit_args, make_optimizer
 
 if TYPE_CHECKING:  # annotations only: base imports this module at run time
     from .base import DecoderExplainer
@@ -87,6 +85,7 @@ class FitMixin:
         channels_last: bool | None = None,
         compile: bool | str = False,
         amp: bool | None = None,
+        workers: int = 0,
     ):
         """Train the decoder (and, for RefAE, the encoder).
 
@@ -118,6 +117,8 @@ class FitMixin:
             amp: bf16 autocast (default: on CUDA, and on the fast path on CPUs with native bf16;
                 ``False`` keeps everything in float32). ``True`` works on CUDA and CPU; on another device
                 (such as ``mps``) it is refused (ConfigError).
+            workers: DataLoader worker processes that decode a lazily read data set
+                (``load_dataset(..., lazy=True)``, always streamed); 0 decodes in this process.
 
         Returns:
             ``self``, trained; per-epoch losses are in :attr:`history`.
@@ -144,6 +145,7 @@ class FitMixin:
             channels_last=channels_last,
             compile=compile,
             amp=amp,
+            workers=workers,
         )
         return self
 
@@ -154,9 +156,10 @@ class FitMixin:
             self._seed_initial_weights(seed)
         self._ensure_built(prepared.image_shape)  # type: ignore[arg-type]  # prepare() always sets image_shape
         self._forget_initial_weights()  # trained from now on: a later fit never draws them again
-        if not self._bias_initialised and not self._custom_decoder and prepared.x is not None:
+        mean = prepared.x.mean(dim=(0, 2, 3)) if prepared.x is not None else prepared.mean_pixel  # lazy: a sample's
+        if not self._bias_initialised and not self._custom_decoder and mean is not None:
             # start the output at the data's mean pixel (once, before the first fit)
-            cast(Decoder, self.decoder).init_output_bias(prepared.x.mean(dim=(0, 2, 3)))  # cladec's own: a Decoder
+            cast(Decoder, self.decoder).init_output_bias(mean)  # cladec's own: a Decoder
         self._bias_initialised = True
         dev = self.device
         if self.capture.input_norm is not None:
@@ -309,6 +312,7 @@ def fit_together(
     channels_last: bool | None = None,
     compile: bool | str = False,
     amp: bool | None = None,
+    workers: int = 0,
 ) -> list[DecoderExplainer]:
     """Fit several explainers (typically a :class:`ClaDec` and its :class:`RefAE`) on the same data at once.
 
@@ -336,6 +340,7 @@ def fit_together(
         channels_last: As for :meth:`ClaDec.fit`, shared by all explainers.
         compile: As for :meth:`ClaDec.fit`, shared by all explainers.
         amp: As for :meth:`ClaDec.fit`, shared by all explainers.
+        workers: As for :meth:`ClaDec.fit` (a lazy data set is streamed: the explainers fit one after the other).
 
     Returns:
         The list of explainers, trained.
@@ -386,6 +391,7 @@ def fit_together(
         channels_last=channels_last,
         compile=compile,
         amp=amp,
+        workers=workers,
     )
     owners: dict[int, int] = {}
     for i, e in enumerate(explainers):  # one decoder trained by two explainers would be updated by both at once
@@ -397,7 +403,16 @@ def fit_together(
                 )
     needs_labels = any(e._needs_labels() for e in explainers)
     budget = min(e.cache_budget for e in explainers)
-    prepared = prepare(data, need_labels=needs_labels, max_bytes=budget * 4, batch_size=batch_size)
+    dev = explainers[0].device
+    prepared = prepare(
+        data,
+        need_labels=needs_labels,
+        max_bytes=budget * 4,
+        batch_size=batch_size,
+        workers=workers,
+        seed=seed,
+        device=dev,
+    )
     for e in explainers:  # before any of them is built or trained
         e._check_image_shape(prepared.image_shape)  # type: ignore[arg-type]  # prepare() always sets image_shape
     if prepared.x is not None and prepared.x.shape[0] < 2 and any(has_batchnorm(e) for e in explainers):
@@ -417,7 +432,6 @@ def fit_together(
     for i, t in enumerate(tasks):  # names shown in the progress bar and in errors: unique
         if kinds.count(t.name) > 1:
             t.name = f"{t.name}{kinds[: i + 1].count(t.name)}"
-    dev = explainers[0].device
     cfg = EngineConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -471,23 +485,3 @@ def has_batchnorm(e: DecoderExplainer) -> bool:
     if e.decoder is None and e.decoder_norm == "batch":
         return True
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for mod in mods for m in mod.modules())
-
-
-def check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast=True, seed=None) -> None:
-
-    _checks.seed(seed, "seed", optional=True)  # torch.manual_seed would fail with an overflow traceback
-    _checks.positive_int("epochs", epochs)
-    for name, val in (("lr", lr), ("weight_decay", weight_decay)):
-        if (
-            isinstance(val, bool)
-            or not isinstance(val, (int, float))
-            or not math.isfinite(val)
-            or val < 0
-            or (name == "lr" and val == 0)
-        ):
-            raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, got {val!r}")
-    _checks.positive_int("log_every", log_every)
-    _checks.positive_int("batch_size", batch_size)
-    if lr_decay not in (None, "step"):
-        raise ConfigError(f"lr_decay must be None or 'step', got {lr_decay!r}")
-    check_compile(compile, fast)  # a bad value is an error before any work

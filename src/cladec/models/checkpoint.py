@@ -30,6 +30,7 @@ from .._limits import check_fits, weight_bytes_on_meta
 from .._schema import CLASSIFIER, validate
 from .._version import __version__
 from ..data.dataset import ImageDataset
+from ..data.lazy import LazyImageDataset
 from ..data.recorded import recorded_dataset_name
 from ..normalize import check_input_norm
 from ._registry import create_model, list_models
@@ -58,7 +59,7 @@ INFO_FILE = "classifier.json"
 def _dataset_info(dataset: Any) -> dict | None:
     if dataset is None:
         return None
-    if isinstance(dataset, ImageDataset):
+    if isinstance(dataset, (ImageDataset, LazyImageDataset)):
         d = dataset.describe()
         # "size" is the resize applied when loading (as `cladec train-classifier --size` records it)
         size = getattr(dataset, "resized_to", None)
@@ -244,7 +245,12 @@ def load_classifier(directory: str | Path, device: str | torch.device = "cpu") -
 
 
 def dataset_entry(
-    train: ImageDataset, test: ImageDataset, *, size: Any = None, root: Any = None, limit: Any = None
+    train: ImageDataset | LazyImageDataset,
+    test: ImageDataset | LazyImageDataset,
+    *,
+    size: Any = None,
+    root: Any = None,
+    limit: Any = None,
 ) -> dict[str, Any]:
     """The ``dataset`` entry of a checkpoint's ``classifier.json`` for a classifier trained on ``train``.
 

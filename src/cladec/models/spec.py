@@ -291,6 +291,7 @@ def check_fit_fits(
     batch_size: int = 128,
     device: Any = None,
     names: Mapping[str, str] | None = None,
+    lazy: bool = False,
 ) -> None:
     """Refuse a fit (:func:`cladec.runs.fit_run`) whose images or batches could not fit in memory, before any data
     is loaded: the images counted at ``size``, else at the size the classifier records, as ``fit_run`` loads them.
@@ -302,6 +303,7 @@ def check_fit_fits(
         size, limit, test_limit, batch_size: As for :func:`cladec.runs.fit_run`.
         device: Where the fit runs (its memory is the limit; default: the host's).
         names: How messages name ``size`` and ``batch_size`` (the command line passes ``--size``, ...).
+        lazy: The training images are read lazily (streamed): only the test images are counted.
 
     Returns:
         None.
@@ -317,7 +319,8 @@ def check_fit_fits(
     shape, given = recorded_image_shape(info), size is not None
     size = size if given else recorded_size(info)
     where = f"{shown['size']} {size}" if given else f"the classifier's recorded image size {size}"
-    check_dataset_fits(dataset, [("train", limit), ("test", test_limit)], size, what=where)
+    splits = [("test", test_limit)] if lazy else [("train", limit), ("test", test_limit)]
+    check_dataset_fits(dataset, splits, size, what=where)
     hw = (size, size) if isinstance(size, int) else size
     if shape is not None and isinstance(hw, (list, tuple)) and len(hw) == 2 and all(isinstance(v, int) for v in hw):
         batch = min(batch_size, limit) if limit else batch_size

@@ -25,6 +25,7 @@ from .._tensors import device as checked_device
 from .._tensors import model_device
 from ..data import adapt
 from ..data.adapt import iter_device_batches, place, prepare
+from ..data.lazy import LazyImageDataset
 from ..data.load import check_trainable, load_dataset
 from ..data.sizes import check_dataset_fits
 from ..normalize import InputNorm
@@ -57,6 +58,7 @@ def train_classifier(
     channels_last: bool | None = None,
     compile: bool | str = False,
     amp: bool | None = None,
+    workers: int = 0,
 ) -> dict[str, list]:
     """Train a classifier with SGD + momentum and cross-entropy, as the ClaDec authors do.
 
@@ -91,6 +93,8 @@ def train_classifier(
             ``amp=True``, ``compile`` and ``channels_last=True`` apply to the fast path only: with
             ``fast=False``, a DataLoader or a Dataset too big to load (streamed by the plain float32 loop)
             they are refused (ConfigError) rather than ignored.
+        workers: DataLoader worker processes that decode a lazily read data set
+            (``load_dataset(..., lazy=True)``: always streamed, by the plain loop, ``uint8`` until the device).
 
     Returns:
         History ``{"epoch": [...], "lr": [...], "train_loss": [...], "train_acc": [...],
@@ -153,23 +157,15 @@ def train_classifier(
 
     dev = torch.device(device) if device is not None else model_device(model)
     model.to(dev)
-    train = place(prepare(data, need_labels=True, batch_size=batch_size, images="raw", what="the training data"), dev)
+    kw: dict[str, Any] = dict(need_labels=True, batch_size=batch_size, images="raw", workers=workers, device=dev)
+    train = place(prepare(data, **kw, seed=seed, what="the training data"), dev)
     if fast_only and train.x is None:
-        what = (
-            "a DataLoader is streamed"
-            if isinstance(data, DataLoader)
-            else f"a Dataset over {adapt.MAX_MATERIALISE_BYTES // 2**30} GiB as float32 is streamed"
-        )
-        _refuse_fast_only(
-            fast_only,
-            f"{what} by the plain loop",
-            "pass the data in memory (an ImageDataset or (images, labels) tensors)",
-        )
-    test = None
-    if test_data is not None:
-        test = place(
-            prepare(test_data, need_labels=True, batch_size=batch_size, images="raw", what="the test data"), dev
-        )
+        big = f"a Dataset over {adapt.MAX_MATERIALISE_BYTES // 2**30} GiB as float32 is streamed"
+        what = "a DataLoader is streamed" if isinstance(data, DataLoader) else big
+        what = "a lazily read data set is streamed" if isinstance(data, LazyImageDataset) else what
+        fix = "pass the data in memory (an ImageDataset or (images, labels) tensors)"
+        _refuse_fast_only(fast_only, f"{what} by the plain loop", fix)
+    test = None if test_data is None else place(prepare(test_data, **kw, shuffle=False, what="the test data"), dev)
     has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     if has_bn and train.x is not None and len(train.x) < 2:
         raise DataError(
@@ -382,6 +378,8 @@ def train_checkpoint(
     device: str | torch.device | None = None,
     verbose: bool = True,
     names: Mapping[str, str] | None = None,
+    lazy: bool = False,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Train a registered architecture on a data set and save it as a checkpoint folder (``cladec
     train-classifier``): :func:`train_classifier`'s recipe, the test accuracy and the data set recorded.
@@ -408,6 +406,8 @@ def train_checkpoint(
         download: Download a missing MNIST / Fashion-MNIST / CIFAR-10.
         names: How messages name ``size``, ``width``, ``batch_size`` and ``device`` (the command line passes its
             options).
+        lazy, workers: Read the data set lazily (``load_dataset(lazy=True)``) and stream it with ``workers``
+            DataLoader processes (:func:`train_classifier`).
 
     Returns:
         ``{"path", "arch", "dataset", "metrics", "summary"}``: the checkpoint folder, its ``classifier.json``
@@ -431,9 +431,11 @@ def train_checkpoint(
     # files are written into `out` (never replaced as a folder), so it may be the current directory
     check_replaceable(out, "classifier.json", "cladec classifier checkpoint", in_place=True)
     source = check_arch(arch, width=width, arch_kwargs=arch_kwargs, pretrained=pretrained, names=shown)
-    check_dataset_fits(dataset, [("train", limit), ("test", test_limit)], size, what=f"{shown['size']} {size}")
-    train = load_dataset(dataset, root=data_root, split="train", size=size, limit=limit, download=download)
-    test = load_dataset(dataset, root=data_root, split="test", size=size, limit=test_limit, download=download)
+    splits = [("test", test_limit)] if lazy else [("train", limit), ("test", test_limit)]  # lazy: streamed
+    check_dataset_fits(dataset, splits, size, what=f"{shown['size']} {size}")
+    load_kw: dict[str, Any] = dict(root=data_root, size=size, download=download, lazy=lazy)
+    train = load_dataset(dataset, split="train", limit=limit, **load_kw)
+    test = load_dataset(dataset, split="test", limit=test_limit, **load_kw)
     kw: dict[str, Any] = dict(arch_kwargs or {}) if source else {} if width is None else {"width": width}
     if source:
         kw = {"num_classes": train.num_classes, **library_channels(arch, train.image_shape[0]), **kw}
@@ -481,6 +483,7 @@ def train_checkpoint(
         seed=seed,
         device=dev,
         verbose=verbose,
+        workers=workers,
     )
     ds = dataset_entry(train, test, size=size, root=data_root, limit=limit)
     metrics = metrics_entry(hist, test, time.perf_counter() - t0)

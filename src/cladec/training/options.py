@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from .. import _checks
 from .._checks import learning_rate as check_learning_rate
 from .._errors import ConfigError
 
@@ -106,3 +109,23 @@ def make_optimizer(
             return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     raise ValueError(f"unknown optimiser {kind!r}")
+
+
+def check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast=True, seed=None) -> None:
+    """Refuse a bad setting of an explainer's fit (ConfigError) before any work."""
+    _checks.seed(seed, "seed", optional=True)  # torch.manual_seed would fail with an overflow traceback
+    _checks.positive_int("epochs", epochs)
+    for name, val in (("lr", lr), ("weight_decay", weight_decay)):
+        if (
+            isinstance(val, bool)
+            or not isinstance(val, (int, float))
+            or not math.isfinite(val)
+            or val < 0
+            or (name == "lr" and val == 0)
+        ):
+            raise ConfigError(f"{name} must be a {'positive' if name == 'lr' else 'non-negative'} number, got {val!r}")
+    _checks.positive_int("log_every", log_every)
+    _checks.positive_int("batch_size", batch_size)
+    if lr_decay not in (None, "step"):
+        raise ConfigError(f"lr_decay must be None or 'step', got {lr_decay!r}")
+    check_compile(compile, fast)  # a bad value is an error before any work
