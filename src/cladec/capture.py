@@ -247,7 +247,8 @@ class LayerCapture:
         layout: str | None = None,
     ) -> None:
         self.model = model
-        self.layer = resolve_layer(model, layer)
+        # a role ("last", "middle") names the model's default layer, as in `cladec fit --layer last`
+        self.layer = resolve_layer_or_role(model, layer) if isinstance(layer, str) else resolve_layer(model, layer)
         self._module = dict(model.named_modules())[self.layer]
         if prefix_tokens not in ("drop", "channels"):
             raise ConfigError(f"prefix_tokens must be 'drop' or 'channels', got {prefix_tokens!r}")
