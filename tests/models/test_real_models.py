@@ -201,6 +201,66 @@ def test_api_fit_converges_saves_reloads_and_explains(name, api_fits, data, tmp_
     assert_triplet_grid(ex.save_grid(tmp_path / "t.png", columns=2), n=4, columns=2)
 
 
+# --- bad input through `cladec fit`: one line naming what was wrong and what is valid ---------------------------
+
+ODD_MODELS = """
+import torch
+from torch import nn
+
+
+class Pair(nn.Module):
+    def forward(self, x):
+        return x, x.mean(1)
+
+
+class Odd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pair = Pair()
+        self.volume = nn.Identity()
+        self.head = nn.Linear(4 * 28 * 28, 10)
+
+    def forward(self, x):
+        h, _ = self.pair(self.conv(x))
+        h = self.volume(h.unsqueeze(2)).squeeze(2)
+        return self.head(h.flatten(1))
+
+
+def build():
+    return Odd()
+"""
+
+
+def fit_error(argv: list[str], capsys) -> str:
+    capsys.readouterr()
+    assert main(["fit", *argv, "--epochs", "1", "--limit", "32", "--test-limit", "16", "--out", "run", "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cladec: error: "), err
+    return err[0]
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # an unknown name is an error, not first a warning
+def test_bad_input_to_fit_is_one_line(tmp_path, monkeypatch, capsys):
+    from safetensors.torch import save_file
+
+    monkeypatch.chdir(tmp_path)
+    err = fit_error(["--model", "timm:convnext_atoo", "--layer", "last", "--dataset", "cifar10"], capsys)
+    assert "unknown timm model 'convnext_atoo'" in err and "close matches: timm:convnext_atto" in err
+    atto = ["--model", "timm:convnext_atto", "--factory-kwargs", '{"depths": [1, 1, 1, 1]}', "--layer", "last"]
+    save_file(load_model("timm:convnext_atto", num_classes=10, depths=[1, 1, 1, 1]).state_dict(), "w.safetensors")
+    err = fit_error([*atto, "--weights", "w.safetensors", "--num-classes", "5", "--dataset", "cifar10"], capsys)
+    assert "do not fit the model" in err and "head.fc.weight" in err and "(10, 320)" in err.replace("[", "(")
+    (tmp_path / "odd_models.py").write_text(ODD_MODELS)
+    odd = ["--factory", "odd_models:build", "--dataset", "fashion-mnist-mini", "--layer"]
+    supported = "none of the supported layouts: nchw (N, C, H, W), nhwc (N, H, W, C), tokens (N, T, D), flat (N, D)"
+    err = fit_error([*odd, "volume"], capsys)
+    assert "layer 'volume' outputs shape (4, 1, 28, 28) per image (5-D with the batch)" in err and supported in err
+    err = fit_error([*odd, "pair"], capsys)
+    assert "layer 'pair' outputs a tuple (Pair) of 2 values, per image (4, 28, 28), (28, 28)" in err
+    assert "pick a submodule that outputs one tensor" in err and supported in err
+
+
 # test MSE / mean-image MSE, the larger of ClaDec's and RefAE's, measured over seeds 0-4 (see measure() below)
 CLI_BOUND = {"resnet": 0.9, "convnext": 0.9, "vit": 0.9, "swin": 0.9}
 API_BOUND = {"resnet": 0.9, "convnext": 0.9, "vit": 0.9, "swin": 0.9}
