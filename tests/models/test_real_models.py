@@ -138,19 +138,22 @@ def expected_grid(n: int, columns: int, dpi: int = 110) -> tuple[int, int]:
 
 
 def assert_triplet_grid(path: Path, n: int, columns: int) -> None:
-    """A valid PNG of the grid's size, with colour images in every panel column (originals and both
-    reconstructions of CIFAR-10, not blank or grey panels)."""
+    """A valid PNG of the grid's size, with an image in every panel column (not blank) and colour in the
+    originals' columns (CIFAR-10; the reconstructions may be paler)."""
     from PIL import Image
 
     width, height = png_size(path)
     assert abs(width - expected_grid(n, columns)[0]) <= 1 and abs(height - expected_grid(n, columns)[1]) <= 1
     with Image.open(path) as im:
-        rgb = torch.tensor(list(im.convert("RGB").getdata()), dtype=torch.int16).view(height, width, 3)
-    coloured = (rgb.max(-1).values - rgb.min(-1).values) > 24  # text is black or red; images are in colour
+        rgb = torch.frombuffer(bytearray(im.convert("RGB").tobytes()), dtype=torch.uint8).view(height, width, 3).short()
+    drawn = rgb.sum(-1) < 3 * 245  # the background is white; titles and labels are a few thin lines of text
+    coloured = (rgb.max(-1).values - rgb.min(-1).values) > 24  # text is black or red
     panels = columns * 3
     for j in range(panels):
-        band = coloured[:, j * width // panels : (j + 1) * width // panels]
-        assert band.float().mean() > 0.1, f"panel column {j} of {path.name} holds no image"
+        cut = slice(j * width // panels, (j + 1) * width // panels)
+        assert drawn[:, cut].float().mean() > 0.25, f"panel column {j} of {path.name} holds no image"
+        if j % 3 == 0:
+            assert coloured[:, cut].float().mean() > 0.1, f"the originals in {path.name} are not in colour"
 
 
 NAMES = list(CASES)
@@ -197,7 +200,9 @@ def test_api_fit_converges_saves_reloads_and_explains(name, api_fits, data, tmp_
     assert (type(e2), type(r2), e2.layer, r2.layer) == (ClaDec, RefAE, e.layer, e.layer)
     assert torch.equal(e2.reconstruct(xt), rec_e) and torch.equal(r2.reconstruct(xt), rec_r)
     ex = explain(xt[:4], cladec=e2, refae=r2, labels=yt[:4], classes=test.classes)
-    assert torch.equal(ex.x_cladec, rec_e[:4]) and torch.equal(ex.x_refae, rec_r[:4])
+    # the same up to float rounding: a batch of 4 may take other convolution kernels than one of 48
+    torch.testing.assert_close(ex.x_cladec, rec_e[:4], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ex.x_refae, rec_r[:4], atol=1e-5, rtol=0)
     assert_triplet_grid(ex.save_grid(tmp_path / "t.png", columns=2), n=4, columns=2)
 
 
@@ -261,9 +266,13 @@ def test_bad_input_to_fit_is_one_line(tmp_path, monkeypatch, capsys):
     assert "pick a submodule that outputs one tensor" in err and supported in err
 
 
-# test MSE / mean-image MSE, the larger of ClaDec's and RefAE's, measured over seeds 0-4 (see measure() below)
-CLI_BOUND = {"resnet": 0.9, "convnext": 0.9, "vit": 0.9, "swin": 0.9}
-API_BOUND = {"resnet": 0.9, "convnext": 0.9, "vit": 0.9, "swin": 0.9}
+# test MSE / mean-image MSE, the larger of ClaDec's and RefAE's; measured over seeds 0-4 with measure() below
+# (one thread, busy 2-core CPU), min-max of that larger ratio:
+#   CLI: resnet 0.551-0.622, convnext 0.323-0.392, vit 0.384-0.475, swin 0.251-0.273
+#   API: resnet 0.345-0.426, convnext 0.313-0.339, vit 0.394-0.534, swin 0.404-0.461
+# the bounds leave each about 1.3× its worst seed, and all are well below 1 (the mean image)
+CLI_BOUND = {"resnet": 0.8, "convnext": 0.55, "vit": 0.65, "swin": 0.4}
+API_BOUND = {"resnet": 0.6, "convnext": 0.5, "vit": 0.7, "swin": 0.6}
 
 
 def measure(seeds=range(5)) -> None:
