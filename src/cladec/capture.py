@@ -39,9 +39,9 @@ from .layouts import (
     infer_prefix,
     measured_layout,
     neuron_indices,
+    output_tensor,
     resolve_layout,
     to_map,
-    unsupported_output,
 )
 from .models.roles import ROLES, default_layers
 from .normalize import InputNorm
@@ -143,9 +143,8 @@ def _output_shapes(model: nn.Module, x: torch.Tensor) -> tuple[list[str], dict[s
 
         def post(mod, inp, out):
             if name not in shapes:
-                if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-                    out = out[0]
-                shapes[name] = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else ()
+                out = output_tensor(name, mod, out, strict=False)  # () for an output that is no one tensor
+                shapes[name] = tuple(out.shape[1:]) if out is not None else ()
 
         return pre, post
 
@@ -247,7 +246,8 @@ class LayerCapture:
         layout: str | None = None,
     ) -> None:
         self.model = model
-        self.layer = resolve_layer(model, layer)
+        # a role ("last", "middle") names the model's default layer, as in `cladec fit --layer last`
+        self.layer = resolve_layer_or_role(model, layer) if isinstance(layer, str) else resolve_layer(model, layer)
         self._module = dict(model.named_modules())[self.layer]
         if prefix_tokens not in ("drop", "channels"):
             raise ConfigError(f"prefix_tokens must be 'drop' or 'channels', got {prefix_tokens!r}")
@@ -303,11 +303,7 @@ class LayerCapture:
     def _hook(self, mod, inp, out):
         if not self._armed:  # another forward pass while attached (the user's, or another capture's): untouched
             return None
-        if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-            out = out[0]
-        if not isinstance(out, torch.Tensor):
-            raise unsupported_output(self.layer, f"a {type(out).__name__} ({type(mod).__name__}), not a tensor")
-        self._out = out
+        self._out = output_tensor(self.layer, mod, out)
         raise _StopForward
 
     # -- running -----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ __all__ = [
     "declared_prefix",
     "resolve_layout",
     "neuron_indices",
+    "output_tensor",
     "to_map",
     "unsupported_output",
 ]
@@ -146,6 +147,39 @@ def to_map(out: torch.Tensor, layout: str, k: int, prefix_tokens: str) -> torch.
 def unsupported_output(layer: str, what: str) -> ConfigError:
     """The error for an output that has none of the layouts (``what``: its shape or type)."""
     return ConfigError(f"layer {layer!r} outputs {what}, which is none of the supported layouts: {SUPPORTED}")
+
+
+#: torch modules that return ``(output, extras)`` by definition (attention weights, an RNN's hidden state): their
+#: first element is the layer's output
+_FIRST_IS_OUTPUT: tuple[type, ...] = (nn.MultiheadAttention, nn.RNNBase)
+
+
+def output_tensor(layer: str, module: nn.Module, out: object, *, strict: bool = True) -> torch.Tensor | None:
+    """The tensor a layer outputs: ``out`` itself, or the first element of what torch's ``MultiheadAttention`` and
+    RNNs return. Any other tuple, list or object is refused (``strict``) or None: which element holds the layer's
+    output cannot be told.
+
+    Examples:
+        >>> output_tensor("rnn", nn.GRU(2, 3), (torch.zeros(1, 3),)).shape
+        torch.Size([1, 3])
+        >>> output_tensor("pair", nn.Identity(), (torch.zeros(1, 3),), strict=False) is None
+        True
+    """
+    if isinstance(out, torch.Tensor):
+        return out
+    seq = isinstance(out, (tuple, list)) and bool(out) and isinstance(out[0], torch.Tensor)
+    if seq and isinstance(module, _FIRST_IS_OUTPUT):
+        return out[0]  # type: ignore[index]  # a non-empty sequence
+    if not strict:
+        return None
+    kind = f"{type(out).__name__} ({type(module).__name__})"
+    if isinstance(out, (tuple, list)):
+        parts = [str(tuple(t.shape[1:])) if isinstance(t, torch.Tensor) else type(t).__name__ for t in out]
+        what = f"a {kind} of {len(out)} values, per image {', '.join(parts[:4])}{', ...' if len(parts) > 4 else ''}"
+        what += "; pick a submodule that outputs one tensor"
+    else:
+        what = f"a {kind}, not a tensor"
+    raise unsupported_output(layer, what)
 
 
 def declared_prefix(model: nn.Module, T: int) -> int | None:

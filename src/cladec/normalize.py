@@ -18,7 +18,20 @@ from torch import nn
 
 from ._errors import ConfigError, DataError
 
-__all__ = ["InputNorm", "Normalized", "check_input_norm", "norm_tensors"]
+__all__ = ["InputNorm", "Normalized", "check_input_norm", "model_input_norm", "norm_tensors"]
+
+
+def model_input_norm(model: Any) -> Any:
+    """The input normalisation a model's own metadata gives: ``model.source_info["input_norm"]``, set by
+    :func:`cladec.models.load_model` (timm's ``pretrained_cfg``, torchvision's weights transforms); None for a model
+    without it.
+
+    Examples:
+        >>> model_input_norm(object()) is None
+        True
+    """
+    info = getattr(model, "source_info", None)
+    return info.get("input_norm") if isinstance(info, dict) else None
 
 
 def check_input_norm(input_norm: Any) -> tuple[list[float], list[float]]:

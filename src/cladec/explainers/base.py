@@ -22,6 +22,7 @@ from .._version import __version__
 from ..capture import LayerCapture
 from ..decoder import ARCHS, Decoder, build_decoder
 from ..models.reinit import weight_marks
+from ..normalize import model_input_norm
 from ..training.engine import LossFn
 from .fitting import FitMixin
 
@@ -72,6 +73,8 @@ class DecoderExplainer(FitMixin):
                     f"{'it' if len(given) == 1 else 'them'} or the custom decoder"
                 )
         self.model = model
+        if input_norm is None:  # a model from cladec.models.load_model names the normalisation it expects
+            input_norm = model_input_norm(model)
         self.capture = LayerCapture(
             self._encoder_model(),
             layer,

@@ -24,7 +24,9 @@ class ClaDec(DecoderExplainer):
 
     Args:
         model: The trained classifier; it is never modified (kept frozen in eval mode while fitting).
-        layer: Dotted module name or the module itself (stored as the name).
+        layer: Dotted module name, the module itself (stored as the name), or a role the model names
+            (``"last"``, ``"middle"``: ``model.default_layers``, set by :func:`cladec.models.load_model` and
+            cladec's own architectures).
         alpha: Weight of the classification loss in ``(1 − α)·MSE + α·CE``, in [0, 1]
             (authors: 0.001; 0 = pure reconstruction).
         neurons: Optional subset of the layer's units (channel indices or a boolean mask for maps and
@@ -37,7 +39,9 @@ class ClaDec(DecoderExplainer):
             ``"scaled"`` or ``"auto"`` (default: the paper decoder for images up to 32 px from layers of up to 512
             channels, else the scaled one); not with ``decoder``.
         input_norm: ``(mean, std)`` if the classifier expects normalised inputs; images and
-            reconstructions (both in [0, 1]) are normalised so before they reach the classifier.
+            reconstructions (both in [0, 1]) are normalised so before they reach the classifier. Default: the
+            model's metadata for a model from :func:`cladec.models.load_model` (timm's ``pretrained_cfg``,
+            torchvision's weights transforms), else none.
         image_shape: ``(C, H, W)``; builds the decoder now instead of at the first fit.
         prefix_tokens: For ``(N, T, D)`` token outputs: ``"drop"`` the class/register tokens or fold them into
             ``"channels"`` (see :mod:`cladec.capture`); a layer with another output refuses a non-default value.

@@ -16,7 +16,7 @@ from .._io import file_sha256
 from .._limits import check_model_fits
 from ..data.sizes import check_dataset_fits
 from .checkpoint import WEIGHTS_FILE, load_classifier, load_user_model
-from .sources import is_model_source, load_model
+from .sources import check_source, is_model_source, load_model
 
 __all__ = ["classifier_entry", "load_classifier_spec", "recorded_image_shape", "recorded_size", "check_fit_fits"]
 
@@ -77,6 +77,7 @@ def classifier_entry(
             )
         if weights is not None and not Path(weights).is_file():
             raise ConfigError(f"{shown['weights']}: file not found: {weights}")
+        check_source(str(classifier_dir))  # an unknown name: its error, not a warning about its weights first
         if weights is None and not pretrained:
             warnings.warn(
                 f"{classifier_dir} gets random weights (no {shown['weights']}, no {shown['pretrained']}): the "

@@ -28,7 +28,7 @@ from ..data.adapt import iter_device_batches, place, prepare
 from ..data.lazy import LazyImageDataset
 from ..data.load import check_trainable, load_dataset
 from ..data.sizes import check_dataset_fits
-from ..normalize import InputNorm
+from ..normalize import InputNorm, model_input_norm
 from ..training.engine import Engine, EngineConfig
 from ..training.options import compile_mode, make_optimizer
 from ._registry import create_model
@@ -463,7 +463,7 @@ def train_checkpoint(
     torch.manual_seed(seed)
     model = (load_model(arch, pretrained=pretrained, init_seed=seed, **kw) if source else build()).to(dev)
     if source and input_norm is None:
-        input_norm = model.source_info["input_norm"]  # type: ignore[index]  # the model's metadata
+        input_norm = model_input_norm(model)  # the model's metadata
     name = arch if source else model.arch
     if verbose:
         print(
