@@ -66,3 +66,32 @@ def test_the_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
     assert x_hat.shape == x[:8].shape and 0 <= float(x_hat.min()) and float(x_hat.max()) <= 1  # type: ignore[attr-defined]
     printed = capsys.readouterr().out
     assert "conv4" in printed and "mse_cladec" in printed  # list_layers and the summary were printed
+
+
+def _cli_lines() -> list[str]:
+    """Every `cladec ...` command in the README's bash blocks (continuation lines joined, comments dropped)."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for cmd in block.replace("\\\n", " ").splitlines():
+            cmd = cmd.split(" #", 1)[0].strip()
+            if cmd.startswith("cladec "):
+                lines.append(cmd)
+    return lines
+
+
+def test_every_command_line_in_the_readme_parses(capsys):
+    """The README's commands (also "Explain a pretrained model", whose --pretrained downloads are not run here)
+    name only options the parser knows, with valid values."""
+    import shlex
+
+    from cladec.cli.main import build_parser
+
+    lines = _cli_lines()
+    assert len(lines) >= 15 and any("torchvision:resnet50" in c and "--lazy" in c for c in lines), lines
+    parser, bad = build_parser(), []
+    for cmd in lines:
+        try:
+            parser.parse_args(shlex.split(cmd)[1:])
+        except SystemExit:
+            bad.append(f"{cmd}\n    {capsys.readouterr().err.strip().splitlines()[-1]}")
+    assert not bad, "README commands the parser refuses:\n" + "\n".join(bad)
