@@ -11,7 +11,16 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["ARCHS", "AUTO_MAX_CHANNELS", "AUTO_MAX_SIDE", "choose_arch", "scaled_layers", "size_chain", "up_conv"]
+__all__ = [
+    "ARCHS",
+    "AUTO_MAX_CHANNELS",
+    "AUTO_MAX_SIDE",
+    "choose_arch",
+    "scaled_layers",
+    "size_chain",
+    "up_conv",
+    "up_stages",
+]
 
 #: The built decoders' architectures (``"auto"`` picks one of them per layer and image shape).
 ARCHS = ("paper", "scaled")
@@ -104,17 +113,27 @@ def scaled_layers(spec: Any) -> tuple[nn.Sequential, tuple[int, int] | None, nn.
         head = nn.Sequential(nn.Conv2d(in_shape[0], start, 1), nn.ReLU(inplace=True))
         if (hs[0], ws[0]) != (in_shape[1], in_shape[2]):  # a seed off the size chain is resized once after the head
             resize = (hs[0], ws[0])
+    widths = [max(min(base, start), start // 2 ** (i + 1)) for i in range(n - 1)]
+    return head, resize, up_stages(start, widths, C, hs, ws, spec.norm)
+
+
+def up_stages(
+    cin: int, widths: list[int], out_channels: int, hs: list[int], ws: list[int], norm: str | None
+) -> nn.Sequential:
+    """The upsampling stages of both decoders: ``len(hs) - 1`` :func:`up_conv` stages along the size chain
+    ``hs``/``ws``, with the output widths ``widths`` and then ``out_channels``, each but the last followed by
+    BatchNorm (``norm == "batch"``) and ReLU; with no stage, one 3×3 convolution to ``out_channels``."""
+    n = len(hs) - 1
     layers: list[nn.Module] = []
-    cin = start
     for i in range(n):
         last = i == n - 1
-        cout = C if last else max(min(base, start), start // 2 ** (i + 1))
+        cout = out_channels if last else widths[i]
         layers.append(up_conv(cin, cout, (hs[i], ws[i]), (hs[i + 1], ws[i + 1])))
         if not last:
-            if spec.norm == "batch":
+            if norm == "batch":
                 layers.append(nn.BatchNorm2d(cout))
             layers.append(nn.ReLU(inplace=True))
         cin = cout
     if n == 0:
-        layers.append(nn.Conv2d(cin, C, 3, padding=1))
-    return head, resize, nn.Sequential(*layers)
+        layers.append(nn.Conv2d(cin, out_channels, 3, padding=1))
+    return nn.Sequential(*layers)

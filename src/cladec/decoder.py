@@ -44,7 +44,7 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ._decoder_arch import ARCHS, choose_arch, scaled_layers, size_chain, up_conv
+from ._decoder_arch import ARCHS, choose_arch, scaled_layers, size_chain, up_stages
 from ._errors import ConfigError
 
 __all__ = ["ARCHS", "DecoderSpec", "Decoder", "build_decoder", "choose_arch"]
@@ -159,20 +159,8 @@ class Decoder(nn.Module):
         self._first_out = (hs[1], ws[1]) if n else None
         # a spatial seed that does not sit on the size chain is resized once after the head
         self.resize = (hs[0], ws[0]) if (hs[0], ws[0]) != seed else None
-        layers: list[nn.Module] = []
-        cin = head_ch
-        for i in range(n):
-            last = i == n - 1
-            cout = C if last else min(spec.base_width * 2 ** (n - 2 - i), spec.max_width)
-            layers.append(up_conv(cin, cout, (hs[i], ws[i]), (hs[i + 1], ws[i + 1])))
-            if not last:
-                if spec.norm == "batch":
-                    layers.append(nn.BatchNorm2d(cout))
-                layers.append(nn.ReLU(inplace=True))
-            cin = cout
-        if n == 0:
-            layers.append(nn.Conv2d(cin, C, 3, padding=1))
-        self.up = nn.Sequential(*layers)
+        widths = [min(spec.base_width * 2 ** (n - 2 - i), spec.max_width) for i in range(n - 1)]
+        self.up = up_stages(head_ch, widths, C, hs, ws, spec.norm)
         self.out = nn.Sigmoid()
 
     @property
