@@ -72,6 +72,7 @@ from .models.spec import (
     rel_or_abs,
 )
 from .persistence import load
+from .training import distributed
 from .training.options import compile_mode
 
 __all__ = ["Run", "fit_run", "load_run", "explain_run"]
@@ -244,7 +245,8 @@ def fit_run(
     import time
 
     out = Path(out)
-    check_replaceable(out, "run.json", "cladec run directory")  # before any training
+    if distributed.is_main():  # data-parallel: only rank 0 writes the run (its path may exist on its node only)
+        check_replaceable(out, "run.json", "cladec run directory")  # before any training
     spec = classifier_entry(
         classifier_dir,
         factory=factory,
@@ -352,17 +354,20 @@ def fit_run(
     }
 
     config["cladec_version"] = __version__
-    with atomic_dir(out, "run.json", "cladec run directory") as tmp:
-        if spec["type"] == "checkpoint":
-            # store the classifier path relative to the final run directory when possible
-            spec = dict(
-                spec, path=rel_or_abs(Path(spec["path"]), out.resolve().parent / out.name), abs_path=spec["path"]
-            )
-            config["classifier"] = spec
-        e.save(tmp / "cladec")
-        if r is not None:
-            r.save(tmp / "refae")
-        write_json(tmp / "run.json", config)
+    config["world_size"] = distributed.world()[1]
+    if spec["type"] == "checkpoint":
+        # store the classifier path relative to the final run directory when possible
+        spec = dict(spec, path=rel_or_abs(Path(spec["path"]), out.resolve().parent / out.name), abs_path=spec["path"])
+        config["classifier"] = spec
+
+    def write() -> None:
+        with atomic_dir(out, "run.json", "cladec run directory") as tmp:
+            e.save(tmp / "cladec")
+            if r is not None:
+                r.save(tmp / "refae")
+            write_json(tmp / "run.json", config)
+
+    distributed.write_on_main(write)  # data-parallel: rank 0 writes, the others wait for it
     return Run(path=out, config=config, classifier=model, classifier_info=info, cladec=e, refae=r)
 
 

@@ -15,6 +15,7 @@ from ..capture import LayerCapture
 from ..data.adapt import Prepared, iterate_batches, prepare
 from ..decoder import Decoder
 from ..models.reinit import reinitialise, weight_marks
+from ..training import distributed
 from ..training.engine import Engine, EngineConfig, LossFn, Task
 from ..training.options import check_amp, check_fit_args, make_optimizer
 
@@ -204,6 +205,7 @@ class FitMixin:
             seconds=round(res.seconds, 3),
             steps=res.steps,
             device=str(self.device),
+            world_size=distributed.world()[1],
         )
         self.fitted = True
         self._check_collapse(prepared)
@@ -412,7 +414,9 @@ def fit_together(
         workers=workers,
         seed=seed,
         device=dev,
+        shard=True,
     )
+    distributed.check_sharded(prepared.loader)
     for e in explainers:  # before any of them is built or trained
         e._check_image_shape(prepared.image_shape)  # type: ignore[arg-type]  # prepare() always sets image_shape
     if prepared.x is not None and prepared.x.shape[0] < 2 and any(has_batchnorm(e) for e in explainers):
