@@ -196,3 +196,19 @@ def test_other_commands_refuse_to_run_data_parallel(runs, monkeypatch, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["explain", "--run", str(base / "run2"), "--out", str(base / "t.png")]) == 2
     assert "does not run data-parallel" in capsys.readouterr().err and not (base / "t.png").exists()
+
+
+def test_sweep_and_its_evaluation_classifiers_on_two_ranks(runs, data_root):
+    base, _, _ = runs
+    out = base / "sweep"
+    args = ["sweep", "--model", str(base / "clf1"), "--dataset", "fashion-mnist", "--layers", "conv3"]
+    args += ["--alphas", "0.001", "--epochs", "1", "--eval-epochs", "1", "--limit", "512", "--test-limit", "256"]
+    args += ["--batch-size", "64", "--lr", "1e-3", "-q", "--out", str(out)]
+    res = torchrun(args, data_root, base)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cells = json.loads((out / "sweep.json").read_text())["cells"]
+    assert [c["status"] for c in cells] == ["done"]
+    assert json.loads((out / cells[0]["run"] / "run.json").read_text())["world_size"] == 2
+    metrics = json.loads((out / cells[0]["eval"] / "metrics.json").read_text())
+    assert metrics  # the evaluation (with its evaluation classifiers, trained on both ranks) was written once
+    assert not list(out.rglob("*.tmp"))

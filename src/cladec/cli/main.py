@@ -198,7 +198,7 @@ def _load_torch() -> None:
 
 
 #: The commands that run data-parallel under ``torchrun`` (:mod:`cladec.training.distributed`).
-DATA_PARALLEL = ("fit", "train-classifier")
+DATA_PARALLEL = ("fit", "train-classifier", "sweep", "evaluate")
 
 
 @contextlib.contextmanager

@@ -50,6 +50,7 @@ __all__ = [
     "refuse",
     "write_on_main",
     "broadcast_buffers",
+    "from_main",
     "ddp_loss",
     "trainable_only",
     "DEFAULT_TIMEOUT_S",
@@ -308,6 +309,23 @@ def write_on_main(write: Callable[[], object]) -> None:
         finally:
             _writing = False
     barrier()
+
+
+def from_main(value):
+    """Rank 0's ``value`` on every rank (``value`` itself when not data-parallel): for decisions that read files
+    only rank 0 may see (a sweep's finished cells), so every rank takes the same path.
+
+    Examples:
+        >>> from_main({"done": 3})
+        {'done': 3}
+    """
+    if world()[1] == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)  # between the ranks of this job: never a user's file
+    return box[0]
 
 
 def broadcast_buffers(modules: list[nn.Module]) -> None:
