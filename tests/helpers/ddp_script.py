@@ -4,9 +4,10 @@ itself and then uses cladec's Python API as in one process.
     torchrun --standalone --nproc_per_node=2 ddp_script.py fit CLASSIFIER_DIR DATA_ROOT OUT SEED
     torchrun --standalone --nproc_per_node=2 ddp_script.py fail CLASSIFIER_DIR DATA_ROOT OUT SEED
 
-``fit`` fits a ClaDec on 512 Fashion-MNIST images and saves it to OUT (only rank 0 writes), after a global batch
-that does not split over the ranks was refused; ``fail`` fits a run
-directory whose data set rank 1 cannot find (a node without the data), so rank 1 raises while rank 0 trains.
+``resume`` fits a run directory with epoch checkpoints (the test interrupts it); ``fit`` fits a ClaDec on 512
+Fashion-MNIST images and saves it to OUT (only rank 0 writes), after a global batch that does not split over the
+ranks was refused; ``fail`` fits a run directory whose data set rank 1 cannot find (a node without the data), so
+rank 1 raises while rank 0 trains.
 """
 
 from __future__ import annotations
@@ -40,6 +41,22 @@ def main() -> None:
         e.save(out)  # rank 0 writes; every rank returns once the folder is complete
         assert os.path.isfile(os.path.join(out, "cladec.json")), "the save is complete on every rank"
         print(f"rank {rank}: losses {[round(h['loss'], 8) for h in e.history]}", flush=True)
+    elif mode == "resume":  # the fixture's `cladec fit` of run1, with epoch checkpoints (interrupted by the test)
+        fit_run(
+            out,
+            classifier_dir=clf_dir,
+            dataset="fashion-mnist",
+            data_root=data_root,
+            layer="conv3",
+            epochs=2,
+            limit=1024,
+            test_limit=500,
+            batch_size=64,
+            lr=1e-3,
+            seed=int(seed),
+            verbose=False,
+            resume=True,
+        )
     elif mode == "fail":
         root = data_root if rank == 0 else os.path.join(data_root, "not-on-this-node")
         fit_run(

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,40 @@ def test_sweep_and_its_evaluation_classifiers_on_two_ranks(runs, data_root):
     metrics = json.loads((out / cells[0]["eval"] / "metrics.json").read_text())
     assert metrics  # the evaluation (with its evaluation classifiers, trained on both ranks) was written once
     assert not list(out.rglob("*.tmp"))
+
+
+def test_an_interrupted_fit_on_two_ranks_resumes_in_one_process(runs, data_root, tmp_path, one_torch_thread):
+    import signal
+
+    from cladec import ConfigError
+    from cladec.runs import fit_run
+
+    base, _, _ = runs
+    out = tmp_path / "run"
+    ckpt = tmp_path / "run.checkpoint" / "cladec+refae.pt"
+    s = str(seed(0))
+    proc = start(
+        [str(SCRIPT), "resume", str(base / "clf1"), str(data_root), str(out), s], data_root, tmp_path, module=False
+    )
+    try:
+        while not ckpt.is_file() and proc.poll() is None:  # the first epoch's checkpoint: then interrupt the fit
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        proc.kill()
+    assert ckpt.is_file() and not out.exists(), "interrupted after its first epoch, before the run was written"
+    kw = dict(classifier_dir=base / "clf1", dataset="fashion-mnist", data_root=str(data_root), layer="conv3")
+    kw.update(epochs=2, limit=1024, test_limit=500, lr=1e-3, seed=int(s), verbose=False, resume=True)
+    with pytest.raises(ConfigError, match="batch_size 64 there, 32 now"):
+        fit_run(out, batch_size=32, **kw)
+    run = fit_run(out, batch_size=64, **kw)  # one process, from the checkpoint of two ranks
+    assert run.cladec.fit_config["resumed_from_epoch"] == 1 and not ckpt.parent.exists()
+    assert [h["epoch"] for h in run.cladec.history] == [1, 2]
+    # equals the uninterrupted fit of one process (run1): ClaDec to the float-sum tolerance above
+    h1 = history(base / "run1" / "cladec" / "cladec.json")
+    for a, b in zip(h1, [h["loss"] for h in run.cladec.history], strict=True):
+        margin("ddp: ClaDec epoch loss, resumed vs uninterrupted (rel. diff.)", abs(a - b) / a, "<", 2e-3)
+    h1 = history(base / "run1" / "refae" / "cladec.json")
+    for a, b in zip(h1, [h["loss"] for h in run.refae.history], strict=True):
+        margin("ddp: RefAE epoch loss, resumed vs uninterrupted (rel. diff.)", abs(a - b) / a, "<", 0.1)

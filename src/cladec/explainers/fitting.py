@@ -3,6 +3,7 @@ the data; overlapped on a GPU)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -206,6 +207,7 @@ class FitMixin:
             steps=res.steps,
             device=str(self.device),
             world_size=distributed.world()[1],
+            **({"resumed_from_epoch": res.resumed_from} if res.resumed_from else {}),
         )
         self.fitted = True
         self._check_collapse(prepared)
@@ -315,6 +317,7 @@ def fit_together(
     compile: bool | str = False,
     amp: bool | None = None,
     workers: int = 0,
+    checkpoint: str | os.PathLike | None = None,
 ) -> list[DecoderExplainer]:
     """Fit several explainers (typically a :class:`ClaDec` and its :class:`RefAE`) on the same data at once.
 
@@ -343,6 +346,8 @@ def fit_together(
         compile: As for :meth:`ClaDec.fit`, shared by all explainers.
         amp: As for :meth:`ClaDec.fit`, shared by all explainers.
         workers: As for :meth:`ClaDec.fit` (a lazy data set is streamed: the explainers fit one after the other).
+        checkpoint: A file for epoch checkpoints (:mod:`cladec.training.resume`): written after every epoch, and a
+            fit with the same file and settings resumes from it (also on another number of ranks).
 
     Returns:
         The list of explainers, trained.
@@ -426,7 +431,8 @@ def fit_together(
         )
     if len(explainers) > 1 and not prepared.in_memory:
         for e in explainers:  # streamed batches come one at a time: fit one explainer after the other
-            fit_together([e], data, epochs, **kw)  # type: ignore[arg-type]  # kw holds fit_together's own keywords
+            own = None if checkpoint is None else f"{checkpoint}.{e.kind}"  # one file each
+            fit_together([e], data, epochs, checkpoint=own, **kw)  # type: ignore[arg-type]  # kw: fit_together's
         return explainers
     tasks = [
         e._fit_begin(prepared, seed=seed, lr=lr, weight_decay=weight_decay, fast=fast, channels_last=channels_last)
@@ -448,6 +454,7 @@ def fit_together(
         channels_last=channels_last,
         compile=compile,
         amp=amp,
+        checkpoint=checkpoint,
     )
     placed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     with contextlib.ExitStack() as stack:

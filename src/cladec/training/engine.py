@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from torch import nn
 from .._checks import seed as check_seed
 from .._errors import ConfigError, TrainingError
 from . import distributed as ddp
+from . import resume
 from .in_memory import InMemorySteps
 from .options import check_amp, check_compile, step_decay_epochs
 
@@ -69,6 +71,7 @@ class EngineConfig:
     seed: int | None = None
     lr_decay: str | None = None  # None or "step"
     shuffle: bool = True
+    checkpoint: str | os.PathLike | None = None  # epoch checkpoints: written after each epoch, resumed from (resume)
 
     def __post_init__(self) -> None:
         self.compile = check_compile(self.compile, self.fast)  # type: ignore[assignment]  # from now on: a mode or None
@@ -80,6 +83,7 @@ class EngineResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     steps: int = 0
+    resumed_from: int = 0  # epochs a checkpoint had done before this run
 
 
 @dataclass
@@ -308,7 +312,7 @@ class Engine(InMemorySteps):
                     s.ddp = ddp.ddp_loss(s.task.train_modules, s.task.loss_fn, self.device)
             if cfg.fast and self.on_cuda and CUDNN_BENCHMARK and not _deterministic():
                 torch.backends.cudnn.benchmark = True
-            for epoch in range(cfg.epochs):
+            for epoch in range(self._resume(gen, n), cfg.epochs):
                 t_epoch = time.perf_counter()
                 if tensors is not None:
                     assert n is not None
@@ -338,6 +342,9 @@ class Engine(InMemorySteps):
                     post.update(self._postfix_items(s, rec))
                 if self._set_lr_decay(epoch):
                     self._graph_lr_dirty = True
+                if cfg.checkpoint is not None:  # what the next epoch starts from (rank 0 writes)
+                    done = [(s.task.train_modules, s.task.optimizer, s.result.history, s.result.steps) for s in states]
+                    resume.save_checkpoint(cfg.checkpoint, self._resume_key, epoch + 1, gen, done)
                 if cfg.verbose:
                     bar.set_postfix(post, refresh=False)
                     bar.set_description(f"{cfg.desc} epoch {epoch + 1}/{cfg.epochs}")
@@ -363,6 +370,26 @@ class Engine(InMemorySteps):
         for s in states:
             s.result.seconds = seconds
         return [s.result for s in states]
+
+    def _resume(self, gen: torch.Generator, n: int | None) -> int:
+        """Load ``config.checkpoint`` when it holds a fit of these settings; returns the epochs it had done."""
+        cfg = self.cfg
+        if cfg.checkpoint is None:
+            return 0
+        tasks = [t.name for t in self.tasks]
+        self._resume_key: dict[str, object] = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, images=n, tasks=tasks)
+        self._resume_key.update(seed=cfg.seed, lr_decay=cfg.lr_decay)
+        state = resume.load_checkpoint(cfg.checkpoint, self._resume_key)
+        if state is None:
+            return 0
+        resume.restore(state, [(s.task.train_modules, s.task.optimizer) for s in self._states])
+        gen.set_state(state["generator"])
+        if ddp.world()[1] == 1:  # data-parallel: each rank's own draws come from its seed (set in run_all)
+            torch.set_rng_state(state["rng"])
+        for s, saved in zip(self._states, state["tasks"], strict=True):
+            s.result.history, s.result.steps = list(saved["history"]), int(saved["steps"])
+            s.result.resumed_from = int(state["epoch"])
+        return int(state["epoch"])
 
     def _check_world(self, size: int) -> int:
         """This rank's batch size: the global ``batch_size`` over ``size`` ranks (which it must be a multiple of);
