@@ -4,7 +4,9 @@ A fit on 2 ranks with global batch B equals a fit in one process with batch B an
 optimiser steps over the same images. For ClaDec (a decoder without BatchNorm or dropout) it is the same
 computation up to the order of float sums; RefAE's encoder and the classifier normalise over each rank's half of
 the batch (BatchNorm) and draw their own dropout masks, so they agree as two fits of one recipe do. The tolerances
-below were measured over seeds 0-4 (spread next to each).
+below were measured over seeds 0-4 ($CLADEC_STABILITY_SEED; the spread next to each), on a busy 2-core machine; each
+process trains with one torch thread (torchrun's ranks: OMP_NUM_THREADS=1; this process: one_torch_thread), so
+the thread count of the suite does not enter.
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ def test_fit_on_two_ranks_equals_one_process(runs):
     fit2 = json.loads((base / "run2" / "cladec" / "cladec.json").read_text())["fit_config"]
     assert fit2["world_size"] == 2 and fit2["batch_size"] == 64 and fit2["steps"] == 2 * 16  # global steps
     assert "layer conv3" in two.stdout and two.stdout.count("wrote run directory") == 1  # rank 0 prints only
-    # ClaDec: the same computation up to float sums; losses rel. diff. measured 2e-6..6e-5 (seeds 0-4)
+    # ClaDec: the same computation up to float sums; epoch losses rel. diff. measured 0..3.8e-4, test MSE 0..2.2e-3
     h1, h2 = (history(base / r / "cladec" / "cladec.json") for r in ("run1", "run2"))
     for a, b in zip(h1, h2, strict=True):
         margin("ddp: ClaDec epoch loss, 2 ranks vs 1 (rel. diff.)", abs(a - b) / a, "<", 2e-3)
@@ -105,9 +107,9 @@ def test_fit_on_two_ranks_equals_one_process(runs):
         "ddp: ClaDec test MSE, 2 ranks vs 1 (rel. diff.)",
         abs(m1["mse_cladec"] - m2["mse_cladec"]) / m1["mse_cladec"],
         "<",
-        5e-3,
+        0.01,
     )
-    # RefAE: BatchNorm over each rank's half batch; rel. diff. measured ~1% (seeds 0-4)
+    # RefAE: BatchNorm over each rank's half batch; rel. diff. measured: epoch losses 0.15-2.2%, test MSE 0.8-4.7%
     h1, h2 = (history(base / r / "refae" / "cladec.json") for r in ("run1", "run2"))
     for a, b in zip(h1, h2, strict=True):
         margin("ddp: RefAE epoch loss, 2 ranks vs 1 (rel. diff.)", abs(a - b) / a, "<", 0.1)
@@ -125,7 +127,9 @@ def test_run_of_two_ranks_loads_and_explains_in_one_process(runs, data_root, tmp
     base, _, _ = runs
     run = load_run(base / "run2")
     x, _ = run.dataset("test", limit=500, data_root=str(data_root)).tensors()
-    for kind in ("cladec", "refae"):  # the metrics rank 0 recorded, from the saved weights in this process
+    # the metrics rank 0 recorded, from the saved weights in this process; MSE / mean image's MSE measured
+    # ClaDec 0.50-0.58, RefAE 0.63-0.78 (seeds 0-4)
+    for kind in ("cladec", "refae"):
         mse = float(((getattr(run, kind).reconstruct(x) - x) ** 2).mean())
         assert mse == pytest.approx(run.config["metrics"][f"mse_{kind}"], rel=1e-4)
         margin(
@@ -151,7 +155,7 @@ def test_train_classifier_on_two_ranks(runs, data_root):
     one = json.loads((base / "clf1" / "classifier.json").read_text())
     two = json.loads((base / "clf2" / "classifier.json").read_text())
     assert len(two["history"]["train_loss"]) == 2
-    # BatchNorm per half batch and per-rank dropout: two fits of one recipe; |Δ acc| measured 0.03 (seed 0)
+    # BatchNorm per half batch and per-rank dropout: two fits of one recipe; |Δ acc| measured 0.006-0.034
     margin(
         "ddp: classifier test accuracy, 2 ranks vs 1 (abs. diff.)",
         abs(one["metrics"]["test_acc"] - two["metrics"]["test_acc"]),
