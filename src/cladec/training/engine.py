@@ -22,6 +22,10 @@ from the plain path's by bf16 rounding:
   order; on CUDA their steps are captured in one graph, each on its own stream, so the GPU runs their
   small kernels side by side. Without stochastic layers each task's result equals its separate fit.
 * ``fast=False``: a plain eager loop that reads the loss after every step (for debugging).
+* Data-parallel: with a ``torch.distributed`` group of several ranks (``torchrun``) each rank trains on its slice of
+  every global batch inside DDP and the epoch records are all-reduced (:mod:`cladec.training.distributed`).
+* ``checkpoint=``: the state after every epoch is saved, and a run with the same file resumes from it
+  (:mod:`cladec.training.resume`).
 
 Each epoch's record is the mean over its images: every step's losses are weighted by its batch size
 (a short last batch counts for its images only), on every path. A non-finite loss stops training with
