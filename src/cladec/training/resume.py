@@ -3,9 +3,10 @@
 With ``EngineConfig(checkpoint=PATH)`` the engine writes, after every epoch, the state that the next epoch starts
 from -- each task's trained modules, optimiser state (Adam's moments, the learning rate), history and step count,
 the generator of the batch order and the global random state -- to ``PATH`` (atomically; only rank 0 writes when
-data-parallel). A run with the same ``PATH`` and the same settings starts from there: its result equals that of the
-uninterrupted fit (up to the order of float sums). The file is written with ``torch.save`` and read with
-``torch.load(weights_only=True)`` (tensors, numbers, strings, lists and dicts only: never arbitrary objects).
+data-parallel). A run with the same ``PATH`` and the same settings starts from there: on in-memory data its result
+equals that of the uninterrupted fit (up to the order of float sums); streamed data draws the resumed epochs' order
+afresh. The file is written with ``torch.save`` and read with ``torch.load(weights_only=True)`` (tensors, numbers,
+strings, lists and dicts only: never arbitrary objects).
 
 A checkpoint of other settings (epochs, batch size, number of images, the tasks) is refused with the difference,
 not silently continued. The number of ranks may differ: the batch order is global (see
