@@ -95,7 +95,7 @@ class FitMixin:
             data: A pair of tensors ``(images, labels)``, an image tensor (α = 0 only), a Dataset of
                 ``(image, label)`` or a DataLoader. Images ``(N, C, H, W)`` in [0, 1].
             epochs: Passes over the data.
-            batch_size: Minibatch size (authors: 128).
+            batch_size: Minibatch size (authors: 128); under torchrun the global batch over all ranks.
             lr: Adam learning rate (authors: 3e-4).
             weight_decay: Adam weight decay (authors: 1e-5).
             lr_decay: ``None`` or ``"step"`` (× 0.1 every ``E//3 + E//10 + 2`` epochs, as the authors).
