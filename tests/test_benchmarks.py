@@ -85,3 +85,14 @@ def test_data_memory_quick_run_prints_lazy_and_in_memory_rows(data_root, tmp_pat
     assert all(r["rss_mb"] > 0 and r["images_per_s"] > 0 for r in rows) and rows[0]["workers_rss_mb"] > 0
     assert "| lazy | 256 | 2 |" in out and "| in memory | 128 | 0 |" in out
     assert len(list((tmp_path / "f" / "train").rglob("*.jpg"))) == 256
+
+
+@COLLAPSE_OK  # 256 images, one epoch: a smoke run of the speed table, not of what the decoders learn
+def test_distributed_benchmark_runs_one_and_two_ranks(data_root, capsys):
+    """`benchmarks/distributed.py --quick`: a torchrun job per configuration (gloo on loopback), a row each."""
+    bench = _script("distributed")
+    rows = bench.main(["--quick", "--images", "128", "--configs", "1x1,2x1", "--data-root", str(data_root)])
+    assert [(r["ranks"], r["threads"]) for r in rows] == [(1, 1), (2, 1)]
+    assert all(r["images_per_s"] > 0 and 0 < r["engine_s"] <= r["wall_s"] for r in rows)
+    out = capsys.readouterr().out
+    assert "| 2 | 1 |" in out and "ImageNet-sized epoch" in out

@@ -3,6 +3,7 @@ the data; overlapped on a GPU)."""
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
@@ -15,6 +16,7 @@ from ..capture import LayerCapture
 from ..data.adapt import Prepared, iterate_batches, prepare
 from ..decoder import Decoder
 from ..models.reinit import reinitialise, weight_marks
+from ..training import distributed
 from ..training.engine import Engine, EngineConfig, LossFn, Task
 from ..training.options import check_amp, check_fit_args, make_optimizer
 
@@ -93,7 +95,7 @@ class FitMixin:
             data: A pair of tensors ``(images, labels)``, an image tensor (α = 0 only), a Dataset of
                 ``(image, label)`` or a DataLoader. Images ``(N, C, H, W)`` in [0, 1].
             epochs: Passes over the data.
-            batch_size: Minibatch size (authors: 128).
+            batch_size: Minibatch size (authors: 128); under torchrun the global batch over all ranks.
             lr: Adam learning rate (authors: 3e-4).
             weight_decay: Adam weight decay (authors: 1e-5).
             lr_decay: ``None`` or ``"step"`` (× 0.1 every ``E//3 + E//10 + 2`` epochs, as the authors).
@@ -204,6 +206,8 @@ class FitMixin:
             seconds=round(res.seconds, 3),
             steps=res.steps,
             device=str(self.device),
+            world_size=distributed.world()[1],
+            **({"resumed_from_epoch": res.resumed_from} if res.resumed_from else {}),
         )
         self.fitted = True
         self._check_collapse(prepared)
@@ -313,6 +317,7 @@ def fit_together(
     compile: bool | str = False,
     amp: bool | None = None,
     workers: int = 0,
+    checkpoint: str | os.PathLike | None = None,
 ) -> list[DecoderExplainer]:
     """Fit several explainers (typically a :class:`ClaDec` and its :class:`RefAE`) on the same data at once.
 
@@ -341,6 +346,8 @@ def fit_together(
         compile: As for :meth:`ClaDec.fit`, shared by all explainers.
         amp: As for :meth:`ClaDec.fit`, shared by all explainers.
         workers: As for :meth:`ClaDec.fit` (a lazy data set is streamed: the explainers fit one after the other).
+        checkpoint: A file for epoch checkpoints (:mod:`cladec.training.resume`): written after every epoch, and a
+            fit with the same file and settings resumes from it (also on another number of ranks).
 
     Returns:
         The list of explainers, trained.
@@ -412,7 +419,9 @@ def fit_together(
         workers=workers,
         seed=seed,
         device=dev,
+        shard=True,
     )
+    distributed.check_sharded(prepared.loader)
     for e in explainers:  # before any of them is built or trained
         e._check_image_shape(prepared.image_shape)  # type: ignore[arg-type]  # prepare() always sets image_shape
     if prepared.x is not None and prepared.x.shape[0] < 2 and any(has_batchnorm(e) for e in explainers):
@@ -422,7 +431,8 @@ def fit_together(
         )
     if len(explainers) > 1 and not prepared.in_memory:
         for e in explainers:  # streamed batches come one at a time: fit one explainer after the other
-            fit_together([e], data, epochs, **kw)  # type: ignore[arg-type]  # kw holds fit_together's own keywords
+            own = None if checkpoint is None else f"{checkpoint}.{e.kind}"  # one file each
+            fit_together([e], data, epochs, checkpoint=own, **kw)  # type: ignore[arg-type]  # kw: fit_together's
         return explainers
     tasks = [
         e._fit_begin(prepared, seed=seed, lr=lr, weight_decay=weight_decay, fast=fast, channels_last=channels_last)
@@ -444,6 +454,7 @@ def fit_together(
         channels_last=channels_last,
         compile=compile,
         amp=amp,
+        checkpoint=checkpoint,
     )
     placed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     with contextlib.ExitStack() as stack:
