@@ -41,37 +41,24 @@ def main() -> None:
         e.save(out)  # rank 0 writes; every rank returns once the folder is complete
         assert os.path.isfile(os.path.join(out, "cladec.json")), "the save is complete on every rank"
         print(f"rank {rank}: losses {[round(h['loss'], 8) for h in e.history]}", flush=True)
-    elif mode == "resume":  # the fixture's `cladec fit` of run1, with epoch checkpoints (interrupted by the test)
-        fit_run(
-            out,
-            classifier_dir=clf_dir,
-            dataset="fashion-mnist",
-            data_root=data_root,
-            layer="conv3",
-            epochs=2,
-            limit=1024,
-            test_limit=500,
-            batch_size=64,
-            lr=1e-3,
-            seed=int(seed),
-            verbose=False,
-            resume=True,
-        )
-    elif mode == "fail":
-        root = data_root if rank == 0 else os.path.join(data_root, "not-on-this-node")
-        fit_run(
-            out,
-            classifier_dir=clf_dir,
-            dataset="fashion-mnist",
-            data_root=root,
-            layer="conv3",
-            epochs=50,
-            limit=512,
-            test_limit=100,
-            batch_size=32,
-            seed=int(seed),
-            verbose=False,
-        )
+    else:  # a run directory: the fixture's `cladec fit` of run1 with epoch checkpoints (the test interrupts it),
+        # or one whose data set rank 1 cannot find (a node without the data), fitting long enough to be stopped
+        kw = dict(classifier_dir=clf_dir, dataset="fashion-mnist", layer="conv3", seed=int(seed), verbose=False)
+        if mode == "resume":
+            fit_run(
+                out,
+                data_root=data_root,
+                epochs=2,
+                limit=1024,
+                test_limit=500,
+                batch_size=64,
+                lr=1e-3,
+                resume=True,
+                **kw,
+            )
+        elif mode == "fail":
+            root = data_root if rank == 0 else os.path.join(data_root, "not-on-this-node")
+            fit_run(out, data_root=root, epochs=50, limit=512, test_limit=100, batch_size=32, **kw)
     dist.destroy_process_group()
 
 

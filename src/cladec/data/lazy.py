@@ -419,10 +419,8 @@ def make_loader(
     common: dict[str, Any] = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=pin)
     sampler = distributed.sampler(dataset, shuffle=shuffle, seed=seed) if shard else None
     if sampler is not None:
-        if batch_size % sampler.num_replicas:
-            n = sampler.num_replicas
-            raise ConfigError(f"batch_size is the global batch over all {n} ranks: a multiple of {n}, not {batch_size}")
-        return DataLoader(dataset, batch_size=batch_size // sampler.num_replicas, sampler=sampler, **common)
+        batch = distributed.local_batch(batch_size, sampler.num_replicas)
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, **common)
     gen = None
     if shuffle:
         gen = torch.Generator()

@@ -46,6 +46,7 @@ __all__ = [
     "all_reduce_sum",
     "gather_rows",
     "sampler",
+    "local_batch",
     "check_sharded",
     "refuse",
     "write_on_main",
@@ -147,6 +148,22 @@ def shard_order(order: torch.Tensor, batch_size: int, rank: int, size: int) -> t
     last = (n - full * batch_size) // size
     start = full * batch_size + rank * last
     return torch.cat([head, order[start : start + last]]), b
+
+
+def local_batch(batch_size: int, size: int) -> int:
+    """A rank's batch: the global ``batch_size`` over ``size`` ranks, refused (ConfigError) unless it divides evenly.
+
+    Examples:
+        >>> local_batch(64, 2)
+        32
+    """
+    if batch_size % size:
+        lo = max(size, batch_size - batch_size % size)
+        raise ConfigError(
+            f"batch_size is the global batch over all {size} ranks and must be a multiple of {size}, got "
+            f"{batch_size}; use e.g. {lo} or {lo + size}"
+        )
+    return batch_size // size
 
 
 def _comm_device() -> torch.device:

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from .._checks import seed as check_seed
-from .._errors import ConfigError, TrainingError
+from .._errors import TrainingError
 from . import distributed as ddp
 from . import resume
 from .in_memory import InMemorySteps
@@ -401,15 +401,10 @@ class Engine(InMemorySteps):
         cfg = self.cfg
         if size == 1:
             return cfg.batch_size
-        if cfg.batch_size % size:
-            lo = max(size, cfg.batch_size - cfg.batch_size % size)
-            raise ConfigError(
-                f"batch_size is the global batch over all {size} ranks and must be a multiple of {size}, got "
-                f"{cfg.batch_size}; use e.g. {lo} or {lo + size}"
-            )
+        batch = ddp.local_batch(cfg.batch_size, size)
         if cfg.fast and (cfg.compile or (cfg.cuda_graph and self.on_cuda)):
             ddp.notice(f"data-parallel over {size} ranks: CUDA graphs and torch.compile are off for this fit")
-        return cfg.batch_size // size
+        return batch
 
     def _postfix_items(self, s: _State, rec: Mapping[str, float]) -> dict[str, str]:
         if len(self.tasks) == 1:
