@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> list[dict] | None:
         return None
     if args.quick:
         args.images, args.width = min(args.images, 512), 0.25
+    args.data_root = os.path.abspath(args.data_root)  # each configuration runs in its own scratch folder
     rows = [run(args, c) for c in args.configs.split(",")]
     base = rows[0]["images_per_s"]
     print(
