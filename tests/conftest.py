@@ -15,6 +15,11 @@ def pytest_configure(config):
     import os
 
     threads = os.environ.get("CLADEC_TEST_THREADS")
+    if not threads and os.environ.get("PYTEST_XDIST_WORKER"):
+        # a pytest-xdist worker (scripts/test.sh runs two on the 2-core machine): one torch thread each, and for
+        # the processes it starts (OMP_NUM_THREADS), so the workers do not fight over the cores
+        threads = "1"
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     if threads:
         import torch
 
@@ -32,6 +37,61 @@ def pytest_configure(config):
     from helpers import stability
 
     stability.SESSION_THREADS = torch.get_num_threads()
+
+
+#: Test modules that share a session-scoped fixture which trains (``eval_setup``, ``saliency_run``, the report
+#: fixtures): under pytest-xdist each group runs in one worker, so the fixture is built once.
+XDIST_GROUPS = {
+    "tests/evaluation/test_evaluation.py": "eval_setup",
+    "tests/evaluation/test_sweep.py": "eval_setup",
+    "tests/saliency/test_relevance.py": "saliency_run",
+    "tests/saliency/test_saliency.py": "saliency_run",
+    "tests/saliency/test_scores.py": "saliency_run",
+    "tests/test_runs.py": "saliency_run",
+    "tests/report/test_report_browser.py": "report",
+    "tests/report/test_report_inputs.py": "report",
+    "tests/report/test_study_browser.py": "report",
+}
+
+#: The groups that take longest, longest first (seconds on 2 busy cores, one thread per worker): under
+#: pytest-xdist's ``--dist loadgroup`` a worker takes the next group when it is done, so starting with the long
+#: ones keeps both workers busy to the end. Every other module is its own group and follows in file order.
+XDIST_LONGEST_FIRST = [
+    "tests/data/test_lazy.py",
+    "eval_setup",
+    "report",
+    "tests/explainers/test_explainer.py",
+    "saliency_run",
+    "tests/models/test_real_models.py",
+    "tests/test_decoder_scaled.py",
+    "tests/test_benchmarks.py",
+    "tests/test_demo.py",
+    "tests/test_docstring_examples.py",
+    "tests/cli/test_cli.py",
+    "tests/models/test_classifier.py",
+    "tests/cli/test_hostile_cli.py",
+]
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``--dist loadgroup``, scripts/test.sh): one group per module (or per shared fixture,
+    ``XDIST_GROUPS``), the longest groups first. Without xdist nothing changes."""
+    import os
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    root = Path(str(config.rootpath))
+
+    def group(item) -> str:
+        rel = Path(str(item.path)).relative_to(root).as_posix()
+        return XDIST_GROUPS.get(rel, rel)
+
+    rank = {g: i for i, g in enumerate(XDIST_LONGEST_FIRST)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    # a stable sort: within a group, and among the groups not ranked, the collection order stays
+    items.sort(key=lambda item: rank.get(group(item), len(rank)))
 
 
 @pytest.fixture(scope="session")
