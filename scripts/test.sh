@@ -30,6 +30,6 @@ PYTHON="$VENV/bin/python" bash scripts/install_browser.sh
 # everything in this one process (as plain `pytest` does).
 WORKERS="${CLADEC_TEST_WORKERS:-2}"
 if [ "$WORKERS" != "0" ]; then
-  set -- -n "$WORKERS" --dist loadgroup --no-loadscope-reorder "$@"
+  set -- -n "$WORKERS" --dist loadfile --no-loadscope-reorder "$@"
 fi
 exec "$VENV/bin/python" -m pytest -q "$@"

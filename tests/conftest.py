@@ -53,45 +53,60 @@ XDIST_GROUPS = {
     "tests/report/test_study_browser.py": "report",
 }
 
-#: The groups that take longest, longest first (seconds on 2 busy cores, one thread per worker): under
-#: pytest-xdist's ``--dist loadgroup`` a worker takes the next group when it is done, so starting with the long
-#: ones keeps both workers busy to the end. Every other module is its own group and follows in file order.
+#: The groups that take longest, longest first (wall seconds of a run with two workers, 2026-12-07, 2 cores shared
+#: with other jobs: eval_setup 1,100, test_lazy 530, test_explainer 240, report 230, test_real_models 134,
+#: test_readme 131, test_docstring_examples 111, saliency_run 67, the others < 50): a worker takes the next group
+#: when it is done, so starting with the long ones keeps both busy to the end. Every other module is its own
+#: group and follows in file order.
 XDIST_LONGEST_FIRST = [
-    "tests/data/test_lazy.py",
     "eval_setup",
-    "report",
+    "tests/data/test_lazy.py",
     "tests/explainers/test_explainer.py",
-    "saliency_run",
+    "report",
     "tests/models/test_real_models.py",
+    "tests/test_readme.py",
+    "tests/test_docstring_examples.py",
+    "saliency_run",
+    "tests/cli/test_cli.py",
+    "tests/test_demo.py",
     "tests/test_decoder_scaled.py",
     "tests/test_benchmarks.py",
-    "tests/test_demo.py",
-    "tests/test_docstring_examples.py",
-    "tests/cli/test_cli.py",
-    "tests/models/test_classifier.py",
-    "tests/cli/test_hostile_cli.py",
 ]
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def xdist_group(nodeid: str) -> str:
+    """The group of a test under pytest-xdist: its module, or the shared fixture's name (``XDIST_GROUPS``)."""
+    path = nodeid.split("::", 1)[0]
+    return XDIST_GROUPS.get(path, path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (scripts/test.sh), with the modules of one ``XDIST_GROUPS`` entry as one unit.
+
+    (xdist's own ``loadgroup`` marks tests by rewriting their node ids, which pytest 9 no longer lets it do.)
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return GroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (``--dist loadgroup``, scripts/test.sh): one group per module (or per shared fixture,
-    ``XDIST_GROUPS``), the longest groups first. Without xdist nothing changes."""
+    """In a pytest-xdist worker: the longest groups (``XDIST_LONGEST_FIRST``) first; the scheduler hands the
+    groups out in collection order. Without xdist nothing changes."""
     import os
 
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    root = Path(str(config.rootpath))
-
-    def group(item) -> str:
-        rel = Path(str(item.path)).relative_to(root).as_posix()
-        return XDIST_GROUPS.get(rel, rel)
-
     rank = {g: i for i, g in enumerate(XDIST_LONGEST_FIRST)}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
     # a stable sort: within a group, and among the groups not ranked, the collection order stays
-    items.sort(key=lambda item: rank.get(group(item), len(rank)))
+    items.sort(key=lambda item: rank.get(xdist_group(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session")

@@ -234,9 +234,11 @@ def test_cli_fit_of_5000_lazily_read_images_converges_with_bounded_memory(cifar_
     assert res.returncode == 0, res.stderr[-3000:]
     small, big = json.loads(res.stdout.split("PEAKS")[-1])
     assert big - small < 100e6, (small, big)
-    assert "collapsed" not in res.stderr  # the CLI reports a collapse as a warning line
-    # it converged: test MSE 0.0079 in 4 runs (5,000 images; 0.056-0.058 after the 500-image fit's 8 steps,
-    # about the mean image's)
+    # the 5,000-image fit did not collapse (the 500-image one, 8 steps, only gives the reference peak: it collapsed
+    # once in 10 measured runs, seed offset 1 at 2 threads, tests/STABILITY.md)
+    assert json.loads((tmp_path / "run5000" / "run.json").read_text())["collapsed"] == {"cladec": False, "refae": None}
+    # it converged: test MSE 0.0079-0.0105 over seed offsets 0-4 at 1 and at 2 threads (OMP_NUM_THREADS of the
+    # child; tests/STABILITY.md), 0.056-0.058 after the 500-image fit's 8 steps (about the mean image's)
     mse = float(res.stdout.split("test MSE ClaDec ")[-1].split(";")[0])
     margin("lazy fit of 5,000 images: test MSE", mse, "<", 0.02)
     from cladec.runs import explain_run, load_run

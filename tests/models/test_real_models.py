@@ -10,7 +10,7 @@ For each model, ClaDec and its RefAE are fitted twice:
   :func:`cladec.explain`.
 
 Each fit must converge: its test MSE clearly below that of the mean training image (the margins, measured over
-seeds 0-4 with ``python tests/models/test_real_models.py``, are next to the thresholds). That RefAE reconstructs
+seed offsets 0-4 with ``tests/stability/measure.py``, are next to the thresholds). That RefAE reconstructs
 better than ClaDec (the paper's claim) is not asserted: these classifiers are untrained.
 """
 
@@ -269,8 +269,9 @@ def test_bad_input_to_fit_is_one_line(tmp_path, monkeypatch, capsys):
     assert "pick a submodule that outputs one tensor" in err and supported in err
 
 
-# test MSE / mean-image MSE, the larger of ClaDec's and RefAE's; measured over seeds 0-4 with measure() below
-# (one thread, busy 2-core CPU), min-max of that larger ratio:
+# test MSE / mean-image MSE, the larger of ClaDec's and RefAE's, min-max over seed offsets 0-4 (weights seeded too),
+# python tests/stability/measure.py --seeds 0-4 --threads 1 (2026-12-07, busy 2-core CPU; the module runs at one
+# thread, one_torch_thread, whatever the session's count), tests/STABILITY.md:
 #   CLI: resnet 0.551-0.622, convnext 0.323-0.392, vit 0.384-0.475, swin 0.251-0.273
 #   API: resnet 0.345-0.426, convnext 0.313-0.339, vit 0.394-0.534, swin 0.404-0.461
 # the bounds leave each about 1.3× its worst seed, and all are well below 1 (the mean image)
