@@ -15,6 +15,11 @@ def pytest_configure(config):
     import os
 
     threads = os.environ.get("CLADEC_TEST_THREADS")
+    if not threads and os.environ.get("PYTEST_XDIST_WORKER"):
+        # a pytest-xdist worker (scripts/test.sh runs two on the 2-core machine): one torch thread each, and for
+        # the processes it starts (OMP_NUM_THREADS), so the workers do not fight over the cores
+        threads = "1"
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
     if threads:
         import torch
 
@@ -32,6 +37,76 @@ def pytest_configure(config):
     from helpers import stability
 
     stability.SESSION_THREADS = torch.get_num_threads()
+
+
+#: Test modules that share a session-scoped fixture which trains (``eval_setup``, ``saliency_run``, the report
+#: fixtures): under pytest-xdist each group runs in one worker, so the fixture is built once.
+XDIST_GROUPS = {
+    "tests/evaluation/test_evaluation.py": "eval_setup",
+    "tests/evaluation/test_sweep.py": "eval_setup",
+    "tests/saliency/test_relevance.py": "saliency_run",
+    "tests/saliency/test_saliency.py": "saliency_run",
+    "tests/saliency/test_scores.py": "saliency_run",
+    "tests/test_runs.py": "saliency_run",
+    "tests/report/test_report_browser.py": "report",
+    "tests/report/test_report_inputs.py": "report",
+    "tests/report/test_study_browser.py": "report",
+}
+
+#: The groups that take longest, longest first (wall seconds of a run with two workers, 2026-12-07, 2 cores shared
+#: with other jobs: eval_setup 1,100, test_lazy 530, test_explainer 240, report 230, test_real_models 134,
+#: test_readme 131, test_docstring_examples 111, saliency_run 67, the others < 50): a worker takes the next group
+#: when it is done, so starting with the long ones keeps both busy to the end. Every other module is its own
+#: group and follows in file order.
+XDIST_LONGEST_FIRST = [
+    "eval_setup",
+    "tests/data/test_lazy.py",
+    "tests/explainers/test_explainer.py",
+    "report",
+    "tests/models/test_real_models.py",
+    "tests/test_readme.py",
+    "tests/test_docstring_examples.py",
+    "saliency_run",
+    "tests/cli/test_cli.py",
+    "tests/test_demo.py",
+    "tests/test_decoder_scaled.py",
+    "tests/test_benchmarks.py",
+]
+
+
+def xdist_group(nodeid: str) -> str:
+    """The group of a test under pytest-xdist: its module, or the shared fixture's name (``XDIST_GROUPS``)."""
+    path = nodeid.split("::", 1)[0]
+    return XDIST_GROUPS.get(path, path)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (scripts/test.sh), with the modules of one ``XDIST_GROUPS`` entry as one unit.
+
+    (xdist's own ``loadgroup`` marks tests by rewriting their node ids, which pytest 9 no longer lets it do.)
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_group(nodeid)
+
+    return GroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a pytest-xdist worker: the longest groups (``XDIST_LONGEST_FIRST``) first; the scheduler hands the
+    groups out in collection order. Without xdist nothing changes."""
+    import os
+
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    rank = {g: i for i, g in enumerate(XDIST_LONGEST_FIRST)}
+    # a stable sort: within a group, and among the groups not ranked, the collection order stays
+    items.sort(key=lambda item: rank.get(xdist_group(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session")

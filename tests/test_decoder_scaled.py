@@ -13,6 +13,7 @@ import torch
 from cladec import ClaDec, ConfigError, load
 from cladec.decoder import DecoderSpec, build_decoder, choose_arch
 from helpers.core import DATA_ROOT
+from helpers.stability import margin, seed
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -180,12 +181,12 @@ def test_cli_fit_records_decoder_and_a_real_64px_fit_converges(tmp_path, monkeyp
     from cladec.runs import load_run
 
     monkeypatch.chdir(tmp_path)
-    torch.manual_seed(0)
+    torch.manual_seed(seed(0))
     save_file(load_model("torchvision:resnet18", num_classes=10).state_dict(), "w.safetensors")
     argv = ["fit", "--model", "torchvision:resnet18", "--weights", "w.safetensors", "--num-classes", "10"]
     argv += ["--dataset", "cifar10", "--data-root", str(DATA_ROOT), "--size", "64", "--layer", "layer3"]
     argv += ["--alpha", "0", "--no-refae", "--limit", "300", "--test-limit", "100", "--epochs", "4"]
-    argv += ["--batch-size", "32", "--lr", "3e-3", "--decoder", "auto", "--seed", "0", "--out", "run", "-q"]
+    argv += ["--batch-size", "32", "--lr", "3e-3", "--decoder", "auto", "--seed", str(seed(0)), "--out", "run", "-q"]
     assert main(argv) == 0
     config = json.loads(Path("run/run.json").read_text())
     assert config["decoder_arch"] == "auto"
@@ -197,6 +198,7 @@ def test_cli_fit_records_decoder_and_a_real_64px_fit_converges(tmp_path, monkeyp
     (x, _), (xt, _) = train.tensors(), test.tensors()
     baseline = float(((xt - x.mean(0, keepdim=True)) ** 2).mean())
     mse = config["metrics"]["mse_cladec"]
-    # measured over seeds 0-4 (this command with --seed 0..4): mse / baseline 0.46, 0.84, 0.52, 0.48, 0.51
-    # (MSE 0.0275-0.0504, baseline 0.0600); one slow seed of five: the bound leaves it a margin
-    assert mse < 0.9 * baseline, (mse, baseline)
+    # measured over seed offsets 0-4 (tests/stability/measure.py, one thread: the module's one_torch_thread):
+    # mse / baseline 0.458-0.839 (MSE 0.0275-0.0504, baseline 0.0600); one slow seed of five (offset 1, 0.839):
+    # the bound leaves it 0.06, the thinnest room of the suite's learned outcomes (tests/STABILITY.md)
+    margin("scaled decoder, 64 px ResNet-18 layer3 fit: test MSE / mean image's", mse / baseline, "<", 0.9)

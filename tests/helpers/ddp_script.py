@@ -40,7 +40,9 @@ def main() -> None:
         e.fit(data, epochs=1, batch_size=32, lr=1e-3, seed=int(seed), verbose=False)
         e.save(out)  # rank 0 writes; every rank returns once the folder is complete
         assert os.path.isfile(os.path.join(out, "cladec.json")), "the save is complete on every rank"
-        print(f"rank {rank}: losses {[round(h['loss'], 8) for h in e.history]}", flush=True)
+        # one write per line: two ranks share the pipe, and print() writes the text and its newline apart
+        sys.stdout.write(f"rank {rank}: losses {[round(h['loss'], 8) for h in e.history]}\n")
+        sys.stdout.flush()
     else:  # a run directory: the fixture's `cladec fit` of run1 with epoch checkpoints (the test interrupts it),
         # or one whose data set rank 1 cannot find (a node without the data), fitting long enough to be stopped
         kw = dict(classifier_dir=clf_dir, dataset="fashion-mnist", layer="conv3", seed=int(seed), verbose=False)

@@ -37,6 +37,9 @@ TESTS = [
     "tests/saliency/test_scores.py::test_garment_mask_beats_random_on_deletion_and_insertion",
     "tests/saliency/test_saliency.py",
     "tests/evaluation/test_sweep.py::test_summary_outputs",
+    "tests/models/test_real_models.py",
+    "tests/data/test_lazy.py::test_cli_fit_of_5000_lazily_read_images_converges_with_bounded_memory",
+    "tests/test_decoder_scaled.py::test_cli_fit_records_decoder_and_a_real_64px_fit_converges",
 ]
 
 
@@ -55,11 +58,17 @@ def run_one(seed: int, threads: int, bf16: int, out: Path, tests: list[str]) -> 
         CLADEC_TEST_THREADS=str(threads),
         CLADEC_STABILITY_BF16=str(bf16),
         CLADEC_STABILITY_LOG=str(out / "values.jsonl"),
+        # the processes the tests start (a CLI fit in a child process) run at the same thread count
+        OMP_NUM_THREADS=str(threads),
     )
-    log = out / f"pytest-s{seed}-t{threads}-b{bf16}.txt"
+    name = f"s{seed}-t{threads}-b{bf16}"
+    log = out / f"pytest-{name}.txt"
+    # a base temporary folder of its own: pytest removes all but the newest three of its default ones, which
+    # other pytest runs on the machine would otherwise do to this one's
+    argv = ["-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--basetemp", str(out / f"tmp-{name}"), *tests]
     with log.open("w") as f:
         return subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+            [sys.executable, "-m", "pytest", *argv],
             cwd=ROOT,
             env=env,
             stdout=f,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -177,7 +178,7 @@ def test_users_own_torchrun_script_fits_and_saves_on_rank_0(runs, data_root, tmp
         [str(SCRIPT), "fit", str(base / "clf1"), str(data_root), str(out), "0"], data_root, tmp_path, module=False
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    losses = {line.split(":")[0]: line.split("losses")[1] for line in res.stdout.splitlines() if "losses" in line}
+    losses = dict(re.findall(r"rank (\d): losses (\[[^\]]*\])", res.stdout))
     assert len(losses) == 2 and len(set(losses.values())) == 1  # all-reduced: every rank reports the same figures
     assert res.stdout.count("refused: batch_size is the global batch over all 2 ranks and must be a multiple of 2") == 2
     model, _ = load_classifier(base / "clf1")
