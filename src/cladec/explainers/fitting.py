@@ -17,6 +17,7 @@ from ..decoder import Decoder
 from ..models.reinit import reinitialise, weight_marks
 from ..training.engine import Engine, EngineConfig, LossFn, Task
 from ..training.options import check_amp, check_fit_args, make_optimizer
+from ..training.schedule import Recipe, loader_steps, recipe_lr, resolve_recipe
 
 if TYPE_CHECKING:  # annotations only: base imports this module at run time
     from .base import DecoderExplainer
@@ -75,7 +76,7 @@ class FitMixin:
         epochs: int = 5,
         *,
         batch_size: int = 128,
-        lr: float = 3e-4,
+        lr: float | None = None,
         weight_decay: float = 1e-5,
         lr_decay: str | None = None,
         seed: int | None = 0,
@@ -86,6 +87,7 @@ class FitMixin:
         compile: bool | str = False,
         amp: bool | None = None,
         workers: int = 0,
+        recipe: str | Recipe = "paper",
     ):
         """Train the decoder (and, for RefAE, the encoder).
 
@@ -94,7 +96,7 @@ class FitMixin:
                 ``(image, label)`` or a DataLoader. Images ``(N, C, H, W)`` in [0, 1].
             epochs: Passes over the data.
             batch_size: Minibatch size (authors: 128).
-            lr: Adam learning rate (authors: 3e-4).
+            lr: Adam learning rate, the peak of a scheduled recipe (default: the recipe's; authors: 3e-4).
             weight_decay: Adam weight decay (authors: 1e-5).
             lr_decay: ``None`` or ``"step"`` (× 0.1 every ``E//3 + E//10 + 2`` epochs, as the authors).
             seed: Seeds the shuffling order and, at the first fit, the initial weights this explainer drew
@@ -119,6 +121,8 @@ class FitMixin:
                 (such as ``mps``) it is refused (ConfigError).
             workers: DataLoader worker processes that decode a lazily read data set
                 (``load_dataset(..., lazy=True)``, always streamed); 0 decodes in this process.
+            recipe: ``"paper"`` (Adam 3e-4, constant: the authors') or ``"fast"`` (peak 3e-3, 5 % linear warm-up,
+                cosine decay to 0), or a :class:`cladec.training.Recipe` (:mod:`cladec.training.schedule`).
 
         Returns:
             ``self``, trained; per-epoch losses are in :attr:`history`.
@@ -146,6 +150,7 @@ class FitMixin:
             compile=compile,
             amp=amp,
             workers=workers,
+            recipe=recipe,
         )
         return self
 
@@ -302,7 +307,7 @@ def fit_together(
     epochs: int = 5,
     *,
     batch_size: int = 128,
-    lr: float = 3e-4,
+    lr: float | None = None,
     weight_decay: float = 1e-5,
     lr_decay: str | None = None,
     seed: int | None = 0,
@@ -313,6 +318,7 @@ def fit_together(
     compile: bool | str = False,
     amp: bool | None = None,
     workers: int = 0,
+    recipe: str | Recipe = "paper",
 ) -> list[DecoderExplainer]:
     """Fit several explainers (typically a :class:`ClaDec` and its :class:`RefAE`) on the same data at once.
 
@@ -341,6 +347,7 @@ def fit_together(
         compile: As for :meth:`ClaDec.fit`, shared by all explainers.
         amp: As for :meth:`ClaDec.fit`, shared by all explainers.
         workers: As for :meth:`ClaDec.fit` (a lazy data set is streamed: the explainers fit one after the other).
+        recipe: As for :meth:`ClaDec.fit`, shared by all explainers.
 
     Returns:
         The list of explainers, trained.
@@ -372,7 +379,9 @@ def fit_together(
     devices = {str(e.device) for e in explainers}
     if len(devices) > 1:
         raise ConfigError(f"explainers fitted together must share a device, got {sorted(devices)}")
-    check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast, seed)
+    rcp = resolve_recipe(recipe)
+    lr = recipe_lr(rcp, lr, batch_size)
+    check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast, seed, rcp)
     check_amp(amp, explainers[0].device)
     if batch_size < 2 and any(has_batchnorm(e) for e in explainers):
         raise ConfigError(
@@ -392,6 +401,7 @@ def fit_together(
         compile=compile,
         amp=amp,
         workers=workers,
+        recipe=rcp,
     )
     owners: dict[int, int] = {}
     for i, e in enumerate(explainers):  # one decoder trained by two explainers would be updated by both at once
@@ -444,6 +454,8 @@ def fit_together(
         channels_last=channels_last,
         compile=compile,
         amp=amp,
+        recipe=rcp if rcp.scheduled else None,  # a constant recipe sets no learning rate: the paper's fit bit for bit
+        epoch_steps=loader_steps(prepared.loader),
     )
     placed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     with contextlib.ExitStack() as stack:
@@ -473,6 +485,7 @@ def fit_together(
     base = dict(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay, seed=seed, fast=fast
     )
+    base["recipe"] = rcp.name
     for e, res in zip(explainers, results, strict=True):
         extra = {"fitted_with": [o.kind for o in explainers if o is not e]} if len(explainers) > 1 else {}
         e._fit_end(res, prepared, dict(base, **extra))

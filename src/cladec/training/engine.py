@@ -43,6 +43,8 @@ from .._checks import seed as check_seed
 from .._errors import TrainingError
 from .in_memory import InMemorySteps
 from .options import check_amp, check_compile, step_decay_epochs
+from .schedule import LrSchedule, Recipe
+from .schedule import steps_per_epoch as count_steps
 
 LossFn = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -67,6 +69,8 @@ class EngineConfig:
     seed: int | None = None
     lr_decay: str | None = None  # None or "step"
     shuffle: bool = True
+    recipe: Recipe | None = None  # a scheduled recipe: the learning rate is set before every step (schedule.py)
+    epoch_steps: int | None = None  # streamed batches: steps per epoch when known (for the recipe's schedule)
 
     def __post_init__(self) -> None:
         self.compile = check_compile(self.compile, self.fast)  # type: ignore[assignment]  # from now on: a mode or None
@@ -206,6 +210,12 @@ class Engine(InMemorySteps):
             return True
         return False
 
+    def _lr_step(self) -> None:
+        """Set the recipe's learning rate of the next step (nothing for a constant recipe)."""
+        if self._sched is not None:
+            self._sched.step()
+            self._graph_lr_dirty |= self._sched.float_changed  # a float rate is baked into a graph: capture again
+
     @staticmethod
     def _lr(opt: torch.optim.Optimizer) -> float:
         lr = opt.param_groups[0]["lr"]
@@ -289,6 +299,11 @@ class Engine(InMemorySteps):
             dynamic_ncols=True,
             unit="step",
         )
+        per_epoch = count_steps(n, cfg.batch_size) if n is not None else cfg.epoch_steps
+        opts = [t.optimizer for t in self.tasks]
+        total = per_epoch * cfg.epochs if per_epoch else None
+        graph_lr = self.device if (cfg.fast and cfg.cuda_graph and self.on_cuda) else None  # a tensor rate there
+        self._sched = LrSchedule(cfg.recipe, opts, total, graph_lr) if cfg.recipe is not None else None
         try:
             if cfg.fast and self.on_cuda and CUDNN_BENCHMARK and not _deterministic():
                 torch.backends.cudnn.benchmark = True
@@ -316,6 +331,8 @@ class Engine(InMemorySteps):
                     s.result.history.append(rec)
                     s.result.steps += lo.shape[0]
                     post.update(self._postfix_items(s, rec))
+                if self._sched is not None:
+                    self._sched.set_total(losses[0].shape[0] * cfg.epochs)  # streamed: known after an epoch
                 if self._set_lr_decay(epoch):
                     self._graph_lr_dirty = True
                 if cfg.verbose:
@@ -363,6 +380,7 @@ class Engine(InMemorySteps):
             if i > 0 and size == 1:
                 continue  # a last batch of one image would break BatchNorm in train mode (as in _epoch_tensors)
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            self._lr_step()
             row = self._eager_step(s, batch)
             rows.append(row)
             sizes.append(size)
