@@ -73,6 +73,7 @@ from .models.spec import (
 )
 from .persistence import load
 from .training.options import compile_mode
+from .training.schedule import resolve_recipe
 
 __all__ = ["Run", "fit_run", "load_run", "explain_run"]
 
@@ -159,7 +160,7 @@ def fit_run(
     refae: bool = True,
     refae_epochs: int | None = None,
     batch_size: int = 128,
-    lr: float = 3e-4,
+    lr: float | None = None,
     seed: int = 0,
     size: int | None = None,
     limit: int | None = None,
@@ -176,6 +177,7 @@ def fit_run(
     pretrained: bool = False,
     lazy: bool = False,
     workers: int = 0,
+    recipe: str = "paper",
 ) -> Run:
     """Fit ClaDec (and its RefAE) for one layer of a classifier and save them as a run directory.
 
@@ -196,7 +198,7 @@ def fit_run(
         epochs: ClaDec epochs; ``refae_epochs`` (default: the same) for the RefAE (only with ``refae=True``).
         refae: Also fit the RefAE (with the same epochs, both at once: :func:`cladec.fit_together`).
         batch_size: Training batch size.
-        lr: Learning rate.
+        lr: Learning rate (default: the recipe's; the peak of a scheduled one).
         seed: Seed of initialisation and shuffling.
         size: Resize images to ``size`` (e.g. 32 as in the paper); default: the size the classifier was trained
             at when its checkpoint records it (also for another data set: the classifier expects that size),
@@ -218,6 +220,7 @@ def fit_run(
             with the number of images; the ``test_limit`` test images are decoded for the metrics. Recorded in
             ``run.json`` (``dataset.lazy``), so ``cladec explain`` decodes only the images it draws.
         workers: DataLoader worker processes that decode the lazily read images (:meth:`ClaDec.fit`).
+        recipe: The training recipe of both fits (:meth:`ClaDec.fit`): ``"paper"`` or ``"fast"``; in ``run.json``.
 
     Raises:
         ConfigError: No classifier, an unknown layer, no data set, settings that would be ignored (``input_norm``,
@@ -255,6 +258,7 @@ def fit_run(
         num_classes=num_classes,
         pretrained=pretrained,
     )
+    resolve_recipe(recipe)  # an unknown name is refused before any work
     if not refae and refae_epochs is not None:
         raise ConfigError("refae_epochs sets the RefAE's epochs, but refae=False fits no RefAE; drop one of them")
     dev = checked_device(device, "device")
@@ -303,7 +307,7 @@ def fit_run(
     )
     r = RefAE.like(e, init_seed=seed) if refae else None
     kw: dict[str, Any] = dict(batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast, compile=compile)
-    kw["workers"] = workers
+    kw.update(workers=workers, recipe=recipe)
     if r is not None and (refae_epochs or epochs) == epochs:
         # both at once: on a GPU their steps overlap (same result as one after the other); RefAE is made before
         # ClaDec is built, so both decoders are built from the same seed and start from the same weights
@@ -340,7 +344,8 @@ def fit_run(
         "epochs": epochs,
         "refae_epochs": (refae_epochs or epochs) if refae else None,
         "batch_size": batch_size,
-        "lr": lr,
+        "lr": e.fit_config["lr"],  # the recipe's when not given
+        "recipe": e.fit_config["recipe"],
         "seed": seed,
         "fast": fast,
         "compile": compile_mode(compile) if fast else None,  # the plain path compiles nothing

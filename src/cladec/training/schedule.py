@@ -79,7 +79,7 @@ class Recipe:
 
 #: The named recipes. ``paper``: the authors' Adam 3e-4, constant. ``fast``: chosen by measurement
 #: (``benchmarks/RESULTS.md``, "Time to quality (issue 19)").
-RECIPES: dict[str, Recipe] = {
+RECIPES: dict[str, Recipe] = {  # the names are defaults.RECIPE_NAMES
     "paper": Recipe("paper", lr=3e-4),
     "fast": Recipe("fast", lr=3e-3, warmup=0.05, decay="cosine"),
 }
