@@ -121,7 +121,9 @@ def plot(recipe: str, points: list[dict[str, Any]], targets: dict[str, dict], pa
         color = f"C{i}"
         ax.plot([p["seconds"] for p in pts], [p["mse"] for p in pts], "o-", color=color, label=kind)
         for p in pts:
-            ax.annotate(f"{p['epochs']} ep", (p["seconds"], p["mse"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                f"{p['epochs']} ep", (p["seconds"], p["mse"]), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
         ax.axhline(targets[kind]["mse"], color=color, ls="--", lw=0.8)
     ax.set_xlabel("fit wall time (s)")
     ax.set_ylabel("test MSE")
@@ -165,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                     p = fit_eval(kind, model, a.layer, r, plan[r][i], train, test, a)
                     points[r].append(p)
                     acc = f", acc {p['acc']:.3f}" if p["acc"] is not None else ""
-                    print(f"  {kind} {r} {p['epochs']} ep: {p['seconds']:.1f} s, test MSE {p['mse']:.4f}{acc}", flush=True)
+                    print(
+                        f"  {kind} {r} {p['epochs']} ep: {p['seconds']:.1f} s, test MSE {p['mse']:.4f}{acc}", flush=True
+                    )
     targets = {}
     for kind in kinds:
         ref = next(p for p in points["paper"] if p["kind"] == kind and p["epochs"] == a.paper_epochs)

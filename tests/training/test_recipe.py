@@ -36,7 +36,9 @@ def _paper_fits(**fit_kw) -> dict[str, str]:
     x, y = fmnist("train", 128)
     out = {}
     for fast in (True, False):
-        e = cladec.ClaDec(clf, "conv4", alpha=0.01).fit((x, y), epochs=2, batch_size=32, fast=fast, verbose=False, **fit_kw)
+        e = cladec.ClaDec(clf, "conv4", alpha=0.01).fit(
+            (x, y), epochs=2, batch_size=32, fast=fast, verbose=False, **fit_kw
+        )
         out[f"cladec fast={fast}"] = _hash(e.decoder)
     e = cladec.ClaDec(clf, "conv2", alpha=0.0)
     r = cladec.RefAE.like(e, init_seed=0)
