@@ -121,8 +121,8 @@ class FitMixin:
                 (such as ``mps``) it is refused (ConfigError).
             workers: DataLoader worker processes that decode a lazily read data set
                 (``load_dataset(..., lazy=True)``, always streamed); 0 decodes in this process.
-            recipe: ``"paper"`` (Adam 3e-4, constant: the authors') or ``"fast"`` (peak 3e-3, 5 % linear warm-up,
-                cosine decay to 0), or a :class:`cladec.training.Recipe` (:mod:`cladec.training.schedule`).
+            recipe: ``"paper"`` (Adam 3e-4, constant: the authors') or ``"fast"`` (3e-3 after a linear warm-up
+                over 5 % of the steps), or a :class:`cladec.training.Recipe` (:mod:`cladec.training.schedule`).
 
         Returns:
             ``self``, trained; per-epoch losses are in :attr:`history`.

@@ -81,7 +81,7 @@ class Recipe:
 #: (``benchmarks/RESULTS.md``, "Time to quality (issue 19)").
 RECIPES: dict[str, Recipe] = {  # the names are defaults.RECIPE_NAMES
     "paper": Recipe("paper", lr=3e-4),
-    "fast": Recipe("fast", lr=3e-3, warmup=0.05, decay="cosine"),
+    "fast": Recipe("fast", lr=3e-3, warmup=0.05),
 }
 
 
