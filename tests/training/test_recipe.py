@@ -58,8 +58,13 @@ BEFORE_RECIPES = {
 
 @COLLAPSE_OK  # a random-init classifier and 128 images: the bits are checked, not the quality
 def test_paper_recipe_is_bit_for_bit_the_fit_before_recipes(one_torch_thread):
+    import inspect
+
+    from cladec.runs import fit_run
+
+    for fn in (cladec.ClaDec.fit, cladec.fit_together, fit_run):  # the default on this branch
+        assert inspect.signature(fn).parameters["recipe"].default == "paper"
     paper = _paper_fits(recipe="paper")
-    assert paper == _paper_fits()  # the default
     # a scheduled recipe whose factor is 1 at every step runs the schedule on every path and changes no bit
     flat = Recipe("flat", lr=3e-4, decay="cosine", final=1.0)
     assert flat.scheduled and _paper_fits(recipe=flat) == paper
@@ -142,9 +147,11 @@ def _residual_mse(recipe: str, fit_seed: int) -> tuple[float, float]:
 def test_fast_recipe_converges_where_the_paper_recipe_does_not():
     fast, mean_image = _residual_mse("fast", seed(0))
     paper, _ = _residual_mse("paper", seed(0))
-    # measured over 10 seeds at 1 and 2 torch threads: fast/mean-image FAST_SPREAD, paper/mean-image PAPER_SPREAD
-    margin("recipe: fast/mean-image test MSE, residual block", fast / mean_image, "<", 0.6)
-    margin("recipe: paper/mean-image test MSE, residual block", paper / mean_image, ">", 0.8)
+    # spread over seeds 0-9 at 1 and 2 torch threads (bf16 off, as the suite runs; tests/stability/measure.py,
+    # 2026-12-07): fast/mean-image 0.250-0.323, paper/mean-image 0.883-1.343 (the paper's 3e-4 stays at about the
+    # mean image, often above it)
+    margin("recipe: fast/mean-image test MSE, residual block", fast / mean_image, "<", 0.45)
+    margin("recipe: paper/mean-image test MSE, residual block", paper / mean_image, ">", 0.75)
 
 
 def test_recipe_names_and_bad_input(tmp_path):
