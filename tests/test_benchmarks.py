@@ -115,3 +115,14 @@ def test_time_to_quality_smoke_run_prints_the_ratio_table_and_a_png_per_recipe(
     points = [{"epochs": 1, "mse": 0.04, "acc": 0.9}, {"epochs": 2, "mse": 0.03, "acc": 0.79}]
     assert bench.time_to_quality(points, target, 0.0) is None  # the MSE, then the accuracy is missed
     assert bench.time_to_quality(points, target, 0.02)["epochs"] == 2
+
+
+@COLLAPSE_OK  # 256 images, one epoch: a smoke run of the speed table, not of what the decoders learn
+def test_distributed_benchmark_runs_one_and_two_ranks(data_root, capsys):
+    """`benchmarks/distributed.py --quick`: a torchrun job per configuration (gloo on loopback), a row each."""
+    bench = _script("distributed")
+    rows = bench.main(["--quick", "--images", "128", "--configs", "1x1,2x1", "--data-root", str(data_root)])
+    assert [(r["ranks"], r["threads"]) for r in rows] == [(1, 1), (2, 1)]
+    assert all(r["images_per_s"] > 0 and 0 < r["engine_s"] <= r["wall_s"] for r in rows)
+    out = capsys.readouterr().out
+    assert "| 2 | 1 |" in out and "ImageNet-sized epoch" in out

@@ -1,4 +1,9 @@
-"""Atomic file writes and safe loading (no pickle)."""
+"""Atomic file writes and safe loading (no pickle).
+
+Under ``torch.distributed`` with several ranks only rank 0 writes: on the other ranks :func:`atomic_path` and
+:func:`atomic_dir` hand out a private temporary place that is discarded (so no two processes write one file,
+and code that writes needs no rank checks of its own).
+"""
 
 from __future__ import annotations
 
@@ -25,6 +30,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     and the directory after it, so the rename itself is durable.
     """
     path = Path(path)
+    if not_rank_0():
+        with tempfile.TemporaryDirectory(prefix="cladec-rank-") as scratch:
+            yield Path(scratch) / path.name
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
@@ -40,6 +49,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
+
+
+def not_rank_0() -> bool:
+    """Whether this process is a rank other than 0 of a ``torch.distributed`` group of several (which never writes).
+
+    Examples:
+        >>> not_rank_0()  # a plain process
+        False
+    """
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and dist.get_rank() != 0
 
 
 def _host() -> str:
@@ -300,6 +320,10 @@ def atomic_dir(path: str | os.PathLike, marker: str | None = None, what: str = "
     import shutil
 
     path = Path(path)
+    if not_rank_0():
+        with tempfile.TemporaryDirectory(prefix="cladec-rank-") as scratch:
+            yield Path(scratch)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     check_replaceable(path, marker, what)
     remove_stale_temporaries(path)

@@ -234,6 +234,7 @@ RUN = Obj(
         "metrics": OBJECT,
         "timings": OBJECT,
         "collapsed": OBJECT,
+        "world_size": integer(1),
     },
     required=("classifier", "layer"),
     desc="a run file",

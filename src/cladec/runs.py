@@ -37,6 +37,7 @@ What a run folder may point at (checked by :func:`load_run`):
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +59,8 @@ from .data.load import load_dataset
 from .data.recorded import data_root_for, load_recorded_dataset, recorded_dataset_name, same_dataset
 from .data.sizes import check_dataset_fits
 from .explainers.cladec import ClaDec
-from .explainers.fitting import fit_together
 from .explainers.refae import RefAE
+from .explainers.together import fit_together
 from .explanation import Explanation, explain
 from .models.roles import ROLES, default_layers
 from .models.spec import (
@@ -72,6 +73,7 @@ from .models.spec import (
     rel_or_abs,
 )
 from .persistence import load
+from .training import distributed
 from .training.options import compile_mode
 from .training.schedule import resolve_recipe
 
@@ -178,6 +180,7 @@ def fit_run(
     lazy: bool = False,
     workers: int = 0,
     recipe: str = "paper",
+    resume: bool = False,
 ) -> Run:
     """Fit ClaDec (and its RefAE) for one layer of a classifier and save them as a run directory.
 
@@ -221,6 +224,9 @@ def fit_run(
             ``run.json`` (``dataset.lazy``), so ``cladec explain`` decodes only the images it draws.
         workers: DataLoader worker processes that decode the lazily read images (:meth:`ClaDec.fit`).
         recipe: The training recipe of both fits (:meth:`ClaDec.fit`): ``"paper"`` or ``"fast"``; in ``run.json``.
+        resume: Write an epoch checkpoint of the fit to ``<out>.checkpoint/`` after every epoch and, when one of an
+            interrupted fit with the same settings is there, continue from it (:mod:`cladec.training.resume`; also
+            on another number of ranks); the folder is removed once the run directory is written.
 
     Raises:
         ConfigError: No classifier, an unknown layer, no data set, settings that would be ignored (``input_norm``,
@@ -247,7 +253,8 @@ def fit_run(
     import time
 
     out = Path(out)
-    check_replaceable(out, "run.json", "cladec run directory")  # before any training
+    if distributed.is_main():  # data-parallel: only rank 0 writes the run (its path may exist on its node only)
+        check_replaceable(out, "run.json", "cladec run directory")  # before any training
     spec = classifier_entry(
         classifier_dir,
         factory=factory,
@@ -308,17 +315,22 @@ def fit_run(
     r = RefAE.like(e, init_seed=seed) if refae else None
     kw: dict[str, Any] = dict(batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast, compile=compile)
     kw.update(workers=workers, recipe=recipe)
+    ckpt = out.parent / f"{out.name}.checkpoint"  # epoch checkpoints (resume=True)
+
+    def checkpoint(name: str) -> Path | None:
+        return ckpt / f"{name}.pt" if resume else None
+
     if r is not None and (refae_epochs or epochs) == epochs:
         # both at once: on a GPU their steps overlap (same result as one after the other); RefAE is made before
         # ClaDec is built, so both decoders are built from the same seed and start from the same weights
-        fit_together([e, r], train, epochs=epochs, **kw)
+        fit_together([e, r], train, epochs=epochs, checkpoint=checkpoint("cladec+refae"), **kw)
         timings["cladec_refae_s"] = round(time.perf_counter() - t0, 2)
     else:
-        e.fit(train, epochs=epochs, **kw)
+        fit_together([e], train, epochs=epochs, checkpoint=checkpoint("cladec"), **kw)
         timings["cladec_s"] = round(time.perf_counter() - t0, 2)
         if r is not None:
             t0 = time.perf_counter()
-            r.fit(train, epochs=refae_epochs or epochs, **kw)
+            fit_together([r], train, epochs=refae_epochs or epochs, checkpoint=checkpoint("refae"), **kw)
             timings["refae_s"] = round(time.perf_counter() - t0, 2)
     xt, yt = test.tensors()
     summary = explain(xt, cladec=e, refae=r, labels=yt).summary()
@@ -357,17 +369,22 @@ def fit_run(
     }
 
     config["cladec_version"] = __version__
-    with atomic_dir(out, "run.json", "cladec run directory") as tmp:
-        if spec["type"] == "checkpoint":
-            # store the classifier path relative to the final run directory when possible
-            spec = dict(
-                spec, path=rel_or_abs(Path(spec["path"]), out.resolve().parent / out.name), abs_path=spec["path"]
-            )
-            config["classifier"] = spec
-        e.save(tmp / "cladec")
-        if r is not None:
-            r.save(tmp / "refae")
-        write_json(tmp / "run.json", config)
+    config["world_size"] = distributed.world()[1]
+    if spec["type"] == "checkpoint":
+        # store the classifier path relative to the final run directory when possible
+        spec = dict(spec, path=rel_or_abs(Path(spec["path"]), out.resolve().parent / out.name), abs_path=spec["path"])
+        config["classifier"] = spec
+
+    def write() -> None:
+        with atomic_dir(out, "run.json", "cladec run directory") as tmp:
+            e.save(tmp / "cladec")
+            if r is not None:
+                r.save(tmp / "refae")
+            write_json(tmp / "run.json", config)
+
+    distributed.write_on_main(write)  # data-parallel: rank 0 writes, the others wait for it
+    if resume and distributed.is_main():
+        shutil.rmtree(ckpt, ignore_errors=True)  # the run is complete: nothing to resume
     return Run(path=out, config=config, classifier=model, classifier_info=info, cladec=e, refae=r)
 
 

@@ -11,14 +11,17 @@ __all__ = ["add_train_options"]
 
 
 def add_train_options(f: argparse.ArgumentParser) -> None:
-    """Add ``--batch-size``, ``--lr``, ``--recipe``, ``--decoder-norm``, ``--decoder`` and ``--compile``.
+    """Add ``--batch-size``, ``--lr``, ``--recipe``, ``--decoder-norm``, ``--decoder``, ``--compile`` and ``--resume``.
 
     Examples:
         >>> p = argparse.ArgumentParser(); add_train_options(p)
-        >>> p.parse_args(["--recipe", "fast"]).recipe, p.parse_args([]).lr
-        ('fast', None)
+        >>> p.parse_args(["--recipe", "fast"]).recipe, p.parse_args([]).lr, p.parse_args(["--resume"]).resume
+        ('fast', None, True)
     """
-    f.add_argument("--batch-size", type=pos_int, default=128, help="batch size (default: 128)")
+    batch_help = (
+        "batch size (default: 128); under torchrun the global batch, split over the ranks (a multiple of their number)"
+    )
+    f.add_argument("--batch-size", type=pos_int, default=128, help=batch_help)
     f.add_argument(
         "--lr", type=learning_rate, help="Adam learning rate, the peak of a scheduled recipe (default: the recipe's)"
     )
@@ -42,4 +45,10 @@ def add_train_options(f: argparse.ArgumentParser) -> None:
         choices=["default", "max-autotune-no-cudagraphs"],
         help="torch.compile the training losses: faster epochs after a compile of several seconds "
         "per model (worth it for long fits on a GPU); MODE: default or max-autotune-no-cudagraphs",
+    )
+    f.add_argument(
+        "--resume",
+        action="store_true",
+        help="write an epoch checkpoint to OUT.checkpoint/ after every epoch; run the same command again after an "
+        "interruption to go on from the last complete epoch (also on another number of ranks)",
     )

@@ -101,7 +101,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     importable_cwd()  # --factory PKG.MOD:FN imports the user's module from here
     settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root lazy".split()
     settings += "factory weights factory_kwargs num_classes pretrained decoder_norm decoder_arch layout workers".split()
-    settings.append("recipe")
+    settings += ["recipe", "resume"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
         run = fit_run(

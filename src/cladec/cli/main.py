@@ -25,6 +25,7 @@ message, ``cladec: error: ...``, with exit status 2 and no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
@@ -32,7 +33,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .._errors import CladecError, ConfigError
@@ -148,7 +149,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         _check_out_paths(args)
         _load_torch()
-        return int(args.func(args) or 0)
+        with _data_parallel(args):
+            return int(args.func(args) or 0)
     except CladecError as e:
         return _error(str(e))
     except FileNotFoundError as e:
@@ -193,6 +195,34 @@ def _load_torch() -> None:
             signal.signal(signal.SIGINT, signal.default_int_handler)
     if held:
         raise KeyboardInterrupt
+
+
+#: The commands that run data-parallel under ``torchrun`` (:mod:`cladec.training.distributed`).
+DATA_PARALLEL = ("fit", "train-classifier", "sweep", "evaluate")
+
+
+@contextlib.contextmanager
+def _data_parallel(args: argparse.Namespace) -> Iterator[None]:
+    """Under ``torchrun`` (``$WORLD_SIZE`` > 1): join the process group for the command (a command that does not run
+    data-parallel is refused); ranks other than 0 print nothing on the standard output (errors still go to stderr).
+    """
+    if os.environ.get("WORLD_SIZE", "").strip() in ("", "0", "1"):  # not under torchrun (launched() checks the rest)
+        yield
+        return
+    if args.command not in DATA_PARALLEL:
+        raise ConfigError(
+            f"`cladec {args.command}` does not run data-parallel: run it without torchrun "
+            f"(under torchrun: {', '.join(DATA_PARALLEL)})"
+        )
+    from ..training.distributed import launched
+    from ._args import parse_device
+
+    with launched(parse_device(getattr(args, "device", None))) as (rank, _):
+        if rank == 0:
+            yield
+            return
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            yield
 
 
 #: Options that name something a command writes (the folder or file is created with its parents).

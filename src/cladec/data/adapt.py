@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from .._errors import ConfigError, DataError, caller_level
 from .._tensors import image_tensor, label_tensor
+from ..training import distributed
 from .dataset import ImageDataset
 from .lazy import LazyImageDataset, StreamedBatches, make_loader
 
@@ -75,6 +76,7 @@ def prepare(
     seed: int | None = None,
     device: Any = None,
     shuffle: bool = True,
+    shard: bool = False,
 ) -> Prepared:
     """Normalise ``data`` (see the module docstring for the kinds) for training or evaluation.
 
@@ -96,6 +98,8 @@ def prepare(
         seed: Lazy data: seeds the shuffled order.
         device: Lazy data: where the batches go (pinned memory for CUDA).
         shuffle: Lazy data: a new random order each pass (training), else the data set's order.
+        shard: Training data-parallel (:mod:`cladec.training.distributed`): each rank streams its share of a lazy
+            or too-large data set (a DataLoader you give should shard itself with a ``DistributedSampler``).
 
     Raises:
         DataError: Data it cannot use. ConfigError: ``images="unit"`` and ``need_labels`` without labels.
@@ -105,7 +109,7 @@ def prepare(
     limit = MAX_MATERIALISE_BYTES if max_bytes is None else max_bytes
     raw = images == "raw"
     if isinstance(data, LazyImageDataset):  # never materialised: streamed, uint8 until the device
-        loader = make_loader(data, batch_size, shuffle=shuffle, workers=workers, seed=seed, device=device)
+        loader = make_loader(data, batch_size, shuffle=shuffle, workers=workers, seed=seed, device=device, shard=shard)
         mean = None if raw else data.mean_pixel()
         return Prepared(loader=StreamedBatches(loader, device), image_shape=data.image_shape, mean_pixel=mean)
     if isinstance(data, IterableDataset):
@@ -141,7 +145,7 @@ def prepare(
         xb, _ = split_batch(first, need_labels, images, what, where="the first batch's images")
         return Prepared(loader=data, image_shape=_shape(xb))
     if isinstance(data, Dataset):
-        return _dataset(data, need_labels, limit, batch_size, images, what)
+        return _dataset(data, need_labels, limit, batch_size, images, what, shard)
     _refuse(data, raw, what)
 
 
@@ -200,7 +204,9 @@ def _warn_range(x: torch.Tensor, what: str) -> None:
             )
 
 
-def _dataset(data: Dataset, need_labels: bool, limit: int, batch_size: int, images: Images, what: str) -> Prepared:
+def _dataset(
+    data: Dataset, need_labels: bool, limit: int, batch_size: int, images: Images, what: str, shard: bool = False
+) -> Prepared:
     """A map-style Dataset: materialised when it fits ``limit``, else streamed in shuffled batches."""
     if images == "unit" and hasattr(data, "tensors") and callable(data.tensors):  # an ImageDataset: float32 copy
         x, y = data.tensors()
@@ -229,7 +235,10 @@ def _dataset(data: Dataset, need_labels: bool, limit: int, batch_size: int, imag
             ys.append(yb)
         y = torch.cat([torch.as_tensor(t) for t in ys]) if need_labels else None
         return _in_memory(torch.cat(xs), y, need_labels, images, what)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=True)
+    if shard and distributed.world()[1] > 1:  # each rank streams its share
+        loader: DataLoader = make_loader(data, batch_size, shard=True)
+    else:
+        loader = DataLoader(data, batch_size=batch_size, shuffle=True)
     return Prepared(loader=loader, image_shape=_shape(_images(xi.unsqueeze(0), images, "the first image")))
 
 

@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .._errors import CladecError, ConfigError, DataError
+from ..training import distributed
 from ._common import resize_images
 from .decode import ALPHA_BACKGROUND_NAME, decode_images, is_grey_mode
 from .folder import read_zip_member
@@ -383,22 +384,29 @@ def make_loader(
     workers: int = 0,
     seed: int | None = None,
     device: Any = None,
+    shard: bool = False,
 ) -> DataLoader:
     """The DataLoader that streams a (lazy) data set: ``workers`` processes, pinned memory for a CUDA device.
 
+    With ``shard`` under ``torch.distributed`` (several ranks, :mod:`cladec.training.distributed`) each rank reads
+    its own share of the images through a :class:`~torch.utils.data.distributed.DistributedSampler` (one order,
+    seeded with ``seed``, new each epoch), in batches of ``batch_size / ranks``: ``batch_size`` stays global.
+
     Args:
         dataset: A map-style Dataset (typically a :class:`LazyImageDataset`).
-        batch_size: Images per batch.
+        batch_size: Images per batch (over all ranks when data-parallel: a multiple of their number).
         shuffle: A new random order each epoch, drawn from a generator seeded with ``seed``.
         workers: Worker processes decoding images (0: in this process); they stay alive between epochs.
         seed: Seeds the order (None: drawn from the global generator).
         device: Where the batches go (``cuda``: the loader pins its batches for faster copies).
+        shard: Data-parallel training: each rank reads its share (without a process group: no effect).
 
     Returns:
         A :class:`torch.utils.data.DataLoader`.
 
     Raises:
-        ConfigError: ``workers`` is not a non-negative integer.
+        ConfigError: ``workers`` is not a non-negative integer, or data-parallel with a ``batch_size`` that is no
+            multiple of the number of ranks.
 
     Examples:
         >>> from cladec.data import load_dataset
@@ -407,20 +415,17 @@ def make_loader(
         (torch.uint8, (16, 1, 28, 28), (16,))
     """
     workers = check_workers(workers)
+    pin = device is not None and torch.device(device).type == "cuda"
+    common: dict[str, Any] = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=pin)
+    sampler = distributed.sampler(dataset, shuffle=shuffle, seed=seed) if shard else None
+    if sampler is not None:
+        batch = distributed.local_batch(batch_size, sampler.num_replicas)
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, **common)
     gen = None
     if shuffle:
         gen = torch.Generator()
         gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
-    pin = device is not None and torch.device(device).type == "cuda"
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        pin_memory=pin,
-        generator=gen,
-    )
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, **common)
 
 
 def check_workers(workers: Any) -> int:
@@ -445,11 +450,16 @@ class StreamedBatches:
     def __init__(self, loader: DataLoader, device: Any = None) -> None:
         self.loader = loader
         self.device = torch.device(device) if device is not None else None
+        self._epoch = 0  # a DistributedSampler's epoch: a new order each pass
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        set_epoch = getattr(getattr(self.loader, "sampler", None), "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self._epoch)
+            self._epoch += 1
         it = iter(self.loader)
         while True:
             try:

@@ -46,6 +46,7 @@ from ..defaults import DEFAULT_ALPHAS
 from ..models.spec import classifier_entry, entry_weights_sha256, load_classifier_spec
 from ..persistence import load
 from ..runs import fit_run
+from ..training import distributed
 from .evaluate import evaluate_run
 from .sweep_summary import SWEEP_FORMAT, read_state, summarize_sweep
 
@@ -305,7 +306,7 @@ def run_sweep(
         "refae": "one per (layer, seed), fitted in the first cell computed",
         "data_root": str(Path(data_root).resolve()) if data_root else None,
     }
-    state = read_state(out) if out.is_dir() else None
+    state = distributed.from_main(read_state(out) if out.is_dir() else None)  # data-parallel: rank 0's files
     if state is not None:
         diffs = _diff_config(state.get("config", {}), config)
         if diffs:
@@ -345,7 +346,7 @@ def run_sweep(
     for i, (layer, alpha, seed) in enumerate(todo):
         cell = find(layer, alpha, seed)
         rel = f"cells/{cell_name(layer, alpha, seed)}"
-        if (
+        if distributed.from_main(
             cell is not None
             and cell.get("status") == "done"
             and (out / rel / "run.json").is_file()
@@ -358,7 +359,7 @@ def run_sweep(
             state["cells"].append(cell)
         ref_key = f"{layer}/s{seed}"
         ref_rel = state["refae"].get(ref_key)
-        ref_ok = ref_rel is not None and (out / ref_rel / "refae" / "cladec.json").is_file()
+        ref_ok = distributed.from_main(ref_rel is not None and (out / ref_rel / "refae" / "cladec.json").is_file())
         is_ref = not ref_ok or ref_rel == rel
         cell.update(status="running", refae=rel if is_ref else ref_rel, error=None)
         write_json(out / "sweep.json", state)

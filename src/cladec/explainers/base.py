@@ -23,6 +23,7 @@ from ..capture import LayerCapture
 from ..decoder import ARCHS, Decoder, build_decoder
 from ..models.reinit import weight_marks
 from ..normalize import model_input_norm
+from ..training import distributed
 from ..training.engine import LossFn
 from .fitting import FitMixin
 
@@ -330,7 +331,8 @@ class DecoderExplainer(FitMixin):
     def save(self, path) -> None:
         """Save weights (``weights.safetensors``) and configuration (``cladec.json``) to directory ``path``.
 
-        The directory appears complete or not at all (written to a temporary directory, then renamed).
+        The directory appears complete or not at all (written to a temporary directory, then renamed). Under
+        ``torch.distributed`` only rank 0 writes; every rank returns once it is complete.
         ``cladec.json`` records the weights' SHA-256 (``weights_sha256``), which :func:`cladec.load` checks.
 
         Args:
@@ -345,12 +347,16 @@ class DecoderExplainer(FitMixin):
 
         cfg = self.config()
         tensors = self.state_tensors()
-        with atomic_dir(path, "cladec.json", "saved explainer") as tmp:
-            save_tensors(tmp / "weights.safetensors", tensors)
-            # the weights' identity: cladec.load refuses weights changed or replaced since (one flipped byte, or
-            # another save's weights copied in)
-            cfg["weights_sha256"] = file_sha256(tmp / "weights.safetensors")
-            write_json(tmp / "cladec.json", cfg)
+
+        def write() -> None:
+            with atomic_dir(path, "cladec.json", "saved explainer") as tmp:
+                save_tensors(tmp / "weights.safetensors", tensors)
+                # the weights' identity: cladec.load refuses weights changed or replaced since (one flipped byte,
+                # or another save's weights copied in)
+                cfg["weights_sha256"] = file_sha256(tmp / "weights.safetensors")
+                write_json(tmp / "cladec.json", cfg)
+
+        distributed.write_on_main(write)  # data-parallel: rank 0 writes, the others wait for it
 
     def __repr__(self) -> str:
         return (

@@ -14,6 +14,7 @@ from torch import nn
 from .._errors import ConfigError, DataError
 from ..data.adapt import Prepared
 from ..models.reinit import weight_marks
+from ..training import distributed
 from .base import DEFAULT_CACHE_BUDGET, DecoderExplainer
 
 __all__ = ["ClaDec"]
@@ -179,7 +180,7 @@ class ClaDec(DecoderExplainer):
         key = (x._version, self.layer, tuple(self.neurons or ()), weight_marks(self.model, buffers=True))
         if self._act_cache is not None and self._act_cache[0] is x and self._act_cache[1] == key:
             return self._act_cache[2]
-        act = self._place(self.encode(x))
+        act = self._place(distributed.gather_rows(self.encode, x))  # data-parallel: each rank encodes its share
         self._act_cache = (x, key, act)
         return act
 

@@ -33,6 +33,7 @@ from ..data.dataset import ImageDataset
 from ..data.lazy import LazyImageDataset
 from ..data.recorded import recorded_dataset_name
 from ..normalize import check_input_norm
+from ..training import distributed
 from ._registry import create_model, list_models
 from .factory import check_state_dict_fits, load_user_model
 from .sources import build_library_model, library_source, load_model
@@ -104,7 +105,8 @@ def save_classifier(
         history: the dict returned by :func:`train_classifier`.
 
     Returns:
-        The checkpoint directory as a ``Path``.
+        The checkpoint directory as a ``Path``. Under ``torch.distributed`` only rank 0 writes; every rank returns
+        once the files are complete.
 
     Examples:
         >>> from cladec.models import create_model
@@ -143,10 +145,14 @@ def save_classifier(
         "history": dict(history) if history is not None else {},
         "cladec_version": __version__,
     }
-    directory.mkdir(parents=True, exist_ok=True)
-    save_tensors(directory / WEIGHTS_FILE, model.state_dict())
-    info["weights_sha256"] = file_sha256(directory / WEIGHTS_FILE)
-    write_json(directory / INFO_FILE, info)
+
+    def write() -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        save_tensors(directory / WEIGHTS_FILE, model.state_dict())
+        info["weights_sha256"] = file_sha256(directory / WEIGHTS_FILE)
+        write_json(directory / INFO_FILE, info)
+
+    distributed.write_on_main(write)  # data-parallel: rank 0 writes, the others wait for it
     return directory
 
 

@@ -29,6 +29,7 @@ from ..data.lazy import LazyImageDataset
 from ..data.load import check_trainable, load_dataset
 from ..data.sizes import check_dataset_fits
 from ..normalize import InputNorm, model_input_norm
+from ..training import distributed
 from ..training.engine import Engine, EngineConfig
 from ..training.options import compile_mode, make_optimizer
 from ._registry import create_model
@@ -203,6 +204,7 @@ def train_classifier(
             compile=compile,
             amp=amp,
         )
+    distributed.refuse("training a classifier on streamed data or with fast=False (the plain loop)")
     gen = torch.Generator()
     gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)

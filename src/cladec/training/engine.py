@@ -22,6 +22,10 @@ from the plain path's by bf16 rounding:
   order; on CUDA their steps are captured in one graph, each on its own stream, so the GPU runs their
   small kernels side by side. Without stochastic layers each task's result equals its separate fit.
 * ``fast=False``: a plain eager loop that reads the loss after every step (for debugging).
+* Data-parallel: with a ``torch.distributed`` group of several ranks (``torchrun``) each rank trains on its slice of
+  every global batch inside DDP and the epoch records are all-reduced (:mod:`cladec.training.distributed`).
+* ``checkpoint=``: the state after every epoch is saved, and a run with the same file resumes from it
+  (:mod:`cladec.training.resume`).
 
 Each epoch's record is the mean over its images: every step's losses are weighted by its batch size
 (a short last batch counts for its images only), on every path. A non-finite loss stops training with
@@ -30,8 +34,10 @@ Each epoch's record is the mean over its images: every step's losses are weighte
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +47,8 @@ from torch import nn
 
 from .._checks import seed as check_seed
 from .._errors import TrainingError
+from . import distributed as ddp
+from . import resume
 from .in_memory import InMemorySteps
 from .options import check_amp, check_compile, step_decay_epochs
 from .schedule import LrSchedule, Recipe
@@ -71,6 +79,7 @@ class EngineConfig:
     shuffle: bool = True
     recipe: Recipe | None = None  # a scheduled recipe: the learning rate is set before every step (schedule.py)
     epoch_steps: int | None = None  # streamed batches: steps per epoch when known (for the recipe's schedule)
+    checkpoint: str | os.PathLike | None = None  # epoch checkpoints: written after each epoch, resumed from (resume)
 
     def __post_init__(self) -> None:
         self.compile = check_compile(self.compile, self.fast)  # type: ignore[assignment]  # from now on: a mode or None
@@ -82,6 +91,7 @@ class EngineResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     steps: int = 0
+    resumed_from: int = 0  # epochs a checkpoint had done before this run
 
 
 @dataclass
@@ -117,6 +127,7 @@ class _State:
         self.stream: torch.cuda.Stream | None = None
         self.tensors: Mapping[str, torch.Tensor] = {}
         self.static: dict[str, torch.Tensor] = {}  # graph inputs copied from host memory before each replay
+        self.ddp: nn.Module | None = None  # the loss through DistributedDataParallel, when training data-parallel
         self.result = EngineResult()
 
 
@@ -182,7 +193,7 @@ class Engine(InMemorySteps):
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=False)
 
     def _compute(self, s: _State, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        fn = s.task.loss_fn
+        fn = s.ddp if s.ddp is not None else s.task.loss_fn
         if s.compiled is not None:
             size = next(iter(batch.values())).shape[0]
             if self._full_batch is None:
@@ -257,18 +268,25 @@ class Engine(InMemorySteps):
                 )
             n = lengths.pop()
         t0 = time.perf_counter()
+        rank, size = ddp.world()
+        self._batch = self._check_world(size)
         self._graph: torch.cuda.CUDAGraph | None = None
         self._graph_grads = False
         self._graph_lr_dirty = False
         # compiled steps: one more eager step before the capture's own warm-up step, so that a recompile caused by
         # state the first call sets (e.g. the input normalisation's device copies) happens outside the capture,
         # where compiling is allowed (inside it failed on CUDA: "operation not permitted when stream is capturing")
-        self._warmup_rounds = 1 if (cfg.compile and cfg.fast) else 0
+        self._warmup_rounds = 1 if (cfg.compile and cfg.fast and size == 1) else 0
         self._states = states = [_State(t) for t in self.tasks]
         gen = torch.Generator()
         # seed None: a new order each run, drawn from the global generator
         # (torch.initial_seed() is constant in a process)
-        gen.manual_seed(cfg.seed if cfg.seed is not None else int(torch.randint(0, 2**62, ()).item()))
+        if size > 1:  # one order on every rank; each rank's own draws (dropout) from a seed of its own
+            order_seed = ddp.same_seed(cfg.seed)
+            torch.manual_seed(ddp.rank_seed(order_seed, rank))
+        else:
+            order_seed = cfg.seed if cfg.seed is not None else int(torch.randint(0, 2**62, ()).item())
+        gen.manual_seed(order_seed)
         modules = [m for t in self.tasks for m in t.train_modules]
         modes = [[(mod, mod.training) for mod in m.modules()] for m in modules]
         for m in modules:
@@ -279,7 +297,7 @@ class Engine(InMemorySteps):
         for s in states:
             s.compiled = (
                 torch.compile(s.task.loss_fn, mode=cfg.compile)  # type: ignore[arg-type]  # a mode: check_compile's
-                if (cfg.compile and cfg.fast)
+                if (cfg.compile and cfg.fast and size == 1)
                 else None
             )
         self._full_batch = cfg.batch_size if tensors is not None else None  # a loader's: its first batch's size
@@ -291,10 +309,11 @@ class Engine(InMemorySteps):
             steps_per_epoch = math.ceil(n / cfg.batch_size)
         else:
             steps_per_epoch = None
+        stack = contextlib.ExitStack()
         bar = tqdm(
             total=cfg.epochs * steps_per_epoch if steps_per_epoch else None,
             desc=cfg.desc,
-            disable=not cfg.verbose,
+            disable=not cfg.verbose or rank != 0,
             leave=True,
             dynamic_ncols=True,
             unit="step",
@@ -305,13 +324,20 @@ class Engine(InMemorySteps):
         graph_lr = self.device if (cfg.fast and cfg.cuda_graph and self.on_cuda) else None  # a tensor rate there
         self._sched = LrSchedule(cfg.recipe, opts, total, graph_lr) if cfg.recipe is not None else None
         try:
+            if size > 1:  # the trained modules inside DDP; parameters no optimiser updates take no part
+                for s in states:
+                    params = [p for g in s.task.optimizer.param_groups for p in g["params"]]
+                    stack.enter_context(ddp.trainable_only(s.task.train_modules, params))
+                    s.ddp = ddp.ddp_loss(s.task.train_modules, s.task.loss_fn, self.device)
             if cfg.fast and self.on_cuda and CUDNN_BENCHMARK and not _deterministic():
                 torch.backends.cudnn.benchmark = True
-            for epoch in range(cfg.epochs):
+            for epoch in range(self._resume(gen, n), cfg.epochs):
                 t_epoch = time.perf_counter()
                 if tensors is not None:
                     assert n is not None
                     order = torch.randperm(n, generator=gen) if cfg.shuffle else torch.arange(n)
+                    if size > 1:  # this rank's slice of every global batch
+                        order = ddp.shard_order(order, cfg.batch_size, rank, size)[0]
                     losses, sizes = self._epoch_tensors(order, epoch, bar)
                 else:
                     rows, sizes = self._epoch_batches(batches(), epoch, bar)  # type: ignore[misc]  # given: no tensors
@@ -323,7 +349,9 @@ class Engine(InMemorySteps):
                 weights = sizes.double().unsqueeze(1)  # per-image means: each step weighted by its batch size
                 for s, lo in zip(states, losses, strict=True):
                     self._check_finite(s, lo, epoch)
-                    mean = ((lo.double() * weights).sum(0) / weights.sum()).tolist()
+                    # summed over the ranks when data-parallel (every rank then records the same figures)
+                    sums = ddp.all_reduce_sum(torch.cat([(lo.double() * weights).sum(0), weights.sum().view(1)]))
+                    mean = (sums[:-1] / sums[-1]).tolist()
                     rec = {"epoch": epoch + 1, "lr": self._lr(s.task.optimizer), "seconds": seconds}
                     rec.update({k: float(v) for k, v in zip(s.parts, mean, strict=True)})
                     if s.task.on_epoch_end is not None:
@@ -335,12 +363,24 @@ class Engine(InMemorySteps):
                     self._sched.set_total(losses[0].shape[0] * cfg.epochs)  # streamed: known after an epoch
                 if self._set_lr_decay(epoch):
                     self._graph_lr_dirty = True
+                if cfg.checkpoint is not None:  # what the next epoch starts from (rank 0 writes)
+                    done = [(s.task.train_modules, s.task.optimizer, s.result.history, s.result.steps) for s in states]
+                    resume.save_checkpoint(cfg.checkpoint, self._resume_key, epoch + 1, gen, done)
                 if cfg.verbose:
                     bar.set_postfix(post, refresh=False)
                     bar.set_description(f"{cfg.desc} epoch {epoch + 1}/{cfg.epochs}")
+            if size > 1:  # every rank ends with rank 0's BatchNorm statistics (the ones rank 0 saves)
+                ddp.broadcast_buffers(modules)
         finally:
             torch.backends.cudnn.benchmark = bench_was
             bar.close()
+            if size > 1:
+                stack.close()
+                for s in states:
+                    s.ddp = None
+                    for m in s.task.train_modules:  # the gradients are views of DDP's buckets: let them go
+                        for p in m.parameters():
+                            p.grad = None
             if self.on_cuda:
                 torch.cuda.synchronize(self.device)
             self._graph = None
@@ -351,6 +391,41 @@ class Engine(InMemorySteps):
         for s in states:
             s.result.seconds = seconds
         return [s.result for s in states]
+
+    def _resume(self, gen: torch.Generator, n: int | None) -> int:
+        """Load ``config.checkpoint`` when it holds a fit of these settings; returns the epochs it had done."""
+        cfg = self.cfg
+        if cfg.checkpoint is None:
+            return 0
+        tasks = [t.name for t in self.tasks]
+        self._resume_key: dict[str, object] = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, images=n, tasks=tasks)
+        self._resume_key.update(seed=cfg.seed, lr_decay=cfg.lr_decay, recipe=cfg.recipe.name if cfg.recipe else "paper")
+        state = resume.load_checkpoint(cfg.checkpoint, self._resume_key)
+        if state is None:
+            return 0
+        resume.restore(state, [(s.task.train_modules, s.task.optimizer) for s in self._states])
+        gen.set_state(state["generator"])
+        if ddp.world()[1] == 1:  # data-parallel: each rank's own draws come from its seed (set in run_all)
+            torch.set_rng_state(state["rng"])
+        for s, saved in zip(self._states, state["tasks"], strict=True):
+            s.result.history, s.result.steps = list(saved["history"]), int(saved["steps"])
+            s.result.resumed_from = int(state["epoch"])
+        if self._sched is not None:  # the recipe's schedule goes on from the steps done (and their count per epoch)
+            steps = self._states[0].result.steps
+            total = steps // int(state["epoch"]) * cfg.epochs if state["epoch"] else None
+            self._sched.resume([t.optimizer for t in self.tasks], steps, total)
+        return int(state["epoch"])
+
+    def _check_world(self, size: int) -> int:
+        """This rank's batch size: the global ``batch_size`` over ``size`` ranks (which it must be a multiple of);
+        a one-line notice when CUDA graphs or ``torch.compile`` are switched off for data-parallel training."""
+        cfg = self.cfg
+        if size == 1:
+            return cfg.batch_size
+        batch = ddp.local_batch(cfg.batch_size, size)
+        if cfg.fast and (cfg.compile or (cfg.cuda_graph and self.on_cuda)):
+            ddp.notice(f"data-parallel over {size} ranks: CUDA graphs and torch.compile are off for this fit")
+        return batch
 
     def _postfix_items(self, s: _State, rec: Mapping[str, float]) -> dict[str, str]:
         if len(self.tasks) == 1:

@@ -32,6 +32,7 @@ class InMemorySteps:
     _graph_grads: bool
     _graph_lr_dirty: bool
     _warmup_rounds: int
+    _batch: int  # this rank's batch size (the configured one over the number of ranks)
 
     if TYPE_CHECKING:  # defined by Engine
 
@@ -65,7 +66,7 @@ class InMemorySteps:
         """One epoch over in-memory tensors; returns each task's per-step loss rows and the steps' batch sizes."""
         cfg = self.cfg
         states = self._states
-        B = cfg.batch_size
+        B = self._batch
         n = order.numel()
         # a last batch of one image would break BatchNorm in train mode: it is skipped (as a DataLoader
         # with drop_last would for that batch only)
@@ -78,6 +79,7 @@ class InMemorySteps:
             cfg.fast
             and cfg.cuda_graph
             and self.on_cuda
+            and B == cfg.batch_size  # not data-parallel: DDP's all-reduce runs between backward and step
             and all(v.device == self.device or v.device.type == "cpu" for s in states for v in s.tensors.values())
         )
         self._order = order

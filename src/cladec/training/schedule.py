@@ -199,6 +199,19 @@ class LrSchedule:
         #: whether a float learning rate changed at the last step (a CUDA graph that baked it must be captured again)
         self.float_changed = False
 
+    def resume(self, optimizers: Sequence[torch.optim.Optimizer], count: int, total: int | None) -> None:
+        """Go on after ``count`` steps of a resumed fit, whose optimisers' state (and param groups) was loaded.
+
+        The peaks stay those this schedule started with (a loaded group holds the last step's rate, not its peak).
+        """
+        devices = [g["lr"].device for g in self.groups if isinstance(g["lr"], torch.Tensor)]
+        self.groups = [g for opt in optimizers for g in opt.param_groups]
+        for g in self.groups if devices else []:  # a tensor rate (CUDA graphs) is one again, on the same device
+            g["lr"] = torch.tensor(float(g["lr"]), dtype=torch.float32, device=devices[0])
+        self.count = count
+        if total is not None:
+            self.set_total(total)
+
     def set_total(self, total: int) -> None:
         """Set the number of all steps once known."""
         if self.total is None:
