@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.core import COLLAPSE_OK
+from helpers.core import COLLAPSE_OK, png_size
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,6 +85,36 @@ def test_data_memory_quick_run_prints_lazy_and_in_memory_rows(data_root, tmp_pat
     assert all(r["rss_mb"] > 0 and r["images_per_s"] > 0 for r in rows) and rows[0]["workers_rss_mb"] > 0
     assert "| lazy | 256 | 2 |" in out and "| in memory | 128 | 0 |" in out
     assert len(list((tmp_path / "f" / "train").rglob("*.jpg"))) == 256
+
+
+def test_time_to_quality_smoke_run_prints_the_ratio_table_and_a_png_per_recipe(
+    data_root, tmp_path, capsys, one_torch_thread
+):
+    """`benchmarks/time_to_quality.py` at toy settings: both recipes fitted, the targets, the table, the PNGs."""
+    bench = _script("time_to_quality")
+    argv = [
+        "--data-root",
+        str(data_root),
+        "--limit",
+        "128",
+        "--test-limit",
+        "32",
+        "--width",
+        "0.25",
+        "--batch-size",
+        "32",
+    ]
+    argv += ["--clf-epochs", "1", "--paper-epochs", "1", "--budgets", "paper=1", "fast=1", "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| kind | target (paper, 1 ep) | paper: time | fast: time (epochs) | ratio |" in out
+    assert "| cladec | MSE ≤ " in out and "| refae | MSE ≤ " in out and "paper 1 ep:" in out
+    for recipe in ("paper", "fast"):
+        assert png_size(tmp_path / f"time_to_quality_{recipe}.png")[0] > 100
+    target = {"mse": 0.03, "acc": 0.8}
+    points = [{"epochs": 1, "mse": 0.04, "acc": 0.9}, {"epochs": 2, "mse": 0.03, "acc": 0.79}]
+    assert bench.time_to_quality(points, target, 0.0) is None  # the MSE, then the accuracy is missed
+    assert bench.time_to_quality(points, target, 0.02)["epochs"] == 2
 
 
 @COLLAPSE_OK  # 256 images, one epoch: a smoke run of the speed table, not of what the decoders learn

@@ -228,6 +228,7 @@ RUN = Obj(
         "refae_epochs": Null(integer(1)),
         "batch_size": Null(integer(1)),
         "lr": Null(number()),
+        "recipe": Null(STRING),
         "seed": Null(integer()),
         "decoder_arch": one_of("auto", "paper", "scaled"),
         "metrics": OBJECT,

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEMO_SETTINGS", "BASELINE_METHODS", "DEFAULT_METHODS", "DEFAULT_ALPHAS"]
+__all__ = ["DEMO_SETTINGS", "BASELINE_METHODS", "DEFAULT_METHODS", "DEFAULT_ALPHAS", "RECIPE_NAMES"]
+
+#: The named training recipes of the explainers' fits (``cladec.training.schedule.RECIPES``; torch-free here
+#: for the command line's choices).
+RECIPE_NAMES = ("paper", "fast")
 
 #: Default settings, full and ``quick``. Sized by measurement on 2 CPU cores (see the README).
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {

@@ -59,8 +59,8 @@ from .data.load import load_dataset
 from .data.recorded import data_root_for, load_recorded_dataset, recorded_dataset_name, same_dataset
 from .data.sizes import check_dataset_fits
 from .explainers.cladec import ClaDec
-from .explainers.fitting import fit_together
 from .explainers.refae import RefAE
+from .explainers.together import fit_together
 from .explanation import Explanation, explain
 from .models.roles import ROLES, default_layers
 from .models.spec import (
@@ -75,6 +75,7 @@ from .models.spec import (
 from .persistence import load
 from .training import distributed
 from .training.options import compile_mode
+from .training.schedule import resolve_recipe
 
 __all__ = ["Run", "fit_run", "load_run", "explain_run"]
 
@@ -161,7 +162,7 @@ def fit_run(
     refae: bool = True,
     refae_epochs: int | None = None,
     batch_size: int = 128,
-    lr: float = 3e-4,
+    lr: float | None = None,
     seed: int = 0,
     size: int | None = None,
     limit: int | None = None,
@@ -178,6 +179,7 @@ def fit_run(
     pretrained: bool = False,
     lazy: bool = False,
     workers: int = 0,
+    recipe: str = "paper",
     resume: bool = False,
 ) -> Run:
     """Fit ClaDec (and its RefAE) for one layer of a classifier and save them as a run directory.
@@ -199,7 +201,7 @@ def fit_run(
         epochs: ClaDec epochs; ``refae_epochs`` (default: the same) for the RefAE (only with ``refae=True``).
         refae: Also fit the RefAE (with the same epochs, both at once: :func:`cladec.fit_together`).
         batch_size: Training batch size.
-        lr: Learning rate.
+        lr: Learning rate (default: the recipe's; the peak of a scheduled one).
         seed: Seed of initialisation and shuffling.
         size: Resize images to ``size`` (e.g. 32 as in the paper); default: the size the classifier was trained
             at when its checkpoint records it (also for another data set: the classifier expects that size),
@@ -221,6 +223,7 @@ def fit_run(
             with the number of images; the ``test_limit`` test images are decoded for the metrics. Recorded in
             ``run.json`` (``dataset.lazy``), so ``cladec explain`` decodes only the images it draws.
         workers: DataLoader worker processes that decode the lazily read images (:meth:`ClaDec.fit`).
+        recipe: The training recipe of both fits (:meth:`ClaDec.fit`): ``"paper"`` or ``"fast"``; in ``run.json``.
         resume: Write an epoch checkpoint of the fit to ``<out>.checkpoint/`` after every epoch and, when one of an
             interrupted fit with the same settings is there, continue from it (:mod:`cladec.training.resume`; also
             on another number of ranks); the folder is removed once the run directory is written.
@@ -262,6 +265,7 @@ def fit_run(
         num_classes=num_classes,
         pretrained=pretrained,
     )
+    resolve_recipe(recipe)  # an unknown name is refused before any work
     if not refae and refae_epochs is not None:
         raise ConfigError("refae_epochs sets the RefAE's epochs, but refae=False fits no RefAE; drop one of them")
     dev = checked_device(device, "device")
@@ -310,7 +314,7 @@ def fit_run(
     )
     r = RefAE.like(e, init_seed=seed) if refae else None
     kw: dict[str, Any] = dict(batch_size=batch_size, lr=lr, seed=seed, verbose=verbose, fast=fast, compile=compile)
-    kw["workers"] = workers
+    kw.update(workers=workers, recipe=recipe)
     ckpt = out.parent / f"{out.name}.checkpoint"  # epoch checkpoints (resume=True)
 
     def checkpoint(name: str) -> Path | None:
@@ -352,7 +356,8 @@ def fit_run(
         "epochs": epochs,
         "refae_epochs": (refae_epochs or epochs) if refae else None,
         "batch_size": batch_size,
-        "lr": lr,
+        "lr": e.fit_config["lr"],  # the recipe's when not given
+        "recipe": e.fit_config["recipe"],
         "seed": seed,
         "fast": fast,
         "compile": compile_mode(compile) if fast else None,  # the plain path compiles nothing

@@ -40,6 +40,7 @@ TESTS = [
     "tests/models/test_real_models.py",
     "tests/data/test_lazy.py::test_cli_fit_of_5000_lazily_read_images_converges_with_bounded_memory",
     "tests/test_decoder_scaled.py::test_cli_fit_records_decoder_and_a_real_64px_fit_converges",
+    "tests/training/test_recipe.py::test_fast_recipe_converges_where_the_paper_recipe_does_not",
 ]
 
 

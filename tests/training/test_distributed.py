@@ -220,11 +220,11 @@ def test_sweep_and_its_evaluation_classifiers_on_two_ranks(runs, data_root):
     assert not list(out.rglob("*.tmp"))
 
 
-def test_an_interrupted_fit_on_two_ranks_resumes_in_one_process(runs, data_root, tmp_path, one_torch_thread):
+def test_an_interrupted_fit_on_two_ranks_resumes_in_one_process(runs, data_root, tmp_path, capsys, one_torch_thread):
+    """Interrupted by SIGTERM after its epoch-1 checkpoint, a 2-rank fit is resumed by `cladec fit --resume`."""
     import signal
 
-    from cladec import ConfigError
-    from cladec.runs import fit_run
+    from cladec.runs import load_run
 
     base, _, _ = runs
     out = tmp_path / "run"
@@ -241,11 +241,13 @@ def test_an_interrupted_fit_on_two_ranks_resumes_in_one_process(runs, data_root,
     finally:
         proc.kill()
     assert ckpt.is_file() and not out.exists(), "interrupted after its first epoch, before the run was written"
-    kw = dict(classifier_dir=base / "clf1", dataset="fashion-mnist", data_root=str(data_root), layer="conv3")
-    kw.update(epochs=2, limit=1024, test_limit=500, lr=1e-3, seed=int(s), verbose=False, resume=True)
-    with pytest.raises(ConfigError, match="batch_size 64 there, 32 now"):
-        fit_run(out, batch_size=32, **kw)
-    run = fit_run(out, batch_size=64, **kw)  # one process, from the checkpoint of two ranks
+    argv = ["fit", "--model", str(base / "clf1"), "--dataset", "fashion-mnist", "--data-root", str(data_root)]
+    argv += ["--layer", "conv3", "--epochs", "2", "--limit", "1024", "--test-limit", "500", "--lr", "1e-3"]
+    argv += ["--seed", s, "--out", str(out), "--resume", "-q"]
+    assert main([*argv, "--batch-size", "32"]) == 2  # the command line, in this one process
+    assert "batch_size 64 there, 32 now" in capsys.readouterr().err and ckpt.is_file() and not out.exists()
+    assert main([*argv, "--batch-size", "64"]) == 0  # resumed from the checkpoint of two ranks
+    run = load_run(out)
     assert run.cladec.fit_config["resumed_from_epoch"] == 1 and not ckpt.parent.exists()
     assert [h["epoch"] for h in run.cladec.history] == [1, 2]
     # equals the uninterrupted fit of one process (run1): ClaDec to the float-sum tolerance above

@@ -43,7 +43,13 @@ def register(subparsers: Any) -> None:
     t.add_argument("--size", type=pos_int, default=None, help="resize images to SIZE×SIZE (the paper uses 32)")
     t.add_argument("--limit", type=pos_int, default=None, help="use the first N training images")
     t.add_argument("--test-limit", type=pos_int, default=None, help="use the first N test images")
-    t.add_argument("--batch-size", type=pos_int, default=128, help="batch size (default: 128)")
+    t.add_argument(
+        "--batch-size",
+        type=pos_int,
+        default=128,
+        help="batch size (default: 128); under torchrun the global batch, split over the ranks "
+        "(a multiple of their number)",
+    )
     t.add_argument("--lr", type=learning_rate, default=0.1, help="initial SGD learning rate (default: 0.1)")
     t.add_argument("--width", type=pos_float, default=None, help="channel width multiplier (default: 1.0)")
     t.add_argument(

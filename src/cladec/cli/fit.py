@@ -14,13 +14,13 @@ from ._args import (
     add_model_source,
     alpha_value,
     importable_cwd,
-    learning_rate,
     parse_device,
     parse_input_norm,
     parse_neurons,
     pos_int,
 )
 from ._data_args import add_lazy_options
+from ._train_options import add_train_options
 
 __all__ = ["register", "cmd_fit"]
 
@@ -74,22 +74,7 @@ def register(subparsers: Any) -> None:
     )
     f.add_argument("--limit", type=pos_int, help="use the first N training images")
     f.add_argument("--test-limit", type=pos_int, default=2000, help="test images for the metrics (default: 2000)")
-    f.add_argument("--batch-size", type=pos_int, default=128, help="batch size (default: 128)")
-    f.add_argument("--lr", type=learning_rate, default=3e-4, help="Adam learning rate (default: 3e-4)")
-    f.add_argument("--decoder-norm", choices=["batch"], help="normalisation in the decoder (default: none)")
-    arch_help = "decoder: the paper's, or scaled (1×1 reduction, halving widths); auto: paper up to 32 px (default)"
-    f.add_argument(
-        "--decoder", dest="decoder_arch", choices=["auto", "paper", "scaled"], default="auto", help=arch_help
-    )
-    f.add_argument(
-        "--compile",
-        nargs="?",
-        const="default",
-        metavar="MODE",
-        choices=["default", "max-autotune-no-cudagraphs"],
-        help="torch.compile the training losses: faster epochs after a compile of several seconds "
-        "per model (worth it for long fits on a GPU); MODE: default or max-autotune-no-cudagraphs",
-    )
+    add_train_options(f)
     add_lazy_options(f)
     add_common(f)
     f.set_defaults(func=cmd_fit)
@@ -116,6 +101,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     importable_cwd()  # --factory PKG.MOD:FN imports the user's module from here
     settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root lazy".split()
     settings += "factory weights factory_kwargs num_classes pretrained decoder_norm decoder_arch layout workers".split()
+    settings += ["recipe", "resume"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
         run = fit_run(

@@ -63,7 +63,9 @@ def register(subparsers: Any) -> None:
     s.add_argument("--size", type=pos_int, default=None, help="resize images (default: the classifier's size)")
     s.add_argument("--no-eval-classifier", action="store_true", help="skip the evaluation classifiers")
     s.add_argument("--eval-epochs", type=pos_int, default=None, help="epochs of the evaluation classifiers")
-    s.add_argument("--batch-size", type=pos_int, default=128, help="decoder batch size (128)")
+    s.add_argument(
+        "--batch-size", type=pos_int, default=128, help="decoder batch size (128; under torchrun the global batch)"
+    )
     s.add_argument("--lr", type=learning_rate, default=3e-4, help="decoder learning rate (3e-4)")
     s.add_argument("--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder")
     arch_help = "decoder architecture (auto: the paper's up to 32 px, else scaled)"

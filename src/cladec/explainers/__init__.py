@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from .base import DEFAULT_CACHE_BUDGET
 from .cladec import ClaDec
-from .fitting import CollapseWarning, fit_together
+from .fitting import CollapseWarning
 from .refae import RefAE
+from .together import fit_together
 
 __all__ = [
     "ClaDec",

@@ -51,6 +51,8 @@ from . import distributed as ddp
 from . import resume
 from .in_memory import InMemorySteps
 from .options import check_amp, check_compile, step_decay_epochs
+from .schedule import LrSchedule, Recipe
+from .schedule import steps_per_epoch as count_steps
 
 LossFn = Callable[[Mapping[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -75,6 +77,8 @@ class EngineConfig:
     seed: int | None = None
     lr_decay: str | None = None  # None or "step"
     shuffle: bool = True
+    recipe: Recipe | None = None  # a scheduled recipe: the learning rate is set before every step (schedule.py)
+    epoch_steps: int | None = None  # streamed batches: steps per epoch when known (for the recipe's schedule)
     checkpoint: str | os.PathLike | None = None  # epoch checkpoints: written after each epoch, resumed from (resume)
 
     def __post_init__(self) -> None:
@@ -217,6 +221,12 @@ class Engine(InMemorySteps):
             return True
         return False
 
+    def _lr_step(self) -> None:
+        """Set the recipe's learning rate of the next step (nothing for a constant recipe)."""
+        if self._sched is not None:
+            self._sched.step()
+            self._graph_lr_dirty |= self._sched.float_changed  # a float rate is baked into a graph: capture again
+
     @staticmethod
     def _lr(opt: torch.optim.Optimizer) -> float:
         lr = opt.param_groups[0]["lr"]
@@ -308,6 +318,11 @@ class Engine(InMemorySteps):
             dynamic_ncols=True,
             unit="step",
         )
+        per_epoch = count_steps(n, cfg.batch_size) if n is not None else cfg.epoch_steps
+        opts = [t.optimizer for t in self.tasks]
+        total = per_epoch * cfg.epochs if per_epoch else None
+        graph_lr = self.device if (cfg.fast and cfg.cuda_graph and self.on_cuda) else None  # a tensor rate there
+        self._sched = LrSchedule(cfg.recipe, opts, total, graph_lr) if cfg.recipe is not None else None
         try:
             if size > 1:  # the trained modules inside DDP; parameters no optimiser updates take no part
                 for s in states:
@@ -344,6 +359,8 @@ class Engine(InMemorySteps):
                     s.result.history.append(rec)
                     s.result.steps += lo.shape[0]
                     post.update(self._postfix_items(s, rec))
+                if self._sched is not None:
+                    self._sched.set_total(losses[0].shape[0] * cfg.epochs)  # streamed: known after an epoch
                 if self._set_lr_decay(epoch):
                     self._graph_lr_dirty = True
                 if cfg.checkpoint is not None:  # what the next epoch starts from (rank 0 writes)
@@ -382,7 +399,7 @@ class Engine(InMemorySteps):
             return 0
         tasks = [t.name for t in self.tasks]
         self._resume_key: dict[str, object] = dict(epochs=cfg.epochs, batch_size=cfg.batch_size, images=n, tasks=tasks)
-        self._resume_key.update(seed=cfg.seed, lr_decay=cfg.lr_decay)
+        self._resume_key.update(seed=cfg.seed, lr_decay=cfg.lr_decay, recipe=cfg.recipe.name if cfg.recipe else "paper")
         state = resume.load_checkpoint(cfg.checkpoint, self._resume_key)
         if state is None:
             return 0
@@ -393,6 +410,10 @@ class Engine(InMemorySteps):
         for s, saved in zip(self._states, state["tasks"], strict=True):
             s.result.history, s.result.steps = list(saved["history"]), int(saved["steps"])
             s.result.resumed_from = int(state["epoch"])
+        if self._sched is not None:  # the recipe's schedule goes on from the steps done (and their count per epoch)
+            steps = self._states[0].result.steps
+            total = steps // int(state["epoch"]) * cfg.epochs if state["epoch"] else None
+            self._sched.resume([t.optimizer for t in self.tasks], steps, total)
         return int(state["epoch"])
 
     def _check_world(self, size: int) -> int:
@@ -434,6 +455,7 @@ class Engine(InMemorySteps):
             if i > 0 and size == 1:
                 continue  # a last batch of one image would break BatchNorm in train mode (as in _epoch_tensors)
             batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            self._lr_step()
             row = self._eager_step(s, batch)
             rows.append(row)
             sizes.append(size)

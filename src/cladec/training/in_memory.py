@@ -44,6 +44,8 @@ class InMemorySteps:
 
         def _postfix(self, bar, rows: list[torch.Tensor]) -> None: ...
 
+        def _lr_step(self) -> None: ...
+
     def _host_rows(self, v: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """Rows ``idx`` of a host tensor, in pinned memory when training on CUDA (for an async copy)."""
         b = v.index_select(0, idx)
@@ -86,6 +88,7 @@ class InMemorySteps:
         done = 0
         for i in range(steps):
             lo, hi = i * B, min((i + 1) * B, n)
+            self._lr_step()  # the recipe's learning rate (outside the graph: a tensor rate is updated in place)
             if use_graph and hi - lo == B:
                 rows = self._graph_step(lo, hi)
             else:

@@ -111,7 +111,9 @@ def make_optimizer(
     raise ValueError(f"unknown optimiser {kind!r}")
 
 
-def check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast=True, seed=None) -> None:
+def check_fit_args(
+    epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast=True, seed=None, recipe=None
+) -> None:
     """Refuse a bad setting of an explainer's fit (ConfigError) before any work."""
     _checks.seed(seed, "seed", optional=True)  # torch.manual_seed would fail with an overflow traceback
     _checks.positive_int("epochs", epochs)
@@ -128,4 +130,6 @@ def check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, co
     _checks.positive_int("batch_size", batch_size)
     if lr_decay not in (None, "step"):
         raise ConfigError(f"lr_decay must be None or 'step', got {lr_decay!r}")
+    if lr_decay is not None and recipe is not None and recipe.scheduled:
+        raise ConfigError(f"lr_decay={lr_decay!r} and recipe {recipe.name!r} both set the learning rate; use one")
     check_compile(compile, fast)  # a bad value is an error before any work

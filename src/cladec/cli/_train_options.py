@@ -1,0 +1,54 @@
+"""``cladec fit``'s training options: batch size, learning rate and recipe, the decoder's kind, compiling."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..defaults import RECIPE_NAMES
+from ._args import learning_rate, pos_int
+
+__all__ = ["add_train_options"]
+
+
+def add_train_options(f: argparse.ArgumentParser) -> None:
+    """Add ``--batch-size``, ``--lr``, ``--recipe``, ``--decoder-norm``, ``--decoder``, ``--compile`` and ``--resume``.
+
+    Examples:
+        >>> p = argparse.ArgumentParser(); add_train_options(p)
+        >>> p.parse_args(["--recipe", "fast"]).recipe, p.parse_args([]).lr, p.parse_args(["--resume"]).resume
+        ('fast', None, True)
+    """
+    batch_help = (
+        "batch size (default: 128); under torchrun the global batch, split over the ranks (a multiple of their number)"
+    )
+    f.add_argument("--batch-size", type=pos_int, default=128, help=batch_help)
+    f.add_argument(
+        "--lr", type=learning_rate, help="Adam learning rate, the peak of a scheduled recipe (default: the recipe's)"
+    )
+    f.add_argument(
+        "--recipe",
+        choices=RECIPE_NAMES,
+        default="paper",
+        help="training recipe: paper (Adam 3e-4, constant, the authors'; default) or fast (Adam 3e-3 after a "
+        "linear warm-up over 5%% of the steps; see benchmarks/RESULTS.md); recorded in run.json",
+    )
+    f.add_argument("--decoder-norm", choices=["batch"], help="normalisation in the decoder (default: none)")
+    arch_help = "decoder: the paper's, or scaled (1×1 reduction, halving widths); auto: paper up to 32 px (default)"
+    f.add_argument(
+        "--decoder", dest="decoder_arch", choices=["auto", "paper", "scaled"], default="auto", help=arch_help
+    )
+    f.add_argument(
+        "--compile",
+        nargs="?",
+        const="default",
+        metavar="MODE",
+        choices=["default", "max-autotune-no-cudagraphs"],
+        help="torch.compile the training losses: faster epochs after a compile of several seconds "
+        "per model (worth it for long fits on a GPU); MODE: default or max-autotune-no-cudagraphs",
+    )
+    f.add_argument(
+        "--resume",
+        action="store_true",
+        help="write an epoch checkpoint to OUT.checkpoint/ after every epoch; run the same command again after an "
+        "interruption to go on from the last complete epoch (also on another number of ranks)",
+    )
