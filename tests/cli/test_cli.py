@@ -234,6 +234,27 @@ def test_fit_default_layer_alias_without_refae_compiled(clf_dir, tmp_path, capsy
     assert w > h > 50
 
 
+def test_fit_holds_out_validation_images_and_stops_at_until_mse(clf_dir, tmp_path, capsys):
+    """`--validation 0.2 --until-mse 0.2`: any fit that learns at all is below 0.2 after its first epoch (the
+    mean image's MSE on Fashion-MNIST is about 0.1), so both fits stop there; run.json says so and loads."""
+    from cladec.runs import load_run
+
+    out = tmp_path / "run-stop"
+    argv = ["fit", "--model", str(clf_dir), "--layer", "conv2", "--epochs", "5", "--limit", "600", "--test-limit"]
+    argv += ["100", "--data-root", str(DATA), "--lr", "3e-3", "--batch-size", "32", "--out", str(out), "-q"]
+    err = _error_of(capsys, [*argv, "--until-mse", "0.2"])
+    assert "until_mse stops on the MSE of held-out images: also give validation=" in err
+    assert "between 0 and 1" in _error_of(capsys, [*argv, "--validation", "2"])
+    assert main([*argv, "--validation", "0.2", "--until-mse", "0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert "cladec stopped after 1 epoch(s): val_mse" in printed and "refae stopped after 1 epoch(s)" in printed
+    run = load_run(out)  # run.json's new fields pass the schema
+    assert run.config["validation"] == 0.2 and run.config["until_mse"] == 0.2
+    assert run.config["epochs_run"] == {"cladec": 1, "refae": 1} and run.config["dataset"]["n_train"] == 600
+    assert run.cladec.fit_config["n_train"] == 480 and run.cladec.fit_config["n_val"] == 120
+    assert [sorted(h) for h in run.refae.history] == [["epoch", "loss", "lr", "mse", "seconds", "val_mse"]]
+
+
 def test_mnist_resized_to_32(tmp_path, cli_threads, capsys):
     clf = tmp_path / "clf32"
     assert (

@@ -37,11 +37,12 @@ def main() -> None:
             e.fit(data, epochs=1, batch_size=31, verbose=False)
         except cladec.ConfigError as err:
             print(f"refused: {err}", flush=True)
-        e.fit(data, epochs=1, batch_size=32, lr=1e-3, seed=int(seed), verbose=False)
+        # a held-out quarter: every rank records the same val_mse (and would take the same decision to stop)
+        e.fit(data, epochs=1, batch_size=32, lr=1e-3, seed=int(seed), verbose=False, validation=0.25)
         e.save(out)  # rank 0 writes; every rank returns once the folder is complete
         assert os.path.isfile(os.path.join(out, "cladec.json")), "the save is complete on every rank"
         # one write per line: two ranks share the pipe, and print() writes the text and its newline apart
-        sys.stdout.write(f"rank {rank}: losses {[round(h['loss'], 8) for h in e.history]}\n")
+        sys.stdout.write(f"rank {rank}: losses {[(round(h['loss'], 8), round(h['val_mse'], 8)) for h in e.history]}\n")
         sys.stdout.flush()
     else:  # a run directory: the fixture's `cladec fit` of run1 with epoch checkpoints (the test interrupts it),
         # or one whose data set rank 1 cannot find (a node without the data), fitting long enough to be stopped

@@ -183,7 +183,8 @@ def test_users_own_torchrun_script_fits_and_saves_on_rank_0(runs, data_root, tmp
     assert res.stdout.count("refused: batch_size is the global batch over all 2 ranks and must be a multiple of 2") == 2
     model, _ = load_classifier(base / "clf1")
     e = cladec.load(out, model)
-    assert e.fit_config["world_size"] == 2 and e.fitted
+    assert e.fit_config["world_size"] == 2 and e.fitted and e.fit_config["n_val"] == 128
+    assert "val_mse" in e.history[-1]
 
 
 def test_a_failing_rank_stops_every_rank_and_writes_nothing(runs, data_root, tmp_path):

@@ -7,11 +7,12 @@ import argparse
 from ..defaults import RECIPE_NAMES
 from ._args import learning_rate, pos_int
 
-__all__ = ["add_train_options"]
+__all__ = ["add_train_options", "fraction", "positive_float"]
 
 
 def add_train_options(f: argparse.ArgumentParser) -> None:
-    """Add ``--batch-size``, ``--lr``, ``--recipe``, ``--decoder-norm``, ``--decoder``, ``--compile`` and ``--resume``.
+    """Add ``--batch-size``, ``--lr``, ``--recipe``, ``--decoder-norm``, ``--decoder``, ``--compile``, ``--resume``,
+    ``--validation``, ``--until-mse`` and ``--patience``.
 
     Examples:
         >>> p = argparse.ArgumentParser(); add_train_options(p)
@@ -52,3 +53,56 @@ def add_train_options(f: argparse.ArgumentParser) -> None:
         help="write an epoch checkpoint to OUT.checkpoint/ after every epoch; run the same command again after an "
         "interruption to go on from the last complete epoch (also on another number of ranks)",
     )
+    stop = f.add_argument_group("held-out validation and stopping early")
+    stop.add_argument(
+        "--validation",
+        type=fraction,
+        metavar="FRACTION",
+        help="hold out this fraction of the training images (e.g. 0.1) and show their reconstruction MSE (val_mse) "
+        "after every epoch, in the progress bar and the history",
+    )
+    stop.add_argument(
+        "--until-mse",
+        type=positive_float,
+        metavar="MSE",
+        help="stop a fit after the first epoch whose val_mse is at most MSE (needs --validation; --epochs is then "
+        "the most it takes)",
+    )
+    stop.add_argument(
+        "--patience",
+        type=pos_int,
+        metavar="EPOCHS",
+        help="stop a fit once val_mse has not improved for EPOCHS epochs (needs --validation)",
+    )
+
+
+def fraction(text: str) -> float:
+    """argparse type: a fraction strictly between 0 and 1.
+
+    Examples:
+        >>> fraction("0.1")
+        0.1
+    """
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 such as 0.1, got {text!r}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number above 0.
+
+    Examples:
+        >>> positive_float("0.03")
+        0.03
+    """
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number such as 0.03, got {text!r}")
+    return v

@@ -101,7 +101,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     importable_cwd()  # --factory PKG.MOD:FN imports the user's module from here
     settings = "dataset layer alpha epochs refae_epochs batch_size lr seed size limit test_limit data_root lazy".split()
     settings += "factory weights factory_kwargs num_classes pretrained decoder_norm decoder_arch layout workers".split()
-    settings += ["recipe", "resume"]
+    settings += ["recipe", "resume", "validation", "until_mse", "patience"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CollapseWarning)  # reported below from run.json, in one line
         run = fit_run(
@@ -125,6 +125,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
             f"{m['accuracy_cladec']:.3f}" + (f", on RefAE's {m['accuracy_refae']:.3f}" if "accuracy_refae" in m else "")
         )
     print(line)
+    for kind, why in (run.config.get("stopped") or {}).items():
+        if why:
+            print(f"{kind} stopped after {run.config['epochs_run'][kind]} epoch(s): {why}")
     for kind, flag in run.config.get("collapsed", {}).items():
         if flag:
             print(

@@ -89,6 +89,9 @@ class FitMixin:
         amp: bool | None = None,
         workers: int = 0,
         recipe: str | Recipe = "paper",
+        validation: Any = None,
+        until_mse: float | None = None,
+        patience: int | None = None,
     ):
         """Train the decoder (and, for RefAE, the encoder).
 
@@ -124,6 +127,12 @@ class FitMixin:
                 (``load_dataset(..., lazy=True)``, always streamed); 0 decodes in this process.
             recipe: ``"paper"`` (Adam 3e-4, constant: the authors') or ``"fast"`` (3e-3 after a linear warm-up
                 over 5 % of the steps), or a :class:`cladec.training.Recipe` (:mod:`cladec.training.schedule`).
+            validation: Held-out images whose reconstruction MSE is recorded after every epoch (``val_mse`` in
+                :attr:`history` and the progress bar): a fraction of ``data`` such as ``0.1`` (drawn by ``seed``; not
+                trained on) or held-out data in any form ``data`` takes (:mod:`cladec.explainers.validation`).
+            until_mse: Stop after the first epoch whose ``val_mse`` is at most this (needs ``validation``);
+                ``epochs`` is then the most the fit may take. ``fit_config`` records why and when it stopped.
+            patience: Stop once ``val_mse`` has not improved for this many epochs (needs ``validation``).
 
         Returns:
             ``self``, trained; per-epoch losses are in :attr:`history`.
@@ -152,6 +161,9 @@ class FitMixin:
             amp=amp,
             workers=workers,
             recipe=recipe,
+            validation=validation,
+            until_mse=until_mse,
+            patience=patience,
         )
         return self
 
@@ -212,6 +224,7 @@ class FitMixin:
             device=str(self.device),
             world_size=distributed.world()[1],
             **({"resumed_from_epoch": res.resumed_from} if res.resumed_from else {}),
+            **({"stopped": res.stopped, "epochs_run": len(res.history)} if res.stopped else {}),
         )
         self.fitted = True
         self._check_collapse(prepared)

@@ -16,6 +16,7 @@ from ..training import distributed
 from ..training.engine import Engine, EngineConfig
 from ..training.options import check_amp, check_fit_args
 from ..training.schedule import Recipe, loader_steps, recipe_lr, resolve_recipe
+from .validation import check_stopping, epoch_hook, n_images, prepare_validation, split_validation, stop_rule
 
 if TYPE_CHECKING:
     from .base import DecoderExplainer
@@ -42,6 +43,9 @@ def fit_together(
     workers: int = 0,
     recipe: str | Recipe = "paper",
     checkpoint: str | os.PathLike | None = None,
+    validation: Any = None,
+    until_mse: float | None = None,
+    patience: int | None = None,
 ) -> list[DecoderExplainer]:
     """Fit several explainers (typically a :class:`ClaDec` and its :class:`RefAE`) on the same data at once.
 
@@ -71,6 +75,9 @@ def fit_together(
         amp: As for :meth:`ClaDec.fit`, shared by all explainers.
         workers: As for :meth:`ClaDec.fit` (a lazy data set is streamed: the explainers fit one after the other).
         recipe: As for :meth:`ClaDec.fit`, shared by all explainers.
+        validation: As for :meth:`ClaDec.fit`; each explainer's ``val_mse`` is its own.
+        until_mse: As for :meth:`ClaDec.fit`; fitted together, the explainers stop when every one has reached it.
+        patience: As for :meth:`ClaDec.fit`; they stop when none has improved for that many epochs.
         checkpoint: A file for epoch checkpoints (:mod:`cladec.training.resume`): written after every epoch, and a
             fit with the same file and settings resumes from it (also on another number of ranks).
 
@@ -105,6 +112,7 @@ def fit_together(
     if len(devices) > 1:
         raise ConfigError(f"explainers fitted together must share a device, got {sorted(devices)}")
     rcp = resolve_recipe(recipe)
+    check_stopping(validation, until_mse, patience)
     lr = recipe_lr(rcp, lr, batch_size)
     check_fit_args(epochs, batch_size, lr, weight_decay, lr_decay, log_every, compile, fast, seed, rcp)
     check_amp(amp, explainers[0].device)
@@ -127,6 +135,8 @@ def fit_together(
         amp=amp,
         workers=workers,
         recipe=rcp,
+        until_mse=until_mse,
+        patience=patience,
     )
     owners: dict[int, int] = {}
     for i, e in enumerate(explainers):  # one decoder trained by two explainers would be updated by both at once
@@ -139,6 +149,7 @@ def fit_together(
     needs_labels = any(e._needs_labels() for e in explainers)
     budget = min(e.cache_budget for e in explainers)
     dev = explainers[0].device
+    data, val = split_validation(data, validation, seed)
     prepared = prepare(
         data,
         need_labels=needs_labels,
@@ -160,7 +171,7 @@ def fit_together(
     if len(explainers) > 1 and not prepared.in_memory:
         for e in explainers:  # streamed batches come one at a time: fit one explainer after the other
             own = None if checkpoint is None else f"{checkpoint}.{e.kind}"  # one file each
-            fit_together([e], data, epochs, checkpoint=own, **kw)  # type: ignore[arg-type]  # kw: fit_together's
+            fit_together([e], data, epochs, checkpoint=own, validation=val, **kw)  # type: ignore[arg-type]  # kw: fit_together's
         return explainers
     tasks = [
         e._fit_begin(prepared, seed=seed, lr=lr, weight_decay=weight_decay, fast=fast, channels_last=channels_last)
@@ -185,7 +196,12 @@ def fit_together(
         recipe=rcp if rcp.scheduled else None,  # a constant recipe sets no learning rate: the paper's fit bit for bit
         epoch_steps=loader_steps(prepared.loader),
         checkpoint=checkpoint,
+        stop=stop_rule(until_mse, patience),
     )
+    if val is not None:  # every epoch's record gets val_mse
+        held_out = prepare_validation(val, batch_size=batch_size, max_bytes=budget * 4, workers=workers, device=dev)
+        for e, t in zip(explainers, tasks, strict=True):
+            t.on_epoch_end = epoch_hook(e, held_out, batch_size)
     placed: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     with contextlib.ExitStack() as stack:
         for e in explainers:
@@ -215,6 +231,9 @@ def fit_together(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_decay=lr_decay, seed=seed, fast=fast
     )
     base["recipe"] = rcp.name
+    if val is not None:
+        base.update(validation=validation if isinstance(validation, float) else "data", n_val=n_images(held_out))
+        base.update(until_mse=until_mse, patience=patience)
     for e, res in zip(explainers, results, strict=True):
         extra = {"fitted_with": [o.kind for o in explainers if o is not e]} if len(explainers) > 1 else {}
         e._fit_end(res, prepared, dict(base, **extra))

@@ -35,7 +35,6 @@ Each epoch's record is the mean over its images: every step's losses are weighte
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import time
@@ -50,7 +49,7 @@ from .._errors import TrainingError
 from . import distributed as ddp
 from . import resume
 from .in_memory import InMemorySteps
-from .options import check_amp, check_compile, step_decay_epochs
+from .options import check_amp, check_compile, cpu_has_bf16, step_decay_epochs
 from .schedule import LrSchedule, Recipe
 from .schedule import steps_per_epoch as count_steps
 
@@ -80,6 +79,7 @@ class EngineConfig:
     recipe: Recipe | None = None  # a scheduled recipe: the learning rate is set before every step (schedule.py)
     epoch_steps: int | None = None  # streamed batches: steps per epoch when known (for the recipe's schedule)
     checkpoint: str | os.PathLike | None = None  # epoch checkpoints: written after each epoch, resumed from (resume)
+    stop: Callable[[list[list[dict]]], str | None] | None = None  # every task's history -> why to stop early, or None
 
     def __post_init__(self) -> None:
         self.compile = check_compile(self.compile, self.fast)  # type: ignore[assignment]  # from now on: a mode or None
@@ -92,6 +92,7 @@ class EngineResult:
     seconds: float = 0.0
     steps: int = 0
     resumed_from: int = 0  # epochs a checkpoint had done before this run
+    stopped: str | None = None  # why config.stop ended the run before config.epochs
 
 
 @dataclass
@@ -369,6 +370,11 @@ class Engine(InMemorySteps):
                 if cfg.verbose:
                     bar.set_postfix(post, refresh=False)
                     bar.set_description(f"{cfg.desc} epoch {epoch + 1}/{cfg.epochs}")
+                why = cfg.stop([s.result.history for s in states]) if cfg.stop is not None else None
+                if why:  # the same on every rank: the records are all-reduced
+                    for s in states:
+                        s.result.stopped = why
+                    break
             if size > 1:  # every rank ends with rank 0's BatchNorm statistics (the ones rank 0 saves)
                 ddp.broadcast_buffers(modules)
         finally:
@@ -430,7 +436,8 @@ class Engine(InMemorySteps):
     def _postfix_items(self, s: _State, rec: Mapping[str, float]) -> dict[str, str]:
         if len(self.tasks) == 1:
             return {k: f"{float(v):.4g}" for k, v in rec.items() if k not in ("epoch",)}
-        return {s.task.name: f"{float(rec['loss']):.4g}"}
+        val = f" val {float(rec['val_mse']):.4g}" if "val_mse" in rec else ""
+        return {s.task.name: f"{float(rec['loss']):.4g}{val}"}
 
     def _check_finite(self, s: _State, losses: torch.Tensor, epoch: int) -> None:
         tot = losses[:, 0]
@@ -479,18 +486,3 @@ class Engine(InMemorySteps):
 def _deterministic() -> bool:
     """Whether the user asked for deterministic algorithms (then cuDNN autotuning stays as they set it)."""
     return bool(torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled())
-
-
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), so bf16 autocast speeds it up."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set()
-            for line in f:
-                if line.startswith("flags"):
-                    flags.update(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
