@@ -30,10 +30,10 @@ from ..data.load import check_trainable, load_dataset
 from ..data.sizes import check_dataset_fits
 from ..normalize import InputNorm, model_input_norm
 from ..training import distributed
-from ..training.engine import Engine, EngineConfig
-from ..training.options import compile_mode, make_optimizer
+from ..training.options import compile_mode
 from ._registry import create_model
 from .checkpoint import dataset_entry, metrics_entry, save_classifier
+from .fast_train import train_fast
 from .predict import accuracy_on, check_labels_fit, forward_checked
 from .sources import build_library_model, check_arch, library_channels, load_model
 
@@ -95,7 +95,8 @@ def train_classifier(
             ``fast=False``, a DataLoader or a Dataset too big to load (streamed by the plain float32 loop)
             they are refused (ConfigError) rather than ignored.
         workers: DataLoader worker processes that decode a lazily read data set
-            (``load_dataset(..., lazy=True)``: always streamed, by the plain loop, ``uint8`` until the device).
+            (``load_dataset(..., lazy=True)``: always streamed, by the plain loop; under torchrun by the engine,
+            each rank its shard; ``uint8`` until the device).
 
     Returns:
         History ``{"epoch": [...], "lr": [...], "train_loss": [...], "train_acc": [...],
@@ -159,7 +160,7 @@ def train_classifier(
     dev = torch.device(device) if device is not None else model_device(model)
     model.to(dev)
     kw: dict[str, Any] = dict(need_labels=True, batch_size=batch_size, images="raw", workers=workers, device=dev)
-    train = place(prepare(data, **kw, seed=seed, what="the training data"), dev)
+    train = place(prepare(data, **kw, seed=seed, what="the training data", shard=True), dev)
     if fast_only and train.x is None:
         big = f"a Dataset over {adapt.MAX_MATERIALISE_BYTES // 2**30} GiB as float32 is streamed"
         what = "a DataLoader is streamed" if isinstance(data, DataLoader) else big
@@ -185,26 +186,12 @@ def train_classifier(
 
     if seed is not None:
         torch.manual_seed(seed)
-    if train.x is not None and fast:
-        return _train_in_memory(
-            model,
-            train,
-            test,
-            epochs,
-            batch_size=batch_size,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            lr_decay=lr_decay,
-            norm=norm,
-            seed=seed,
-            dev=dev,
-            verbose=verbose,
-            channels_last=channels_last,
-            compile=compile,
-            amp=amp,
-        )
-    distributed.refuse("training a classifier on streamed data or with fast=False (the plain loop)")
+    fast_kw = dict(weight_decay=weight_decay, lr_decay=lr_decay, norm=norm, seed=seed, dev=dev, verbose=verbose)
+    fast_kw.update(channels_last=channels_last, compile=compile, amp=amp)
+    # in memory; streamed data too when data-parallel (each rank its shard; one process keeps the plain loop)
+    if fast and (train.x is not None or distributed.world()[1] > 1):
+        return train_fast(model, train, test, epochs, batch_size=batch_size, lr=lr, momentum=momentum, **fast_kw)
+    distributed.refuse("training a classifier with fast=False (the plain loop)")
     gen = torch.Generator()
     gen.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, (1,)).item()))
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -280,83 +267,6 @@ def _refuse_fast_only(names: list[str], why: str, fix: str) -> None:
         f"fast=True), but {why} (float32, contiguous, not compiled), which would ignore "
         f"{'it' if len(names) == 1 else 'them'}: drop {', '.join(names)}, or {fix}"
     )
-
-
-def _train_in_memory(
-    model,
-    train,
-    test,
-    epochs,
-    *,
-    batch_size,
-    lr,
-    momentum,
-    weight_decay,
-    lr_decay,
-    norm,
-    seed,
-    dev,
-    verbose,
-    channels_last=None,
-    compile=False,
-    amp=None,
-) -> dict[str, list]:
-    """Train on in-memory tensors with :class:`cladec.training.Engine` (the fast path)."""
-
-    first = slice(0, min(batch_size, len(train.x)))
-    was = model.training
-    model.eval()
-    with torch.no_grad():  # readable errors for shape mistakes, before anything is trained
-        # all labels are known: check them all against the model's outputs, not just the first batch's
-        forward_checked(model, norm(train.x[first].to(dev)), train.y, "the training data")
-    model.train(was)
-
-    def loss_fn(batch):
-        out = model(norm(batch["x"]))
-        loss = F.cross_entropy(out.float(), batch["y"])
-        return loss, {"acc": (out.detach().argmax(1) == batch["y"]).float().mean()}
-
-    history: dict[str, list] = {"epoch": [], "lr": [], "train_loss": [], "train_acc": [], "seconds": []}
-    if test is not None:
-        history["test_acc"] = []
-
-    def on_epoch_end(rec: dict) -> dict:
-        if test is not None:
-            rec["test_acc"] = accuracy_on(model, test, 512, norm, dev)
-            model.train()
-        return rec
-
-    opt = make_optimizer(
-        "sgd", list(model.parameters()), lr=lr, weight_decay=weight_decay, momentum=momentum, device=dev, fast=True
-    )
-    cfg = EngineConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        fast=True,
-        verbose=verbose,
-        desc="classifier",
-        seed=seed,
-        lr_decay=lr_decay,
-        channels_last=channels_last,
-        compile=compile,
-        amp=amp,
-    )
-    tensors = {"x": train.x, "y": train.y}
-    if dev.type == "cuda" and train.x.device.type == "cpu":
-        tensors = {k: v.pin_memory() for k, v in tensors.items()}  # streamed from pinned host memory
-    try:
-        res = Engine(loss_fn, opt, [model], dev, cfg, ["acc"], on_epoch_end=on_epoch_end).run(tensors=tensors)
-    finally:
-        model.eval()
-    for rec in res.history:
-        history["epoch"].append(rec["epoch"])
-        history["lr"].append(rec["lr"])
-        history["train_loss"].append(rec["loss"])
-        history["train_acc"].append(rec["acc"])
-        history["seconds"].append(rec["seconds"])
-        if test is not None:
-            history["test_acc"].append(rec["test_acc"])
-    return history
 
 
 def train_checkpoint(
