@@ -9,9 +9,10 @@ import torch
 
 import cladec
 from cladec import ConfigError
+from cladec.data.load import load_dataset
 from cladec.training import resume
 from cladec.training.schedule import Recipe
-from helpers.core import QUICK, fmnist, tiny_vgg
+from helpers.core import DATA_ROOT, QUICK, fmnist, tiny_vgg
 
 
 class Interrupted(Exception):
@@ -82,6 +83,28 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_result(
             assert torch.allclose(va.float(), vb.float(), rtol=1e-5, atol=1e-6), k
     if recipe is COSINE:  # decaying: each epoch ended at a lower rate
         assert e2.history[0]["lr"] > e2.history[1]["lr"] > e2.history[2]["lr"]
+
+
+def test_an_interrupted_fit_on_lazily_read_data_resumes_in_the_same_batch_order(
+    tmp_path, monkeypatch, one_torch_thread
+):
+    """Streamed data: each epoch's order comes from the seed and the epoch's number, so epoch 2 of a resumed fit
+    sees the batches epoch 2 of the uninterrupted fit saw (ClaDec and RefAE are fitted one after the other)."""
+    lazy = load_dataset("fashion-mnist", root=DATA_ROOT, split="train", limit=512, lazy=True)
+    setting = (tiny_vgg(), lazy)
+    e1, r1 = _fit(setting, "fast", epochs=2)
+    ckpt = tmp_path / "fit.pt"
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 1)
+        with pytest.raises(Interrupted):
+            _fit(setting, "fast", ckpt, epochs=2)  # stopped in ClaDec's fit, after its first epoch
+    e2, r2 = _fit(setting, "fast", ckpt, epochs=2)
+    assert e2.fit_config["resumed_from_epoch"] == 1 and "resumed_from_epoch" not in r2.fit_config
+    assert not e2.collapsed and not r2.collapsed
+    for a, b in ((e1, e2), (r1, r2)):
+        assert [h["loss"] for h in a.history] == pytest.approx([h["loss"] for h in b.history], rel=1e-6)
+        for (k, va), vb in zip(a.decoder.state_dict().items(), b.decoder.state_dict().values(), strict=True):
+            assert torch.allclose(va.float(), vb.float(), rtol=1e-5, atol=1e-6), k
 
 
 def test_a_checkpoint_of_another_recipe_or_batch_size_is_refused(setting, tmp_path, monkeypatch, one_torch_thread):

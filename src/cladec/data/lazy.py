@@ -450,16 +450,24 @@ class StreamedBatches:
     def __init__(self, loader: DataLoader, device: Any = None) -> None:
         self.loader = loader
         self.device = torch.device(device) if device is not None else None
-        self._epoch = 0  # a DistributedSampler's epoch: a new order each pass
+        self._epoch = 0  # a new order each pass, drawn from the epoch's number (a resumed fit replays it)
+        gen = loader.generator
+        self._seed = gen.initial_seed() if gen is not None else None
 
     def __len__(self) -> int:
         return len(self.loader)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass the order of epoch ``epoch`` (0-based), as a fit resumed after it needs."""
+        self._epoch = epoch
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         set_epoch = getattr(getattr(self.loader, "sampler", None), "set_epoch", None)
-        if callable(set_epoch):
+        if callable(set_epoch):  # a DistributedSampler: one order on every rank, drawn from its seed and the epoch
             set_epoch(self._epoch)
-            self._epoch += 1
+        elif self._seed is not None:  # the shuffled order of one process: the loader's seed plus the epoch
+            self.loader.generator.manual_seed(self._seed + self._epoch)
+        self._epoch += 1
         it = iter(self.loader)
         while True:
             try:

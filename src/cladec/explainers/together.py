@@ -197,6 +197,7 @@ def fit_together(
         epoch_steps=loader_steps(prepared.loader),
         checkpoint=checkpoint,
         stop=stop_rule(until_mse, patience),
+        set_epoch=getattr(prepared.loader, "set_epoch", None),
     )
     if val is not None:  # every epoch's record gets val_mse
         held_out = prepare_validation(val, batch_size=batch_size, max_bytes=budget * 4, workers=workers, device=dev)

@@ -80,6 +80,7 @@ class EngineConfig:
     epoch_steps: int | None = None  # streamed batches: steps per epoch when known (for the recipe's schedule)
     checkpoint: str | os.PathLike | None = None  # epoch checkpoints: written after each epoch, resumed from (resume)
     stop: Callable[[list[list[dict]]], str | None] | None = None  # every task's history -> why to stop early, or None
+    set_epoch: Callable[[int], None] | None = None  # streamed batches: told each epoch's number (0-based) before it
 
     def __post_init__(self) -> None:
         self.compile = check_compile(self.compile, self.fast)  # type: ignore[assignment]  # from now on: a mode or None
@@ -341,6 +342,8 @@ class Engine(InMemorySteps):
                         order = ddp.shard_order(order, cfg.batch_size, rank, size)[0]
                     losses, sizes = self._epoch_tensors(order, epoch, bar)
                 else:
+                    if cfg.set_epoch is not None:  # the epoch's own order, also when resumed after earlier ones
+                        cfg.set_epoch(epoch)
                     rows, sizes = self._epoch_batches(batches(), epoch, bar)  # type: ignore[misc]  # given: no tensors
                     losses = [rows]
                 if losses[0].numel() == 0:
