@@ -83,13 +83,7 @@ def fraction(text: str) -> float:
         >>> fraction("0.1")
         0.1
     """
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1 such as 0.1, got {text!r}")
-    return v
+    return _float_in(text, 0.0, 1.0, "a fraction between 0 and 1 such as 0.1")
 
 
 def positive_float(text: str) -> float:
@@ -99,10 +93,15 @@ def positive_float(text: str) -> float:
         >>> positive_float("0.03")
         0.03
     """
+    return _float_in(text, 0.0, float("inf"), "a positive number such as 0.03")
+
+
+def _float_in(text: str, lo: float, hi: float, what: str) -> float:
+    """``text`` as a float strictly between ``lo`` and ``hi`` (not nan), else argparse's error naming ``what``."""
     try:
         v = float(text)
     except ValueError:
         v = float("nan")
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number such as 0.03, got {text!r}")
+    if not lo < v < hi:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return v
