@@ -1,19 +1,22 @@
-"""Time to quality (issue 19): wall seconds until a fit's test MSE (and the classifier's accuracy on ClaDec's
-reconstructions) reach target figures, for the paper's recipe (Adam 3e-4, constant) against another recipe.
+"""Time to quality (issue 19): epochs and wall seconds until a fit's test MSE (and the classifier's accuracy on
+ClaDec's reconstructions) reach target figures, for the paper's recipe (Adam 3e-4, constant) against others.
 
 The targets are what the paper recipe reaches after ``--paper-epochs`` epochs (on a reduced data set, its own
-targets). Each recipe is fitted with every budget in its ``--budgets`` list, each budget a separate fit from the
-same initial weights (a scheduled recipe's learning rate depends on its budget, so it cannot be read off one
-long fit); a fit's seconds are its wall time (``fit()``), test evaluation excluded. The recipes' fits alternate
-(paper budget 1, other budget 1, paper budget 2, ...) so that the load of a shared machine falls on both alike.
-A recipe's time to quality is the seconds of its smallest budget that meets every target of its kind: ClaDec's
-test MSE ≤ the paper's and its reconstructions' accuracy ≥ the paper's (− ``--acc-slack``), RefAE's test
-MSE ≤ the paper's. The table prints both times and their ratio; one PNG per recipe plots test MSE against
-seconds (``--out``).
+targets). A recipe whose learning rate never changes (``paper``) is fitted once, for its largest budget, and
+evaluated after every epoch: its fit of k epochs is the first k epochs of the longer one (same seed, same
+shuffling order). A scheduled recipe (warm-up, decay) depends on its budget, so each budget in its
+``--budgets`` list is a separate fit from the same initial weights. Seconds are fit wall time (test evaluation
+excluded). A recipe's time to quality is its smallest budget that meets every target of its kind: ClaDec's test
+MSE ≤ the paper's and its reconstructions' accuracy ≥ the paper's (− ``--acc-slack``), RefAE's test MSE ≤ the
+paper's. The table prints, per kind and recipe, both times and their ratios in epochs (the same per-step cost
+for every recipe: the ratio a loaded machine cannot blur) and in seconds. One PNG per recipe plots test MSE
+against seconds (``--out``). ``--recipes`` takes the names of :data:`cladec.training.schedule.RECIPES` and the
+search candidates of :data:`CANDIDATES`.
 
 Examples::
 
-    python benchmarks/time_to_quality.py --data-root /work/shared/data               # ~15 min on 2 CPU cores
+    python benchmarks/time_to_quality.py --data-root /work/shared/data --threads 1 \\
+        --budgets paper=5 fast=1,2 --recipes fast                                   # ~40 min on 1 CPU thread
     python benchmarks/time_to_quality.py --data-root /work/shared/data --limit 300 --test-limit 100 \\
         --width 0.25 --clf-epochs 1 --paper-epochs 1 --budgets paper=1 fast=1          # smoke run, seconds
 """
@@ -35,8 +38,29 @@ from cladec.data import load_dataset
 from cladec.models import create_model
 from cladec.models.predict import accuracy
 from cladec.models.training import train_classifier
+from cladec.training.schedule import RECIPES, Recipe
 
 KINDS = ("cladec", "refae")
+
+#: Candidates of the recipe search (issue 19), beside :data:`RECIPES`: ``kP`` = linear warm-up over 5 % of the
+#: steps to peak P, then constant; ``cP`` = the same warm-up, then cosine down to 0.05 × P at the last step.
+CANDIDATES: dict[str, Recipe] = {
+    "k1e-3": Recipe("k1e-3", lr=1e-3, warmup=0.05),
+    "k2e-3": Recipe("k2e-3", lr=2e-3, warmup=0.05),
+    "c1e-3": Recipe("c1e-3", lr=1e-3, warmup=0.05, decay="cosine", final=0.05),
+    "c2e-3": Recipe("c2e-3", lr=2e-3, warmup=0.05, decay="cosine", final=0.05),
+    "c3e-3": Recipe("c3e-3", lr=3e-3, warmup=0.05, decay="cosine", final=0.05),  # = RECIPES["fast-cosine"]
+    "c5e-3": Recipe("c5e-3", lr=5e-3, warmup=0.05, decay="cosine", final=0.05),
+}
+
+
+def recipe(name: str) -> Recipe:
+    """A recipe of :data:`RECIPES` or :data:`CANDIDATES` by name."""
+    if name in RECIPES:
+        return RECIPES[name]
+    if name in CANDIDATES:
+        return CANDIDATES[name]
+    raise SystemExit(f"unknown recipe {name!r}; valid: {', '.join([*RECIPES, *CANDIDATES])}")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -51,14 +75,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--layer", default="conv4")
     p.add_argument("--alpha", type=float, default=0.001)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--paper-epochs", type=int, default=4, help="the targets: the paper recipe after this many")
-    p.add_argument("--recipe", default="fast", help="the recipe compared with the paper's")
+    p.add_argument("--paper-epochs", type=int, default=5, help="the targets: the paper recipe after this many")
+    p.add_argument("--recipes", nargs="+", default=["fast"], help="the recipes compared with the paper's")
     p.add_argument(
         "--budgets",
         nargs="+",
-        default=["paper=1,2,4", "fast=1,2"],
+        default=["paper=5", "fast=1,2"],
         metavar="RECIPE=E,E",
-        help="epoch budgets per recipe (the paper's must include --paper-epochs)",
+        help="epoch budgets per recipe (the paper's largest must be at least --paper-epochs)",
     )
     p.add_argument("--kinds", default="cladec,refae")
     p.add_argument("--acc-slack", type=float, default=0.0, help="accuracy target: the paper's minus this")
@@ -68,22 +92,44 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def fit_eval(kind: str, model, layer: str, recipe: str, epochs: int, train, test, a) -> dict[str, Any]:
-    """One fit of ``epochs`` epochs with ``recipe``: its wall seconds, test MSE and (ClaDec) accuracy."""
+def fit_eval(kind: str, model, rname: str, epochs: int, train, test, a) -> list[dict[str, Any]]:
+    """One fit of ``epochs`` epochs with recipe ``rname``: a point (epochs, seconds, test MSE, ClaDec's accuracy)
+    after every epoch for a constant recipe, else one point at the end."""
+    rcp = recipe(rname)
+    xt, yt = test.tensors()
+    points: list[dict[str, Any]] = []
+    clock = {"eval": 0.0, "t0": 0.0}
+
+    def evaluate(e, done: int) -> None:
+        t = time.perf_counter()
+        rec = e.reconstruct(xt)
+        mse = float(((rec - xt) ** 2).mean())
+        acc = accuracy(model, (rec, yt)) if kind == "cladec" else None
+        seconds = t - clock["t0"] - clock["eval"]
+        points.append({"kind": kind, "recipe": rname, "epochs": done, "seconds": seconds, "mse": mse, "acc": acc})
+        clock["eval"] += time.perf_counter() - t
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", cladec.CollapseWarning)  # a short paper fit may collapse: its MSE says so
+        warnings.filterwarnings("ignore", message=".*has not been fitted")  # evaluated mid-fit: it is being fitted
         if kind == "cladec":
-            e = cladec.ClaDec(model, layer, alpha=a.alpha)
+            e = cladec.ClaDec(model, a.layer, alpha=a.alpha)
         else:
-            e = cladec.RefAE(model, layer, init_seed=a.seed)
-        t0 = time.perf_counter()
-        e.fit(train, epochs=epochs, batch_size=a.batch_size, recipe=recipe, seed=a.seed, verbose=False)
-        seconds = time.perf_counter() - t0
-    xt, yt = test.tensors()
-    rec = e.reconstruct(xt)
-    mse = float(((rec - xt) ** 2).mean())
-    acc = accuracy(model, (rec, yt)) if kind == "cladec" else None
-    return {"kind": kind, "recipe": recipe, "epochs": epochs, "seconds": seconds, "mse": mse, "acc": acc}
+            e = cladec.RefAE(model, a.layer, init_seed=a.seed)
+        if not rcp.scheduled:  # evaluated after every epoch, through the engine task's epoch hook
+            begin = e._fit_begin
+
+            def fit_begin(*args, **kw):
+                task = begin(*args, **kw)
+                task.on_epoch_end = lambda rec: (evaluate(e, int(rec["epoch"])), rec)[1]
+                return task
+
+            e._fit_begin = fit_begin  # type: ignore[method-assign]
+        clock["t0"] = time.perf_counter()
+        e.fit(train, epochs=epochs, batch_size=a.batch_size, recipe=rcp, seed=a.seed, verbose=False)
+        if rcp.scheduled:
+            evaluate(e, epochs)
+    return points
 
 
 def reached(point: dict[str, Any], target: dict[str, Any], slack: float) -> bool:
@@ -108,7 +154,7 @@ def budgets(specs: list[str]) -> dict[str, list[int]]:
     return out
 
 
-def plot(recipe: str, points: list[dict[str, Any]], targets: dict[str, dict], path: Path) -> None:
+def plot(rname: str, points: list[dict[str, Any]], targets: dict[str, dict], path: Path) -> None:
     """Test MSE against fit seconds for one recipe, one line per kind, the targets dashed."""
     import matplotlib
 
@@ -127,12 +173,20 @@ def plot(recipe: str, points: list[dict[str, Any]], targets: dict[str, dict], pa
         ax.axhline(targets[kind]["mse"], color=color, ls="--", lw=0.8)
     ax.set_xlabel("fit wall time (s)")
     ax.set_ylabel("test MSE")
-    ax.set_title(f"recipe {recipe}: test MSE vs seconds (dashed: targets)", fontsize=9)
+    ax.set_title(f"recipe {rname}: test MSE vs seconds (dashed: targets)", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+def _fmt(hit: dict[str, Any] | None) -> str:
+    return f"{hit['epochs']} ep, {hit['seconds']:.1f} s" if hit else "not reached"
+
+
+def _ratio(hit_p: dict[str, Any] | None, hit_r: dict[str, Any] | None, key: str) -> str:
+    return f"{hit_p[key] / hit_r[key]:.1f}×" if hit_p and hit_r else "—"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,10 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     plan = budgets(a.budgets)
-    if a.paper_epochs not in plan.get("paper", []):
-        raise SystemExit(f"--budgets paper=... must include --paper-epochs {a.paper_epochs}")
-    if a.recipe not in plan:
-        raise SystemExit(f"--budgets needs {a.recipe}=E,... for --recipe {a.recipe}")
+    for name in plan:
+        recipe(name)  # an unknown name: refused before any fit
+    paper_budget = max(plan.get("paper", [0]))
+    if paper_budget < a.paper_epochs or (recipe("paper").scheduled and a.paper_epochs not in plan["paper"]):
+        raise SystemExit(f"--budgets paper=... must reach --paper-epochs {a.paper_epochs}")
+    missing = [r for r in a.recipes if r not in plan]
+    if missing:
+        raise SystemExit(f"--budgets needs {missing[0]}=E,... for --recipes {missing[0]}")
     kinds = a.kinds.split(",")
     train = load_dataset(a.dataset, root=a.data_root, split="train", limit=a.limit)
     test = load_dataset(a.dataset, root=a.data_root, split="test", limit=a.test_limit)
@@ -158,14 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(test)} test, {a.arch} width {a.width:g} (test accuracy {hist['test_acc'][-1]:.3f}, "
         f"{time.perf_counter() - t0:.0f} s), layer {a.layer}, α = {a.alpha:g}, batch {a.batch_size}"
     )
-    points: dict[str, list[dict[str, Any]]] = {r: [] for r in ("paper", a.recipe)}
+    names = ["paper", *[r for r in a.recipes if r != "paper"]]
+    points: dict[str, list[dict[str, Any]]] = {r: [] for r in names}
     for kind in kinds:
-        steps = max(len(plan["paper"]), len(plan[a.recipe]))
-        for i in range(steps):  # alternate the recipes' fits: the machine's load falls on both alike
-            for r in ("paper", a.recipe):
-                if i < len(plan[r]):
-                    p = fit_eval(kind, model, a.layer, r, plan[r][i], train, test, a)
-                    points[r].append(p)
+        for r in names:
+            fits = [max(plan[r])] if not recipe(r).scheduled else plan[r]
+            for epochs in fits:
+                pts = fit_eval(kind, model, r, epochs, train, test, a)
+                points[r].extend(p for p in pts if p["epochs"] in plan[r] or not recipe(r).scheduled)
+                for p in pts:
                     acc = f", acc {p['acc']:.3f}" if p["acc"] is not None else ""
                     print(
                         f"  {kind} {r} {p['epochs']} ep: {p['seconds']:.1f} s, test MSE {p['mse']:.4f}{acc}", flush=True
@@ -175,17 +234,27 @@ def main(argv: list[str] | None = None) -> int:
         ref = next(p for p in points["paper"] if p["kind"] == kind and p["epochs"] == a.paper_epochs)
         targets[kind] = {"mse": ref["mse"], "acc": ref["acc"]}
     print()
-    print(f"| kind | target (paper, {a.paper_epochs} ep) | paper: time | {a.recipe}: time (epochs) | ratio |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        f"| kind | target (paper, {a.paper_epochs} ep) | recipe | paper: time | recipe: time "
+        "| ratio (epochs) | ratio (seconds) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for kind in kinds:
         t = targets[kind]
         goal = f"MSE ≤ {t['mse']:.4f}" + (f", acc ≥ {t['acc'] - a.acc_slack:.3f}" if t["acc"] is not None else "")
         hit_p = time_to_quality([p for p in points["paper"] if p["kind"] == kind], t, a.acc_slack)
-        hit_r = time_to_quality([p for p in points[a.recipe] if p["kind"] == kind], t, a.acc_slack)
-        tp = f"{hit_p['seconds']:.1f} s ({hit_p['epochs']} ep)" if hit_p else "not reached"
-        tr = f"{hit_r['seconds']:.1f} s ({hit_r['epochs']} ep)" if hit_r else "not reached"
-        ratio = f"{hit_p['seconds'] / hit_r['seconds']:.1f}×" if hit_p and hit_r else "—"
-        print(f"| {kind} | {goal} | {tp} | {tr} | {ratio} |")
+        for r in names[1:]:
+            hit_r = time_to_quality([p for p in points[r] if p["kind"] == kind], t, a.acc_slack)
+            row = [
+                kind,
+                goal,
+                r,
+                _fmt(hit_p),
+                _fmt(hit_r),
+                _ratio(hit_p, hit_r, "epochs"),
+                _ratio(hit_p, hit_r, "seconds"),
+            ]
+            print("| " + " | ".join(row) + " |")
     for r, pts in points.items():
         path = Path(a.out) / f"time_to_quality_{r}.png"
         plot(r, pts, targets, path)

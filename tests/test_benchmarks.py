@@ -107,8 +107,12 @@ def test_time_to_quality_smoke_run_prints_the_ratio_table_and_a_png_per_recipe(
     argv += ["--clf-epochs", "1", "--paper-epochs", "1", "--budgets", "paper=1", "fast=1", "--out", str(tmp_path)]
     assert bench.main(argv) == 0
     out = capsys.readouterr().out
-    assert "| kind | target (paper, 1 ep) | paper: time | fast: time (epochs) | ratio |" in out
+    assert (
+        "| kind | target (paper, 1 ep) | recipe | paper: time | recipe: time | ratio (epochs) | ratio (seconds) |"
+        in out
+    )
     assert "| cladec | MSE ≤ " in out and "| refae | MSE ≤ " in out and "paper 1 ep:" in out
+    assert out.count("| fast | ") == 2  # a row per kind
     for recipe in ("paper", "fast"):
         assert png_size(tmp_path / f"time_to_quality_{recipe}.png")[0] > 100
     target = {"mse": 0.03, "acc": 0.8}

@@ -8,7 +8,7 @@ __all__ = ["DEMO_SETTINGS", "BASELINE_METHODS", "DEFAULT_METHODS", "DEFAULT_ALPH
 
 #: The named training recipes of the explainers' fits (``cladec.training.schedule.RECIPES``; torch-free here
 #: for the command line's choices).
-RECIPE_NAMES = ("paper", "fast")
+RECIPE_NAMES = ("paper", "fast", "fast-cosine")
 
 #: Default settings, full and ``quick``. Sized by measurement on 2 CPU cores (see the README).
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {

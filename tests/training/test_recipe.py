@@ -158,7 +158,9 @@ def test_recipe_names_and_bad_input(tmp_path):
     assert tuple(RECIPES) == RECIPE_NAMES  # the command line's choices (torch-free) are the library's recipes
     e = cladec.ClaDec(residual_net(), "block.conv2", alpha=0.0)
     x, y = fmnist("train", 64)
-    with pytest.raises(ConfigError, match=r"^unknown recipe 'cosine'; valid: paper, fast \(or a cladec\.training"):
+    with pytest.raises(
+        ConfigError, match=r"^unknown recipe 'cosine'; valid: paper, fast, fast-cosine \(or a cladec\.training"
+    ):
         e.fit((x, y), epochs=1, recipe="cosine", verbose=False)
     with pytest.raises(ConfigError, match="lr_decay='step' and recipe 'fast' both set the learning rate"):
         e.fit((x, y), epochs=1, recipe="fast", lr_decay="step", verbose=False)
