@@ -30,8 +30,9 @@ def add_train_options(f: argparse.ArgumentParser) -> None:
         "--recipe",
         choices=RECIPE_NAMES,
         default="paper",
-        help="training recipe: paper (Adam 3e-4, constant, the authors'; default) or fast (Adam 3e-3 after a "
-        "linear warm-up over 5%% of the steps; see benchmarks/RESULTS.md); recorded in run.json",
+        help="training recipe: paper (Adam 3e-4, constant, the authors'; default), fast (Adam 3e-3 after a "
+        "linear warm-up over 5%% of the steps) or fast-cosine (the same, then a cosine decay to 0.05x); see "
+        "benchmarks/RESULTS.md; recorded in run.json",
     )
     f.add_argument("--decoder-norm", choices=["batch"], help="normalisation in the decoder (default: none)")
     arch_help = "decoder: the paper's, or scaled (1×1 reduction, halving widths); auto: paper up to 32 px (default)"
