@@ -104,3 +104,14 @@ def test_explainers_fitted_together_stop_together_when_both_reach_it(data, one_t
     assert len(e2.history) == len(r2.history) == first
     assert e2.fit_config["stopped"] == r2.fit_config["stopped"]
     assert [h["val_mse"] for h in r2.history] == pytest.approx(vr[:first], rel=1e-5)
+
+
+def test_a_lazily_read_data_set_is_split_and_its_held_out_images_counted(one_torch_thread):
+    """Streamed data, fitted one explainer after the other: each records the fraction and the held-out count."""
+    lazy = load_dataset("fashion-mnist", root=DATA_ROOT, split="train", limit=512, lazy=True)
+    e = cladec.ClaDec(tiny_vgg(), "conv2", alpha=0.001)
+    r = cladec.RefAE.like(e, init_seed=0)
+    cladec.fit_together([e, r], lazy, epochs=2, validation=0.25, verbose=False, **QUICK)
+    for m in (e, r):
+        assert m.fit_config["validation"] == 0.25 and m.fit_config["n_val"] == 128
+        assert [h["epoch"] for h in m.history] == [1, 2] and all("val_mse" in h for h in m.history)

@@ -241,6 +241,10 @@ class DecoderExplainer(FitMixin):
         self._ensure_built(tuple(x.shape[1:]))
         self._require_built()
         self._warn_if_unfitted()
+        return self._decode_images(x, batch_size)
+
+    def _decode_images(self, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Encode and decode images ``x`` of a built explainer, in eval mode (also while it is being fitted)."""
 
         def one(xb: torch.Tensor) -> torch.Tensor:
             return self._built_decoder()(self._encode_batch(xb))

@@ -149,9 +149,9 @@ def fit_together(
     needs_labels = any(e._needs_labels() for e in explainers)
     budget = min(e.cache_budget for e in explainers)
     dev = explainers[0].device
-    data, val = split_validation(data, validation, seed)
+    train, val = split_validation(data, validation, seed)
     prepared = prepare(
-        data,
+        train,
         need_labels=needs_labels,
         max_bytes=budget * 4,
         batch_size=batch_size,
@@ -171,7 +171,7 @@ def fit_together(
     if len(explainers) > 1 and not prepared.in_memory:
         for e in explainers:  # streamed batches come one at a time: fit one explainer after the other
             own = None if checkpoint is None else f"{checkpoint}.{e.kind}"  # one file each
-            fit_together([e], data, epochs, checkpoint=own, validation=val, **kw)  # type: ignore[arg-type]  # kw: fit_together's
+            fit_together([e], data, epochs, checkpoint=own, validation=validation, **kw)  # type: ignore[arg-type]  # kw: fit_together's
         return explainers
     tasks = [
         e._fit_begin(prepared, seed=seed, lr=lr, weight_decay=weight_decay, fast=fast, channels_last=channels_last)

@@ -99,17 +99,13 @@ def val_mse(e: DecoderExplainer, prepared: Prepared, batch_size: int) -> float:
     Data-parallel, every rank reconstructs all of them and the ranks' figures are averaged (RefAE's BatchNorm
     statistics differ between ranks until the fit ends), so every rank takes the same decision to stop.
     """
-
-    def one(xb: torch.Tensor) -> torch.Tensor:
-        return e._built_decoder()(e._encode_batch(xb))
-
     total, count = 0.0, 0
     if prepared.x is not None:
         chunks: Any = [prepared.x]
     else:
         chunks = (xb for xb, _ in iterate_batches(prepared.loader, False))  # type: ignore[arg-type]  # streamed
     for xb in chunks:
-        rec = e._batched(xb, one, batch_size)
+        rec = e._decode_images(xb, batch_size)  # not reconstruct(): no "not fitted" warning while fitting
         total += float((rec.float() - xb.to(rec.device).float()).pow(2).sum())
         count += xb.numel()
     size = distributed.world()[1]
@@ -137,7 +133,8 @@ def n_images(prepared: Prepared) -> int | None:
     """How many images a prepared data set holds (None for a stream of unknown length)."""
     if prepared.x is not None:
         return int(prepared.x.shape[0])
-    ds = getattr(prepared.loader, "dataset", None)
+    loader = getattr(prepared.loader, "loader", prepared.loader)  # a lazy data set's StreamedBatches: its DataLoader
+    ds = getattr(loader, "dataset", None)
     return len(ds) if ds is not None and hasattr(ds, "__len__") else None
 
 

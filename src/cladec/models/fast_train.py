@@ -38,14 +38,10 @@ def train_fast(
 ) -> dict[str, list]:
     """Train with :class:`cladec.training.Engine` (the fast path) on in-memory tensors or, data-parallel, on each
     rank's stream of batches; returns :func:`cladec.models.train_classifier`'s history."""
-    if train.x is not None:
+    classes: list[int] = []  # the model's outputs, from a first checked forward (readable shape errors)
+    if train.x is not None:  # before anything is trained; all labels are known: all are checked against it
         first = slice(0, min(batch_size, len(train.x)))
-        was = model.training
-        model.eval()
-        with torch.no_grad():  # readable errors for shape mistakes, before anything is trained
-            # all labels are known: check them all against the model's outputs, not just the first batch's
-            forward_checked(model, norm(train.x[first].to(dev)), train.y, "the training data")
-        model.train(was)
+        classes.append(_checked_forward(model, norm(train.x[first].to(dev)), train.y))
 
     def loss_fn(batch):
         out = model(norm(batch["x"]))
@@ -85,7 +81,7 @@ def train_fast(
                 tensors = {k: v.pin_memory() for k, v in tensors.items()}  # streamed from pinned host memory
             res = engine.run(tensors=tensors)
         else:
-            res = engine.run(batches=lambda: _checked_batches(model, train, batch_size, norm, dev))
+            res = engine.run(batches=lambda: _checked_batches(model, train, batch_size, norm, dev, classes))
     finally:
         model.eval()
     for rec in res.history:
@@ -99,18 +95,25 @@ def train_fast(
     return history
 
 
+def _checked_forward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Forward ``x`` once in eval mode without gradients, checking shapes and labels (:func:`forward_checked`);
+    returns the number of the model's outputs. The model's mode is left as it was."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return int(forward_checked(model, x, y, "the training data").shape[1])
+    finally:
+        model.train(was)
+
+
 def _checked_batches(
-    model: nn.Module, train: Prepared, batch_size: int, norm: InputNorm, dev: torch.device
+    model: nn.Module, train: Prepared, batch_size: int, norm: InputNorm, dev: torch.device, classes: list[int]
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """A streamed epoch's batches, the first forwarded once for readable shape errors, every batch's labels checked
-    against the model's outputs (streamed labels are known only as they come)."""
-    classes = None
+    """A streamed epoch's batches, every batch's labels checked against the model's outputs (streamed labels are
+    known only as they come); the first batch of the fit is forwarded once to learn them (``classes``)."""
     for xb, yb in iter_device_batches(train, batch_size, shuffle=True, gen=None, device=dev, what="the training data"):
-        if classes is None:
-            was = model.training
-            model.eval()
-            with torch.no_grad():
-                classes = int(forward_checked(model, norm(xb), yb, "the training data").shape[1])
-            model.train(was)
-        check_labels_fit(yb, classes, "the training data")
+        if not classes:
+            classes.append(_checked_forward(model, norm(xb), yb))
+        check_labels_fit(yb, classes[0], "the training data")
         yield {"x": xb, "y": yb}
