@@ -13,6 +13,7 @@ from cladec import ConfigError
 from cladec.data.load import load_dataset
 from cladec.explainers.validation import split_validation
 from helpers.core import DATA_ROOT, QUICK, fmnist, tiny_vgg
+from helpers.stability import margin
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,13 @@ def test_val_mse_is_the_held_out_images_mse_and_until_mse_stops_at_the_first_epo
     vals = [h["val_mse"] for h in full.history]
     assert full.fit_config["n_val"] == 128 and full.fit_config["n_train"] == 512  # not trained on the held-out
     assert vals[-1] == pytest.approx(_mse(full, xv), rel=1e-5)  # measured on the held-out images, in eval mode
-    assert vals[-1] < 0.5 * vals[0] and not full.collapsed  # it learned: the figure tracks it
+    # it learned, and the figure tracks it. Measured over stability seeds 0-4 at 1 and 2 threads: last / first
+    # epoch 0.471-0.508; last / the mean image's MSE on the held-out images 0.278-0.315 (tests/STABILITY.md)
+    (xt, _), _ = split_validation((x, y), 0.2, seed=0)
+    mean_image = float((xt.mean(0, keepdim=True) - xv).pow(2).mean())
+    margin("validation: val_mse, last / first epoch", vals[-1] / vals[0], "<", 0.75)
+    margin("validation: val_mse / the mean image's MSE", vals[-1] / mean_image, "<", 0.5)
+    assert not full.collapsed
     target = vals[1]  # reached at epoch 2 at the latest (the same fit up to there: same seed, same split)
     first = next(i for i, v in enumerate(vals) if v <= target) + 1
     e = cladec.ClaDec(tiny_vgg(), "conv2", alpha=0.001)
