@@ -99,6 +99,11 @@ def parse_args(argv=None):
     p.add_argument("--no-eval-classifier", action="store_true")
     p.add_argument("--resnet-width", type=float, default=None, help="width of resnet10 (reduced: 0.5)")
     p.add_argument("--device", default=None)
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help="the explainers' training recipe (paper, fast, fast-cosine; default: the library's)",
+    )
     p.add_argument("--no-results", action="store_true", help="do not append to benchmarks/RESULTS.md")
     p.add_argument("--report-only", action="store_true", help="only tabulate what is finished")
     return p.parse_args(argv)
@@ -118,6 +123,8 @@ def settings(args) -> dict:
         cfg["eval_classifier"], cfg["eval_epochs"] = False, None
     if args.resnet_width is not None:
         cfg["arch_kwargs"].setdefault("resnet10", {})["width"] = args.resnet_width
+    if args.recipe is not None:
+        cfg["recipe"] = args.recipe
     if 0.001 not in cfg["alphas"]:
         cfg["alphas"].insert(0, 0.001)
     return cfg
@@ -332,6 +339,7 @@ def main(argv=None) -> int:
                     eval_epochs=cfg["eval_epochs"],
                     device=args.device,
                     verbose=False,
+                    **({"recipe": cfg["recipe"]} if "recipe" in cfg else {}),
                 )
             results.append(
                 {

@@ -50,6 +50,13 @@ def test_reproduce_paper_reuses_a_classifier_only_when_trained_with_the_same_set
         repro.train_classifier_dir(path, "mnist", "vgg-paper", cfg, str(data_root), "cpu")
 
 
+def test_reproduce_paper_passes_its_recipe_to_the_sweep_and_records_it():
+    repro = _script("reproduce_paper")
+    assert "recipe" not in repro.settings(repro.parse_args([]))  # the library's default, recorded by the sweep
+    cfg = repro.settings(repro.parse_args(["--recipe", "fast-cosine", "--seeds", "0"]))
+    assert cfg["recipe"] == "fast-cosine" and cfg["seeds"] == [0]
+
+
 def test_decoder_quality_quick_run_prints_both_decoders(data_root, capsys, one_torch_thread):
     """`benchmarks/decoder_quality.py --quick`: a smoke run of the quality table (paper and scaled decoders)."""
     bench = _script("decoder_quality")

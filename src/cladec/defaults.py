@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["DEMO_SETTINGS", "BASELINE_METHODS", "DEFAULT_METHODS", "DEFAULT_ALPHAS", "RECIPE_NAMES"]
+__all__ = ["DEMO_SETTINGS", "BASELINE_METHODS", "DEFAULT_METHODS", "DEFAULT_ALPHAS", "RECIPE_NAMES", "DEFAULT_RECIPE"]
 
 #: The named training recipes of the explainers' fits (``cladec.training.schedule.RECIPES``; torch-free here
 #: for the command line's choices).
 RECIPE_NAMES = ("paper", "fast", "fast-cosine")
+
+#: The recipe of a fit that names none (library, command line, sweeps).
+DEFAULT_RECIPE = "paper"
 
 #: Default settings, full and ``quick``. Sized by measurement on 2 CPU cores (see the README).
 DEMO_SETTINGS: dict[str, dict[str, Any]] = {

@@ -100,6 +100,39 @@ def test_other_configuration_is_refused(eval_setup, sweep_dir):
         run_sweep(sweep_dir, classifier_dir=eval_setup.clf_dir, alphas=[0.0], **cfg)
     with pytest.raises(ConfigError, match="dataset: 'fashion-mnist'.*'mnist'"):
         run_sweep(sweep_dir, classifier_dir=eval_setup.clf_dir, alphas=[0.0], **dict(SMALL, dataset="mnist"))
+    recorded = json.loads((sweep_dir / "sweep.json").read_text())["config"]["recipe"]
+    other = "fast" if recorded != "fast" else "paper"
+    with pytest.raises(ConfigError, match=f"recipe: '{recorded}' in the directory vs '{other}' now"):
+        run_sweep(sweep_dir, classifier_dir=eval_setup.clf_dir, alphas=[0.0], recipe=other, **SMALL)
+
+
+def test_the_recipe_and_its_rate_are_recorded_and_an_older_sweep_is_the_papers(eval_setup, sweep_dir, tmp_path):
+    """Every cell is fitted with the sweep's recipe; a sweep from before recipes (no "recipe", lr 3e-4 recorded)
+    was fitted with the paper's and resumes with recipe="paper" and no lr."""
+    import shutil
+
+    from cladec.defaults import DEFAULT_RECIPE
+    from cladec.training.schedule import RECIPES
+
+    state = json.loads((sweep_dir / "sweep.json").read_text())
+    assert state["config"]["recipe"] == DEFAULT_RECIPE and state["config"]["lr"] == RECIPES[DEFAULT_RECIPE].lr
+    for c in state["cells"]:
+        run = json.loads((sweep_dir / c["run"] / "run.json").read_text())
+        assert (run["recipe"], run["lr"]) == (DEFAULT_RECIPE, RECIPES[DEFAULT_RECIPE].lr)
+    old = tmp_path / "old"
+    shutil.copytree(sweep_dir, old)
+    del state["config"]["recipe"]
+    state["config"]["lr"] = 3e-4
+    (old / "sweep.json").write_text(json.dumps(state))
+    before = {p.name: (p / "run.json").stat().st_mtime_ns for p in (old / "cells").iterdir()}
+    kw = dict(SMALL, classifier_dir=eval_setup.clf_dir, alphas=[0.0, 1.0], data_root=str(eval_setup.data_root))
+    run_sweep(old, recipe="paper", **kw)
+    assert {p.name: (p / "run.json").stat().st_mtime_ns for p in (old / "cells").iterdir()} == before
+    with pytest.raises(ConfigError, match="recipe: 'paper' in the directory vs 'fast-cosine' now"):
+        run_sweep(old, recipe="fast-cosine", **kw)
+    with pytest.raises(ConfigError, match=r"^unknown recipe 'slow'; valid: paper, fast, fast-cosine"):
+        run_sweep(tmp_path / "new", recipe="slow", **kw)
+    assert not (tmp_path / "new").exists()
 
 
 def test_older_sweep_with_eval_epochs_but_no_evaluation_classifiers_resumes(eval_setup, sweep_dir, tmp_path):
@@ -152,6 +185,11 @@ def test_cli_sweep_refuses_other_configuration(eval_setup, sweep_dir):
     assert args.layers == ["conv2"] and args.alphas == [0.0, 1.0]
     with pytest.raises(ConfigError, match="limit: 600"):
         args.func(args)
+    args.limit, args.recipe = 600, "fast" if args.recipe != "fast" else "paper"  # --recipe reaches the sweep
+    with pytest.raises(ConfigError, match=f"recipe: .* vs '{args.recipe}' now"):
+        args.func(args)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["sweep", "--recipe", "slow"])
 
 
 def test_cli_sweep_with_one_seed_prints_its_table(eval_setup, sweep_dir, capsys):

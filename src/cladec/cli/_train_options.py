@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..defaults import RECIPE_NAMES
+from ..defaults import DEFAULT_RECIPE, RECIPE_NAMES
 from ._args import learning_rate, pos_int
 
-__all__ = ["add_train_options", "fraction", "positive_float"]
+__all__ = ["add_train_options", "add_recipe_option", "fraction", "positive_float"]
 
 
 def add_train_options(f: argparse.ArgumentParser) -> None:
@@ -26,14 +26,7 @@ def add_train_options(f: argparse.ArgumentParser) -> None:
     f.add_argument(
         "--lr", type=learning_rate, help="Adam learning rate, the peak of a scheduled recipe (default: the recipe's)"
     )
-    f.add_argument(
-        "--recipe",
-        choices=RECIPE_NAMES,
-        default="paper",
-        help="training recipe: paper (Adam 3e-4, constant, the authors'; default), fast (Adam 3e-3 after a "
-        "linear warm-up over 5%% of the steps) or fast-cosine (the same, then a cosine decay to 0.05x); see "
-        "benchmarks/RESULTS.md; recorded in run.json",
-    )
+    add_recipe_option(f, "run.json")
     f.add_argument("--decoder-norm", choices=["batch"], help="normalisation in the decoder (default: none)")
     arch_help = "decoder: the paper's, or scaled (1×1 reduction, halving widths); auto: paper up to 32 px (default)"
     f.add_argument(
@@ -74,6 +67,24 @@ def add_train_options(f: argparse.ArgumentParser) -> None:
         type=pos_int,
         metavar="EPOCHS",
         help="stop a fit once val_mse has not improved for EPOCHS epochs (needs --validation)",
+    )
+
+
+def add_recipe_option(p: argparse.ArgumentParser, record: str) -> None:
+    """Add ``--recipe`` (its choices the named recipes; recorded in ``record``).
+
+    Examples:
+        >>> p = argparse.ArgumentParser(); add_recipe_option(p, "run.json")
+        >>> p.parse_args(["--recipe", "fast-cosine"]).recipe
+        'fast-cosine'
+    """
+    p.add_argument(
+        "--recipe",
+        choices=RECIPE_NAMES,
+        default=DEFAULT_RECIPE,
+        help=f"training recipe (default: {DEFAULT_RECIPE}): paper (Adam 3e-4, constant, the authors'), fast (Adam "
+        "3e-3 after a linear warm-up over 5%% of the steps) or fast-cosine (the same, then a cosine decay to 0.05x); "
+        f"see benchmarks/RESULTS.md; recorded in {record}",
     )
 
 

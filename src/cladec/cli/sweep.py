@@ -17,6 +17,7 @@ from ._args import (
     seed_int,
 )
 from ._source_options import add_source_options
+from ._train_options import add_recipe_option
 
 __all__ = ["register", "cmd_sweep"]
 
@@ -66,7 +67,8 @@ def register(subparsers: Any) -> None:
     s.add_argument(
         "--batch-size", type=pos_int, default=128, help="decoder batch size (128; under torchrun the global batch)"
     )
-    s.add_argument("--lr", type=learning_rate, default=3e-4, help="decoder learning rate (3e-4)")
+    s.add_argument("--lr", type=learning_rate, default=None, help="decoder learning rate (default: the recipe's)")
+    add_recipe_option(s, "sweep.json")
     s.add_argument("--decoder-norm", default=None, choices=["batch"], help="normalisation in the decoder")
     arch_help = "decoder architecture (auto: the paper's up to 32 px, else scaled)"
     s.add_argument(
@@ -127,6 +129,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         eval_epochs=args.eval_epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        recipe=args.recipe,
         decoder_norm=args.decoder_norm,
         decoder_arch=args.decoder_arch,
         weights=args.weights,

@@ -42,11 +42,12 @@ from .._tensors import device as checked_device
 from .._version import __version__
 from ..capture import resolve_layer_or_role
 from ..data.sizes import check_dataset_fits
-from ..defaults import DEFAULT_ALPHAS
+from ..defaults import DEFAULT_ALPHAS, DEFAULT_RECIPE
 from ..models.spec import classifier_entry, entry_weights_sha256, load_classifier_spec
 from ..persistence import load
 from ..runs import fit_run
 from ..training import distributed
+from ..training.schedule import recipe_lr, resolve_recipe
 from .evaluate import evaluate_run
 from .sweep_summary import SWEEP_FORMAT, read_state, summarize_sweep
 
@@ -63,6 +64,7 @@ _IDENTITY = (
     "epochs",
     "batch_size",
     "lr",
+    "recipe",
     "decoder_norm",
     "decoder_arch",
     "layout",
@@ -147,6 +149,7 @@ def _diff_config(old: dict, new: dict) -> list[str]:
         if not cfg["eval_classifier"]:  # eval_epochs means nothing without evaluation classifiers (older
             cfg["eval_epochs"] = None  # sweeps recorded it anyway)
         cfg["decoder_arch"] = cfg["decoder_arch"] or "auto"  # sweeps before the option: "auto" picks their decoder
+        cfg["recipe"] = cfg["recipe"] or "paper"  # sweeps before recipes were fitted with the paper's
         return cfg
 
     old, new = identity(old), identity(new)
@@ -179,7 +182,8 @@ def run_sweep(
     eval_classifier: bool = True,
     eval_epochs: int | None = None,
     batch_size: int = 128,
-    lr: float = 3e-4,
+    lr: float | None = None,
+    recipe: str = DEFAULT_RECIPE,
     decoder_norm: str | None = None,
     decoder_arch: str = "auto",
     device: str | None = None,
@@ -211,7 +215,10 @@ def run_sweep(
         eval_classifier: Train evaluation classifiers (see :func:`cladec.evaluation.evaluate_run`).
         eval_epochs: Epochs of the evaluation classifiers.
         batch_size: Decoder training batch size.
-        lr: Decoder learning rate.
+        lr: Decoder learning rate, the peak of a scheduled recipe (default: the recipe's; recorded as the
+            rate used).
+        recipe: The explainers' training recipe (:meth:`cladec.ClaDec.fit`): ``"paper"`` (Adam 3e-4, constant),
+            ``"fast"`` or ``"fast-cosine"``; part of the sweep's identity.
         decoder_norm: ``None`` or ``"batch"``.
         decoder_arch: ``"auto"``, ``"paper"`` or ``"scaled"`` (:func:`cladec.decoder.build_decoder`).
         device: Device (default: CUDA if available, else CPU).
@@ -243,8 +250,11 @@ def run_sweep(
     alphas_l = _check_list("alphas", alphas, _check_alpha)
     seeds_l = _check_list("seeds", seeds, _seed)
     positive_int("epochs", epochs)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
-        raise ConfigError(f"lr must be a positive number, got {lr!r}")
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf):
+        raise ConfigError(f"lr must be a positive number or None (the recipe's), got {lr!r}")
+    if not isinstance(recipe, str):
+        raise ConfigError(f"recipe must be a recipe's name (a sweep records it), got {recipe!r}")
+    lr = recipe_lr(resolve_recipe(recipe), lr, batch_size)  # an unknown recipe: ConfigError listing the names
     if not eval_classifier and eval_epochs is not None:
         raise ConfigError(
             "eval_epochs sets the evaluation classifiers, which eval_classifier=False turns off: drop "
@@ -298,6 +308,7 @@ def run_sweep(
         "epochs": epochs,
         "batch_size": batch_size,
         "lr": lr,
+        "recipe": recipe,
         "decoder_norm": decoder_norm,
         "decoder_arch": decoder_arch,
         "layout": layout,
@@ -382,6 +393,7 @@ def run_sweep(
                     refae=is_ref,
                     batch_size=batch_size,
                     lr=lr,
+                    recipe=recipe,
                     seed=seed,
                     size=size,
                     limit=limit,

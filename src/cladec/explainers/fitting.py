@@ -13,6 +13,7 @@ from .._errors import caller_level
 from ..capture import LayerCapture
 from ..data.adapt import Prepared, iterate_batches
 from ..decoder import Decoder
+from ..defaults import DEFAULT_RECIPE
 from ..models.reinit import reinitialise, weight_marks
 from ..training import distributed
 from ..training.engine import LossFn, Task
@@ -88,7 +89,7 @@ class FitMixin:
         compile: bool | str = False,
         amp: bool | None = None,
         workers: int = 0,
-        recipe: str | Recipe = "paper",
+        recipe: str | Recipe = DEFAULT_RECIPE,
         validation: Any = None,
         until_mse: float | None = None,
         patience: int | None = None,

@@ -12,6 +12,7 @@ from torch import nn
 
 from .._errors import ConfigError, DataError
 from ..data.adapt import prepare
+from ..defaults import DEFAULT_RECIPE
 from ..training import distributed
 from ..training.engine import Engine, EngineConfig
 from ..training.options import check_amp, check_fit_args
@@ -41,7 +42,7 @@ def fit_together(
     compile: bool | str = False,
     amp: bool | None = None,
     workers: int = 0,
-    recipe: str | Recipe = "paper",
+    recipe: str | Recipe = DEFAULT_RECIPE,
     checkpoint: str | os.PathLike | None = None,
     validation: Any = None,
     until_mse: float | None = None,

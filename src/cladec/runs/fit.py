@@ -16,6 +16,7 @@ from .._version import __version__
 from ..capture import resolve_layer_or_role
 from ..data.load import load_dataset
 from ..data.recorded import data_root_for, recorded_dataset_name, same_dataset
+from ..defaults import DEFAULT_RECIPE
 from ..explainers.cladec import ClaDec
 from ..explainers.refae import RefAE
 from ..explainers.together import fit_together
@@ -72,7 +73,7 @@ def fit_run(
     pretrained: bool = False,
     lazy: bool = False,
     workers: int = 0,
-    recipe: str = "paper",
+    recipe: str = DEFAULT_RECIPE,
     resume: bool = False,
     validation: float | None = None,
     until_mse: float | None = None,
