@@ -8,7 +8,7 @@ __all__ = ["DEMO_SETTINGS", "BASELINE_METHODS", "DEFAULT_METHODS", "DEFAULT_ALPH
 
 #: The named training recipes of the explainers' fits (``cladec.training.schedule.RECIPES``; torch-free here
 #: for the command line's choices).
-RECIPE_NAMES = ("paper", "fast", "fast-cosine")
+RECIPE_NAMES = ("paper", "fast", "fast-cosine", "warm-cosine")
 
 #: The recipe of a fit that names none (library, command line, sweeps).
 DEFAULT_RECIPE = "paper"

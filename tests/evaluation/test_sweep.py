@@ -130,7 +130,7 @@ def test_the_recipe_and_its_rate_are_recorded_and_an_older_sweep_is_the_papers(e
     assert {p.name: (p / "run.json").stat().st_mtime_ns for p in (old / "cells").iterdir()} == before
     with pytest.raises(ConfigError, match="recipe: 'paper' in the directory vs 'fast-cosine' now"):
         run_sweep(old, recipe="fast-cosine", **kw)
-    with pytest.raises(ConfigError, match=r"^unknown recipe 'slow'; valid: paper, fast, fast-cosine"):
+    with pytest.raises(ConfigError, match=r"^unknown recipe 'slow'; valid: paper, fast, fast-cosine, warm-cosine"):
         run_sweep(tmp_path / "new", recipe="slow", **kw)
     assert not (tmp_path / "new").exists()
 

@@ -159,7 +159,7 @@ def test_recipe_names_and_bad_input(tmp_path):
     e = cladec.ClaDec(residual_net(), "block.conv2", alpha=0.0)
     x, y = fmnist("train", 64)
     with pytest.raises(
-        ConfigError, match=r"^unknown recipe 'cosine'; valid: paper, fast, fast-cosine \(or a cladec\.training"
+        ConfigError, match=r"^unknown recipe 'cosine'; valid: paper, fast, fast-cosine, warm-cosine \(or a cladec"
     ):
         e.fit((x, y), epochs=1, recipe="cosine", verbose=False)
     with pytest.raises(ConfigError, match="lr_decay='step' and recipe 'fast' both set the learning rate"):

@@ -83,7 +83,8 @@ def add_recipe_option(p: argparse.ArgumentParser, record: str) -> None:
         choices=RECIPE_NAMES,
         default=DEFAULT_RECIPE,
         help=f"training recipe (default: {DEFAULT_RECIPE}): paper (Adam 3e-4, constant, the authors'), fast (Adam "
-        "3e-3 after a linear warm-up over 5%% of the steps) or fast-cosine (the same, then a cosine decay to 0.05x); "
+        "3e-3 after a linear warm-up over 5%% of the steps), fast-cosine (the same, then a cosine decay to 0.05x) or "
+        "warm-cosine (fast-cosine with a 20%% warm-up); "
         f"see benchmarks/RESULTS.md; recorded in {record}",
     )
 
