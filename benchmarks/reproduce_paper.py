@@ -39,6 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from cladec.defaults import DEFAULT_RECIPE, RECIPE_NAMES  # noqa: E402  (torch-free)
+
 CONFIGS = {
     "reduced": dict(
         datasets=["fashion-mnist", "mnist", "cifar10"],
@@ -101,8 +103,9 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None)
     p.add_argument(
         "--recipe",
-        default=None,
-        help="the explainers' training recipe (paper, fast, fast-cosine; default: the library's)",
+        choices=RECIPE_NAMES,
+        default=DEFAULT_RECIPE,
+        help=f"the explainers' training recipe (default: {DEFAULT_RECIPE})",
     )
     p.add_argument("--no-results", action="store_true", help="do not append to benchmarks/RESULTS.md")
     p.add_argument("--report-only", action="store_true", help="only tabulate what is finished")
@@ -123,8 +126,7 @@ def settings(args) -> dict:
         cfg["eval_classifier"], cfg["eval_epochs"] = False, None
     if args.resnet_width is not None:
         cfg["arch_kwargs"].setdefault("resnet10", {})["width"] = args.resnet_width
-    if args.recipe is not None:
-        cfg["recipe"] = args.recipe
+    cfg["recipe"] = args.recipe
     if 0.001 not in cfg["alphas"]:
         cfg["alphas"].insert(0, 0.001)
     return cfg
@@ -339,7 +341,7 @@ def main(argv=None) -> int:
                     eval_epochs=cfg["eval_epochs"],
                     device=args.device,
                     verbose=False,
-                    **({"recipe": cfg["recipe"]} if "recipe" in cfg else {}),
+                    recipe=cfg["recipe"],
                 )
             results.append(
                 {

@@ -52,9 +52,13 @@ def test_reproduce_paper_reuses_a_classifier_only_when_trained_with_the_same_set
 
 def test_reproduce_paper_passes_its_recipe_to_the_sweep_and_records_it():
     repro = _script("reproduce_paper")
-    assert "recipe" not in repro.settings(repro.parse_args([]))  # the library's default, recorded by the sweep
+    from cladec.defaults import DEFAULT_RECIPE
+
+    assert repro.settings(repro.parse_args([]))["recipe"] == DEFAULT_RECIPE  # recorded in the results' settings
     cfg = repro.settings(repro.parse_args(["--recipe", "fast-cosine", "--seeds", "0"]))
     assert cfg["recipe"] == "fast-cosine" and cfg["seeds"] == [0]
+    with pytest.raises(SystemExit):  # refused before any classifier is trained
+        repro.parse_args(["--recipe", "slow"])
 
 
 def test_decoder_quality_quick_run_prints_both_decoders(data_root, capsys, one_torch_thread):

@@ -217,8 +217,8 @@ def run_sweep(
         batch_size: Decoder training batch size.
         lr: Decoder learning rate, the peak of a scheduled recipe (default: the recipe's; recorded as the
             rate used).
-        recipe: The explainers' training recipe (:meth:`cladec.ClaDec.fit`): ``"paper"`` (Adam 3e-4, constant),
-            ``"fast"`` or ``"fast-cosine"``; part of the sweep's identity.
+        recipe: The explainers' training recipe (:meth:`cladec.ClaDec.fit`), a name in
+            :data:`cladec.training.schedule.RECIPES` (``"paper"``: Adam 3e-4, constant); part of the sweep's identity.
         decoder_norm: ``None`` or ``"batch"``.
         decoder_arch: ``"auto"``, ``"paper"`` or ``"scaled"`` (:func:`cladec.decoder.build_decoder`).
         device: Device (default: CUDA if available, else CPU).

@@ -127,8 +127,9 @@ class FitMixin:
             workers: DataLoader worker processes that decode a lazily read data set
                 (``load_dataset(..., lazy=True)``, always streamed); 0 decodes in this process.
             recipe: ``"paper"`` (Adam 3e-4, constant: the authors'), ``"fast"`` (3e-3 after a linear warm-up
-                over 5 % of the steps), ``"fast-cosine"`` (the same, then a cosine decay to 0.05 × the peak), or a
-                :class:`cladec.training.Recipe` (:mod:`cladec.training.schedule`).
+                over 5 % of the steps), ``"fast-cosine"`` (the same, then a cosine decay to 0.05 × the peak),
+                ``"warm-cosine"`` (fast-cosine with a 20 % warm-up), or a :class:`cladec.training.Recipe`
+                (:mod:`cladec.training.schedule`).
             validation: Held-out images whose reconstruction MSE is recorded after every epoch (``val_mse`` in
                 :attr:`history` and the progress bar): a fraction of ``data`` such as ``0.1`` (drawn by ``seed``; not
                 trained on) or held-out data in any form ``data`` takes (:mod:`cladec.explainers.validation`).

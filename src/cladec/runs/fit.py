@@ -120,8 +120,8 @@ def fit_run(
             with the number of images; the ``test_limit`` test images are decoded for the metrics. Recorded in
             ``run.json`` (``dataset.lazy``), so ``cladec explain`` decodes only the images it draws.
         workers: DataLoader worker processes that decode the lazily read images (:meth:`ClaDec.fit`).
-        recipe: The training recipe of both fits (:meth:`ClaDec.fit`): ``"paper"``, ``"fast"`` or ``"fast-cosine"``; in
-            ``run.json``.
+        recipe: The training recipe of both fits (:meth:`ClaDec.fit`): a name in ``RECIPES`` (``"paper"``,
+            ``"fast"``, ...); in ``run.json``.
         resume: Write an epoch checkpoint of the fit to ``<out>.checkpoint/`` after every epoch and, when one of an
             interrupted fit with the same settings is there, continue from it (:mod:`cladec.training.resume`; also
             on another number of ranks); the folder is removed once the run directory is written.
